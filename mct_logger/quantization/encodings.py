@@ -1,0 +1,109 @@
+"""Quantization grids (encodings) and their math, in AIMET's convention.
+
+An encoding maps x to the integer grid `q = clip(round(x / scale) - offset, 0, 2**b - 1)`
+and back to `(q + offset) * scale`. The offset is <= 0 (the negative of the
+usual zero point), so `min = offset * scale` and `max = (offset + 2**b - 1) * scale`.
+Symmetric encodings use `offset = -2**(b-1)`; asymmetric ones shift the grid so
+that zero is exactly representable.
+
+Example:
+
+```python
+enc = Encoding.from_range(-1.0, 3.0, bitwidth=8, symmetric=False)
+quantize_dequantize(np.array([0.5]), enc)
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+# Ranges narrower than this are widened to it, so a dead (all-zero) channel
+# still gets a valid, finite grid.
+MIN_RANGE = 1e-8
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoding:
+    """A per-tensor (scalar arrays) or per-channel (1-D arrays) quantization grid."""
+
+    scale: np.ndarray
+    offset: np.ndarray
+    bitwidth: int
+    is_symmetric: bool
+
+    @property
+    def levels(self) -> int:
+        """The largest integer on the grid, 2**bitwidth - 1."""
+        return 2**self.bitwidth - 1
+
+    @property
+    def min(self) -> np.ndarray:
+        return self.offset * self.scale
+
+    @property
+    def max(self) -> np.ndarray:
+        return (self.offset + self.levels) * self.scale
+
+    @property
+    def per_channel(self) -> bool:
+        return np.ndim(self.scale) > 0
+
+    @property
+    def num_channels(self) -> int | None:
+        return int(np.size(self.scale)) if self.per_channel else None
+
+    @classmethod
+    def from_range(cls, min_value, max_value, bitwidth: int, symmetric: bool) -> "Encoding":
+        """The grid covering [min_value, max_value] (arrays give per-channel grids)."""
+        check_bitwidth(bitwidth)
+        lo = np.minimum(np.asarray(min_value, dtype=np.float64), 0.0)
+        hi = np.maximum(np.asarray(max_value, dtype=np.float64), 0.0)
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise ValueError(
+                "Cannot build an encoding from a non-finite range "
+                f"[{np.min(lo)}, {np.max(hi)}]; the observed tensor holds NaN or Inf."
+            )
+        levels = 2**bitwidth - 1
+        if symmetric:
+            magnitude = np.maximum(np.maximum(-lo, hi), MIN_RANGE)
+            scale = magnitude / (levels // 2)
+            offset = np.full_like(scale, -((levels + 1) // 2))
+        else:
+            hi = np.maximum(hi, lo + MIN_RANGE)
+            scale = (hi - lo) / levels
+            offset = -np.clip(np.round(-lo / scale), 0, levels)
+        return cls(scale=scale, offset=offset, bitwidth=bitwidth, is_symmetric=symmetric)
+
+    def as_dict(self) -> dict:
+        """Plain-Python fields (lists for per-channel), for JSON and logs."""
+        def plain(a):
+            return np.asarray(a, dtype=np.float64).tolist()
+
+        return {
+            "scale": plain(self.scale),
+            "offset": plain(self.offset),
+            "min": plain(self.min),
+            "max": plain(self.max),
+            "bitwidth": self.bitwidth,
+            "is_symmetric": self.is_symmetric,
+        }
+
+
+def check_bitwidth(bitwidth) -> None:
+    if isinstance(bitwidth, bool) or not isinstance(bitwidth, (int, np.integer)) or not 2 <= bitwidth <= 16:
+        raise ValueError(
+            f"bitwidth={bitwidth!r} is not supported; use an integer from 2 to 16."
+        )
+
+
+def quantize_dequantize(x: np.ndarray, encoding: Encoding, channel_shape=None) -> np.ndarray:
+    """NumPy fake quantization; `channel_shape` reshapes per-channel grids to broadcast."""
+    scale, offset = encoding.scale, encoding.offset
+    if encoding.per_channel and channel_shape is not None:
+        scale = np.reshape(scale, channel_shape)
+        offset = np.reshape(offset, channel_shape)
+    q = np.clip(np.round(x / scale) - offset, 0, encoding.levels)
+    return ((q + offset) * scale).astype(np.asarray(x).dtype, copy=False)

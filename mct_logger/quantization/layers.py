@@ -1,0 +1,300 @@
+"""Fake-quantization Keras layers: weight quantizers wrapped around linear layers
+and activation quantizers placed after layer outputs and model inputs.
+
+Each quantizer's on/off switch and grid live in non-trainable variables, so a
+compiled `predict`/`evaluate` function sees a flip made after it was traced,
+and a quantized model saved to `.keras` loads back with the same grids.
+
+Example:
+
+```python
+quantizer = ActivationQuantizer(node_name="conv1")
+y = quantizer(x)
+quantizer.set_encoding(Encoding.from_range(0.0, 6.0, 8, symmetric=False))
+quantizer.enabled = False  # y is float again, without rebuilding anything
+```
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from mct_logger.quantization.encodings import Encoding, check_bitwidth
+
+PACKAGE = "mct_logger"
+
+# Weight layers the engine quantizes, with each kernel's per-channel axes
+# (the axes that together index the layer's output channels).
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+_TRANSPOSE = (
+    keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose,
+)
+_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+
+
+def quantizable_weights(layer) -> dict[str, tuple[int, ...]]:
+    """`{kernel attribute: per-channel axes}` of a layer the engine can quantize, else {}."""
+    if getattr(layer, "quantization_mode", None):
+        return {}  # already quantized by Keras itself
+    if isinstance(layer, _SEPARABLE):
+        return {"depthwise_kernel": (-2, -1), "pointwise_kernel": (-1,)}
+    if isinstance(layer, _DEPTHWISE):
+        return {"kernel": (-2, -1)}
+    if isinstance(layer, _TRANSPOSE):
+        return {"kernel": (-2,)}
+    if isinstance(layer, _CONV) or isinstance(layer, keras.layers.Dense):
+        return {"kernel": (-1,)}
+    return {}
+
+
+def output_channel_axes(layer) -> tuple[int, ...]:
+    """Axes of the main kernel that index output channels (for BN folding etc.)."""
+    axes = quantizable_weights(layer)
+    if not axes:
+        raise ValueError(f"{type(layer).__name__} is not a supported weight layer.")
+    return list(axes.values())[-1]
+
+
+def broadcast_shape(kernel_shape, channel_axes) -> tuple[int, ...]:
+    """Kernel shape with every non-channel axis set to 1."""
+    ndim = len(kernel_shape)
+    keep = {a % ndim for a in channel_axes}
+    return tuple(d if i in keep else 1 for i, d in enumerate(kernel_shape))
+
+
+def fake_quantize(x, scale, offset, levels):
+    q = ops.clip(ops.round(x / scale) - offset, 0.0, levels)
+    return (q + offset) * scale
+
+
+class _Grid:
+    """The variables of one quantizer: enabled flag, scale, offset, levels."""
+
+    def __init__(self, layer: keras.layers.Layer, prefix: str, num_channels, bitwidth, symmetric):
+        shape = () if num_channels is None else (num_channels,)
+        half = 2 ** (bitwidth - 1)
+        self.enabled = layer.add_weight(
+            name=f"{prefix}enabled", shape=(), initializer="ones", trainable=False
+        )
+        self.scale = layer.add_weight(
+            name=f"{prefix}scale", shape=shape, initializer="ones", trainable=False
+        )
+        self.offset = layer.add_weight(
+            name=f"{prefix}offset", shape=shape,
+            initializer=keras.initializers.Constant(-half if symmetric else 0.0),
+            trainable=False,
+        )
+        self.levels = layer.add_weight(
+            name=f"{prefix}levels", shape=(),
+            initializer=keras.initializers.Constant(2**bitwidth - 1), trainable=False,
+        )
+
+    def apply(self, x, channel_shape=None):
+        scale, offset = self.scale, self.offset
+        if channel_shape is not None and len(self.scale.shape):
+            scale = ops.reshape(scale, channel_shape)
+            offset = ops.reshape(offset, channel_shape)
+        xq = fake_quantize(x, ops.cast(scale, x.dtype), ops.cast(offset, x.dtype),
+                           ops.cast(self.levels, x.dtype))
+        return ops.where(self.enabled > 0.5, xq, x)
+
+    def assign(self, encoding: Encoding):
+        if tuple(self.scale.shape) != tuple(np.shape(encoding.scale)):
+            raise ValueError(
+                f"Encoding with scale shape {np.shape(encoding.scale)} does not fit a "
+                f"quantizer built for shape {tuple(self.scale.shape)} (per-channel "
+                "vs per-tensor, or a different channel count)."
+            )
+        self.scale.assign(np.asarray(encoding.scale, dtype="float32"))
+        self.offset.assign(np.asarray(encoding.offset, dtype="float32"))
+        self.levels.assign(float(encoding.levels))
+
+    def encoding(self, bitwidth: int, symmetric: bool) -> Encoding:
+        return Encoding(
+            scale=np.asarray(keras.ops.convert_to_numpy(self.scale), dtype=np.float64),
+            offset=np.asarray(keras.ops.convert_to_numpy(self.offset), dtype=np.float64),
+            bitwidth=bitwidth,
+            is_symmetric=symmetric,
+        )
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ActivationQuantizer(keras.layers.Layer):
+    """Fake-quantizes a node's output (or a model input) on a fixed grid.
+
+    Args:
+        node_name: the graph node whose output this quantizes.
+        num_channels: None for one grid per tensor, else one per channel (last axis).
+        bitwidth: 2 to 16.
+        is_symmetric: whether the grid is symmetric around zero.
+    """
+
+    def __init__(self, node_name, num_channels=None, bitwidth=8, is_symmetric=False, **kwargs):
+        super().__init__(**kwargs)
+        check_bitwidth(bitwidth)
+        self.node_name = node_name
+        self.num_channels = num_channels
+        self.bitwidth = int(bitwidth)
+        self.is_symmetric = bool(is_symmetric)
+        self._grid = None
+
+    def build(self, input_shape):
+        self._grid = _Grid(self, "", self.num_channels, self.bitwidth, self.is_symmetric)
+
+    def call(self, inputs):
+        return self._grid.apply(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    @property
+    def enabled(self) -> bool:
+        return bool(keras.ops.convert_to_numpy(self._grid.enabled) > 0.5)
+
+    @enabled.setter
+    def enabled(self, value: bool):
+        self._grid.enabled.assign(1.0 if value else 0.0)
+
+    def set_encoding(self, encoding: Encoding) -> None:
+        self._check(encoding)
+        self._grid.assign(encoding)
+
+    def get_encoding(self) -> Encoding:
+        return self._grid.encoding(self.bitwidth, self.is_symmetric)
+
+    def _check(self, encoding):
+        if encoding.bitwidth != self.bitwidth or encoding.is_symmetric != self.is_symmetric:
+            self.bitwidth, self.is_symmetric = encoding.bitwidth, encoding.is_symmetric
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "node_name": self.node_name,
+            "num_channels": self.num_channels,
+            "bitwidth": self.bitwidth,
+            "is_symmetric": self.is_symmetric,
+        }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class QuantizedWeightsLayer(keras.layers.Wrapper):
+    """Runs a Conv/Depthwise/Separable/Transpose/Dense layer with fake-quantized kernels.
+
+    The bias stays in float (32-bit), as on the usual INT8 targets.
+
+    Args:
+        layer: the wrapped layer.
+        node_name: the graph node this layer computes.
+        weight_specs: `{kernel attribute: {"num_channels": int | None,
+            "bitwidth": int, "is_symmetric": bool}}`.
+    """
+
+    def __init__(self, layer, node_name, weight_specs, **kwargs):
+        super().__init__(layer, **kwargs)
+        supported = quantizable_weights(layer)
+        unknown = set(weight_specs) - set(supported)
+        if unknown:
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) has no quantizable "
+                f"weight(s) {sorted(unknown)}; it supports {sorted(supported)}."
+            )
+        for spec in weight_specs.values():
+            check_bitwidth(spec["bitwidth"])
+        self.node_name = node_name
+        self.weight_specs = {k: dict(v) for k, v in weight_specs.items()}
+        self._channel_axes = supported
+        self._grids: dict[str, _Grid] = {}
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        for name, spec in self.weight_specs.items():
+            self._grids[name] = _Grid(
+                self, f"{name}_", spec.get("num_channels"), spec["bitwidth"], spec["is_symmetric"]
+            )
+
+    def call(self, inputs):
+        kernels = {}
+        for name, grid in self._grids.items():
+            kernel = getattr(self.layer, name)
+            shape = broadcast_shape(tuple(kernel.shape), self._channel_axes[name])
+            kernels[name] = grid.apply(ops.convert_to_tensor(kernel), shape)
+        return linear_forward(self.layer, inputs, kernels)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def weight_enabled(self, name: str) -> bool:
+        return bool(keras.ops.convert_to_numpy(self._grids[name].enabled) > 0.5)
+
+    def set_weights_enabled(self, value: bool) -> None:
+        for grid in self._grids.values():
+            grid.enabled.assign(1.0 if value else 0.0)
+
+    @property
+    def enabled(self) -> bool:
+        return any(self.weight_enabled(n) for n in self._grids)
+
+    @enabled.setter
+    def enabled(self, value: bool):
+        self.set_weights_enabled(value)
+
+    def set_encoding(self, name: str, encoding: Encoding) -> None:
+        spec = self.weight_specs[name]
+        spec["bitwidth"], spec["is_symmetric"] = encoding.bitwidth, encoding.is_symmetric
+        self._grids[name].assign(encoding)
+
+    def get_encoding(self, name: str) -> Encoding:
+        spec = self.weight_specs[name]
+        return self._grids[name].encoding(spec["bitwidth"], spec["is_symmetric"])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "node_name": self.node_name,
+            "weight_specs": self.weight_specs,
+        }
+
+
+def linear_forward(layer, x, kernels: dict):
+    """The layer's own computation with `kernels` in place of its kernel variables."""
+    if isinstance(layer, _SEPARABLE):
+        out = ops.separable_conv(
+            x, kernels["depthwise_kernel"], kernels["pointwise_kernel"],
+            strides=layer.strides, padding=layer.padding,
+            dilation_rate=layer.dilation_rate, data_format=layer.data_format,
+        )
+    elif isinstance(layer, _DEPTHWISE):
+        out = ops.depthwise_conv(
+            x, kernels["kernel"], strides=layer.strides, padding=layer.padding,
+            dilation_rate=layer.dilation_rate, data_format=layer.data_format,
+        )
+    elif isinstance(layer, _TRANSPOSE):
+        out = ops.conv_transpose(
+            x, kernels["kernel"], strides=list(layer.strides), padding=layer.padding,
+            output_padding=layer.output_padding, dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
+    elif isinstance(layer, _CONV):
+        padding = layer.padding
+        if padding == "causal":
+            x = ops.pad(x, layer._compute_causal_padding())
+            padding = "valid"
+        out = ops.conv(
+            x, kernels["kernel"], strides=list(layer.strides), padding=padding,
+            dilation_rate=layer.dilation_rate, data_format=layer.data_format,
+        )
+    elif isinstance(layer, keras.layers.Dense):
+        out = ops.matmul(x, kernels["kernel"])
+    else:
+        raise TypeError(f"{type(layer).__name__} is not a supported weight layer.")
+    bias = getattr(layer, "bias", None)
+    if bias is not None:
+        if getattr(layer, "data_format", "channels_last") == "channels_first":
+            bias = ops.reshape(bias, (1, -1) + (1,) * (len(out.shape) - 2))
+        out = ops.add(out, bias)
+    if layer.activation is not None:
+        out = layer.activation(out)
+    return out

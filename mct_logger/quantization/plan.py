@@ -1,0 +1,185 @@
+"""Which quantizers each graph node gets, and why a node gets none.
+
+Weight quantizers go on Conv/Depthwise/Separable/Transpose/Dense kernels.
+Activation quantizers go on model inputs and on node outputs, except where a
+hardware target would not requantize: an output consumed only by a following
+ReLU-family activation (fused, as on INT8 targets), and layers that only move
+values (reshape, pooling by max, padding, dropout...). Layers the engine does
+not know stay in float and are reported once, by name.
+
+Example:
+
+```python
+plan = plan_quantization(graph, QuantizationConfig())
+plan["conv1"].weights["kernel"].bitwidth  # 8
+plan["flatten"].note                      # "passes values through"
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import keras
+
+from mct_logger.graph import Graph, Node
+from mct_logger.quantization.config import QuantizationConfig
+from mct_logger.quantization.layers import quantizable_weights
+
+logger = logging.getLogger("mct_logger")
+
+L = keras.layers
+
+# Layers whose output holds only values of their input: no new grid needed.
+PASSTHROUGH = (
+    L.Reshape, L.Flatten, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
+    L.SpatialDropout3D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
+    L.ActivityRegularization, L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
+    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
+    L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D, L.Cropping2D,
+    L.Cropping3D, L.Permute, L.RepeatVector, L.Identity,
+)
+
+# Weight-free layers whose output is new values: quantized.
+ARITHMETIC = (
+    L.Activation, L.ReLU, L.LeakyReLU, L.PReLU, L.ELU, L.Softmax, L.Add, L.Subtract,
+    L.Multiply, L.Average, L.Maximum, L.Minimum, L.Concatenate, L.Dot,
+    L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
+    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
+    L.BatchNormalization, L.Rescaling, L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
+    L.Resizing,
+)
+
+# keras.ops functions used in a Functional model appear as bare operations.
+_OPS_PASSTHROUGH = {"Reshape", "Transpose", "Squeeze", "ExpandDims", "Flatten", "Max", "Min"}
+_OPS_ARITHMETIC = {
+    "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Concatenate", "Mean", "Sum",
+    "Relu", "Relu6", "Sigmoid", "HardSigmoid", "HardSwish", "Silu", "Gelu", "Tanh",
+    "Softmax", "Maximum", "Minimum", "Negative", "Abs", "Square", "Sqrt", "Exp",
+    "LeakyRelu", "Elu", "Matmul", "Average", "Clip",
+}
+
+_FUSABLE_ACTIVATIONS = {"relu", "relu6", "leaky_relu"}
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSpec:
+    channel_axes: tuple
+    num_channels: int | None  # None: one grid for the whole kernel
+    bitwidth: int
+    is_symmetric: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationSpec:
+    bitwidth: int
+    is_symmetric: bool
+    per_channel: bool
+
+
+@dataclasses.dataclass
+class NodePlan:
+    weights: dict = dataclasses.field(default_factory=dict)  # kernel name -> WeightSpec
+    activation: ActivationSpec | None = None
+    note: str = ""  # why the output has no quantizer, if it has none
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self.weights) or self.activation is not None
+
+
+def plan_quantization(graph: Graph, config: QuantizationConfig) -> dict[str, NodePlan]:
+    """Decides every node's weight and activation quantizers under `config`."""
+    plan: dict[str, NodePlan] = {}
+    unknown: list[str] = []
+    act = ActivationSpec(
+        config.activation_bits, config.activation_symmetric, config.activation_per_channel
+    )
+    for node in graph:
+        p = NodePlan()
+        kind = _kind(node)
+        if kind == "weights" and node.owns_weights:
+            for name, axes in quantizable_weights(node.layer).items():
+                kernel = getattr(node.layer, name)
+                channels = 1
+                for a in axes:
+                    channels *= int(kernel.shape[a])
+                p.weights[name] = WeightSpec(
+                    channel_axes=tuple(axes),
+                    num_channels=channels if config.weight_per_channel else None,
+                    bitwidth=config.weight_bits,
+                    is_symmetric=config.weight_symmetric,
+                )
+        if kind == "unknown":
+            unknown.append(f"{node.name} ({node.layer_class})")
+            p.note = f"stays in float: the engine cannot quantize {node.layer_class}"
+        elif kind == "passthrough":
+            p.note = "passes values through (no new grid)"
+        elif not _single_float_output(node):
+            p.note = "output is not a single floating-point tensor"
+        elif node.is_input and not config.quantize_inputs:
+            p.note = "model inputs are not quantized (quantize_inputs=False)"
+        else:
+            fused = _fused_activation(graph, node)
+            if fused is not None:
+                p.note = f"fused with the following activation {fused!r}"
+            else:
+                p.activation = act
+        plan[node.name] = p
+    if unknown:
+        logger.warning(
+            "%d layer(s) stay in float because the engine cannot quantize them: %s",
+            len(unknown), ", ".join(unknown),
+        )
+    return plan
+
+
+def _kind(node: Node) -> str:
+    layer = node.layer
+    if node.is_input:
+        return "input"
+    if quantizable_weights(layer):
+        return "weights"
+    if isinstance(layer, L.Activation) and _activation_name(layer) == "linear":
+        return "passthrough"
+    if isinstance(layer, PASSTHROUGH):
+        return "passthrough"
+    if isinstance(layer, ARITHMETIC):
+        return "arithmetic"
+    if isinstance(layer, L.Layer):
+        return "unknown"
+    name = type(layer).__name__
+    if name in _OPS_PASSTHROUGH:
+        return "passthrough"
+    if name in _OPS_ARITHMETIC:
+        return "arithmetic"
+    return "unknown"
+
+
+def _single_float_output(node: Node) -> bool:
+    return len(node.output_dtypes) == 1 and "float" in str(node.output_dtypes[0])
+
+
+def _activation_name(layer) -> str:
+    fn = getattr(layer, "activation", None)
+    return getattr(fn, "__name__", str(fn))
+
+
+def is_relu_family(node: Node) -> bool:
+    layer = node.layer
+    if isinstance(layer, (L.ReLU, L.LeakyReLU, L.PReLU)):
+        return True
+    if isinstance(layer, L.Activation):
+        return _activation_name(layer) in _FUSABLE_ACTIVATIONS
+    return type(layer).__name__ in {"Relu", "Relu6", "LeakyRelu"}
+
+
+def _fused_activation(graph: Graph, node: Node) -> str | None:
+    """The ReLU-family node that alone consumes `node`'s output, if any."""
+    if node.is_input or graph.is_model_output(node.name):
+        return None
+    consumers = graph.consumers(node.name)
+    if len(consumers) == 1 and is_relu_family(consumers[0]):
+        return consumers[0].name
+    return None

@@ -1,0 +1,263 @@
+"""Quantization simulation: the fake-quantized Keras model and the calibration model.
+
+`build_quantized_model` turns a graph and its plan into a Keras model with a
+weight quantizer around every planned kernel and an activation quantizer after
+every planned output. `CalibrationModel` is the float graph whose forward pass
+feeds one observer per planned output: PTQ drives it with the representative
+data, QuantAnalyzer with the user's forward-pass callback.
+
+Example:
+
+```python
+calib = CalibrationModel(graph, plan)
+calib.predict(x)                         # observers see every batch
+model = build_quantized_model(graph, plan, calib.encodings(weights=graph))
+set_quantizers_enabled(model, activations=False)   # weights-only (W8A32)
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import keras
+import numpy as np
+from keras import tree
+
+from mct_logger.graph import Graph, TensorRef
+from mct_logger.quantization.encodings import Encoding
+from mct_logger.quantization.layers import ActivationQuantizer, QuantizedWeightsLayer
+from mct_logger.quantization.observers import MinMaxObserver
+
+
+@dataclasses.dataclass
+class NodeEncodings:
+    """The grids of one node: per kernel name, and for its output."""
+
+    weights: dict = dataclasses.field(default_factory=dict)  # name -> Encoding
+    activation: Encoding | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "weights": {k: e.as_dict() for k, e in self.weights.items()},
+            "activation": self.activation.as_dict() if self.activation else None,
+        }
+
+
+def weight_encodings(graph: Graph, plan: dict) -> dict[str, dict[str, Encoding]]:
+    """Min/max encodings of every planned kernel, from the graph's weights."""
+    result = {}
+    for node in graph:
+        specs = plan[node.name].weights
+        if not specs:
+            continue
+        result[node.name] = {}
+        for name, spec in specs.items():
+            kernel = keras.ops.convert_to_numpy(getattr(node.layer, name))
+            observer = MinMaxObserver(spec.channel_axes)
+            observer.update(kernel)
+            result[node.name][name] = observer.encoding(
+                spec.bitwidth, spec.is_symmetric, per_channel=spec.num_channels is not None
+            )
+    return result
+
+
+def build_quantized_model(
+    graph: Graph, plan: dict, encodings: dict[str, NodeEncodings], name: str | None = None
+) -> keras.Model:
+    """A Keras model of `graph` with quantizers where `plan` puts them, set to `encodings`."""
+    wrappers: dict[int, QuantizedWeightsLayer] = {}
+    used = {re.sub(r"[/:]", "_", n) for n in graph.nodes}
+
+    def make_layer(node, clone):
+        if id(clone) in wrappers:  # a later call of a shared layer
+            return wrappers[id(clone)]
+        specs = plan[node.name].weights
+        if not specs:
+            return clone
+        wrapper = QuantizedWeightsLayer(
+            clone,
+            node_name=node.name,
+            weight_specs={
+                k: {"num_channels": s.num_channels, "bitwidth": s.bitwidth,
+                    "is_symmetric": s.is_symmetric}
+                for k, s in specs.items()
+            },
+            name=_unique(f"{clone.name}_wq", used),
+        )
+        wrappers[id(clone)] = wrapper
+        return wrapper
+
+    def wrap_outputs(node, outputs):
+        spec = plan[node.name].activation
+        if spec is None:
+            return outputs
+        channels = node.output_shapes[0][-1] if spec.per_channel else None
+        quantizer = ActivationQuantizer(
+            node_name=node.name,
+            num_channels=channels,
+            bitwidth=spec.bitwidth,
+            is_symmetric=spec.is_symmetric,
+            name=_unique(re.sub(r"[/:]", "_", node.name) + "_aq", used),
+        )
+        return [quantizer(outputs[0])] + list(outputs[1:])
+
+    model = graph.to_keras(name=name or f"{graph.name}_quantized",
+                           make_layer=make_layer, wrap_outputs=wrap_outputs)
+    apply_encodings(model, encodings)
+    return model
+
+
+def _unique(name: str, used: set) -> str:
+    candidate, k = name, 1
+    while candidate in used:
+        k += 1
+        candidate = f"{name}_{k}"
+    used.add(candidate)
+    return candidate
+
+
+def quantizers(model: keras.Model) -> dict[str, dict]:
+    """`{node name: {"weights": QuantizedWeightsLayer, "activation": ActivationQuantizer}}`."""
+    found: dict[str, dict] = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, QuantizedWeightsLayer):
+            found.setdefault(layer.node_name, {})["weights"] = layer
+        elif isinstance(layer, ActivationQuantizer):
+            found.setdefault(layer.node_name, {})["activation"] = layer
+    return found
+
+
+def apply_encodings(model: keras.Model, encodings: dict[str, NodeEncodings]) -> None:
+    """Loads `encodings` into the model's quantizer variables."""
+    found = quantizers(model)
+    for node, enc in encodings.items():
+        if node not in found:
+            continue
+        if enc.activation is not None and "activation" in found[node]:
+            found[node]["activation"].set_encoding(enc.activation)
+        for name, e in enc.weights.items():
+            found[node]["weights"].set_encoding(name, e)
+
+
+def set_quantizers_enabled(
+    model: keras.Model,
+    weights: bool | None = None,
+    activations: bool | None = None,
+    nodes=None,
+) -> None:
+    """Switches weight and/or activation quantizers on or off, without recompiling.
+
+    Args:
+        weights: True/False to switch weight quantizers; None leaves them.
+        activations: True/False to switch activation quantizers; None leaves them.
+        nodes: node names to act on (default: all nodes).
+
+    Example: `set_quantizers_enabled(model, activations=False)` evaluates W8A32.
+    """
+    found = quantizers(model)
+    names = found.keys() if nodes is None else nodes
+    for name in names:
+        if name not in found:
+            raise KeyError(
+                f"Node {name!r} has no quantizer in model {model.name!r}; nodes with "
+                f"quantizers: {sorted(found)[:10]}{'...' if len(found) > 10 else ''}"
+            )
+        if weights is not None and "weights" in found[name]:
+            found[name]["weights"].enabled = weights
+        if activations is not None and "activation" in found[name]:
+            found[name]["activation"].enabled = activations
+
+
+def read_encodings(model: keras.Model) -> dict[str, NodeEncodings]:
+    """The grids currently held by the model's quantizers."""
+    result = {}
+    for node, q in quantizers(model).items():
+        enc = NodeEncodings()
+        if "weights" in q:
+            enc.weights = {k: q["weights"].get_encoding(k) for k in q["weights"].weight_specs}
+        if "activation" in q:
+            enc.activation = q["activation"].get_encoding()
+        result[node] = enc
+    return result
+
+
+class CalibrationModel(keras.Model):
+    """The float graph whose forward pass also feeds an observer per planned output.
+
+    Call it, `predict` or `evaluate` with it like the original model: it returns
+    the float outputs, and each batch updates the observers. It always runs
+    eagerly (observers need concrete values); the graph inside is compiled.
+    """
+
+    def __init__(self, graph: Graph, plan: dict, observer_factory=MinMaxObserver, **kwargs):
+        super().__init__(name=kwargs.pop("name", f"{graph.name}_calibration"), **kwargs)
+        self._observed = [n for n in graph.nodes if plan[n].activation is not None]
+        self._num_outputs = len(graph.outputs)
+        self._outputs_struct = graph._outputs_struct
+        self.observers = {n: observer_factory() for n in self._observed}
+        self.batches_seen = 0
+        self._compiled = None
+        self._collector = graph.to_keras(
+            name=f"{graph.name}_collector",
+            extra_outputs=[TensorRef(n, 0) for n in self._observed],
+        )
+
+    @property
+    def run_eagerly(self):
+        return True
+
+    @run_eagerly.setter
+    def run_eagerly(self, value):
+        pass  # observers need concrete values: always eager
+
+    def call(self, inputs, training=False):
+        if any(isinstance(x, keras.KerasTensor) for x in tree.flatten(inputs)):
+            return tree.pack_sequence_as(
+                self._outputs_struct, self._collector(inputs)[: self._num_outputs]
+            )
+        values = self._run(inputs)
+        self.observe(values[self._num_outputs:])
+        return tree.pack_sequence_as(self._outputs_struct, values[: self._num_outputs])
+
+    def _run(self, inputs) -> list:
+        """The collector's outputs for concrete inputs, through a compiled function."""
+        if self._compiled is None:
+            self._compiled = _compile(self._collector)
+        values = self._compiled(inputs)
+        return list(values) if isinstance(values, (list, tuple)) else [values]
+
+    def observe(self, collected) -> None:
+        for name, value in zip(self._observed, collected):
+            self.observers[name].update(keras.ops.convert_to_numpy(value))
+        self.batches_seen += 1
+
+    def collect(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        """Runs one batch; returns every observed output (and feeds the observers)."""
+        values = self._run(batch if len(batch) > 1 else batch[0])
+        collected = [keras.ops.convert_to_numpy(v) for v in values[self._num_outputs:]]
+        self.observe(collected)
+        return collected
+
+    def activation_encodings(self, plan: dict) -> dict[str, Encoding]:
+        result = {}
+        for name in self._observed:
+            spec = plan[name].activation
+            observer = self.observers[name]
+            if observer.is_empty:
+                raise RuntimeError(
+                    f"No calibration data reached node {name!r}; the forward pass "
+                    "callback must run the calibration model on some data."
+                )
+            result[name] = observer.encoding(spec.bitwidth, spec.is_symmetric, spec.per_channel)
+        return result
+
+
+def _compile(model: keras.Model):
+    """`model` as a compiled inference function (tf.function under TensorFlow)."""
+    if keras.config.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return lambda x: model(x, training=False)

@@ -1,0 +1,43 @@
+"""Packaging for mct-logger: the library, its TensorBoard plugins and their browser code."""
+
+from setuptools import setup
+
+setup(
+    name="mct-logger",
+    version="0.1.0",
+    description=(
+        "Keras 3 post-training quantization whose every stage and diagnosis "
+        "shows up in TensorBoard."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=[
+        "mct_logger",
+        "mct_logger.quantization",
+        "mct_logger.techniques",
+        "tb_plugin",
+        "tb_plugin.frontend",
+    ],
+    # The dashboards' browser code lives at the top level (frontend/) and ships
+    # inside the plugin package so TensorBoard can serve it from site-packages.
+    package_dir={"tb_plugin.frontend": "frontend"},
+    package_data={"tb_plugin.frontend": ["*.js", "*.css", "*.html"]},
+    install_requires=[
+        "tensorflow>=2.17",
+        "keras>=3,<4",
+        "tensorboard>=2.17",
+        "numpy",
+        "protobuf",
+        "matplotlib",
+        "plotly<8",
+    ],
+    extras_require={
+        # The demo trains on scikit-learn's bundled digits (no download).
+        "demo": ["scikit-learn"],
+        "test": ["pytest", "scikit-learn", "playwright", "build"],
+    },
+    entry_points={
+        "console_scripts": ["mct-logger = mct_logger.cli:main"],
+    },
+)
