@@ -35,7 +35,7 @@ setup(
     extras_require={
         # The demo trains on scikit-learn's bundled digits (no download).
         "demo": ["scikit-learn"],
-        "test": ["pytest", "scikit-learn", "playwright", "build"],
+        "test": ["pytest", "scikit-learn", "playwright"],
     },
     entry_points={
         "console_scripts": ["mct-logger = mct_logger.cli:main"],

@@ -26,7 +26,7 @@ import keras
 from mct_logger import data as data_lib
 from mct_logger.graph import Graph, read_model
 from mct_logger.quantization.config import QuantizationConfig
-from mct_logger.quantization.plan import NodePlan, plan_quantization
+from mct_logger.quantization.plan import plan_quantization
 from mct_logger.quantization.quantsim import (
     CalibrationModel,
     NodeEncodings,
@@ -106,26 +106,56 @@ class QuantizedModelResult:
 # ---------------------------------------------------------------- memory
 
 
-def node_memory(node, plan: NodePlan | None) -> dict:
+def node_memory(node, weight_bits: dict | None = None, activation_bits: int = 32) -> dict:
     """Bytes of a node at batch 1: weights plus output activations.
 
-    Float32 everywhere without a plan; with one, kernels and outputs at their
-    planned bits. Biases and anything unplanned count 32 bits.
+    `weight_bits` maps kernel names to their bits; other weights (biases,
+    anything unquantized) count 32 bits.
     """
-    weight_bits = 0
+    bits = 0
     if node.owns_weights:
         for name, value in node.weights().items():
-            spec = plan.weights.get(name) if plan else None
-            weight_bits += value.size * (spec.bitwidth if spec else 32)
-    act_spec = plan.activation if plan else None
-    act_bits = node.output_elements() * (act_spec.bitwidth if act_spec else 32)
-    weights = (weight_bits + 7) // 8
-    activations = (act_bits + 7) // 8
+            bits += value.size * (weight_bits or {}).get(name, 32)
+    weights = (bits + 7) // 8
+    activations = (node.output_elements() * activation_bits + 7) // 8
     return {"weights": weights, "activations": activations, "total": weights + activations}
 
 
 def graph_memory(graph: Graph, plan: dict | None = None) -> dict[str, dict]:
-    return {n.name: node_memory(n, plan.get(n.name) if plan else None) for n in graph}
+    """`node_memory` of every node: float32 without a plan, planned bits with one."""
+    if plan is None:
+        return {n.name: node_memory(n) for n in graph}
+    act_bits = activation_bits(graph, plan)
+    return {
+        n.name: node_memory(
+            n, {k: s.bitwidth for k, s in plan[n.name].weights.items()}, act_bits[n.name]
+        )
+        for n in graph
+    }
+
+
+def activation_bits(graph: Graph, plan: dict) -> dict[str, int]:
+    """The precision each node's output is stored at on the target.
+
+    A quantized output has its quantizer's bits; a pass-through layer keeps its
+    input's; an output fused into the following activation is stored at that
+    activation's; anything else stays float32.
+    """
+    bits: dict[str, int] = {}
+    for node in graph:
+        p = plan[node.name]
+        if p.activation is not None:
+            bits[node.name] = p.activation.bitwidth
+        elif p.note.startswith("passes values") and node.inputs:
+            bits[node.name] = bits.get(node.inputs[0].node, 32)
+        else:
+            bits[node.name] = 32
+    for node in graph:
+        p = plan[node.name]
+        if p.note.startswith("fused"):
+            consumer = plan[graph.consumers(node.name)[0].name].activation
+            bits[node.name] = consumer.bitwidth if consumer else 32
+    return bits
 
 
 # ---------------------------------------------------------------- the info object

@@ -1,0 +1,117 @@
+"""Representative data: every accepted form, and early, actionable errors."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import mct_logger
+from mct_logger.data import InputSpec, RepresentativeDataError, load_batches
+
+ONE = [InputSpec("img", (None, 4, 4, 1), "float32")]
+TWO = [InputSpec("img", (None, 4, 4, 1), "float32"), InputSpec("vec", (None, 3), "float32")]
+
+
+def _images(n=10, seed=0):
+    return np.random.default_rng(seed).random((n, 4, 4, 1)).astype("float32")
+
+
+def test_numpy_array_is_batched():
+    batches = load_batches(_images(10), ONE, batch_size=4)
+    assert [b[0].shape[0] for b in batches] == [4, 4, 2]
+
+
+def test_mct_style_callable_yielding_lists_of_batches():
+    x = _images(8)
+    batches = load_batches(lambda: iter([[x[:4]], [x[4:]]]), ONE)
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
+
+
+def test_generator_and_list_of_batches():
+    x = _images(6)
+    assert len(load_batches((x[i:i + 2] for i in range(0, 6, 2)), ONE)) == 3
+    assert len(load_batches([x[:3], x[3:]], ONE)) == 2
+
+
+def test_labelled_tf_dataset_labels_are_ignored():
+    x = _images(10)
+    ds = tf.data.Dataset.from_tensor_slices((x, np.arange(10))).batch(5)
+    batches = load_batches(ds, ONE)
+    np.testing.assert_allclose(np.concatenate([b[0] for b in batches]), x)
+
+
+def test_labelled_numpy_pairs_are_accepted():
+    x = _images(4)
+    batches = load_batches([(x, np.zeros(4)), (x, np.ones(4), np.ones(4))], ONE)
+    assert len(batches) == 2 and batches[0][0].shape == (4, 4, 4, 1)
+
+
+def test_multi_input_forms():
+    x, v = _images(6), np.ones((6, 3), "float32")
+    assert len(load_batches([x, v], TWO, batch_size=4)) == 2
+    assert len(load_batches({"img": x, "vec": v}, TWO, batch_size=6)) == 1
+    assert len(load_batches(lambda: [[x, v], {"vec": v, "img": x}], TWO)) == 2
+    labelled = tf.data.Dataset.from_tensor_slices(((x, v), np.zeros(6))).batch(3)
+    assert len(load_batches(labelled, TWO)) == 2
+
+
+def test_integer_images_are_cast_to_the_model_dtype():
+    x = (np.arange(32).reshape(2, 4, 4, 1)).astype("uint8")
+    assert load_batches(x, ONE)[0][0].dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (None, "is None"),
+        (np.zeros((0, 4, 4, 1), "float32"), "empty"),
+        (lambda: iter([]), "empty"),
+        (np.zeros((4, 5, 4, 1), "float32"), r"shape \(4, 5, 4, 1\).*\(batch, 4, 4, 1\)"),
+        (np.zeros((4, 4, 4), "float32"), "shape"),
+        (np.array([["a"] * 16] * 2).reshape(2, 4, 4, 1), "dtype"),
+        (np.full((2, 4, 4, 1), np.nan, "float32"), "NaN or Inf"),
+        (np.full((2, 4, 4, 1), np.inf, "float32"), "NaN or Inf"),
+        (lambda n: None, "zero-argument"),
+        (42, "not iterable"),
+        ([{"image": np.zeros((2, 4, 4, 1))}], "without the model input"),
+    ],
+    ids=["none", "empty-array", "empty-callable", "wrong-shape", "wrong-rank", "strings",
+         "nan", "inf", "callable-with-args", "not-iterable", "dict-wrong-key"],
+)
+def test_bad_data_fails_naming_the_input_and_the_fix(data, match):
+    with pytest.raises(RepresentativeDataError, match=match):
+        load_batches(data, ONE)
+
+
+def test_bad_batch_is_named_by_its_index():
+    x = _images(4)
+    bad = x.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(RepresentativeDataError, match=r"batch 2, input 'img'"):
+        load_batches([x, x, bad], ONE)
+
+
+def test_mismatched_batch_sizes_across_inputs():
+    with pytest.raises(RepresentativeDataError, match="different batch sizes"):
+        load_batches([[_images(4), np.ones((3, 3), "float32")]], TWO)
+
+
+def test_one_array_for_two_inputs():
+    with pytest.raises(RepresentativeDataError, match="2 inputs"):
+        load_batches(_images(4), TWO)
+
+
+def test_ptq_fails_on_bad_data_before_any_stage_runs():
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
+    stages = []
+    listener = lambda stage, graph, result: stages.append(stage)  # noqa: E731
+    mct_logger.add_stage_listener(listener)
+    try:
+        bad = _images(8)
+        bad[3] = np.inf
+        with pytest.raises(RepresentativeDataError, match="NaN or Inf"):
+            mct_logger.keras_post_training_quantization(model, bad)
+    finally:
+        mct_logger.remove_stage_listener(listener)
+    assert stages == []
