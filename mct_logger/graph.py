@@ -71,12 +71,19 @@ class Node:
         ]
 
     def weights(self) -> dict[str, np.ndarray]:
-        """The layer's weights by variable name, as NumPy arrays."""
+        """The layer's weights by variable name, as NumPy arrays.
+
+        Composite layers (e.g. MultiHeadAttention) hold several "kernel"s; their
+        names keep the sublayer part ("query/kernel") so none is dropped.
+        """
         if not isinstance(self.layer, keras.layers.Layer):
             return {}
+        variables = self.layer.weights
+        names = [_variable_name(v) for v in variables]
+        if len(set(names)) != len(names):
+            names = [_path_below(v, self.layer) for v in variables]
         return {
-            _variable_name(v): keras.ops.convert_to_numpy(v.value)
-            for v in self.layer.weights
+            name: keras.ops.convert_to_numpy(v.value) for name, v in zip(names, variables)
         }
 
     def parameter_count(self) -> int:
@@ -98,6 +105,12 @@ class Node:
 def _variable_name(variable) -> str:
     # Keras 3 variable paths look like "conv1/kernel"; the last part is stable.
     return variable.path.split("/")[-1] if getattr(variable, "path", None) else variable.name
+
+
+def _path_below(variable, layer) -> str:
+    path = getattr(variable, "path", None) or variable.name
+    prefix = layer.name + "/"
+    return path[len(prefix):] if path.startswith(prefix) else path
 
 
 class Graph:
@@ -208,12 +221,20 @@ def _clone_layer(node: Node, used_names: set[str]):
     """A fresh, unbuilt copy of the node's layer with a name unique in the new model."""
     layer = node.layer
     if not isinstance(layer, keras.layers.Layer):
+        used_names.add(layer.name)  # reused under its own name: later layers must avoid it
         return layer  # a stateless keras.ops operation: safe to reuse
     try:
         config = layer.get_config()
         name = config.get("name", layer.name)
         if name in used_names:
-            config["name"] = name = _keras_safe(node.name)
+            # The node name alone can clash too: an outer "dense" after an inner
+            # "block/dense" that kept the plain name.
+            base = name = _keras_safe(node.name)
+            suffix = 1
+            while name in used_names:
+                suffix += 1
+                name = f"{base}_{suffix}"
+            config["name"] = name
         clone = type(layer).from_config(config)
     except Exception as exc:  # custom layers without a working get_config
         logger.warning(

@@ -74,7 +74,12 @@ def _why_not_foldable(graph: Graph, bn: Node) -> str | None:
     if not quantizable_weights(layer):
         return (f"its input comes from {producer.layer_class} {producer.name!r}, "
                 "not a Conv, Depthwise, Separable, Transpose or Dense layer")
-    activation = getattr(layer.activation, "__name__", "linear")
+    if getattr(layer, "lora_enabled", False):
+        # Only `kernel` is scaled: the LoRA update added to it would stay unscaled.
+        return f"{producer.name!r} has LoRA enabled; its LoRA weights cannot be folded"
+    # An activation without `__name__` (a layer instance such as ReLU()) is no
+    # more linear than a named one.
+    activation = getattr(layer.activation, "__name__", type(layer.activation).__name__)
     if activation != "linear":
         return f"{producer.name!r} applies {activation!r} before the batch norm"
     if graph.is_model_output(producer.name) or len(graph.consumers(producer.name)) != 1:
