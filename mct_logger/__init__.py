@@ -7,8 +7,10 @@ from mct_logger.ptq import (
     keras_post_training_quantization,
     remove_stage_listener,
 )
+from mct_logger import quantization
 from mct_logger.quantization import (
     Encoding,
+    LayerOverride,
     QuantizationConfig,
     set_quantizers_enabled,
 )

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import keras
 
 from mct_logger import data as data_lib
+from mct_logger import export
 from mct_logger.graph import Graph, read_model
 from mct_logger.quantization.config import QuantizationConfig
 from mct_logger.quantization.plan import plan_quantization
@@ -189,6 +190,13 @@ class QuantizationInfo:
     def float_nodes(self) -> list[str]:
         return [n for n, p in self.plan.items() if p.note.startswith("stays in float")]
 
+    def export_encodings(self, path: str) -> str:
+        """Writes every tensor's encodings as JSON in AIMET's encodings-file shape.
+
+        Load it back with `QuantizationConfig(encodings_file=path)` to skip calibration.
+        """
+        return export.save_encodings(self.encodings, path)
+
 
 # ---------------------------------------------------------------- the pipeline
 
@@ -224,7 +232,8 @@ def keras_post_training_quantization(
             It is never modified.
         representative_data: typical inputs for calibration: a zero-argument
             callable returning batches, a generator, a `tf.data.Dataset` or a
-            NumPy array (labels in `(x, y)` batches are ignored).
+            NumPy array (labels in `(x, y)` batches are ignored). May be None
+            when `config.encodings_file` provides the grids.
         config: a `QuantizationConfig`; default W8A8, weights symmetric
             per-channel, activations asymmetric per-tensor.
 
@@ -238,9 +247,12 @@ def keras_post_training_quantization(
             f"config must be a QuantizationConfig, got {type(config).__name__}."
         )
     graph = read_model(model)
-    batches = data_lib.load_batches(
-        representative_data, data_lib.input_specs(graph), config.batch_size
-    )
+    if representative_data is None and config.encodings_file:
+        batches = None  # the grids come from the file; nothing to calibrate
+    else:
+        batches = data_lib.load_batches(
+            representative_data, data_lib.input_specs(graph), config.batch_size
+        )
     run = _Run(_listeners)
 
     graph, _ = run.stage(
@@ -256,9 +268,22 @@ def keras_post_training_quantization(
         graph,
     )
     plan = plan_quantization(graph, config)
-    calibration = CalibrationModel(graph, plan)
-    graph, stats = run.stage("statistics_collection", _collect, graph, calibration, batches)
-    graph, params = run.stage("quantization_parameters", _parameters, graph, plan, calibration)
+    if config.encodings_file:
+        loaded = export.adopt_encodings(
+            plan, export.load_encodings(config.encodings_file), config.encodings_file
+        )
+        graph, _ = run.stage(
+            "statistics_collection",
+            lambda g: (g, SkippedStageResult(f"encodings loaded from {config.encodings_file}")),
+            graph,
+        )
+        graph, params = run.stage(
+            "quantization_parameters", lambda g: (g, _parameters_result(plan, loaded)), graph
+        )
+    else:
+        calibration = CalibrationModel(graph, plan)
+        graph, stats = run.stage("statistics_collection", _collect, graph, calibration, batches)
+        graph, params = run.stage("quantization_parameters", _parameters, graph, plan, calibration)
     graph, _ = run.stage(
         "bias_correction",
         lambda g: (g, SkippedStageResult("bias correction is not available yet")),
@@ -308,8 +333,12 @@ def _parameters(graph, plan, calibration: CalibrationModel):
         for name, p in plan.items()
         if p.quantized
     }
+    return graph, _parameters_result(plan, encodings)
+
+
+def _parameters_result(plan, encodings) -> QuantizationParametersResult:
     float_nodes = [n for n, p in plan.items() if p.note.startswith("stays in float")]
-    return graph, QuantizationParametersResult(plan, encodings, float_nodes)
+    return QuantizationParametersResult(plan, encodings, float_nodes)
 
 
 def _build(graph, plan, encodings, memory_before):

@@ -165,3 +165,35 @@ def test_subclassed_model_and_bad_config_get_actionable_errors():
         mct_logger.keras_post_training_quantization(net, np.zeros((4, 3), "float32"))
     with pytest.raises(TypeError, match="QuantizationConfig"):
         mct_logger.keras_post_training_quantization(_tiny(), np.zeros((4, 4, 4, 1)), {"bits": 8})
+
+
+def test_overrides_change_only_the_matched_nodes(digits):
+    data, model = digits
+    config = mct_logger.QuantizationConfig(
+        overrides={
+            "pw1": mct_logger.LayerOverride(weight_bits=4),
+            r"dw\d": mct_logger.LayerOverride(activation_observer="min_max"),
+            "classifier": mct_logger.LayerOverride(keep_float=True),
+        }
+    )
+    quantized, info = mct_logger.keras_post_training_quantization(model, data.x_train[:64], config)
+    assert info.plan["pw1"].weights["kernel"].bitwidth == 4
+    assert info.encodings["pw1"].weights["kernel"].bitwidth == 4
+    assert info.plan["pw2"].weights["kernel"].bitwidth == 8
+    assert info.plan["stem"].weights["kernel"].bitwidth == 8
+    assert "classifier" not in info.encodings
+    assert not info.plan["classifier"].quantized and "override" in info.plan["classifier"].note
+    assert "classifier" not in mct_logger.quantization.quantizers(quantized)
+    # dw1 is fused (its output feeds a ReLU), so the override reaches its weights only
+    assert info.plan["dw1"].weights["kernel"].observer == "min_max"
+
+
+def test_override_matching_nothing_is_an_error(digits):
+    data, model = digits
+    config = mct_logger.QuantizationConfig(overrides={"conv_9": mct_logger.LayerOverride(weight_bits=4)})
+    with pytest.raises(ValueError, match="match no node"):
+        mct_logger.keras_post_training_quantization(model, data.x_train[:32], config)
+    with pytest.raises(ValueError, match="observer"):
+        mct_logger.LayerOverride(activation_observer="percentile")
+    with pytest.raises(ValueError, match="regular"):
+        mct_logger.QuantizationConfig(overrides={"conv[": mct_logger.LayerOverride()})

@@ -1,9 +1,15 @@
-"""`QuantizationConfig`: what the user chooses about a PTQ run.
+"""`QuantizationConfig`: what the user chooses about a PTQ run, globally and per layer.
 
 Example:
 
 ```python
-config = QuantizationConfig(weight_bits=4, activation_bits=8)
+config = QuantizationConfig(
+    weight_bits=8,
+    overrides={
+        "classifier": LayerOverride(weight_bits=4),
+        r"block_\\d+_project": LayerOverride(keep_float=True),
+    },
+)
 model_q, info = keras_post_training_quantization(model, data, config)
 ```
 """
@@ -11,23 +17,87 @@ model_q, info = keras_post_training_quantization(model, data, config)
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from mct_logger.quantization.encodings import check_bitwidth
+
+_BOOL_FIELDS = (
+    "weight_per_channel", "weight_symmetric", "activation_symmetric",
+    "activation_per_channel",
+)
+
+
+def _observer_names():
+    from mct_logger.quantization.observers import OBSERVERS
+
+    return sorted(OBSERVERS)
+
+
+def _check_fields(owner: str, values: dict) -> None:
+    for field in ("weight_bits", "activation_bits"):
+        if values.get(field) is not None:
+            try:
+                check_bitwidth(values[field])
+            except ValueError as exc:
+                raise ValueError(f"{owner}.{field}: {exc}") from None
+    for field in _BOOL_FIELDS + ("keep_float", "quantize_inputs"):
+        value = values.get(field)
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"{owner}.{field} must be True or False, got {value!r}.")
+    for field in ("weight_observer", "activation_observer"):
+        value = values.get(field)
+        if value is not None and value not in _observer_names():
+            raise ValueError(
+                f"{owner}.{field}={value!r} is not an observer; use one of {_observer_names()}."
+            )
+
+
+@dataclasses.dataclass
+class LayerOverride:
+    """Settings for the nodes an override pattern matches; None keeps the global value.
+
+    Attributes:
+        weight_bits, activation_bits: bitwidths (2 to 16).
+        weight_per_channel, weight_symmetric, activation_symmetric,
+        activation_per_channel: grid shapes.
+        weight_observer, activation_observer: "min_max", "tf_enhanced" or "mse".
+        keep_float: leave the node entirely in float (no quantizers).
+    """
+
+    weight_bits: int | None = None
+    activation_bits: int | None = None
+    weight_per_channel: bool | None = None
+    weight_symmetric: bool | None = None
+    activation_symmetric: bool | None = None
+    activation_per_channel: bool | None = None
+    weight_observer: str | None = None
+    activation_observer: str | None = None
+    keep_float: bool = False
+
+    def __post_init__(self):
+        _check_fields("LayerOverride", dataclasses.asdict(self))
 
 
 @dataclasses.dataclass
 class QuantizationConfig:
-    """Defaults: W8A8, weights symmetric per-channel, activations asymmetric per-tensor.
+    """Defaults: W8A8; weights symmetric per-channel by min/max; activations
+    asymmetric per-tensor by MSE search (MCT's activation method).
 
     Attributes:
         weight_bits: bitwidth of Conv/Dense kernels (2 to 16). Biases stay float32.
         activation_bits: bitwidth of layer outputs and model inputs (2 to 16).
         weight_per_channel: one grid per output channel instead of per tensor.
-        weight_symmetric: symmetric weight grids.
-        activation_symmetric: symmetric activation grids.
+        weight_symmetric, activation_symmetric: symmetric grids.
         activation_per_channel: one grid per channel of each output (last axis).
+        weight_observer, activation_observer: "min_max", "tf_enhanced" (AIMET's
+            SQNR histogram search) or "mse".
         quantize_inputs: put activation quantizers on the model inputs too.
         batch_size: how a bare NumPy array of representative data is batched.
+        overrides: `{pattern: LayerOverride}`; a pattern matches a node by its
+            full name, its layer name (every call of a shared layer), or as a
+            regular expression over the full name. Later patterns win.
+        encodings_file: an encodings JSON (`QuantizationInfo.export_encodings`)
+            to use instead of calibrating.
     """
 
     weight_bits: int = 8
@@ -36,25 +106,55 @@ class QuantizationConfig:
     weight_symmetric: bool = True
     activation_symmetric: bool = False
     activation_per_channel: bool = False
+    weight_observer: str = "min_max"
+    activation_observer: str = "mse"
     quantize_inputs: bool = True
     batch_size: int = 32
+    overrides: dict = dataclasses.field(default_factory=dict)
+    encodings_file: str | None = None
 
     def __post_init__(self):
-        for field in ("weight_bits", "activation_bits"):
-            try:
-                check_bitwidth(getattr(self, field))
-            except ValueError as exc:
-                raise ValueError(f"QuantizationConfig.{field}: {exc}") from None
-        for field in (
-            "weight_per_channel", "weight_symmetric", "activation_symmetric",
-            "activation_per_channel", "quantize_inputs",
-        ):
-            if not isinstance(getattr(self, field), bool):
-                raise TypeError(
-                    f"QuantizationConfig.{field} must be True or False, "
-                    f"got {getattr(self, field)!r}."
-                )
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for field in ("weight_bits", "activation_bits") + _BOOL_FIELDS + ("quantize_inputs",):
+            if values[field] is None:
+                raise TypeError(f"QuantizationConfig.{field} cannot be None.")
+        _check_fields("QuantizationConfig", values)
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(
                 f"QuantizationConfig.batch_size must be a positive integer, got {self.batch_size!r}."
             )
+        if not isinstance(self.overrides, dict):
+            raise TypeError(
+                "QuantizationConfig.overrides must be a dict {layer name or regex: LayerOverride}."
+            )
+        for pattern, override in self.overrides.items():
+            if not isinstance(override, LayerOverride):
+                raise TypeError(
+                    f"QuantizationConfig.overrides[{pattern!r}] must be a LayerOverride, "
+                    f"got {type(override).__name__}."
+                )
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"QuantizationConfig.overrides key {pattern!r} is not a valid regular "
+                    f"expression ({exc}); escape special characters or use the exact layer name."
+                ) from None
+
+    def for_node(self, node_name: str) -> tuple[dict, list[str]]:
+        """The effective settings of a node and the override patterns that matched it."""
+        settings = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(LayerOverride)
+            if f.name != "keep_float"
+        }
+        settings["keep_float"] = False
+        matched = []
+        layer_name = node_name.split("/")[-1].split(":")[0]
+        for pattern, override in self.overrides.items():
+            if pattern in (node_name, layer_name) or re.fullmatch(pattern, node_name):
+                matched.append(pattern)
+                for key, value in dataclasses.asdict(override).items():
+                    if value is not None and (key != "keep_float" or value):
+                        settings[key] = value
+        return settings, matched

@@ -69,6 +69,7 @@ class WeightSpec:
     num_channels: int | None  # None: one grid for the whole kernel
     bitwidth: int
     is_symmetric: bool
+    observer: str = "min_max"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +77,7 @@ class ActivationSpec:
     bitwidth: int
     is_symmetric: bool
     per_channel: bool
+    observer: str = "mse"
 
 
 @dataclasses.dataclass
@@ -93,12 +95,16 @@ def plan_quantization(graph: Graph, config: QuantizationConfig) -> dict[str, Nod
     """Decides every node's weight and activation quantizers under `config`."""
     plan: dict[str, NodePlan] = {}
     unknown: list[str] = []
-    act = ActivationSpec(
-        config.activation_bits, config.activation_symmetric, config.activation_per_channel
-    )
+    used_patterns: set[str] = set()
     for node in graph:
+        settings, matched = config.for_node(node.name)
+        used_patterns.update(matched)
         p = NodePlan()
         kind = _kind(node)
+        if settings["keep_float"]:
+            p.note = f"kept in float by override {matched[-1]!r}"
+            plan[node.name] = p
+            continue
         if kind == "weights" and node.owns_weights:
             for name, axes in quantizable_weights(node.layer).items():
                 kernel = getattr(node.layer, name)
@@ -107,9 +113,10 @@ def plan_quantization(graph: Graph, config: QuantizationConfig) -> dict[str, Nod
                     channels *= int(kernel.shape[a])
                 p.weights[name] = WeightSpec(
                     channel_axes=tuple(axes),
-                    num_channels=channels if config.weight_per_channel else None,
-                    bitwidth=config.weight_bits,
-                    is_symmetric=config.weight_symmetric,
+                    num_channels=channels if settings["weight_per_channel"] else None,
+                    bitwidth=settings["weight_bits"],
+                    is_symmetric=settings["weight_symmetric"],
+                    observer=settings["weight_observer"],
                 )
         if kind == "unknown":
             unknown.append(f"{node.name} ({node.layer_class})")
@@ -125,8 +132,19 @@ def plan_quantization(graph: Graph, config: QuantizationConfig) -> dict[str, Nod
             if fused is not None:
                 p.note = f"fused with the following activation {fused!r}"
             else:
-                p.activation = act
+                p.activation = ActivationSpec(
+                    bitwidth=settings["activation_bits"],
+                    is_symmetric=settings["activation_symmetric"],
+                    per_channel=settings["activation_per_channel"],
+                    observer=settings["activation_observer"],
+                )
         plan[node.name] = p
+    unused = [p for p in config.overrides if p not in used_patterns]
+    if unused:
+        raise ValueError(
+            f"QuantizationConfig.overrides pattern(s) {unused} match no node of model "
+            f"{graph.name!r}. Node names look like: {', '.join(list(graph.nodes)[:8])}..."
+        )
     if unknown:
         logger.warning(
             "%d layer(s) stay in float because the engine cannot quantize them: %s",

@@ -28,7 +28,7 @@ from keras import tree
 from mct_logger.graph import Graph, TensorRef
 from mct_logger.quantization.encodings import Encoding
 from mct_logger.quantization.layers import ActivationQuantizer, QuantizedWeightsLayer
-from mct_logger.quantization.observers import MinMaxObserver
+from mct_logger.quantization.observers import make_observer
 
 
 @dataclasses.dataclass
@@ -46,7 +46,7 @@ class NodeEncodings:
 
 
 def weight_encodings(graph: Graph, plan: dict) -> dict[str, dict[str, Encoding]]:
-    """Min/max encodings of every planned kernel, from the graph's weights."""
+    """Encodings of every planned kernel, from the graph's weights, by its observer."""
     result = {}
     for node in graph:
         specs = plan[node.name].weights
@@ -55,7 +55,7 @@ def weight_encodings(graph: Graph, plan: dict) -> dict[str, dict[str, Encoding]]
         result[node.name] = {}
         for name, spec in specs.items():
             kernel = keras.ops.convert_to_numpy(getattr(node.layer, name))
-            observer = MinMaxObserver(spec.channel_axes)
+            observer = make_observer(spec.observer, spec.channel_axes)
             observer.update(kernel)
             result[node.name][name] = observer.encoding(
                 spec.bitwidth, spec.is_symmetric, per_channel=spec.num_channels is not None
@@ -63,17 +63,23 @@ def weight_encodings(graph: Graph, plan: dict) -> dict[str, dict[str, Encoding]]
     return result
 
 
-def build_quantized_model(
-    graph: Graph, plan: dict, encodings: dict[str, NodeEncodings], name: str | None = None
-) -> keras.Model:
-    """A Keras model of `graph` with quantizers where `plan` puts them, set to `encodings`."""
-    wrappers: dict[int, QuantizedWeightsLayer] = {}
-    used = {re.sub(r"[/:]", "_", n) for n in graph.nodes}
+class QuantizerFactory:
+    """Makes the quantizer layers of one Keras model, with unique layer names.
 
-    def make_layer(node, clone):
-        if id(clone) in wrappers:  # a later call of a shared layer
-            return wrappers[id(clone)]
-        specs = plan[node.name].weights
+    A shared layer gets one weight quantizer for all its calls; each node
+    output gets its own activation quantizer.
+    """
+
+    def __init__(self, graph: Graph, plan: dict):
+        self.plan = plan
+        self._used = {re.sub(r"[/:]", "_", n) for n in graph.nodes}
+        self._wrappers: dict[int, QuantizedWeightsLayer] = {}
+
+    def weights(self, node, clone):
+        """`clone` wrapped in its weight quantizer, or `clone` if it has none."""
+        if id(clone) in self._wrappers:  # a later call of a shared layer
+            return self._wrappers[id(clone)]
+        specs = self.plan[node.name].weights
         if not specs:
             return clone
         wrapper = QuantizedWeightsLayer(
@@ -84,27 +90,36 @@ def build_quantized_model(
                     "is_symmetric": s.is_symmetric}
                 for k, s in specs.items()
             },
-            name=_unique(f"{clone.name}_wq", used),
+            name=_unique(f"{clone.name}_wq", self._used),
         )
-        wrappers[id(clone)] = wrapper
+        self._wrappers[id(clone)] = wrapper
         return wrapper
 
-    def wrap_outputs(node, outputs):
-        spec = plan[node.name].activation
+    def activation(self, node) -> ActivationQuantizer | None:
+        spec = self.plan[node.name].activation
         if spec is None:
-            return outputs
-        channels = node.output_shapes[0][-1] if spec.per_channel else None
-        quantizer = ActivationQuantizer(
+            return None
+        return ActivationQuantizer(
             node_name=node.name,
-            num_channels=channels,
+            num_channels=node.output_shapes[0][-1] if spec.per_channel else None,
             bitwidth=spec.bitwidth,
             is_symmetric=spec.is_symmetric,
-            name=_unique(re.sub(r"[/:]", "_", node.name) + "_aq", used),
+            name=_unique(re.sub(r"[/:]", "_", node.name) + "_aq", self._used),
         )
-        return [quantizer(outputs[0])] + list(outputs[1:])
+
+
+def build_quantized_model(
+    graph: Graph, plan: dict, encodings: dict[str, NodeEncodings], name: str | None = None
+) -> keras.Model:
+    """A Keras model of `graph` with quantizers where `plan` puts them, set to `encodings`."""
+    factory = QuantizerFactory(graph, plan)
+
+    def wrap_outputs(node, outputs):
+        quantizer = factory.activation(node)
+        return outputs if quantizer is None else [quantizer(outputs[0])] + list(outputs[1:])
 
     model = graph.to_keras(name=name or f"{graph.name}_quantized",
-                           make_layer=make_layer, wrap_outputs=wrap_outputs)
+                           make_layer=factory.weights, wrap_outputs=wrap_outputs)
     apply_encodings(model, encodings)
     return model
 
@@ -191,12 +206,12 @@ class CalibrationModel(keras.Model):
     eagerly (observers need concrete values); the graph inside is compiled.
     """
 
-    def __init__(self, graph: Graph, plan: dict, observer_factory=MinMaxObserver, **kwargs):
+    def __init__(self, graph: Graph, plan: dict, **kwargs):
         super().__init__(name=kwargs.pop("name", f"{graph.name}_calibration"), **kwargs)
         self._observed = [n for n in graph.nodes if plan[n].activation is not None]
         self._num_outputs = len(graph.outputs)
         self._outputs_struct = graph._outputs_struct
-        self.observers = {n: observer_factory() for n in self._observed}
+        self.observers = {n: make_observer(plan[n].activation.observer) for n in self._observed}
         self.batches_seen = 0
         self._compiled = None
         self._collector = graph.to_keras(
@@ -224,7 +239,7 @@ class CalibrationModel(keras.Model):
     def _run(self, inputs) -> list:
         """The collector's outputs for concrete inputs, through a compiled function."""
         if self._compiled is None:
-            self._compiled = _compile(self._collector)
+            self._compiled = compile_inference(self._collector)
         values = self._compiled(inputs)
         return list(values) if isinstance(values, (list, tuple)) else [values]
 
@@ -254,7 +269,7 @@ class CalibrationModel(keras.Model):
         return result
 
 
-def _compile(model: keras.Model):
+def compile_inference(model: keras.Model):
     """`model` as a compiled inference function (tf.function under TensorFlow)."""
     if keras.config.backend() == "tensorflow":
         import tensorflow as tf

@@ -1,0 +1,222 @@
+"""Paired float and quantized activations at every node, in one pass per batch.
+
+One Keras model holds three paths over the same layers: the float reference
+(the transformed float graph with every quantizer off), the accumulated path
+(the whole model quantized) and, for each quantized node, its isolated output
+(only that node quantized, fed the float path's input). A batch through that
+model gives all three at every node, with no sub-model per node. The per-layer
+errors are reduced inside the model (sums per sample), so only a few numbers
+per node and sample come back unless full tensors are asked for.
+
+Example:
+
+```python
+paired = PairedActivations(info.float_graph, info.plan, info.encodings)
+errors = paired.errors(batches)            # node -> NodeError
+errors["conv1"].sqnr_isolated_db
+pairs = paired.run(batches[0])             # node -> Pair of full tensors
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+from keras import ops, tree
+
+from mct_logger import metrics
+from mct_logger.graph import Graph, TensorRef, _clone_layer
+from mct_logger.quantization.quantsim import (
+    NodeEncodings,
+    QuantizerFactory,
+    apply_encodings,
+    compile_inference,
+)
+
+# Per-sample sums the model computes for each node, in this order.
+_SUMS = ("ff", "dd_acc", "dd_iso", "fq_acc", "qq_acc", "fq_iso", "qq_iso")
+
+
+@dataclasses.dataclass
+class Pair:
+    float: np.ndarray
+    accumulated: np.ndarray
+    isolated: np.ndarray
+
+
+@dataclasses.dataclass
+class NodeError:
+    """Float-vs-quantized error of one node's output over all batches seen.
+
+    Per-sample arrays hold one value per sample, in data order.
+    """
+
+    elements_per_sample: int
+    sums: dict  # name in _SUMS -> per-sample float64 array
+
+    @property
+    def samples(self) -> int:
+        return len(self.sums["ff"])
+
+    def _total(self, key):
+        return float(np.sum(self.sums[key]))
+
+    @property
+    def sqnr_accumulated_db(self) -> float:
+        return float(metrics.sqnr_from_powers(self._total("ff"), self._total("dd_acc")))
+
+    @property
+    def sqnr_isolated_db(self) -> float:
+        return float(metrics.sqnr_from_powers(self._total("ff"), self._total("dd_iso")))
+
+    @property
+    def mse_accumulated(self) -> float:
+        """Mean squared error per element (not per batch, unlike AIMET's)."""
+        return self._total("dd_acc") / (self.samples * self.elements_per_sample)
+
+    @property
+    def mse_isolated(self) -> float:
+        return self._total("dd_iso") / (self.samples * self.elements_per_sample)
+
+    def cosine_per_sample(self, path: str = "accumulated") -> np.ndarray:
+        key = "acc" if path == "accumulated" else "iso"
+        dot, qq, ff = self.sums[f"fq_{key}"], self.sums[f"qq_{key}"], self.sums["ff"]
+        denominator = np.sqrt(ff * qq)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cosine = np.where(denominator > 0, dot / denominator, 1.0)
+        return np.clip(cosine, -1.0, 1.0)
+
+    def sqnr_per_sample_db(self, path: str = "accumulated") -> np.ndarray:
+        key = "dd_acc" if path == "accumulated" else "dd_iso"
+        return metrics.sqnr_from_powers(self.sums["ff"], self.sums[key])
+
+
+class PairedActivations:
+    """Float, accumulated and isolated outputs of the chosen nodes.
+
+    Args:
+        graph: the transformed float graph (the reference).
+        plan: node -> NodePlan, as PTQ decided.
+        encodings: node -> NodeEncodings for the quantizers.
+        nodes: the nodes to report; default every node with a quantizer.
+
+    `model` is the Keras model with all three paths; `set_quantizers_enabled`
+    works on it (the accumulated and isolated paths share each node's quantizers).
+    """
+
+    def __init__(self, graph: Graph, plan: dict, encodings: dict[str, NodeEncodings], nodes=None):
+        self.graph = graph
+        self.nodes = list(nodes) if nodes is not None else [
+            n for n, p in plan.items() if p.quantized and _single_float(graph.nodes[n])
+        ]
+        unknown = [n for n in self.nodes if n not in graph.nodes]
+        if unknown:
+            raise KeyError(f"Nodes {unknown} are not in graph {graph.name!r}.")
+        self._outputs, inputs = self._build(graph, plan)
+        flat = [self._outputs[n][k] for n in self.nodes for k in range(3)]
+        self.model = keras.Model(inputs, flat, name=f"{graph.name}_paired")
+        self.stats_model = keras.Model(
+            inputs, [_sums(*self._outputs[n]) for n in self.nodes], name=f"{graph.name}_pair_sums"
+        )
+        apply_encodings(self.model, encodings)
+        self._run_full = compile_inference(self.model)
+        self._run_sums = compile_inference(self.stats_model)
+        self._elements = {n: _elements(graph.nodes[n].output_shapes[0]) for n in self.nodes}
+
+    def _build(self, graph: Graph, plan: dict):
+        factory = QuantizerFactory(graph, plan)
+        clones: dict[int, object] = {}
+        used: set[str] = set()
+        f, q, iso = {}, {}, {}
+        model_inputs = {}
+        for node in graph:
+            if node.is_input:
+                x = keras.Input(batch_shape=node.output_shapes[0],
+                                dtype=node.output_dtypes[0], name=node.layer.name)
+                used.add(node.layer.name)
+                model_inputs[node.name] = x
+                quantizer = factory.activation(node)
+                xq = quantizer(x) if quantizer is not None else x
+                f[TensorRef(node.name, 0)], q[TensorRef(node.name, 0)] = x, xq
+                iso[node.name] = xq
+                continue
+            layer = clones.get(id(node.layer))
+            first_call = layer is None
+            if first_call:
+                layer = _clone_layer(node, used)
+                clones[id(node.layer)] = layer
+            quantized_layer = factory.weights(node, layer)
+            quantizer = factory.activation(node)
+            float_outs = tree.flatten(_call(layer, node, f))
+            if first_call and isinstance(layer, keras.layers.Layer) and layer is not node.layer:
+                layer.set_weights(node.layer.get_weights())
+            q_outs = tree.flatten(_call(quantized_layer, node, q))
+            if quantizer is not None:
+                q_outs = [quantizer(q_outs[0])] + q_outs[1:]
+            for i, (a, b) in enumerate(zip(float_outs, q_outs)):
+                f[TensorRef(node.name, i)], q[TensorRef(node.name, i)] = a, b
+            if node.name in self.nodes:
+                isolated = tree.flatten(_call(quantized_layer, node, f))[0]
+                iso[node.name] = quantizer(isolated) if quantizer is not None else isolated
+        inputs = [model_inputs[n] for n in graph.input_names]
+        outputs = {n: (f[TensorRef(n, 0)], q[TensorRef(n, 0)], iso[n]) for n in self.nodes}
+        return outputs, inputs
+
+    def _feed(self, batch):
+        return batch if len(batch) > 1 else batch[0]
+
+    def run(self, batch: list[np.ndarray]) -> dict[str, Pair]:
+        """Full float, accumulated and isolated tensors of every reported node."""
+        values = [keras.ops.convert_to_numpy(v) for v in self._run_full(self._feed(batch))]
+        return {
+            n: Pair(*values[3 * i: 3 * i + 3]) for i, n in enumerate(self.nodes)
+        }
+
+    def errors(self, batches) -> dict[str, NodeError]:
+        """Per-node errors over `batches`, one forward pass per batch."""
+        collected: dict[str, list] = {n: [] for n in self.nodes}
+        for batch in batches:
+            values = self._run_sums(self._feed(batch))
+            values = values if isinstance(values, (list, tuple)) else [values]
+            for n, v in zip(self.nodes, values):
+                collected[n].append(np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float64))
+        result = {}
+        for n, parts in collected.items():
+            stacked = np.concatenate(parts, axis=0) if parts else np.zeros((0, len(_SUMS)))
+            result[n] = NodeError(
+                elements_per_sample=self._elements[n],
+                sums={k: stacked[:, i] for i, k in enumerate(_SUMS)},
+            )
+        return result
+
+
+def _call(layer, node, values):
+    fill = lambda v: values[v] if isinstance(v, TensorRef) else v  # noqa: E731
+    return layer(*tree.map_structure(fill, node.args), **tree.map_structure(fill, node.kwargs))
+
+
+def _sums(f, q, i):
+    """Per-sample sums of products of the float, accumulated and isolated outputs."""
+    f, q, i = (ops.cast(t, "float32") for t in (f, q, i))
+    axes = tuple(range(1, len(f.shape)))
+
+    def total(x):
+        return ops.sum(x, axis=axes) if axes else x
+
+    d_acc, d_iso = f - q, f - i
+    return ops.stack(
+        [total(f * f), total(d_acc * d_acc), total(d_iso * d_iso),
+         total(f * q), total(q * q), total(f * i), total(i * i)],
+        axis=1,
+    )
+
+
+def _elements(shape) -> int:
+    dims = [d for d in shape[1:] if d is not None]
+    return int(np.prod(dims)) if dims else 1
+
+
+def _single_float(node) -> bool:
+    return len(node.output_dtypes) == 1 and "float" in str(node.output_dtypes[0])

@@ -1,0 +1,86 @@
+"""Paired activations: float reference, accumulated and isolated outputs in one pass."""
+
+import keras
+import numpy as np
+import pytest
+
+import mct_logger
+from mct_logger.activations import PairedActivations
+from mct_logger.metrics import cosine_similarity, mse, sqnr_db
+from mct_logger.quantization import set_quantizers_enabled
+
+
+@pytest.fixture(scope="module")
+def quantized():
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((8, 8, 3), name="x")
+    a = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    b = keras.layers.Conv2D(8, 1, name="conv2")(a)
+    b = keras.layers.BatchNormalization(name="bn")(b)
+    b = keras.layers.ReLU(name="relu2")(b)
+    c = keras.layers.Add(name="add")([a, b])
+    c = keras.layers.GlobalAveragePooling2D(name="gap")(c)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="head")(c))
+    x = np.random.default_rng(0).normal(size=(48, 8, 8, 3)).astype("float32")
+    config = mct_logger.QuantizationConfig(weight_bits=4, activation_bits=4)
+    model_q, info = mct_logger.keras_post_training_quantization(model, x, config)
+    return model, model_q, info, [[x[:24]], [x[24:]]]
+
+
+def test_float_path_is_the_folded_float_model_and_accumulated_is_the_quantized_model(quantized):
+    model, model_q, info, batches = quantized
+    paired = PairedActivations(info.float_graph, info.plan, info.encodings)
+    pairs = paired.run(batches[0])
+    x = batches[0][0]
+    np.testing.assert_allclose(pairs["head"].float, model.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(pairs["head"].accumulated, model_q.predict(x, verbose=0), atol=1e-5)
+    probe = keras.Model(model.inputs, model.get_layer("relu2").output)
+    np.testing.assert_allclose(pairs["relu2"].float, probe.predict(x, verbose=0), atol=1e-5)
+
+
+def test_all_quantizers_off_pairs_equal_the_float_outputs(quantized):
+    model, _, info, batches = quantized
+    paired = PairedActivations(info.float_graph, info.plan, info.encodings)
+    set_quantizers_enabled(paired.model, weights=False, activations=False)
+    for node, pair in paired.run(batches[1]).items():
+        np.testing.assert_allclose(pair.accumulated, pair.float, atol=1e-6, err_msg=node)
+        np.testing.assert_allclose(pair.isolated, pair.float, atol=1e-6, err_msg=node)
+    errors = paired.errors(batches)
+    assert all(e.mse_accumulated < 1e-12 and e.sqnr_isolated_db > 100 for e in errors.values())
+
+
+def test_isolated_error_does_not_depend_on_other_nodes_quantizers(quantized):
+    _, _, info, batches = quantized
+    paired = PairedActivations(info.float_graph, info.plan, info.encodings)
+    before = paired.errors(batches)
+    set_quantizers_enabled(paired.model, nodes=["conv1", "x"], weights=False, activations=False)
+    after = paired.errors(batches)
+    for node in ("conv2", "relu2", "add", "head"):
+        assert after[node].mse_isolated == pytest.approx(before[node].mse_isolated, rel=1e-6)
+    # ...whereas the accumulated error downstream does change
+    assert after["head"].mse_accumulated != pytest.approx(before["head"].mse_accumulated, rel=1e-3)
+    # the first node's isolated error is the one that vanished
+    assert after["conv1"].mse_isolated < 1e-12 < before["conv1"].mse_isolated
+
+
+def test_in_graph_error_sums_match_numpy_metrics(quantized):
+    _, _, info, batches = quantized
+    paired = PairedActivations(info.float_graph, info.plan, info.encodings, nodes=["add", "head"])
+    errors = paired.errors(batches)
+    pairs = [paired.run(b) for b in batches]
+    for node in ("add", "head"):
+        f = np.concatenate([p[node].float for p in pairs])
+        q = np.concatenate([p[node].accumulated for p in pairs])
+        i = np.concatenate([p[node].isolated for p in pairs])
+        assert errors[node].mse_accumulated == pytest.approx(mse(f, q), rel=1e-4)
+        assert errors[node].mse_isolated == pytest.approx(mse(f, i), rel=1e-4)
+        assert errors[node].sqnr_accumulated_db == pytest.approx(sqnr_db(f, q), abs=1e-3)
+        cosines = errors[node].cosine_per_sample()
+        assert errors[node].samples == 48
+        assert cosines[3] == pytest.approx(cosine_similarity(f[3], q[3]), abs=1e-5)
+
+
+def test_unknown_node_is_rejected(quantized):
+    _, _, info, _ = quantized
+    with pytest.raises(KeyError, match="not in graph"):
+        PairedActivations(info.float_graph, info.plan, info.encodings, nodes=["nope"])
