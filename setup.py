@@ -31,6 +31,8 @@ setup(
         "protobuf",
         "matplotlib",
         "plotly<8",
+        # C crc32c for the event-file writer (TensorBoard's is pure Python).
+        "google-crc32c",
     ],
     extras_require={
         # The demo trains on scikit-learn's bundled digits (no download).

@@ -101,13 +101,21 @@ class PairedActivations:
         plan: node -> NodePlan, as PTQ decided.
         encodings: node -> NodeEncodings for the quantizers.
         nodes: the nodes to report; default every node with a quantizer.
+        quantized_graph: the graph the quantized paths run, when it differs from
+            the reference in weights only (e.g. bias-corrected); default `graph`.
 
     `model` is the Keras model with all three paths; `set_quantizers_enabled`
     works on it (the accumulated and isolated paths share each node's quantizers).
     """
 
-    def __init__(self, graph: Graph, plan: dict, encodings: dict[str, NodeEncodings], nodes=None):
+    def __init__(self, graph: Graph, plan: dict, encodings: dict[str, NodeEncodings], nodes=None,
+                 quantized_graph: Graph | None = None):
         self.graph = graph
+        self.quantized_graph = quantized_graph or graph
+        if list(self.quantized_graph.nodes) != list(graph.nodes):
+            raise ValueError(
+                "quantized_graph must have the same nodes as graph (it may differ in weights only)."
+            )
         self.nodes = list(nodes) if nodes is not None else [
             n for n, p in plan.items() if p.quantized and _single_float(graph.nodes[n])
         ]
@@ -128,6 +136,7 @@ class PairedActivations:
     def _build(self, graph: Graph, plan: dict):
         factory = QuantizerFactory(graph, plan)
         clones: dict[int, object] = {}
+        quantized_clones: dict[int, object] = {}
         used: set[str] = set()
         f, q, iso = {}, {}, {}
         model_inputs = {}
@@ -147,11 +156,11 @@ class PairedActivations:
             if first_call:
                 layer = _clone_layer(node, used)
                 clones[id(node.layer)] = layer
-            quantized_layer = factory.weights(node, layer)
-            quantizer = factory.activation(node)
             float_outs = tree.flatten(_call(layer, node, f))
             if first_call and isinstance(layer, keras.layers.Layer) and layer is not node.layer:
                 layer.set_weights(node.layer.get_weights())
+            quantized_layer = factory.weights(node, self._quantized_clone(node, layer, quantized_clones, used))
+            quantizer = factory.activation(node)
             q_outs = tree.flatten(_call(quantized_layer, node, q))
             if quantizer is not None:
                 q_outs = [quantizer(q_outs[0])] + q_outs[1:]
@@ -163,6 +172,19 @@ class PairedActivations:
         inputs = [model_inputs[n] for n in graph.input_names]
         outputs = {n: (f[TensorRef(n, 0)], q[TensorRef(n, 0)], iso[n]) for n in self.nodes}
         return outputs, inputs
+
+    def _quantized_clone(self, node, float_layer, clones, used):
+        """The layer the quantized paths call: the float one, unless its weights differ."""
+        source = self.quantized_graph.nodes[node.name]
+        if source.layer is node.layer:
+            return float_layer
+        if id(source.layer) not in clones:
+            clone = _clone_layer(source, used)
+            ref = node.inputs[0]
+            clone.build(self.graph.nodes[ref.node].output_shapes[ref.index])
+            clone.set_weights(source.layer.get_weights())
+            clones[id(source.layer)] = clone
+        return clones[id(source.layer)]
 
     def _feed(self, batch):
         return batch if len(batch) > 1 else batch[0]
