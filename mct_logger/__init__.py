@@ -1,6 +1,7 @@
 """mct-logger: Keras 3 post-training quantization, every stage visible in TensorBoard."""
 
 from mct_logger.graph import read_model
+from mct_logger.logger import get_log_folder, set_log_folder
 from mct_logger.ptq import (
     QuantizationInfo,
     add_stage_listener,

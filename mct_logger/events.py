@@ -188,13 +188,15 @@ def node_def(name: str, op: str, inputs: list[str], attrs: dict[str, str],
 
 
 def figure_png(figure) -> tuple[bytes, int, int]:
-    """PNG bytes, width and height of a matplotlib figure, which is then closed."""
-    import matplotlib.pyplot as plt
+    """PNG bytes, width and height of a matplotlib `Figure`.
 
-    try:
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=figure.dpi)
-        width, height = (int(round(v)) for v in figure.get_size_inches() * figure.dpi)
-        return buffer.getvalue(), width, height
-    finally:
-        plt.close(figure)
+    Figures are made with `matplotlib.figure.Figure` and an Agg canvas, never
+    through pyplot, so nothing global is opened and nothing is left to close.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    canvas.print_png(buffer)
+    width, height = canvas.get_width_height()
+    return buffer.getvalue(), width, height

@@ -20,6 +20,8 @@ import logging
 import os
 import re
 
+import numpy as np
+
 from mct_logger.events import EventWriter
 
 logger = logging.getLogger("mct_logger")
@@ -111,3 +113,262 @@ class RunLog:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# ---------------------------------------------------------------- the PTQ listener
+
+SCALAR_CHUNK = 1000  # loaders keep 1000 scalar steps per tag
+HISTOGRAM_CHUNK = 500  # and 500 histogram steps per tag
+RESOURCES_TAG = "Resources"
+
+
+def _chunks(count: int, size: int):
+    for start in range(0, count, size):
+        yield start, min(start + size, count)
+
+
+def _chunk_tag(base: str, start: int, stop: int, count: int, size: int) -> str:
+    return base if count <= size and start == 0 else f"{base} [{start}-{stop - 1}]"
+
+
+class TensorBoardListener:
+    """Turns PTQ stage results into TensorBoard runs under one run folder.
+
+    Stage k becomes the TensorBoard run `NN_<stage>` (zero-padded, so runs sort
+    in stage order) with the graph at that stage, its per-node memory under the
+    "Resources" tag and a text summary; stages add their own data (histograms,
+    per-channel scalars, similarity images, plugin payloads).
+    """
+
+    def __init__(self, folder: str):
+        self.log = RunLog(folder)
+        self.folder = folder
+        self.plan = None
+        self.encodings = None
+        self.stage_index = 0
+        self.float_histograms: dict[str, tuple] = {}
+
+    def __call__(self, stage: str, graph, result) -> None:
+        run = f"{self.stage_index:02d}_{stage}"
+        self.stage_index += 1
+        if getattr(result, "plan", None) is not None:
+            self.plan = result.plan
+        if getattr(result, "encodings", None) is not None:
+            self.encodings = result.encodings
+        writer = self.log.writer(run)
+        memory = self._write_graph(writer, graph)
+        writer.text("summary", _stage_summary(stage, graph, result, memory))
+        handler = getattr(self, f"_on_{stage}", None)
+        if handler is not None:
+            handler(run, graph, result)
+
+    def close(self, error: BaseException | None = None) -> None:
+        if error is not None and self.stage_index:
+            writer = self.log.writer(f"{self.stage_index:02d}_failed")
+            writer.text("summary", f"**Quantization failed** after {self.stage_index} stage(s):\n\n"
+                                   f"`{type(error).__name__}: {error}`")
+        self.log.close()
+
+    # ------------------------------------------------------------ graph + memory
+
+    def _write_graph(self, writer: EventWriter, graph) -> dict:
+        from mct_logger import events, ptq
+
+        memory = ptq.graph_memory(graph, self.plan)
+        graph_def = events.graph_pb2.GraphDef()
+        for node in graph:
+            attrs = _node_attrs(node, self.plan.get(node.name) if self.plan else None,
+                                memory[node.name])
+            if self.encodings is not None:
+                _attach_encodings(attrs, self.encodings.get(node.name))
+            inputs = [
+                events.graph_node_name(r.node) + (f":{r.index}" if r.index else "")
+                for r in node.inputs
+            ]
+            graph_def.node.append(events.node_def(
+                events.graph_node_name(node.name), node.layer_class, inputs, attrs,
+                node.output_shapes,
+            ))
+        writer.graph(
+            graph_def,
+            {events.graph_node_name(n): m["total"] for n, m in memory.items()},
+            RESOURCES_TAG,
+        )
+        return memory
+
+    # ------------------------------------------------------------ stage extras
+
+    def _on_statistics_collection(self, run, graph, result):
+        statistics = getattr(result, "statistics", None)
+        if not statistics:
+            return
+        writer = self.log.writer(run)
+        per_stat = {k: self.log.writer(f"{run}/{k}") for k in ("min", "max", "mean")}
+        for node, stats in statistics.items():
+            edges, counts = stats.histogram(per_channel=False)
+            self.float_histograms[node] = (edges[0], counts[0])
+            writer.histogram(f"activations/{node}", edges[0], counts[0], total=stats.elements)
+            channel_edges, channel_counts = stats.histogram(per_channel=True)
+            channels = len(channel_counts)
+            for start, stop in _chunks(channels, HISTOGRAM_CHUNK):
+                tag = _chunk_tag(f"activations_per_channel/{node}", start, stop, channels,
+                                 HISTOGRAM_CHUNK)
+                for c in range(start, stop):
+                    writer.histogram(tag, channel_edges[c], channel_counts[c], step=c)
+            values = {"min": stats.min, "max": stats.max, "mean": stats.mean}
+            for start, stop in _chunks(channels, SCALAR_CHUNK):
+                tag = _chunk_tag(f"channel_stats/{node}", start, stop, channels, SCALAR_CHUNK)
+                for key, array in values.items():
+                    for c in range(start, stop):
+                        per_stat[key].scalar(tag, array[c], step=c)
+
+    def _on_similarity_analysis(self, run, graph, result):
+        from mct_logger import events
+
+        writer = self.log.writer(run)
+        for node, (edges, counts) in result.quantized_histograms.items():
+            writer.histogram(f"activations/{node}", edges, counts, total=counts.sum())
+        for path, values in (("accumulated", result.sqnr_accumulated_db),
+                             ("isolated", result.sqnr_isolated_db)):
+            sqnr_writer = self.log.writer(f"{run}/{path}")
+            for index, node in enumerate(result.nodes):
+                sqnr_writer.scalar("sqnr_db", values[node], step=index)
+        for sample in range(result.num_samples):
+            png, width, height = events.figure_png(_sample_figure(result, sample))
+            writer.image(f"cosine_similarity/sample_{sample:02d}", png, width, height)
+        if result.num_samples:
+            png, width, height = events.figure_png(_summary_figure(result))
+            writer.image("cosine_similarity/summary", png, width, height)
+        rows = "\n".join(
+            f"| {i} | `{n}` | {result.sqnr_accumulated_db[n]:.1f} | "
+            f"{result.sqnr_isolated_db[n]:.1f} | {result.cosine[:, i].mean():.5f} |"
+            for i, n in enumerate(result.nodes)
+        )
+        writer.text(
+            "nodes",
+            "Step = node index in the SQNR charts and similarity plots.\n\n"
+            "| index | node | SQNR accumulated (dB) | SQNR isolated (dB) | mean cosine |\n"
+            "|---:|---|---:|---:|---:|\n" + rows,
+        )
+
+
+def _node_attrs(node, plan, memory: dict) -> dict:
+    attrs = {
+        "layer_class": node.layer_class,
+        "output_shape": ", ".join(str(tuple(s)) for s in node.output_shapes),
+        "parameters": node.parameter_count(),
+        "memory_bytes": f"{memory['total']} (weights {memory['weights']}, "
+                        f"activations {memory['activations']} at batch 1)",
+    }
+    activation = getattr(node.layer, "activation", None)
+    if activation is not None and getattr(activation, "__name__", "linear") != "linear":
+        attrs["fused_activation"] = activation.__name__
+    if plan is None:
+        return attrs
+    for name, spec in plan.weights.items():
+        attrs[f"{name}_bits"] = spec.bitwidth
+        attrs[f"{name}_per_channel"] = spec.num_channels is not None
+        attrs[f"{name}_symmetric"] = spec.is_symmetric
+    if plan.activation is not None:
+        attrs["activation_bits"] = plan.activation.bitwidth
+        attrs["activation_symmetric"] = plan.activation.is_symmetric
+    if plan.note:
+        attrs["quantization_note"] = plan.note
+    return attrs
+
+
+def _attach_encodings(attrs: dict, encodings) -> dict:
+    if encodings is None:
+        return attrs
+    if encodings.activation is not None:
+        attrs["activation_min_max"] = (
+            f"[{float(encodings.activation.min):.6g}, {float(encodings.activation.max):.6g}]"
+        )
+    for name, enc in encodings.weights.items():
+        attrs[f"{name}_min_max"] = (
+            f"[{float(enc.min.min()):.6g}, {float(enc.max.max()):.6g}]"
+            + (f" over {enc.num_channels} channels" if enc.per_channel else "")
+        )
+    return attrs
+
+
+def _stage_summary(stage: str, graph, result, memory: dict) -> str:
+    total = sum(m["total"] for m in memory.values())
+    weights = sum(m["weights"] for m in memory.values())
+    lines = [
+        f"## {stage.replace('_', ' ').capitalize()}",
+        "",
+        f"- nodes: {len(graph.nodes)}",
+        f"- parameters: {graph.parameter_count():,}",
+        f"- memory: {total:,} bytes ({weights:,} weights + {total - weights:,} activations at batch 1)",
+    ]
+    reason = getattr(result, "reason", None)
+    if reason:
+        lines.append(f"- skipped: {reason}")
+    folded = getattr(result, "folded", None)
+    if folded is not None:
+        lines.append(f"- folded {len(folded)} batch norm(s): " +
+                     (", ".join(f"`{bn}` into `{layer}`" for bn, layer in folded.items()) or "none"))
+        for bn, why in getattr(result, "not_folded", {}).items():
+            lines.append(f"- kept `{bn}` as a float affine layer: {why}")
+    if hasattr(result, "num_samples") and hasattr(result, "num_batches"):
+        lines.append(f"- calibrated on {result.num_samples} samples in {result.num_batches} batches")
+    encodings = getattr(result, "encodings", None)
+    if encodings is not None:
+        lines += ["", "| node | weights | activation range |", "|---|---|---|"]
+        for node, enc in encodings.items():
+            w = ", ".join(f"{k}: {e.bitwidth} bit{' per-channel' if e.per_channel else ''}"
+                          for k, e in enc.weights.items()) or "-"
+            a = (f"{enc.activation.bitwidth} bit [{float(enc.activation.min):.4g}, "
+                 f"{float(enc.activation.max):.4g}]") if enc.activation is not None else "-"
+            lines.append(f"| `{node}` | {w} | {a} |")
+    if hasattr(result, "memory_before") and hasattr(result, "memory_after"):
+        lines.append(f"- model memory: {result.memory_before:,} -> {result.memory_after:,} bytes "
+                     f"({result.memory_after / max(result.memory_before, 1):.1%})")
+    return "\n".join(lines)
+
+
+def _axis_labels(ax, nodes):
+    from matplotlib.ticker import FormatStrFormatter
+
+    # Cosines sit near 1: plain numbers, not matplotlib's "1e-5 + 9.999e-1" offset.
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%.6f"))
+    ax.set_xlabel("Quantized node, in network order")
+    if len(nodes) <= 40:
+        ax.set_xticks(range(len(nodes)))
+        ax.set_xticklabels(nodes, rotation=90, fontsize=7)
+
+
+def _sample_figure(result, sample: int):
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 4.5), dpi=80, layout="constrained")
+    ax = figure.add_subplot()
+    x = np.arange(len(result.nodes))
+    ax.plot(x, result.cosine[sample], marker="o", markersize=3, label="all nodes quantized")
+    ax.plot(x, result.cosine_isolated[sample], linestyle="--", marker=".", markersize=3,
+            label="only this node quantized")
+    ax.set_ylabel("Cosine similarity (float vs quantized)")
+    ax.set_title(f"Sample {sample}: cosine similarity along the network")
+    _axis_labels(ax, result.nodes)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    return figure
+
+
+def _summary_figure(result):
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 4.5), dpi=80, layout="constrained")
+    ax = figure.add_subplot()
+    x = np.arange(len(result.nodes))
+    cosine = result.cosine
+    ax.fill_between(x, cosine.min(axis=0), cosine.max(axis=0), alpha=0.25,
+                    label=f"min-max over {result.num_samples} samples")
+    ax.plot(x, cosine.mean(axis=0), marker="o", markersize=3, label="mean")
+    ax.set_ylabel("Cosine similarity (float vs quantized)")
+    ax.set_title("Cosine similarity along the network, all nodes quantized")
+    _axis_labels(ax, result.nodes)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    return figure

@@ -26,6 +26,7 @@ import keras
 from mct_logger import data as data_lib
 from mct_logger import export
 from mct_logger.graph import Graph, read_model
+from mct_logger.logger import TensorBoardListener, get_log_folder, new_run_folder
 from mct_logger.quantization.config import QuantizationConfig
 from mct_logger.quantization.plan import plan_quantization
 from mct_logger.quantization.quantsim import (
@@ -34,6 +35,7 @@ from mct_logger.quantization.quantsim import (
     build_quantized_model,
     weight_encodings,
 )
+from mct_logger.similarity import analyze_similarity
 from mct_logger.techniques.batch_norm_folding import BatchNormFoldingResult, fold_batch_norms
 
 logger = logging.getLogger("mct_logger")
@@ -46,6 +48,7 @@ STAGES = (
     "quantization_parameters",
     "bias_correction",
     "quantized_model",
+    "similarity_analysis",  # only when analyzing similarity (e.g. logging)
 )
 
 _listeners: list[Callable] = []
@@ -85,6 +88,7 @@ class StatisticsResult:
     num_batches: int
     num_samples: int
     observers: dict  # node name -> observer of its output
+    statistics: dict | None = None  # node name -> ChannelStatistics, when someone listens
     version: int = 1
 
 
@@ -202,16 +206,30 @@ class QuantizationInfo:
 
 
 class _Run:
-    """One PTQ run: times each stage and tells the listeners."""
+    """One PTQ run: times each stage and tells the listeners.
+
+    A listener may also have `close(error)`, called once when the run ends,
+    with the exception if a stage failed.
+    """
 
     def __init__(self, listeners):
         self.listeners = list(listeners)
         self.seconds: dict[str, float] = {}
         self.results: dict[str, Any] = {}
 
+    def close(self, error: BaseException | None = None) -> None:
+        for listener in self.listeners:
+            close = getattr(listener, "close", None)
+            if close is not None:
+                close(error)
+
     def stage(self, name: str, fn, *args):
         start = time.perf_counter()
-        graph, result = fn(*args)
+        try:
+            graph, result = fn(*args)
+        except Exception as exc:
+            exc.add_note(f"(mct_logger PTQ stage {name!r} failed)")
+            raise
         self.seconds[name] = time.perf_counter() - start
         self.results[name] = result
         logger.info("PTQ stage %s done in %.2f s", name, self.seconds[name])
@@ -253,8 +271,23 @@ def keras_post_training_quantization(
         batches = data_lib.load_batches(
             representative_data, data_lib.input_specs(graph), config.batch_size
         )
-    run = _Run(_listeners)
+    listeners = list(_listeners)
+    log_folder = new_run_folder(model.name)
+    if log_folder is not None:
+        listeners.append(TensorBoardListener(log_folder))
+    run = _Run(listeners)
+    try:
+        model_q, info = _quantize(run, graph, batches, config)
+    except BaseException as exc:
+        run.close(exc)
+        raise
+    run.close()
+    if log_folder is not None:
+        logger.info("To see the logs run: tensorboard --logdir %s", get_log_folder())
+    return model_q, info
 
+
+def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig):
     graph, _ = run.stage(
         "initial_graph",
         lambda g: (g, InitialGraphResult(len(g.nodes), g.parameter_count())),
@@ -281,7 +314,7 @@ def keras_post_training_quantization(
             "quantization_parameters", lambda g: (g, _parameters_result(plan, loaded)), graph
         )
     else:
-        calibration = CalibrationModel(graph, plan)
+        calibration = CalibrationModel(graph, plan, statistics=bool(run.listeners))
         graph, stats = run.stage("statistics_collection", _collect, graph, calibration, batches)
         graph, params = run.stage("quantization_parameters", _parameters, graph, plan, calibration)
     graph, _ = run.stage(
@@ -292,6 +325,18 @@ def keras_post_training_quantization(
     graph, result = run.stage(
         "quantized_model", _build, graph, plan, params.encodings, memory_before
     )
+    analyze = config.analyze_similarity
+    if analyze is None:
+        analyze = bool(run.listeners)
+    if analyze and batches:
+        statistics = getattr(run.results.get("statistics_collection"), "statistics", None) or {}
+        histograms = {n: tuple(a[0] for a in s.histogram()) for n, s in statistics.items()}
+        graph, _ = run.stage(
+            "similarity_analysis",
+            lambda g: (g, analyze_similarity(
+                g, plan, params.encodings, batches, config.similarity_samples, histograms)),
+            graph,
+        )
     info = QuantizationInfo(
         encodings=params.encodings,
         plan=plan,
@@ -322,6 +367,7 @@ def _collect(graph, calibration: CalibrationModel, batches):
         num_batches=len(batches),
         num_samples=data_lib.num_samples(batches),
         observers=calibration.observers,
+        statistics=calibration.statistics,
     )
 
 

@@ -98,6 +98,12 @@ class QuantizationConfig:
             regular expression over the full name. Later patterns win.
         encodings_file: an encodings JSON (`QuantizationInfo.export_encodings`)
             to use instead of calibrating.
+        analyze_similarity: compare float and quantized outputs along the
+            network after quantizing (cosine per sample, SQNR per node,
+            quantized-output histograms); None: only when someone listens
+            (e.g. a log folder is set).
+        similarity_samples: how many representative samples the per-sample
+            similarity plots use (MCT uses 20).
     """
 
     weight_bits: int = 8
@@ -112,6 +118,8 @@ class QuantizationConfig:
     batch_size: int = 32
     overrides: dict = dataclasses.field(default_factory=dict)
     encodings_file: str | None = None
+    analyze_similarity: bool | None = None
+    similarity_samples: int = 20
 
     def __post_init__(self):
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -122,6 +130,13 @@ class QuantizationConfig:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(
                 f"QuantizationConfig.batch_size must be a positive integer, got {self.batch_size!r}."
+            )
+        if self.analyze_similarity is not None and not isinstance(self.analyze_similarity, bool):
+            raise TypeError("QuantizationConfig.analyze_similarity must be True, False or None.")
+        if not isinstance(self.similarity_samples, int) or self.similarity_samples < 1:
+            raise ValueError(
+                "QuantizationConfig.similarity_samples must be a positive integer, "
+                f"got {self.similarity_samples!r}."
             )
         if not isinstance(self.overrides, dict):
             raise TypeError(

@@ -28,7 +28,7 @@ from keras import tree
 from mct_logger.graph import Graph, TensorRef
 from mct_logger.quantization.encodings import Encoding
 from mct_logger.quantization.layers import ActivationQuantizer, QuantizedWeightsLayer
-from mct_logger.quantization.observers import make_observer
+from mct_logger.quantization.observers import ChannelStatistics, make_observer
 
 
 @dataclasses.dataclass
@@ -206,12 +206,16 @@ class CalibrationModel(keras.Model):
     eagerly (observers need concrete values); the graph inside is compiled.
     """
 
-    def __init__(self, graph: Graph, plan: dict, **kwargs):
+    def __init__(self, graph: Graph, plan: dict, statistics: bool = False, **kwargs):
         super().__init__(name=kwargs.pop("name", f"{graph.name}_calibration"), **kwargs)
         self._observed = [n for n in graph.nodes if plan[n].activation is not None]
         self._num_outputs = len(graph.outputs)
         self._outputs_struct = graph._outputs_struct
         self.observers = {n: make_observer(plan[n].activation.observer) for n in self._observed}
+        # Per-channel min/max/mean and histograms of every observed output, for logs.
+        self.statistics = (
+            {n: ChannelStatistics(self.observers[n]) for n in self._observed} if statistics else None
+        )
         self.batches_seen = 0
         self._compiled = None
         self._collector = graph.to_keras(
@@ -245,7 +249,10 @@ class CalibrationModel(keras.Model):
 
     def observe(self, collected) -> None:
         for name, value in zip(self._observed, collected):
-            self.observers[name].update(keras.ops.convert_to_numpy(value))
+            value = keras.ops.convert_to_numpy(value)
+            self.observers[name].update(value)
+            if self.statistics is not None:
+                self.statistics[name].update(value)
         self.batches_seen += 1
 
     def collect(self, batch: list[np.ndarray]) -> list[np.ndarray]:
