@@ -118,7 +118,7 @@ class RunLog:
 # ---------------------------------------------------------------- the PTQ listener
 
 SCALAR_CHUNK = 1000  # loaders keep 1000 scalar steps per tag
-HISTOGRAM_CHUNK = 500  # and 500 histogram steps per tag
+HISTOGRAM_CHUNK = 100  # and 100 histogram steps per tag (the Rust loader; Python keeps 500)
 RESOURCES_TAG = "Resources"
 
 

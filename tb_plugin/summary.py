@@ -13,6 +13,7 @@ writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=summary)
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
@@ -20,20 +21,25 @@ from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, 
 from tb_plugin import metadata
 
 
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
+def _plain(value):
+    """JSON-ready copy: NumPy values become Python ones, NaN and Inf become None
+    (JSON has no NaN; browsers' JSON.parse rejects it)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def encode_table(table) -> bytes:
-    """JSON bytes of a table; NumPy values become plain numbers, NaN becomes null."""
-    text = json.dumps(table, default=_json_default, allow_nan=True)
-    # JSON has no NaN/Infinity; browsers' JSON.parse rejects them.
-    text = text.replace("NaN", "null").replace("-Infinity", "null").replace("Infinity", "null")
-    return text.encode()
+    """JSON bytes of a table of plain or NumPy values."""
+    return json.dumps(_plain(table), allow_nan=False).encode()
 
 
 def payload_summary(plugin_name: str, kind: str, tag: str, table, description: str = ""):

@@ -36,7 +36,8 @@ def tensorboard_provider(logdir, loader):
     ctx = context.RequestContext()
     if loader == "python":
         multiplexer = plugin_event_multiplexer.EventMultiplexer(
-            size_guidance=data_ingester.DEFAULT_SIZE_GUIDANCE
+            size_guidance=data_ingester.DEFAULT_SIZE_GUIDANCE,
+            tensor_size_guidance=data_ingester.DEFAULT_TENSOR_SIZE_GUIDANCE,
         )
         multiplexer.AddRunsFromDirectory(str(logdir))
         multiplexer.Reload()
