@@ -30,6 +30,9 @@ _API = {
     "LayerOverride": "mct_logger.quantization.config",
     "Encoding": "mct_logger.quantization.encodings",
     "set_quantizers_enabled": "mct_logger.quantization.quantsim",
+    "QuantAnalyzer": "mct_logger.analyzer",
+    "equalize_model": "mct_logger.techniques.cross_layer_equalization",
+    "correct_bias": "mct_logger.techniques.bias_correction",
 }
 
 __all__ = sorted(_API)

@@ -222,6 +222,16 @@ class TensorBoardListener:
                     for c in range(start, stop):
                         per_stat[key].scalar(tag, array[c], step=c)
 
+    def _on_cross_layer_equalization(self, run, graph, result):
+        """The CLE dashboard's data: weight ranges (with CLE off too), scale factors, folds."""
+        from tb_plugin import metadata
+        from tb_plugin.summary import payload_summary
+
+        tables = result.to_tables() if hasattr(result, "to_tables") else {}
+        writer = self.log.writer(run)
+        for kind, table in tables.items():
+            writer.add_summary(payload_summary(metadata.CLE, kind, kind, table))
+
     def _on_similarity_analysis(self, run, graph, result):
         from mct_logger import events
 

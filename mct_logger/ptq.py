@@ -37,6 +37,8 @@ from mct_logger.quantization.quantsim import (
 )
 from mct_logger.similarity import analyze_similarity
 from mct_logger.techniques.batch_norm_folding import BatchNormFoldingResult, fold_batch_norms
+from mct_logger.techniques.bias_correction import correct_bias_graph
+from mct_logger.techniques.cross_layer_equalization import equalize_graph, weight_ranges_only
 
 logger = logging.getLogger("mct_logger")
 
@@ -173,11 +175,14 @@ class QuantizationInfo:
     Attributes:
         encodings: node name -> NodeEncodings (weights by kernel name, activation).
         plan: node name -> NodePlan (what was quantized and why not).
-        float_graph: the reference graph (batch norms folded) with every quantizer off.
+        float_graph: the reference graph (batch norms folded, CLE applied, biases
+            before bias correction) with every quantizer off.
         memory_before / memory_after: model bytes (weights + activations at batch 1).
         node_memory_before / node_memory_after: node name -> {"weights", "activations", "total"}.
         stage_seconds: stage name -> wall seconds.
         stage_results: stage name -> the stage's result dataclass.
+        quantized_graph: the graph the quantized model is built from: `float_graph`
+            with bias-corrected biases (the same graph when bias correction is off).
     """
 
     encodings: dict
@@ -189,6 +194,7 @@ class QuantizationInfo:
     node_memory_after: dict
     stage_seconds: dict
     stage_results: dict
+    quantized_graph: Graph | None = None
 
     @property
     def float_nodes(self) -> list[str]:
@@ -295,11 +301,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig):
     )
     memory_before = graph_memory(graph)
     graph, _ = run.stage("batch_norm_folding", _fold_stage, graph)
-    graph, _ = run.stage(
-        "cross_layer_equalization",
-        lambda g: (g, SkippedStageResult("cross-layer equalization is not available yet")),
-        graph,
-    )
+    graph, _ = run.stage("cross_layer_equalization", _cle_stage, graph, config)
     plan = plan_quantization(graph, config)
     if config.encodings_file:
         loaded = export.adopt_encodings(
@@ -317,13 +319,13 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig):
         calibration = CalibrationModel(graph, plan, statistics=bool(run.listeners))
         graph, stats = run.stage("statistics_collection", _collect, graph, calibration, batches)
         graph, params = run.stage("quantization_parameters", _parameters, graph, plan, calibration)
-    graph, _ = run.stage(
-        "bias_correction",
-        lambda g: (g, SkippedStageResult("bias correction is not available yet")),
-        graph,
+    # `graph` stays the float reference (biases before correction); the quantized
+    # model is built from the corrected copy.
+    corrected, _ = run.stage(
+        "bias_correction", _bias_correction_stage, graph, plan, params.encodings, batches, config
     )
-    graph, result = run.stage(
-        "quantized_model", _build, graph, plan, params.encodings, memory_before
+    _, result = run.stage(
+        "quantized_model", _build, corrected, plan, params.encodings, memory_before
     )
     analyze = config.analyze_similarity
     if analyze is None:
@@ -334,7 +336,8 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig):
         graph, _ = run.stage(
             "similarity_analysis",
             lambda g: (g, analyze_similarity(
-                g, plan, params.encodings, batches, config.similarity_samples, histograms)),
+                g, plan, params.encodings, batches, config.similarity_samples, histograms,
+                quantized_graph=corrected)),
             graph,
         )
     info = QuantizationInfo(
@@ -344,11 +347,28 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig):
         memory_before=result.memory_before,
         memory_after=result.memory_after,
         node_memory_before=memory_before,
-        node_memory_after=graph_memory(graph, plan),
+        node_memory_after=graph_memory(corrected, plan),
         stage_seconds=dict(run.seconds),
         stage_results=dict(run.results),
+        quantized_graph=corrected,
     )
     return result.model, info
+
+
+def _cle_stage(graph: Graph, config: QuantizationConfig):
+    """CLE when configured; the weight-range tables of every weight layer always."""
+    if not config.cross_layer_equalization:
+        return graph, weight_ranges_only(
+            graph, "off (QuantizationConfig.cross_layer_equalization=False); weight "
+            "ranges recorded to help decide")
+    return equalize_graph(graph)
+
+
+def _bias_correction_stage(graph: Graph, plan, encodings, batches, config: QuantizationConfig):
+    if config.bias_correction is None:
+        return graph, SkippedStageResult(
+            "bias correction is off (QuantizationConfig.bias_correction=None)")
+    return correct_bias_graph(graph, plan, encodings, batches, config.bias_correction)
 
 
 def _fold_stage(graph: Graph) -> tuple[Graph, BatchNormFoldingResult]:

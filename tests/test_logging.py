@@ -262,3 +262,18 @@ def test_writer_runs_with_tensorflow_unimportable(tmp_path):
         assert scalars["run"]["s"][0].value == 1.5 and scalars["run"]["s"][0].step == 2
         assert "h" in data.list_tensors(ctx, experiment_id=eid, plugin_name="histograms")["run"]
         assert "ranges" in data.list_tensors(ctx, experiment_id=eid, plugin_name="cle")["run"]
+
+
+def test_cle_weight_ranges_are_logged_with_cle_off(logged, provider):
+    from tb_plugin import reader
+
+    _, run_folder, _ = logged
+    data, ctx, eid = provider
+    payloads = {kind: table for run, _, (kind), table in (
+        (r, t, i["kind"], tb) for r, t, i, tb in reader.read_payloads(data, ctx, eid, "cle")
+    ) if run == f"{run_folder}/02_cross_layer_equalization"}
+    ranges = payloads["weight_ranges"]
+    assert ranges["cle_applied"] is False
+    layers = {layer["node"]: layer for layer in ranges["layers"]}
+    assert set(layers) == {"conv", "wide", "head"}
+    assert len(layers["wide"]["before"]["max"]) == WIDE and layers["wide"]["after"] is None

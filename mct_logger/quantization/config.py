@@ -21,6 +21,8 @@ import re
 
 from mct_logger.quantization.encodings import check_bitwidth
 
+BIAS_CORRECTION_MODES = (None, "empirical", "analytical", "hybrid")
+
 _BOOL_FIELDS = (
     "weight_per_channel", "weight_symmetric", "activation_symmetric",
     "activation_per_channel",
@@ -104,6 +106,17 @@ class QuantizationConfig:
             (e.g. a log folder is set).
         similarity_samples: how many representative samples the per-sample
             similarity plots use (MCT uses 20).
+        cross_layer_equalization: before calibration, replace the ReLU6s that link
+            equalizable layers with ReLU, rescale conv -> conv and conv ->
+            depthwise -> conv sets to equal per-channel weight ranges and fold
+            high biases (as `equalize_model`). The weight-range tables for the
+            CLE dashboard are recorded either way.
+        bias_correction: after the grids are set, subtract each Conv/Depthwise/
+            Dense layer's quantization-induced mean output shift from its bias:
+            "empirical" (measured on the representative data), "analytical"
+            (from the preceding folded batch norm, no data), "hybrid"
+            (analytical where a batch norm precedes, empirical elsewhere) or
+            None (off).
     """
 
     weight_bits: int = 8
@@ -120,6 +133,8 @@ class QuantizationConfig:
     encodings_file: str | None = None
     analyze_similarity: bool | None = None
     similarity_samples: int = 20
+    cross_layer_equalization: bool = False
+    bias_correction: str | None = None
 
     def __post_init__(self):
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -127,6 +142,16 @@ class QuantizationConfig:
             if values[field] is None:
                 raise TypeError(f"QuantizationConfig.{field} cannot be None.")
         _check_fields("QuantizationConfig", values)
+        if not isinstance(self.cross_layer_equalization, bool):
+            raise TypeError(
+                "QuantizationConfig.cross_layer_equalization must be True or False, "
+                f"got {self.cross_layer_equalization!r}."
+            )
+        if self.bias_correction not in BIAS_CORRECTION_MODES:
+            raise ValueError(
+                f"QuantizationConfig.bias_correction={self.bias_correction!r} is not "
+                f"supported; use one of {BIAS_CORRECTION_MODES}."
+            )
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(
                 f"QuantizationConfig.batch_size must be a positive integer, got {self.batch_size!r}."

@@ -102,7 +102,7 @@ def plan_quantization(graph: Graph, config: QuantizationConfig) -> dict[str, Nod
         p = NodePlan()
         kind = _kind(node)
         if settings["keep_float"]:
-            p.note = f"kept in float by override {matched[-1]!r}"
+            p.note = f"kept in float by override {matched[-1]}"
             plan[node.name] = p
             continue
         if kind == "weights" and node.owns_weights:
@@ -130,7 +130,7 @@ def plan_quantization(graph: Graph, config: QuantizationConfig) -> dict[str, Nod
         else:
             fused = _fused_activation(graph, node)
             if fused is not None:
-                p.note = f"fused with the following activation {fused!r}"
+                p.note = f"fused with the following activation {fused}"
             else:
                 p.activation = ActivationSpec(
                     bitwidth=settings["activation_bits"],

@@ -1,0 +1,499 @@
+"""Bias correction: remove the per-channel mean shift that weight quantization adds to
+a layer's output, by subtracting it from the layer's bias (Nagel et al., ICCV 2019).
+
+Modes (for Conv1D/2D/3D, DepthwiseConv1D/2D and Dense layers with quantized kernels):
+
+- **empirical**: representative data runs through the float reference and the
+  weight-quantized model; `E = mean over batch and spatial axes of (y_q - y_fp)`
+  per output channel, on the pre-activation output, and `b <- b - E`. Layers are
+  corrected in waves by depth, so each layer is measured with every layer
+  before it already corrected (one pass over the data per wave).
+- **analytical**: no data. Where the layer's input comes from a layer with a
+  folded batch norm (through ReLU, ReLU6 or no activation, padding, identity
+  or average pooling), that input is about `N(beta, gamma^2)` per channel put
+  through the activation, with beta and gamma rescaled by CLE and shifted by
+  high-bias folding, so `E[x]` has a closed form (the rectified / clipped
+  Gaussian mean) and `E = sum_spatial(W_q - W)^T E[x]`, each kernel tap
+  weighted by the share of output positions where it reads real input (not
+  "same" padding). Other layers are left alone (the result says why).
+- **hybrid**: analytical where a batch norm precedes, empirical elsewhere.
+
+Example:
+
+```python
+model_bc = correct_bias(model, x_calibration, QuantizationConfig(weight_bits=4),
+                        mode="hybrid")
+model_q, info = keras_post_training_quantization(model_bc, x_calibration, config)
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from mct_logger import data as data_lib
+from mct_logger.graph import Graph, Node, read_model
+from mct_logger.quantization.encodings import quantize_dequantize
+from mct_logger.quantization.layers import broadcast_shape, quantizable_weights
+from mct_logger.quantization.plan import NodePlan
+from mct_logger.quantization.quantsim import (
+    NodeEncodings,
+    QuantizerFactory,
+    apply_encodings,
+    compile_inference,
+    quantizers,
+)
+from mct_logger.techniques.batch_norm_folding import fold_batch_norms, rebuild_layer
+from mct_logger.techniques.cross_layer_equalization import (
+    fused_activation_kind,
+    link_kind,
+    output_distribution,
+    recorded_node_info,
+)
+from mct_logger.techniques.weight_ranges import _number, _numbers
+
+logger = logging.getLogger("mct_logger")
+
+L = keras.layers
+MODES = ("empirical", "analytical", "hybrid")
+_TARGETS = (L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D, L.DepthwiseConv2D, L.Dense)
+# Links through which a batch norm's per-channel mean still describes the input.
+_MEAN_PRESERVING = ("identity", "pad", "avg_pool", "relu", "relu6")
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclasses.dataclass
+class LayerCorrection:
+    """The correction of one layer: `correction` (per output channel) was
+    subtracted from its bias; it is the estimated mean output shift."""
+
+    node: str
+    method: str  # "empirical" | "analytical"
+    correction: np.ndarray
+    preceding: str | None = None  # analytical: the batch-normed layer used for E[x]
+    activation: str | None = None  # analytical: "relu" | "relu6" | "none"
+
+    def as_dict(self) -> dict:
+        return {
+            "node": self.node,
+            "method": self.method,
+            "correction": _numbers(self.correction),
+            "mean_abs_correction": _number(np.mean(np.abs(self.correction)))
+            if self.correction.size else 0.0,
+            "preceding": self.preceding,
+            "activation": self.activation,
+        }
+
+
+@dataclasses.dataclass
+class BiasCorrectionResult:
+    """The bias-correction stage's result.
+
+    Attributes:
+        mode: "empirical", "analytical" or "hybrid".
+        corrections: node -> LayerCorrection, in graph order.
+        skipped: node -> why a weight layer was not corrected.
+        num_samples: representative samples used (0 for analytical).
+        passes: forward passes over the data (float reference included).
+    """
+
+    mode: str
+    corrections: dict = dataclasses.field(default_factory=dict)
+    skipped: dict = dataclasses.field(default_factory=dict)
+    num_samples: int = 0
+    passes: int = 0
+    version: int = 1
+
+    def to_tables(self) -> dict:
+        """`{"bias_correction": {"mode", "num_samples", "passes", "layers": [...],
+        "skipped": {node: reason}}}` (JSON-able)."""
+        return {
+            "bias_correction": {
+                "mode": self.mode,
+                "num_samples": self.num_samples,
+                "passes": self.passes,
+                "layers": [c.as_dict() for c in self.corrections.values()],
+                "skipped": dict(self.skipped),
+            }
+        }
+
+
+# ---------------------------------------------------------------- the math
+
+
+def _phi(x):
+    return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def _cdf(x):
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    return 0.5 * (1.0 + erf(np.asarray(x, np.float64) / math.sqrt(2.0)))
+
+
+def expected_activation(beta, gamma, activation: str, clip: float = 6.0) -> np.ndarray:
+    """`E[act(z)]` for `z ~ N(beta, gamma^2)` per channel; act is "none", "relu" or "relu6"."""
+    beta = np.asarray(beta, np.float64)
+    gamma = np.abs(np.asarray(gamma, np.float64))
+    if activation == "none":
+        return beta.copy()
+    safe = np.where(gamma > 0, gamma, 1.0)
+    if activation == "relu":
+        a = beta / safe
+        value = beta * _cdf(a) + gamma * _phi(a)
+        return np.where(gamma > 0, value, np.maximum(beta, 0.0))
+    if activation == "relu6":
+        low, high = -beta / safe, (clip - beta) / safe
+        value = (gamma * (_phi(low) - _phi(high)) + beta * (_cdf(high) - _cdf(low))
+                 + clip * (1.0 - _cdf(high)))
+        return np.where(gamma > 0, value, np.clip(beta, 0.0, clip))
+    raise ValueError(f"No closed form for activation {activation!r}.")
+
+
+def _kernel_error(node: Node, spec, encoding) -> np.ndarray:
+    kernel = np.asarray(keras.ops.convert_to_numpy(node.layer.kernel), np.float64)
+    quantized = quantize_dequantize(
+        kernel, encoding, broadcast_shape(kernel.shape, spec.channel_axes))
+    return quantized - kernel
+
+
+def tap_coverage(layer, input_shape) -> np.ndarray | None:
+    """Per kernel tap, the fraction of output positions where it reads real input.
+
+    1 everywhere for "valid" padding; below 1 at the edge taps for "same"
+    padding, whose zeros add nothing to the mean. None for Dense layers.
+    """
+    kernel_size = getattr(layer, "kernel_size", None)
+    if kernel_size is None:
+        return None
+    coverage = np.ones(tuple(kernel_size))
+    if getattr(layer, "padding", "valid") != "same":
+        return coverage
+    spatial = list(input_shape[1:-1])
+    for axis, (n, k, s, r) in enumerate(zip(spatial, kernel_size, layer.strides,
+                                            layer.dilation_rate)):
+        if n is None:
+            continue  # dynamic size: no correction for the borders
+        out = -(-n // s)
+        pad_before = max((out - 1) * s + (k - 1) * r + 1 - n, 0) // 2
+        positions = np.arange(out)[:, None] * s - pad_before + np.arange(k)[None, :] * r
+        fraction = ((positions >= 0) & (positions < n)).mean(axis=0)
+        shape = [1] * len(kernel_size)
+        shape[axis] = k
+        coverage = coverage * fraction.reshape(shape)
+    return coverage
+
+
+def analytical_shift(node: Node, spec, encoding, expected_input, input_shape=None) -> np.ndarray:
+    """`sum_taps(coverage * (W_q - W))^T E[x]`: the mean output shift from quantizing
+    the kernel, with "same"-padding borders counted (`tap_coverage`)."""
+    error = _kernel_error(node, spec, encoding)
+    coverage = tap_coverage(node.layer, input_shape) if input_shape is not None else None
+    if coverage is not None:
+        error = error * coverage.reshape(coverage.shape + (1, 1))
+    summed = error.reshape(-1, error.shape[-2], error.shape[-1]).sum(axis=0)
+    if isinstance(node.layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
+        return (summed * expected_input[:, None]).reshape(-1)  # (channels, multiplier)
+    return expected_input @ summed  # (in, out)
+
+
+# ---------------------------------------------------------------- graph facts
+
+
+def _target_reason(graph: Graph, node: Node, plan) -> str | None:
+    layer = node.layer
+    if not isinstance(layer, _TARGETS):
+        return f"{node.layer_class} is not a Conv, DepthwiseConv or Dense layer"
+    if "kernel" not in plan.get(node.name, NodePlan()).weights:
+        return "its kernel is not quantized"
+    if not node.owns_weights or sum(n.layer is layer for n in graph) != 1:
+        return "the layer is shared by several calls (one bias cannot fit them all)"
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return "channels_first data format"
+    if getattr(layer, "groups", 1) != 1:
+        return "grouped convolution"
+    if len(node.inputs) != 1:
+        return "the layer has several inputs"
+    return None
+
+
+def _preceding_batch_norm(graph: Graph, node: Node):
+    """`(layer with a folded BN, activation)` feeding `node`, or `(None, why)`."""
+    kinds = []
+    current = graph.nodes[node.inputs[0].node]
+    while True:
+        if current.is_input:
+            return None, "its input is a model input"
+        if quantizable_weights(current.layer):
+            distribution = output_distribution(current.info)
+            if distribution is None:
+                return None, f"its input comes from {current.name!r}, which had no batch norm"
+            fused = fused_activation_kind(current.layer)
+            if fused not in ("identity", "relu", "relu6"):
+                return None, f"{current.name!r} applies an activation with no closed form"
+            kinds.append(fused)
+            break
+        kind = link_kind(current) if len(current.inputs) == 1 else None
+        if kind not in _MEAN_PRESERVING:
+            return None, (f"{current.name!r} ({current.layer_class}) between it and a "
+                          "batch-normed layer has no closed-form mean")
+        kinds.append(kind)
+        current = graph.nodes[current.inputs[0].node]
+    activation = "relu6" if "relu6" in kinds else "relu" if "relu" in kinds else "none"
+    return current, activation
+
+
+def _channel_axes(node: Node) -> tuple:
+    rank = len(node.output_shapes[0])
+    return tuple(range(rank - 1))
+
+
+def _with_biases(graph: Graph, names) -> Graph:
+    """A copy whose `names` layers all have a bias variable (zeros where they had none)."""
+    graph = graph.copy()
+    for name in names:
+        node = graph.nodes[name]
+        if getattr(node.layer, "bias", None) is not None:
+            continue
+        config = {**node.layer.get_config(), "use_bias": True}
+        values = node.weights()
+        channels = node.output_shapes[0][-1]
+        values["bias"] = np.zeros(channels, dtype=values["kernel"].dtype)
+        ref = node.inputs[0]
+        layer = rebuild_layer(node.layer, config,
+                              graph.nodes[ref.node].output_shapes[ref.index], values)
+        graph.nodes[name] = dataclasses.replace(node, layer=layer)
+    return graph
+
+
+def _levels(graph: Graph, targets) -> dict[str, int]:
+    """Depth of each target counted in targets only (1 = no target upstream)."""
+    carried: dict[str, int] = {}
+    levels = {}
+    for node in graph:
+        upstream = max((carried.get(r.node, 0) for r in node.inputs), default=0)
+        if node.name in targets:
+            levels[node.name] = upstream + 1
+            carried[node.name] = upstream + 1
+        else:
+            carried[node.name] = upstream
+    return levels
+
+
+class _MeanModel:
+    """Per-channel means of the targets' pre-activation outputs, float or weight-quantized."""
+
+    def __init__(self, graph: Graph, targets, plan=None, encodings=None):
+        captured = {}
+        factory = QuantizerFactory(graph, plan) if plan is not None else None
+
+        def make_layer(node, clone):
+            inner = clone
+            if node.name in targets:
+                activation = clone.activation
+                clone.activation = keras.activations.linear
+                layer = factory.weights(node, clone) if factory else clone
+
+                def call(*args, **kwargs):
+                    pre = layer(*args, **kwargs)
+                    captured[node.name] = pre
+                    return pre if _is_linear(activation) else activation(pre)
+
+                return call
+            return factory.weights(node, inner) if factory else inner
+
+        model = graph.to_keras(name=f"{graph.name}_bias_probe", make_layer=make_layer)
+        self.targets = list(targets)
+        outputs = [ops.mean(captured[n], axis=_channel_axes(graph.nodes[n])) for n in self.targets]
+        self.model = keras.Model(model.inputs, outputs, name=f"{graph.name}_channel_means")
+        if encodings is not None:
+            apply_encodings(self.model, encodings)
+        self._run = compile_inference(self.model)
+        self._layers = {n: q["weights"].layer for n, q in quantizers(self.model).items()
+                        if "weights" in q}
+
+    def means(self, batches) -> dict[str, np.ndarray]:
+        totals = {n: 0.0 for n in self.targets}
+        count = 0
+        for batch in batches:
+            values = self._run(batch if len(batch) > 1 else batch[0])
+            values = values if isinstance(values, (list, tuple)) else [values]
+            size = len(batch[0])
+            for n, v in zip(self.targets, values):
+                totals[n] = totals[n] + np.asarray(keras.ops.convert_to_numpy(v), np.float64) * size
+            count += size
+        return {n: t / count for n, t in totals.items()}
+
+    def set_bias(self, name: str, bias: np.ndarray) -> None:
+        layer = self._layers[name]
+        layer.bias.assign(bias.astype(keras.ops.convert_to_numpy(layer.bias).dtype))
+
+
+def _is_linear(fn) -> bool:
+    return getattr(fn, "__name__", "") == "linear"
+
+
+def _weight_encodings(encodings, name):
+    enc = encodings.get(name)
+    if enc is None:
+        return {}
+    return enc.weights if isinstance(enc, NodeEncodings) else dict(enc)
+
+
+# ---------------------------------------------------------------- public API
+
+
+def correct_bias_graph(
+    graph: Graph, plan: dict, encodings: dict, batches=None, mode: str = "empirical"
+) -> tuple[Graph, BiasCorrectionResult]:
+    """Bias-corrects `graph` for the weight grids in `encodings`; returns a new graph.
+
+    Args:
+        graph: the float graph to be quantized (batch norms folded, CLE applied).
+        plan: node -> NodePlan (`plan_quantization`).
+        encodings: node -> NodeEncodings, or node -> {kernel name: Encoding}.
+        batches: representative data as a list of batches (lists of arrays);
+            needed by "empirical" and "hybrid".
+        mode: "empirical", "analytical" or "hybrid".
+    """
+    if mode not in MODES:
+        raise ValueError(f"bias correction mode {mode!r} is not one of {MODES} (or None).")
+    result = BiasCorrectionResult(mode=mode)
+    targets = []
+    for node in graph:
+        if not quantizable_weights(node.layer) or not node.owns_weights:
+            continue
+        reason = _target_reason(graph, node, plan)
+        if reason is None and "kernel" not in _weight_encodings(encodings, node.name):
+            reason = "no encoding for its kernel"
+        if reason:
+            result.skipped[node.name] = reason
+        else:
+            targets.append(node.name)
+    graph = _with_biases(graph, targets)
+
+    analytical: dict[str, tuple] = {}
+    if mode in ("analytical", "hybrid"):
+        for name in targets:
+            source, why = _preceding_batch_norm(graph, graph.nodes[name])
+            if source is None:
+                if mode == "analytical":
+                    result.skipped[name] = f"no analytical estimate: {why}"
+            else:
+                analytical[name] = (source, why)
+    empirical = [n for n in targets if n not in analytical] if mode != "analytical" else []
+    if empirical and not batches:
+        raise ValueError(
+            f"bias_correction={mode!r} needs representative data for layers "
+            f"{empirical[:5]}; pass representative_data (or use 'analytical')."
+        )
+
+    biases = {n: np.asarray(keras.ops.convert_to_numpy(graph.nodes[n].layer.bias), np.float64)
+              for n in targets}
+    corrections: dict[str, LayerCorrection] = {}
+    for name, (source, activation) in analytical.items():
+        node = graph.nodes[name]
+        beta, gamma = output_distribution(source.info)
+        expected = expected_activation(beta, gamma, activation)
+        ref = node.inputs[0]
+        shift = analytical_shift(node, plan[name].weights["kernel"],
+                                 _weight_encodings(encodings, name)["kernel"], expected,
+                                 graph.nodes[ref.node].output_shapes[ref.index])
+        corrections[name] = LayerCorrection(name, "analytical", shift, source.name, activation)
+
+    if empirical:
+        weight_plan = {n: NodePlan(weights=dict(plan[n].weights) if n in plan else {})
+                       for n in graph.nodes}
+        weight_encodings = {n: NodeEncodings(weights=_weight_encodings(encodings, n))
+                            for n in graph.nodes if weight_plan[n].weights}
+        reference = _MeanModel(graph, empirical).means(batches)
+        probe = _MeanModel(graph, empirical, weight_plan, weight_encodings)
+        result.passes = 1
+        for name, c in corrections.items():
+            if name in probe._layers:
+                probe.set_bias(name, biases[name] - c.correction)
+        levels = _levels(graph, set(empirical))
+        for level in sorted(set(levels.values())):
+            measured = probe.means(batches)
+            result.passes += 1
+            for name in [n for n in empirical if levels[n] == level]:
+                shift = measured[name] - reference[name]
+                corrections[name] = LayerCorrection(name, "empirical", shift)
+                probe.set_bias(name, biases[name] - shift)
+        result.num_samples = data_lib.num_samples(batches)
+
+    graph = graph.copy()
+    for name in targets:
+        if name not in corrections:
+            continue
+        node = graph.nodes[name]
+        values = node.weights()
+        values["bias"] = (biases[name] - corrections[name].correction).astype(values["bias"].dtype)
+        ref = node.inputs[0]
+        layer = rebuild_layer(node.layer, node.layer.get_config(),
+                              graph.nodes[ref.node].output_shapes[ref.index], values)
+        graph.nodes[name] = dataclasses.replace(node, layer=layer)
+    result.corrections = {n: corrections[n] for n in targets if n in corrections}
+    logger.info("Bias correction (%s): %d layers corrected, %d skipped",
+                mode, len(result.corrections), len(result.skipped))
+    return graph, result
+
+
+def correct_bias(
+    model: keras.Model,
+    representative_data=None,
+    config=None,
+    mode: str = "empirical",
+    *,
+    return_result: bool = False,
+):
+    """Standalone bias correction; returns a new float model with corrected biases.
+
+    The corrected model has its batch norms folded (quantization acts on folded
+    kernels); quantize it with the same `config` and `bias_correction=None`.
+    For a model from `equalize_model`, the batch-norm statistics that
+    analytical correction needs are the ones `equalize_model` recorded.
+
+    Args:
+        model: a Functional or Sequential Keras model; not modified.
+        representative_data: as for `keras_post_training_quantization`; needed
+            by "empirical" and "hybrid".
+        config: the `QuantizationConfig` whose weight grids to correct for
+            (default W8 per-channel).
+        mode: "empirical", "analytical" or "hybrid".
+        return_result: also return the `BiasCorrectionResult`.
+    """
+    from mct_logger.quantization.config import QuantizationConfig
+    from mct_logger.quantization.plan import plan_quantization
+    from mct_logger.quantization.quantsim import weight_encodings
+
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not one of {MODES}.")
+    config = config or QuantizationConfig()
+    graph = read_model(model)
+    recorded = recorded_node_info(model)
+    for node in graph:
+        if node.layer.name in recorded:
+            node.info.update(recorded[node.layer.name])
+    graph, _ = fold_batch_norms(graph)
+    batches = None
+    if representative_data is not None:
+        batches = data_lib.load_batches(
+            representative_data, data_lib.input_specs(graph), config.batch_size)
+    elif mode != "analytical":
+        raise ValueError(
+            f"mode={mode!r} needs representative_data; pass typical inputs or use "
+            "mode='analytical'."
+        )
+    plan = plan_quantization(graph, config)
+    encodings = weight_encodings(graph, plan)
+    corrected, result = correct_bias_graph(graph, plan, encodings, batches, mode)
+    new_model = corrected.to_keras(name=f"{model.name}_bias_corrected")
+    return (new_model, result) if return_result else new_model
