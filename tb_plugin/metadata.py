@@ -31,6 +31,7 @@ PAYLOAD_KINDS = {
         "per_layer_mse_loss": 1,
         "per_layer_sqnr": 1,
         "weight_sqnr": 1,
+        "summary": 1,
     },
     CLE: {
         "weight_ranges": 1,

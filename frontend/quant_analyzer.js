@@ -1,0 +1,557 @@
+// The QuantAnalyzer dashboard: headline findings first, then one view per
+// analysis. Used by the offline report (tables embedded in the page) and by
+// the TensorBoard tab (tables read from the plugin's routes):
+//
+//   renderQuantAnalyzer(rootElement, tables, Plotly)
+//
+// `tables` maps payload kinds to tables as mct_logger.analyzer writes them.
+// Charts are drawn when their view is first shown (hidden elements have no size).
+
+import {
+  VIEWS,
+  findings,
+  formatDb,
+  formatNumber,
+  isNumber,
+  sensitivityVerdict,
+  suspects,
+  weightLabel,
+} from "./qa_data.js";
+import {
+  COLORS,
+  activationRangesSpec,
+  channelHistogram,
+  channelRangesSpec,
+  channelSqnrSpec,
+  histogramSpec,
+  mseSpec,
+  perLayerSpec,
+  plot,
+  sensitivitySpec,
+  sqnrSpec,
+  stepSpec,
+  weightRangesSpec,
+  weightSqnrSpec,
+} from "./qa_charts.js";
+
+// ------------------------------------------------------------------ DOM helpers
+
+export function h(tag, attributes = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) {
+      continue;
+    }
+    if (key === "class") {
+      element.className = value;
+    } else if (key.startsWith("on")) {
+      element.addEventListener(key.slice(2), value);
+    } else {
+      element.setAttribute(key, value === true ? "" : String(value));
+    }
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) {
+      continue;
+    }
+    element.append(child instanceof Node ? child : String(child));
+  }
+  return element;
+}
+
+function note(text, kind = "info") {
+  return h("p", { class: `qa-note qa-note-${kind}` }, text);
+}
+
+function chartBox(extraClass = "") {
+  return h("div", { class: `qa-chart ${extraClass}`.trim() });
+}
+
+// A table whose columns sort on click. columns: [{ key, label, format, numeric }].
+export function dataTable(columns, rows, options = {}) {
+  let sortKey = options.sortKey || null;
+  let descending = false;
+  const body = h("tbody");
+  const headers = columns.map((column) =>
+    h("th", {
+      scope: "col",
+      class: column.numeric ? "qa-num" : "",
+      title: "Sort",
+      onclick: () => {
+        descending = sortKey === column.key ? !descending : false;
+        sortKey = column.key;
+        fill();
+      },
+    }, column.label),
+  );
+  function fill() {
+    const sorted = rows.slice();
+    if (sortKey) {
+      const column = columns.find((c) => c.key === sortKey);
+      sorted.sort((a, b) => compare(a[sortKey], b[sortKey], column.numeric) * (descending ? -1 : 1));
+    }
+    body.replaceChildren(
+      ...sorted.map((row) =>
+        h("tr", {}, columns.map((column) =>
+          h("td", { class: column.numeric ? "qa-num" : "" },
+            column.format ? column.format(row[column.key], row) : String(row[column.key] ?? "")),
+        )),
+      ),
+    );
+    headers.forEach((th, i) => {
+      th.dataset.sorted = columns[i].key === sortKey ? (descending ? "desc" : "asc") : "";
+    });
+  }
+  fill();
+  return h("div", { class: "qa-table-wrap" },
+    h("table", { class: "qa-table" }, h("thead", {}, h("tr", {}, headers)), body));
+}
+
+function compare(a, b, numeric) {
+  if (numeric) {
+    const x = isNumber(a) ? a : Infinity;
+    const y = isNumber(b) ? b : Infinity;
+    return x - y;
+  }
+  return String(a ?? "").localeCompare(String(b ?? ""));
+}
+
+function select(options, onChange, label) {
+  const element = h("select", { "aria-label": label, onchange: () => onChange(element.value) },
+    options.map((o) => h("option", { value: o.value }, o.label)));
+  return element;
+}
+
+// ------------------------------------------------------------------ the dashboard
+
+export function renderQuantAnalyzer(root, tables, Plotly) {
+  root.classList.add("qa-root");
+  root.replaceChildren();
+  const summary = tables.summary || {};
+  const state = { focus: null, built: new Map(), panels: new Map(), tabs: new Map() };
+
+  root.append(header(summary));
+  const found = findings(tables);
+  root.append(findingsSection(found, (view, layer) => activate(view, layer)));
+
+  const nav = h("nav", { class: "qa-tabs", role: "tablist" });
+  const panels = h("div", { class: "qa-panels" });
+  for (const view of VIEWS) {
+    const tab = h("button", {
+      class: "qa-tab", role: "tab", type: "button", "data-view": view.id,
+      onclick: () => activate(view.id),
+    }, view.title);
+    if (!view.kinds.some((kind) => tables[kind])) {
+      tab.classList.add("qa-tab-missing");
+    }
+    const panel = h("section", { class: "qa-panel", role: "tabpanel", "data-view": view.id, hidden: true });
+    nav.append(tab);
+    panels.append(panel);
+    state.tabs.set(view.id, tab);
+    state.panels.set(view.id, panel);
+  }
+  root.append(nav, panels);
+
+  const builders = {
+    sensitivity: buildSensitivity,
+    "per-layer": buildPerLayer,
+    sqnr: buildSqnr,
+    mse: buildMse,
+    ranges: buildRanges,
+    histograms: buildHistograms,
+    weights: buildWeights,
+  };
+
+  function activate(viewId, layer = null) {
+    if (!state.panels.has(viewId)) {
+      viewId = VIEWS[0].id;
+    }
+    for (const [id, panel] of state.panels) {
+      panel.hidden = id !== viewId;
+      state.tabs.get(id).setAttribute("aria-selected", String(id === viewId));
+    }
+    const panel = state.panels.get(viewId);
+    if (!state.built.has(viewId)) {
+      state.built.set(viewId, builders[viewId](panel, tables, Plotly) || {});
+    } else {
+      for (const chart of panel.querySelectorAll(".js-plotly-plot")) {
+        Plotly.Plots.resize(chart);
+      }
+    }
+    const view = state.built.get(viewId);
+    if (layer && view.focus) {
+      view.focus(layer);
+    }
+    root.dataset.view = viewId;
+  }
+
+  activate(VIEWS[0].id);
+  return { activate, findings: found };
+}
+
+function header(summary) {
+  const config = summary.config || {};
+  const status = summary.status || "unknown";
+  const facts = [];
+  if (config.weight_bits) {
+    facts.push(`W${config.weight_bits}A${config.activation_bits}`);
+    facts.push(`weights ${config.weight_per_channel ? "per channel" : "per tensor"}, ` +
+      `${config.weight_symmetric ? "symmetric" : "asymmetric"}, ${config.weight_observer}`);
+    facts.push(`activations ${config.activation_symmetric ? "symmetric" : "asymmetric"}, ` +
+      `${config.activation_observer}`);
+  }
+  if (summary.layers) {
+    facts.push(`${summary.layers.length} quantized layers`);
+  }
+  const folded = Object.keys(summary.batch_norms_folded || {}).length;
+  if (folded) {
+    facts.push(`${folded} batch norm${folded > 1 ? "s" : ""} folded (FP32 baseline)`);
+  }
+  const box = h("header", { class: "qa-header" },
+    h("h1", {}, "QuantAnalyzer", summary.model ? h("span", { class: "qa-model" }, summary.model) : null),
+    h("p", { class: "qa-facts" }, facts.join(" · ")),
+  );
+  if (status !== "complete") {
+    box.append(note(
+      `Analysis ${status} after ${summary.evaluations_done ?? 0} of ` +
+      `${summary.evaluations_total ?? "?"} evaluations: showing the results finished so far.` +
+      (summary.error ? ` (${summary.error})` : ""),
+      "warning",
+    ));
+  }
+  return box;
+}
+
+function findingsSection(found, go) {
+  const section = h("section", { class: "qa-findings", "aria-label": "Headline findings" });
+  section.append(h("h2", {}, "Headline findings"));
+  const ranked = suspects(found);
+  if (ranked.length) {
+    const top = ranked[0];
+    section.append(h("p", { class: "qa-suspect" },
+      "Most suspicious layer: ",
+      h("button", { class: "qa-layer-link", type: "button", onclick: () => go("sqnr", top.layer) }, top.layer),
+      ` — worst by ${top.measures.length} measure${top.measures.length > 1 ? "s" : ""}: `,
+      top.measures.join("; "), "."));
+  }
+  const grid = h("div", { class: "qa-cards" });
+  for (const finding of found) {
+    const list = h("ol", { class: "qa-ranking" });
+    for (const entry of finding.items) {
+      list.append(h("li", {},
+        h("button", {
+          class: "qa-layer-link", type: "button", title: entry.label,
+          onclick: () => go(finding.view, entry.layer),
+        }, entry.label),
+        h("span", { class: "qa-value" }, entry.text)));
+    }
+    if (!finding.items.length && !finding.note) {
+      list.append(h("li", { class: "qa-empty" }, "nothing stands out"));
+    }
+    grid.append(h("article", { class: "qa-card", "data-finding": finding.id },
+      h("h3", {}, h("button", { class: "qa-card-title", type: "button", onclick: () => go(finding.view) }, finding.title)),
+      h("p", { class: "qa-explain" }, finding.explanation),
+      list,
+      finding.note ? h("p", { class: "qa-card-note" }, finding.note) : null));
+  }
+  if (!found.length) {
+    grid.append(note("No analysis finished."));
+  }
+  section.append(grid);
+  return section;
+}
+
+function missing(panel, text) {
+  panel.append(note(text, "warning"));
+  return {};
+}
+
+function incomplete(table, total) {
+  return table.complete === false
+    ? note(`Interrupted: ${table.rows.length} of ${total} layers evaluated.`, "warning")
+    : null;
+}
+
+// ------------------------------------------------------------------ views
+
+function buildSensitivity(panel, tables, Plotly) {
+  const table = tables.sensitivity;
+  panel.append(h("h2", {}, "Sensitivity to weight and activation quantization"));
+  if (!table) {
+    return missing(panel, "The sensitivity analysis did not run (the analysis stopped before it).");
+  }
+  panel.append(h("p", { class: "qa-verdict" }, sensitivityVerdict(table)));
+  const chart = chartBox();
+  panel.append(chart);
+  plot(Plotly, chart, sensitivitySpec(table));
+  panel.append(dataTable(
+    [
+      { key: "label", label: "model" },
+      { key: "what", label: "quantized" },
+      { key: "score", label: "eval score", numeric: true, format: (v) => formatNumber(v, 6) },
+    ],
+    [
+      { label: table.labels.fp32, what: "nothing (batch norms folded)", score: table.fp32 },
+      { label: table.labels.weights_only, what: "weights only", score: table.weights_only },
+      { label: table.labels.activations_only, what: "activations only", score: table.activations_only },
+    ],
+  ));
+  return {};
+}
+
+function buildPerLayer(panel, tables, Plotly) {
+  const enabled = tables.per_layer_quant_enabled;
+  const disabled = tables.per_layer_quant_disabled;
+  const total = (tables.summary && tables.summary.layers || []).length;
+  panel.append(h("h2", {}, "Per-layer quantizer enablement"));
+  panel.append(h("p", { class: "qa-explain" },
+    "Left: every quantizer off but one layer's. Right: every quantizer on but one layer's. ",
+    "A layer whose quantization alone drops the score, and whose float version restores it, is the culprit."));
+  if (!enabled && !disabled) {
+    return missing(panel, "The per-layer analyses did not run (the analysis stopped before them).");
+  }
+  // Both cells exist before either chart is drawn, so each is drawn at its final width.
+  const cells = [h("div", { class: "qa-cell" }), h("div", { class: "qa-cell" })];
+  panel.append(h("div", { class: "qa-two" }, cells));
+  for (const [cell, table, title, color] of [
+    [cells[0], enabled, "Only this layer quantized", COLORS.enabled],
+    [cells[1], disabled, "All layers but this one quantized", COLORS.disabled],
+  ]) {
+    if (!table) {
+      cell.append(note(`${title}: did not run.`, "warning"));
+      continue;
+    }
+    const warning = incomplete(table, total);
+    if (warning) {
+      cell.append(warning);
+    }
+    const chart = chartBox();
+    cell.append(chart);
+    plot(Plotly, chart, perLayerSpec(table, title, color));
+  }
+  const merged = new Map();
+  for (const r of (enabled ? enabled.rows : [])) {
+    merged.set(r.layer, { layer: r.layer, class: r.class, enabled: r.score });
+  }
+  for (const r of (disabled ? disabled.rows : [])) {
+    const entry = merged.get(r.layer) || { layer: r.layer, class: r.class };
+    entry.disabled = r.score;
+    merged.set(r.layer, entry);
+  }
+  panel.append(dataTable(
+    [
+      { key: "layer", label: "layer" },
+      { key: "class", label: "class" },
+      { key: "enabled", label: "only this layer quantized", numeric: true, format: (v) => formatNumber(v, 5) },
+      { key: "disabled", label: "this layer in float", numeric: true, format: (v) => formatNumber(v, 5) },
+    ],
+    [...merged.values()],
+  ));
+  return {};
+}
+
+function buildSqnr(panel, tables, Plotly) {
+  const table = tables.per_layer_sqnr;
+  panel.append(h("h2", {}, "Per-layer SQNR"));
+  if (!table) {
+    return missing(panel, "The SQNR analysis did not run.");
+  }
+  panel.append(h("p", { class: "qa-explain" },
+    `SQNR = 10·log10(Σ float² / Σ (float − quantized)²) over ${table.samples} samples of the ${table.data}, ` +
+    "one pass per batch. Accumulated: the whole model quantized, so error carries downstream. " +
+    "Isolated: only that layer quantized, fed the float input. Higher is better; about 6 dB per bit. " +
+    `Bit-exact outputs show as ${table.max_sqnr_db} dB in the table and are left out of the chart.`));
+  const chart = chartBox();
+  const steps = chartBox();
+  panel.append(chart, steps);
+  plot(Plotly, chart, sqnrSpec(table));
+  plot(Plotly, steps, stepSpec(table));
+  panel.append(dataTable(
+    [
+      { key: "layer", label: "layer" },
+      { key: "class", label: "class" },
+      { key: "sqnr_accumulated_db", label: "accumulated", numeric: true, format: formatDb },
+      { key: "sqnr_isolated_db", label: "isolated", numeric: true, format: formatDb },
+      { key: "accumulated_step_db", label: "drop here", numeric: true, format: formatDb },
+      { key: "mse_accumulated", label: "MSE accumulated", numeric: true, format: (v) => formatNumber(v, 3) },
+      { key: "mse_isolated", label: "MSE isolated", numeric: true, format: (v) => formatNumber(v, 3) },
+      { key: "cosine_accumulated", label: "cosine", numeric: true, format: (v) => (isNumber(v) ? v.toFixed(5) : "n/a") },
+    ],
+    table.rows,
+  ));
+  return {};
+}
+
+function buildMse(panel, tables, Plotly) {
+  const table = tables.per_layer_mse_loss;
+  panel.append(h("h2", {}, "Per-layer MSE loss"));
+  if (!table) {
+    return missing(panel,
+      "The MSE analysis did not run: call enable_per_layer_mse_loss(data, num_batches) before analyze().");
+  }
+  panel.append(h("p", { class: "qa-explain" },
+    `Mean squared error between each layer's FP32 output and its output in the quantized model, ` +
+    `${table.normalization}, over ${table.samples} samples (AIMET divides by the batch size twice). ` +
+    "MSE scales with each output's magnitude: use SQNR to compare layers."));
+  const chart = chartBox();
+  panel.append(chart);
+  plot(Plotly, chart, mseSpec(table));
+  return {};
+}
+
+function buildRanges(panel, tables, Plotly) {
+  const table = tables.min_max_ranges;
+  panel.append(h("h2", {}, "Encoding min/max ranges"));
+  if (!table) {
+    return missing(panel, "The min/max analysis did not run.");
+  }
+  panel.append(h("p", { class: "qa-explain" },
+    "Bars: the encoding's [min, max] (the grid's ends). Ticks: the values observed in calibration; " +
+    "a tick beyond a bar's end means clipping."));
+  if (table.activations.length) {
+    const chart = chartBox();
+    panel.append(chart);
+    plot(Plotly, chart, activationRangesSpec(table.activations));
+  }
+  let chooser = null;
+  if (table.weights.length) {
+    const chart = chartBox();
+    panel.append(chart);
+    plot(Plotly, chart, weightRangesSpec(table.weights));
+    const channels = chartBox();
+    chooser = select(
+      table.weights.map((r, i) => ({ value: String(i), label: weightLabel(r) })),
+      (value) => plot(Plotly, channels, channelRangesSpec(table.weights[Number(value)])),
+      "weight tensor",
+    );
+    panel.append(h("div", { class: "qa-controls" }, h("label", {}, "Channels of ", chooser)), channels);
+    plot(Plotly, channels, channelRangesSpec(table.weights[0]));
+  }
+  return {
+    focus(layer) {
+      const index = table.weights.findIndex((r) => r.layer === layer);
+      if (chooser && index >= 0) {
+        chooser.value = String(index);
+        chooser.dispatchEvent(new Event("change"));
+      }
+    },
+  };
+}
+
+function buildHistograms(panel, tables, Plotly) {
+  const table = tables.histograms;
+  panel.append(h("h2", {}, "Statistics histograms"));
+  if (!table) {
+    return missing(panel, "The histogram analysis did not run.");
+  }
+  panel.append(h("p", { class: "qa-explain" },
+    "The values each quantizer saw (activations: over the calibration data; weights: the kernel), " +
+    "with the encoding's min and max. Mass outside the lines is clipped; a grid much wider than the mass " +
+    "wastes levels."));
+  const entries = [
+    ...table.activations.map((row) => ({ kind: "activation", row, label: `${row.layer} (output)` })),
+    ...table.weights.map((row) => ({ kind: "weight", row, label: `${weightLabel(row)} (weights)` })),
+  ];
+  if (!entries.length) {
+    return missing(panel, "No quantizer has a histogram.");
+  }
+  const whole = chartBox();
+  const perChannel = chartBox();
+  const channelInput = h("input", { type: "number", min: 0, value: 0, step: 1, "aria-label": "channel" });
+  const channelLabel = h("label", { class: "qa-channel" }, "channel ", channelInput);
+  const logBox = h("input", { type: "checkbox", "aria-label": "log scale" });
+  let current = 0;
+  const chooser = select(entries.map((e, i) => ({ value: String(i), label: e.label })), (value) => {
+    current = Number(value);
+    channelInput.value = 0;
+    draw();
+  }, "tensor");
+  channelInput.addEventListener("change", () => drawChannel());
+  logBox.addEventListener("change", () => draw());
+  panel.append(
+    h("div", { class: "qa-controls" },
+      h("label", {}, "Tensor ", chooser), channelLabel, h("label", {}, logBox, " log scale")),
+    whole, perChannel,
+  );
+
+  function draw() {
+    const entry = entries[current];
+    const title = entry.kind === "activation"
+      ? `${entry.row.layer}: output values in calibration`
+      : `${weightLabel(entry.row)}: all kernel values`;
+    plot(Plotly, whole, histogramSpec(entry.row, title, { log: logBox.checked }));
+    const channels = entry.kind === "weight" && entry.row.channels ? entry.row.channels.counts.length : 0;
+    channelLabel.hidden = channels === 0;
+    perChannel.hidden = channels === 0;
+    if (channels) {
+      channelInput.max = channels - 1;
+      drawChannel();
+    } else {
+      Plotly.purge(perChannel);
+    }
+  }
+
+  function drawChannel() {
+    const entry = entries[current];
+    if (entry.kind !== "weight") {
+      return;
+    }
+    const count = entry.row.channels.counts.length;
+    const channel = Math.min(Math.max(0, Math.round(Number(channelInput.value) || 0)), count - 1);
+    channelInput.value = channel;
+    plot(Plotly, perChannel, histogramSpec(
+      channelHistogram(entry.row, channel),
+      `${weightLabel(entry.row)}: output channel ${channel} of ${count}` +
+        (entry.row.per_channel_encoding ? " (its own encoding)" : " (per-tensor encoding)"),
+      { log: logBox.checked, height: 300 },
+    ));
+  }
+
+  draw();
+  return {
+    focus(layer) {
+      let index = entries.findIndex((e) => e.row.layer === layer && e.kind === "activation");
+      if (index < 0) {
+        index = entries.findIndex((e) => e.row.layer === layer);
+      }
+      if (index >= 0) {
+        chooser.value = String(index);
+        chooser.dispatchEvent(new Event("change"));
+      }
+    },
+  };
+}
+
+function buildWeights(panel, tables, Plotly) {
+  const table = tables.weight_sqnr;
+  panel.append(h("h2", {}, "Weight SQNR"));
+  if (!table) {
+    return missing(panel, "The weight comparison did not run.");
+  }
+  if (!table.rows.length) {
+    return missing(panel, "No layer has quantized weights.");
+  }
+  panel.append(h("p", { class: "qa-explain" },
+    "SQNR of each quantized kernel against its float values, for the whole kernel and per output " +
+    "channel. A channel far below the others has a range its grid does not fit."));
+  const chart = chartBox();
+  panel.append(chart);
+  plot(Plotly, chart, weightSqnrSpec(table));
+  const channels = chartBox();
+  const chooser = select(
+    table.rows.map((r, i) => ({ value: String(i), label: weightLabel(r) })),
+    (value) => plot(Plotly, channels, channelSqnrSpec(table.rows[Number(value)])),
+    "weight tensor",
+  );
+  panel.append(h("div", { class: "qa-controls" }, h("label", {}, "Channels of ", chooser)), channels);
+  plot(Plotly, channels, channelSqnrSpec(table.rows[0]));
+  return {
+    focus(layer) {
+      const index = table.rows.findIndex((r) => r.layer === layer);
+      if (index >= 0) {
+        chooser.value = String(index);
+        chooser.dispatchEvent(new Event("change"));
+      }
+    },
+  };
+}
