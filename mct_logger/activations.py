@@ -55,6 +55,7 @@ class NodeError:
 
     elements_per_sample: int
     sums: dict  # name in _SUMS -> per-sample float64 array
+    histogram: np.ndarray | None = None  # counts of the accumulated output, if asked for
 
     @property
     def samples(self) -> int:
@@ -85,7 +86,8 @@ class NodeError:
         dot, qq, ff = self.sums[f"fq_{key}"], self.sums[f"qq_{key}"], self.sums["ff"]
         denominator = np.sqrt(ff * qq)
         with np.errstate(divide="ignore", invalid="ignore"):
-            cosine = np.where(denominator > 0, dot / denominator, 1.0)
+            # both all-zero: identical (1); only one all-zero: nothing in common (0)
+            cosine = np.where(denominator > 0, dot / denominator, np.where(ff == qq, 1.0, 0.0))
         return np.clip(cosine, -1.0, 1.0)
 
     def sqnr_per_sample_db(self, path: str = "accumulated") -> np.ndarray:
@@ -103,13 +105,19 @@ class PairedActivations:
         nodes: the nodes to report; default every node with a quantizer.
         quantized_graph: the graph the quantized paths run, when it differs from
             the reference in weights only (e.g. bias-corrected); default `graph`.
+        histogram_edges: node -> bin edges (evenly spaced); `errors` then also
+            counts the accumulated (quantized) output into those bins, in-graph.
+        compiled: run through a compiled function (fast per batch, but tracing
+            the three paths costs seconds); False runs eagerly, which is
+            cheaper for a batch or two.
 
     `model` is the Keras model with all three paths; `set_quantizers_enabled`
     works on it (the accumulated and isolated paths share each node's quantizers).
     """
 
     def __init__(self, graph: Graph, plan: dict, encodings: dict[str, NodeEncodings], nodes=None,
-                 quantized_graph: Graph | None = None):
+                 quantized_graph: Graph | None = None, histogram_edges: dict | None = None,
+                 compiled: bool = True):
         self.graph = graph
         self.quantized_graph = quantized_graph or graph
         if list(self.quantized_graph.nodes) != list(graph.nodes):
@@ -125,12 +133,21 @@ class PairedActivations:
         self._outputs, inputs = self._build(graph, plan)
         flat = [self._outputs[n][k] for n in self.nodes for k in range(3)]
         self.model = keras.Model(inputs, flat, name=f"{graph.name}_paired")
+        self._histogram_nodes = [n for n in self.nodes if n in (histogram_edges or {})]
+        histograms = [
+            HistogramCounts(histogram_edges[n])(self._outputs[n][1]) for n in self._histogram_nodes
+        ]
         self.stats_model = keras.Model(
-            inputs, [_sums(*self._outputs[n]) for n in self.nodes], name=f"{graph.name}_pair_sums"
+            inputs, [_sums(*self._outputs[n]) for n in self.nodes] + histograms,
+            name=f"{graph.name}_pair_sums",
         )
         apply_encodings(self.model, encodings)
-        self._run_full = compile_inference(self.model)
-        self._run_sums = compile_inference(self.stats_model)
+        if compiled:
+            self._run_full = compile_inference(self.model)
+            self._run_sums = compile_inference(self.stats_model)
+        else:
+            self._run_full = lambda x: self.model(x, training=False)
+            self._run_sums = lambda x: self.stats_model(x, training=False)
         self._elements = {n: _elements(graph.nodes[n].output_shapes[0]) for n in self.nodes}
 
     def _build(self, graph: Graph, plan: dict):
@@ -187,7 +204,7 @@ class PairedActivations:
         return clones[id(source.layer)]
 
     def _feed(self, batch):
-        return batch if len(batch) > 1 else batch[0]
+        return list(batch)  # the paired models take their inputs as a list
 
     def run(self, batch: list[np.ndarray]) -> dict[str, Pair]:
         """Full float, accumulated and isolated tensors of every reported node."""
@@ -199,17 +216,21 @@ class PairedActivations:
     def errors(self, batches) -> dict[str, NodeError]:
         """Per-node errors over `batches`, one forward pass per batch."""
         collected: dict[str, list] = {n: [] for n in self.nodes}
+        counts = {n: 0.0 for n in self._histogram_nodes}
         for batch in batches:
             values = self._run_sums(self._feed(batch))
             values = values if isinstance(values, (list, tuple)) else [values]
             for n, v in zip(self.nodes, values):
                 collected[n].append(np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float64))
+            for n, v in zip(self._histogram_nodes, values[len(self.nodes):]):
+                counts[n] = counts[n] + keras.ops.convert_to_numpy(v)[0].astype(np.float64)
         result = {}
         for n, parts in collected.items():
             stacked = np.concatenate(parts, axis=0) if parts else np.zeros((0, len(_SUMS)))
             result[n] = NodeError(
                 elements_per_sample=self._elements[n],
                 sums={k: stacked[:, i] for i, k in enumerate(_SUMS)},
+                histogram=counts.get(n),
             )
         return result
 
@@ -233,6 +254,32 @@ def _sums(f, q, i):
          total(f * q), total(q * q), total(f * i), total(i * i)],
         axis=1,
     )
+
+
+class HistogramCounts(keras.layers.Layer):
+    """Counts of a tensor's values in fixed, evenly spaced bins (outside values go to
+    the edge bins), over the whole batch: shape (1, bins)."""
+
+    def __init__(self, edges, **kwargs):
+        super().__init__(**kwargs)
+        self.lo = float(edges[0])
+        self.bins = len(edges) - 1
+        self.scale = self.bins / (float(edges[-1] - edges[0]) or 1.0)
+
+    def call(self, x):
+        if keras.config.backend() == "tensorflow":  # one fused kernel, much faster than bincount
+            import tensorflow as tf
+
+            hi = self.lo + self.bins / self.scale
+            counts = tf.histogram_fixed_width(tf.cast(x, "float32"), [self.lo, hi], nbins=self.bins)
+            return tf.reshape(tf.cast(counts, "float32"), (1, self.bins))
+        index = ops.floor((ops.cast(x, "float32") - self.lo) * self.scale)
+        index = ops.cast(ops.clip(index, 0, self.bins - 1), "int32")
+        counts = ops.bincount(ops.reshape(index, (-1,)), minlength=self.bins)
+        return ops.reshape(ops.cast(counts[: self.bins], "float32"), (1, self.bins))
+
+    def compute_output_shape(self, input_shape):
+        return (1, self.bins)
 
 
 def _elements(shape) -> int:

@@ -76,15 +76,22 @@ class Node:
         Composite layers (e.g. MultiHeadAttention) hold several "kernel"s; their
         names keep the sublayer part ("query/kernel") so none is dropped.
         """
+        return {
+            name: keras.ops.convert_to_numpy(v.value) for name, v in self._named_variables()
+        }
+
+    def weight_sizes(self) -> dict[str, int]:
+        """Element count of each weight, by the same names as `weights()`, without copying."""
+        return {name: int(np.prod(v.shape)) for name, v in self._named_variables()}
+
+    def _named_variables(self) -> list:
         if not isinstance(self.layer, keras.layers.Layer):
-            return {}
+            return []
         variables = self.layer.weights
         names = [_variable_name(v) for v in variables]
         if len(set(names)) != len(names):
             names = [_path_below(v, self.layer) for v in variables]
-        return {
-            name: keras.ops.convert_to_numpy(v.value) for name, v in zip(names, variables)
-        }
+        return list(zip(names, variables))
 
     def parameter_count(self) -> int:
         if not self.owns_weights or not isinstance(self.layer, keras.layers.Layer):

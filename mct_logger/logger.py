@@ -120,6 +120,31 @@ class RunLog:
 SCALAR_CHUNK = 1000  # loaders keep 1000 scalar steps per tag
 HISTOGRAM_CHUNK = 100  # and 100 histogram steps per tag (the Rust loader; Python keeps 500)
 RESOURCES_TAG = "Resources"
+# Per-channel histograms are redrawn with this many bins over each channel's own
+# range: enough to see a channel's shape in the offset view, and it keeps a
+# MobileNet's ~10k channel histograms to a few MB.
+PER_CHANNEL_BINS = 16
+
+
+def rebin(edges: np.ndarray, counts: np.ndarray, lo, hi, bins: int):
+    """Histograms (C, B) on even per-row grids, redrawn on `bins` even bins over [lo, hi].
+
+    Counts are split by interpolating each row's cumulative counts, so totals are kept.
+    """
+    edges = np.asarray(edges, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    rows, old_bins = counts.shape
+    lo = np.asarray(lo, dtype=np.float64).reshape(rows, 1)
+    hi = np.maximum(np.asarray(hi, dtype=np.float64).reshape(rows, 1), lo + 1e-12)
+    new_edges = lo + (hi - lo) * np.linspace(0.0, 1.0, bins + 1)
+    start, width = edges[:, :1], np.maximum(edges[:, -1:] - edges[:, :1], 1e-300)
+    position = np.clip((new_edges - start) / width * old_bins, 0.0, old_bins)
+    index = np.minimum(position.astype(np.int64), old_bins - 1)
+    cumulative = np.concatenate([np.zeros((rows, 1)), np.cumsum(counts, axis=1)], axis=1)
+    at = (np.take_along_axis(cumulative, index, axis=1)
+          + (position - index) * np.take_along_axis(counts, index, axis=1))
+    at[:, 0], at[:, -1] = 0.0, cumulative[:, -1]  # every count lies within [min, max]
+    return new_edges, np.diff(at, axis=1)
 
 
 def _chunks(count: int, size: int):
@@ -208,19 +233,21 @@ class TensorBoardListener:
             edges, counts = stats.histogram(per_channel=False)
             self.float_histograms[node] = (edges[0], counts[0])
             writer.histogram(f"activations/{node}", edges[0], counts[0], total=stats.elements)
-            channel_edges, channel_counts = stats.histogram(per_channel=True)
+            channel_edges, channel_counts = rebin(
+                *stats.histogram(per_channel=True), stats.min, stats.max, PER_CHANNEL_BINS
+            )
             channels = len(channel_counts)
             for start, stop in _chunks(channels, HISTOGRAM_CHUNK):
                 tag = _chunk_tag(f"activations_per_channel/{node}", start, stop, channels,
                                  HISTOGRAM_CHUNK)
                 for c in range(start, stop):
-                    writer.histogram(tag, channel_edges[c], channel_counts[c], step=c)
+                    writer.compact_histogram(tag, channel_edges[c], channel_counts[c], step=c)
             values = {"min": stats.min, "max": stats.max, "mean": stats.mean}
             for start, stop in _chunks(channels, SCALAR_CHUNK):
                 tag = _chunk_tag(f"channel_stats/{node}", start, stop, channels, SCALAR_CHUNK)
                 for key, array in values.items():
                     for c in range(start, stop):
-                        per_stat[key].scalar(tag, array[c], step=c)
+                        per_stat[key].scalar(tag, array[c], step=c, timed=False)
 
     def _on_cross_layer_equalization(self, run, graph, result):
         """The CLE dashboard's data: weight ranges (with CLE off too), scale factors, folds."""
@@ -243,8 +270,9 @@ class TensorBoardListener:
             sqnr_writer = self.log.writer(f"{run}/{path}")
             for index, node in enumerate(result.nodes):
                 sqnr_writer.scalar("sqnr_db", values[node], step=index)
+        plot = SamplePlot(result)
         for sample in range(result.num_samples):
-            png, width, height = events.figure_png(_sample_figure(result, sample))
+            png, width, height = plot.png(sample)
             writer.image(f"cosine_similarity/sample_{sample:02d}", png, width, height)
         if result.num_samples:
             png, width, height = events.figure_png(_summary_figure(result))
@@ -349,34 +377,55 @@ def _axis_labels(ax, nodes):
         ax.set_xticklabels(nodes, rotation=90, fontsize=7)
 
 
-def _sample_figure(result, sample: int):
-    from matplotlib.figure import Figure
+class SamplePlot:
+    """The per-sample cosine plot: one figure whose lines are redrawn per sample
+    (building a figure per sample would cost most of the logging time)."""
 
-    figure = Figure(figsize=(8, 4.5), dpi=80, layout="constrained")
-    ax = figure.add_subplot()
-    x = np.arange(len(result.nodes))
-    ax.plot(x, result.cosine[sample], marker="o", markersize=3, label="all nodes quantized")
-    ax.plot(x, result.cosine_isolated[sample], linestyle="--", marker=".", markersize=3,
-            label="only this node quantized")
-    ax.set_ylabel("Cosine similarity (float vs quantized)")
-    ax.set_title(f"Sample {sample}: cosine similarity along the network")
-    _axis_labels(ax, result.nodes)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
-    return figure
+    def __init__(self, result):
+        from matplotlib.figure import Figure
+
+        self.result = result
+        self.figure = Figure(figsize=(7, 3.8), dpi=72)
+        self.figure.subplots_adjust(left=0.14, right=0.98, top=0.9,
+                                    bottom=0.32 if len(result.nodes) <= 40 else 0.14)
+        ax = self.ax = self.figure.add_subplot()
+        x = np.arange(len(result.nodes))
+        (self.accumulated,) = ax.plot(x, result.cosine[0], marker="o", markersize=3,
+                                      label="all nodes quantized")
+        (self.isolated,) = ax.plot(x, result.cosine_isolated[0], linestyle="--", marker=".",
+                                   markersize=3, label="only this node quantized")
+        ax.set_ylabel("Cosine similarity\n(float vs quantized)")
+        _axis_labels(ax, result.nodes)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower left", fontsize=8)
+
+    def png(self, sample: int):
+        from mct_logger import events
+
+        accumulated = self.result.cosine[sample]
+        isolated = self.result.cosine_isolated[sample]
+        self.accumulated.set_ydata(accumulated)
+        self.isolated.set_ydata(isolated)
+        low = float(min(accumulated.min(), isolated.min()))
+        pad = max((1.0 - low) * 0.05, 1e-7)
+        self.ax.set_ylim(low - pad, 1.0 + pad)
+        self.ax.set_title(f"Sample {sample}: cosine similarity along the network")
+        return events.figure_png(self.figure)
 
 
 def _summary_figure(result):
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(8, 4.5), dpi=80, layout="constrained")
+    figure = Figure(figsize=(7, 3.8), dpi=72)
+    figure.subplots_adjust(left=0.14, right=0.98, top=0.9,
+                           bottom=0.32 if len(result.nodes) <= 40 else 0.14)
     ax = figure.add_subplot()
     x = np.arange(len(result.nodes))
     cosine = result.cosine
     ax.fill_between(x, cosine.min(axis=0), cosine.max(axis=0), alpha=0.25,
                     label=f"min-max over {result.num_samples} samples")
     ax.plot(x, cosine.mean(axis=0), marker="o", markersize=3, label="mean")
-    ax.set_ylabel("Cosine similarity (float vs quantized)")
+    ax.set_ylabel("Cosine similarity\n(float vs quantized)")
     ax.set_title("Cosine similarity along the network, all nodes quantized")
     _axis_labels(ax, result.nodes)
     ax.grid(True, alpha=0.3)

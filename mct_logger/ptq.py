@@ -121,8 +121,8 @@ def node_memory(node, weight_bits: dict | None = None, activation_bits: int = 32
     """
     bits = 0
     if node.owns_weights:
-        for name, value in node.weights().items():
-            bits += value.size * (weight_bits or {}).get(name, 32)
+        for name, size in node.weight_sizes().items():
+            bits += size * (weight_bits or {}).get(name, 32)
     weights = (bits + 7) // 8
     activations = (node.output_elements() * activation_bits + 7) // 8
     return {"weights": weights, "activations": activations, "total": weights + activations}
@@ -179,7 +179,8 @@ class QuantizationInfo:
             before bias correction) with every quantizer off.
         memory_before / memory_after: model bytes (weights + activations at batch 1).
         node_memory_before / node_memory_after: node name -> {"weights", "activations", "total"}.
-        stage_seconds: stage name -> wall seconds.
+        stage_seconds: stage name -> wall seconds of the stage's own work.
+        listener_seconds: stage name -> wall seconds its listeners took (logging).
         stage_results: stage name -> the stage's result dataclass.
         quantized_graph: the graph the quantized model is built from: `float_graph`
             with bias-corrected biases (the same graph when bias correction is off).
@@ -194,6 +195,7 @@ class QuantizationInfo:
     node_memory_after: dict
     stage_seconds: dict
     stage_results: dict
+    listener_seconds: dict = dataclasses.field(default_factory=dict)
     quantized_graph: Graph | None = None
 
     @property
@@ -221,6 +223,7 @@ class _Run:
     def __init__(self, listeners):
         self.listeners = list(listeners)
         self.seconds: dict[str, float] = {}
+        self.listener_seconds: dict[str, float] = {}
         self.results: dict[str, Any] = {}
 
     def close(self, error: BaseException | None = None) -> None:
@@ -239,8 +242,10 @@ class _Run:
         self.seconds[name] = time.perf_counter() - start
         self.results[name] = result
         logger.info("PTQ stage %s done in %.2f s", name, self.seconds[name])
+        start = time.perf_counter()
         for listener in self.listeners:
             listener(name, graph, result)
+        self.listener_seconds[name] = time.perf_counter() - start
         return graph, result
 
 
@@ -337,7 +342,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig):
             "similarity_analysis",
             lambda g: (g, analyze_similarity(
                 g, plan, params.encodings, batches, config.similarity_samples, histograms,
-                quantized_graph=corrected)),
+                quantized_graph=corrected, quantized_model=result.model)),
             graph,
         )
     info = QuantizationInfo(
@@ -350,6 +355,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig):
         node_memory_after=graph_memory(corrected, plan),
         stage_seconds=dict(run.seconds),
         stage_results=dict(run.results),
+        listener_seconds=dict(run.listener_seconds),
         quantized_graph=corrected,
     )
     return result.model, info

@@ -20,13 +20,11 @@ import dataclasses
 
 import numpy as np
 
-from mct_logger.activations import PairedActivations
-from mct_logger.graph import Graph, TensorRef
-from mct_logger.quantization.quantsim import (
-    QuantizerFactory,
-    apply_encodings,
-    compile_inference,
-)
+import keras
+
+from mct_logger.activations import HistogramCounts, PairedActivations
+from mct_logger.graph import Graph
+from mct_logger.quantization.quantsim import compile_inference, quantizers
 
 
 @dataclasses.dataclass
@@ -35,9 +33,10 @@ class SimilarityResult:
 
     Attributes:
         nodes: the compared nodes, in network order.
-        cosine: (samples, nodes) cosine similarity per sample, accumulated error.
+        cosine: (samples, nodes) cosine similarity per sample, accumulated error,
+            for the first `samples` representative samples.
         cosine_isolated: the same with only each node quantized.
-        sqnr_accumulated_db, sqnr_isolated_db: node -> SQNR over the compared samples.
+        sqnr_accumulated_db, sqnr_isolated_db: node -> SQNR over those samples.
         quantized_histograms: node -> (edges, counts) of the quantized output over
             all representative data, on the float histogram's bins.
         num_samples: samples in the per-sample comparison.
@@ -61,6 +60,7 @@ def analyze_similarity(
     samples: int = 20,
     float_histograms: dict | None = None,
     quantized_graph: Graph | None = None,
+    quantized_model: keras.Model | None = None,
 ) -> SimilarityResult:
     """Compares float and quantized outputs of every quantized node.
 
@@ -68,27 +68,28 @@ def analyze_similarity(
         graph: the float reference graph; `quantized_graph` the one the quantized
             model runs, if its weights differ (bias correction).
         batches: representative batches; the first `samples` samples give the
-            per-sample comparison, all of them the quantized histograms.
+            per-sample comparison and SQNR, all of them the quantized histograms.
         float_histograms: node -> (edges, counts) of the float outputs; the
-            quantized outputs are binned on the same edges.
+            outputs of `quantized_model` (the PTQ result) are counted on the same edges.
     """
-    paired = PairedActivations(graph, plan, encodings, quantized_graph=quantized_graph)
+    # The per-sample comparison runs eagerly on a few samples: tracing the
+    # three-path model would cost more than running it.
+    paired = PairedActivations(graph, plan, encodings, quantized_graph=quantized_graph,
+                               compiled=False)
     errors = paired.errors(_first_samples(batches, samples))
     nodes = paired.nodes
-    result = SimilarityResult(
+    return SimilarityResult(
         nodes=nodes,
         cosine=np.stack([errors[n].cosine_per_sample("accumulated") for n in nodes], axis=1),
         cosine_isolated=np.stack([errors[n].cosine_per_sample("isolated") for n in nodes], axis=1),
         sqnr_accumulated_db={n: errors[n].sqnr_accumulated_db for n in nodes},
         sqnr_isolated_db={n: errors[n].sqnr_isolated_db for n in nodes},
-        quantized_histograms={},
+        quantized_histograms=(
+            _quantized_histograms(quantized_model, batches, float_histograms)
+            if quantized_model is not None and float_histograms else {}
+        ),
         num_samples=errors[nodes[0]].samples if nodes else 0,
     )
-    if float_histograms:
-        result.quantized_histograms = _quantized_histograms(
-            quantized_graph or graph, plan, encodings, batches, float_histograms
-        )
-    return result
 
 
 def _first_samples(batches, samples: int) -> list:
@@ -101,36 +102,25 @@ def _first_samples(batches, samples: int) -> list:
     return chosen
 
 
-def _quantized_histograms(graph, plan, encodings, batches, float_histograms) -> dict:
-    """Histograms of the quantized model's outputs, one forward pass per batch."""
-    nodes = [n for n in float_histograms if n in graph.nodes]
-    factory = QuantizerFactory(graph, plan)
+def _quantized_histograms(model: keras.Model, batches, float_histograms) -> dict:
+    """Histograms of the quantized model's outputs on the float histograms' bins,
+    counted in-graph over all batches (one compiled pass per batch).
 
-    def wrap_outputs(node, outputs):
-        quantizer = factory.activation(node)
-        return outputs if quantizer is None else [quantizer(outputs[0])] + list(outputs[1:])
-
-    model = graph.to_keras(
-        name=f"{graph.name}_quantized_outputs", make_layer=factory.weights,
-        wrap_outputs=wrap_outputs, extra_outputs=[TensorRef(n, 0) for n in nodes],
-    )
-    apply_encodings(model, encodings)
-    run = compile_inference(model)
-    skip = len(graph.outputs)
-    counts = {n: np.zeros(len(float_histograms[n][1]), dtype=np.float64) for n in nodes}
+    Reads the outputs of the model's own activation quantizers, so the model is
+    extended, not rebuilt.
+    """
+    found = quantizers(model)
+    nodes = [n for n in float_histograms if "activation" in found.get(n, {})]
+    if not nodes:
+        return {}
+    counts = [
+        HistogramCounts(float_histograms[n][0])(found[n]["activation"].output) for n in nodes
+    ]
+    run = compile_inference(keras.Model(model.inputs, counts))
+    totals = {n: 0.0 for n in nodes}
     for batch in batches:
         values = run(batch if len(batch) > 1 else batch[0])
         values = values if isinstance(values, (list, tuple)) else [values]
-        for n, value in zip(nodes, values[skip:]):
-            edges = float_histograms[n][0]
-            counts[n] += _bin(np.asarray(value), edges)
-    return {n: (float_histograms[n][0], counts[n]) for n in nodes}
-
-
-def _bin(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Counts of `values` in the bins `edges`; values outside go to the edge bins."""
-    bins = len(edges) - 1
-    lo, width = float(edges[0]), float(edges[-1] - edges[0]) or 1.0
-    index = ((values.reshape(-1).astype(np.float64) - lo) * (bins / width)).astype(np.int64)
-    np.clip(index, 0, bins - 1, out=index)
-    return np.bincount(index, minlength=bins).astype(np.float64)
+        for n, value in zip(nodes, values):
+            totals[n] = totals[n] + keras.ops.convert_to_numpy(value)[0].astype(np.float64)
+    return {n: (float_histograms[n][0], totals[n]) for n in nodes}

@@ -21,8 +21,10 @@ import dataclasses
 import numpy as np
 
 # Ranges narrower than this are widened to it, so a dead (all-zero) channel
-# still gets a valid, finite grid.
-MIN_RANGE = 1e-8
+# still gets a valid grid. It is tiny on purpose: a tensor whose values are all
+# around 1e-10 (e.g. an untrained model's pooled features) keeps a fine grid,
+# and range / 65535 stays far from float32 denormals (slow arithmetic).
+MIN_RANGE = 1e-20
 
 
 @dataclasses.dataclass(frozen=True)

@@ -66,8 +66,9 @@ def broadcast_shape(kernel_shape, channel_axes) -> tuple[int, ...]:
 
 
 def fake_quantize(x, scale, offset, levels):
-    q = ops.clip(ops.round(x / scale) - offset, 0.0, levels)
-    return (q + offset) * scale
+    """`(clip(round(x / scale) - offset, 0, levels) + offset) * scale`, with the
+    offset moved into the clip bounds: two fewer ops over the whole tensor."""
+    return ops.clip(ops.round(x / scale), offset, offset + levels) * scale
 
 
 class _Grid:

@@ -278,8 +278,12 @@ class CalibrationModel(keras.Model):
 
 def compile_inference(model: keras.Model):
     """`model` as a compiled inference function (tf.function under TensorFlow)."""
-    if keras.config.backend() == "tensorflow":
-        import tensorflow as tf
+    if keras.config.backend() != "tensorflow":
+        return lambda x: model(x, training=False)
+    import tensorflow as tf
 
-        return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    return lambda x: model(x, training=False)
+    # autograph=False: a Keras model needs no Python control-flow conversion,
+    # and converting a large one costs seconds per trace.
+    return tf.function(
+        lambda x: model(x, training=False), reduce_retracing=True, autograph=False
+    )
