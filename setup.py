@@ -29,7 +29,8 @@ setup(
         "tensorboard>=2.17",
         "numpy",
         "protobuf",
-        "matplotlib",
+        "matplotlib",  # the Images tab's similarity plots
+        "pillow",  # palette PNGs for those plots
         "plotly<8",
         # C crc32c for the event-file writer (TensorBoard's is pure Python).
         "google-crc32c",

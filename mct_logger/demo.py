@@ -86,7 +86,8 @@ def accuracy(model, x, y) -> float:
 
 
 def run_demo(logdir: str, epochs: int = 30) -> dict:
-    """Trains, quantizes (W8A8) and prints float vs quantized accuracy."""
+    """Trains, quantizes (W8A8) with TensorBoard logging, runs QuantAnalyzer, and
+    prints float vs quantized accuracy and the tensorboard command."""
     import mct_logger
 
     os.makedirs(logdir, exist_ok=True)
@@ -95,18 +96,37 @@ def run_demo(logdir: str, epochs: int = 30) -> dict:
     model = train_digits_cnn(data, epochs=epochs)
     float_accuracy = accuracy(model, data.x_test, data.y_test)
 
-    quantized, info = mct_logger.keras_post_training_quantization(model, data.x_train[:512])
-    quantized_accuracy = accuracy(quantized, data.x_test, data.y_test)
-    path = os.path.join(logdir, "digits_cnn_quantized.keras")
-    quantized.save(path)
+    mct_logger.set_log_folder(logdir)
+    try:
+        quantized, info = mct_logger.keras_post_training_quantization(model, data.x_train[:512])
+        quantized_accuracy = accuracy(quantized, data.x_test, data.y_test)
+        path = os.path.join(logdir, "digits_cnn_quantized.keras")
+        quantized.save(path)
+        info.export_encodings(os.path.join(logdir, "digits_cnn.encodings.json"))
+
+        print("Running QuantAnalyzer (2L+3 evaluations)...")
+        analyzer = mct_logger.QuantAnalyzer(
+            model,
+            forward_pass_callback=lambda m: m.predict(data.x_train[:512], batch_size=64, verbose=0),
+            eval_callback=lambda m: accuracy(m, data.x_test, data.y_test),
+        )
+        analyzer.enable_per_layer_mse_loss(data.x_train[:256], num_batches=4)
+        analysis = analyzer.analyze(results_dir=os.path.join(logdir, "quant_analyzer_results"))
+    finally:
+        mct_logger.set_log_folder(None)
 
     print(f"Float accuracy:      {float_accuracy:.2%}")
     print(f"Quantized (W8A8):    {quantized_accuracy:.2%}")
     print(f"Memory: {info.memory_before:,} -> {info.memory_after:,} bytes "
           "(weights + activations at batch 1)")
+    worst = ", ".join(analysis.ranking("sqnr_isolated")[:3])
+    print(f"QuantAnalyzer: lowest isolated SQNR at {worst}")
+    print(f"QuantAnalyzer report: {analysis.report_path}")
     print(f"Quantized model saved to {path}")
+    print(f"\nSee every stage in TensorBoard:\n  tensorboard --logdir {logdir}")
     return {
         "float_accuracy": float_accuracy,
         "quantized_accuracy": quantized_accuracy,
         "model_path": path,
+        "report_path": analysis.report_path,
     }

@@ -386,7 +386,7 @@ class SamplePlot:
 
         self.result = result
         self.figure = Figure(figsize=(7, 3.8), dpi=72)
-        self.figure.subplots_adjust(left=0.14, right=0.98, top=0.9,
+        self.figure.subplots_adjust(left=0.19, right=0.98, top=0.9,
                                     bottom=0.32 if len(result.nodes) <= 40 else 0.14)
         ax = self.ax = self.figure.add_subplot()
         x = np.arange(len(result.nodes))
@@ -417,7 +417,7 @@ def _summary_figure(result):
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7, 3.8), dpi=72)
-    figure.subplots_adjust(left=0.14, right=0.98, top=0.9,
+    figure.subplots_adjust(left=0.19, right=0.98, top=0.9,
                            bottom=0.32 if len(result.nodes) <= 40 else 0.14)
     ax = figure.add_subplot()
     x = np.arange(len(result.nodes))

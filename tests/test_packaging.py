@@ -64,7 +64,12 @@ def test_demo_command_trains_quantizes_and_reports(tmp_path, capsys):
     assert cli.main(["demo", "--logdir", str(tmp_path), "--epochs", "4"]) == 0
     out = capsys.readouterr().out
     assert "Float accuracy:" in out and "Quantized (W8A8):" in out
+    assert f"tensorboard --logdir {tmp_path}" in out
     assert (tmp_path / "digits_cnn_quantized.keras").exists()
+    assert (tmp_path / "quant_analyzer_results" / "index.html").exists()
+    runs = [d.name for d in tmp_path.iterdir() if d.is_dir() and d.name.startswith("digits_cnn_")]
+    assert len(runs) >= 1  # the PTQ run folder (the analyzer's run sits beside it)
+    assert (tmp_path / runs[0] / "00_initial_graph").is_dir()
 
 
 def test_demo_rejects_bad_epochs(capsys):
