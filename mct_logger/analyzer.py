@@ -75,7 +75,8 @@ from mct_logger.quantization.quantsim import (
     set_quantizers_enabled,
     weight_encodings,
 )
-from mct_logger.report import plain, write_report
+from mct_logger.report import write_report
+from tb_plugin.summary import json_ready
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms
 
 logger = logging.getLogger("mct_logger")
@@ -570,7 +571,7 @@ class _Analysis:
         temporary = f"{path}.tmp"
         layout = {"separators": (",", ":")} if compact else {"indent": 2}
         with open(temporary, "w", encoding="utf-8") as f:
-            json.dump(plain(content), f, allow_nan=False, **layout)
+            json.dump(json_ready(content), f, allow_nan=False, **layout)
         os.replace(temporary, path)
 
     def _publish(self, kind: str, table: dict) -> None:
@@ -580,7 +581,7 @@ class _Analysis:
             from tb_plugin.summary import payload_summary
 
             self.writer.add_summary(
-                payload_summary("quant_analyzer", kind, kind, plain(table)), step=0
+                payload_summary("quant_analyzer", kind, kind, json_ready(table)), step=0
             )
         self.published.add(kind)
 
@@ -657,7 +658,7 @@ class _Analysis:
     # ------------------------------------------------------------- analyses
 
     def _min_max_ranges(self, encodings, calibration) -> None:
-        graph, plan = self.graph, self.plan
+        graph = self.graph
         aimet_weights, aimet_activations = {}, {}
         weight_rows, activation_rows = [], []
         for name in self.layers:

@@ -279,7 +279,6 @@ def read_model(model: keras.Model) -> Graph:
     input_refs = []
     for t in functional.inputs:
         op, node_index, _ = t._keras_history
-        name = op.name
         graph_nodes.append(
             _Pending(key=("", id(op)), layer=op, call_order=node_index, prefix="",
                      args=(), kwargs={}, outputs=[t])

@@ -25,12 +25,11 @@ from __future__ import annotations
 import html
 import importlib.util
 import json
-import math
 import os
 import pathlib
 import re
 
-import numpy as np
+from tb_plugin.summary import json_ready
 
 REPORT_FILE = "index.html"
 ENTRY_MODULE = "report_main.js"
@@ -48,24 +47,6 @@ _EXPORT = re.compile(
     re.M,
 )
 _ANY_EXPORT = re.compile(r"^[ \t]*export\b", re.M)
-
-
-def plain(value):
-    """JSON-safe copy: NumPy to Python, non-finite floats to None (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return plain(value.tolist())
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    return value
 
 
 def frontend_dir() -> pathlib.Path:
@@ -198,7 +179,7 @@ def render_html(tables: dict, title: str | None = None) -> str:
     css = "\n".join((directory / name).read_text(encoding="utf-8") for name in STYLESHEETS)
     bundle = bundle_modules(directory)
     plotly_js = plotly_bundle_path().read_text(encoding="utf-8")
-    data = json.dumps({"tables": plain(tables)}, allow_nan=False, separators=(",", ":"))
+    data = json.dumps({"tables": json_ready(tables)}, allow_nan=False, separators=(",", ":"))
     # JSON text has "<" only inside strings, where \u003c is the same character.
     data = data.replace("<", "\\u003c")
     model = (tables.get("summary") or {}).get("model")

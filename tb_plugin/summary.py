@@ -21,25 +21,28 @@ from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, 
 from tb_plugin import metadata
 
 
-def _plain(value):
-    """JSON-ready copy: NumPy values become Python ones, NaN and Inf become None
-    (JSON has no NaN; browsers' JSON.parse rejects it)."""
+def json_ready(value):
+    """JSON-safe copy: NumPy to Python, non-finite floats to None (JSON has no NaN,
+    and browsers' JSON.parse rejects it)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return json_ready(value.tolist())
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
     return value
 
 
 def encode_table(table) -> bytes:
     """JSON bytes of a table of plain or NumPy values."""
-    return json.dumps(_plain(table), allow_nan=False).encode()
+    return json.dumps(json_ready(table), allow_nan=False).encode()
 
 
 def payload_summary(plugin_name: str, kind: str, tag: str, table, description: str = ""):

@@ -172,7 +172,7 @@ def test_all_twenty_similarity_images_and_sqnr_scalars(logged, provider):
     read = data.read_blob_sequences(ctx, experiment_id=eid, plugin_name="images", downsample=10,
                                     run_tag_filter=_filter(run, ["cosine_similarity/sample_19"]))
     (datum,) = read[run]["cosine_similarity/sample_19"]
-    width, height, png = datum.values[0], datum.values[1], datum.values[2]
+    png = datum.values[2]  # values are width, height, then the encoded image
     assert data.read_blob(ctx, blob_key=png.blob_key).startswith(b"\x89PNG")
     result = info.stage_results["similarity_analysis"]
     for path, values in (("accumulated", result.sqnr_accumulated_db),

@@ -4,7 +4,6 @@ served as plain files (as the TensorBoard tab will serve them)."""
 import json
 import pathlib
 import re
-import shutil
 
 import keras
 import numpy as np
@@ -18,10 +17,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync"]
 VIEWS = ["sensitivity", "per-layer", "sqnr", "mse", "ranges", "histograms", "weights"]
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None and not pathlib.Path(CHROMIUM).exists(),
-    reason="Debian's chromium is not installed (apt-get install chromium)",
-)
 
 
 def broken_model():

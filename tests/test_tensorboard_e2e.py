@@ -1,17 +1,10 @@
 """End to end: a real TensorBoard on a fresh log folder, looked at in headless Chromium."""
 
-import os
-
-import numpy as np
 import pytest
 
 import mct_logger
 from mct_logger.demo import build_digits_cnn, load_digits_split
-from tests.conftest import CHROMIUM, chromium_page, screenshot, tensorboard_server
-
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason="needs Debian's chromium (.ci/run installs it)"
-)
+from tests.conftest import chromium_page, screenshot, tensorboard_server
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,8 @@ edges, counts = obs.histogram(per_channel=False)   # (1, 513), (1, 512)
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 
 from mct_logger.quantization.encodings import MIN_RANGE, Encoding, check_bitwidth
@@ -415,7 +417,7 @@ def _grids_from_ranges(lo, hi, levels):
     return scale, offset
 
 
-class _HistogramObserver(HistogramCollector):
+class _HistogramObserver(HistogramCollector, abc.ABC):
     """Observer whose encoding minimises an expected error on the histogram."""
 
     name = ""
@@ -455,8 +457,9 @@ class _HistogramObserver(HistogramCollector):
         rows = np.arange(scale.shape[0])
         return scale[rows, index], offset[rows, index]
 
+    @abc.abstractmethod
     def _search(self, a, b, p, lo, hi, bitwidth, symmetric):
-        raise NotImplementedError
+        """The best (scale, offset) per channel among this observer's candidates."""
 
 
 def _squeeze(encoding: Encoding) -> Encoding:
