@@ -42,6 +42,10 @@ def test_graphs_histograms_scalars_and_images_show_data(logdir, load_fast):
         # readable quantization attributes in the same card
         page.locator("tf-node-info").get_by_text("kernel_bits").first.wait_for(timeout=10_000)
         page.locator("tf-node-info").get_by_text("kernel_min_max").first.wait_for(timeout=10_000)
+        # "Color by -> Memory" is enabled only once the memory stats have loaded
+        memory_radio = page.locator("paper-radio-button", has_text="Memory").first
+        assert memory_radio.get_attribute("aria-disabled") == "false"
+        memory_radio.click()
         screenshot(page, f"graphs_{load_fast}.png")
 
         # Histograms: float (statistics run) and quantized (final run) under one tag
