@@ -134,20 +134,28 @@ class PairedActivations:
         flat = [self._outputs[n][k] for n in self.nodes for k in range(3)]
         self.model = keras.Model(inputs, flat, name=f"{graph.name}_paired")
         self._histogram_nodes = [n for n in self.nodes if n in (histogram_edges or {})]
-        histograms = [
-            HistogramCounts(histogram_edges[n])(self._outputs[n][1]) for n in self._histogram_nodes
-        ]
-        self.stats_model = keras.Model(
-            inputs, [_sums(*self._outputs[n]) for n in self.nodes] + histograms,
-            name=f"{graph.name}_pair_sums",
-        )
+        counters = {n: HistogramCounts(histogram_edges[n]) for n in self._histogram_nodes}
         apply_encodings(self.model, encodings)
         if compiled:
+            self.stats_model = keras.Model(
+                inputs,
+                [_sums(*self._outputs[n]) for n in self.nodes]
+                + [counters[n](self._outputs[n][1]) for n in self._histogram_nodes],
+                name=f"{graph.name}_pair_sums",
+            )
             self._run_full = compile_inference(self.model)
             self._run_sums = compile_inference(self.stats_model)
-        else:
+        else:  # eager: reduce the model's outputs directly, no second symbolic graph
             self._run_full = lambda x: self.model(x, training=False)
-            self._run_sums = lambda x: self.stats_model(x, training=False)
+
+            def run_sums(x):
+                values = self.model(x, training=False)
+                triples = {n: values[3 * i: 3 * i + 3] for i, n in enumerate(self.nodes)}
+                return [_sums(*triples[n]) for n in self.nodes] + [
+                    counters[n](triples[n][1]) for n in self._histogram_nodes
+                ]
+
+            self._run_sums = run_sums
         self._elements = {n: _elements(graph.nodes[n].output_shapes[0]) for n in self.nodes}
 
     def _build(self, graph: Graph, plan: dict):

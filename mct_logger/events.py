@@ -29,7 +29,9 @@ from tensorboard.compat.proto import (
     node_def_pb2,
     step_stats_pb2,
     summary_pb2,
+    tensor_pb2,
     tensor_shape_pb2,
+    types_pb2,
 )
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.text import metadata as text_metadata
@@ -114,7 +116,12 @@ class EventWriter:
         counts = np.asarray(counts, dtype=np.float32)
         edges = np.asarray(edges, dtype=np.float32)
         table = np.stack([edges[:-1], edges[1:], counts], axis=1)
-        value = summary_pb2.Summary.Value(tag=tag, tensor=tensor_util.make_tensor_proto(table))
+        tensor = tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_FLOAT, tensor_content=table.tobytes(),
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[
+                tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in table.shape]),
+        )
+        value = summary_pb2.Summary.Value(tag=tag, tensor=tensor)
         if tag not in self._described:  # loaders keep the first metadata of each tag
             self._described.add(tag)
             value.metadata.CopyFrom(histogram_metadata.create_summary_metadata(tag, ""))
@@ -215,13 +222,18 @@ def figure_png(figure) -> tuple[bytes, int, int]:
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from PIL import Image
-
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
+    return rgba_png(canvas)
+
+
+def rgba_png(canvas) -> tuple[bytes, int, int]:
+    """PNG bytes, width and height of what an Agg canvas holds now."""
+    from PIL import Image
+
     width, height = canvas.get_width_height()
     # Line plots need few colours: a 64-colour palette PNG is about a third the size.
     image = Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
     buffer = io.BytesIO()
-    image.convert("RGB").quantize(colors=64).save(buffer, format="PNG", optimize=True)
+    image.convert("RGB").quantize(colors=64).save(buffer, format="PNG")
     return buffer.getvalue(), width, height

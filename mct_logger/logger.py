@@ -378,39 +378,48 @@ def _axis_labels(ax, nodes):
 
 
 class SamplePlot:
-    """The per-sample cosine plot: one figure whose lines are redrawn per sample
-    (building a figure per sample would cost most of the logging time)."""
+    """The per-sample cosine plots, drawn fast: the axes, grid and legend are
+    rendered once (all samples share one y-range, which also makes them
+    comparable) and only the lines and title are redrawn per sample."""
 
     def __init__(self, result):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         self.result = result
         self.figure = Figure(figsize=(7, 3.8), dpi=72)
+        self.canvas = FigureCanvasAgg(self.figure)
         self.figure.subplots_adjust(left=0.19, right=0.98, top=0.9,
                                     bottom=0.32 if len(result.nodes) <= 40 else 0.14)
         ax = self.ax = self.figure.add_subplot()
         x = np.arange(len(result.nodes))
         (self.accumulated,) = ax.plot(x, result.cosine[0], marker="o", markersize=3,
-                                      label="all nodes quantized")
+                                      label="all nodes quantized", animated=True)
         (self.isolated,) = ax.plot(x, result.cosine_isolated[0], linestyle="--", marker=".",
-                                   markersize=3, label="only this node quantized")
+                                   markersize=3, label="only this node quantized", animated=True)
+        low = float(min(result.cosine.min(), result.cosine_isolated.min()))
+        pad = max((1.0 - low) * 0.05, 1e-7)
+        ax.set_ylim(low - pad, 1.0 + pad)
         ax.set_ylabel("Cosine similarity\n(float vs quantized)")
         _axis_labels(ax, result.nodes)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower left", fontsize=8)
+        self.legend = ax.legend(loc="lower left", fontsize=8)
+        self.legend.set_animated(True)  # drawn over the lines
+        self.title = ax.set_title(" ", animated=True)
+        self.canvas.draw()
+        self.background = self.canvas.copy_from_bbox(self.figure.bbox)
 
     def png(self, sample: int):
         from mct_logger import events
 
-        accumulated = self.result.cosine[sample]
-        isolated = self.result.cosine_isolated[sample]
-        self.accumulated.set_ydata(accumulated)
-        self.isolated.set_ydata(isolated)
-        low = float(min(accumulated.min(), isolated.min()))
-        pad = max((1.0 - low) * 0.05, 1e-7)
-        self.ax.set_ylim(low - pad, 1.0 + pad)
-        self.ax.set_title(f"Sample {sample}: cosine similarity along the network")
-        return events.figure_png(self.figure)
+        self.canvas.restore_region(self.background)
+        self.accumulated.set_ydata(self.result.cosine[sample])
+        self.isolated.set_ydata(self.result.cosine_isolated[sample])
+        self.title.set_text(f"Sample {sample}: cosine similarity along the network")
+        for artist in (self.accumulated, self.isolated, self.legend):
+            self.ax.draw_artist(artist)
+        self.figure.draw_artist(self.title)
+        return events.rgba_png(self.canvas)
 
 
 def _summary_figure(result):
