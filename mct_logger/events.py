@@ -62,7 +62,8 @@ def graph_node_name(node_name: str) -> str:
 class EventWriter:
     """Appends events to one new event file in `logdir` (one TensorBoard run).
 
-    Every write is flushed, so whatever was written before a crash stays readable.
+    Call `flush()` to make what was written readable while the file stays open
+    (closing flushes too).
     """
 
     _counter = 0
@@ -82,7 +83,6 @@ class EventWriter:
         data = event.SerializeToString()
         header = struct.pack("<Q", len(data))
         self._file.write(header + _masked_crc(header) + data + _masked_crc(data))
-        self._file.flush()
 
     def add_summary(self, summary: summary_pb2.Summary, step: int = 0, timed: bool = True) -> None:
         """`timed=False` leaves the wall time out: for series whose step is not time
@@ -91,6 +91,11 @@ class EventWriter:
         if timed:
             event.wall_time = time.time()
         self.add_event(event)
+
+    def flush(self) -> None:
+        """Makes everything written so far readable (the listener flushes per stage)."""
+        if not self._file.closed:
+            self._file.flush()
 
     def close(self) -> None:
         if not self._file.closed:

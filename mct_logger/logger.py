@@ -15,6 +15,7 @@ mct_logger.set_log_folder(None)   # logging off
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import logging
 import os
@@ -103,6 +104,10 @@ class RunLog:
             self._writers[run] = EventWriter(os.path.join(self.folder, run))
         return self._writers[run]
 
+    def flush(self) -> None:
+        for writer in self._writers.values():
+            writer.flush()
+
     def close(self) -> None:
         for writer in self._writers.values():
             writer.close()
@@ -172,6 +177,12 @@ class TensorBoardListener:
         self.encodings = None
         self.stage_index = 0
         self.float_histograms: dict[str, tuple] = {}
+        # Writing runs in one worker thread, in stage order, while the engine
+        # goes on with the next stage; close() waits for it.
+        self._worker = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="mct_logger_tensorboard"
+        )
+        self._pending: list[concurrent.futures.Future] = []
 
     def __call__(self, stage: str, graph, result) -> None:
         run = f"{self.stage_index:02d}_{stage}"
@@ -180,32 +191,47 @@ class TensorBoardListener:
             self.plan = result.plan
         if getattr(result, "encodings", None) is not None:
             self.encodings = result.encodings
+        self._pending.append(
+            self._worker.submit(self._write, run, stage, graph, result, self.plan, self.encodings)
+        )
+
+    def _write(self, run, stage, graph, result, plan, encodings) -> None:
         writer = self.log.writer(run)
-        memory = self._write_graph(writer, graph)
+        memory = self._write_graph(writer, graph, plan, encodings)
         writer.text("summary", _stage_summary(stage, graph, result, memory))
         handler = getattr(self, f"_on_{stage}", None)
         if handler is not None:
             handler(run, graph, result)
+        self.log.flush()  # what is logged so far stays readable if a later stage fails
 
     def close(self, error: BaseException | None = None) -> None:
-        if error is not None and self.stage_index:
-            writer = self.log.writer(f"{self.stage_index:02d}_failed")
-            writer.text("summary", f"**Quantization failed** after {self.stage_index} stage(s):\n\n"
-                                   f"`{type(error).__name__}: {error}`")
-        self.log.close()
+        """Waits for every pending write, records a failure, closes the files.
+
+        A write that failed raises here, after everything else was written.
+        """
+        self._worker.shutdown(wait=True)
+        failures = [f.exception() for f in self._pending if f.exception() is not None]
+        try:
+            if error is not None and self.stage_index:
+                writer = self.log.writer(f"{self.stage_index:02d}_failed")
+                writer.text("summary", f"**Quantization failed** after {self.stage_index} "
+                                       f"stage(s):\n\n`{type(error).__name__}: {error}`")
+        finally:
+            self.log.close()
+        if failures and error is None:
+            raise failures[0]
 
     # ------------------------------------------------------------ graph + memory
 
-    def _write_graph(self, writer: EventWriter, graph) -> dict:
+    def _write_graph(self, writer: EventWriter, graph, plan, encodings) -> dict:
         from mct_logger import events, ptq
 
-        memory = ptq.graph_memory(graph, self.plan)
+        memory = ptq.graph_memory(graph, plan)
         graph_def = events.graph_pb2.GraphDef()
         for node in graph:
-            attrs = _node_attrs(node, self.plan.get(node.name) if self.plan else None,
-                                memory[node.name])
-            if self.encodings is not None:
-                _attach_encodings(attrs, self.encodings.get(node.name))
+            attrs = _node_attrs(node, plan.get(node.name) if plan else None, memory[node.name])
+            if encodings is not None:
+                _attach_encodings(attrs, encodings.get(node.name))
             inputs = [
                 events.graph_node_name(r.node) + (f":{r.index}" if r.index else "")
                 for r in node.inputs

@@ -386,9 +386,7 @@ def _fold_stage(graph: Graph) -> tuple[Graph, BatchNormFoldingResult]:
 
 def _collect(graph, calibration: CalibrationModel, batches):
     progress = keras.utils.Progbar(len(batches), unit_name="batch")
-    for i, batch in enumerate(batches):
-        calibration.collect(batch)
-        progress.update(i + 1)
+    calibration.collect_all(batches, on_batch=progress.update)
     return graph, StatisticsResult(
         num_batches=len(batches),
         num_samples=data_lib.num_samples(batches),

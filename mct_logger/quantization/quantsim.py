@@ -18,6 +18,7 @@ set_quantizers_enabled(model, activations=False)   # weights-only (W8A32)
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import re
 
@@ -257,10 +258,30 @@ class CalibrationModel(keras.Model):
 
     def collect(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         """Runs one batch; returns every observed output (and feeds the observers)."""
-        values = self._run(batch if len(batch) > 1 else batch[0])
-        collected = [keras.ops.convert_to_numpy(v) for v in values[self._num_outputs:]]
+        collected = self.forward(batch)
         self.observe(collected)
         return collected
+
+    def forward(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        """Every observed output of one batch, without feeding the observers."""
+        values = self._run(batch if len(batch) > 1 else batch[0])
+        return [keras.ops.convert_to_numpy(v) for v in values[self._num_outputs:]]
+
+    def collect_all(self, batches, on_batch=None) -> None:
+        """Feeds the observers every batch; the next batch's forward pass runs in a
+        worker thread while the observers take the current one (TensorFlow and
+        most NumPy kernels release the GIL, so the two cores overlap)."""
+        if not batches:
+            return
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self.forward, batches[0])
+            for i in range(len(batches)):
+                collected = pending.result()
+                if i + 1 < len(batches):
+                    pending = pool.submit(self.forward, batches[i + 1])
+                self.observe(collected)
+                if on_batch is not None:
+                    on_batch(i + 1)
 
     def activation_encodings(self, plan: dict) -> dict[str, Encoding]:
         result = {}
