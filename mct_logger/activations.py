@@ -36,7 +36,7 @@ from mct_logger.quantization.quantsim import (
 )
 
 # Per-sample sums the model computes for each node, in this order.
-_SUMS = ("ff", "dd_acc", "dd_iso", "fq_acc", "qq_acc", "fq_iso", "qq_iso")
+SUMS = ("ff", "dd_acc", "dd_iso", "fq_acc", "qq_acc", "fq_iso", "qq_iso")
 
 
 @dataclasses.dataclass
@@ -54,7 +54,7 @@ class NodeError:
     """
 
     elements_per_sample: int
-    sums: dict  # name in _SUMS -> per-sample float64 array
+    sums: dict  # name in SUMS -> per-sample float64 array
     histogram: np.ndarray | None = None  # counts of the accumulated output, if asked for
 
     @property
@@ -139,7 +139,7 @@ class PairedActivations:
         if compiled:
             self.stats_model = keras.Model(
                 inputs,
-                [_sums(*self._outputs[n]) for n in self.nodes]
+                [pair_sums(*self._outputs[n]) for n in self.nodes]
                 + [counters[n](self._outputs[n][1]) for n in self._histogram_nodes],
                 name=f"{graph.name}_pair_sums",
             )
@@ -151,7 +151,7 @@ class PairedActivations:
             def run_sums(x):
                 values = self.model(x, training=False)
                 triples = {n: values[3 * i: 3 * i + 3] for i, n in enumerate(self.nodes)}
-                return [_sums(*triples[n]) for n in self.nodes] + [
+                return [pair_sums(*triples[n]) for n in self.nodes] + [
                     counters[n](triples[n][1]) for n in self._histogram_nodes
                 ]
 
@@ -234,10 +234,10 @@ class PairedActivations:
                 counts[n] = counts[n] + keras.ops.convert_to_numpy(v)[0].astype(np.float64)
         result = {}
         for n, parts in collected.items():
-            stacked = np.concatenate(parts, axis=0) if parts else np.zeros((0, len(_SUMS)))
+            stacked = np.concatenate(parts, axis=0) if parts else np.zeros((0, len(SUMS)))
             result[n] = NodeError(
                 elements_per_sample=self._elements[n],
-                sums={k: stacked[:, i] for i, k in enumerate(_SUMS)},
+                sums={k: stacked[:, i] for i, k in enumerate(SUMS)},
                 histogram=counts.get(n),
             )
         return result
@@ -248,7 +248,7 @@ def _call(layer, node, values):
     return layer(*tree.map_structure(fill, node.args), **tree.map_structure(fill, node.kwargs))
 
 
-def _sums(f, q, i):
+def pair_sums(f, q, i):
     """Per-sample sums of products of the float, accumulated and isolated outputs."""
     f, q, i = (ops.cast(t, "float32") for t in (f, q, i))
     axes = tuple(range(1, len(f.shape)))

@@ -342,7 +342,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig):
             "similarity_analysis",
             lambda g: (g, analyze_similarity(
                 g, plan, params.encodings, batches, config.similarity_samples, histograms,
-                quantized_graph=corrected, quantized_model=result.model)),
+                quantized_graph=corrected)),
             graph,
         )
     info = QuantizationInfo(

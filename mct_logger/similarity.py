@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
 import keras
+import numpy as np
+from keras import tree
 
-from mct_logger.activations import HistogramCounts, PairedActivations
-from mct_logger.graph import Graph
-from mct_logger.quantization.quantsim import compile_inference, quantizers
+from mct_logger.activations import SUMS, HistogramCounts, NodeError, pair_sums
+from mct_logger.graph import Graph, TensorRef
+from mct_logger.quantization.encodings import quantize_dequantize
+from mct_logger.quantization.layers import broadcast_shape, linear_forward
+from mct_logger.quantization.quantsim import compile_inference
 
 
 @dataclasses.dataclass
@@ -60,7 +62,6 @@ def analyze_similarity(
     samples: int = 20,
     float_histograms: dict | None = None,
     quantized_graph: Graph | None = None,
-    quantized_model: keras.Model | None = None,
 ) -> SimilarityResult:
     """Compares float and quantized outputs of every quantized node.
 
@@ -70,26 +71,105 @@ def analyze_similarity(
         batches: representative batches; the first `samples` samples give the
             per-sample comparison and SQNR, all of them the quantized histograms.
         float_histograms: node -> (edges, counts) of the float outputs; the
-            outputs of `quantized_model` (the PTQ result) are counted on the same edges.
+            quantized outputs are counted on the same edges.
     """
-    # The per-sample comparison runs eagerly on a few samples: tracing the
-    # three-path model would cost more than running it.
-    paired = PairedActivations(graph, plan, encodings, quantized_graph=quantized_graph,
-                               compiled=False)
-    errors = paired.errors(_first_samples(batches, samples))
-    nodes = paired.nodes
+    quantized_graph = quantized_graph or graph
+    nodes = [n for n, p in plan.items()
+             if p.quantized and _single_float(graph.nodes[n])]
+    errors = _compare_eagerly(graph, quantized_graph, plan, encodings,
+                              _first_samples(batches, samples), nodes)
     return SimilarityResult(
         nodes=nodes,
         cosine=np.stack([errors[n].cosine_per_sample("accumulated") for n in nodes], axis=1),
         cosine_isolated=np.stack([errors[n].cosine_per_sample("isolated") for n in nodes], axis=1),
         sqnr_accumulated_db={n: errors[n].sqnr_accumulated_db for n in nodes},
         sqnr_isolated_db={n: errors[n].sqnr_isolated_db for n in nodes},
-        quantized_histograms=(
-            _quantized_histograms(quantized_model, batches, float_histograms)
-            if quantized_model is not None and float_histograms else {}
+        quantized_histograms=_quantized_histograms(
+            quantized_graph, plan, encodings, batches, float_histograms or {}
         ),
         num_samples=errors[nodes[0]].samples if nodes else 0,
     )
+
+
+def _compare_eagerly(graph, quantized_graph, plan, encodings, batches, nodes) -> dict:
+    """Float, accumulated and isolated outputs of `nodes`, reduced to per-sample sums.
+
+    The same comparison as `PairedActivations`, run eagerly on a few samples
+    with the grids as constants and the kernels fake-quantized once: building
+    and tracing a three-path Keras model would cost more than running this.
+    """
+    kernels = _quantized_kernels(quantized_graph, plan, encodings)
+    report = set(nodes)
+    collected = {n: [] for n in nodes}
+    for batch in batches:
+        f, q = {}, {}
+        for node in graph:
+            name = node.name
+            grid = encodings[name].activation if name in encodings else None
+            if node.is_input:
+                x = keras.ops.convert_to_tensor(batch[graph.input_names.index(name)])
+                f[TensorRef(name, 0)] = x
+                q[TensorRef(name, 0)] = isolated = _fixed_fake_quantize(x, grid)
+            else:
+                quantized_node = quantized_graph.nodes[name]
+                float_outs = tree.flatten(_call(node.layer, node, f))
+                q_outs = tree.flatten(_call_quantized(quantized_node, kernels, q))
+                q_outs[0] = _fixed_fake_quantize(q_outs[0], grid)
+                for i, (a, b) in enumerate(zip(float_outs, q_outs)):
+                    f[TensorRef(name, i)], q[TensorRef(name, i)] = a, b
+                if name in report:
+                    isolated = tree.flatten(_call_quantized(quantized_node, kernels, f))[0]
+                    isolated = _fixed_fake_quantize(isolated, grid)
+            if name in report:
+                sums = pair_sums(f[TensorRef(name, 0)], q[TensorRef(name, 0)], isolated)
+                collected[name].append(np.asarray(keras.ops.convert_to_numpy(sums), np.float64))
+    errors = {}
+    for name, parts in collected.items():
+        stacked = np.concatenate(parts, axis=0)
+        shape = graph.nodes[name].output_shapes[0][1:]
+        errors[name] = NodeError(
+            elements_per_sample=int(np.prod([d for d in shape if d is not None])),
+            sums={k: stacked[:, i] for i, k in enumerate(SUMS)},
+        )
+    return errors
+
+
+def _quantized_kernels(graph, plan, encodings) -> dict:
+    """id(layer) -> {kernel name: fake-quantized kernel}, for every quantized kernel."""
+    result = {}
+    for node in graph:
+        encoding = encodings.get(node.name)
+        if encoding is None or not encoding.weights:
+            continue
+        values = node.weights()
+        result[id(node.layer)] = {
+            kernel: keras.ops.convert_to_tensor(_fake_quantized_kernel(
+                values[kernel], grid, plan[node.name].weights[kernel].channel_axes))
+            for kernel, grid in encoding.weights.items()
+        }
+    return result
+
+
+def _fake_quantized_kernel(value, grid, channel_axes):
+    # float32 grid: the same arithmetic as the fake-quant layers, bit for bit
+    grid32 = dataclasses.replace(grid, scale=np.float32(grid.scale), offset=np.float32(grid.offset))
+    return quantize_dequantize(value, grid32, broadcast_shape(value.shape, channel_axes))
+
+
+def _call(layer, node, values):
+    fill = lambda v: values[v] if isinstance(v, TensorRef) else v  # noqa: E731
+    return layer(*tree.map_structure(fill, node.args), **tree.map_structure(fill, node.kwargs))
+
+
+def _call_quantized(node, kernels, values):
+    if id(node.layer) in kernels:  # a weight layer: run it with its fake-quantized kernels
+        x = values[node.inputs[0]]
+        return linear_forward(node.layer, x, kernels[id(node.layer)])
+    return _call(node.layer, node, values)
+
+
+def _single_float(node) -> bool:
+    return len(node.output_dtypes) == 1 and "float" in str(node.output_dtypes[0])
 
 
 def _first_samples(batches, samples: int) -> list:
@@ -102,21 +182,44 @@ def _first_samples(batches, samples: int) -> list:
     return chosen
 
 
-def _quantized_histograms(model: keras.Model, batches, float_histograms) -> dict:
+def _quantized_histograms(graph: Graph, plan: dict, encodings: dict, batches,
+                          float_histograms: dict) -> dict:
     """Histograms of the quantized model's outputs on the float histograms' bins,
     counted in-graph over all batches (one compiled pass per batch).
 
-    Reads the outputs of the model's own activation quantizers, so the model is
-    extended, not rebuilt.
+    The model here is the quantized model frozen for one use: kernels replaced
+    by their fake-quantized values, activation grids as constants. It computes
+    what the PTQ model computes with a third of the ops, which is what tracing
+    and instantiating a graph cost.
     """
-    found = quantizers(model)
-    nodes = [n for n in float_histograms if "activation" in found.get(n, {})]
+    nodes = [n for n in float_histograms
+             if n in encodings and encodings[n].activation is not None and n in graph.nodes]
     if not nodes:
         return {}
-    counts = [
-        HistogramCounts(float_histograms[n][0])(found[n]["activation"].output) for n in nodes
-    ]
-    run = compile_inference(keras.Model(model.inputs, counts))
+    clones, counted = {}, {}
+
+    def make_layer(node, clone):
+        clones.setdefault(node.name, clone)
+        return clone
+
+    def wrap_outputs(node, outputs):
+        grid = encodings[node.name].activation if node.name in encodings else None
+        if grid is None:
+            return outputs
+        quantized = _fixed_fake_quantize(outputs[0], grid)
+        if node.name in nodes:
+            counted[node.name] = HistogramCounts(float_histograms[node.name][0])(quantized)
+        return [quantized] + list(outputs[1:])
+
+    model = graph.to_keras(name=f"{graph.name}_frozen_quantized",
+                           make_layer=make_layer, wrap_outputs=wrap_outputs)
+    for name, encoding in encodings.items():
+        for kernel, grid in encoding.weights.items():
+            variable = clones[name].weights[_variable_index(clones[name], kernel)]
+            value = keras.ops.convert_to_numpy(variable.value)
+            variable.assign(_fake_quantized_kernel(
+                value, grid, plan[name].weights[kernel].channel_axes))
+    run = compile_inference(keras.Model(model.inputs, [counted[n] for n in nodes]))
     totals = {n: 0.0 for n in nodes}
     for batch in batches:
         values = run(batch if len(batch) > 1 else batch[0])
@@ -124,3 +227,20 @@ def _quantized_histograms(model: keras.Model, batches, float_histograms) -> dict
         for n, value in zip(nodes, values):
             totals[n] = totals[n] + keras.ops.convert_to_numpy(value)[0].astype(np.float64)
     return {n: (float_histograms[n][0], totals[n]) for n in nodes}
+
+
+def _fixed_fake_quantize(x, grid):
+    """Fake quantization on a fixed grid, with the grid as constants (None: as is)."""
+    if grid is None:
+        return x
+    ops = keras.ops
+    scale = np.asarray(grid.scale, dtype="float32")
+    low = np.asarray(grid.offset, dtype="float32")
+    return ops.clip(ops.round(x / scale), low, low + grid.levels) * scale
+
+
+def _variable_index(layer, name: str) -> int:
+    for i, variable in enumerate(layer.weights):
+        if variable.path.split("/")[-1] == name:
+            return i
+    raise KeyError(f"Layer {layer.name!r} has no weight {name!r}.")

@@ -84,3 +84,18 @@ def test_unknown_node_is_rejected(quantized):
     _, _, info, _ = quantized
     with pytest.raises(KeyError, match="not in graph"):
         PairedActivations(info.float_graph, info.plan, info.encodings, nodes=["nope"])
+
+
+def test_similarity_stage_matches_the_paired_model(quantized):
+    """The similarity stage's fast eager comparison agrees with PairedActivations."""
+    from mct_logger.similarity import analyze_similarity
+
+    _, _, info, batches = quantized
+    result = analyze_similarity(info.float_graph, info.plan, info.encodings, batches, samples=20)
+    paired = PairedActivations(info.float_graph, info.plan, info.encodings)
+    errors = paired.errors([[batches[0][0][:20]]])
+    assert result.nodes == paired.nodes and result.num_samples == 20
+    for i, node in enumerate(result.nodes):
+        assert result.sqnr_accumulated_db[node] == pytest.approx(errors[node].sqnr_accumulated_db, abs=0.05)
+        assert result.sqnr_isolated_db[node] == pytest.approx(errors[node].sqnr_isolated_db, abs=0.05)
+        np.testing.assert_allclose(result.cosine[:, i], errors[node].cosine_per_sample(), atol=1e-5)
