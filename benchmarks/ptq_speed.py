@@ -10,10 +10,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
 import mct_logger  # noqa: E402
+from mobilenet_job import mobilenet_job  # noqa: E402
 
 MCT_SECONDS = 15.6
 
@@ -22,9 +20,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    keras.utils.set_random_seed(0)
-    model = keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None)
-    data = np.random.default_rng(0).uniform(-1, 1, (256, 96, 96, 3)).astype("float32")
+    model, data = mobilenet_job()
     config = mct_logger.QuantizationConfig(batch_size=32)
     runs = []
     for _ in range(args.repeats):

@@ -24,7 +24,7 @@ import dataclasses
 
 import keras
 import numpy as np
-from keras import ops, tree
+from keras import ops
 
 from mct_logger import metrics
 from mct_logger.graph import Graph, TensorRef, _clone_layer
@@ -107,17 +107,13 @@ class PairedActivations:
             the reference in weights only (e.g. bias-corrected); default `graph`.
         histogram_edges: node -> bin edges (evenly spaced); `errors` then also
             counts the accumulated (quantized) output into those bins, in-graph.
-        compiled: run through a compiled function (fast per batch, but tracing
-            the three paths costs seconds); False runs eagerly, which is
-            cheaper for a batch or two.
 
     `model` is the Keras model with all three paths; `set_quantizers_enabled`
     works on it (the accumulated and isolated paths share each node's quantizers).
     """
 
     def __init__(self, graph: Graph, plan: dict, encodings: dict[str, NodeEncodings], nodes=None,
-                 quantized_graph: Graph | None = None, histogram_edges: dict | None = None,
-                 compiled: bool = True):
+                 quantized_graph: Graph | None = None, histogram_edges: dict | None = None):
         self.graph = graph
         self.quantized_graph = quantized_graph or graph
         if list(self.quantized_graph.nodes) != list(graph.nodes):
@@ -125,7 +121,7 @@ class PairedActivations:
                 "quantized_graph must have the same nodes as graph (it may differ in weights only)."
             )
         self.nodes = list(nodes) if nodes is not None else [
-            n for n, p in plan.items() if p.quantized and _single_float(graph.nodes[n])
+            n for n, p in plan.items() if p.quantized and graph.nodes[n].has_single_float_output
         ]
         unknown = [n for n in self.nodes if n not in graph.nodes]
         if unknown:
@@ -136,27 +132,15 @@ class PairedActivations:
         self._histogram_nodes = [n for n in self.nodes if n in (histogram_edges or {})]
         counters = {n: HistogramCounts(histogram_edges[n]) for n in self._histogram_nodes}
         apply_encodings(self.model, encodings)
-        if compiled:
-            self.stats_model = keras.Model(
-                inputs,
-                [pair_sums(*self._outputs[n]) for n in self.nodes]
-                + [counters[n](self._outputs[n][1]) for n in self._histogram_nodes],
-                name=f"{graph.name}_pair_sums",
-            )
-            self._run_full = compile_inference(self.model)
-            self._run_sums = compile_inference(self.stats_model)
-        else:  # eager: reduce the model's outputs directly, no second symbolic graph
-            self._run_full = lambda x: self.model(x, training=False)
-
-            def run_sums(x):
-                values = self.model(x, training=False)
-                triples = {n: values[3 * i: 3 * i + 3] for i, n in enumerate(self.nodes)}
-                return [pair_sums(*triples[n]) for n in self.nodes] + [
-                    counters[n](triples[n][1]) for n in self._histogram_nodes
-                ]
-
-            self._run_sums = run_sums
-        self._elements = {n: _elements(graph.nodes[n].output_shapes[0]) for n in self.nodes}
+        self.stats_model = keras.Model(
+            inputs,
+            [pair_sums(*self._outputs[n]) for n in self.nodes]
+            + [counters[n](self._outputs[n][1]) for n in self._histogram_nodes],
+            name=f"{graph.name}_pair_sums",
+        )
+        self._run_full = compile_inference(self.model)
+        self._run_sums = compile_inference(self.stats_model)
+        self._elements = {n: elements_per_sample(graph.nodes[n]) for n in self.nodes}
 
     def _build(self, graph: Graph, plan: dict):
         factory = QuantizerFactory(graph, plan)
@@ -181,18 +165,18 @@ class PairedActivations:
             if first_call:
                 layer = _clone_layer(node, used)
                 clones[id(node.layer)] = layer
-            float_outs = tree.flatten(_call(layer, node, f))
+            float_outs = node.call(layer, f)
             if first_call and isinstance(layer, keras.layers.Layer) and layer is not node.layer:
                 layer.set_weights(node.layer.get_weights())
             quantized_layer = factory.weights(node, self._quantized_clone(node, layer, quantized_clones, used))
             quantizer = factory.activation(node)
-            q_outs = tree.flatten(_call(quantized_layer, node, q))
+            q_outs = node.call(quantized_layer, q)
             if quantizer is not None:
                 q_outs = [quantizer(q_outs[0])] + q_outs[1:]
             for i, (a, b) in enumerate(zip(float_outs, q_outs)):
                 f[TensorRef(node.name, i)], q[TensorRef(node.name, i)] = a, b
             if node.name in self.nodes:
-                isolated = tree.flatten(_call(quantized_layer, node, f))[0]
+                isolated = node.call(quantized_layer, f)[0]
                 iso[node.name] = quantizer(isolated) if quantizer is not None else isolated
         inputs = [model_inputs[n] for n in graph.input_names]
         outputs = {n: (f[TensorRef(n, 0)], q[TensorRef(n, 0)], iso[n]) for n in self.nodes}
@@ -243,11 +227,6 @@ class PairedActivations:
         return result
 
 
-def _call(layer, node, values):
-    fill = lambda v: values[v] if isinstance(v, TensorRef) else v  # noqa: E731
-    return layer(*tree.map_structure(fill, node.args), **tree.map_structure(fill, node.kwargs))
-
-
 def pair_sums(f, q, i):
     """Per-sample sums of products of the float, accumulated and isolated outputs."""
     f, q, i = (ops.cast(t, "float32") for t in (f, q, i))
@@ -290,10 +269,9 @@ class HistogramCounts(keras.layers.Layer):
         return (1, self.bins)
 
 
-def _elements(shape) -> int:
-    dims = [d for d in shape[1:] if d is not None]
+def elements_per_sample(node) -> int:
+    """Elements of a node's (first) output per sample; dynamic dimensions are left out."""
+    dims = [d for d in node.output_shapes[0][1:] if d is not None]
     return int(np.prod(dims)) if dims else 1
 
 
-def _single_float(node) -> bool:
-    return len(node.output_dtypes) == 1 and "float" in str(node.output_dtypes[0])

@@ -65,6 +65,18 @@ class Node:
         return type(self.layer).__name__
 
     @property
+    def has_single_float_output(self) -> bool:
+        return len(self.output_dtypes) == 1 and "float" in str(self.output_dtypes[0])
+
+    def call(self, layer, values: dict):
+        """Calls `layer` with this node's arguments, tensors taken from `values`
+        (TensorRef -> tensor); returns its flat outputs."""
+        fill = lambda v: values[v] if isinstance(v, TensorRef) else v  # noqa: E731
+        return tree.flatten(
+            layer(*tree.map_structure(fill, self.args), **tree.map_structure(fill, self.kwargs))
+        )
+
+    @property
     def inputs(self) -> list[TensorRef]:
         return [
             x for x in tree.flatten((self.args, self.kwargs)) if isinstance(x, TensorRef)
@@ -204,10 +216,7 @@ class Graph:
                     layer = _clone_layer(node, used_names)
                     clones[id(node.layer)] = layer
                 call = make_layer(node, layer) if make_layer else layer
-                fill = lambda v: values[v] if isinstance(v, TensorRef) else v  # noqa: E731
-                args = tree.map_structure(fill, node.args)
-                kwargs = tree.map_structure(fill, node.kwargs)
-                outs = tree.flatten(call(*args, **kwargs))
+                outs = node.call(call, values)
                 if first_call and isinstance(layer, keras.layers.Layer) and layer is not node.layer:
                     layer.set_weights(node.layer.get_weights())
             if wrap_outputs is not None:

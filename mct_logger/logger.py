@@ -176,7 +176,6 @@ class TensorBoardListener:
         self.plan = None
         self.encodings = None
         self.stage_index = 0
-        self.float_histograms: dict[str, tuple] = {}
         # Writing runs in one worker thread, in stage order, while the engine
         # goes on with the next stage; close() waits for it.
         self._worker = concurrent.futures.ThreadPoolExecutor(
@@ -257,7 +256,6 @@ class TensorBoardListener:
         per_stat = {k: self.log.writer(f"{run}/{k}") for k in ("min", "max", "mean")}
         for node, stats in statistics.items():
             edges, counts = stats.histogram(per_channel=False)
-            self.float_histograms[node] = (edges[0], counts[0])
             writer.histogram(f"activations/{node}", edges[0], counts[0], total=stats.elements)
             channel_edges, channel_counts = rebin(
                 *stats.histogram(per_channel=True), stats.min, stats.max, PER_CHANNEL_BINS

@@ -20,10 +20,15 @@ import dataclasses
 
 import keras
 import numpy as np
-from keras import tree
 
-from mct_logger.activations import SUMS, HistogramCounts, NodeError, pair_sums
-from mct_logger.graph import Graph, TensorRef
+from mct_logger.activations import (
+    SUMS,
+    HistogramCounts,
+    NodeError,
+    elements_per_sample,
+    pair_sums,
+)
+from mct_logger.graph import Graph, TensorRef, _variable_name
 from mct_logger.quantization.encodings import quantize_dequantize
 from mct_logger.quantization.layers import broadcast_shape, linear_forward
 from mct_logger.quantization.quantsim import compile_inference
@@ -75,7 +80,7 @@ def analyze_similarity(
     """
     quantized_graph = quantized_graph or graph
     nodes = [n for n, p in plan.items()
-             if p.quantized and _single_float(graph.nodes[n])]
+             if p.quantized and graph.nodes[n].has_single_float_output]
     errors = _compare_eagerly(graph, quantized_graph, plan, encodings,
                               _first_samples(batches, samples), nodes)
     return SimilarityResult(
@@ -112,13 +117,13 @@ def _compare_eagerly(graph, quantized_graph, plan, encodings, batches, nodes) ->
                 q[TensorRef(name, 0)] = isolated = _fixed_fake_quantize(x, grid)
             else:
                 quantized_node = quantized_graph.nodes[name]
-                float_outs = tree.flatten(_call(node.layer, node, f))
-                q_outs = tree.flatten(_call_quantized(quantized_node, kernels, q))
+                float_outs = node.call(node.layer, f)
+                q_outs = _call_quantized(quantized_node, kernels, q)
                 q_outs[0] = _fixed_fake_quantize(q_outs[0], grid)
                 for i, (a, b) in enumerate(zip(float_outs, q_outs)):
                     f[TensorRef(name, i)], q[TensorRef(name, i)] = a, b
                 if name in report:
-                    isolated = tree.flatten(_call_quantized(quantized_node, kernels, f))[0]
+                    isolated = _call_quantized(quantized_node, kernels, f)[0]
                     isolated = _fixed_fake_quantize(isolated, grid)
             if name in report:
                 sums = pair_sums(f[TensorRef(name, 0)], q[TensorRef(name, 0)], isolated)
@@ -126,9 +131,8 @@ def _compare_eagerly(graph, quantized_graph, plan, encodings, batches, nodes) ->
     errors = {}
     for name, parts in collected.items():
         stacked = np.concatenate(parts, axis=0)
-        shape = graph.nodes[name].output_shapes[0][1:]
         errors[name] = NodeError(
-            elements_per_sample=int(np.prod([d for d in shape if d is not None])),
+            elements_per_sample=elements_per_sample(graph.nodes[name]),
             sums={k: stacked[:, i] for i, k in enumerate(SUMS)},
         )
     return errors
@@ -156,20 +160,11 @@ def _fake_quantized_kernel(value, grid, channel_axes):
     return quantize_dequantize(value, grid32, broadcast_shape(value.shape, channel_axes))
 
 
-def _call(layer, node, values):
-    fill = lambda v: values[v] if isinstance(v, TensorRef) else v  # noqa: E731
-    return layer(*tree.map_structure(fill, node.args), **tree.map_structure(fill, node.kwargs))
-
-
 def _call_quantized(node, kernels, values):
     if id(node.layer) in kernels:  # a weight layer: run it with its fake-quantized kernels
         x = values[node.inputs[0]]
-        return linear_forward(node.layer, x, kernels[id(node.layer)])
-    return _call(node.layer, node, values)
-
-
-def _single_float(node) -> bool:
-    return len(node.output_dtypes) == 1 and "float" in str(node.output_dtypes[0])
+        return [linear_forward(node.layer, x, kernels[id(node.layer)])]
+    return node.call(node.layer, values)
 
 
 def _first_samples(batches, samples: int) -> list:
@@ -215,7 +210,7 @@ def _quantized_histograms(graph: Graph, plan: dict, encodings: dict, batches,
                            make_layer=make_layer, wrap_outputs=wrap_outputs)
     for name, encoding in encodings.items():
         for kernel, grid in encoding.weights.items():
-            variable = clones[name].weights[_variable_index(clones[name], kernel)]
+            (variable,) = [v for v in clones[name].weights if _variable_name(v) == kernel]
             value = keras.ops.convert_to_numpy(variable.value)
             variable.assign(_fake_quantized_kernel(
                 value, grid, plan[name].weights[kernel].channel_axes))
@@ -237,10 +232,3 @@ def _fixed_fake_quantize(x, grid):
     scale = np.asarray(grid.scale, dtype="float32")
     low = np.asarray(grid.offset, dtype="float32")
     return ops.clip(ops.round(x / scale), low, low + grid.levels) * scale
-
-
-def _variable_index(layer, name: str) -> int:
-    for i, variable in enumerate(layer.weights):
-        if variable.path.split("/")[-1] == name:
-            return i
-    raise KeyError(f"Layer {layer.name!r} has no weight {name!r}.")

@@ -123,7 +123,7 @@ def plan_quantization(graph: Graph, config: QuantizationConfig) -> dict[str, Nod
             p.note = f"stays in float: the engine cannot quantize {node.layer_class}"
         elif kind == "passthrough":
             p.note = "passes values through (no new grid)"
-        elif not _single_float_output(node):
+        elif not node.has_single_float_output:
             p.note = "output is not a single floating-point tensor"
         elif node.is_input and not config.quantize_inputs:
             p.note = "model inputs are not quantized (quantize_inputs=False)"
@@ -173,10 +173,6 @@ def _kind(node: Node) -> str:
     if name in _OPS_ARITHMETIC:
         return "arithmetic"
     return "unknown"
-
-
-def _single_float_output(node: Node) -> bool:
-    return len(node.output_dtypes) == 1 and "float" in str(node.output_dtypes[0])
 
 
 def _activation_name(layer) -> str:
