@@ -16,13 +16,17 @@ setup(
         "mct_logger",
         "mct_logger.quantization",
         "mct_logger.techniques",
-        "tb_plugin",
-        "tb_plugin.frontend",
+        "mct_logger.tb_plugin",
+        "mct_logger.tb_plugin.frontend",
     ],
-    # The dashboards' browser code lives at the top level (frontend/) and ships
-    # inside the plugin package so TensorBoard can serve it from site-packages.
-    package_dir={"tb_plugin.frontend": "frontend"},
-    package_data={"tb_plugin.frontend": ["*.js", "*.css", "*.html"]},
+    # The TensorBoard plugins (tb_plugin/) and their browser code (frontend/)
+    # live at the repository's top level and install inside mct_logger, so
+    # site-packages never holds a generic top-level "tb_plugin".
+    package_dir={
+        "mct_logger.tb_plugin": "tb_plugin",
+        "mct_logger.tb_plugin.frontend": "frontend",
+    },
+    package_data={"mct_logger.tb_plugin.frontend": ["*.js", "*.css", "*.html"]},
     install_requires=[
         "tensorflow>=2.17",
         "keras>=3,<4",

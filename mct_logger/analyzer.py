@@ -76,7 +76,7 @@ from mct_logger.quantization.quantsim import (
     weight_encodings,
 )
 from mct_logger.report import write_report
-from tb_plugin.summary import json_ready
+from mct_logger.tb_plugin.summary import json_ready
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms
 
 logger = logging.getLogger("mct_logger")
@@ -578,7 +578,7 @@ class _Analysis:
         """Keeps `table` for the report and writes it as a TensorBoard payload."""
         self.tables[kind] = table
         if self.writer is not None:
-            from tb_plugin.summary import payload_summary
+            from mct_logger.tb_plugin.summary import payload_summary
 
             self.writer.add_summary(
                 payload_summary("quant_analyzer", kind, kind, json_ready(table)), step=0

@@ -275,8 +275,8 @@ class TensorBoardListener:
 
     def _on_cross_layer_equalization(self, run, graph, result):
         """The CLE dashboard's data: weight ranges (with CLE off too), scale factors, folds."""
-        from tb_plugin import metadata
-        from tb_plugin.summary import payload_summary
+        from mct_logger.tb_plugin import metadata
+        from mct_logger.tb_plugin.summary import payload_summary
 
         tables = result.to_tables() if hasattr(result, "to_tables") else {}
         writer = self.log.writer(run)

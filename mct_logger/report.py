@@ -23,16 +23,15 @@ path = write_report("results", {"per_layer_sqnr": table, "summary": summary})
 from __future__ import annotations
 
 import html
-import importlib.util
 import json
 import os
 import pathlib
 import re
 
-from tb_plugin.summary import json_ready
+from mct_logger.tb_plugin.assets import ENTRY_MODULE, frontend_dir, plotly_bundle_path
+from mct_logger.tb_plugin.summary import json_ready
 
 REPORT_FILE = "index.html"
-ENTRY_MODULE = "report_main.js"
 STYLESHEETS = ("quant_analyzer.css",)
 DATA_ELEMENT_ID = "quant-analyzer-data"
 ROOT_ELEMENT_ID = "quant-analyzer"
@@ -47,41 +46,6 @@ _EXPORT = re.compile(
     re.M,
 )
 _ANY_EXPORT = re.compile(r"^[ \t]*export\b", re.M)
-
-
-def frontend_dir() -> pathlib.Path:
-    """The dashboards' browser code: the installed `tb_plugin.frontend` package
-    data, or the repository's `frontend/` folder when running from a checkout."""
-    try:
-        spec = importlib.util.find_spec("tb_plugin.frontend")
-    except ModuleNotFoundError:
-        spec = None
-    if spec is not None:
-        for location in spec.submodule_search_locations or []:
-            if (pathlib.Path(location) / ENTRY_MODULE).is_file():
-                return pathlib.Path(location)
-    checkout = pathlib.Path(__file__).resolve().parent.parent / "frontend"
-    if (checkout / ENTRY_MODULE).is_file():
-        return checkout
-    raise FileNotFoundError(
-        "The dashboard's frontend files are missing (tb_plugin/frontend in the installed "
-        "package); reinstall mct-logger."
-    )
-
-
-def plotly_bundle_path() -> pathlib.Path:
-    """plotly.min.js from the `plotly` wheel (found without importing plotly)."""
-    spec = importlib.util.find_spec("plotly")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "The report's charts come from the plotly package; install it with "
-            "pip install 'plotly<8'."
-        )
-    for location in spec.submodule_search_locations:
-        path = pathlib.Path(location) / "package_data" / "plotly.min.js"
-        if path.is_file():
-            return path
-    raise FileNotFoundError("plotly is installed without package_data/plotly.min.js; reinstall it.")
 
 
 def bundle_modules(directory: pathlib.Path, entry: str = ENTRY_MODULE) -> str:

@@ -1,6 +1,7 @@
 """TensorBoard plugins of mct-logger: the QuantAnalyzer and CLE dashboards.
 
-Entry-point modules here import nothing heavy: an import error in one would
-stop TensorBoard from starting. The browser code ships as `tb_plugin.frontend`,
-mapped onto the repository's top-level `frontend/` folder.
+Installed as `mct_logger.tb_plugin` (the repository keeps it at the top level,
+beside `frontend/`, whose browser code ships as its package data). Entry-point
+modules here import nothing heavy: an import error in one would stop
+TensorBoard from starting.
 """

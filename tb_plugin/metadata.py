@@ -1,5 +1,5 @@
 """Names and versions of mct-logger's TensorBoard payloads, shared by the writer
-(`tb_plugin.summary`) and the plugins that read them.
+(`summary.py`) and the plugins that read them.
 
 A payload is one whole JSON table per summary value: small ones as a rank-0
 string tensor (`DATA_CLASS_TENSOR`), larger ones as a one-element blob

@@ -15,7 +15,7 @@ import json
 
 from tensorboard.data import provider as provider_lib
 
-from tb_plugin import metadata
+from . import metadata
 
 
 def read_payloads(data_provider, ctx, experiment_id: str, plugin_name: str, run: str | None = None):

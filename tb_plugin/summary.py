@@ -18,7 +18,7 @@ import math
 import numpy as np
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
-from tb_plugin import metadata
+from . import metadata
 
 
 def json_ready(value):

@@ -238,7 +238,7 @@ def test_histograms_hold_every_value_and_the_encodings(run):
 
 @pytest.mark.parametrize("loader", ["python", "rust"])
 def test_plugin_payloads_read_back_under_both_loaders(run, loader):
-    from tb_plugin.reader import read_payloads
+    from mct_logger.tb_plugin.reader import read_payloads
 
     _, result, results, logs = run
     with tensorboard_provider(logs, loader) as (provider, ctx, experiment):

@@ -244,7 +244,7 @@ def test_writer_runs_with_tensorflow_unimportable(tmp_path):
         import numpy as np
         from mct_logger.logger import RunLog
         from mct_logger import events
-        from tb_plugin.summary import payload_summary
+        from mct_logger.tb_plugin.summary import payload_summary
         with RunLog({str(tmp_path)!r}) as log:
             w = log.writer("run")
             w.scalar("s", 1.5, step=2)
@@ -265,7 +265,7 @@ def test_writer_runs_with_tensorflow_unimportable(tmp_path):
 
 
 def test_cle_weight_ranges_are_logged_with_cle_off(logged, provider):
-    from tb_plugin import reader
+    from mct_logger.tb_plugin import reader
 
     _, run_folder, _ = logged
     data, ctx, eid = provider

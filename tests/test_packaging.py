@@ -29,16 +29,17 @@ def test_wheel_holds_both_packages(wheel):
     names = set(wheel.namelist())
     for module in ["mct_logger/__init__.py", "mct_logger/graph.py", "mct_logger/ptq.py",
                    "mct_logger/quantization/layers.py",
-                   "mct_logger/techniques/batch_norm_folding.py", "tb_plugin/__init__.py"]:
+                   "mct_logger/techniques/batch_norm_folding.py", "mct_logger/tb_plugin/__init__.py"]:
         assert module in names
-    assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
+    assert not any(n.startswith(("tests/", "benchmarks/", "tb_plugin/", "frontend/"))
+                   for n in names)
 
 
 def test_wheel_ships_every_frontend_file_as_plugin_package_data(wheel):
     names = set(wheel.namelist())
     shipped = [p for p in (ROOT / "frontend").rglob("*") if p.suffix in {".js", ".css", ".html"}]
     for path in shipped:
-        assert f"tb_plugin/frontend/{path.relative_to(ROOT / 'frontend').as_posix()}" in names
+        assert f"mct_logger/tb_plugin/frontend/{path.relative_to(ROOT / 'frontend').as_posix()}" in names
 
 
 def test_wheel_declares_the_entry_points(wheel):

@@ -4,8 +4,8 @@ import pytest
 from tensorboard.compat.proto import summary_pb2
 
 from mct_logger.events import EventWriter
-from tb_plugin import metadata, reader
-from tb_plugin.summary import payload_summary
+from mct_logger.tb_plugin import metadata, reader
+from mct_logger.tb_plugin.summary import payload_summary
 from tests.conftest import tensorboard_provider
 
 SMALL = {"layers": ["conv1", "dense"], "sqnr_db": [31.5, float("nan")]}
