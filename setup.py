@@ -46,5 +46,10 @@ setup(
     },
     entry_points={
         "console_scripts": ["mct-logger = mct_logger.cli:main"],
+        # One TensorBoard tab each, found without flags once the package is installed.
+        "tensorboard_plugins": [
+            "quant_analyzer = mct_logger.tb_plugin.quant_analyzer_plugin:QuantAnalyzerPlugin",
+            "cle = mct_logger.tb_plugin.cle_plugin:CLEPlugin",
+        ],
     },
 )

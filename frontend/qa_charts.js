@@ -19,6 +19,11 @@ export const COLORS = {
   encodingMin: "#2ca02c",
   encodingMax: "#d62728",
   weightSqnr: "#54a24b",
+  quantized: "#e45756",
+  before: "#9d9d9d",
+  after: "#4c78a8",
+  outlier: "#d62728",
+  dead: "#111111",
 };
 
 export const PLOT_CONFIG = {
@@ -153,16 +158,15 @@ export function sqnrSpec(table) {
   return {
     data: [
       {
-        type: "scatter", mode: "lines+markers", name: "accumulated", x,
+        type: "scatter", mode: "lines+markers", name: "accumulated (whole model quantized)", x,
         y: rows.map((r) => drawn(r.sqnr_accumulated_db)),
         line: { color: COLORS.accumulated }, marker: { size: 6 },
         hovertemplate: "%{x}<br>accumulated %{y:.2f} dB<extra></extra>",
       },
       {
-        type: "scatter", mode: "lines+markers", name: "isolated", x,
+        type: "bar", name: "isolated (only this layer quantized)", x,
         y: rows.map((r) => drawn(r.sqnr_isolated_db)),
-        connectgaps: true,
-        line: { color: COLORS.isolated, dash: "dot" }, marker: { size: 6 },
+        marker: { color: COLORS.isolated, opacity: 0.55 },
         hovertemplate: "%{x}<br>isolated %{y:.2f} dB<extra></extra>",
       },
     ],
@@ -281,20 +285,29 @@ export function histogramSpec(hist, title, options = {}) {
   const high = Math.max(top, isNumber(hist.encoding_max) ? hist.encoding_max : top);
   const pad = 0.04 * (high - low || 1);
   const layout = baseLayout(title, "share of values", {
-    xType: "linear", xTitle: "value", showlegend: false, yType: options.log ? "log" : "linear",
+    xType: "linear", xTitle: "value", showlegend: Boolean(options.quantized), yType: options.log ? "log" : "linear",
     height: options.height || 360,
   });
   layout.xaxis.range = [low - pad, high + pad];
   layout.bargap = 0;
   withLines(layout, lines);
-  return {
-    data: [{
-      type: "bar", x, y, width: hist.width,
-      marker: { color: COLORS.histogram, line: { width: 0 } },
-      hovertemplate: "%{x:.4g}: %{y:.3%}<extra></extra>",
-    }],
-    layout,
-  };
+  const data = [{
+    type: "bar", x, y, width: hist.width, name: "float",
+    marker: { color: COLORS.histogram, line: { width: 0 } },
+    hovertemplate: "%{x:.4g}: %{y:.3%}<extra>float</extra>",
+  }];
+  if (options.quantized) {
+    const q = options.quantized;
+    const qTotal = q.counts.reduce((sum, c) => sum + c, 0) || 1;
+    data.push({
+      type: "scatter", mode: "lines", name: "quantized", line: { color: COLORS.quantized, width: 1.5, shape: "hvh" },
+      x: q.counts.map((_, i) => q.lo + (i + 0.5) * q.width),
+      y: q.counts.map((c) => c / qTotal),
+      hovertemplate: "%{x:.4g}: %{y:.3%}<extra>quantized</extra>",
+    });
+
+  }
+  return { data, layout };
 }
 
 // One channel of a weight row's per-channel histograms, as a histogram spec input.

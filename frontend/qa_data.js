@@ -6,6 +6,7 @@
 // table, exactly as mct_logger.analyzer writes it.
 
 export const VIEWS = [
+  { id: "layers", title: "Layers", kinds: ["layer_table", "per_layer_sqnr", "min_max_ranges"] },
   { id: "sensitivity", title: "Sensitivity", kinds: ["sensitivity"] },
   {
     id: "per-layer",
@@ -32,6 +33,20 @@ export function formatNumber(value, digits = 4) {
     return value.toExponential(2);
   }
   return String(Number(value.toPrecision(digits)));
+}
+
+export function formatBytes(value) {
+  if (!isNumber(value)) {
+    return "n/a";
+  }
+  const units = ["B", "KB", "MB", "GB"];
+  let index = 0;
+  let scaled = value;
+  while (Math.abs(scaled) >= 1024 && index < units.length - 1) {
+    scaled /= 1024;
+    index += 1;
+  }
+  return `${index ? scaled.toFixed(scaled >= 100 ? 0 : 1) : scaled} ${units[index]}`;
 }
 
 export function formatDb(value) {
@@ -223,4 +238,228 @@ export function sensitivityVerdict(table) {
     `${formatNumber(dropW, 3)}, ${labels.activations_only} ${formatNumber(dropA, 3)}): ` +
     "try per-channel weights, cross-layer equalization or more weight bits."
   );
+}
+
+// ------------------------------------------------------------------ PTQ runs
+
+// The tables of a run as the views read them. A PTQ run logs one
+// "layer_table"; its SQNR and encoding ranges are shown through the same
+// views as an analyzer run's "per_layer_sqnr" and "min_max_ranges".
+export function normalizeTables(tables) {
+  const result = { ...tables };
+  const layers = tables.layer_table;
+  if (!layers) {
+    return result;
+  }
+  if (!result.per_layer_sqnr) {
+    const rows = layers.rows.filter((r) => r.quantized);
+    result.per_layer_sqnr = {
+      samples: layers.samples,
+      data: "representative data (the PTQ run's similarity stage)",
+      max_sqnr_db: 200,
+      rows: rows.map((r) => ({
+        layer: r.layer,
+        class: r.class,
+        quantized: r.quantized,
+        sqnr_accumulated_db: r.sqnr_accumulated_db,
+        sqnr_isolated_db: r.sqnr_isolated_db,
+        accumulated_step_db: null,
+        cosine_accumulated: r.cosine,
+      })),
+    };
+  }
+  if (!result.min_max_ranges) {
+    result.min_max_ranges = {
+      activations: layers.rows.filter((r) => isNumber(r.encoding_min)).map((r) => ({
+        layer: r.layer, min: r.encoding_min, max: r.encoding_max, bitwidth: r.activation_bits,
+      })),
+      weights: layers.rows.filter((r) => isNumber(r.weight_min)).map((r) => ({
+        layer: r.layer, kernel: "kernel", min: r.weight_min, max: r.weight_max,
+        bitwidth: r.weight_bits, per_channel: r.weight_per_channel,
+      })),
+    };
+  }
+  return result;
+}
+
+// What kind of run a set of tables comes from, for labels.
+export function runKind(tables) {
+  if (tables.summary || tables.per_layer_quant_enabled || tables.sensitivity) {
+    return "QuantAnalyzer";
+  }
+  return tables.layer_table ? "PTQ" : "unknown";
+}
+
+// ------------------------------------------------------------------ progress
+
+// "N of M evaluations, about T left" for an analysis still running, else null.
+export function progressText(summary, now = Date.now() / 1000) {
+  if (!summary || summary.status !== "running") {
+    return null;
+  }
+  const done = summary.evaluations_done ?? 0;
+  const total = summary.evaluations_total;
+  let text = `Analysis running: ${done} of ${total ?? "?"} evaluations`;
+  if (done > 0 && isNumber(total) && isNumber(summary.evaluation_seconds)) {
+    const left = (summary.evaluation_seconds / done) * (total - done);
+    text += `, about ${formatDuration(left)} left`;
+  } else {
+    text += " (calibrating and measuring per-layer errors first)";
+  }
+  return text;
+}
+
+export function formatDuration(seconds) {
+  if (!isNumber(seconds) || seconds < 0) {
+    return "?";
+  }
+  if (seconds < 90) {
+    return `${Math.max(1, Math.round(seconds))} s`;
+  }
+  if (seconds < 5400) {
+    return `${Math.round(seconds / 60)} min`;
+  }
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+// ------------------------------------------------------------------ the layer table
+
+// What a good and a bad value is, stated in the page next to the table.
+// 8-bit uniform quantization of a tensor whose grid fits it gives about 40 dB
+// (about 6 dB per bit); below 20 dB the error is a tenth of the signal.
+export const THRESHOLDS = {
+  sqnr_isolated_db: { bad: 20, warn: 30, unit: "dB", low: true,
+    text: "isolated SQNR: below 20 dB bad, below 30 dB suspect (8-bit is about 40 dB)" },
+  sqnr_accumulated_db: { bad: 10, warn: 20, unit: "dB", low: true,
+    text: "accumulated SQNR: below 10 dB bad, below 20 dB suspect" },
+  weight_sqnr_db: { bad: 25, warn: 35, unit: "dB", low: true,
+    text: "weight SQNR: below 25 dB bad, below 35 dB suspect" },
+  cosine: { bad: 0.99, warn: 0.999, low: true,
+    text: "cosine: below 0.99 bad, below 0.999 suspect (it saturates near 1: prefer SQNR)" },
+  enabled_drop: { bad: 0.01, warn: 0.002, low: false,
+    text: "only this layer quantized: a score drop over 1% of FP32 bad, over 0.2% suspect" },
+};
+
+function severityOf(key, value) {
+  const t = THRESHOLDS[key];
+  if (!t || !isNumber(value)) {
+    return 0;
+  }
+  if (t.low) {
+    return value < t.bad ? 2 : value < t.warn ? 1 : 0;
+  }
+  return value > t.bad ? 2 : value > t.warn ? 1 : 0;
+}
+
+// One row per layer with every metric the run has, in graph order, each with
+// `flags` ([{ key, severity, text }]) and `severity` (0 fine, 1 suspect, 2 bad).
+export function layerRows(tables) {
+  const rows = new Map();
+  const order = [];
+  const row = (layer) => {
+    if (!rows.has(layer)) {
+      rows.set(layer, { layer });
+      order.push(layer);
+    }
+    return rows.get(layer);
+  };
+  const lt = tables.layer_table;
+  for (const r of (lt ? lt.rows : [])) {
+    Object.assign(row(r.layer), {
+      class: r.class, quantized: r.quantized, note: r.note, graph_node: r.graph_node,
+      weight_bits: r.weight_bits, weight_per_channel: r.weight_per_channel,
+      weight_min: r.weight_min, weight_max: r.weight_max,
+      activation_bits: r.activation_bits, encoding_min: r.encoding_min, encoding_max: r.encoding_max,
+      memory_before: r.memory_before, memory_after: r.memory_after,
+      sqnr_accumulated_db: r.sqnr_accumulated_db, sqnr_isolated_db: r.sqnr_isolated_db,
+      cosine: r.cosine,
+    });
+  }
+  const sqnr = tables.per_layer_sqnr;
+  if (sqnr && !lt) {
+    for (const r of sqnr.rows) {
+      Object.assign(row(r.layer), {
+        class: r.class, quantized: r.quantized,
+        sqnr_accumulated_db: r.sqnr_accumulated_db, sqnr_isolated_db: r.sqnr_isolated_db,
+        accumulated_step_db: r.accumulated_step_db, mse_accumulated: r.mse_accumulated,
+        cosine: r.cosine_accumulated,
+      });
+    }
+  }
+  const ranges = tables.min_max_ranges;
+  if (ranges && !lt) {
+    for (const r of ranges.activations) {
+      Object.assign(row(r.layer), {
+        activation_bits: r.bitwidth, encoding_min: r.min, encoding_max: r.max,
+      });
+    }
+    for (const r of ranges.weights) {
+      const target = row(r.layer);
+      if (target.weight_bits === undefined) {
+        Object.assign(target, {
+          weight_bits: r.bitwidth, weight_per_channel: r.per_channel,
+          weight_min: r.min, weight_max: r.max,
+        });
+      }
+    }
+  }
+  const weights = tables.weight_sqnr;
+  for (const r of (weights ? weights.rows : [])) {
+    const target = row(r.layer);
+    target.weight_sqnr_db = isNumber(target.weight_sqnr_db)
+      ? Math.min(target.weight_sqnr_db, r.sqnr_db) : r.sqnr_db;
+  }
+  const enabled = tables.per_layer_quant_enabled;
+  for (const r of (enabled ? enabled.rows : [])) {
+    row(r.layer).score_enabled = r.score;
+  }
+  const disabled = tables.per_layer_quant_disabled;
+  for (const r of (disabled ? disabled.rows : [])) {
+    row(r.layer).score_disabled = r.score;
+  }
+  const fp32 = enabled && isNumber(enabled.fp32) ? enabled.fp32 : null;
+  return order.map((layer) => {
+    const r = rows.get(layer);
+    const flags = [];
+    const check = (key, value, label) => {
+      const severity = severityOf(key, value);
+      if (severity) {
+        flags.push({ key, severity, text: label });
+      }
+    };
+    check("sqnr_isolated_db", r.sqnr_isolated_db, `isolated SQNR ${formatDb(r.sqnr_isolated_db)}`);
+    check("sqnr_accumulated_db", r.sqnr_accumulated_db, `accumulated SQNR ${formatDb(r.sqnr_accumulated_db)}`);
+    check("weight_sqnr_db", r.weight_sqnr_db, `weight SQNR ${formatDb(r.weight_sqnr_db)}`);
+    check("cosine", r.cosine, `cosine ${isNumber(r.cosine) ? r.cosine.toFixed(4) : ""}`);
+    if (fp32 !== null && isNumber(r.score_enabled)) {
+      const drop = (fp32 - r.score_enabled) / Math.max(Math.abs(fp32), 1e-12);
+      check("enabled_drop", drop, `score ${formatNumber(r.score_enabled)} with only this layer quantized`);
+    }
+    r.flags = flags;
+    r.severity = flags.reduce((worst, f) => Math.max(worst, f.severity), 0);
+    return r;
+  });
+}
+
+// ------------------------------------------------------------------ histograms
+
+// The same values rounded to an encoding's grid, counted on the histogram's
+// bins: what the quantizer outputs (clipped at the grid's ends).
+export function quantizedHistogram(hist, bitwidth) {
+  const lo = hist.encoding_min;
+  const hi = hist.encoding_max;
+  if (!isNumber(lo) || !isNumber(hi) || !(hi > lo) || !isNumber(bitwidth)) {
+    return null;
+  }
+  const scale = (hi - lo) / (2 ** bitwidth - 1);
+  const counts = hist.counts.map(() => 0);
+  let bottom = 0;
+  let top = counts.length - 1;
+  hist.counts.forEach((count, i) => {
+    const x = hist.lo + (i + 0.5) * hist.width;
+    const q = lo + Math.round((Math.min(Math.max(x, lo), hi) - lo) / scale) * scale;
+    const bin = Math.floor((q - hist.lo) / hist.width);
+    counts[Math.min(Math.max(bin, bottom), top)] += count;
+  });
+  return { ...hist, counts };
 }

@@ -2,17 +2,28 @@
 // analysis. Used by the offline report (tables embedded in the page) and by
 // the TensorBoard tab (tables read from the plugin's routes):
 //
-//   renderQuantAnalyzer(rootElement, tables, Plotly)
+//   renderQuantAnalyzer(rootElement, tables, Plotly, options)
 //
-// `tables` maps payload kinds to tables as mct_logger.analyzer writes them.
+// `tables` maps payload kinds to tables as mct_logger writes them (a
+// QuantAnalyzer run's, or a PTQ run's "layer_table"). `options`:
+//   loadDetail(kind, row) -> Promise of the row with its per-channel fields
+//     (the tab fetches them one layer at a time; default: the row itself);
+//   graphHref(row) -> the link to the layer's graph in TensorBoard, or null;
+//   view: the view shown first.
 // Charts are drawn when their view is first shown (hidden elements have no size).
 
 import {
   VIEWS,
   findings,
+  formatBytes,
   formatDb,
   formatNumber,
+  THRESHOLDS,
   isNumber,
+  layerRows,
+  normalizeTables,
+  progressText,
+  quantizedHistogram,
   sensitivityVerdict,
   suspects,
   weightLabel,
@@ -92,7 +103,7 @@ export function dataTable(columns, rows, options = {}) {
     }
     body.replaceChildren(
       ...sorted.map((row) =>
-        h("tr", {}, columns.map((column) =>
+        h("tr", { class: options.rowClass ? options.rowClass(row) : "" }, columns.map((column) =>
           h("td", { class: column.numeric ? "qa-num" : "" },
             column.format ? column.format(row[column.key], row) : String(row[column.key] ?? "")),
         )),
@@ -124,13 +135,18 @@ function select(options, onChange, label) {
 
 // ------------------------------------------------------------------ the dashboard
 
-export function renderQuantAnalyzer(root, tables, Plotly) {
+export function renderQuantAnalyzer(root, rawTables, Plotly, options = {}) {
+  const tables = normalizeTables(rawTables);
+  const context = {
+    loadDetail: options.loadDetail || ((kind, row) => Promise.resolve(row)),
+    graphHref: options.graphHref || (() => null),
+  };
   root.classList.add("qa-root");
   root.replaceChildren();
   const summary = tables.summary || {};
   const state = { focus: null, built: new Map(), panels: new Map(), tabs: new Map() };
 
-  root.append(header(summary));
+  root.append(header(summary, tables));
   const found = findings(tables);
   root.append(findingsSection(found, (view, layer) => activate(view, layer)));
 
@@ -153,6 +169,7 @@ export function renderQuantAnalyzer(root, tables, Plotly) {
   root.append(nav, panels);
 
   const builders = {
+    layers: buildLayers,
     sensitivity: buildSensitivity,
     "per-layer": buildPerLayer,
     sqnr: buildSqnr,
@@ -164,7 +181,7 @@ export function renderQuantAnalyzer(root, tables, Plotly) {
 
   function activate(viewId, layer = null) {
     if (!state.panels.has(viewId)) {
-      viewId = VIEWS[0].id;
+      viewId = firstView;
     }
     for (const [id, panel] of state.panels) {
       panel.hidden = id !== viewId;
@@ -172,7 +189,7 @@ export function renderQuantAnalyzer(root, tables, Plotly) {
     }
     const panel = state.panels.get(viewId);
     if (!state.built.has(viewId)) {
-      state.built.set(viewId, builders[viewId](panel, tables, Plotly) || {});
+      state.built.set(viewId, builders[viewId](panel, tables, Plotly, context) || {});
     } else {
       for (const chart of panel.querySelectorAll(".js-plotly-plot")) {
         Plotly.Plots.resize(chart);
@@ -185,13 +202,15 @@ export function renderQuantAnalyzer(root, tables, Plotly) {
     root.dataset.view = viewId;
   }
 
-  activate(VIEWS[0].id);
-  return { activate, findings: found };
+  const firstView = (VIEWS.find((v) => v.id !== "layers" && v.kinds.some((k) => tables[k])) ||
+    VIEWS[0]).id;
+  activate(options.view && state.panels.has(options.view) ? options.view : firstView);
+  return { activate, findings: found, view: () => root.dataset.view };
 }
 
-function header(summary) {
+function header(summary, tables) {
   const config = summary.config || {};
-  const status = summary.status || "unknown";
+  const status = summary.status || (tables.layer_table ? "complete" : "unknown");
   const facts = [];
   if (config.weight_bits) {
     facts.push(`W${config.weight_bits}A${config.activation_bits}`);
@@ -203,15 +222,29 @@ function header(summary) {
   if (summary.layers) {
     facts.push(`${summary.layers.length} quantized layers`);
   }
+  const layerTable = tables.layer_table;
+  if (layerTable) {
+    const quantized = layerTable.rows.filter((r) => r.quantized).length;
+    facts.push(`PTQ run: ${quantized} of ${layerTable.rows.length} layers quantized`);
+    if (isNumber(layerTable.memory_before) && layerTable.memory_before > 0) {
+      facts.push(`memory ${formatBytes(layerTable.memory_before)} → ${formatBytes(layerTable.memory_after)} ` +
+        `(${(100 * layerTable.memory_after / layerTable.memory_before).toFixed(1)}%)`);
+    }
+  }
   const folded = Object.keys(summary.batch_norms_folded || {}).length;
   if (folded) {
     facts.push(`${folded} batch norm${folded > 1 ? "s" : ""} folded (FP32 baseline)`);
   }
+  const model = summary.model || (layerTable && layerTable.model);
   const box = h("header", { class: "qa-header" },
-    h("h1", {}, "QuantAnalyzer", summary.model ? h("span", { class: "qa-model" }, summary.model) : null),
+    h("h1", {}, "QuantAnalyzer", model ? h("span", { class: "qa-model" }, model) : null),
     h("p", { class: "qa-facts" }, facts.join(" · ")),
   );
-  if (status !== "complete") {
+  const progress = progressText(summary);
+  if (progress) {
+    box.append(h("p", { class: "qa-note qa-note-info qa-progress", role: "status" }, progress,
+      " — the tables below fill in as evaluations finish."));
+  } else if (status !== "complete") {
     box.append(note(
       `Analysis ${status} after ${summary.evaluations_done ?? 0} of ` +
       `${summary.evaluations_total ?? "?"} evaluations: showing the results finished so far.` +
@@ -261,6 +294,10 @@ function findingsSection(found, go) {
   return section;
 }
 
+function showFailure(element, error) {
+  element.replaceChildren(note(`Could not load this layer's channels: ${error && error.message ? error.message : error}`, "warning"));
+}
+
 function missing(panel, text) {
   panel.append(note(text, "warning"));
   return {};
@@ -273,6 +310,85 @@ function incomplete(table, total) {
 }
 
 // ------------------------------------------------------------------ views
+
+const LAYER_COLUMNS = [
+  { key: "class", label: "class" },
+  { key: "weight_bits", label: "W bits", numeric: true, format: bits },
+  { key: "weight_per_channel", label: "per-channel", format: (v) => (v === undefined || v === null ? "" : v ? "yes" : "no") },
+  { key: "activation_bits", label: "A bits", numeric: true, format: bits },
+  { key: "encoding_min", label: "act. min", numeric: true, format: (v) => formatNumber(v, 4) },
+  { key: "encoding_max", label: "act. max", numeric: true, format: (v) => formatNumber(v, 4) },
+  { key: "weight_min", label: "weight min", numeric: true, format: (v) => formatNumber(v, 4) },
+  { key: "weight_max", label: "weight max", numeric: true, format: (v) => formatNumber(v, 4) },
+  { key: "memory_before", label: "memory FP32", numeric: true, format: formatBytes },
+  { key: "memory_after", label: "memory quantized", numeric: true, format: formatBytes },
+  { key: "sqnr_isolated_db", label: "SQNR isolated", numeric: true, format: formatDb },
+  { key: "sqnr_accumulated_db", label: "SQNR accumulated", numeric: true, format: formatDb },
+  { key: "accumulated_step_db", label: "SQNR drop here", numeric: true, format: formatDb },
+  { key: "weight_sqnr_db", label: "weight SQNR", numeric: true, format: formatDb },
+  { key: "mse_accumulated", label: "MSE", numeric: true, format: (v) => formatNumber(v, 3) },
+  { key: "cosine", label: "cosine", numeric: true, format: (v) => (isNumber(v) ? v.toFixed(5) : "n/a") },
+  { key: "score_enabled", label: "score, only this quantized", numeric: true, format: (v) => formatNumber(v, 5) },
+  { key: "score_disabled", label: "score, this in float", numeric: true, format: (v) => formatNumber(v, 5) },
+];
+
+function bits(value) {
+  return isNumber(value) ? String(value) : "float";
+}
+
+function buildLayers(panel, tables, Plotly, context) {
+  const rows = layerRows(tables);
+  panel.append(h("h2", {}, "Every layer"));
+  if (!rows.length) {
+    return missing(panel, "This run has no per-layer table.");
+  }
+  const flagged = rows.filter((r) => r.severity > 0).length;
+  panel.append(h("p", { class: "qa-explain" },
+    `${rows.length} layers in graph order; ${flagged} flagged. Click a header to sort, type to filter. ` +
+    "Flags: ", h("span", { class: "qa-flag qa-flag-2" }, "bad"), " ",
+    h("span", { class: "qa-flag qa-flag-1" }, "suspect"), ". Thresholds:"));
+  panel.append(h("ul", { class: "qa-thresholds" },
+    Object.values(THRESHOLDS).map((t) => h("li", {}, t.text))));
+  const columns = [
+    {
+      key: "layer", label: "layer",
+      format: (value, row) => {
+        const href = context.graphHref(row);
+        return href
+          ? h("a", { href, target: "_top", class: "qa-graph-link", title: `Open the Graphs tab on this run (node ${row.graph_node || value})` }, value)
+          : value;
+      },
+    },
+    { key: "severity", label: "flags", numeric: true,
+      format: (value, row) => (row.flags.length
+        ? h("span", { class: `qa-flag qa-flag-${value}`, title: row.flags.map((f) => f.text).join("; ") },
+          row.flags.map((f) => f.text).join("; "))
+        : "") },
+    ...LAYER_COLUMNS.filter((c) => rows.some((r) => r[c.key] !== undefined && r[c.key] !== null)),
+  ];
+  const filter = h("input", { type: "search", placeholder: "filter by layer or class", "aria-label": "filter layers" });
+  const onlyFlagged = h("input", { type: "checkbox", "aria-label": "flagged only" });
+  const holder = h("div", {});
+  const draw = () => {
+    const text = filter.value.trim().toLowerCase();
+    const shown = rows.filter((r) =>
+      (!onlyFlagged.checked || r.severity > 0) &&
+      (!text || r.layer.toLowerCase().includes(text) || String(r.class || "").toLowerCase().includes(text)));
+    holder.replaceChildren(dataTable(columns, shown, {
+      rowClass: (r) => (r.severity ? `qa-row-flag-${r.severity}` : ""),
+    }));
+  };
+  filter.addEventListener("input", draw);
+  onlyFlagged.addEventListener("change", draw);
+  panel.append(h("div", { class: "qa-controls" }, filter, h("label", {}, onlyFlagged, " flagged only")), holder);
+  draw();
+  return {
+    focus(layer) {
+      filter.value = layer;
+      draw();
+    },
+  };
+}
 
 function buildSensitivity(panel, tables, Plotly) {
   const table = tables.sensitivity;
@@ -399,7 +515,7 @@ function buildMse(panel, tables, Plotly) {
   return {};
 }
 
-function buildRanges(panel, tables, Plotly) {
+function buildRanges(panel, tables, Plotly, context) {
   const table = tables.min_max_ranges;
   panel.append(h("h2", {}, "Encoding min/max ranges"));
   if (!table) {
@@ -419,13 +535,16 @@ function buildRanges(panel, tables, Plotly) {
     panel.append(chart);
     plot(Plotly, chart, weightRangesSpec(table.weights));
     const channels = chartBox();
+    const drawChannels = (index) => context.loadDetail("min_max_ranges", table.weights[index])
+      .then((row) => plot(Plotly, channels, channelRangesSpec(row)))
+      .catch((error) => showFailure(channels, error));
     chooser = select(
       table.weights.map((r, i) => ({ value: String(i), label: weightLabel(r) })),
-      (value) => plot(Plotly, channels, channelRangesSpec(table.weights[Number(value)])),
+      (value) => drawChannels(Number(value)),
       "weight tensor",
     );
     panel.append(h("div", { class: "qa-controls" }, h("label", {}, "Channels of ", chooser)), channels);
-    plot(Plotly, channels, channelRangesSpec(table.weights[0]));
+    drawChannels(0);
   }
   return {
     focus(layer) {
@@ -438,7 +557,7 @@ function buildRanges(panel, tables, Plotly) {
   };
 }
 
-function buildHistograms(panel, tables, Plotly) {
+function buildHistograms(panel, tables, Plotly, context) {
   const table = tables.histograms;
   panel.append(h("h2", {}, "Statistics histograms"));
   if (!table) {
@@ -446,6 +565,7 @@ function buildHistograms(panel, tables, Plotly) {
   }
   panel.append(h("p", { class: "qa-explain" },
     "The values each quantizer saw (activations: over the calibration data; weights: the kernel), " +
+    "float (bars) and quantized (the same values rounded to the encoding's grid, line), " +
     "with the encoding's min and max. Mass outside the lines is clipped; a grid much wider than the mass " +
     "wastes levels."));
   const entries = [
@@ -479,8 +599,11 @@ function buildHistograms(panel, tables, Plotly) {
     const title = entry.kind === "activation"
       ? `${entry.row.layer}: output values in calibration`
       : `${weightLabel(entry.row)}: all kernel values`;
-    plot(Plotly, whole, histogramSpec(entry.row, title, { log: logBox.checked }));
-    const channels = entry.kind === "weight" && entry.row.channels ? entry.row.channels.counts.length : 0;
+    const bitwidth = entry.row.bitwidth ?? bitsOf(entry);
+    plot(Plotly, whole, histogramSpec(entry.row, title, {
+      log: logBox.checked, quantized: quantizedHistogram(entry.row, bitwidth),
+    }));
+    const channels = entry.kind === "weight" ? (entry.row.channel_count ?? weightChannels(entry.row)) : 0;
     channelLabel.hidden = channels === 0;
     perChannel.hidden = channels === 0;
     if (channels) {
@@ -491,20 +614,36 @@ function buildHistograms(panel, tables, Plotly) {
     }
   }
 
+  function bitsOf(entry) {
+    const ranges = tables.min_max_ranges;
+    const list = ranges ? (entry.kind === "activation" ? ranges.activations : ranges.weights) : [];
+    const match = list.find((r) => r.layer === entry.row.layer && (entry.kind === "activation" || r.kernel === entry.row.kernel));
+    return match ? match.bitwidth : null;
+  }
+
+  function weightChannels(row) {
+    const weights = tables.weight_sqnr ? tables.weight_sqnr.rows : [];
+    const match = weights.find((r) => r.layer === row.layer && r.kernel === row.kernel);
+    return match ? match.channels : (row.channels ? row.channels.counts.length : 0);
+  }
+
   function drawChannel() {
     const entry = entries[current];
     if (entry.kind !== "weight") {
       return;
     }
-    const count = entry.row.channels.counts.length;
-    const channel = Math.min(Math.max(0, Math.round(Number(channelInput.value) || 0)), count - 1);
-    channelInput.value = channel;
-    plot(Plotly, perChannel, histogramSpec(
-      channelHistogram(entry.row, channel),
-      `${weightLabel(entry.row)}: output channel ${channel} of ${count}` +
-        (entry.row.per_channel_encoding ? " (its own encoding)" : " (per-tensor encoding)"),
-      { log: logBox.checked, height: 300 },
-    ));
+    context.loadDetail("histograms", entry.row).then((row) => {
+      const count = row.channels.counts.length;
+      const channel = Math.min(Math.max(0, Math.round(Number(channelInput.value) || 0)), count - 1);
+      channelInput.value = channel;
+      const hist = channelHistogram(row, channel);
+      plot(Plotly, perChannel, histogramSpec(
+        hist,
+        `${weightLabel(row)}: output channel ${channel} of ${count}` +
+          (row.per_channel_encoding ? " (its own encoding)" : " (per-tensor encoding)"),
+        { log: logBox.checked, height: 300, quantized: quantizedHistogram(hist, bitsOf(entry)) },
+      ));
+    }).catch((error) => showFailure(perChannel, error));
   }
 
   draw();
@@ -522,7 +661,7 @@ function buildHistograms(panel, tables, Plotly) {
   };
 }
 
-function buildWeights(panel, tables, Plotly) {
+function buildWeights(panel, tables, Plotly, context) {
   const table = tables.weight_sqnr;
   panel.append(h("h2", {}, "Weight SQNR"));
   if (!table) {
@@ -538,13 +677,16 @@ function buildWeights(panel, tables, Plotly) {
   panel.append(chart);
   plot(Plotly, chart, weightSqnrSpec(table));
   const channels = chartBox();
+  const drawChannels = (index) => context.loadDetail("weight_sqnr", table.rows[index])
+    .then((row) => plot(Plotly, channels, channelSqnrSpec(row)))
+    .catch((error) => showFailure(channels, error));
   const chooser = select(
     table.rows.map((r, i) => ({ value: String(i), label: weightLabel(r) })),
-    (value) => plot(Plotly, channels, channelSqnrSpec(table.rows[Number(value)])),
+    (value) => drawChannels(Number(value)),
     "weight tensor",
   );
   panel.append(h("div", { class: "qa-controls" }, h("label", {}, "Channels of ", chooser)), channels);
-  plot(Plotly, channels, channelSqnrSpec(table.rows[0]));
+  drawChannels(0);
   return {
     focus(layer) {
       const index = table.rows.findIndex((r) => r.layer === layer);

@@ -64,8 +64,7 @@ from mct_logger import metrics
 from mct_logger.activations import PairedActivations
 from mct_logger.graph import Graph, read_model
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
-from mct_logger.quantization.encodings import Encoding, quantize_dequantize
-from mct_logger.quantization.layers import broadcast_shape
+from mct_logger.quantization.encodings import Encoding
 from mct_logger.quantization.observers import OBSERVERS, HistogramCollector, channels_last_2d
 from mct_logger.quantization.plan import plan_quantization
 from mct_logger.quantization.quantsim import (
@@ -76,6 +75,7 @@ from mct_logger.quantization.quantsim import (
     weight_encodings,
 )
 from mct_logger.report import write_report
+from mct_logger.weight_quantization import weight_quantization_rows
 from mct_logger.tb_plugin.summary import json_ready
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms
 
@@ -108,6 +108,8 @@ WEIGHT_SQNR_FILE = "weight_sqnr.json"
 HISTOGRAMS_FILE = "histograms.json"
 MIN_MAX_TABLE_FILE = os.path.join(MIN_MAX_FOLDER, "encodings.json")
 SUMMARY_FILE = "summary.json"
+# While evaluations run, the growing tables go to TensorBoard at most this often.
+LIVE_INTERVAL_SECONDS = 1.0
 
 # Samples of the calibration data kept for the SQNR analysis when no unlabeled
 # data was given with `enable_per_layer_mse_loss`.
@@ -463,6 +465,9 @@ class _Analysis:
         self.evaluations_done = 0
         self.evaluations_total = None
         self.summary: dict = {}
+        self._steps: dict[str, int] = {}
+        self._last_live = 0.0
+        self._evaluations_started = time.time()
         self.run_log = None
         self.writer = None
         self.started = time.time()
@@ -514,6 +519,8 @@ class _Analysis:
         self.evaluations_total = 2 * len(self.layers) + 3
         self._start_summary(folding)
         self._open_log(graph.name)
+        if self.writer is not None:
+            self._publish("summary", self.summary)  # the tab shows the run from the start
 
         float_model = graph.to_keras(name=f"{graph.name}_fp32")
         self.result.float_model = float_model
@@ -547,6 +554,7 @@ class _Analysis:
         self._activation_errors(encodings, calibration)
 
         progress = keras.utils.Progbar(self.evaluations_total, unit_name="evaluation")
+        self._evaluations_started = time.time()
         self._sensitivity(float_model, sim, progress)
         self._per_layer(sim, progress, enabled=True)
         self._per_layer(sim, progress, enabled=False)
@@ -575,15 +583,37 @@ class _Analysis:
         os.replace(temporary, path)
 
     def _publish(self, kind: str, table: dict) -> None:
-        """Keeps `table` for the report and writes it as a TensorBoard payload."""
+        """Keeps `table` for the report and writes it as a TensorBoard payload.
+
+        A table published again (one that grows while the analysis runs) gets
+        the next step, so both loaders keep its newest version last.
+        """
         self.tables[kind] = table
         if self.writer is not None:
             from mct_logger.tb_plugin.summary import payload_summary
 
+            step = self._steps.get(kind, -1) + 1
+            self._steps[kind] = step
             self.writer.add_summary(
-                payload_summary("quant_analyzer", kind, kind, json_ready(table)), step=0
+                payload_summary("quant_analyzer", kind, kind, json_ready(table)), step=step
             )
+            self.writer.flush()  # readable now: the tab fills in while the analysis runs
         self.published.add(kind)
+
+    def _publish_progress(self, kind: str, force: bool = False) -> None:
+        """Publishes a growing table and the summary's count of evaluations, at
+        most every `LIVE_INTERVAL_SECONDS` (always when `force`)."""
+        if self.writer is None:
+            return
+        now = time.time()
+        if not force and now - self._last_live < LIVE_INTERVAL_SECONDS:
+            return
+        self._last_live = now
+        self._publish(kind, self.tables[kind])
+        self.summary.update(evaluations_done=self.evaluations_done,
+                            seconds=round(now - self.started, 3),
+                            evaluation_seconds=round(now - self._evaluations_started, 3))
+        self._publish("summary", self.summary)
 
     def _count_evaluation(self, progress) -> None:
         self.evaluations_done += 1
@@ -628,7 +658,9 @@ class _Analysis:
     def _finish(self, failure: BaseException | None) -> None:
         try:
             for kind, table in list(self.tables.items()):
-                if kind not in self.published:
+                # unpublished tables, and growing ones whose newest rows the
+                # live updates may have skipped
+                if kind not in self.published or table.get("complete") is False:
                     self._publish(kind, table)
             if self.summary:
                 self.summary.update(
@@ -715,26 +747,13 @@ class _Analysis:
         self._publish("histograms", table)
 
     def _weight_sqnr(self, encodings) -> None:
-        graph, plan = self.graph, self.plan
-        rows = []
-        for name in self.layers:
-            node = graph.nodes[name]
-            for kernel_name, encoding in encodings[name].weights.items():
-                axes = plan[name].weights[kernel_name].channel_axes
-                kernel = np.asarray(keras.ops.convert_to_numpy(getattr(node.layer, kernel_name)))
-                shape = broadcast_shape(kernel.shape, axes) if encoding.per_channel else None
-                quantized = quantize_dequantize(kernel, encoding, shape)
-                f = channels_last_2d(kernel.astype(np.float64), axes)
-                q = channels_last_2d(quantized.astype(np.float64), axes)
-                signal, noise = np.sum(f * f, axis=0), np.sum((f - q) ** 2, axis=0)
-                rows.append({
-                    "layer": name, "kernel": kernel_name, "class": node.layer_class,
-                    "bitwidth": encoding.bitwidth, "per_channel_encoding": encoding.per_channel,
-                    "sqnr_db": float(metrics.sqnr_from_powers(signal.sum(), noise.sum())),
-                    "channels": int(f.shape[1]),
-                    "channel_sqnr_db": [round(float(v), 3)
-                                        for v in metrics.sqnr_from_powers(signal, noise)],
-                })
+        rows = [
+            {"layer": r["layer"], "kernel": r["kernel"], "class": r["class"],
+             "bitwidth": r["bitwidth"], "per_channel_encoding": r["per_channel"],
+             "sqnr_db": r["sqnr_db"], "channels": r["channels"],
+             "channel_sqnr_db": r["channel_sqnr_db"]}
+            for r in weight_quantization_rows(self.graph, self.plan, encodings)
+        ]
         self.result.weight_sqnr = {f"{r['layer']}/{r['kernel']}": r for r in rows}
         table = {"rows": rows}
         self._write_json(WEIGHT_SQNR_FILE, table, compact=True)
@@ -815,6 +834,7 @@ class _Analysis:
                         key, table["labels"][key], table[key])
             self._count_evaluation(progress)
             self._write_json(SENSITIVITY_FILE, table)
+            self._publish_progress("sensitivity")
         table["complete"] = True
         self._write_json(SENSITIVITY_FILE, table)
         self._publish("sensitivity", table)
@@ -847,6 +867,7 @@ class _Analysis:
                                   "score": score})
             self._count_evaluation(progress)
             self._write_json(filename, scores)
+            self._publish_progress(kind)
         table["complete"] = True
         self._publish(kind, table)
 

@@ -175,6 +175,7 @@ class TensorBoardListener:
         self.folder = folder
         self.plan = None
         self.encodings = None
+        self.graph_run = None
         self.stage_index = 0
         # Writing runs in one worker thread, in stage order, while the engine
         # goes on with the next stage; close() waits for it.
@@ -186,6 +187,8 @@ class TensorBoardListener:
     def __call__(self, stage: str, graph, result) -> None:
         run = f"{self.stage_index:02d}_{stage}"
         self.stage_index += 1
+        if stage == "quantized_model":
+            self.graph_run = run  # where the layer table's rows link to in the Graphs tab
         if getattr(result, "plan", None) is not None:
             self.plan = result.plan
         if getattr(result, "encodings", None) is not None:
@@ -285,8 +288,15 @@ class TensorBoardListener:
 
     def _on_similarity_analysis(self, run, graph, result):
         from mct_logger import events
+        from mct_logger.tb_plugin import metadata
+        from mct_logger.tb_plugin.summary import payload_summary
 
         writer = self.log.writer(run)
+        writer.add_summary(payload_summary(
+            metadata.QUANT_ANALYZER, "layer_table", "layer_table",
+            layer_table(graph, self.plan, self.encodings, result, self.graph_run)))
+        writer.add_summary(payload_summary(
+            metadata.CLE, "weight_quantization", "weight_quantization", {"rows": result.weights}))
         for node, (edges, counts) in result.quantized_histograms.items():
             writer.histogram(f"activations/{node}", edges, counts, total=counts.sum())
         for path, values in (("accumulated", result.sqnr_accumulated_db),
@@ -312,6 +322,57 @@ class TensorBoardListener:
             "| index | node | SQNR accumulated (dB) | SQNR isolated (dB) | mean cosine |\n"
             "|---:|---|---:|---:|---:|\n" + rows,
         )
+
+
+def layer_table(graph, plan: dict, encodings: dict, similarity, graph_run: str | None) -> dict:
+    """The QuantAnalyzer tab's per-layer table of one PTQ run ("layer_table" payload).
+
+    One row per node in graph order, from what the stages already computed:
+    the plan (bits, per-channel or not, why a node stays in float), the
+    encodings (min/max), memory at batch 1 before (float32) and after (planned
+    bits), and the similarity stage's SQNR (dB) and mean cosine over its samples.
+    """
+    from mct_logger import events, ptq
+
+    before, after = ptq.graph_memory(graph), ptq.graph_memory(graph, plan)
+    index = {n: i for i, n in enumerate(similarity.nodes)}
+    rows = []
+    for node in graph:
+        p, enc = plan[node.name], encodings.get(node.name)
+        kernels = dict(enc.weights) if enc is not None else {}
+        kernel = kernels.get("kernel") or next(iter(kernels.values()), None)
+        i = index.get(node.name)
+        rows.append({
+            "layer": node.name,
+            "graph_node": events.graph_node_name(node.name),
+            "class": node.layer_class,
+            "quantized": bool(p.quantized),
+            "note": p.note or None,
+            "weight_bits": kernel.bitwidth if kernel is not None else None,
+            "weight_per_channel": bool(kernel.per_channel) if kernel is not None else None,
+            "weight_min": float(np.min(kernel.min)) if kernel is not None else None,
+            "weight_max": float(np.max(kernel.max)) if kernel is not None else None,
+            "activation_bits": p.activation.bitwidth if p.activation is not None else None,
+            "encoding_min": (float(np.min(enc.activation.min))
+                             if enc is not None and enc.activation is not None else None),
+            "encoding_max": (float(np.max(enc.activation.max))
+                             if enc is not None and enc.activation is not None else None),
+            "memory_before": before[node.name]["total"],
+            "memory_after": after[node.name]["total"],
+            "sqnr_accumulated_db": similarity.sqnr_accumulated_db.get(node.name),
+            "sqnr_isolated_db": similarity.sqnr_isolated_db.get(node.name),
+            "cosine": float(similarity.cosine[:, i].mean()) if i is not None and
+            similarity.num_samples else None,
+        })
+    return {
+        "source": "ptq",
+        "model": graph.name,
+        "samples": int(similarity.num_samples),
+        "graph_run": graph_run,
+        "memory_before": int(sum(m["total"] for m in before.values())),
+        "memory_after": int(sum(m["total"] for m in after.values())),
+        "rows": rows,
+    }
 
 
 def _node_attrs(node, plan, memory: dict) -> dict:

@@ -32,6 +32,7 @@ from mct_logger.graph import Graph, TensorRef, _variable_name
 from mct_logger.quantization.encodings import quantize_dequantize
 from mct_logger.quantization.layers import broadcast_shape, linear_forward
 from mct_logger.quantization.quantsim import compile_inference
+from mct_logger.weight_quantization import weight_quantization_rows
 
 
 @dataclasses.dataclass
@@ -47,6 +48,8 @@ class SimilarityResult:
         quantized_histograms: node -> (edges, counts) of the quantized output over
             all representative data, on the float histogram's bins.
         num_samples: samples in the per-sample comparison.
+        weights: one row per quantized kernel, float vs quantized weights
+            (`weight_quantization.weight_quantization_rows`).
     """
 
     nodes: list
@@ -56,6 +59,7 @@ class SimilarityResult:
     sqnr_isolated_db: dict
     quantized_histograms: dict
     num_samples: int
+    weights: list = dataclasses.field(default_factory=list)
     version: int = 1
 
 
@@ -93,6 +97,7 @@ def analyze_similarity(
             quantized_graph, plan, encodings, batches, float_histograms or {}
         ),
         num_samples=errors[nodes[0]].samples if nodes else 0,
+        weights=weight_quantization_rows(quantized_graph, plan, encodings),
     )
 
 

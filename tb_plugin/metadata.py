@@ -32,11 +32,134 @@ PAYLOAD_KINDS = {
         "per_layer_sqnr": 1,
         "weight_sqnr": 1,
         "summary": 1,
+        "layer_table": 1,
     },
     CLE: {
         "weight_ranges": 1,
         "scale_factors": 1,
         "high_bias_fold": 1,
+        "weight_quantization": 1,
+    },
+}
+
+# The JSON shape of every payload kind, written once here. `required` is what
+# a reader checks before using a table (top-level key -> JSON type); `rows`
+# names the list of per-layer rows, each an object with a "layer" (or "node")
+# key; `detail` lists the per-channel fields of a row (dotted for nested ones)
+# that the dashboards fetch one layer at a time instead of with the table.
+SHAPES = {
+    QUANT_ANALYZER: {
+        "sensitivity": {
+            "doc": '{"labels": {"fp32", "weights_only", "activations_only": "W8A32"...}, '
+                   '"fp32", "weights_only", "activations_only": eval score | null, '
+                   '"complete": bool}',
+            "required": {"labels": dict, "complete": bool},
+        },
+        "per_layer_quant_enabled": {
+            "doc": '{"fp32": score | null, "layers_total": int, "complete": bool, "rows": '
+                   '[{"layer", "class", "score"}]} -- one step per evaluation while the '
+                   "analysis runs (the table grows; the newest step is the current one)",
+            "required": {"rows": list, "layers_total": int, "complete": bool},
+            "rows": "rows",
+        },
+        "per_layer_quant_disabled": {
+            "doc": "as per_layer_quant_enabled: the score with only that layer left in float",
+            "required": {"rows": list, "layers_total": int, "complete": bool},
+            "rows": "rows",
+        },
+        "min_max_ranges": {
+            "doc": '{"activations": [{"layer", "key", "min", "max", "bitwidth", "is_symmetric", '
+                   '"per_channel", "scale", "offset" (per-tensor) | "channel_min", "channel_max" '
+                   '(per-channel lists), "observed_min", "observed_max"}], "weights": [the same '
+                   'plus "kernel"]}',
+            "required": {"activations": list, "weights": list},
+            "rows": ("activations", "weights"),
+            "detail": ("channel_min", "channel_max"),
+        },
+        "histograms": {
+            "doc": '{"activations": [{"layer", "lo", "width", "counts", "encoding_min", '
+                   '"encoding_max", "per_channel_encoding"}], "weights": [{"layer", "kernel", '
+                   '"lo", "width", "counts", "encoding_min", "encoding_max", '
+                   '"per_channel_encoding", "channels": {"lo", "width", "counts" (channels x '
+                   'bins), "encoding_min", "encoding_max"}}]} -- even bins from lo, width wide',
+            "required": {"activations": list, "weights": list},
+            "rows": ("activations", "weights"),
+            "detail": ("channels",),
+        },
+        "per_layer_mse_loss": {
+            "doc": '{"samples", "batches", "normalization", "rows": [{"layer", "mse"}]}',
+            "required": {"rows": list},
+            "rows": "rows",
+        },
+        "per_layer_sqnr": {
+            "doc": '{"samples", "batches", "data", "max_sqnr_db", "rows": [{"layer", "class", '
+                   '"quantized", "inputs", "sqnr_accumulated_db", "sqnr_isolated_db", '
+                   '"accumulated_step_db", "mse_accumulated", "mse_isolated", '
+                   '"cosine_accumulated"}]} -- SQNR in dB, in graph order',
+            "required": {"rows": list, "samples": int},
+            "rows": "rows",
+        },
+        "weight_sqnr": {
+            "doc": '{"rows": [{"layer", "kernel", "class", "bitwidth", "per_channel_encoding", '
+                   '"sqnr_db", "channels", "channel_sqnr_db": [per output channel]}]}',
+            "required": {"rows": list},
+            "rows": "rows",
+            "detail": ("channel_sqnr_db",),
+        },
+        "summary": {
+            "doc": '{"model", "status": "running" | "complete" | "interrupted" | "failed", '
+                   '"config": {...}, "layers": [{"layer", "class", "weights", "activation"}], '
+                   '"float_nodes", "batch_norms_folded", "layers_ignored", "evaluations_total", '
+                   '"evaluations_done", "seconds", "error", "analyses"} -- one step per '
+                   "evaluation while the analysis runs",
+            "required": {"status": str},
+        },
+        "layer_table": {
+            "doc": '{"source": "ptq", "model", "samples", "graph_run", "config": {...}, '
+                   '"memory_before", "memory_after" (bytes), "rows": [{"layer", "graph_node", '
+                   '"class", "quantized", "note", "weight_bits", "weight_per_channel", '
+                   '"weight_min", "weight_max", "activation_bits", "encoding_min", '
+                   '"encoding_max", "memory_before", "memory_after", "sqnr_accumulated_db", '
+                   '"sqnr_isolated_db", "cosine"}]} -- written by every logged PTQ run, in '
+                   "graph order",
+            "required": {"rows": list, "samples": int},
+            "rows": "rows",
+        },
+    },
+    CLE: {
+        "weight_ranges": {
+            "doc": '{"cle_applied", "reason", "layers": [{"node", "kernel", "layer_class", '
+                   '"channels", "before": stats, "after": stats | null}]}; stats: {"min", '
+                   '"max", "mean", "range", "relative_range" (per-channel lists, null for dead '
+                   'channels), "dead_channels", "outlier_channels" (indices), "tukey_fence", '
+                   '"spread_score" (log10 of the largest over the smallest live range)}',
+            "required": {"layers": list, "cle_applied": bool},
+            "rows": "layers",
+            "detail": tuple(f"{when}.{field}" for when in ("before", "after")
+                            for field in ("min", "max", "mean", "range", "relative_range")),
+        },
+        "scale_factors": {
+            "doc": '{"cle_applied", "sets": [{"members", "kind", "links", "activations", '
+                   '"scale_factors": [per-channel list per consecutive pair]}], "iterations", '
+                   '"converged", "not_equalized": {node: reason}, "relu6_replaced": [{"node", '
+                   '"form"}], "float_score_before", "float_score_after"}',
+            "required": {"sets": list, "cle_applied": bool},
+        },
+        "high_bias_fold": {
+            "doc": '{"cle_applied", "folds": [{"source", "target", "activation", "amount", '
+                   '"total", "channels_folded"}], "skipped": [{"pair", "reason"}]}',
+            "required": {"folds": list},
+        },
+        "weight_quantization": {
+            "doc": '{"rows": [{"layer", "kernel", "class", "bitwidth", "per_channel", '
+                   '"sqnr_db", "channels", "channel_sqnr_db": [per output channel], '
+                   '"histogram": {"lo", "width", "float", "quantized"} (counts on shared even '
+                   'bins), "encoding_min", "encoding_max"}]} -- every quantized kernel, float '
+                   "vs quantized",
+            "required": {"rows": list},
+            "rows": "rows",
+            "detail": ("channel_sqnr_db", "histogram"),
+        },
     },
 }
 
@@ -58,6 +181,34 @@ def check_kind(plugin_name: str, kind: str) -> int:
             f"Unknown {plugin_name} payload kind {kind!r}; expected one of {sorted(kinds)}."
         )
     return kinds[kind]
+
+
+def check_shape(plugin_name: str, kind: str, table) -> None:
+    """Raises PayloadError when `table` is not shaped as `SHAPES` says for its kind."""
+    shape = SHAPES[plugin_name][kind]
+    if not isinstance(table, dict):
+        raise PayloadError(f"{plugin_name} payload {kind!r} is a {type(table).__name__}, "
+                           "expected a JSON object.")
+    for key, expected in shape["required"].items():
+        if not isinstance(table.get(key), expected) or (expected is int and
+                                                         isinstance(table.get(key), bool)):
+            raise PayloadError(
+                f"{plugin_name} payload {kind!r} has no {expected.__name__} {key!r} "
+                f"(found {type(table.get(key)).__name__})."
+            )
+    for rows_key in row_keys(plugin_name, kind):
+        for index, row in enumerate(table.get(rows_key) or []):
+            if not isinstance(row, dict) or not isinstance(row.get("layer", row.get("node")), str):
+                raise PayloadError(
+                    f"{plugin_name} payload {kind!r}: {rows_key}[{index}] is not a row "
+                    "naming its layer."
+                )
+
+
+def row_keys(plugin_name: str, kind: str) -> tuple:
+    """The keys of a kind's per-layer row lists (empty for tables without rows)."""
+    rows = SHAPES[plugin_name][kind].get("rows", ())
+    return (rows,) if isinstance(rows, str) else tuple(rows)
 
 
 def create_summary_metadata(plugin_name: str, kind: str, data_class: int, description: str = ""):

@@ -8,8 +8,12 @@ from mct_logger.tb_plugin import metadata, reader
 from mct_logger.tb_plugin.summary import payload_summary
 from tests.conftest import tensorboard_provider
 
-SMALL = {"layers": ["conv1", "dense"], "sqnr_db": [31.5, float("nan")]}
-LARGE = {"layer": "conv", "channels": list(range(3000)), "max": [0.5] * 3000}
+# Shaped as the kinds they claim to be (tb_plugin.metadata.SHAPES): the reader checks.
+SMALL = {"samples": 8, "rows": [{"layer": "conv1", "sqnr_isolated_db": 31.5},
+                                {"layer": "dense", "sqnr_isolated_db": float("nan")}]}
+LARGE = {"cle_applied": False, "reason": "off",
+         "layers": [{"node": "conv", "kernel": "kernel", "channels": 3000,
+                     "before": {"max": [0.5] * 3000}, "after": None}]}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +44,8 @@ def test_payloads_round_trip_under_both_loaders(logdir, loader):
         (qa,) = reader.read_payloads(data, ctx, eid, "quant_analyzer")
         assert qa[:3] == ("analysis/quant_analyzer", "per_layer_sqnr",
                           {"kind": "per_layer_sqnr", "version": 1})
-        assert qa[3] == {"layers": ["conv1", "dense"], "sqnr_db": [31.5, None]}  # NaN -> null
+        assert qa[3]["rows"][1] == {"layer": "dense", "sqnr_isolated_db": None}  # NaN -> null
+        assert qa[3]["rows"][0]["sqnr_isolated_db"] == 31.5
         (cle,) = reader.read_payloads(data, ctx, eid, "cle", run="analysis/cle")
         assert cle[1] == "weight_ranges/conv" and cle[3] == LARGE
 

@@ -1,0 +1,85 @@
+// Entry point of the "CLE" TensorBoard tab (tb_plugin's cle plugin):
+// TensorBoard imports this module in the tab's iframe and calls render().
+
+import { loadPlotly } from "./plotly_loader.js";
+import { renderCle } from "./cle_dashboard.js";
+import { h } from "./quant_analyzer.js";
+import { PluginSource, watch } from "./tb_data.js";
+import { problemsBox, runPicker, showError, useStylesheet } from "./tab_common.js";
+
+export async function render() {
+  useStylesheet("static/quant_analyzer.css");
+  const root = h("main", { id: "cle", class: "qa-tab-page" });
+  const picker = h("div", { class: "qa-run-picker" });
+  const problems = h("div", {});
+  const board = h("div", { class: "qa-board" });
+  root.append(picker, problems, board);
+  document.body.append(root);
+
+  const source = new PluginSource(".");
+  const state = { selected: null, shown: "" };
+  let Plotly;
+  try {
+    Plotly = await loadPlotly("static/plotly.min.js");
+  } catch (error) {
+    showError(board, error);
+    return;
+  }
+
+  async function refresh() {
+    let listing;
+    try {
+      listing = await source.runs();
+    } catch (error) {
+      showError(board, error);
+      return;
+    }
+    const names = listing.runs.map((r) => r.name);
+    if (!names.includes(state.selected)) {
+      state.selected = names.length ? names[names.length - 1] : null;
+    }
+    runPicker(picker, listing.runs, state.selected ? [state.selected] : [],
+      () => "PTQ run", ([name]) => {
+        state.selected = name;
+        draw();
+      }, false);
+    problems.replaceChildren(problemsBox(listing.problems));
+    const run = listing.runs.find((r) => r.name === state.selected);
+    if ((run ? run.fingerprint : "") !== state.shown) {
+      await draw();
+    }
+  }
+
+  async function draw() {
+    if (!state.selected) {
+      board.replaceChildren(h("p", { class: "qa-note qa-note-info" },
+        "No CLE data yet: every PTQ run logged with mct_logger.set_log_folder() records its weight ranges."));
+      root.dataset.ready = "true";
+      return;
+    }
+    let body;
+    try {
+      body = await source.tables(state.selected);
+    } catch (error) {
+      showError(board, error);
+      return;
+    }
+    problems.replaceChildren(problemsBox(body.problems));
+    const target = h("div", {});
+    board.replaceChildren(target);
+    try {
+      renderCle(target, body.tables, Plotly, {
+        loadDetail: (kind, row) => source.detail(body.run, body.fingerprint, kind, row),
+      });
+    } catch (error) {
+      showError(board, error);
+      return;
+    }
+    state.shown = body.fingerprint;
+    root.dataset.ready = "true";
+    root.dataset.runs = body.run;
+  }
+
+  await refresh();
+  watch(refresh, () => false);
+}

@@ -1,0 +1,130 @@
+// Entry point of the "QuantAnalyzer" TensorBoard tab (tb_plugin's
+// quant_analyzer plugin): TensorBoard imports this module in the tab's iframe
+// and calls render(). One run selected: the whole dashboard; two or more:
+// side by side. Redraws on TensorBoard's reloads and, while an analysis is
+// running, every few seconds.
+
+import { loadPlotly } from "./plotly_loader.js";
+import { normalizeTables, progressText } from "./qa_data.js";
+import { h, renderQuantAnalyzer } from "./quant_analyzer.js";
+import { renderComparison } from "./qa_compare.js";
+import { PluginSource, graphsHref, watch } from "./tb_data.js";
+import { problemsBox, runPicker, showError, useStylesheet } from "./tab_common.js";
+
+export async function render() {
+  useStylesheet("static/quant_analyzer.css");
+  const root = h("main", { id: "quant-analyzer", class: "qa-tab-page" });
+  const picker = h("div", { class: "qa-run-picker" });
+  const problems = h("div", {});
+  const board = h("div", { class: "qa-board" });
+  root.append(picker, problems, board);
+  document.body.append(root);
+
+  const source = new PluginSource(".");
+  const state = { runs: [], selected: [], shown: "", live: false, view: null };
+  let Plotly;
+  try {
+    Plotly = await loadPlotly("static/plotly.min.js");
+  } catch (error) {
+    showError(board, error);
+    return;
+  }
+
+  async function refresh() {
+    let listing;
+    try {
+      listing = await source.runs();
+    } catch (error) {
+      showError(board, error);
+      return;
+    }
+    state.runs = listing.runs;
+    const names = new Set(listing.runs.map((r) => r.name));
+    state.selected = state.selected.filter((name) => names.has(name));
+    if (!state.selected.length && listing.runs.length) {
+      state.selected = [defaultRun(listing.runs)];
+    }
+    runPicker(picker, listing.runs, state.selected, describe, (selected) => {
+      state.selected = selected;
+      draw();
+    });
+    problems.replaceChildren(problemsBox(listing.problems));
+    const fingerprint = JSON.stringify(state.selected.map((name) =>
+      (listing.runs.find((r) => r.name === name) || {}).fingerprint));
+    if (fingerprint !== state.shown) {
+      await draw();
+    }
+  }
+
+  async function draw() {
+    if (!state.selected.length) {
+      board.replaceChildren(h("p", { class: "qa-note qa-note-info" },
+        state.runs.length ? "Select a run above." :
+          "No QuantAnalyzer data yet: log a PTQ run or a QuantAnalyzer run with mct_logger.set_log_folder()."));
+      root.dataset.ready = "true";
+      return;
+    }
+    const entries = [];
+    let fetched;
+    try {
+      fetched = await Promise.all(state.selected.map((name) => source.tables(name)));
+    } catch (error) {
+      showError(board, error);
+      return;
+    }
+    for (const body of fetched) {
+      entries.push({ name: body.run, body, tables: normalizeTables(body.tables) });
+    }
+    problems.replaceChildren(problemsBox(fetched.flatMap((b) => b.problems)));
+    state.live = entries.some((e) => progressText(e.tables.summary) !== null);
+    const previous = board.querySelector(".qa-root");
+    if (previous && previous.dataset.view) {
+      state.view = previous.dataset.view;
+    }
+    const scroll = window.scrollY;
+    // Drawn in place: plotly sizes a chart from its element, which must be in the page.
+    const target = h("div", {});
+    board.replaceChildren(target);
+    try {
+      if (entries.length === 1) {
+        const [entry] = entries;
+        const graphRun = entry.body.tables.layer_table && entry.body.tables.layer_table.graph_run;
+        renderQuantAnalyzer(target, entry.body.tables, Plotly, {
+          view: state.view,
+          loadDetail: (kind, row) => source.detail(entry.name, entry.body.fingerprint, kind, row),
+          graphHref: graphRun ? () => graphsHref(`${entry.name}/${graphRun}`) : () => null,
+        });
+      } else {
+        renderComparison(target, entries, Plotly);
+      }
+    } catch (error) {
+      showError(board, error);
+      return;
+    }
+    window.scrollTo(0, scroll);
+    state.shown = JSON.stringify(entries.map((e) => e.body.fingerprint));
+    root.dataset.ready = "true";
+    root.dataset.runs = state.selected.join("\n");
+  }
+
+  await refresh();
+  watch(refresh, () => state.live);
+}
+
+function describe(run) {
+  const kinds = Object.keys(run.kinds);
+  const kind = kinds.includes("summary") || kinds.includes("sensitivity") ? "QuantAnalyzer"
+    : kinds.includes("layer_table") ? "PTQ" : kinds.join(", ");
+  return kind;
+}
+
+// The newest QuantAnalyzer run, else the newest run.
+function defaultRun(runs) {
+  const newest = (list) => list.reduce((a, b) => (wallTime(b) > wallTime(a) ? b : a));
+  const analyzers = runs.filter((r) => describe(r) === "QuantAnalyzer");
+  return newest(analyzers.length ? analyzers : runs).name;
+}
+
+function wallTime(run) {
+  return Math.max(...Object.values(run.kinds).map((k) => k.wall_time));
+}

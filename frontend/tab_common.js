@@ -1,0 +1,54 @@
+// DOM pieces both TensorBoard tabs share: the stylesheet link, the run
+// picker, the box listing payloads that could not be read, error messages.
+
+import { h } from "./quant_analyzer.js";
+
+export function useStylesheet(href) {
+  if (!document.querySelector(`link[href="${href}"]`)) {
+    document.head.append(h("link", { rel: "stylesheet", href }));
+  }
+}
+
+// Checkboxes, one per run; `describe(run)` labels it. Several may be checked
+// (`multiple`), else they act as radio buttons.
+export function runPicker(container, runs, selected, describe, onChange, multiple = true) {
+  const chosen = new Set(selected);
+  const boxes = runs.map((run) => {
+    const input = h("input", {
+      type: multiple ? "checkbox" : "radio", name: "run", value: run.name,
+      checked: chosen.has(run.name),
+    });
+    input.addEventListener("change", () => {
+      const picked = multiple
+        ? boxes.filter((b) => b.input.checked).map((b) => b.input.value)
+        : [input.value];
+      onChange(picked);
+    });
+    return { input, label: h("label", { class: "qa-run", title: run.tb_runs.join("\n") },
+      input, " ", h("span", { class: "qa-run-name" }, run.name), " ",
+      h("span", { class: "qa-run-kind" }, describe(run))) };
+  });
+  container.replaceChildren(
+    h("span", { class: "qa-run-title" }, multiple ? "Runs (pick two or more to compare):" : "Run:"),
+    ...boxes.map((b) => b.label),
+  );
+}
+
+export function problemsBox(problems) {
+  if (!problems || !problems.length) {
+    return "";
+  }
+  return h("div", { class: "qa-note qa-note-warning qa-problems", role: "alert" },
+    h("strong", {}, `${problems.length} payload${problems.length > 1 ? "s" : ""} could not be read and ` +
+      `${problems.length > 1 ? "are" : "is"} not shown:`),
+    h("ul", {}, problems.map((p) => h("li", {}, `${p.run} / ${p.tag}: ${p.reason}`))));
+}
+
+export function showError(element, error) {
+  element.replaceChildren(h("p", { class: "qa-note qa-note-warning", role: "alert" },
+    `This tab could not be drawn: ${error && error.message ? error.message : error}`));
+  const root = element.closest("main");
+  if (root) {
+    root.dataset.ready = "error";
+  }
+}

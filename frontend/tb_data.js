@@ -1,0 +1,125 @@
+// Data access for the TensorBoard tabs: the plugin's routes (relative URLs
+// only: the iframe's <base> points at /data/plugin/<name>/, so --path_prefix
+// works) and TensorBoard's reload notifications.
+//
+//   const source = new PluginSource();
+//   const { runs, problems } = await source.runs();
+//   const { tables } = await source.tables(runs[0].name);
+//   onDataReloaded(() => redraw());
+
+export async function fetchJson(url) {
+  const response = await fetch(url, { headers: { Accept: "application/json" } });
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (error) {
+    body = null;
+  }
+  if (!response.ok) {
+    const message = body && body.error ? body.error : `${response.status} ${response.statusText}`;
+    throw new Error(message);
+  }
+  if (body === null) {
+    throw new Error(`${url} did not return JSON.`);
+  }
+  return body;
+}
+
+// The routes of tb_plugin.dashboard, with per-layer detail rows cached per run version.
+export class PluginSource {
+  constructor(base = ".") {
+    this.base = base;
+    this.details = new Map();
+  }
+
+  runs() {
+    return fetchJson(`${this.base}/runs`);
+  }
+
+  tables(run) {
+    return fetchJson(`${this.base}/tables?run=${encodeURIComponent(run)}`);
+  }
+
+  // The whole row (per-channel fields included) of `row` in table `kind` of `run`.
+  detail(run, fingerprint, kind, row) {
+    const layer = row.layer ?? row.node;
+    const key = JSON.stringify([run, fingerprint, kind, layer, row.kernel ?? null]);
+    if (!this.details.has(key)) {
+      const params = new URLSearchParams({ run, kind, layer });
+      if (row.kernel) {
+        params.set("kernel", row.kernel);
+      }
+      const pending = fetchJson(`${this.base}/detail?${params}`).then((body) => body.row);
+      pending.catch(() => this.details.delete(key));
+      this.details.set(key, pending);
+    }
+    return this.details.get(key);
+  }
+}
+
+// TensorBoard's plugin host protocol (webapp/plugins/plugin_api_host): the
+// guest hands the parent a MessagePort; messages are JSON strings
+// {type, id, payload, error, isReply}. The host broadcasts
+// "experimental.DataReloaded" after each reload of its data (the reload
+// button and the auto-reload timer). Calls `callback` on each.
+export function onDataReloaded(callback) {
+  if (window.parent === window || typeof MessageChannel === "undefined") {
+    return () => {};
+  }
+  const channel = new MessageChannel();
+  const listener = (event) => {
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch (error) {
+      return;
+    }
+    if (!message || message.isReply) {
+      return;
+    }
+    if (message.type === "experimental.DataReloaded") {
+      callback();
+    }
+    // Every request from the host gets a reply, as the protocol expects.
+    channel.port1.postMessage(JSON.stringify({
+      type: message.type, id: message.id, payload: null, error: null, isReply: true,
+    }));
+  };
+  channel.port1.addEventListener("message", listener);
+  channel.port1.start();
+  window.parent.postMessage("experimental.bootstrap", "*", [channel.port2]);
+  return () => channel.port1.close();
+}
+
+// Redraws on TensorBoard's reloads and, while `isLive()` says a run is still
+// being written, every `seconds` too (the host reloads every 30 s at most).
+export function watch(refresh, isLive, seconds = 3) {
+  let busy = false;
+  const run = async () => {
+    if (busy) {
+      return;
+    }
+    busy = true;
+    try {
+      await refresh();
+    } finally {
+      busy = false;
+    }
+  };
+  const stop = onDataReloaded(run);
+  const timer = setInterval(() => {
+    if (isLive() && document.visibilityState !== "hidden") {
+      run();
+    }
+  }, seconds * 1000);
+  return () => {
+    stop();
+    clearInterval(timer);
+  };
+}
+
+// The href that opens TensorBoard's Graphs tab on a TensorBoard run. The
+// Graphs dashboard reads its run from the URL hash; it has no key for a node.
+export function graphsHref(tbRun) {
+  return `../../../#graphs&run=${encodeURIComponent(tbRun)}`;
+}
