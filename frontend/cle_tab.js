@@ -81,5 +81,6 @@ export async function render() {
   }
 
   await refresh();
-  watch(refresh, () => false);
+  // Poll only while the folder has no run yet (the Rust data server may still be loading it).
+  watch(refresh, () => !state.selected);
 }

@@ -104,11 +104,13 @@ export async function render() {
     window.scrollTo(0, scroll);
     state.shown = JSON.stringify(entries.map((e) => e.body.fingerprint));
     root.dataset.ready = "true";
-    root.dataset.runs = state.selected.join("\n");
+    root.dataset.runs = state.selected.join(",");
   }
 
   await refresh();
-  watch(refresh, () => state.live);
+  // Poll while an analysis runs, and while the folder has no run yet (the
+  // Rust data server may still be loading it).
+  watch(refresh, () => state.live || !state.runs.length);
 }
 
 function describe(run) {
@@ -118,11 +120,16 @@ function describe(run) {
   return kind;
 }
 
-// The newest QuantAnalyzer run, else the newest run.
+// The newest QuantAnalyzer run, else the newest PTQ run, else the newest run.
 function defaultRun(runs) {
   const newest = (list) => list.reduce((a, b) => (wallTime(b) > wallTime(a) ? b : a));
-  const analyzers = runs.filter((r) => describe(r) === "QuantAnalyzer");
-  return newest(analyzers.length ? analyzers : runs).name;
+  for (const kind of ["per_layer_sqnr", "layer_table"]) {
+    const having = runs.filter((r) => kind in r.kinds);
+    if (having.length) {
+      return newest(having).name;
+    }
+  }
+  return newest(runs).name;
 }
 
 function wallTime(run) {

@@ -313,6 +313,7 @@ function incomplete(table, total) {
 
 const LAYER_COLUMNS = [
   { key: "class", label: "class" },
+  { key: "note", label: "note" },
   { key: "weight_bits", label: "W bits", numeric: true, format: bits },
   { key: "weight_per_channel", label: "per-channel", format: (v) => (v === undefined || v === null ? "" : v ? "yes" : "no") },
   { key: "activation_bits", label: "A bits", numeric: true, format: bits },
@@ -344,7 +345,7 @@ function buildLayers(panel, tables, Plotly, context) {
   }
   const flagged = rows.filter((r) => r.severity > 0).length;
   panel.append(h("p", { class: "qa-explain" },
-    `${rows.length} layers in graph order; ${flagged} flagged. Click a header to sort, type to filter. ` +
+    `${rows.filter((r) => r.quantized !== false).length} quantized layers in graph order; ${flagged} flagged. Click a header to sort, type to filter. ` +
     "Flags: ", h("span", { class: "qa-flag qa-flag-2" }, "bad"), " ",
     h("span", { class: "qa-flag qa-flag-1" }, "suspect"), ". Thresholds:"));
   panel.append(h("ul", { class: "qa-thresholds" },
@@ -368,10 +369,13 @@ function buildLayers(panel, tables, Plotly, context) {
   ];
   const filter = h("input", { type: "search", placeholder: "filter by layer or class", "aria-label": "filter layers" });
   const onlyFlagged = h("input", { type: "checkbox", "aria-label": "flagged only" });
+  const withFloat = h("input", { type: "checkbox", "aria-label": "layers without quantizers" });
+  const floatCount = rows.filter((r) => r.quantized === false).length;
   const holder = h("div", {});
   const draw = () => {
     const text = filter.value.trim().toLowerCase();
     const shown = rows.filter((r) =>
+      (withFloat.checked || r.quantized !== false) &&
       (!onlyFlagged.checked || r.severity > 0) &&
       (!text || r.layer.toLowerCase().includes(text) || String(r.class || "").toLowerCase().includes(text)));
     holder.replaceChildren(dataTable(columns, shown, {
@@ -380,7 +384,10 @@ function buildLayers(panel, tables, Plotly, context) {
   };
   filter.addEventListener("input", draw);
   onlyFlagged.addEventListener("change", draw);
-  panel.append(h("div", { class: "qa-controls" }, filter, h("label", {}, onlyFlagged, " flagged only")), holder);
+  withFloat.addEventListener("change", draw);
+  panel.append(h("div", { class: "qa-controls" }, filter, h("label", {}, onlyFlagged, " flagged only"),
+    floatCount ? h("label", {}, withFloat, ` also the ${floatCount} layers without quantizers (why: the note column)`) : null),
+  holder);
   draw();
   return {
     focus(layer) {
@@ -478,10 +485,13 @@ function buildSqnr(panel, tables, Plotly) {
     "Isolated: only that layer quantized, fed the float input. Higher is better; about 6 dB per bit. " +
     `Bit-exact outputs show as ${table.max_sqnr_db} dB in the table and are left out of the chart.`));
   const chart = chartBox();
-  const steps = chartBox();
-  panel.append(chart, steps);
+  panel.append(chart);
   plot(Plotly, chart, sqnrSpec(table));
-  plot(Plotly, steps, stepSpec(table));
+  if (table.rows.some((row) => isNumber(row.accumulated_step_db))) {
+    const steps = chartBox();
+    panel.append(steps);
+    plot(Plotly, steps, stepSpec(table));
+  }
   panel.append(dataTable(
     [
       { key: "layer", label: "layer" },

@@ -128,3 +128,97 @@ def screenshot(page, name: str) -> str:
     path = os.path.join(ARTIFACTS, name)
     page.screenshot(path=path)
     return path
+
+
+# ------------------------------------------------------------- the dashboards' log folder
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def dashboard_logs(tmp_path_factory):
+    """A log folder as a user makes it: a PTQ run with CLE, a default PTQ run and a
+    QuantAnalyzer run of one trained digits CNN, plus a run of hostile payloads.
+
+    Returns a dict: `logdir`, `model`, `info_cle`, `info_default`, `analysis`,
+    `results_dir`, and the run names `ptq_cle`, `ptq_default`, `analyzer`, `broken`.
+    """
+    import keras
+
+    import mct_logger
+    from mct_logger.demo import accuracy, load_digits_split, train_digits_cnn
+
+    logdir = tmp_path_factory.mktemp("dashboards")
+    keras.utils.set_random_seed(0)
+    data = load_digits_split()
+    model = train_digits_cnn(data, epochs=4)
+    results_dir = str(tmp_path_factory.mktemp("qa_results"))
+    try:
+        mct_logger.set_log_folder(logdir, run_name="ptq_cle")
+        _, info_cle = mct_logger.keras_post_training_quantization(
+            model, data.x_train[:128], mct_logger.QuantizationConfig(cross_layer_equalization=True))
+        mct_logger.set_log_folder(logdir, run_name="ptq_default")
+        _, info_default = mct_logger.keras_post_training_quantization(model, data.x_train[:128])
+        mct_logger.set_log_folder(logdir, run_name="analyzer")
+        analyzer = mct_logger.QuantAnalyzer(
+            model,
+            forward_pass_callback=lambda m: m.predict(data.x_train[:128], batch_size=64, verbose=0),
+            eval_callback=lambda m: accuracy(m, data.x_test[:200], data.y_test[:200]),
+        )
+        analyzer.enable_per_layer_mse_loss(data.x_train[:64], num_batches=2)
+        analysis = analyzer.analyze(results_dir=results_dir)
+    finally:
+        mct_logger.set_log_folder(None)
+    write_hostile_payloads(str(logdir / "broken"))
+    return {
+        "logdir": logdir, "model": model, "info_cle": info_cle, "info_default": info_default,
+        "analysis": analysis, "results_dir": results_dir, "ptq_cle": "ptq_cle",
+        "ptq_default": "ptq_default", "analyzer": "analyzer", "broken": "broken",
+    }
+
+
+# tag -> what is wrong with it; every one must be reported and skipped, never raised
+HOSTILE = {
+    "not_json": "the payload is not JSON",
+    "wrong_shape": "has no list 'rows'",
+    "unknown_kind": "Unknown quant_analyzer payload kind",
+    "newer_version": "Upgrade mct-logger",
+    "malformed_content": "Malformed quant_analyzer plugin content",
+    "float_tensor": "the payload is not JSON",
+}
+
+
+def write_hostile_payloads(folder: str) -> None:
+    """One TensorBoard run `<folder>/quant_analyzer` whose every payload is bad
+    (see HOSTILE), and one good `per_layer_mse_loss` payload among them."""
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, types_pb2
+
+    from mct_logger.events import EventWriter
+    from mct_logger.tb_plugin.summary import payload_summary
+
+    def relabel(summary, tag, content=None):
+        value = summary.value[0]
+        value.tag = tag
+        if content is not None:
+            value.metadata.plugin_data.content = content
+        return summary
+
+    good = {"samples": 4, "batches": 1, "normalization": "mean", "rows": [{"layer": "x", "mse": 0.5}]}
+    with EventWriter(f"{folder}/quant_analyzer") as writer:
+        writer.add_summary(payload_summary("quant_analyzer", "per_layer_mse_loss", "good", good))
+        bad = payload_summary("quant_analyzer", "per_layer_sqnr", "not_json", {"rows": []})
+        bad.value[0].tensor.string_val[0] = b"{not json"
+        writer.add_summary(bad)
+        writer.add_summary(payload_summary("quant_analyzer", "weight_sqnr", "wrong_shape",
+                                           {"samples": 3, "layers": ["a"]}))
+        writer.add_summary(relabel(payload_summary("quant_analyzer", "summary", "x", {"status": "x"}),
+                                   "unknown_kind", b'{"kind": "mystery", "version": 1}'))
+        writer.add_summary(relabel(payload_summary("quant_analyzer", "summary", "x", {"status": "x"}),
+                                   "newer_version", b'{"kind": "summary", "version": 99}'))
+        writer.add_summary(relabel(payload_summary("quant_analyzer", "summary", "x", {"status": "x"}),
+                                   "malformed_content", b"\xff not json"))
+        floats = payload_summary("quant_analyzer", "summary", "float_tensor", {"status": "x"})
+        floats.value[0].tensor.CopyFrom(tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_FLOAT, float_val=[1.5]))
+        floats.value[0].metadata.data_class = summary_pb2.DATA_CLASS_TENSOR
+        writer.add_summary(floats)

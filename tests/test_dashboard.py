@@ -1,0 +1,191 @@
+"""The QuantAnalyzer and CLE plugins' routes (tb_plugin.dashboard), on logs written
+by the real library, through TensorBoard's own WSGI app and both data loaders."""
+
+import importlib.metadata
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from tensorboard.backend import application
+from tensorboard.plugins import base_plugin
+from werkzeug import test as werkzeug_test
+
+from mct_logger.tb_plugin.cle_plugin import CLEPlugin
+from mct_logger.tb_plugin.quant_analyzer_plugin import QuantAnalyzerPlugin
+from tests.conftest import HOSTILE, tensorboard_provider
+
+
+@pytest.fixture(scope="module", params=["python", "rust"])
+def client(request, dashboard_logs):
+    with tensorboard_provider(dashboard_logs["logdir"], request.param) as (data, ctx, eid):
+        context = base_plugin.TBContext(logdir=str(dashboard_logs["logdir"]), data_provider=data)
+        app = application.TensorBoardWSGI([QuantAnalyzerPlugin(context), CLEPlugin(context)],
+                                          data_provider=data)
+        yield werkzeug_test.Client(app)
+
+
+def get(client, url, status=200):
+    response = client.get(url)
+    assert response.status_code == status, (url, response.status_code, response.get_data()[:300])
+    if response.mimetype == "application/json":
+        return json.loads(response.get_data())
+    return response
+
+
+def results_file(dashboard_logs, name):
+    with open(f"{dashboard_logs['results_dir']}/{name}", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_both_tabs_are_listed_enabled_with_their_modules(client):
+    listing = get(client, "/data/plugins_listing")
+    for name, tab, module in [("quant_analyzer", "QuantAnalyzer", "qa_tab.js"), ("cle", "CLE", "cle_tab.js")]:
+        assert listing[name]["enabled"] is True
+        assert listing[name]["tab_name"] == tab
+        assert listing[name]["loading_mechanism"] == {
+            "type": "IFRAME", "module_path": f"/data/plugin/{name}/static/{module}"}
+
+
+def test_runs_group_stage_runs_by_log_folder(client, dashboard_logs):
+    qa = get(client, "/data/plugin/quant_analyzer/runs")
+    names = [r["name"] for r in qa["runs"]]
+    assert names == ["analyzer", "broken", "ptq_cle", "ptq_default"]
+    ptq = next(r for r in qa["runs"] if r["name"] == "ptq_cle")
+    assert set(ptq["kinds"]) == {"layer_table"}
+    assert ptq["kinds"]["layer_table"]["run"] == "ptq_cle/07_similarity_analysis"
+    analyzer = next(r for r in qa["runs"] if r["name"] == "analyzer")
+    assert {"sensitivity", "per_layer_quant_enabled", "per_layer_quant_disabled", "per_layer_sqnr",
+            "min_max_ranges", "histograms", "weight_sqnr", "per_layer_mse_loss",
+            "summary"} <= set(analyzer["kinds"])
+    assert {p["tag"] for p in qa["problems"]} == set(HOSTILE) - {"not_json", "wrong_shape", "float_tensor"}
+    cle = get(client, "/data/plugin/cle/runs")
+    assert [r["name"] for r in cle["runs"]] == ["ptq_cle", "ptq_default"]
+    assert set(cle["runs"][0]["kinds"]) == {"weight_ranges", "scale_factors", "high_bias_fold",
+                                            "weight_quantization"}
+
+
+def test_analyzer_tables_are_what_the_analysis_wrote(client, dashboard_logs):
+    body = get(client, "/data/plugin/quant_analyzer/tables?run=analyzer")
+    tables = body["tables"]
+    assert body["problems"] == []
+    assert tables["summary"]["status"] == "complete"
+    sqnr = results_file(dashboard_logs, "per_layer_sqnr.json")
+    assert tables["per_layer_sqnr"]["rows"] == sqnr["rows"]
+    enabled = results_file(dashboard_logs, "per_layer_quant_enabled.json")
+    assert {r["layer"]: r["score"] for r in tables["per_layer_quant_enabled"]["rows"]} == enabled
+    assert tables["per_layer_quant_enabled"]["complete"] is True
+    assert tables["sensitivity"] == results_file(dashboard_logs, "sensitivity.json")
+    # per-channel fields are left out of /tables and served one layer at a time by /detail
+    weights = tables["min_max_ranges"]["weights"]
+    assert weights and all("channel_min" not in r for r in weights)
+    full = results_file(dashboard_logs, "min_max_ranges/encodings.json")["weights"][0]
+    detail = get(client, "/data/plugin/quant_analyzer/detail?run=analyzer&kind=min_max_ranges"
+                         f"&layer={full['layer']}&kernel={full['kernel']}")
+    assert detail["row"]["channel_min"] == full["channel_min"]
+    assert len(detail["row"]["channel_max"]) == len(full["channel_max"]) > 1
+    sqnr_rows = results_file(dashboard_logs, "weight_sqnr.json")["rows"]
+    detail = get(client, "/data/plugin/quant_analyzer/detail?run=analyzer&kind=weight_sqnr"
+                         f"&layer={sqnr_rows[0]['layer']}")
+    assert detail["row"]["channel_sqnr_db"] == sqnr_rows[0]["channel_sqnr_db"]
+
+
+def test_every_ptq_run_feeds_the_layer_table(client, dashboard_logs):
+    for run, info in (("ptq_cle", dashboard_logs["info_cle"]),
+                      ("ptq_default", dashboard_logs["info_default"])):
+        table = get(client, f"/data/plugin/quant_analyzer/tables?run={run}")["tables"]["layer_table"]
+        similarity = info.stage_results["similarity_analysis"]
+        assert [r["layer"] for r in table["rows"]] == list(info.plan)
+        assert table["graph_run"] == "06_quantized_model"
+        assert table["samples"] == similarity.num_samples
+        assert table["memory_after"] == sum(m["total"] for m in info.node_memory_after.values())
+        for row in table["rows"]:
+            plan, encodings = info.plan[row["layer"]], info.encodings.get(row["layer"])
+            assert row["quantized"] == plan.quantized
+            if plan.activation is not None:
+                assert row["activation_bits"] == plan.activation.bitwidth
+                assert row["encoding_max"] == pytest.approx(float(np.max(encodings.activation.max)))
+            if row["layer"] in similarity.sqnr_isolated_db:
+                assert row["sqnr_isolated_db"] == pytest.approx(similarity.sqnr_isolated_db[row["layer"]])
+                assert row["sqnr_accumulated_db"] == pytest.approx(
+                    similarity.sqnr_accumulated_db[row["layer"]])
+            if encodings is not None and "kernel" in encodings.weights:
+                assert row["weight_bits"] == encodings.weights["kernel"].bitwidth
+                assert row["weight_per_channel"] is True
+
+
+def test_cle_tables_and_weight_quantization(client, dashboard_logs):
+    body = get(client, "/data/plugin/cle/tables?run=ptq_cle")
+    tables = body["tables"]
+    ranges = dashboard_logs["info_cle"].stage_results["cross_layer_equalization"].to_tables()
+    assert tables["weight_ranges"]["cle_applied"] is True
+    assert [(l["node"], l["before"]["spread_score"]) for l in tables["weight_ranges"]["layers"]] == \
+        [(l["node"], l["before"]["spread_score"]) for l in ranges["weight_ranges"]["layers"]]
+    assert "min" not in tables["weight_ranges"]["layers"][0]["before"]  # per-channel: /detail
+    assert tables["scale_factors"]["sets"] == json.loads(json.dumps(ranges["scale_factors"]["sets"]))
+    layer = ranges["weight_ranges"]["layers"][0]
+    detail = get(client, f"/data/plugin/cle/detail?run=ptq_cle&kind=weight_ranges&layer={layer['node']}")
+    assert detail["row"]["before"]["max"] == layer["before"]["max"]
+    assert detail["row"]["after"]["max"] == layer["after"]["max"]
+    rows = dashboard_logs["info_cle"].stage_results["similarity_analysis"].weights
+    assert [r["layer"] for r in tables["weight_quantization"]["rows"]] == [r["layer"] for r in rows]
+    detail = get(client, f"/data/plugin/cle/detail?run=ptq_cle&kind=weight_quantization&layer={rows[0]['layer']}")
+    assert detail["row"]["channel_sqnr_db"] == rows[0]["channel_sqnr_db"]
+    assert sum(detail["row"]["histogram"]["float"]) == sum(detail["row"]["histogram"]["quantized"])
+    off = get(client, "/data/plugin/cle/tables?run=ptq_default")["tables"]
+    assert off["weight_ranges"]["cle_applied"] is False and off["scale_factors"]["sets"] == []
+
+
+def test_bad_payloads_are_reported_beside_the_good_one(client):
+    body = get(client, "/data/plugin/quant_analyzer/tables?run=broken")
+    assert list(body["tables"]) == ["per_layer_mse_loss"]
+    assert {p["tag"] for p in body["problems"]} == set(HOSTILE)
+
+
+@pytest.mark.parametrize("url, status, message", [
+    ("/tables", 400, "Missing the run"),
+    ("/tables?run=nope", 404, "No QuantAnalyzer data for run 'nope'"),
+    ("/detail?run=analyzer", 400, "Missing parameter"),
+    ("/detail?run=analyzer&kind=bogus&layer=x", 400, "Unknown quant_analyzer table kind"),
+    ("/detail?run=analyzer&kind=weight_sqnr&layer=nope", 404, "has no row for layer 'nope'"),
+    ("/detail?run=ptq_cle&kind=weight_sqnr&layer=stem", 404, "no readable 'weight_sqnr' table"),
+    ("/detail?run=nope&kind=weight_sqnr&layer=stem", 404, "No QuantAnalyzer data"),
+])
+def test_unknown_runs_kinds_and_layers_are_4xx_with_a_message(client, url, status, message):
+    body = get(client, "/data/plugin/quant_analyzer" + url, status)
+    assert message in body["error"]
+
+
+def test_static_files_are_served_with_their_types(client):
+    for name, mime in [("qa_tab.js", "text/javascript"), ("cle_tab.js", "text/javascript"),
+                       ("quant_analyzer.css", "text/css"), ("plotly.min.js", "text/javascript")]:
+        response = get(client, f"/data/plugin/cle/static/{name}")
+        assert response.mimetype == mime
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert len(response.get_data()) > 100
+    assert b"export async function render" in get(client, "/data/plugin/quant_analyzer/static/qa_tab.js").get_data()
+
+
+@pytest.mark.parametrize("path", [
+    "../dashboard.py", "..%2fdashboard.py", "%2e%2e/metadata.py", "%2e%2e%2f%2e%2e%2fsetup.py",
+    "/etc/passwd", "%2fetc%2fpasswd", "..\\metadata.py", "..%5cmetadata.py", "README.md",
+    "nonexistent.js", "", ".", "frontend/qa_tab.js", "qa_tab.js/..", "__init__.py",
+])
+def test_static_route_refuses_traversal_and_unknown_files(client, path):
+    response = client.get(f"/data/plugin/quant_analyzer/static/{path}")
+    assert response.status_code == 404, (path, response.status_code)
+
+
+def test_entry_points_are_declared_and_import_nothing_heavy():
+    points = {e.name: e.value for e in importlib.metadata.entry_points().select(group="tensorboard_plugins")}
+    assert points["quant_analyzer"] == "mct_logger.tb_plugin.quant_analyzer_plugin:QuantAnalyzerPlugin"
+    assert points["cle"] == "mct_logger.tb_plugin.cle_plugin:CLEPlugin"
+    script = (
+        "import sys, importlib.metadata as m\n"
+        "for e in m.entry_points().select(group='tensorboard_plugins'):\n"
+        "    if e.value.startswith('mct_logger'): e.load()\n"
+        "heavy = [n for n in ('tensorflow', 'keras', 'matplotlib') if n in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
