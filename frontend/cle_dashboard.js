@@ -52,7 +52,7 @@ export function renderCle(root, tables, Plotly, options = {}) {
   root.append(h("header", { class: "qa-header" },
     h("h1", {}, "Cross-layer equalization"),
     h("p", { class: "qa-facts" }, ranges
-      ? `CLE ${ranges.cle_applied ? "applied" : "off"}${ranges.reason ? ` (${ranges.reason})` : ""} · ` +
+      ? `${ranges.cle_applied ? "CLE applied" : `CLE ${ranges.reason || "off"}`} · ` +
         `${ranges.layers.length} weight tensors`
       : "no weight ranges logged"),
     h("p", { class: "qa-verdict cle-verdict" }, verdict(tables))));
@@ -113,11 +113,13 @@ export function renderCle(root, tables, Plotly, options = {}) {
         "Channel c of a layer is divided by s_c and the next layer's input channel c multiplied by it " +
         "(Nagel et al., 2019), so the float output is unchanged."));
       const scaleChart = chart();
-      const pick = chooser(scales.sets.map((s) => s.members.join(" → ")),
-        (i) => plot(Plotly, scaleChart, scaleFactorsSpec(scales.sets[i])), "equalized set");
+      const draw = (i) => loadDetail("scale_factors", scales.sets[i])
+        .then((set) => plot(Plotly, scaleChart, scaleFactorsSpec(set)))
+        .catch((error) => failure(scaleChart, error));
+      const pick = chooser(scales.sets.map((s) => s.members.join(" → ")), draw, "equalized set");
       children.push(h("div", { class: "qa-controls" }, h("label", {}, "Set ", pick)), scaleChart);
       root.append(section("Scale factors", ...children));
-      plot(Plotly, scaleChart, scaleFactorsSpec(scales.sets[0]));
+      draw(0);
       children.length = 0;
     }
     if (children.length) {

@@ -18,13 +18,10 @@ export async function render() {
 
   const source = new PluginSource(".");
   const state = { selected: null, shown: "" };
-  let Plotly;
-  try {
-    Plotly = await loadPlotly("static/plotly.min.js");
-  } catch (error) {
-    showError(board, error);
-    return;
-  }
+  // The chart library loads while the first tables are fetched.
+  const plotlyReady = loadPlotly("static/plotly.min.js");
+  plotlyReady.catch((error) => showError(board, error));
+  let Plotly = null;
 
   async function refresh() {
     let listing;
@@ -65,6 +62,11 @@ export async function render() {
       return;
     }
     problems.replaceChildren(problemsBox(body.problems));
+    try {
+      Plotly = Plotly || await plotlyReady;
+    } catch (error) {
+      return; // shown by the catch above
+    }
     const target = h("div", {});
     board.replaceChildren(target);
     try {

@@ -22,13 +22,10 @@ export async function render() {
 
   const source = new PluginSource(".");
   const state = { runs: [], selected: [], shown: "", live: false, view: null };
-  let Plotly;
-  try {
-    Plotly = await loadPlotly("static/plotly.min.js");
-  } catch (error) {
-    showError(board, error);
-    return;
-  }
+  // The chart library loads while the first tables are fetched.
+  const plotlyReady = loadPlotly("static/plotly.min.js");
+  plotlyReady.catch((error) => showError(board, error));
+  let Plotly = null;
 
   async function refresh() {
     let listing;
@@ -83,6 +80,11 @@ export async function render() {
     }
     const scroll = window.scrollY;
     // Drawn in place: plotly sizes a chart from its element, which must be in the page.
+    try {
+      Plotly = Plotly || await plotlyReady;
+    } catch (error) {
+      return; // shown by the catch above
+    }
     const target = h("div", {});
     board.replaceChildren(target);
     try {

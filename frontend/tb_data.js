@@ -42,7 +42,7 @@ export class PluginSource {
 
   // The whole row (per-channel fields included) of `row` in table `kind` of `run`.
   detail(run, fingerprint, kind, row) {
-    const layer = row.layer ?? row.node;
+    const layer = row.layer ?? row.node ?? (row.members || [])[0];
     const key = JSON.stringify([run, fingerprint, kind, layer, row.kernel ?? null]);
     if (!this.details.has(key)) {
       const params = new URLSearchParams({ run, kind, layer });

@@ -96,7 +96,8 @@ def run_demo(logdir: str, epochs: int = 30) -> dict:
     model = train_digits_cnn(data, epochs=epochs)
     float_accuracy = accuracy(model, data.x_test, data.y_test)
 
-    mct_logger.set_log_folder(logdir)
+    # named runs, so the TensorBoard tabs' run pickers say what each one is
+    mct_logger.set_log_folder(logdir, run_name="digits_cnn_w8a8")
     try:
         quantized, info = mct_logger.keras_post_training_quantization(model, data.x_train[:512])
         quantized_accuracy = accuracy(quantized, data.x_test, data.y_test)
@@ -104,7 +105,14 @@ def run_demo(logdir: str, epochs: int = 30) -> dict:
         quantized.save(path)
         info.export_encodings(os.path.join(logdir, "digits_cnn.encodings.json"))
 
+        print("Quantizing again with cross-layer equalization, to compare the two runs...")
+        mct_logger.set_log_folder(logdir, run_name="digits_cnn_w8a8_cle")
+        cle_model, _ = mct_logger.keras_post_training_quantization(
+            model, data.x_train[:512], mct_logger.QuantizationConfig(cross_layer_equalization=True))
+        cle_accuracy = accuracy(cle_model, data.x_test, data.y_test)
+
         print("Running QuantAnalyzer (2L+3 evaluations)...")
+        mct_logger.set_log_folder(logdir, run_name="digits_cnn_quant_analyzer")
         analyzer = mct_logger.QuantAnalyzer(
             model,
             forward_pass_callback=lambda m: m.predict(data.x_train[:512], batch_size=64, verbose=0),
@@ -117,16 +125,19 @@ def run_demo(logdir: str, epochs: int = 30) -> dict:
 
     print(f"Float accuracy:      {float_accuracy:.2%}")
     print(f"Quantized (W8A8):    {quantized_accuracy:.2%}")
+    print(f"Quantized with CLE:  {cle_accuracy:.2%}")
     print(f"Memory: {info.memory_before:,} -> {info.memory_after:,} bytes "
           "(weights + activations at batch 1)")
     worst = ", ".join(analysis.ranking("sqnr_isolated")[:3])
     print(f"QuantAnalyzer: lowest isolated SQNR at {worst}")
     print(f"QuantAnalyzer report: {analysis.report_path}")
     print(f"Quantized model saved to {path}")
-    print(f"\nSee every stage in TensorBoard:\n  tensorboard --logdir {logdir}")
+    print(f"\nSee every stage in TensorBoard (tabs QuantAnalyzer and CLE too):\n"
+          f"  tensorboard --logdir {logdir}")
     return {
         "float_accuracy": float_accuracy,
         "quantized_accuracy": quantized_accuracy,
+        "cle_accuracy": cle_accuracy,
         "model_path": path,
         "report_path": analysis.report_path,
     }

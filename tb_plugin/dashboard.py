@@ -85,6 +85,7 @@ class PayloadDashboard(base_plugin.TBPlugin):
         self._lock = threading.Lock()
         self._tables: dict[tuple[str, str], tuple[tuple, object]] = {}
         self._static: dict[str, tuple[bytes, str]] = {}
+        self._responses: dict[tuple, bytes] = {}  # /tables bodies by run version
 
     # ---------------------------------------------------------------- plugin API
 
@@ -139,13 +140,16 @@ class PayloadDashboard(base_plugin.TBPlugin):
             })
         return {"runs": listing, "problems": [_problem(p) for p in problems]}
 
-    def tables(self, ctx, experiment_id: str, run: str, light: bool = True) -> dict:
+    def tables(self, ctx, experiment_id: str, run: str, light: bool = True,
+               listing=None) -> dict:
         """Every table of one run (a log folder), newest step of each kind.
+
+        `listing` is a `_groups` result already at hand.
 
         Raises:
             LookupError: no payload of this plugin belongs to `run`.
         """
-        groups, problems = self._groups(ctx, experiment_id)
+        groups, problems = listing or self._groups(ctx, experiment_id)
         if run not in groups:
             raise LookupError(
                 f"No {self.tab_name} data for run {run!r}; known runs: "
@@ -181,11 +185,31 @@ class PayloadDashboard(base_plugin.TBPlugin):
             raise LookupError(f"Run {run!r} has no readable {kind!r} table.")
         for rows_key in metadata.row_keys(self.plugin_name, kind):
             for row in tables[kind].get(rows_key) or []:
-                if row.get("layer", row.get("node")) == layer and (
+                if metadata.row_name(row) == layer and (
                         kernel is None or row.get("kernel") == kernel):
                     return {"run": run, "kind": kind, "rows_key": rows_key, "row": row}
         raise LookupError(f"Table {kind!r} of run {run!r} has no row for layer {layer!r}"
                           + (f" and kernel {kernel!r}." if kernel else "."))
+
+    def tables_response(self, ctx, experiment_id: str, run: str) -> bytes:
+        """The `/tables` body, gzipped JSON, built once per version of the run's payloads."""
+        listing = self._groups(ctx, experiment_id)
+        groups, problems = listing
+        if run not in groups:
+            return self.tables(ctx, experiment_id, run, listing=listing)  # raises LookupError
+        key = (run, _fingerprint(groups[run]["kinds"].values()),
+               tuple(p for p in problems if run_group(p.run) == run))
+        with self._lock:
+            cached = self._responses.get(key)
+        if cached is None:
+            body = self.tables(ctx, experiment_id, run, listing=listing)
+            cached = gzip.compress(
+                json.dumps(body, allow_nan=False, separators=(",", ":")).encode(), compresslevel=3,
+                mtime=0)
+            with self._lock:
+                self._responses = {k: v for k, v in self._responses.items() if k[0] != run}
+                self._responses[key] = cached
+        return cached
 
     def _read(self, ctx, experiment_id: str, series: reader.Series):
         """One table, parsed once per new step (growing tables change step)."""
@@ -213,9 +237,10 @@ class PayloadDashboard(base_plugin.TBPlugin):
             return _json(request, {"error": "Missing the run parameter: /tables?run=<run>."}, 400)
         ctx, eid = plugin_util.context(request.environ), plugin_util.experiment_id(request.environ)
         try:
-            return _json(request, self.tables(ctx, eid, run))
+            body = self.tables_response(ctx, eid, run)
         except LookupError as exc:
             return _json(request, {"error": str(exc)}, 404)
+        return http_util.Respond(request, body, "application/json", content_encoding="gzip")
 
     @wrappers.Request.application
     def _serve_detail(self, request):

@@ -44,8 +44,8 @@ PAYLOAD_KINDS = {
 
 # The JSON shape of every payload kind, written once here. `required` is what
 # a reader checks before using a table (top-level key -> JSON type); `rows`
-# names the list of per-layer rows, each an object with a "layer" (or "node")
-# key; `detail` lists the per-channel fields of a row (dotted for nested ones)
+# names the list of per-layer rows, each an object naming its layer (`row_name`);
+# `detail` lists the per-channel fields of a row (dotted for nested ones)
 # that the dashboards fetch one layer at a time instead of with the table.
 SHAPES = {
     QUANT_ANALYZER: {
@@ -144,6 +144,8 @@ SHAPES = {
                    '"converged", "not_equalized": {node: reason}, "relu6_replaced": [{"node", '
                    '"form"}], "float_score_before", "float_score_after"}',
             "required": {"sets": list, "cle_applied": bool},
+            "rows": "sets",
+            "detail": ("scale_factors",),
         },
         "high_bias_fold": {
             "doc": '{"cle_applied", "folds": [{"source", "target", "activation", "amount", '
@@ -198,11 +200,20 @@ def check_shape(plugin_name: str, kind: str, table) -> None:
             )
     for rows_key in row_keys(plugin_name, kind):
         for index, row in enumerate(table.get(rows_key) or []):
-            if not isinstance(row, dict) or not isinstance(row.get("layer", row.get("node")), str):
+            if not isinstance(row, dict) or not isinstance(row_name(row), str):
                 raise PayloadError(
                     f"{plugin_name} payload {kind!r}: {rows_key}[{index}] is not a row "
                     "naming its layer."
                 )
+
+
+def row_name(row: dict):
+    """The layer a row is about: its "layer", "node", or first of its "members" (an
+    equalized set is named after its first layer)."""
+    name = row.get("layer", row.get("node"))
+    if name is None and isinstance(row.get("members"), list) and row["members"]:
+        name = row["members"][0]
+    return name
 
 
 def row_keys(plugin_name: str, kind: str) -> tuple:

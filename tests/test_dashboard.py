@@ -123,7 +123,11 @@ def test_cle_tables_and_weight_quantization(client, dashboard_logs):
     assert [(l["node"], l["before"]["spread_score"]) for l in tables["weight_ranges"]["layers"]] == \
         [(l["node"], l["before"]["spread_score"]) for l in ranges["weight_ranges"]["layers"]]
     assert "min" not in tables["weight_ranges"]["layers"][0]["before"]  # per-channel: /detail
-    assert tables["scale_factors"]["sets"] == json.loads(json.dumps(ranges["scale_factors"]["sets"]))
+    sets = ranges["scale_factors"]["sets"]
+    assert [s["members"] for s in tables["scale_factors"]["sets"]] == [s["members"] for s in sets]
+    assert "scale_factors" not in tables["scale_factors"]["sets"][0]  # per-channel: /detail
+    detail = get(client, f"/data/plugin/cle/detail?run=ptq_cle&kind=scale_factors&layer={sets[0]['members'][0]}")
+    assert detail["row"]["scale_factors"] == json.loads(json.dumps(sets[0]["scale_factors"]))
     layer = ranges["weight_ranges"]["layers"][0]
     detail = get(client, f"/data/plugin/cle/detail?run=ptq_cle&kind=weight_ranges&layer={layer['node']}")
     assert detail["row"]["before"]["max"] == layer["before"]["max"]
