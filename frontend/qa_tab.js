@@ -8,7 +8,7 @@ import { loadPlotly } from "./plotly_loader.js";
 import { normalizeTables, progressText } from "./qa_data.js";
 import { h, renderQuantAnalyzer } from "./quant_analyzer.js";
 import { renderComparison } from "./qa_compare.js";
-import { PluginSource, graphsHref, watch } from "./tb_data.js";
+import { PluginSource, graphsHref, openInTensorBoard, watch } from "./tb_data.js";
 import { problemsBox, runPicker, showError, useStylesheet } from "./tab_common.js";
 
 export async function render() {
@@ -95,6 +95,7 @@ export async function render() {
           view: state.view,
           loadDetail: (kind, row) => source.detail(entry.name, entry.body.fingerprint, kind, row),
           graphHref: graphRun ? () => graphsHref(`${entry.name}/${graphRun}`) : () => null,
+          openLink: openInTensorBoard,
         });
       } else {
         renderComparison(target, entries, Plotly);

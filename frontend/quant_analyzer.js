@@ -9,6 +9,7 @@
 //   loadDetail(kind, row) -> Promise of the row with its per-channel fields
 //     (the tab fetches them one layer at a time; default: the row itself);
 //   graphHref(row) -> the link to the layer's graph in TensorBoard, or null;
+//   openLink(href): follows such a link (default: in the top window);
 //   view: the view shown first.
 // Charts are drawn when their view is first shown (hidden elements have no size).
 
@@ -140,6 +141,7 @@ export function renderQuantAnalyzer(root, rawTables, Plotly, options = {}) {
   const context = {
     loadDetail: options.loadDetail || ((kind, row) => Promise.resolve(row)),
     graphHref: options.graphHref || (() => null),
+    openLink: options.openLink || ((href) => window.open(href, "_top")),
   };
   root.classList.add("qa-root");
   root.replaceChildren();
@@ -356,7 +358,14 @@ function buildLayers(panel, tables, Plotly, context) {
       format: (value, row) => {
         const href = context.graphHref(row);
         return href
-          ? h("a", { href, target: "_top", class: "qa-graph-link", title: `Open the Graphs tab on this run (node ${row.graph_node || value})` }, value)
+          ? h("a", {
+            href, target: "_top", class: "qa-graph-link",
+            title: `Open the Graphs tab on this run (node ${row.graph_node || value})`,
+            onclick: (event) => {
+              event.preventDefault();
+              context.openLink(href);
+            },
+          }, value)
           : value;
       },
     },

@@ -123,3 +123,12 @@ export function watch(refresh, isLive, seconds = 3) {
 export function graphsHref(tbRun) {
   return `../../../#graphs&run=${encodeURIComponent(tbRun)}`;
 }
+
+// Opens `href` in TensorBoard's own window. The Graphs dashboard reads the
+// run from the hash only when the page loads, and a hash change alone keeps
+// the page: so the page is reloaded on the new URL.
+export function openInTensorBoard(href) {
+  const target = new URL(href, document.baseURI).href;
+  window.top.location.href = target;
+  window.top.location.reload();
+}

@@ -97,9 +97,13 @@ def test_a_ptq_run_has_its_layer_table_linked_to_the_graphs_tab(server, dashboar
         link = panel.locator("a.qa-graph-link", has_text="stem")
         assert "run=ptq_cle%2F06_quantized_model" in link.get_attribute("href")
         link.click()
-        page.wait_for_url("**#graphs**", timeout=20_000)
-        page.locator("tf-graph-dashboard paper-dropdown-menu", has_text="ptq_cle/06_quantized_model") \
-            .first.wait_for(timeout=60_000)
+        page.wait_for_url("**#graphs&run=ptq_cle%2F06_quantized_model", timeout=20_000)
+        page.wait_for_function(
+            """() => { const d = document.querySelector('tf-graph-dashboard');
+                       return d && d._datasets && d._datasets.length &&
+                              d._datasets[d._selectedDataset].name === 'ptq_cle/06_quantized_model'; }""",
+            timeout=60_000)
+        page.locator('g.node[data-name="stem"]').first.wait_for(timeout=60_000)
         screenshot(page, f"graphs_from_layer_link_{loader}.png")
         assert not errors_of(page), page.errors
 
