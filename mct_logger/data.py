@@ -166,7 +166,9 @@ def _check_batch(arrays: list[np.ndarray], specs: list[InputSpec], where: str) -
     sizes = {len(a) if a.ndim else 0 for a in arrays}
     for a, spec in zip(arrays, specs):
         label = f"{where}, input {spec.name!r}"
-        if a.dtype.kind not in "fiub":
+        if spec.dtype == "string" and a.dtype.kind in "USO":
+            pass  # text for a string input (StringLookup, TextVectorization)
+        elif a.dtype.kind not in "fiub":
             raise RepresentativeDataError(
                 f"{label} has dtype {a.dtype}; the model expects {spec.dtype}. "
                 "Convert it to numbers (e.g. array.astype('float32'))."

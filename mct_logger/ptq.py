@@ -25,7 +25,7 @@ import keras
 
 from mct_logger import data as data_lib
 from mct_logger import export
-from mct_logger.graph import Graph, read_model
+from mct_logger.graph import REUSE_LAYER, Graph, check_rebuilt_graph, read_model
 from mct_logger.logger import TensorBoardListener, get_log_folder, new_run_folder
 from mct_logger.quantization.config import QuantizationConfig
 from mct_logger.quantization.plan import plan_quantization
@@ -269,6 +269,14 @@ def keras_post_training_quantization(
     Returns:
         `(quantized_model, info)`: a Keras model whose quantizers can be switched
         (`set_quantizers_enabled`) and saved to `.keras`, and a `QuantizationInfo`.
+
+    Raises (all before any stage runs or logs):
+        RepresentativeDataError: the data cannot be used (the message names the
+            batch, the input and the fix).
+        GraphError: the model has no graph to read (e.g. a subclassed model).
+        RebuildMismatchError: the float graph rebuilt from the model does not
+            compute the model's outputs on the first calibration batch
+            (norm-relative error above 1e-5); it names the first diverging node.
     """
     config = config or QuantizationConfig()
     if not isinstance(config, QuantizationConfig):
@@ -276,12 +284,16 @@ def keras_post_training_quantization(
             f"config must be a QuantizationConfig, got {type(config).__name__}."
         )
     graph = read_model(model)
+    for node in graph:
+        if config.for_node(node.name)[0]["keep_float"]:
+            node.info[REUSE_LAYER] = True  # exactly the user's layer, never a clone
     if representative_data is None and config.encodings_file:
         batches = None  # the grids come from the file; nothing to calibrate
     else:
         batches = data_lib.load_batches(
             representative_data, data_lib.input_specs(graph), config.batch_size
         )
+        check_rebuilt_graph(model, graph, batches[0])
     listeners = list(_listeners)
     log_folder = new_run_folder(model.name)
     if log_folder is not None:
