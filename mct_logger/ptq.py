@@ -261,7 +261,9 @@ def keras_post_training_quantization(
             It is never modified.
         representative_data: typical inputs for calibration: a zero-argument
             callable returning batches, a generator, a `tf.data.Dataset` or a
-            NumPy array (labels in `(x, y)` batches are ignored). May be None
+            NumPy array (labels in `(x, y)` batches, or in an `(x, y)` tuple of
+            whole arrays, are ignored). At most
+            `config.num_calibration_samples` samples are read. May be None
             when `config.encodings_file` provides the grids.
         config: a `QuantizationConfig`; default W8A8, weights symmetric
             per-channel, activations asymmetric per-tensor.
@@ -291,7 +293,8 @@ def keras_post_training_quantization(
         batches = None  # the grids come from the file; nothing to calibrate
     else:
         batches = data_lib.load_batches(
-            representative_data, data_lib.input_specs(graph), config.batch_size
+            representative_data, data_lib.input_specs(graph), config.batch_size,
+            max_samples=config.num_calibration_samples,
         )
         check_rebuilt_graph(model, graph, batches[0])
     listeners = list(_listeners)
