@@ -250,7 +250,7 @@ class CalibrationModel(keras.Model):
 
     def observe(self, collected) -> None:
         for name, value in zip(self._observed, collected):
-            value = keras.ops.convert_to_numpy(value)
+            value = _as_float32(keras.ops.convert_to_numpy(value))
             self.observers[name].update(value)
             if self.statistics is not None:
                 self.statistics[name].update(value)
@@ -295,6 +295,14 @@ class CalibrationModel(keras.Model):
                 )
             result[name] = observer.encoding(spec.bitwidth, spec.is_symmetric, spec.per_channel)
         return result
+
+
+def _as_float32(value: np.ndarray) -> np.ndarray:
+    """float16/bfloat16 outputs of mixed-precision layers as float32, so observers
+    and statistics never overflow (float32 and float64 pass unchanged)."""
+    if value.dtype.kind == "V" or (value.dtype.kind == "f" and value.dtype.itemsize < 4):
+        return value.astype(np.float32)
+    return value
 
 
 def compile_inference(model: keras.Model):
