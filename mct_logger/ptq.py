@@ -28,7 +28,7 @@ from mct_logger import export
 from mct_logger.graph import REUSE_LAYER, Graph, check_rebuilt_graph, read_model
 from mct_logger.logger import TensorBoardListener, get_log_folder, new_run_folder
 from mct_logger.quantization.config import QuantizationConfig
-from mct_logger.quantization.plan import plan_quantization
+from mct_logger.quantization.plan import check_overrides, plan_quantization
 from mct_logger.quantization.quantsim import (
     CalibrationModel,
     NodeEncodings,
@@ -276,6 +276,10 @@ def keras_post_training_quantization(
         RepresentativeDataError: the data cannot be used (the message names the
             batch, the input and the fix).
         GraphError: the model has no graph to read (e.g. a subclassed model).
+        ValueError: an override pattern matches no node; the encodings file is
+            not UTF-8 JSON, has an inconsistent entry, or per-channel counts
+            that do not fit the model (naming the file, the key or node, and
+            both counts). FileNotFoundError: no such encodings file.
         RebuildMismatchError: the float graph rebuilt from the model does not
             compute the model's outputs on the first calibration batch
             (norm-relative error above 1e-5); it names the first diverging node.
@@ -286,6 +290,11 @@ def keras_post_training_quantization(
             f"config must be a QuantizationConfig, got {type(config).__name__}."
         )
     graph = read_model(model)
+    check_overrides(graph, config)
+    loaded = None
+    if config.encodings_file:
+        loaded = export.load_encodings(config.encodings_file)
+        export.check_encodings_fit(graph, loaded, config.encodings_file)
     for node in graph:
         if config.for_node(node.name)[0]["keep_float"]:
             node.info[REUSE_LAYER] = True  # exactly the user's layer, never a clone
@@ -303,7 +312,7 @@ def keras_post_training_quantization(
         listeners.append(TensorBoardListener(log_folder))
     run = _Run(listeners)
     try:
-        model_q, info = _quantize(run, graph, batches, config)
+        model_q, info = _quantize(run, graph, batches, config, loaded)
     except BaseException as exc:
         run.close(exc)
         raise
@@ -313,7 +322,7 @@ def keras_post_training_quantization(
     return model_q, info
 
 
-def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig):
+def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, loaded=None):
     graph, _ = run.stage(
         "initial_graph",
         lambda g: (g, InitialGraphResult(len(g.nodes), g.parameter_count())),
@@ -324,9 +333,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig):
     graph, _ = run.stage("cross_layer_equalization", _cle_stage, graph, config)
     plan = plan_quantization(graph, config)
     if config.encodings_file:
-        loaded = export.adopt_encodings(
-            plan, export.load_encodings(config.encodings_file), config.encodings_file
-        )
+        loaded = export.adopt_encodings(plan, loaded, config.encodings_file)
         graph, _ = run.stage(
             "statistics_collection",
             lambda g: (g, SkippedStageResult(f"encodings loaded from {config.encodings_file}")),
