@@ -141,6 +141,20 @@ def graph_memory(graph: Graph, plan: dict | None = None) -> dict[str, dict]:
     }
 
 
+def model_memory(node_memory: dict, plan: dict) -> int:
+    """The headline model bytes: every node's weights plus its output activations
+    at batch 1, except that an output fused into the following activation
+    (`plan[node].note` "fused ...") is one tensor on the target, counted once,
+    as the activation's output.
+
+    `node_memory` is `graph_memory(graph)` (float32) or `graph_memory(graph, plan)`.
+    """
+    return int(sum(
+        m["weights"] + (0 if plan[name].note.startswith("fused") else m["activations"])
+        for name, m in node_memory.items()
+    ))
+
+
 def activation_bits(graph: Graph, plan: dict) -> dict[str, int]:
     """The precision each node's output is stored at on the target.
 
@@ -177,8 +191,11 @@ class QuantizationInfo:
         plan: node name -> NodePlan (what was quantized and why not).
         float_graph: the reference graph (batch norms folded, CLE applied, biases
             before bias correction) with every quantizer off.
-        memory_before / memory_after: model bytes (weights + activations at batch 1).
-        node_memory_before / node_memory_after: node name -> {"weights", "activations", "total"}.
+        memory_before / memory_after: model bytes (weights + activations at batch 1,
+            `model_memory`): the batch-norm-folded float32 model, and the quantized
+            one; an output fused into its activation is counted once.
+        node_memory_before / node_memory_after: node name -> {"weights", "activations",
+            "total"} of the batch-norm-folded graph, float32 / as quantized.
         stage_seconds: stage name -> wall seconds of the stage's own work.
         listener_seconds: stage name -> wall seconds its listeners took (logging).
         stage_results: stage name -> the stage's result dataclass.
@@ -328,9 +345,11 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         lambda g: (g, InitialGraphResult(len(g.nodes), g.parameter_count())),
         graph,
     )
-    memory_before = graph_memory(graph)
     graph, _ = run.stage("batch_norm_folding", _fold_stage, graph)
     graph, _ = run.stage("cross_layer_equalization", _cle_stage, graph, config)
+    # The float side of the headline is the batch-norm-folded model: folding is
+    # free on every target, so it is not counted as a quantization saving.
+    memory_before = graph_memory(graph)
     plan = plan_quantization(graph, config)
     if config.encodings_file:
         loaded = export.adopt_encodings(plan, loaded, config.encodings_file)
@@ -438,7 +457,7 @@ def _build(graph, plan, encodings, memory_before):
     after = graph_memory(graph, plan)
     return graph, QuantizedModelResult(
         model=model,
-        memory_before=int(sum(m["total"] for m in memory_before.values())),
-        memory_after=int(sum(m["total"] for m in after.values())),
+        memory_before=model_memory(memory_before, plan),
+        memory_after=model_memory(after, plan),
     )
 
