@@ -146,3 +146,31 @@ def test_check_passes_on_a_faithful_rebuild_and_returns_the_error():
     model = keras.Model(inputs, L.Dense(2)(L.BatchNormalization()(inputs)))
     x = np.random.default_rng(3).random((8, 3)).astype("float32")
     assert check_rebuilt_graph(model, read_model(model), [x]) <= 1e-5
+
+
+class _ScaleWithBrokenSaving(L.Layer):
+    """A custom layer with a weight whose own saving code fails."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.scale
+
+    def save_own_variables(self, store):
+        raise RuntimeError("saving is not implemented")
+
+
+def test_layer_whose_saving_code_fails_gets_its_weights_and_a_warning(caplog):
+    inputs = keras.Input((3,))
+    scale = _ScaleWithBrokenSaving(name="broken_saving")
+    model = keras.Model(inputs, L.Dense(2)(scale(inputs)))
+    scale.scale.assign(np.array([2.0, -1.0, 0.5], "float32"))
+    x = np.random.default_rng(4).random((16, 3)).astype("float32")
+    with caplog.at_level("WARNING", logger="mct_logger"):
+        model_q, _ = mct_logger.keras_post_training_quantization(model, x)
+    assert any("'broken_saving'" in r.getMessage() and "weights only" in r.getMessage()
+               for r in caplog.records)
+    mct_logger.set_quantizers_enabled(model_q, activations=False, weights=False)
+    np.testing.assert_allclose(model_q.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
