@@ -148,7 +148,7 @@ def _as_full_arrays(data, specs) -> list[np.ndarray] | None:
         # as a batch, so this is whole data, checked input by input (in the
         # wrong order, the first mismatching input is named with the shape it got).
         arrays = [_numpy(a) for a in data]
-        _check_order(arrays, specs)
+        _check_order(arrays, specs, "representative_data")
         return arrays
     labelled = _labelled_inputs(data, specs)
     if labelled is not None:
@@ -180,7 +180,7 @@ def _labelled_inputs(data, specs) -> list[np.ndarray] | None:
     return inputs
 
 
-def _check_order(arrays, specs) -> None:
+def _check_order(arrays, specs, where: str) -> None:
     """Refuses whole arrays that fit the inputs only in another order, saying so."""
     def fits(a, spec):
         return a.ndim == len(spec.shape) and all(
@@ -195,7 +195,7 @@ def _check_order(arrays, specs) -> None:
             f"the model inputs [{', '.join(repr(s.name) for s in specs)}]."
             if matches else "")
     raise RepresentativeDataError(
-        f"representative_data, input {spec.name!r} expects {_shape_text(spec.shape)} but "
+        f"{where}, input {spec.name!r} expects {_shape_text(spec.shape)} but "
         f"got an array of shape {got}.{hint} Pass one array per input in the model's "
         "input order, or a dict keyed by input name."
     )
@@ -257,6 +257,12 @@ def _to_inputs(element, specs, where) -> list[np.ndarray]:
             _is_array(a) and _numpy(a).ndim == len(s.shape) for a, s in zip(element, specs)
         ):
             return [_numpy(a) for a in element]
+        if n > 1 and len(element) == n and all(_is_array(a) for a in element):
+            # one bare array per input (a model with several inputs takes no bare
+            # array as x): in input order, or named as mismatching
+            arrays = [_numpy(a) for a in element]
+            _check_order(arrays, specs, where)
+            return arrays
         if len(element) in (2, 3):  # (x, y) or (x, y, sample_weight): labels ignored
             return _to_inputs(element[0], specs, where)
         if len(element) == n:

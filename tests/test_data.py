@@ -223,3 +223,11 @@ def test_values_beyond_a_float16_input_are_refused():
     with pytest.raises(RepresentativeDataError, match="beyond the range of float16"):
         load_batches([x], spec)
     assert load_batches([_images(4)], spec)[0][0].dtype == np.float16
+
+
+def test_batches_with_inputs_in_the_wrong_order_name_the_input_and_the_shape_it_got():
+    x, v = _images(6), np.ones((6, 3), "float32")
+    with pytest.raises(RepresentativeDataError,
+                       match=r"batch 1, input 'img' expects \(batch, 4, 4, 1\) but got an "
+                             r"array of shape \(6, 3\)\. It fits input 'vec'"):
+        load_batches(lambda: iter([[x, v], [v, x]]), TWO)
