@@ -312,6 +312,10 @@ def keras_post_training_quantization(
     if config.encodings_file:
         loaded = export.load_encodings(config.encodings_file)
         export.check_encodings_fit(graph, loaded, config.encodings_file)
+        # A trial plan on the folded graph (weights only, no data): a grid the
+        # plan needs and the file lacks fails here, before any stage.
+        trial = plan_quantization(fold_batch_norms(graph)[0], config, report=False)
+        export.adopt_encodings(trial, loaded, config.encodings_file)
     for node in graph:
         if config.for_node(node.name)[0]["keep_float"]:
             node.info[REUSE_LAYER] = True  # exactly the user's layer, never a clone

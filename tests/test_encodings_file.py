@@ -159,3 +159,12 @@ def test_override_matching_nothing_fails_before_any_stage(model_and_data):
     config = mct_logger.QuantizationConfig(overrides={"conv_typo": mct_logger.LayerOverride(weight_bits=4)})
     message, stages = _ptq_stages(model, x, config)
     assert stages == [] and "conv_typo" in message and "match no node" in message
+
+
+def test_file_missing_a_grid_is_refused_before_any_stage(exported, tmp_path):
+    model, x, content = exported
+    del content["param_encodings"]["dw/kernel"]
+    path = tmp_path / "missing_grid.json"
+    path.write_text(json.dumps(content))
+    message, stages = _ptq_stages(model, x, mct_logger.QuantizationConfig(encodings_file=str(path)))
+    assert stages == [] and "no grid for node 'dw' (kernel)" in message and str(path) in message

@@ -91,8 +91,13 @@ class NodePlan:
         return bool(self.weights) or self.activation is not None
 
 
-def plan_quantization(graph: Graph, config: QuantizationConfig) -> dict[str, NodePlan]:
-    """Decides every node's weight and activation quantizers under `config`."""
+def plan_quantization(graph: Graph, config: QuantizationConfig,
+                      report: bool = True) -> dict[str, NodePlan]:
+    """Decides every node's weight and activation quantizers under `config`.
+
+    `report=False` skips the warning that lists the layers staying in float
+    (for a trial plan whose real counterpart reports them).
+    """
     plan: dict[str, NodePlan] = {}
     unknown: list[str] = []
     used_patterns: set[str] = set()
@@ -140,7 +145,7 @@ def plan_quantization(graph: Graph, config: QuantizationConfig) -> dict[str, Nod
                 )
         plan[node.name] = p
     _refuse_unused(graph, config, used_patterns)
-    if unknown:
+    if unknown and report:
         logger.warning(
             "%d layer(s) stay in float because the engine cannot quantize them: %s",
             len(unknown), ", ".join(unknown),
