@@ -380,6 +380,10 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
     analyze = config.analyze_similarity
     if analyze is None:
         analyze = bool(run.listeners)
+    if analyze and batches and not any(p.quantized for p in plan.values()):
+        logger.info("Similarity analysis skipped: no node of %r is quantized under this "
+                    "configuration, so float and quantized outputs are the same.", graph.name)
+        analyze = False
     if analyze and batches:
         statistics = getattr(run.results.get("statistics_collection"), "statistics", None) or {}
         histograms = {n: tuple(a[0] for a in s.histogram()) for n, s in statistics.items()}

@@ -216,3 +216,14 @@ def test_headline_memory_compares_the_folded_float_model_and_counts_a_fused_outp
     # W8A8: x 16; conv 18 + 2*4; relu 8; flat 8 (relu's grid); dense 24 + 3*4 + 3
     assert info.memory_after == 16 + 26 + 8 + 8 + 39
     assert info.stage_results["quantized_model"].memory_before == info.memory_before
+
+
+def test_every_node_kept_in_float_returns_the_float_model_even_when_analyzing():
+    model = _tiny()
+    x = np.random.default_rng(0).random((16, 4, 4, 1)).astype("float32")
+    config = mct_logger.QuantizationConfig(
+        overrides={".*": mct_logger.LayerOverride(keep_float=True)}, analyze_similarity=True)
+    quantized, info = mct_logger.keras_post_training_quantization(model, x, config)
+    assert info.encodings == {} and "similarity_analysis" not in info.stage_results
+    np.testing.assert_allclose(quantized.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-6, atol=1e-6)
