@@ -174,3 +174,11 @@ def test_layer_whose_saving_code_fails_gets_its_weights_and_a_warning(caplog):
     mct_logger.set_quantizers_enabled(model_q, activations=False, weights=False)
     np.testing.assert_allclose(model_q.predict(x, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_quant_analyzer_refuses_a_rebuild_that_loses_state(tmp_path):
+    model = _hidden_state_model()
+    x = np.random.default_rng(5).random((16, 5)).astype("float32")
+    analyzer = mct_logger.QuantAnalyzer(model, lambda m: m.predict(x, verbose=0), lambda m: 0.0)
+    with pytest.raises(RebuildMismatchError, match="'calibrated_shift'"):
+        analyzer.analyze(results_dir=str(tmp_path / "results"))
