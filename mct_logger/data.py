@@ -152,17 +152,26 @@ def _as_full_arrays(data, specs) -> list[np.ndarray] | None:
         return arrays
     labelled = _labelled_inputs(data, specs)
     if labelled is not None:
-        logger.info("representative_data is an (x, y%s) tuple of whole arrays: "
+        logger.info("representative_data is an (x, y%s) pair of whole arrays: "
                     "calibrating on x, labels ignored", ", sample_weight" * (len(data) == 3))
         return labelled
     return None
 
 
 def _labelled_inputs(data, specs) -> list[np.ndarray] | None:
-    """x of an `(x, y)` / `(x, y, sample_weight)` tuple of whole arrays, else None."""
-    if not isinstance(data, tuple) or len(data) not in (2, 3):
+    """x of an `(x, y)` / `(x, y, sample_weight)` tuple of whole arrays, else None.
+
+    A list `[x, y]` counts too when y and the weights are bare arrays that are
+    not batches of the (single) input, so a list of batches is never misread.
+    """
+    if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
         return None
     x, rest = data[0], data[1:]
+    if isinstance(data, list):
+        if not all(_is_array(a) for a in rest):
+            return None
+        if len(specs) == 1 and any(_fits(_numpy(a), specs[0]) for a in rest):
+            return None
     if len(specs) == 1:
         if not _is_array(x) or _numpy(x).ndim != len(specs[0].shape):
             return None
@@ -180,11 +189,15 @@ def _labelled_inputs(data, specs) -> list[np.ndarray] | None:
     return inputs
 
 
+def _fits(a: np.ndarray, spec: InputSpec) -> bool:
+    """Whether `a` has the input's rank and fixed dimensions (batch first)."""
+    return a.ndim == len(spec.shape) and all(
+        want is None or got == want for got, want in zip(a.shape[1:], spec.shape[1:]))
+
+
 def _check_order(arrays, specs, where: str) -> None:
     """Refuses whole arrays that fit the inputs only in another order, saying so."""
-    def fits(a, spec):
-        return a.ndim == len(spec.shape) and all(
-            want is None or got == want for got, want in zip(a.shape[1:], spec.shape[1:]))
+    fits = _fits
 
     if all(fits(a, s) for a, s in zip(arrays, specs)):
         return

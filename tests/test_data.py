@@ -176,6 +176,15 @@ def test_xy_and_xyw_tuples_of_whole_arrays_are_taken_as_model_fit_takes_them():
         assert len(batches) == 1 and batches[0][1].shape == (10, 3)
 
 
+def test_xy_list_of_whole_arrays_is_taken_too_but_a_list_of_batches_stays_batches():
+    x, y = _images(10), np.arange(10)
+    batches = load_batches([x, y], ONE, batch_size=4)
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
+    assert len(load_batches([x[:5], x[5:]], ONE, batch_size=4)) == 2  # two batches
+    v = np.ones((10, 3), "float32")
+    assert len(load_batches([[x, v], y], TWO, batch_size=10)) == 1
+
+
 def test_xy_tuple_with_labels_of_another_length_is_not_taken_as_labels():
     with pytest.raises(RepresentativeDataError, match="shape"):
         load_batches((_images(10), np.arange(7)), ONE)
