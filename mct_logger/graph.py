@@ -337,8 +337,9 @@ class GraphError(ValueError):
 
 
 # `Node.info` key: build this node from its own layer object, never a clone.
-# PTQ sets it on nodes an override keeps in float, so a layer whose state
-# cannot be cloned still computes exactly what it computes in the user's model.
+# PTQ sets it on a node an override keeps in float when its clone differs
+# from the user's layer, so that layer still computes exactly what it computes
+# in the user's model (the rebuilt models then share that one layer object).
 REUSE_LAYER = "reuse_layer"
 
 # Largest norm-relative error ||rebuilt - model|| / ||model|| accepted between
@@ -347,7 +348,16 @@ REBUILD_TOLERANCE = 1e-5
 
 
 class RebuildMismatchError(GraphError):
-    """The float graph rebuilt from the model does not compute what the model computes."""
+    """The float graph rebuilt from the model does not compute what the model computes.
+
+    Attributes:
+        node: the first node (graph order) whose rebuilt output differs from its
+            own layer's output on the same inputs, or None if none does alone.
+    """
+
+    def __init__(self, message: str, node: str | None = None):
+        super().__init__(message)
+        self.node = node
 
 
 def norm_relative_error(a, b) -> float:
@@ -416,7 +426,8 @@ def check_rebuilt_graph(model: keras.Model, graph: Graph, batch: list,
         f"calibration batch (tolerance {tolerance:g}). {where}; its layer keeps state "
         "that get_config() and its saved variables do not carry. Keep it in float "
         f"with QuantizationConfig(overrides={{{culprit!r}: LayerOverride(keep_float=True)}}), "
-        "which uses your layer object itself, or report the layer class to mct-logger."
+        "which uses your layer object itself, or report the layer class to mct-logger.",
+        node=None if node is None else node.name,
     )
 
 

@@ -25,7 +25,13 @@ import keras
 
 from mct_logger import data as data_lib
 from mct_logger import export
-from mct_logger.graph import REUSE_LAYER, Graph, check_rebuilt_graph, read_model
+from mct_logger.graph import (
+    REUSE_LAYER,
+    Graph,
+    RebuildMismatchError,
+    check_rebuilt_graph,
+    read_model,
+)
 from mct_logger.logger import TensorBoardListener, get_log_folder, new_run_folder
 from mct_logger.quantization.config import QuantizationConfig
 from mct_logger.quantization.plan import check_overrides, plan_quantization
@@ -316,9 +322,6 @@ def keras_post_training_quantization(
         # plan needs and the file lacks fails here, before any stage.
         trial = plan_quantization(fold_batch_norms(graph)[0], config, report=False)
         export.adopt_encodings(trial, loaded, config.encodings_file)
-    for node in graph:
-        if config.for_node(node.name)[0]["keep_float"]:
-            node.info[REUSE_LAYER] = True  # exactly the user's layer, never a clone
     if representative_data is None and config.encodings_file:
         batches = None  # the grids come from the file; nothing to calibrate
     else:
@@ -326,7 +329,7 @@ def keras_post_training_quantization(
             representative_data, data_lib.input_specs(graph), config.batch_size,
             max_samples=config.num_calibration_samples,
         )
-        check_rebuilt_graph(model, graph, batches[0])
+        _check_rebuild(model, graph, batches[0], config)
     listeners = list(_listeners)
     log_folder = new_run_folder(model.name)
     if log_folder is not None:
@@ -341,6 +344,25 @@ def keras_post_training_quantization(
     if log_folder is not None:
         logger.info("To see the logs run: tensorboard --logdir %s", get_log_folder())
     return model_q, info
+
+
+def _check_rebuild(model, graph: Graph, batch, config: QuantizationConfig) -> None:
+    """`check_rebuilt_graph`, except that a diverging node the config keeps in
+    float is built from the user's own layer object instead of a clone (its
+    state then needs no copying) and the check runs again."""
+    for _ in range(len(graph.nodes) + 1):
+        try:
+            check_rebuilt_graph(model, graph, batch)
+            return
+        except RebuildMismatchError as exc:
+            node = graph.nodes.get(exc.node) if exc.node else None
+            if (node is None or node.info.get(REUSE_LAYER)
+                    or not config.for_node(node.name)[0]["keep_float"]):
+                raise
+            logger.info("Node %r (%s) is kept in float and its clone differs from your "
+                        "layer: the quantized model uses your layer object itself.",
+                        node.name, node.layer_class)
+            node.info[REUSE_LAYER] = True
 
 
 def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, loaded=None):

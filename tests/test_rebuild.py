@@ -141,6 +141,21 @@ def test_keep_float_override_uses_the_users_layer_and_passes_the_check():
                                rtol=1e-5, atol=1e-5)
 
 
+def test_kept_float_layer_that_clones_faithfully_is_not_shared_with_the_users_model():
+    inputs = keras.Input((5,))
+    h = L.Dense(4, name="kept")(inputs)
+    model = keras.Model(inputs, L.Dense(2, name="fc2")(h))
+    x = np.random.default_rng(6).random((16, 5)).astype("float32")
+    config = mct_logger.QuantizationConfig(overrides={"kept": mct_logger.LayerOverride(keep_float=True)})
+    model_q, _ = mct_logger.keras_post_training_quantization(model, x, config)
+    assert model.get_layer("kept") not in model_q.layers
+    before = model.get_layer("kept").get_weights()[0].copy()
+    for layer in model_q.layers:
+        for w in layer.trainable_weights:
+            w.assign(w * 0.5)
+    np.testing.assert_array_equal(model.get_layer("kept").get_weights()[0], before)
+
+
 def test_check_passes_on_a_faithful_rebuild_and_returns_the_error():
     inputs = keras.Input((3,))
     model = keras.Model(inputs, L.Dense(2)(L.BatchNormalization()(inputs)))
