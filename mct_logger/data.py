@@ -87,9 +87,9 @@ def load_batches(
     capped = False
     arrays = _as_full_arrays(data, specs)
     if arrays is not None:
-        arrays, n = _check_batch(arrays, specs, "representative_data")
-        if max_samples is not None and n > max_samples:
-            arrays, n, capped = [a[:max_samples] for a in arrays], max_samples, True
+        arrays, n = _check_batch(arrays, specs, "representative_data", limit=max_samples)
+        capped = max_samples is not None and n > max_samples  # arrays hold the first max_samples
+        n = min(n, max_samples) if capped else n
         batches = [[a[i:i + batch_size] for a in arrays] for i in range(0, n, batch_size)]
     else:
         batches, total = [], 0
@@ -287,13 +287,16 @@ def _to_inputs(element, specs, where) -> list[np.ndarray]:
     )
 
 
-def _check_batch(arrays: list[np.ndarray], specs: list[InputSpec], where: str):
+def _check_batch(arrays: list[np.ndarray], specs: list[InputSpec], where: str,
+                 limit: int | None = None):
     """Checks one batch (or whole data) against the inputs and casts each array to
     its input's float dtype; returns `(arrays, number of samples)`.
 
     Finiteness is checked after the cast, so float64 values beyond float32's
     range (or float32 beyond a float16 input's) are refused here, not turned
-    into Inf inside the model.
+    into Inf inside the model. With `limit`, only the first `limit` samples are
+    cast and checked for values (the ones that will be read); the returned
+    arrays then hold those samples only, and the count is of all samples given.
     """
     sizes = {len(a) if a.ndim else 0 for a in arrays}
     cast = []
@@ -314,6 +317,8 @@ def _check_batch(arrays: list[np.ndarray], specs: list[InputSpec], where: str):
                 f"{_shape_text(spec.shape)}. Yield arrays shaped "
                 f"{_shape_text(spec.shape)} with the batch first."
             )
+        if limit is not None and a.ndim:
+            a = a[:limit]
         if "float" in spec.dtype and a.dtype != spec.dtype:
             with np.errstate(over="ignore"):
                 converted = a.astype(spec.dtype)

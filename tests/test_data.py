@@ -240,3 +240,12 @@ def test_batches_with_inputs_in_the_wrong_order_name_the_input_and_the_shape_it_
                        match=r"batch 1, input 'img' expects \(batch, 4, 4, 1\) but got an "
                              r"array of shape \(6, 3\)\. It fits input 'vec'"):
         load_batches(lambda: iter([[x, v], [v, x]]), TWO)
+
+
+def test_samples_beyond_the_cap_are_not_read():
+    x = _images(12)
+    x[10] = np.nan  # past the cap: never used, so never refused
+    batches = load_batches(x, ONE, batch_size=4, max_samples=8)
+    assert sum(len(b[0]) for b in batches) == 8
+    with pytest.raises(RepresentativeDataError, match="NaN or Inf"):
+        load_batches(x, ONE, batch_size=4, max_samples=11)
