@@ -5,11 +5,19 @@ Keras model back. Nested models are flattened (`outer/inner` node names, which
 TensorBoard groups), the k-th call of a shared layer is the node `name:k`, and
 nothing here ever mutates the model it was read from.
 
+Each rebuilt layer is cloned from `get_config()` and given the original's whole
+state through Keras' own save/load path (`copy_layer_state`: variables, derived
+state such as an adapted `Normalization`'s mean and variance, vocabularies).
+`check_rebuilt_graph` proves it on data: with y the model's outputs and y' the
+rebuilt graph's on the same batch, `||y' - y|| / ||y|| <= 1e-5` per output, or
+an error naming the first node whose rebuilt output differs.
+
 Example:
 
 ```python
 graph = read_model(model)
 rebuilt = graph.to_keras()          # same outputs, independent weights
+check_rebuilt_graph(model, graph, [x_batch])   # raises RebuildMismatchError if not
 graph.nodes["conv1"].output_shapes  # [(None, 8, 8, 16)]
 ```
 """
