@@ -100,7 +100,8 @@ def load_batches(
             where = f"representative_data batch {i}"
             batch, n = _check_batch(_to_inputs(element, specs, where), specs, where)
             if max_samples is not None and total + n > max_samples:
-                batch, n, capped = [a[:max_samples - total] for a in batch], max_samples - total, True
+                n, capped = max_samples - total, True
+                batch = [a[:n] for a in batch]
             batches.append(batch)
             total += n
     if not batches or sum(len(b[0]) for b in batches) == 0:

@@ -107,7 +107,8 @@ def _encoding(entries, where: str) -> Encoding:
             raise ValueError(f"{at}: {exc}") from None
         flag = str(e["is_symmetric"]).lower()
         if flag not in ("true", "false"):
-            raise ValueError(f"{at}: is_symmetric is {e['is_symmetric']!r}; use \"True\" or \"False\".")
+            raise ValueError(
+                f"{at}: is_symmetric is {e['is_symmetric']!r}; use \"True\" or \"False\".")
         values = {}
         for key in ("scale", "offset", "min", "max"):
             if key not in e:
