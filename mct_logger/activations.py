@@ -27,7 +27,7 @@ import numpy as np
 from keras import ops
 
 from mct_logger import metrics
-from mct_logger.graph import Graph, TensorRef, _clone_layer
+from mct_logger.graph import Graph, TensorRef, _clone_layer, copy_layer_state
 from mct_logger.quantization.quantsim import (
     NodeEncodings,
     QuantizerFactory,
@@ -167,7 +167,7 @@ class PairedActivations:
                 clones[id(node.layer)] = layer
             float_outs = node.call(layer, f)
             if first_call and isinstance(layer, keras.layers.Layer) and layer is not node.layer:
-                layer.set_weights(node.layer.get_weights())
+                copy_layer_state(node.layer, layer)
             quantized_layer = factory.weights(node, self._quantized_clone(node, layer, quantized_clones, used))
             quantizer = factory.activation(node)
             q_outs = node.call(quantized_layer, q)
@@ -191,7 +191,7 @@ class PairedActivations:
             clone = _clone_layer(source, used)
             ref = node.inputs[0]
             clone.build(self.graph.nodes[ref.node].output_shapes[ref.index])
-            clone.set_weights(source.layer.get_weights())
+            copy_layer_state(source.layer, clone)
             clones[id(source.layer)] = clone
         return clones[id(source.layer)]
 
@@ -228,8 +228,9 @@ class PairedActivations:
 
 
 def pair_sums(f, q, i):
-    """Per-sample sums of products of the float, accumulated and isolated outputs."""
-    f, q, i = (ops.cast(t, "float32") for t in (f, q, i))
+    """Per-sample sums of products of the float, accumulated and isolated outputs,
+    in float64 (the squares of float32 values beyond 1.8e19 overflow float32)."""
+    f, q, i = (ops.cast(t, "float64") for t in (f, q, i))  # float32 squares overflow from 1e19
     axes = tuple(range(1, len(f.shape)))
 
     def total(x):

@@ -62,7 +62,7 @@ from mct_logger import data as data_lib
 from mct_logger import logger as log_lib
 from mct_logger import metrics
 from mct_logger.activations import PairedActivations
-from mct_logger.graph import Graph, read_model
+from mct_logger.graph import Graph, check_rebuilt_graph, read_model
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.encodings import Encoding
 from mct_logger.quantization.observers import OBSERVERS, HistogramCollector, channels_last_2d
@@ -535,6 +535,9 @@ class _Analysis:
             )
         weights = weight_encodings(graph, plan)
         activations = calibration.activation_encodings(plan)
+        if calibration.recorded:  # the float reference must be the user's model
+            first = data_lib.load_batches(iter(calibration.recorded[:1]), analyzer._specs)[0]
+            check_rebuilt_graph(analyzer._model, analyzer._graph, first)
         encodings = {
             name: NodeEncodings(weights=weights.get(name, {}), activation=activations.get(name))
             for name in self.layers

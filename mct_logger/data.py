@@ -5,7 +5,13 @@ Accepted forms: a zero-argument callable returning an iterable of batches
 `tf.data.Dataset`, or NumPy arrays (one per model input, batched here). A batch
 is one array per model input (a bare array for a single-input model, a list in
 input order, or a dict by input name); a labelled `(x, y)` or
-`(x, y, sample_weight)` batch is accepted and its labels ignored.
+`(x, y, sample_weight)` batch is accepted and its labels ignored, and so is a
+`(x_train, y_train)` tuple of whole arrays, as `model.fit` takes it.
+
+Reading stops after `max_samples` samples (PTQ passes
+`QuantizationConfig.num_calibration_samples`, 1000 by default, the 500-1000
+that AIMET and MCT recommend), so an endless generator or a `.repeat()`ed
+`tf.data.Dataset` ends; one log line says how many samples were used.
 
 Everything is read and checked before any quantization work starts, so a bad
 batch fails fast with an error that names it and says how to fix it.
@@ -13,7 +19,7 @@ batch fails fast with an error that names it and says how to fix it.
 Example:
 
 ```python
-batches = load_batches(x_train[:512], input_specs(graph), batch_size=32)
+batches = load_batches(x_train, input_specs(graph), batch_size=32, max_samples=1000)
 ```
 """
 
@@ -21,9 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 from typing import Any
 
 import numpy as np
+from keras import tree
+
+logger = logging.getLogger("mct_logger")
 
 
 class RepresentativeDataError(ValueError):
@@ -45,34 +55,66 @@ def input_specs(graph) -> list[InputSpec]:
     ]
 
 
-def load_batches(data: Any, specs: list[InputSpec], batch_size: int = 32) -> list[list[np.ndarray]]:
-    """Reads all of `data` into batches: a list of `[array per model input]`."""
+def load_batches(
+    data: Any, specs: list[InputSpec], batch_size: int = 32, max_samples: int | None = None,
+) -> list[list[np.ndarray]]:
+    """Reads `data` into batches: a list of `[array per model input]`.
+
+    Args:
+        data: any accepted form (see the module docstring).
+        specs: the model inputs, in order (`input_specs(graph)`).
+        batch_size: how whole arrays are cut into batches.
+        max_samples: stop reading after this many samples (the last batch is
+            cut to fit), so an endless generator or a `.repeat()`ed dataset
+            ends; None reads everything and refuses a dataset whose
+            `cardinality()` is infinite.
+
+    Returns:
+        The batches, each array cast to its input's float dtype.
+
+    Raises:
+        RepresentativeDataError: a form, shape, dtype or value (NaN/Inf after
+            the cast to the input's dtype) that cannot be used; the message
+            names the batch, the input and the fix.
+    """
     if data is None:
         raise RepresentativeDataError(
             "representative_data is None. Pass a callable returning batches, a "
             "generator, a tf.data.Dataset or a NumPy array of model inputs."
         )
+    if max_samples is not None and (not isinstance(max_samples, int) or max_samples < 1):
+        raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}.")
+    capped = False
     arrays = _as_full_arrays(data, specs)
     if arrays is not None:
-        n = _check_batch(arrays, specs, "representative_data")
+        arrays, n = _check_batch(arrays, specs, "representative_data", limit=max_samples)
+        capped = max_samples is not None and n > max_samples  # arrays hold the first max_samples
+        n = min(n, max_samples) if capped else n
         batches = [[a[i:i + batch_size] for a in arrays] for i in range(0, n, batch_size)]
     else:
-        batches = [
-            _to_inputs(element, specs, f"representative_data batch {i}")
-            for i, element in enumerate(_iterate(data))
-        ]
-        for i, batch in enumerate(batches):
-            _check_batch(batch, specs, f"representative_data batch {i}")
+        batches, total = [], 0
+        for i, element in enumerate(_iterate(data, max_samples)):
+            if max_samples is not None and total >= max_samples:
+                capped = True
+                break
+            where = f"representative_data batch {i}"
+            batch, n = _check_batch(_to_inputs(element, specs, where), specs, where)
+            if max_samples is not None and total + n > max_samples:
+                n, capped = max_samples - total, True
+                batch = [a[:n] for a in batch]
+            batches.append(batch)
+            total += n
     if not batches or sum(len(b[0]) for b in batches) == 0:
         raise RepresentativeDataError(
             "representative_data is empty: it yielded no samples. Pass a few hundred "
             "typical model inputs (e.g. 500 training images)."
         )
-    return [
-        [a.astype(s.dtype) if a.dtype != s.dtype and "float" in s.dtype else a
-         for a, s in zip(batch, specs)]
-        for batch in batches
-    ]
+    logger.info(
+        "Representative data: %d samples in %d batches%s", num_samples(batches), len(batches),
+        f" (stopped reading at the cap QuantizationConfig.num_calibration_samples={max_samples})"
+        if capped else "",
+    )
+    return batches
 
 
 def num_samples(batches) -> int:
@@ -80,7 +122,13 @@ def num_samples(batches) -> int:
 
 
 def _as_full_arrays(data, specs) -> list[np.ndarray] | None:
-    """Whole-dataset arrays (to be batched here), or None for an iterable of batches."""
+    """Whole-dataset arrays (to be batched here), or None for an iterable of batches.
+
+    Besides one array per input (a bare array, a list/tuple in input order, a
+    dict by input name), this takes `(x, y)` and `(x, y, sample_weight)`
+    tuples of whole arrays as `model.fit` takes them: x as above, and every
+    array of y and the weights as long as x; y and the weights are ignored.
+    """
     if _is_array(data):
         if len(specs) != 1:
             raise RepresentativeDataError(
@@ -95,13 +143,79 @@ def _as_full_arrays(data, specs) -> list[np.ndarray] | None:
         isinstance(data, (list, tuple))
         and len(specs) > 1
         and len(data) == len(specs)
-        and all(_is_array(a) and _numpy(a).ndim == len(s.shape) for a, s in zip(data, specs))
+        and all(_is_array(a) for a in data)
     ):
-        return [_numpy(a) for a in data]
+        # One array per input: a model with several inputs takes no bare array
+        # as a batch, so this is whole data, checked input by input (in the
+        # wrong order, the first mismatching input is named with the shape it got).
+        arrays = [_numpy(a) for a in data]
+        _check_order(arrays, specs, "representative_data")
+        return arrays
+    labelled = _labelled_inputs(data, specs)
+    if labelled is not None:
+        logger.info("representative_data is an (x, y%s) pair of whole arrays: "
+                    "calibrating on x, labels ignored", ", sample_weight" * (len(data) == 3))
+        return labelled
     return None
 
 
-def _iterate(data):
+def _labelled_inputs(data, specs) -> list[np.ndarray] | None:
+    """x of an `(x, y)` / `(x, y, sample_weight)` tuple of whole arrays, else None.
+
+    A list `[x, y]` counts too when y and the weights are bare arrays that are
+    not batches of the (single) input, so a list of batches is never misread.
+    """
+    if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
+        return None
+    x, rest = data[0], data[1:]
+    if isinstance(data, list):
+        if not all(_is_array(a) for a in rest):
+            return None
+        if len(specs) == 1 and any(_fits(_numpy(a), specs[0]) for a in rest):
+            return None
+    if len(specs) == 1:
+        if not _is_array(x) or _numpy(x).ndim != len(specs[0].shape):
+            return None
+        inputs = [_numpy(x)]
+    elif isinstance(x, dict) and all(_is_array(v) for v in x.values()):
+        inputs = _to_inputs(x, specs, "representative_data[0] (x of an (x, y) tuple)")
+    elif isinstance(x, (list, tuple)) and len(x) == len(specs) and all(_is_array(a) for a in x):
+        inputs = [_numpy(a) for a in x]
+    else:
+        return None
+    n = len(inputs[0]) if inputs[0].ndim else 0
+    labels = [a for a in tree.flatten(rest) if a is not None]
+    if not labels or not all(_is_array(a) and np.ndim(a) and len(a) == n for a in labels):
+        return None
+    return inputs
+
+
+def _fits(a: np.ndarray, spec: InputSpec) -> bool:
+    """Whether `a` has the input's rank and fixed dimensions (batch first)."""
+    return a.ndim == len(spec.shape) and all(
+        want is None or got == want for got, want in zip(a.shape[1:], spec.shape[1:]))
+
+
+def _check_order(arrays, specs, where: str) -> None:
+    """Refuses whole arrays that fit the inputs only in another order, saying so."""
+    fits = _fits
+
+    if all(fits(a, s) for a, s in zip(arrays, specs)):
+        return
+    first = next(i for i, (a, s) in enumerate(zip(arrays, specs)) if not fits(a, s))
+    spec, got = specs[first], arrays[first].shape
+    matches = [s.name for s in specs if fits(arrays[first], s)]
+    hint = (f" It fits input {matches[0]!r}: the arrays seem to be in another order than "
+            f"the model inputs [{', '.join(repr(s.name) for s in specs)}]."
+            if matches else "")
+    raise RepresentativeDataError(
+        f"{where}, input {spec.name!r} expects {_shape_text(spec.shape)} but "
+        f"got an array of shape {got}.{hint} Pass one array per input in the model's "
+        "input order, or a dict keyed by input name."
+    )
+
+
+def _iterate(data, max_samples=None):
     if callable(data) and not _is_dataset(data) and not inspect.isgenerator(data):
         try:
             signature = inspect.signature(data)
@@ -119,6 +233,12 @@ def _iterate(data):
             )
         data = data()
     if _is_dataset(data):
+        if max_samples is None and _is_infinite(data):
+            raise RepresentativeDataError(
+                "representative_data is an infinite tf.data.Dataset (its cardinality() is "
+                "INFINITE, e.g. after .repeat()), which would be read forever. End it with "
+                ".take(n) (n batches), or set a cap on the samples read."
+            )
         return data.as_numpy_iterator()
     try:
         return iter(data)
@@ -151,6 +271,12 @@ def _to_inputs(element, specs, where) -> list[np.ndarray]:
             _is_array(a) and _numpy(a).ndim == len(s.shape) for a, s in zip(element, specs)
         ):
             return [_numpy(a) for a in element]
+        if n > 1 and len(element) == n and all(_is_array(a) for a in element):
+            # one bare array per input (a model with several inputs takes no bare
+            # array as x): in input order, or named as mismatching
+            arrays = [_numpy(a) for a in element]
+            _check_order(arrays, specs, where)
+            return arrays
         if len(element) in (2, 3):  # (x, y) or (x, y, sample_weight): labels ignored
             return _to_inputs(element[0], specs, where)
         if len(element) == n:
@@ -162,11 +288,24 @@ def _to_inputs(element, specs, where) -> list[np.ndarray]:
     )
 
 
-def _check_batch(arrays: list[np.ndarray], specs: list[InputSpec], where: str) -> int:
+def _check_batch(arrays: list[np.ndarray], specs: list[InputSpec], where: str,
+                 limit: int | None = None):
+    """Checks one batch (or whole data) against the inputs and casts each array to
+    its input's float dtype; returns `(arrays, number of samples)`.
+
+    Finiteness is checked after the cast, so float64 values beyond float32's
+    range (or float32 beyond a float16 input's) are refused here, not turned
+    into Inf inside the model. With `limit`, only the first `limit` samples are
+    cast and checked for values (the ones that will be read); the returned
+    arrays then hold those samples only, and the count is of all samples given.
+    """
     sizes = {len(a) if a.ndim else 0 for a in arrays}
+    cast = []
     for a, spec in zip(arrays, specs):
         label = f"{where}, input {spec.name!r}"
-        if a.dtype.kind not in "fiub":
+        if spec.dtype == "string" and a.dtype.kind in "USO":
+            pass  # text for a string input (StringLookup, TextVectorization)
+        elif a.dtype.kind not in "fiub":
             raise RepresentativeDataError(
                 f"{label} has dtype {a.dtype}; the model expects {spec.dtype}. "
                 "Convert it to numbers (e.g. array.astype('float32'))."
@@ -179,23 +318,45 @@ def _check_batch(arrays: list[np.ndarray], specs: list[InputSpec], where: str) -
                 f"{_shape_text(spec.shape)}. Yield arrays shaped "
                 f"{_shape_text(spec.shape)} with the batch first."
             )
-        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-            bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        if limit is not None and a.ndim:
+            a = a[:limit]
+        if "float" in spec.dtype and a.dtype != spec.dtype:
+            with np.errstate(over="ignore"):
+                converted = a.astype(spec.dtype)
+        else:
+            converted = a
+        if converted.dtype.kind == "f" and not np.all(np.isfinite(converted)):
+            bad = int(np.size(converted) - np.count_nonzero(np.isfinite(converted)))
+            was_finite = a.dtype.kind != "f" or bool(np.all(np.isfinite(a)))
+            if was_finite:
+                raise RepresentativeDataError(
+                    f"{label} holds {bad} value(s) beyond the range of {spec.dtype}, the "
+                    f"model input's dtype (largest magnitude {np.max(np.abs(a)):.3g}); they "
+                    "would be Inf in the model. Rescale or clip the data to what the model "
+                    "was trained on."
+                )
             raise RepresentativeDataError(
                 f"{label} holds {bad} NaN or Inf value(s). Clean or drop those samples; "
                 "calibration ranges would be meaningless."
             )
+        cast.append(converted)
     if len(sizes) != 1:
         raise RepresentativeDataError(
             f"{where} has inputs with different batch sizes {sorted(sizes)}; every input "
             "of a batch needs the same number of samples."
         )
-    return sizes.pop()
+    return cast, sizes.pop()
 
 
 def _shape_text(shape) -> str:
     return "(" + ", ".join("batch" if i == 0 else ("any" if d is None else str(d))
                            for i, d in enumerate(shape)) + ")"
+
+
+def _is_infinite(dataset) -> bool:
+    import tensorflow as tf
+
+    return int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
 
 
 def _is_dataset(x) -> bool:

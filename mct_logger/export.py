@@ -22,6 +22,7 @@ import os
 import numpy as np
 
 from mct_logger.quantization.encodings import Encoding, check_bitwidth
+from mct_logger.quantization.layers import quantizable_weights
 from mct_logger.quantization.quantsim import NodeEncodings
 
 FORMAT_VERSION = "0.6.1"  # AIMET's encodings-file version this shape follows
@@ -74,34 +75,94 @@ def save_encodings(encodings: dict[str, NodeEncodings], path: str) -> str:
 
 
 def _encoding(entries, where: str) -> Encoding:
+    """One grid from its file entries; every field checked, errors naming `where`
+    (the file and the key).
+
+    Each entry needs `bitwidth` (2 to 16), `is_symmetric`, a positive finite
+    `scale` and an integer `offset` in [-(2**bitwidth - 1), 0]; `min` and
+    `max`, when present, must be the grid's ends, `offset * scale` and
+    `(offset + 2**bitwidth - 1) * scale`, within one scale step.
+    """
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{where}: expected a non-empty list of encodings.")
-    try:
-        bits = {int(e["bitwidth"]) for e in entries}
-        symmetric = {str(e["is_symmetric"]).lower() == "true" for e in entries}
-        scale = np.array([float(e["scale"]) for e in entries])
-        offset = np.array([float(e["offset"]) for e in entries])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: malformed entry ({exc!r}); each needs bitwidth, "
-                         "is_symmetric, scale and offset.") from None
+    fix = "Re-export the file with QuantizationInfo.export_encodings(), or calibrate instead."
+    bits, symmetric, scales, offsets = set(), set(), [], []
+    for i, e in enumerate(entries):
+        at = f"{where} entry {i}"
+        if not isinstance(e, dict):
+            raise ValueError(f"{at}: expected an object with bitwidth, is_symmetric, scale "
+                             f"and offset, got {type(e).__name__}. {fix}")
+        missing = [k for k in ("bitwidth", "is_symmetric", "scale", "offset") if k not in e]
+        if missing:
+            raise ValueError(f"{at}: missing {', '.join(missing)}. {fix}")
+        if str(e.get("dtype", "int")).lower() != "int":
+            raise ValueError(f"{at}: dtype {e['dtype']!r} is not supported; only integer "
+                             f"(dtype 'int') grids are. {fix}")
+        try:
+            bitwidth = e["bitwidth"]
+            if isinstance(bitwidth, float) and bitwidth.is_integer():
+                bitwidth = int(bitwidth)
+            check_bitwidth(bitwidth)
+        except ValueError as exc:
+            raise ValueError(f"{at}: {exc}") from None
+        flag = str(e["is_symmetric"]).lower()
+        if flag not in ("true", "false"):
+            raise ValueError(
+                f"{at}: is_symmetric is {e['is_symmetric']!r}; use \"True\" or \"False\".")
+        values = {}
+        for key in ("scale", "offset", "min", "max"):
+            if key not in e:
+                continue
+            value = e[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{at}: {key} is {value!r}, not a number. {fix}")
+            if not np.isfinite(value):
+                raise ValueError(f"{at}: {key} is {value!r}; it must be finite. {fix}")
+            values[key] = float(value)
+        scale, offset, levels = values["scale"], values["offset"], 2**bitwidth - 1
+        if scale <= 0:
+            raise ValueError(f"{at}: scale is {scale!r}; it must be positive. {fix}")
+        if offset != round(offset) or not -levels <= offset <= 0:
+            raise ValueError(
+                f"{at}: offset {e['offset']!r} is not an integer in [{-levels}, 0], the range "
+                f"of a {bitwidth}-bit grid (AIMET's offset is minus the zero point). {fix}")
+        for key, end in (("min", offset * scale), ("max", (offset + levels) * scale)):
+            if key in values and abs(values[key] - end) > scale * (1 + 1e-6) + 1e-12 * abs(end):
+                raise ValueError(
+                    f"{at}: {key} {values[key]!r} disagrees with scale and offset, which put "
+                    f"the grid's {key} at {end!r} (bitwidth {bitwidth}). {fix}")
+        bits.add(bitwidth)
+        symmetric.add(flag == "true")
+        scales.append(scale)
+        offsets.append(offset)
     if len(bits) != 1 or len(symmetric) != 1:
-        raise ValueError(f"{where}: channels disagree on bitwidth or symmetry.")
-    bitwidth = bits.pop()
-    check_bitwidth(bitwidth)
-    if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
-        raise ValueError(f"{where}: scales must be positive and finite.")
+        raise ValueError(f"{where}: channels disagree on bitwidth or symmetry. {fix}")
+    scale, offset = np.array(scales), np.array(offsets)
     if len(entries) == 1:
         scale, offset = scale[0], offset[0]
-    return Encoding(scale=scale, offset=offset, bitwidth=bitwidth, is_symmetric=symmetric.pop())
+    return Encoding(scale=scale, offset=offset, bitwidth=bits.pop(), is_symmetric=symmetric.pop())
 
 
 def load_encodings(path: str) -> dict[str, NodeEncodings]:
-    """Reads an encodings file written by `save_encodings` (or by AIMET, same shape)."""
+    """Reads and validates an encodings file written by `save_encodings` (or by
+    AIMET, same shape).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not UTF-8 text, not JSON, not an encodings file,
+            or an entry is malformed or inconsistent; the message names the
+            file and the key.
+    """
     try:
         with open(path, encoding="utf-8") as f:
             content = json.load(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"Encodings file {path!r} does not exist.") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"Encodings file {path!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+            "pass the JSON file written by QuantizationInfo.export_encodings()."
+        ) from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"Encodings file {path!r} is not valid JSON: {exc}") from None
     if not isinstance(content, dict) or not (
@@ -111,6 +172,9 @@ def load_encodings(path: str) -> dict[str, NodeEncodings]:
             f"{path!r} is not an encodings file: it has no 'activation_encodings' or "
             "'param_encodings'. Write one with QuantizationInfo.export_encodings()."
         )
+    for section in ("activation_encodings", "param_encodings"):
+        if not isinstance(content.get(section, {}), dict):
+            raise ValueError(f"{path}: {section} must be an object keyed by node name.")
     result: dict[str, NodeEncodings] = {}
     for node, entries in content.get("activation_encodings", {}).items():
         result.setdefault(node, NodeEncodings()).activation = _encoding(
@@ -124,6 +188,44 @@ def load_encodings(path: str) -> dict[str, NodeEncodings]:
             entries, f"{path}: param_encodings[{key!r}]"
         )
     return result
+
+
+def check_encodings_fit(graph, loaded: dict[str, NodeEncodings], source: str) -> None:
+    """Checks every per-channel grid in `loaded` against the graph's tensors.
+
+    A weight grid with one entry per channel must have as many entries as the
+    kernel has output channels, an activation grid as many as the output's
+    last axis.
+
+    Raises:
+        ValueError: naming the file, the node, the tensor and both counts.
+    """
+    for name, enc in loaded.items():
+        node = graph.nodes.get(name)
+        if node is None:
+            continue  # a node this model lacks: adopt_encodings reports missing grids
+        axes = quantizable_weights(node.layer) if node.owns_weights else {}
+        for kernel, e in enc.weights.items():
+            if not e.per_channel or kernel not in axes:
+                continue
+            shape = tuple(getattr(node.layer, kernel).shape)
+            channels = int(np.prod([shape[a] for a in axes[kernel]]))
+            if e.num_channels != channels:
+                raise ValueError(
+                    f"The encodings file {source!r} has {e.num_channels} per-channel grids "
+                    f"for param_encodings['{name}/{kernel}'], but node {name!r} "
+                    f"({node.layer_class}) has {channels} output channels in this model. The "
+                    "file was written for another model; re-export it, or calibrate instead."
+                )
+        if enc.activation is not None and enc.activation.per_channel and node.output_shapes:
+            channels = node.output_shapes[0][-1] if node.output_shapes[0] else None
+            if channels is not None and enc.activation.num_channels != channels:
+                raise ValueError(
+                    f"The encodings file {source!r} has {enc.activation.num_channels} "
+                    f"per-channel grids for activation_encodings[{name!r}], but node {name!r} "
+                    f"outputs {channels} channels in this model. The file was written for "
+                    "another model; re-export it, or calibrate instead."
+                )
 
 
 def adopt_encodings(plan: dict, loaded: dict[str, NodeEncodings], source: str) -> dict[str, NodeEncodings]:

@@ -25,10 +25,16 @@ import keras
 
 from mct_logger import data as data_lib
 from mct_logger import export
-from mct_logger.graph import Graph, read_model
+from mct_logger.graph import (
+    REUSE_LAYER,
+    Graph,
+    RebuildMismatchError,
+    check_rebuilt_graph,
+    read_model,
+)
 from mct_logger.logger import TensorBoardListener, get_log_folder, new_run_folder
 from mct_logger.quantization.config import QuantizationConfig
-from mct_logger.quantization.plan import plan_quantization
+from mct_logger.quantization.plan import check_overrides, plan_quantization
 from mct_logger.quantization.quantsim import (
     CalibrationModel,
     NodeEncodings,
@@ -141,6 +147,20 @@ def graph_memory(graph: Graph, plan: dict | None = None) -> dict[str, dict]:
     }
 
 
+def model_memory(node_memory: dict, plan: dict) -> int:
+    """The headline model bytes: every node's weights plus its output activations
+    at batch 1, except that an output fused into the following activation
+    (`plan[node].note` "fused ...") is one tensor on the target, counted once,
+    as the activation's output.
+
+    `node_memory` is `graph_memory(graph)` (float32) or `graph_memory(graph, plan)`.
+    """
+    return int(sum(
+        m["weights"] + (0 if plan[name].note.startswith("fused") else m["activations"])
+        for name, m in node_memory.items()
+    ))
+
+
 def activation_bits(graph: Graph, plan: dict) -> dict[str, int]:
     """The precision each node's output is stored at on the target.
 
@@ -177,8 +197,11 @@ class QuantizationInfo:
         plan: node name -> NodePlan (what was quantized and why not).
         float_graph: the reference graph (batch norms folded, CLE applied, biases
             before bias correction) with every quantizer off.
-        memory_before / memory_after: model bytes (weights + activations at batch 1).
-        node_memory_before / node_memory_after: node name -> {"weights", "activations", "total"}.
+        memory_before / memory_after: model bytes (weights + activations at batch 1,
+            `model_memory`): the batch-norm-folded float32 model, and the quantized
+            one; an output fused into its activation is counted once.
+        node_memory_before / node_memory_after: node name -> {"weights", "activations",
+            "total"} of the batch-norm-folded graph, float32 / as quantized.
         stage_seconds: stage name -> wall seconds of the stage's own work.
         listener_seconds: stage name -> wall seconds its listeners took (logging).
         stage_results: stage name -> the stage's result dataclass.
@@ -261,7 +284,9 @@ def keras_post_training_quantization(
             It is never modified.
         representative_data: typical inputs for calibration: a zero-argument
             callable returning batches, a generator, a `tf.data.Dataset` or a
-            NumPy array (labels in `(x, y)` batches are ignored). May be None
+            NumPy array (labels in `(x, y)` batches, or in an `(x, y)` tuple of
+            whole arrays, are ignored). At most
+            `config.num_calibration_samples` samples are read. May be None
             when `config.encodings_file` provides the grids.
         config: a `QuantizationConfig`; default W8A8, weights symmetric
             per-channel, activations asymmetric per-tensor.
@@ -269,6 +294,18 @@ def keras_post_training_quantization(
     Returns:
         `(quantized_model, info)`: a Keras model whose quantizers can be switched
         (`set_quantizers_enabled`) and saved to `.keras`, and a `QuantizationInfo`.
+
+    Raises (all before any stage runs or logs):
+        RepresentativeDataError: the data cannot be used (the message names the
+            batch, the input and the fix).
+        GraphError: the model has no graph to read (e.g. a subclassed model).
+        ValueError: an override pattern matches no node; the encodings file is
+            not UTF-8 JSON, has an inconsistent entry, or per-channel counts
+            that do not fit the model (naming the file, the key or node, and
+            both counts). FileNotFoundError: no such encodings file.
+        RebuildMismatchError: the float graph rebuilt from the model does not
+            compute the model's outputs on the first calibration batch
+            (norm-relative error above 1e-5); it names the first diverging node.
     """
     config = config or QuantizationConfig()
     if not isinstance(config, QuantizationConfig):
@@ -276,19 +313,30 @@ def keras_post_training_quantization(
             f"config must be a QuantizationConfig, got {type(config).__name__}."
         )
     graph = read_model(model)
+    check_overrides(graph, config)
+    loaded = None
+    if config.encodings_file:
+        loaded = export.load_encodings(config.encodings_file)
+        export.check_encodings_fit(graph, loaded, config.encodings_file)
+        # A trial plan on the folded graph (weights only, no data): a grid the
+        # plan needs and the file lacks fails here, before any stage.
+        trial = plan_quantization(fold_batch_norms(graph)[0], config, report=False)
+        export.adopt_encodings(trial, loaded, config.encodings_file)
     if representative_data is None and config.encodings_file:
         batches = None  # the grids come from the file; nothing to calibrate
     else:
         batches = data_lib.load_batches(
-            representative_data, data_lib.input_specs(graph), config.batch_size
+            representative_data, data_lib.input_specs(graph), config.batch_size,
+            max_samples=config.num_calibration_samples,
         )
+        _check_rebuild(model, graph, batches[0], config)
     listeners = list(_listeners)
     log_folder = new_run_folder(model.name)
     if log_folder is not None:
         listeners.append(TensorBoardListener(log_folder))
     run = _Run(listeners)
     try:
-        model_q, info = _quantize(run, graph, batches, config)
+        model_q, info = _quantize(run, graph, batches, config, loaded)
     except BaseException as exc:
         run.close(exc)
         raise
@@ -298,20 +346,39 @@ def keras_post_training_quantization(
     return model_q, info
 
 
-def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig):
+def _check_rebuild(model, graph: Graph, batch, config: QuantizationConfig) -> None:
+    """`check_rebuilt_graph`, except that a diverging node the config keeps in
+    float is built from the user's own layer object instead of a clone (its
+    state then needs no copying) and the check runs again."""
+    for _ in range(len(graph.nodes) + 1):
+        try:
+            check_rebuilt_graph(model, graph, batch)
+            return
+        except RebuildMismatchError as exc:
+            node = graph.nodes.get(exc.node) if exc.node else None
+            if (node is None or node.info.get(REUSE_LAYER)
+                    or not config.for_node(node.name)[0]["keep_float"]):
+                raise
+            logger.info("Node %r (%s) is kept in float and its clone differs from your "
+                        "layer: the quantized model uses your layer object itself.",
+                        node.name, node.layer_class)
+            node.info[REUSE_LAYER] = True
+
+
+def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, loaded=None):
     graph, _ = run.stage(
         "initial_graph",
         lambda g: (g, InitialGraphResult(len(g.nodes), g.parameter_count())),
         graph,
     )
-    memory_before = graph_memory(graph)
     graph, _ = run.stage("batch_norm_folding", _fold_stage, graph)
     graph, _ = run.stage("cross_layer_equalization", _cle_stage, graph, config)
+    # The float side of the headline is the batch-norm-folded model: folding is
+    # free on every target, so it is not counted as a quantization saving.
+    memory_before = graph_memory(graph)
     plan = plan_quantization(graph, config)
     if config.encodings_file:
-        loaded = export.adopt_encodings(
-            plan, export.load_encodings(config.encodings_file), config.encodings_file
-        )
+        loaded = export.adopt_encodings(plan, loaded, config.encodings_file)
         graph, _ = run.stage(
             "statistics_collection",
             lambda g: (g, SkippedStageResult(f"encodings loaded from {config.encodings_file}")),
@@ -335,6 +402,10 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig):
     analyze = config.analyze_similarity
     if analyze is None:
         analyze = bool(run.listeners)
+    if analyze and batches and not any(p.quantized for p in plan.values()):
+        logger.info("Similarity analysis skipped: no node of %r is quantized under this "
+                    "configuration, so float and quantized outputs are the same.", graph.name)
+        analyze = False
     if analyze and batches:
         statistics = getattr(run.results.get("statistics_collection"), "statistics", None) or {}
         histograms = {n: tuple(a[0] for a in s.histogram()) for n, s in statistics.items()}
@@ -416,7 +487,7 @@ def _build(graph, plan, encodings, memory_before):
     after = graph_memory(graph, plan)
     return graph, QuantizedModelResult(
         model=model,
-        memory_before=int(sum(m["total"] for m in memory_before.values())),
-        memory_after=int(sum(m["total"] for m in after.values())),
+        memory_before=model_memory(memory_before, plan),
+        memory_after=model_memory(after, plan),
     )
 

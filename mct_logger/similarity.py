@@ -230,10 +230,16 @@ def _quantized_histograms(graph: Graph, plan: dict, encodings: dict, batches,
 
 
 def _fixed_fake_quantize(x, grid):
-    """Fake quantization on a fixed grid, with the grid as constants (None: as is)."""
+    """Fake quantization on a fixed grid, with the grid as constants (None: as is).
+
+    Computed in float32 like `ActivationQuantizer` (at 16 bits x / scale
+    overflows float16); the result keeps x's dtype.
+    """
     if grid is None:
         return x
     ops = keras.ops
+    dtype = keras.backend.standardize_dtype(x.dtype)
     scale = np.asarray(grid.scale, dtype="float32")
     low = np.asarray(grid.offset, dtype="float32")
-    return ops.clip(ops.round(x / scale), low, low + grid.levels) * scale
+    y = ops.clip(ops.round(ops.cast(x, "float32") / scale), low, low + grid.levels) * scale
+    return y if dtype == "float32" else ops.cast(y, dtype)

@@ -201,6 +201,21 @@ def test_batch_norm_without_gamma_or_beta_folds(center, scale):
         np.testing.assert_array_equal(record["beta"], np.zeros(4))
 
 
+def _channels_last_twin(conv_weights, bn_weights=None):
+    """Conv2D(5, 3) [+ BN] in channels_last with the given weights: the same maths
+    as the channels_first layers, on transposed tensors, runnable on any CPU
+    (TensorFlow runs NCHW Conv2D only on some CPUs)."""
+    inp = keras.Input((7, 6, 3))
+    conv_layer = layers.Conv2D(5, 3)
+    x = conv_layer(inp)
+    conv_layer.set_weights(conv_weights)
+    if bn_weights is not None:
+        bn = layers.BatchNormalization()
+        x = bn(x)
+        bn.set_weights(bn_weights)
+    return keras.Model(inp, x)
+
+
 def test_channels_first_conv_folds():
     # Filters (5) differ from the output width (4): with equal sizes Keras' TF
     # `ops.add` adds a channels-first bias along the last axis (a Keras bug).
@@ -209,9 +224,19 @@ def test_channels_first_conv_folds():
     x = layers.Conv2D(5, 3, data_format="channels_first", name="lin")(inp)
     model = keras.Model(inp, layers.BatchNormalization(axis=1, name="bn")(x))
     randomize_model(model, 22)
-    _, folded, result, _ = fold_and_check(model, seed=22)
+    weights_before = snapshot(model)
+    folded, result = fold_batch_norms(read_model(model))
     assert result.folded == {"bn": "lin"}
     assert folded.nodes["lin"].output_shapes == [(None, 5, 5, 4)]
+    assert_weights_equal(model, weights_before)
+    # Compared without running an NCHW convolution: conv + BN and the folded conv,
+    # each as its channels_last twin on the transposed input.
+    x = np.random.default_rng(22).standard_normal((2, 3, 7, 6)).astype("float32")
+    x_last = np.transpose(x, (0, 2, 3, 1))
+    expected = _channels_last_twin(model.get_layer("lin").get_weights(),
+                                   model.get_layer("bn").get_weights())
+    actual = _channels_last_twin(folded.nodes["lin"].layer.get_weights())
+    assert_same_outputs(actual, expected, x_last)
 
 
 def test_batch_norm_as_model_output_folds():

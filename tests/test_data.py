@@ -115,3 +115,137 @@ def test_ptq_fails_on_bad_data_before_any_stage_runs():
     finally:
         mct_logger.remove_stage_listener(listener)
     assert stages == []
+
+
+# ------------------------------------------------ unbounded data: read up to a cap
+
+
+def _endless(x):
+    while True:
+        yield x
+
+
+@pytest.mark.parametrize("form", ["repeat", "generator", "callable", "numpy"])
+def test_unbounded_or_long_data_is_read_up_to_the_cap(form):
+    x = _images(6)
+    data = {
+        "repeat": lambda: tf.data.Dataset.from_tensor_slices(x[:4]).batch(4).repeat(),
+        "generator": lambda: _endless(x[:4]),
+        "callable": lambda: (lambda: _endless(x[:4])),
+        "numpy": lambda: np.concatenate([x] * 5),
+    }[form]()
+    batches = load_batches(data, ONE, batch_size=4, max_samples=11)
+    assert sum(len(b[0]) for b in batches) == 11
+    assert len(batches[-1][0]) == 3  # the last batch is cut to fit
+
+
+def test_infinite_dataset_without_a_cap_is_refused_naming_take():
+    data = tf.data.Dataset.from_tensor_slices(_images(4)).repeat()
+    with pytest.raises(RepresentativeDataError, match=r"infinite.*\.take\(n\)"):
+        load_batches(data, ONE, max_samples=None)
+
+
+def test_ptq_stops_an_endless_generator_at_num_calibration_samples_and_logs_it(caplog):
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
+    config = mct_logger.QuantizationConfig(num_calibration_samples=40, batch_size=8)
+    with caplog.at_level("INFO", logger="mct_logger"):
+        _, info = mct_logger.keras_post_training_quantization(model, _endless(_images(16)), config)
+    assert info.stage_results["statistics_collection"].num_samples == 40
+    assert any("40 samples" in r.getMessage() and "num_calibration_samples=40" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_default_cap_is_in_the_recommended_range():
+    assert 500 <= mct_logger.QuantizationConfig().num_calibration_samples <= 1000
+    with pytest.raises(ValueError, match="num_calibration_samples"):
+        mct_logger.QuantizationConfig(num_calibration_samples=0)
+
+
+# ------------------------------------------------ (x, y) tuples of whole arrays
+
+
+def test_xy_and_xyw_tuples_of_whole_arrays_are_taken_as_model_fit_takes_them():
+    x, y, w = _images(10), np.arange(10), np.ones(10)
+    for data in [(x, y), (x, y, w), (x, np.eye(10)[y])]:
+        batches = load_batches(data, ONE, batch_size=4)
+        np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
+    v = np.ones((10, 3), "float32")
+    for x_multi in [(x, v), [x, v], {"vec": v, "img": x}]:
+        batches = load_batches((x_multi, y), TWO, batch_size=10)
+        assert len(batches) == 1 and batches[0][1].shape == (10, 3)
+
+
+def test_xy_list_of_whole_arrays_is_taken_too_but_a_list_of_batches_stays_batches():
+    x, y = _images(10), np.arange(10)
+    batches = load_batches([x, y], ONE, batch_size=4)
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
+    assert len(load_batches([x[:5], x[5:]], ONE, batch_size=4)) == 2  # two batches
+    v = np.ones((10, 3), "float32")
+    assert len(load_batches([[x, v], y], TWO, batch_size=10)) == 1
+
+
+def test_xy_tuple_with_labels_of_another_length_is_not_taken_as_labels():
+    with pytest.raises(RepresentativeDataError, match="shape"):
+        load_batches((_images(10), np.arange(7)), ONE)
+
+
+def test_ptq_on_x_train_y_train_calibrates_on_every_image():
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+    _, info = mct_logger.keras_post_training_quantization(model, (_images(70), np.zeros(70)))
+    assert info.stage_results["statistics_collection"].num_samples == 70
+
+
+# ------------------------------------------------ inputs in the wrong order
+
+
+@pytest.mark.parametrize("container", [list, tuple])
+def test_whole_arrays_in_the_wrong_order_name_the_input_and_the_shape_it_got(container):
+    x, v = _images(6), np.ones((6, 3), "float32")
+    with pytest.raises(RepresentativeDataError,
+                       match=r"input 'img' expects \(batch, 4, 4, 1\) but got an array of "
+                             r"shape \(6, 3\)\. It fits input 'vec'"):
+        load_batches(container([v, x]), TWO)
+
+
+def test_whole_array_of_a_wrong_shape_names_its_input():
+    x = _images(6)
+    with pytest.raises(RepresentativeDataError, match=r"input 'vec' expects \(batch, 3\).*\(6, 5\)"):
+        load_batches([x, np.ones((6, 5), "float32")], TWO)
+
+
+# ------------------------------------------------ finiteness after the cast
+
+
+def test_float64_beyond_float32_range_is_refused_before_any_work():
+    x = _images(4).astype("float64")
+    x[1, 0, 0, 0] = 1e39  # finite in float64, Inf in the float32 model
+    with pytest.raises(RepresentativeDataError, match=r"input 'img'.*beyond the range of float32"):
+        load_batches(x, ONE)
+
+
+def test_values_beyond_a_float16_input_are_refused():
+    spec = [InputSpec("img", (None, 4, 4, 1), "float16")]
+    x = _images(4)
+    x[0] = 1e5
+    with pytest.raises(RepresentativeDataError, match="beyond the range of float16"):
+        load_batches([x], spec)
+    assert load_batches([_images(4)], spec)[0][0].dtype == np.float16
+
+
+def test_batches_with_inputs_in_the_wrong_order_name_the_input_and_the_shape_it_got():
+    x, v = _images(6), np.ones((6, 3), "float32")
+    with pytest.raises(RepresentativeDataError,
+                       match=r"batch 1, input 'img' expects \(batch, 4, 4, 1\) but got an "
+                             r"array of shape \(6, 3\)\. It fits input 'vec'"):
+        load_batches(lambda: iter([[x, v], [v, x]]), TWO)
+
+
+def test_samples_beyond_the_cap_are_not_read():
+    x = _images(12)
+    x[10] = np.nan  # past the cap: never used, so never refused
+    batches = load_batches(x, ONE, batch_size=4, max_samples=8)
+    assert sum(len(b[0]) for b in batches) == 8
+    with pytest.raises(RepresentativeDataError, match="NaN or Inf"):
+        load_batches(x, ONE, batch_size=4, max_samples=11)

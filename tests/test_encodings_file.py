@@ -1,6 +1,7 @@
 """Encodings export in AIMET's file shape, and PTQ from a loaded file."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -70,3 +71,100 @@ def test_file_for_another_model_is_rejected(model_and_data, tmp_path):
         load_encodings(str(bad))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_encodings(str(tmp_path / "missing.json"))
+
+
+# ------------------------------------------------ validated before any stage
+
+
+@pytest.fixture
+def exported(model_and_data, tmp_path):
+    """The model, its data, and the JSON content of its exported encodings file."""
+    model, x = model_and_data
+    _, info = mct_logger.keras_post_training_quantization(model, x)
+    path = info.export_encodings(str(tmp_path / "good.json"))
+    return model, x, json.loads(open(path).read())
+
+
+def _ptq_stages(model, x, config):
+    """Runs PTQ expecting an error; returns (error, stages that ran)."""
+    stages = []
+    listener = lambda stage, graph, result: stages.append(stage)  # noqa: E731
+    mct_logger.add_stage_listener(listener)
+    try:
+        with pytest.raises((ValueError, FileNotFoundError)) as error:
+            mct_logger.keras_post_training_quantization(model, x, config)
+    finally:
+        mct_logger.remove_stage_listener(listener)
+    return str(error.value), stages
+
+
+def _edit(content, section, key, field, value, entry=0):
+    content = json.loads(json.dumps(content))
+    content[section][key][entry][field] = value
+    return content
+
+
+@pytest.mark.parametrize("section,key,field,value,match", [
+    ("activation_encodings", "conv", "offset", 1e9, r"offset 1000000000\.0 is not an integer in \[-255, 0\]"),
+    ("activation_encodings", "conv", "offset", 3, r"offset 3 is not an integer"),
+    ("activation_encodings", "conv", "offset", -2.5, r"offset -2\.5 is not an integer"),
+    ("activation_encodings", "conv", "scale", -0.1, "scale is -0.1; it must be positive"),
+    ("activation_encodings", "conv", "scale", "big", "scale is 'big', not a number"),
+    ("param_encodings", "conv/kernel", "bitwidth", 40, "bitwidth=40 is not supported"),
+    ("param_encodings", "conv/kernel", "min", 5.0, "min 5.0 disagrees with scale and offset"),
+    ("param_encodings", "conv/kernel", "max", 1e6, "max 1000000.0 disagrees"),
+    ("param_encodings", "conv/kernel", "is_symmetric", "maybe", "is_symmetric is 'maybe'"),
+    ("param_encodings", "conv/kernel", "dtype", "float", "dtype 'float' is not supported"),
+], ids=["offset-1e9", "offset-positive", "offset-fraction", "scale-negative", "scale-text",
+        "bitwidth-40", "min-disagrees", "max-disagrees", "symmetric-flag", "float-dtype"])
+def test_inconsistent_entry_is_refused_before_any_stage_naming_file_and_key(
+        exported, tmp_path, section, key, field, value, match):
+    model, x, content = exported
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(_edit(content, section, key, field, value)))
+    message, stages = _ptq_stages(model, x, mct_logger.QuantizationConfig(encodings_file=str(path)))
+    assert stages == []
+    assert str(path) in message and f"{section}[{key!r}]" in message
+    assert re.search(match, message), message
+
+
+def test_not_utf8_file_is_refused_naming_the_file(model_and_data, tmp_path):
+    model, x = model_and_data
+    path = tmp_path / "latin1.json"
+    path.write_bytes('{"activation_encodings": {"caf\u00e9": []}}'.encode("latin-1"))
+    message, stages = _ptq_stages(model, x, mct_logger.QuantizationConfig(encodings_file=str(path)))
+    assert stages == [] and "not UTF-8" in message and str(path) in message
+
+
+@pytest.mark.parametrize("key,section", [("conv/kernel", "param_encodings"),
+                                         ("dw/kernel", "param_encodings"),
+                                         ("conv", "activation_encodings")])
+def test_per_channel_count_that_does_not_fit_names_node_and_both_counts(
+        exported, tmp_path, key, section):
+    model, x, content = exported
+    content = json.loads(json.dumps(content))
+    entries = content[section][key]
+    content[section][key] = (entries * 3)[:3] if len(entries) == 4 else entries * 3
+    path = tmp_path / "channels.json"
+    path.write_text(json.dumps(content))
+    message, stages = _ptq_stages(model, x, mct_logger.QuantizationConfig(encodings_file=str(path)))
+    node = key.split("/")[0]
+    assert stages == []
+    assert f"node {node!r}" in message and re.search(r"\b3 per-channel\b", message)
+    assert re.search(r"\b4\b.*channels", message), message
+
+
+def test_override_matching_nothing_fails_before_any_stage(model_and_data):
+    model, x = model_and_data
+    config = mct_logger.QuantizationConfig(overrides={"conv_typo": mct_logger.LayerOverride(weight_bits=4)})
+    message, stages = _ptq_stages(model, x, config)
+    assert stages == [] and "conv_typo" in message and "match no node" in message
+
+
+def test_file_missing_a_grid_is_refused_before_any_stage(exported, tmp_path):
+    model, x, content = exported
+    del content["param_encodings"]["dw/kernel"]
+    path = tmp_path / "missing_grid.json"
+    path.write_text(json.dumps(content))
+    message, stages = _ptq_stages(model, x, mct_logger.QuantizationConfig(encodings_file=str(path)))
+    assert stages == [] and "no grid for node 'dw' (kernel)" in message and str(path) in message

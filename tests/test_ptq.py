@@ -197,3 +197,33 @@ def test_override_matching_nothing_is_an_error(digits):
         mct_logger.LayerOverride(activation_observer="percentile")
     with pytest.raises(ValueError, match="regular"):
         mct_logger.QuantizationConfig(overrides={"conv[": mct_logger.LayerOverride()})
+
+
+def test_headline_memory_compares_the_folded_float_model_and_counts_a_fused_output_once():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 4, 1), name="x")
+    h = keras.layers.Conv2D(2, 3, name="conv")(inputs)  # 18 + 2 params, output 2x2x2 (8)
+    h = keras.layers.BatchNormalization(name="bn")(h)  # folded into conv: 0 bytes after
+    h = keras.layers.ReLU(name="relu")(h)  # conv's output is fused into it
+    h = keras.layers.Flatten(name="flat")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="dense")(h))  # 24 + 3 params
+    x = np.random.default_rng(0).random((16, 4, 4, 1)).astype("float32")
+    _, info = mct_logger.keras_post_training_quantization(model, x)
+    assert "bn" not in info.node_memory_before and "fused" in info.plan["conv"].note
+    # float32, batch-norm folded: x 16*4; conv 20*4 weights (its output is relu's);
+    # relu 8*4; flat 8*4; dense (27 + 3)*4
+    assert info.memory_before == 64 + 80 + 32 + 32 + 120
+    # W8A8: x 16; conv 18 + 2*4; relu 8; flat 8 (relu's grid); dense 24 + 3*4 + 3
+    assert info.memory_after == 16 + 26 + 8 + 8 + 39
+    assert info.stage_results["quantized_model"].memory_before == info.memory_before
+
+
+def test_every_node_kept_in_float_returns_the_float_model_even_when_analyzing():
+    model = _tiny()
+    x = np.random.default_rng(0).random((16, 4, 4, 1)).astype("float32")
+    config = mct_logger.QuantizationConfig(
+        overrides={".*": mct_logger.LayerOverride(keep_float=True)}, analyze_similarity=True)
+    quantized, info = mct_logger.keras_post_training_quantization(model, x, config)
+    assert info.encodings == {} and "similarity_analysis" not in info.stage_results
+    np.testing.assert_allclose(quantized.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-6, atol=1e-6)

@@ -95,6 +95,11 @@ class QuantizationConfig:
             SQNR histogram search) or "mse".
         quantize_inputs: put activation quantizers on the model inputs too.
         batch_size: how a bare NumPy array of representative data is batched.
+        num_calibration_samples: how many representative samples are read at
+            most (default 1000, in the 500-1000 range AIMET and MCT recommend);
+            reading stops there, so an endless generator or a `.repeat()`ed
+            dataset ends. None reads everything (an infinite dataset is then
+            refused; an endless generator would never end).
         overrides: `{pattern: LayerOverride}`; a pattern matches a node by its
             full name, its layer name (every call of a shared layer), or as a
             regular expression over the full name. Later patterns win.
@@ -129,6 +134,7 @@ class QuantizationConfig:
     activation_observer: str = "mse"
     quantize_inputs: bool = True
     batch_size: int = 32
+    num_calibration_samples: int | None = 1000
     overrides: dict = dataclasses.field(default_factory=dict)
     encodings_file: str | None = None
     analyze_similarity: bool | None = None
@@ -155,6 +161,15 @@ class QuantizationConfig:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(
                 f"QuantizationConfig.batch_size must be a positive integer, got {self.batch_size!r}."
+            )
+        if self.num_calibration_samples is not None and (
+            isinstance(self.num_calibration_samples, bool)
+            or not isinstance(self.num_calibration_samples, int)
+            or self.num_calibration_samples < 1
+        ):
+            raise ValueError(
+                "QuantizationConfig.num_calibration_samples must be a positive integer or "
+                f"None, got {self.num_calibration_samples!r}."
             )
         if self.analyze_similarity is not None and not isinstance(self.analyze_similarity, bool):
             raise TypeError("QuantizationConfig.analyze_similarity must be True, False or None.")

@@ -134,6 +134,10 @@ class ActivationQuantizer(keras.layers.Layer):
     """
 
     def __init__(self, node_name, num_channels=None, bitwidth=8, is_symmetric=False, **kwargs):
+        # The grid arithmetic runs in float32 whatever the model's policy: at 16
+        # bits, x / scale reaches 65535, beyond float16's largest value.
+        kwargs.setdefault("dtype", "float32")
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         check_bitwidth(bitwidth)
         self.node_name = node_name
@@ -146,7 +150,11 @@ class ActivationQuantizer(keras.layers.Layer):
         self._grid = _Grid(self, "", self.num_channels, self.bitwidth, self.is_symmetric)
 
     def call(self, inputs):
-        return self._grid.apply(inputs)
+        """Fake-quantizes in float32; the output keeps the input's dtype (a
+        float16 output of a mixed-precision layer stays float16)."""
+        if inputs.dtype == "float32":
+            return self._grid.apply(inputs)
+        return ops.cast(self._grid.apply(ops.cast(inputs, "float32")), inputs.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -194,6 +202,11 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
     """
 
     def __init__(self, layer, node_name, weight_specs, **kwargs):
+        # Compute like the wrapped layer (a float32 layer in a mixed_float16
+        # model stays float32); no autocast scope, so the kernels are read and
+        # fake-quantized in float32 and only then cast (see `linear_forward`).
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        kwargs.setdefault("autocast", False)
         super().__init__(layer, **kwargs)
         supported = quantizable_weights(layer)
         unknown = set(weight_specs) - set(supported)
@@ -217,11 +230,14 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
             )
 
     def call(self, inputs):
+        """The layer's computation with its kernels fake-quantized in float32
+        (the variables' dtype), then cast to the layer's compute dtype."""
         kernels = {}
         for name, grid in self._grids.items():
             kernel = getattr(self.layer, name)
             shape = broadcast_shape(tuple(kernel.shape), self._channel_axes[name])
-            kernels[name] = grid.apply(ops.convert_to_tensor(kernel), shape)
+            kernel = ops.cast(ops.convert_to_tensor(kernel), "float32")
+            kernels[name] = grid.apply(kernel, shape)
         return linear_forward(self.layer, inputs, kernels)
 
     def compute_output_shape(self, input_shape):
@@ -260,7 +276,11 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
 
 
 def linear_forward(layer, x, kernels: dict):
-    """The layer's own computation with `kernels` in place of its kernel variables."""
+    """The layer's own computation with `kernels` in place of its kernel variables,
+    in the layer's compute dtype (float16 under a mixed_float16 policy)."""
+    dtype = layer.compute_dtype
+    x = ops.cast(x, dtype)
+    kernels = {k: ops.cast(v, dtype) for k, v in kernels.items()}
     if isinstance(layer, _SEPARABLE):
         out = ops.separable_conv(
             x, kernels["depthwise_kernel"], kernels["pointwise_kernel"],
@@ -293,6 +313,7 @@ def linear_forward(layer, x, kernels: dict):
         raise TypeError(f"{type(layer).__name__} is not a supported weight layer.")
     bias = getattr(layer, "bias", None)
     if bias is not None:
+        bias = ops.cast(ops.convert_to_tensor(bias), dtype)
         if getattr(layer, "data_format", "channels_last") == "channels_first":
             bias = ops.reshape(bias, (1, -1) + (1,) * (len(out.shape) - 2))
         out = ops.add(out, bias)

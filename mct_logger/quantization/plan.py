@@ -91,8 +91,13 @@ class NodePlan:
         return bool(self.weights) or self.activation is not None
 
 
-def plan_quantization(graph: Graph, config: QuantizationConfig) -> dict[str, NodePlan]:
-    """Decides every node's weight and activation quantizers under `config`."""
+def plan_quantization(graph: Graph, config: QuantizationConfig,
+                      report: bool = True) -> dict[str, NodePlan]:
+    """Decides every node's weight and activation quantizers under `config`.
+
+    `report=False` skips the warning that lists the layers staying in float
+    (for a trial plan whose real counterpart reports them).
+    """
     plan: dict[str, NodePlan] = {}
     unknown: list[str] = []
     used_patterns: set[str] = set()
@@ -139,18 +144,31 @@ def plan_quantization(graph: Graph, config: QuantizationConfig) -> dict[str, Nod
                     observer=settings["activation_observer"],
                 )
         plan[node.name] = p
-    unused = [p for p in config.overrides if p not in used_patterns]
-    if unused:
-        raise ValueError(
-            f"QuantizationConfig.overrides pattern(s) {unused} match no node of model "
-            f"{graph.name!r}. Node names look like: {', '.join(list(graph.nodes)[:8])}..."
-        )
-    if unknown:
+    _refuse_unused(graph, config, used_patterns)
+    if unknown and report:
         logger.warning(
             "%d layer(s) stay in float because the engine cannot quantize them: %s",
             len(unknown), ", ".join(unknown),
         )
     return plan
+
+
+def check_overrides(graph: Graph, config: QuantizationConfig) -> None:
+    """Raises ValueError if an override pattern matches no node of `graph`
+    (PTQ calls it right after reading the model, before any stage)."""
+    used: set[str] = set()
+    for node in graph:
+        used.update(config.for_node(node.name)[1])
+    _refuse_unused(graph, config, used)
+
+
+def _refuse_unused(graph: Graph, config: QuantizationConfig, used: set) -> None:
+    unused = [p for p in config.overrides if p not in used]
+    if unused:
+        raise ValueError(
+            f"QuantizationConfig.overrides pattern(s) {unused} match no node of model "
+            f"{graph.name!r}. Node names look like: {', '.join(list(graph.nodes)[:8])}..."
+        )
 
 
 def _kind(node: Node) -> str:

@@ -218,6 +218,8 @@ class CalibrationModel(keras.Model):
             {n: ChannelStatistics(self.observers[n]) for n in self._observed} if statistics else None
         )
         self.batches_seen = 0
+        self._input_names = list(graph.input_names)
+        self.nonfinite_inputs: set[str] = set()  # model inputs that held NaN/Inf
         self._compiled = None
         self._collector = graph.to_keras(
             name=f"{graph.name}_collector",
@@ -245,12 +247,16 @@ class CalibrationModel(keras.Model):
         """The collector's outputs for concrete inputs, through a compiled function."""
         if self._compiled is None:
             self._compiled = compile_inference(self._collector)
+        for name, x in zip(self._input_names, tree.flatten(inputs)):
+            x = keras.ops.convert_to_numpy(x)
+            if x.dtype.kind in "fV" and not np.all(np.isfinite(_as_float32(x))):
+                self.nonfinite_inputs.add(name)
         values = self._compiled(inputs)
         return list(values) if isinstance(values, (list, tuple)) else [values]
 
     def observe(self, collected) -> None:
         for name, value in zip(self._observed, collected):
-            value = keras.ops.convert_to_numpy(value)
+            value = _as_float32(keras.ops.convert_to_numpy(value))
             self.observers[name].update(value)
             if self.statistics is not None:
                 self.statistics[name].update(value)
@@ -293,8 +299,54 @@ class CalibrationModel(keras.Model):
                     f"No calibration data reached node {name!r}; the forward pass "
                     "callback must run the calibration model on some data."
                 )
-            result[name] = observer.encoding(spec.bitwidth, spec.is_symmetric, spec.per_channel)
+        self._check_finite_ranges()
+        for name in self._observed:
+            spec = plan[name].activation
+            result[name] = self.observers[name].encoding(
+                spec.bitwidth, spec.is_symmetric, spec.per_channel)
         return result
+
+    def _check_finite_ranges(self) -> None:
+        """Raises naming the first observed node (graph order) whose range holds
+        NaN or Inf, and whether the data or an overflow inside the model caused it."""
+        bad = [n for n in self._observed if not _finite_range(self.observers[n])]
+        if not bad:
+            return
+        name = bad[0]
+        if self.nonfinite_inputs or name in self._input_names:
+            inputs = sorted(self.nonfinite_inputs) or [name]
+            cause = (
+                f"It comes from the data: model input(s) {inputs} held NaN or Inf. Clean "
+                "the data the calibration ran on (PTQ's representative_data, "
+                "QuantAnalyzer's forward_pass_callback)."
+            )
+        else:
+            cause = (
+                "The model inputs were finite, so it comes from a float overflow inside "
+                f"the model, at {name!r} or a layer before it whose output is not "
+                "observed (e.g. one fused into its activation). Check that the data is "
+                "scaled as in training (in QuantAnalyzer, the data forward_pass_callback "
+                "feeds) and that the weights are finite and sane."
+            )
+        raise ValueError(
+            f"The calibrated range of node {name!r} is not finite (NaN or Inf in its "
+            f"output; {len(bad)} observed node(s) affected, first in graph order). {cause}"
+        )
+
+
+def _finite_range(observer) -> bool:
+    lo, hi = getattr(observer, "min", None), getattr(observer, "max", None)
+    if lo is None or hi is None:
+        return True
+    return bool(np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)))
+
+
+def _as_float32(value: np.ndarray) -> np.ndarray:
+    """float16/bfloat16 outputs of mixed-precision layers as float32, so observers
+    and statistics never overflow (float32 and float64 pass unchanged)."""
+    if value.dtype.kind == "V" or (value.dtype.kind == "f" and value.dtype.itemsize < 4):
+        return value.astype(np.float32)
+    return value
 
 
 def compile_inference(model: keras.Model):

@@ -486,7 +486,8 @@ def correct_bias(
     batches = None
     if representative_data is not None:
         batches = data_lib.load_batches(
-            representative_data, data_lib.input_specs(graph), config.batch_size)
+            representative_data, data_lib.input_specs(graph), config.batch_size,
+            max_samples=config.num_calibration_samples)
     elif mode != "analytical":
         raise ValueError(
             f"mode={mode!r} needs representative_data; pass typical inputs or use "

@@ -1,0 +1,76 @@
+"""Non-finite values and overflow: a range that is not finite names the node and
+its cause, and error measures accumulate in float64 (never NaN for finite data)."""
+
+import keras
+import numpy as np
+import pytest
+
+import mct_logger
+from mct_logger.analyzer import QuantAnalyzer
+from mct_logger.graph import read_model
+from mct_logger.quantization.config import QuantizationConfig
+from mct_logger.quantization.plan import plan_quantization
+from mct_logger.quantization.quantsim import CalibrationModel
+
+L = keras.layers
+
+
+def _overflowing_model():
+    """x -> big (Dense, x 1e20, fused into relu) -> relu -> out: inputs ~1e20 make
+    big's output ~1e40, beyond float32."""
+    inputs = keras.Input((4,), name="x")
+    big = L.Dense(4, name="big")
+    h = L.ReLU(name="relu")(big(inputs))
+    model = keras.Model(inputs, L.Dense(2, name="out")(h), name="overflowing")
+    big.set_weights([np.full((4, 4), 1e20, "float32"), np.zeros(4, "float32")])
+    return model
+
+
+def _small_model():
+    inputs = keras.Input((4,), name="x")
+    h = L.Dense(4, activation="relu", name="fc1")(inputs)
+    return keras.Model(inputs, L.Dense(2, name="fc2")(h), name="small")
+
+
+def test_overflow_inside_the_model_names_the_node_and_says_overflow():
+    x = (np.random.default_rng(0).random((16, 4)) * 1e20).astype("float32")
+    with pytest.raises(ValueError) as error:
+        mct_logger.keras_post_training_quantization(_overflowing_model(), x)
+    message = str(error.value)
+    assert "node 'relu'" in message and "not finite" in message
+    assert "float overflow inside the model" in message and "from the data" not in message
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_data_from_a_forward_pass_names_the_input_and_the_callback(bad):
+    model = _small_model()
+    graph = read_model(model)
+    plan = plan_quantization(graph, QuantizationConfig())
+    calibration = CalibrationModel(graph, plan)
+    x = np.random.default_rng(1).random((8, 4)).astype("float32")
+    x[2, 1] = bad
+    calibration.predict(x, verbose=0)  # what a forward_pass_callback does
+    with pytest.raises(ValueError, match=r"node 'x'.*comes from the data.*\['x'\].*forward_pass_callback"):
+        calibration.activation_encodings(plan)
+
+
+def test_quant_analyzer_with_nan_in_the_callbacks_data_points_at_it(tmp_path):
+    model = _small_model()
+    x = np.random.default_rng(2).random((32, 4)).astype("float32")
+    x[5, 0] = np.nan
+    analyzer = QuantAnalyzer(model, lambda m: m.predict(x, verbose=0), lambda m: 0.0)
+    with pytest.raises(ValueError, match="forward_pass_callback"):
+        analyzer.analyze(results_dir=str(tmp_path / "results"))
+
+
+def test_error_measures_of_huge_finite_values_are_finite():
+    """1e30-scale activations: their squares overflow float32 but not float64."""
+    model = _small_model()
+    x = (np.random.default_rng(3).random((24, 4)) * 1e30).astype("float32")
+    config = mct_logger.QuantizationConfig(analyze_similarity=True)
+    _, info = mct_logger.keras_post_training_quantization(model, x, config)
+    similarity = info.stage_results["similarity_analysis"]
+    values = list(similarity.sqnr_accumulated_db.values()) + list(similarity.sqnr_isolated_db.values())
+    assert values and all(np.isfinite(v) for v in values)
+    assert all(v > 20 for v in similarity.sqnr_isolated_db.values())  # 8 bits: far from 0 dB
+    assert np.all(np.isfinite(similarity.cosine)) and np.all(similarity.cosine > 0.9)
