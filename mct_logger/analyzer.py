@@ -555,10 +555,12 @@ class _Analysis:
     # ------------------------------------------------------------- outputs
 
     def _open_log(self, model_name: str) -> None:
-        folder = log_lib.new_run_folder(model_name)
+        # A TensorBoard failure is one warning and stops this log; the analysis goes on.
+        returned = "The analysis goes on; its results are in results_dir and returned"
+        folder = log_lib.open_run_folder(model_name, returned)
         if folder is None:
             return
-        self.run_log = log_lib.RunLog(folder)
+        self.run_log = log_lib.RunLog(folder, guard=log_lib.LogGuard(folder, returned))
         self.writer = self.run_log.writer("quant_analyzer")
         self.result.log_folder = folder
         logger.info("QuantAnalyzer: logging to %s", os.path.join(folder, "quant_analyzer"))

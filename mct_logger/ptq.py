@@ -26,7 +26,7 @@ import keras
 from mct_logger import data as data_lib
 from mct_logger import export
 from mct_logger.graph import Graph, read_model
-from mct_logger.logger import TensorBoardListener, get_log_folder, new_run_folder
+from mct_logger.logger import TensorBoardListener, get_log_folder, open_run_folder
 from mct_logger.quantization.config import QuantizationConfig
 from mct_logger.quantization.plan import plan_quantization
 from mct_logger.quantization.quantsim import (
@@ -283,7 +283,7 @@ def keras_post_training_quantization(
             representative_data, data_lib.input_specs(graph), config.batch_size
         )
     listeners = list(_listeners)
-    log_folder = new_run_folder(model.name)
+    log_folder = open_run_folder(model.name, TensorBoardListener.RETURNED)
     if log_folder is not None:
         listeners.append(TensorBoardListener(log_folder))
     run = _Run(listeners)
