@@ -555,11 +555,20 @@ class TensorBoardListener:
         writer = self.log.writer(run)
         for node, (edges, counts) in result.quantized_histograms.items():
             writer.histogram(f"activations/{node}", edges, counts, total=counts.sum())
+        if not result.nodes:
+            writer.text("nodes", "No node is quantized (every layer stays in float): "
+                                 "nothing to compare.")
+            return
+        # An SQNR that is not a number (a float output holding Inf or NaN) is left
+        # out of the charts and named in the table; never logged as NaN.
+        undefined = sorted({n for values in (result.sqnr_accumulated_db, result.sqnr_isolated_db)
+                            for n, v in values.items() if not np.isfinite(v)})
         for path, values in (("accumulated", result.sqnr_accumulated_db),
                              ("isolated", result.sqnr_isolated_db)):
             sqnr_writer = self.log.writer(f"{run}/{path}")
             for index, node in enumerate(result.nodes):
-                sqnr_writer.scalar("sqnr_db", values[node], step=index)
+                if np.isfinite(values[node]):
+                    sqnr_writer.scalar("sqnr_db", values[node], step=index)
         plot = SamplePlot(result)
         for sample in range(result.num_samples):
             png, width, height = plot.png(sample)
@@ -568,16 +577,26 @@ class TensorBoardListener:
             png, width, height = events.figure_png(_summary_figure(result))
             writer.image("cosine_similarity/summary", png, width, height)
         rows = "\n".join(
-            f"| {i} | `{n}` | {result.sqnr_accumulated_db[n]:.1f} | "
-            f"{result.sqnr_isolated_db[n]:.1f} | {result.cosine[:, i].mean():.5f} |"
+            f"| {i} | `{n}` | {_db(result.sqnr_accumulated_db[n])} | "
+            f"{_db(result.sqnr_isolated_db[n])} | {np.nanmean(result.cosine[:, i]):.5f} |"
+            if result.num_samples else
+            f"| {i} | `{n}` | {_db(result.sqnr_accumulated_db[n])} | "
+            f"{_db(result.sqnr_isolated_db[n])} | n/a |"
             for i, n in enumerate(result.nodes)
         )
+        note = (f"SQNR n/a: the float output of {', '.join(f'`{n}`' for n in undefined)} holds "
+                "Inf or NaN, so its SQNR is undefined and left out of the charts.\n\n"
+                if undefined else "")
         writer.text(
             "nodes",
-            "Step = node index in the SQNR charts and similarity plots.\n\n"
+            "Step = node index in the SQNR charts and similarity plots.\n\n" + note +
             "| index | node | SQNR accumulated (dB) | SQNR isolated (dB) | mean cosine |\n"
             "|---:|---|---:|---:|---:|\n" + rows,
         )
+
+
+def _db(value: float) -> str:
+    return f"{value:.1f}" if np.isfinite(value) else "n/a"
 
 
 def _node_attrs(node, plan, memory: dict) -> dict:
@@ -687,7 +706,9 @@ class SamplePlot:
                                       label="all nodes quantized", animated=True)
         (self.isolated,) = ax.plot(x, result.cosine_isolated[0], linestyle="--", marker=".",
                                    markersize=3, label="only this node quantized", animated=True)
-        low = float(min(result.cosine.min(), result.cosine_isolated.min()))
+        finite = np.concatenate([result.cosine.ravel(), result.cosine_isolated.ravel()])
+        finite = finite[np.isfinite(finite)]  # NaN (undefined) points are drawn as gaps
+        low = float(finite.min()) if finite.size else 0.0
         pad = max((1.0 - low) * 0.05, 1e-7)
         ax.set_ylim(low - pad, 1.0 + pad)
         ax.set_ylabel("Cosine similarity\n(float vs quantized)")

@@ -350,3 +350,64 @@ def test_library_warnings_reach_the_console_with_a_log_folder(tmp_path, applicat
     assert len(shown) == 1, done.stderr[-3000:]  # once: never lost, never doubled
     assert shown[0].startswith("app: ") == application_handler
     assert line in (tmp_path / "mct_logger.log").read_text()
+
+
+# ------------------------------------------------------------- stages with odd numbers
+
+
+def _scalars(folder, tag):
+    with tensorboard_provider(folder, "python") as (data, ctx, eid):
+        read = data.read_scalars(ctx, experiment_id=eid, plugin_name="scalars", downsample=1000)
+    return {run: [d.value for d in tags[tag]] for run, tags in read.items() if tag in tags}
+
+
+def test_huge_values_log_finite_sqnr_and_every_similarity_plot(tmp_path, caplog):
+    inputs = keras.Input((8, 8, 1), name="img")
+    model = keras.Model(inputs, keras.layers.Dense(10, name="fc")(keras.layers.Flatten()(inputs)))
+    x = np.random.default_rng(0).random((64, 8, 8, 1)).astype("float32") * np.float32(1e30)
+    mct_logger.set_log_folder(tmp_path, run_name="r")
+    with caplog.at_level(logging.WARNING, logger="mct_logger"):
+        _, info = mct_logger.keras_post_training_quantization(model, x)
+    mct_logger.set_log_folder(None)
+    assert _log_warnings(caplog) == []  # every stage was logged
+    result = info.stage_results["similarity_analysis"]
+    assert np.isfinite(result.cosine).all() and np.isfinite(result.cosine_isolated).all()
+    sqnr = _scalars(tmp_path, "sqnr_db")
+    assert sorted(sqnr) == ["r/07_similarity_analysis/accumulated",
+                            "r/07_similarity_analysis/isolated"]
+    values = [v for run in sqnr.values() for v in run]
+    assert len(values) == 2 * len(result.nodes) and np.isfinite(values).all()
+    assert all(v > 20 for v in values)  # 8-bit grids at 1e30 are as good as at 1
+    images = [f for f in os.listdir(tmp_path / "r" / "07_similarity_analysis")]
+    assert images  # the per-sample plots were drawn
+
+
+def test_paired_activation_errors_stay_finite_for_huge_values():
+    from mct_logger.activations import PairedActivations
+
+    inputs = keras.Input((16,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(4, name="fc")(inputs))
+    x = np.random.default_rng(0).random((32, 16)).astype("float32") * np.float32(1e30)
+    _, info = mct_logger.keras_post_training_quantization(model, x, QUICK)
+    errors = PairedActivations(info.float_graph, info.plan, info.encodings).errors([[x]])
+    for node, error in errors.items():
+        numbers = [error.sqnr_accumulated_db, error.sqnr_isolated_db, error.mse_accumulated,
+                   *error.cosine_per_sample("accumulated")]
+        assert np.isfinite(numbers).all(), (node, numbers)
+
+
+def test_every_layer_kept_in_float_is_logged_and_returns_the_model(tmp_path, caplog):
+    config = mct_logger.QuantizationConfig(
+        overrides={".*": mct_logger.LayerOverride(keep_float=True)})
+    model, x = _model(), _data()
+    mct_logger.set_log_folder(tmp_path, run_name="r")
+    with caplog.at_level(logging.WARNING, logger="mct_logger"):
+        model_q, _ = mct_logger.keras_post_training_quantization(model, x, config)
+    mct_logger.set_log_folder(None)
+    assert _log_warnings(caplog) == []
+    np.testing.assert_allclose(model_q.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)
+    with tensorboard_provider(tmp_path, "python") as (data, ctx, eid):
+        run = "r/07_similarity_analysis"
+        read = data.read_tensors(ctx, experiment_id=eid, plugin_name="text", downsample=10)
+    assert b"No node is quantized" in read[run]["nodes"][0].numpy.item()
