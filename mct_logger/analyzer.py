@@ -370,7 +370,7 @@ class QuantAnalyzer:
             model, whose forward pass (`predict`, `__call__`, `evaluate`) feeds
             the observers. A `(func, args)` pair is called as `func(model, args)`.
         eval_callback: `(model) -> float`, the model's score on labelled data,
-            higher is better. Called 2L+3 times (L = quantized layers): use a
+            higher is better. Called 3 times plus twice per quantized layer: use a
             subset of the evaluation data for speed. A `(func, args)` pair works too.
         dummy_input: optional model input, checked against the model's inputs
             before any work.
@@ -570,7 +570,8 @@ class _Analysis:
         self._weight_sqnr(encodings)
         self._activation_errors(encodings, calibration)
 
-        progress = keras.utils.Progbar(self.evaluations_total, unit_name="evaluation")
+        progress = keras.utils.Progbar(self.evaluations_total,
+                                       unit_name="QuantAnalyzer evaluation")
         self._sensitivity(float_model, sim, progress)
         self._per_layer(sim, progress, enabled=True)
         self._per_layer(sim, progress, enabled=False)

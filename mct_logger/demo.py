@@ -104,7 +104,7 @@ def run_demo(logdir: str, epochs: int = 30) -> dict:
         quantized.save(path)
         info.export_encodings(os.path.join(logdir, "digits_cnn.encodings.json"))
 
-        print("Running QuantAnalyzer (2L+3 evaluations)...")
+        print("Running QuantAnalyzer (3 evaluations, then 2 per quantized layer)...")
         analyzer = mct_logger.QuantAnalyzer(
             model,
             forward_pass_callback=lambda m: m.predict(data.x_train[:512], batch_size=64, verbose=0),

@@ -385,7 +385,7 @@ def _fold_stage(graph: Graph) -> tuple[Graph, BatchNormFoldingResult]:
 
 
 def _collect(graph, calibration: CalibrationModel, batches):
-    progress = keras.utils.Progbar(len(batches), unit_name="batch")
+    progress = keras.utils.Progbar(len(batches), unit_name="calibration batch")
     calibration.collect_all(batches, on_batch=progress.update)
     return graph, StatisticsResult(
         num_batches=len(batches),
