@@ -339,11 +339,8 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig):
         statistics = getattr(run.results.get("statistics_collection"), "statistics", None) or {}
         histograms = {n: tuple(a[0] for a in s.histogram()) for n, s in statistics.items()}
         graph, _ = run.stage(
-            "similarity_analysis",
-            lambda g: (g, analyze_similarity(
-                g, plan, params.encodings, batches, config.similarity_samples, histograms,
-                quantized_graph=corrected)),
-            graph,
+            "similarity_analysis", _similarity_stage, graph, plan, params.encodings, batches,
+            config.similarity_samples, histograms, corrected,
         )
     info = QuantizationInfo(
         encodings=params.encodings,
@@ -359,6 +356,19 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig):
         quantized_graph=corrected,
     )
     return result.model, info
+
+
+def _similarity_stage(graph: Graph, plan, encodings, batches, samples, histograms, corrected):
+    """The similarity analysis. A diagnosis only: if it fails, the failure is one
+    warning and the stage is skipped; the quantized model is still returned."""
+    try:
+        return graph, analyze_similarity(graph, plan, encodings, batches, samples, histograms,
+                                         quantized_graph=corrected)
+    except Exception as exc:  # reported here, as the one warning of this stage
+        logger.warning("The similarity analysis failed (%s: %s); PTQ goes on and returns the "
+                       "quantized model without it.", type(exc).__name__, exc)
+        return graph, SkippedStageResult(
+            f"the similarity analysis failed: {type(exc).__name__}: {exc}")
 
 
 def _cle_stage(graph: Graph, config: QuantizationConfig):

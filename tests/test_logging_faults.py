@@ -411,3 +411,37 @@ def test_every_layer_kept_in_float_is_logged_and_returns_the_model(tmp_path, cap
         run = "r/07_similarity_analysis"
         read = data.read_tensors(ctx, experiment_id=eid, plugin_name="text", downsample=10)
     assert b"No node is quantized" in read[run]["nodes"][0].numpy.item()
+
+
+class _CompiledOnly(keras.layers.Layer):
+    """A layer that runs only inside a compiled function (as some custom layers do):
+    the eager similarity analysis cannot run it."""
+
+    def call(self, x):
+        import tensorflow as tf
+
+        if tf.executing_eagerly():
+            raise RuntimeError("_CompiledOnly runs only inside a compiled function")
+        return x * 2.0
+
+
+def test_a_failing_similarity_analysis_is_one_warning_and_the_model_is_returned(tmp_path, caplog):
+    inputs = keras.Input((8,), name="x")
+    h = _CompiledOnly(name="compiled_only")(keras.layers.Dense(4, name="fc")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(h))
+    x = np.random.default_rng(0).random((32, 8)).astype("float32")
+    mct_logger.set_log_folder(tmp_path, run_name="r")
+    with caplog.at_level(logging.WARNING, logger="mct_logger"):
+        model_q, info = mct_logger.keras_post_training_quantization(model, x)
+    mct_logger.set_log_folder(None)
+    assert model_q.predict(x, verbose=0).shape == (32, 2)
+    failed = [r.getMessage() for r in caplog.records if "similarity analysis failed" in
+              r.getMessage()]
+    assert len(failed) == 1 and "runs only inside a compiled function" in failed[0]
+    assert "returns the quantized model" in failed[0] and _log_warnings(caplog) == []
+    assert info.stage_results["similarity_analysis"].reason.startswith(
+        "the similarity analysis failed: RuntimeError")
+    with tensorboard_provider(tmp_path, "python") as (data, ctx, eid):
+        read = data.read_tensors(ctx, experiment_id=eid, plugin_name="text", downsample=10)
+    summary = read["r/07_similarity_analysis"]["summary"][0].numpy.item().decode()
+    assert "skipped: the similarity analysis failed" in summary
