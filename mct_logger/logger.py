@@ -150,21 +150,34 @@ def _name_max(path: str) -> int:
 class _TextLog(logging.handlers.WatchedFileHandler):
     """The text log: reopened (recreated) when the file is removed or replaced.
 
-    A write that fails (disk full, folder made read-only) turns the text log off
-    with one warning, which still reaches the console.
+    A write that fails (disk full, folder made read-only, a folder where the
+    file was) turns the text log off with one warning, which still reaches the
+    console; it never raises into the code that logged.
     """
+
+    _failed = False
 
     def _open(self):
         os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
         return super()._open()
 
+    def emit(self, record) -> None:
+        if self._failed:
+            return
+        try:  # reopening (outside logging's own error handling) can fail too
+            self.reopenIfNeeded()
+            logging.FileHandler.emit(self, record)
+        except Exception:  # reported by handleError as the one warning
+            self.handleError(record)
+
     def handleError(self, record) -> None:
         global _file_handler
+        if self._failed:
+            return
+        self._failed = True
         cause = sys.exc_info()[1]
-        with _state_lock:
-            if _file_handler is not self:
-                return  # already reported and removed
-            logger.removeHandler(self)
+        logger.removeHandler(self)
+        if _file_handler is self:
             _file_handler = None
         try:
             self.close()

@@ -445,3 +445,18 @@ def test_a_failing_similarity_analysis_is_one_warning_and_the_model_is_returned(
         read = data.read_tensors(ctx, experiment_id=eid, plugin_name="text", downsample=10)
     summary = read["r/07_similarity_analysis"]["summary"][0].numpy.item().decode()
     assert "skipped: the similarity analysis failed" in summary
+
+
+def test_text_log_that_cannot_be_written_is_one_warning_and_logging_goes_on(tmp_path, caplog):
+    mct_logger.set_log_folder(tmp_path, run_name="r")
+    os.remove(tmp_path / "mct_logger.log")
+    os.mkdir(tmp_path / "mct_logger.log")  # a folder where the text log was
+    with caplog.at_level(logging.INFO, logger="mct_logger"):
+        model_q, _ = mct_logger.keras_post_training_quantization(_model(), _data(), QUICK)
+        logging.getLogger("mct_logger").warning("later warnings still shown")
+    assert model_q.predict(_data(4), verbose=0).shape == (4, 3)
+    failed = [r.getMessage() for r in caplog.records if "The text log" in r.getMessage()]
+    assert len(failed) == 1 and str(tmp_path / "mct_logger.log") in failed[0]
+    assert "IsADirectoryError" in failed[0]
+    assert "later warnings still shown" in caplog.text
+    assert os.path.isdir(tmp_path / "r" / "06_quantized_model")  # TensorBoard logging went on
