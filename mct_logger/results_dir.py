@@ -49,11 +49,16 @@ def claim(results_dir: str, all_files, owned, manifest_file: str) -> dict:
         files, and "earlier_run_moved_to" when an earlier run was moved.
 
     Raises:
+        NotADirectoryError: `results_dir` is a file.
         FileExistsError: result files are present without a manifest saying
             which run wrote them (another tool's results?).
         RuntimeError: a manifest says an analysis is still writing there.
     """
     results_dir = os.path.abspath(results_dir)
+    if os.path.exists(results_dir) and not os.path.isdir(results_dir):
+        raise NotADirectoryError(
+            f"results_dir {results_dir!r} is a file; pass a folder for the results."
+        )
     os.makedirs(results_dir, exist_ok=True)
     with _active_lock:
         earlier = _read_manifest(os.path.join(results_dir, manifest_file))

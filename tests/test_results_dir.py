@@ -119,3 +119,6 @@ def test_result_files_of_another_tool_are_refused_untouched(tmp_path):
         QuantAnalyzer(_model(), _forward, lambda m: 0.5).analyze(results_dir=tmp_path)
     assert os.listdir(tmp_path) == ["per_layer_quant_enabled.json"]
     assert (tmp_path / "per_layer_quant_enabled.json").read_text() == '{"conv": 0.9}'
+    with pytest.raises(NotADirectoryError, match="is a file; pass a folder"):
+        QuantAnalyzer(_model(), _forward, lambda m: 0.5).analyze(
+            results_dir=tmp_path / "per_layer_quant_enabled.json")
