@@ -269,6 +269,11 @@ def keras_post_training_quantization(
     Returns:
         `(quantized_model, info)`: a Keras model whose quantizers can be switched
         (`set_quantizers_enabled`) and saved to `.keras`, and a `QuantizationInfo`.
+
+    Logging (`set_log_folder`) and the similarity analysis never cost the model:
+    a log that cannot be written, or a diagnosis that fails, is one warning
+    (the path and the cause) and the model is still returned. A listener added
+    with `add_stage_listener` that raises stops the run.
     """
     config = config or QuantizationConfig()
     if not isinstance(config, QuantizationConfig):
