@@ -2,6 +2,11 @@
 TensorBoard under `<folder>/<run name>/`, one TensorBoard run per stage.
 
 The listener here only writes: every number it logs comes from a stage result.
+Logging never costs the caller its result: the first failure of a run's log
+(disk full, permission denied, a plot that cannot be drawn) is one warning
+naming the path and the cause (`LogGuard`), and that run's logging stops.
+Run folders are created atomically (`new_run_folder`), so concurrent runs never
+share one or fail on each other.
 
 Example:
 
@@ -371,7 +376,7 @@ class RunLog:
 
 
 class _GuardedWriter:
-    """An EventWriter's methods, each run through the run log's guard."""
+    """An EventWriter's methods (methods only), each run through the run log's guard."""
 
     def __init__(self, log: RunLog, run: str):
         self._log, self._run = log, run
