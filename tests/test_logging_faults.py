@@ -254,14 +254,18 @@ def test_two_processes_racing_for_one_run_name_each_get_their_own_folders(tmp_pa
         sys.path.insert(0, {ROOT!r})
         from mct_logger import logger
         logger.set_log_folder({str(tmp_path / "logs")!r}, run_name="race")
+        open(os.path.join({str(tmp_path)!r}, "ready_" + sys.argv[1]), "w").close()
         while not os.path.exists({str(go)!r}):
             time.sleep(0.001)
         print("\\n".join(logger.new_run_folder("model") for _ in range(50)))
     """)
-    processes = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    time.sleep(3)  # both started and waiting
-    go.write_text("")
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(k)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for k in range(2)]
+    deadline = time.time() + 120
+    while not all((tmp_path / f"ready_{k}").exists() for k in range(2)):
+        assert time.time() < deadline and all(p.poll() is None for p in processes)
+        time.sleep(0.01)
+    go.write_text("")  # both are set up and waiting: they start together
     outputs = [p.communicate(timeout=120) for p in processes]
     assert [p.returncode for p in processes] == [0, 0], [err[-2000:] for _, err in outputs]
     created = [line for out, _ in outputs for line in out.split()]
