@@ -18,6 +18,7 @@ release("results")
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -60,7 +61,7 @@ def claim(results_dir: str, all_files, owned, manifest_file: str) -> dict:
             f"results_dir {results_dir!r} is a file; pass a folder for the results."
         )
     os.makedirs(results_dir, exist_ok=True)
-    with _active_lock:
+    with _active_lock, _claim_lock(results_dir):
         earlier = _read_manifest(os.path.join(results_dir, manifest_file))
         names = set(all_files) | {manifest_file}
         if earlier is not None:
@@ -99,6 +100,25 @@ def claim(results_dir: str, all_files, owned, manifest_file: str) -> dict:
         write_json_atomically(os.path.join(results_dir, manifest_file), manifest)
         _active.add(results_dir)
     return manifest
+
+
+@contextlib.contextmanager
+def _claim_lock(folder: str):
+    """Holds an exclusive lock on `folder` itself while a run claims it, so two
+    processes never both find it free; no lock file is left behind. Released
+    when the claim is done, or by the system if the process dies (only the
+    in-process lock on systems without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the in-process lock still holds
+        yield
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def release(results_dir: str) -> None:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import keras
 import numpy as np
@@ -122,3 +123,47 @@ def test_result_files_of_another_tool_are_refused_untouched(tmp_path):
     with pytest.raises(NotADirectoryError, match="is a file; pass a folder"):
         QuantAnalyzer(_model(), _forward, lambda m: 0.5).analyze(
             results_dir=tmp_path / "per_layer_quant_enabled.json")
+
+
+def test_two_processes_sharing_a_results_dir_never_mix_their_files(tmp_path):
+    go = tmp_path / "go"
+    results = tmp_path / "results"
+    script = textwrap.dedent(f"""
+        import json, os, sys, time
+        sys.path.insert(0, {ROOT!r})
+        from tests.test_results_dir import QuantAnalyzer, _forward, _model
+        model = _model()
+        open(os.path.join({str(tmp_path)!r}, "ready_" + sys.argv[1]), "w").close()
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.001)
+        try:
+            QuantAnalyzer(model, _forward, lambda m: 0.5).analyze(results_dir={str(results)!r})
+            print(json.dumps("complete"))
+        except RuntimeError as exc:
+            print(json.dumps(str(exc)))
+    """)
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(k)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=ROOT) for k in range(2)]
+    while not all((tmp_path / f"ready_{k}").exists() for k in range(2)):
+        assert all(p.poll() is None for p in processes), [p.stderr.read() for p in processes]
+        time.sleep(0.01)
+    go.write_text("")  # both are set up and waiting: they start together
+    outcomes = []
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-2000:]
+        outcomes.append(json.loads(out.strip().splitlines()[-1]))
+    # One ran; the other found the folder in use (or, if the first had already
+    # finished, moved the first's files aside and ran too).
+    assert "complete" in outcomes
+    for outcome in outcomes:
+        assert outcome == "complete" or "is in use" in outcome
+    summary = _load(results / "summary.json")
+    assert summary["status"] == "complete"
+    assert summary["pid"] in [p.pid for p in processes]
+    assert set(_files(results)) <= set(summary["files"])
+    if outcomes == ["complete", "complete"]:  # then one after the other, never together
+        (earlier,) = os.listdir(results / PREVIOUS_RUNS)
+        assert summary["earlier_run_moved_to"] == os.path.join(PREVIOUS_RUNS, earlier)
+        first = _load(results / PREVIOUS_RUNS / earlier / "summary.json")
+        assert first["status"] == "complete" and first["pid"] != summary["pid"]
