@@ -303,6 +303,8 @@ def test_failed_set_log_folder_leaves_the_previous_setting_whole(tmp_path):
 
 
 def test_long_model_names_are_shortened_with_a_hash(tmp_path):
+    with pytest.raises(ValueError, match="run_name is 300 bytes long.*shorter run_name"):
+        mct_logger.set_log_folder(tmp_path, run_name="r" * 300)
     mct_logger.set_log_folder(tmp_path)
     for name in ("m" * 240, "m" * 239 + "n"):
         mct_logger.keras_post_training_quantization(_model(name), _data(), QUICK)
