@@ -228,9 +228,12 @@ class PairedActivations:
 
 
 def pair_sums(f, q, i):
-    """Per-sample sums of products of the float, accumulated and isolated outputs,
-    in float64 (the squares of float32 values beyond 1.8e19 overflow float32)."""
-    f, q, i = (ops.cast(t, "float64") for t in (f, q, i))  # float32 squares overflow from 1e19
+    """Per-sample sums of products of the float, accumulated and isolated outputs.
+
+    In float64: squares of float32 values above ~1e19 overflow float32, and the
+    SQNR, MSE and cosine derived from these sums would turn Inf or NaN.
+    """
+    f, q, i = (ops.cast(t, "float64") for t in (f, q, i))
     axes = tuple(range(1, len(f.shape)))
 
     def total(x):

@@ -61,6 +61,7 @@ from keras import tree
 from mct_logger import data as data_lib
 from mct_logger import logger as log_lib
 from mct_logger import metrics
+from mct_logger import results_dir as results_lib
 from mct_logger.activations import PairedActivations
 from mct_logger.graph import Graph, check_rebuilt_graph, read_model
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
@@ -74,7 +75,7 @@ from mct_logger.quantization.quantsim import (
     set_quantizers_enabled,
     weight_encodings,
 )
-from mct_logger.report import write_report
+from mct_logger.report import REPORT_FILE, write_report
 from mct_logger.weight_quantization import weight_quantization_rows
 from mct_logger.tb_plugin.summary import json_ready
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms
@@ -110,6 +111,13 @@ MIN_MAX_TABLE_FILE = os.path.join(MIN_MAX_FOLDER, "encodings.json")
 SUMMARY_FILE = "summary.json"
 # While evaluations run, the growing tables go to TensorBoard at most this often.
 LIVE_INTERVAL_SECONDS = 1.0
+# Every file an analysis writes into results_dir; an earlier run's are moved
+# aside at start (see mct_logger.results_dir).
+RESULT_FILES = (
+    ENABLED_FILE, DISABLED_FILE, MSE_FILE, SENSITIVITY_FILE, SQNR_FILE, WEIGHT_SQNR_FILE,
+    HISTOGRAMS_FILE, MIN_MAX_TABLE_FILE, os.path.join(MIN_MAX_FOLDER, "weights.json"),
+    os.path.join(MIN_MAX_FOLDER, "activations.json"), SUMMARY_FILE, REPORT_FILE,
+)
 
 # Samples of the calibration data kept for the SQNR analysis when no unlabeled
 # data was given with `enable_per_layer_mse_loss`.
@@ -364,7 +372,7 @@ class QuantAnalyzer:
             model, whose forward pass (`predict`, `__call__`, `evaluate`) feeds
             the observers. A `(func, args)` pair is called as `func(model, args)`.
         eval_callback: `(model) -> float`, the model's score on labelled data,
-            higher is better. Called 2L+3 times (L = quantized layers): use a
+            higher is better. Called 3 times plus twice per quantized layer: use a
             subset of the evaluation data for speed. A `(func, args)` pair works too.
         dummy_input: optional model input, checked against the model's inputs
             before any work.
@@ -440,12 +448,22 @@ class QuantAnalyzer:
             config: a QuantizationConfig, or a dict with its fields or AIMET's
                 names (`quant_scheme`, `default_param_bw`, `default_output_bw`);
                 default `QuantizationConfig()` (W8A8).
-            results_dir: where the results go (created if needed).
+            results_dir: where the results go (created if needed). The result
+                files of an earlier analysis there are moved into
+                `previous_runs/<its start time>/` first.
             **aimet_settings: AIMET's keyword arguments of `analyze`
                 (`quant_scheme=...`, `default_param_bw=...`...), merged into `config`.
 
-        An interrupted or failed analysis keeps every table finished so far on
-        disk (and in TensorBoard), with `summary.json` saying where it stopped.
+        `summary.json` is written at start (status "running", the files this run
+        owns). An interrupted or failed analysis keeps every table finished so
+        far on disk (and in TensorBoard), with `summary.json` saying where it
+        stopped. A TensorBoard log that cannot be written is one warning; the
+        analysis goes on.
+
+        Raises:
+            FileExistsError: `results_dir` holds result files without a
+                QuantAnalyzer `summary.json` (another tool's?); pass a new folder.
+            RuntimeError: another analysis is still writing to `results_dir`.
         """
         config = resolve_config(config, **aimet_settings)
         return _Analysis(self, config, os.fspath(results_dir)).run()
@@ -475,6 +493,9 @@ class _Analysis:
     # ------------------------------------------------------------- driver
 
     def run(self) -> AnalysisResult:
+        # The manifest first: results_dir then never shows an earlier run's files as ours.
+        owned = [f for f in RESULT_FILES if f != MSE_FILE or self.analyzer._mse_batches is not None]
+        self.summary = results_lib.claim(self.results_dir, RESULT_FILES, owned, SUMMARY_FILE)
         os.makedirs(os.path.join(self.results_dir, MIN_MAX_FOLDER), exist_ok=True)
         failure: BaseException | None = None
         try:
@@ -487,7 +508,10 @@ class _Analysis:
             self.result.status, failure = "failed", exc
             raise
         finally:
-            self._finish(failure)
+            try:
+                self._finish(failure)
+            finally:
+                results_lib.release(self.results_dir)
         return self.result
 
     def _run(self) -> None:
@@ -556,7 +580,8 @@ class _Analysis:
         self._weight_sqnr(encodings)
         self._activation_errors(encodings, calibration)
 
-        progress = keras.utils.Progbar(self.evaluations_total, unit_name="evaluation")
+        progress = keras.utils.Progbar(self.evaluations_total,
+                                       unit_name="QuantAnalyzer evaluation")
         self._evaluations_started = time.time()
         self._sensitivity(float_model, sim, progress)
         self._per_layer(sim, progress, enabled=True)
@@ -566,10 +591,12 @@ class _Analysis:
     # ------------------------------------------------------------- outputs
 
     def _open_log(self, model_name: str) -> None:
-        folder = log_lib.new_run_folder(model_name)
+        # A TensorBoard failure is one warning and stops this log; the analysis goes on.
+        returned = "The analysis goes on; its results are in results_dir and returned"
+        folder = log_lib.open_run_folder(model_name, returned)
         if folder is None:
             return
-        self.run_log = log_lib.RunLog(folder)
+        self.run_log = log_lib.RunLog(folder, guard=log_lib.LogGuard(folder, returned))
         self.writer = self.run_log.writer("quant_analyzer")
         self.result.log_folder = folder
         logger.info("QuantAnalyzer: logging to %s", os.path.join(folder, "quant_analyzer"))
@@ -625,6 +652,7 @@ class _Analysis:
     def _start_summary(self, folding) -> None:
         graph, plan = self.graph, self.plan
         self.summary = {
+            **self.summary,  # the manifest written at start
             "model": graph.name,
             "status": "running",
             "config": {
@@ -675,7 +703,7 @@ class _Analysis:
                 )
                 self._write_json(SUMMARY_FILE, self.summary)
                 self._publish("summary", self.summary)
-            if not self.summary:
+            if "layers" not in self.summary:
                 return  # stopped before planning: nothing to report
             self.result.report_path = write_report(self.results_dir, self.tables)
             if self.result.status == "complete":

@@ -2,6 +2,11 @@
 TensorBoard under `<folder>/<run name>/`, one TensorBoard run per stage.
 
 The listener here only writes: every number it logs comes from a stage result.
+Logging never costs the caller its result: the first failure of a run's log
+(disk full, permission denied, a plot that cannot be drawn) is one warning
+naming the path and the cause (`LogGuard`), and that run's logging stops.
+Run folders are created atomically (`new_run_folder`), so concurrent runs never
+share one or fail on each other.
 
 Example:
 
@@ -17,9 +22,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
+import errno
+import hashlib
 import logging
+import logging.handlers
 import os
 import re
+import sys
+import threading
 
 import numpy as np
 
@@ -28,44 +38,183 @@ from mct_logger.events import EventWriter
 logger = logging.getLogger("mct_logger")
 
 LOG_FILE = "mct_logger.log"
+# Model names longer than this become a run folder name of this many characters:
+# the start of the name, "_" and a hash of the whole name (names stay apart).
+MAX_MODEL_NAME_CHARS = 64
+NAME_HASH_CHARS = 8
+# Run folder suffixes `_2`, `_3`... tried before giving up (a folder full of runs).
+MAX_RUN_SUFFIX = 100_000
 
 _folder: str | None = None
 _run_name: str | None = None
-_file_handler: logging.FileHandler | None = None
+_file_handler: logging.Handler | None = None
+_console_handler: logging.Handler | None = None
+_state_lock = threading.Lock()
 
 
 def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) -> None:
     """Logs every following PTQ and QuantAnalyzer run into `path`; None turns logging off.
 
     Args:
-        path: the TensorBoard log folder (`tensorboard --logdir path`).
-        run_name: the folder of the next runs inside `path`; default the model
-            name plus a timestamp. An existing folder is never reused: a suffix
-            `_2`, `_3`... keeps every run apart.
+        path: the TensorBoard log folder (`tensorboard --logdir path`), created
+            if needed.
+        run_name: the folder of the next runs inside `path`: a plain folder
+            name, no path separator, not `.` or `..`. Default: the model name
+            (shortened with a hash when longer than 64 characters) plus a
+            timestamp. An existing folder is never reused: a suffix `_2`,
+            `_3`... keeps every run apart, also for runs started at once from
+            threads or processes.
 
-    The library's Python log goes to `path/mct_logger.log` as well.
+    The library's Python log goes to `path/mct_logger.log` as well (recreated if
+    removed); its warnings still reach the console as without a log folder,
+    unless the application set logging handlers of its own.
+
+    Raises:
+        ValueError / TypeError: `run_name` is not a plain folder name.
+        NotADirectoryError: `path` is a file.
+        OSError (PermissionError...): the folder or its text log cannot be
+            created. On any error the previous setting stays as it was.
     """
-    global _folder, _run_name, _file_handler
-    if _file_handler is not None:
-        logger.removeHandler(_file_handler)
-        _file_handler.close()
-        _file_handler = None
+    global _folder, _run_name, _file_handler, _console_handler
     if path is None:
-        _folder, _run_name = None, None
+        with _state_lock:
+            _remove_handlers()
+            _folder, _run_name = None, None
         return
     path = os.fspath(path)
+    if run_name is not None:
+        run_name = _checked_run_name(run_name, path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise NotADirectoryError(
             f"set_log_folder({path!r}): that path is a file; pass a folder for the logs."
         )
-    os.makedirs(path, exist_ok=True)
-    _folder, _run_name = os.path.abspath(path), run_name
-    _file_handler = logging.FileHandler(os.path.join(_folder, LOG_FILE), encoding="utf-8")
-    _file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(_file_handler)
+    folder = os.path.abspath(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        file_handler = _TextLog(os.path.join(folder, LOG_FILE))
+    except OSError as exc:
+        raise type(exc)(
+            f"set_log_folder({path!r}): cannot write there ({exc.strerror or exc}); pass a "
+            f"folder you can write to. The previous log folder ({_folder}) stays set."
+        ) from exc
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    with _state_lock:
+        _remove_handlers()
+        _folder, _run_name = folder, run_name
+        _file_handler, _console_handler = file_handler, _Console()
+        logger.addHandler(_file_handler)
+        logger.addHandler(_console_handler)
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)
     logger.info("Logging to %s (tensorboard --logdir %s)", _folder, _folder)
+
+
+def _remove_handlers() -> None:
+    global _file_handler, _console_handler
+    for handler in (_file_handler, _console_handler):
+        if handler is not None:
+            logger.removeHandler(handler)
+            handler.close()
+    _file_handler = _console_handler = None
+
+
+def _checked_run_name(run_name, path: str) -> str:
+    if not isinstance(run_name, str):
+        raise TypeError(
+            f"run_name must be a folder name (str) or None, got {type(run_name).__name__}."
+        )
+    separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if not run_name or run_name in (".", "..") or "\0" in run_name \
+            or any(s in run_name for s in separators):
+        raise ValueError(
+            f"run_name={run_name!r} is not a plain folder name: runs are written inside the "
+            f"log folder, so run_name may hold no '/' or '\\' and may not be '.' or '..'. "
+            f"Pass a name such as 'experiment_1', or pass the folder you want to "
+            f"set_log_folder instead."
+        )
+    limit = _name_max(path) - len(f"_{MAX_RUN_SUFFIX}")
+    if len(run_name.encode("utf-8")) > limit:
+        raise ValueError(
+            f"run_name is {len(run_name.encode('utf-8'))} bytes long; folder names here hold "
+            f"at most {limit} (with room for a `_k` suffix). Pass a shorter run_name."
+        )
+    return run_name
+
+
+def _name_max(path: str) -> int:
+    """The longest file name, in bytes, the file system at `path` takes (255 if unknown)."""
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path)
+        path = parent if parent != path else ""
+    try:
+        return int(os.pathconf(path or ".", "PC_NAME_MAX"))
+    except (AttributeError, OSError, ValueError):
+        return 255
+
+
+class _TextLog(logging.handlers.WatchedFileHandler):
+    """The text log: reopened (recreated) when the file is removed or replaced.
+
+    A write that fails (disk full, folder made read-only, a folder where the
+    file was) turns the text log off with one warning, which still reaches the
+    console; it never raises into the code that logged.
+    """
+
+    _failed = False
+
+    def _open(self):
+        os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
+        return super()._open()
+
+    def emit(self, record) -> None:
+        if self._failed:
+            return
+        try:  # reopening (outside logging's own error handling) can fail too
+            self.reopenIfNeeded()
+            logging.FileHandler.emit(self, record)
+        except Exception:  # reported by handleError as the one warning
+            self.handleError(record)
+
+    def handleError(self, record) -> None:
+        global _file_handler
+        if self._failed:
+            return
+        self._failed = True
+        cause = sys.exc_info()[1]
+        logger.removeHandler(self)
+        if _file_handler is self:
+            _file_handler = None
+        try:
+            self.close()
+        except OSError:
+            pass  # the file was already unwritable; the warning below says so
+        logger.warning(
+            "The text log %s cannot be written (%s: %s); it is off from now on. TensorBoard "
+            "logging goes on, and warnings still reach the console.",
+            self.baseFilename, type(cause).__name__, _cause(cause),
+        )
+
+
+class _Console(logging.Handler):
+    """Warnings to stderr, exactly as Python shows them when no handler is set
+    (`logging.lastResort`), for as long as the application set no handler of
+    its own on the "mct_logger" logger or its parents: the text log must not
+    silence the console."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+
+    def emit(self, record) -> None:
+        last_resort = logging.lastResort
+        if last_resort is None or record.levelno < last_resort.level:
+            return
+        current = logger
+        while current is not None:
+            if any(h is not self and not isinstance(h, (_TextLog, _Console))
+                   for h in current.handlers):
+                return  # the application's handlers show it
+            current = current.parent if current.propagate else None
+        last_resort.handle(record)
 
 
 def get_log_folder() -> str | None:
@@ -74,32 +223,129 @@ def get_log_folder() -> str | None:
 
 
 def new_run_folder(model_name: str) -> str | None:
-    """A fresh folder for one run under the log folder (None when logging is off)."""
-    if _folder is None:
+    """A fresh folder for one run under the log folder (None when logging is off).
+
+    Created atomically: callers racing for one name (threads, processes) each
+    get their own folder (`name`, `name_2`...), never an error. Model names
+    longer than MAX_MODEL_NAME_CHARS are shortened with a hash.
+
+    Raises:
+        OSError: the folder cannot be created (permissions, disk full...).
+    """
+    with _state_lock:
+        folder, run_name = _folder, _run_name
+    if folder is None:
         return None
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = _run_name or f"{_safe(model_name)}_{stamp}"
-    candidate, k = os.path.join(_folder, base), 1
-    while os.path.exists(candidate):
-        k += 1
-        candidate = os.path.join(_folder, f"{base}_{k}")
-    os.makedirs(candidate)
-    return candidate
+    base = run_name or f"{run_folder_name(model_name)}_{stamp}"
+    os.makedirs(folder, exist_ok=True)  # it may have been removed since set_log_folder
+    for k in range(1, MAX_RUN_SUFFIX + 1):
+        candidate = os.path.join(folder, base if k == 1 else f"{base}_{k}")
+        try:
+            os.mkdir(candidate)
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(
+        errno.EEXIST, f"every run folder {base}, {base}_2 ... {base}_{MAX_RUN_SUFFIX} exists; "
+        "pass another run_name to set_log_folder", os.path.join(folder, base),
+    )
+
+
+def open_run_folder(model_name: str, returned: str) -> str | None:
+    """`new_run_folder`, or None with one warning when it cannot be created.
+
+    `returned` says what the caller still delivers (e.g. "PTQ returns the
+    quantized model"); it ends the warning.
+    """
+    try:
+        return new_run_folder(model_name)
+    except OSError as exc:
+        report_log_failure(get_log_folder(), exc, returned)
+        return None
+
+
+def run_folder_name(model_name: str) -> str:
+    """A folder name for a model: characters outside `A-Za-z0-9_.-` become `_`; a
+    name longer than MAX_MODEL_NAME_CHARS keeps its start plus a short hash."""
+    safe = _safe(model_name)
+    if len(safe) <= MAX_MODEL_NAME_CHARS:
+        return safe
+    digest = hashlib.sha1(model_name.encode("utf-8")).hexdigest()[:NAME_HASH_CHARS]
+    return f"{safe[:MAX_MODEL_NAME_CHARS - NAME_HASH_CHARS - 1]}_{digest}"
 
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "model"
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip(".")
+    return safe or "model"
+
+
+def _cause(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def report_log_failure(folder: str | None, exc: BaseException, returned: str,
+                       path: str | None = None) -> None:
+    """The one warning of a failed log: the path, the cause, and what is still returned."""
+    path = getattr(exc, "filename", None) or path or folder
+    logger.warning(
+        "TensorBoard logging to %s stopped: cannot write %s (%s: %s). %s; the logs written "
+        "so far stay readable.", folder, path, type(exc).__name__, _cause(exc), returned,
+    )
+
+
+class LogGuard:
+    """Stops a run's logging at its first failure, reported as one warning.
+
+    `call(fn, ...)` runs `fn` unless logging already failed; an exception
+    (any `Exception`: a full disk, a permission error, a plot that cannot be
+    drawn) is reported by `report_log_failure` and never reaches the caller.
+    """
+
+    def __init__(self, folder: str, returned: str):
+        self.folder = folder
+        self.returned = returned
+        self.failure: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def call(self, fn, *args, path: str | None = None, **kwargs):
+        if self.failure is not None:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # reported below: the one warning of this run's log
+            self.fail(exc, path)
+            return None
+
+    def fail(self, exc: BaseException, path: str | None = None) -> None:
+        with self._lock:
+            if self.failure is not None:
+                return
+            self.failure = exc
+        report_log_failure(self.folder, exc, self.returned, path)
 
 
 class RunLog:
-    """The event writers of one run folder, one per TensorBoard run, all closed together."""
+    """The event writers of one run folder, one per TensorBoard run, all closed together.
 
-    def __init__(self, folder: str):
+    With a `guard` (LogGuard), writers never raise: the first failure is
+    reported once and later writes are skipped.
+    """
+
+    def __init__(self, folder: str, guard: LogGuard | None = None):
         self.folder = folder
+        self.guard = guard
         self._writers: dict[str, EventWriter] = {}
 
     def writer(self, run: str) -> EventWriter:
         """The writer of TensorBoard run `<folder>/<run>` (created on first use)."""
+        if self.guard is not None:
+            return _GuardedWriter(self, run)
+        return self._writer(run)
+
+    def _writer(self, run: str) -> EventWriter:
         if run not in self._writers:
             self._writers[run] = EventWriter(os.path.join(self.folder, run))
         return self._writers[run]
@@ -109,15 +355,38 @@ class RunLog:
             writer.flush()
 
     def close(self) -> None:
+        """Closes every writer (each one, even when another fails)."""
+        errors = []
         for writer in self._writers.values():
-            writer.close()
+            try:
+                writer.close()
+            except OSError as exc:  # kept and raised (or reported) below
+                errors.append((writer, exc))
         self._writers.clear()
+        for writer, exc in errors:
+            if self.guard is None:
+                raise exc
+            self.guard.fail(exc, writer.path)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _GuardedWriter:
+    """An EventWriter's methods (methods only), each run through the run log's guard."""
+
+    def __init__(self, log: RunLog, run: str):
+        self._log, self._run = log, run
+
+    def __getattr__(self, name):
+        def guarded(*args, **kwargs):
+            def write():
+                return getattr(self._log._writer(self._run), name)(*args, **kwargs)
+            return self._log.guard.call(write, path=os.path.join(self._log.folder, self._run))
+        return guarded
 
 
 # ---------------------------------------------------------------- the PTQ listener
@@ -168,9 +437,16 @@ class TensorBoardListener:
     in stage order) with the graph at that stage, its per-node memory under the
     "Resources" tag and a text summary; stages add their own data (histograms,
     per-channel scalars, similarity images, plugin payloads).
+
+    Logging never fails the PTQ run: the first failure (disk full, permission
+    denied, a plot that cannot be drawn...) is one warning naming the path and
+    the cause; logging then stops for this run and PTQ returns the model.
     """
 
+    RETURNED = "PTQ goes on and returns the quantized model"
+
     def __init__(self, folder: str):
+        self.guard = LogGuard(folder, self.RETURNED)
         self.log = RunLog(folder)
         self.folder = folder
         self.plan = None
@@ -193,11 +469,17 @@ class TensorBoardListener:
             self.plan = result.plan
         if getattr(result, "encodings", None) is not None:
             self.encodings = result.encodings
-        self._pending.append(
-            self._worker.submit(self._write, run, stage, graph, result, self.plan, self.encodings)
-        )
+        if self.guard.failure is None:
+            self._pending.append(
+                self._worker.submit(self._write, run, stage, graph, result, self.plan,
+                                    self.encodings)
+            )
 
     def _write(self, run, stage, graph, result, plan, encodings) -> None:
+        self.guard.call(self._write_stage, run, stage, graph, result, plan, encodings,
+                        path=os.path.join(self.folder, run))
+
+    def _write_stage(self, run, stage, graph, result, plan, encodings) -> None:
         writer = self.log.writer(run)
         memory = self._write_graph(writer, graph, plan, encodings)
         writer.text("summary", _stage_summary(stage, graph, result, memory))
@@ -207,21 +489,23 @@ class TensorBoardListener:
         self.log.flush()  # what is logged so far stays readable if a later stage fails
 
     def close(self, error: BaseException | None = None) -> None:
-        """Waits for every pending write, records a failure, closes the files.
+        """Waits for every pending write, records a PTQ failure, closes the files.
 
-        A write that failed raises here, after everything else was written.
+        Never raises: a failed write was already reported as the one warning.
         """
         self._worker.shutdown(wait=True)
-        failures = [f.exception() for f in self._pending if f.exception() is not None]
+        if error is not None and self.stage_index:
+            run = f"{self.stage_index:02d}_failed"
+            self.guard.call(
+                lambda: self.log.writer(run).text(
+                    "summary", f"**Quantization failed** after {self.stage_index} "
+                               f"stage(s):\n\n`{type(error).__name__}: {error}`"),
+                path=os.path.join(self.folder, run),
+            )
         try:
-            if error is not None and self.stage_index:
-                writer = self.log.writer(f"{self.stage_index:02d}_failed")
-                writer.text("summary", f"**Quantization failed** after {self.stage_index} "
-                                       f"stage(s):\n\n`{type(error).__name__}: {error}`")
-        finally:
             self.log.close()
-        if failures and error is None:
-            raise failures[0]
+        except OSError as exc:
+            self.guard.fail(exc)
 
     # ------------------------------------------------------------ graph + memory
 
@@ -291,6 +575,8 @@ class TensorBoardListener:
         from mct_logger.tb_plugin import metadata
         from mct_logger.tb_plugin.summary import payload_summary
 
+        if not hasattr(result, "nodes"):
+            return  # skipped: the summary says why
         writer = self.log.writer(run)
         writer.add_summary(payload_summary(
             metadata.QUANT_ANALYZER, "layer_table", "layer_table",
@@ -299,11 +585,20 @@ class TensorBoardListener:
             metadata.CLE, "weight_quantization", "weight_quantization", {"rows": result.weights}))
         for node, (edges, counts) in result.quantized_histograms.items():
             writer.histogram(f"activations/{node}", edges, counts, total=counts.sum())
+        if not result.nodes:
+            writer.text("nodes", "No node is quantized (every layer stays in float): "
+                                 "nothing to compare.")
+            return
+        # An SQNR that is not a number (a float output holding Inf or NaN) is left
+        # out of the charts and named in the table; never logged as NaN.
+        undefined = sorted({n for values in (result.sqnr_accumulated_db, result.sqnr_isolated_db)
+                            for n, v in values.items() if not np.isfinite(v)})
         for path, values in (("accumulated", result.sqnr_accumulated_db),
                              ("isolated", result.sqnr_isolated_db)):
             sqnr_writer = self.log.writer(f"{run}/{path}")
             for index, node in enumerate(result.nodes):
-                sqnr_writer.scalar("sqnr_db", values[node], step=index)
+                if np.isfinite(values[node]):
+                    sqnr_writer.scalar("sqnr_db", values[node], step=index)
         plot = SamplePlot(result)
         for sample in range(result.num_samples):
             png, width, height = plot.png(sample)
@@ -312,13 +607,19 @@ class TensorBoardListener:
             png, width, height = events.figure_png(_summary_figure(result))
             writer.image("cosine_similarity/summary", png, width, height)
         rows = "\n".join(
-            f"| {i} | `{n}` | {result.sqnr_accumulated_db[n]:.1f} | "
-            f"{result.sqnr_isolated_db[n]:.1f} | {result.cosine[:, i].mean():.5f} |"
+            f"| {i} | `{n}` | {_db(result.sqnr_accumulated_db[n])} | "
+            f"{_db(result.sqnr_isolated_db[n])} | {np.nanmean(result.cosine[:, i]):.5f} |"
+            if result.num_samples else
+            f"| {i} | `{n}` | {_db(result.sqnr_accumulated_db[n])} | "
+            f"{_db(result.sqnr_isolated_db[n])} | n/a |"
             for i, n in enumerate(result.nodes)
         )
+        note = (f"SQNR n/a: the float output of {', '.join(f'`{n}`' for n in undefined)} holds "
+                "Inf or NaN, so its SQNR is undefined and left out of the charts.\n\n"
+                if undefined else "")
         writer.text(
             "nodes",
-            "Step = node index in the SQNR charts and similarity plots.\n\n"
+            "Step = node index in the SQNR charts and similarity plots.\n\n" + note +
             "| index | node | SQNR accumulated (dB) | SQNR isolated (dB) | mean cosine |\n"
             "|---:|---|---:|---:|---:|\n" + rows,
         )
@@ -373,6 +674,10 @@ def layer_table(graph, plan: dict, encodings: dict, similarity, graph_run: str |
         "memory_after": int(sum(m["total"] for m in after.values())),
         "rows": rows,
     }
+
+
+def _db(value: float) -> str:
+    return f"{value:.1f}" if np.isfinite(value) else "n/a"
 
 
 def _node_attrs(node, plan, memory: dict) -> dict:
@@ -434,6 +739,10 @@ def _stage_summary(stage: str, graph, result, memory: dict) -> str:
                      (", ".join(f"`{bn}` into `{layer}`" for bn, layer in folded.items()) or "none"))
         for bn, why in getattr(result, "not_folded", {}).items():
             lines.append(f"- kept `{bn}` as a float affine layer: {why}")
+    if stage == "cross_layer_equalization" and hasattr(result, "weight_ranges_before"):
+        lines += _cle_lines(result)
+    if stage == "bias_correction" and hasattr(result, "corrections"):
+        lines += _bias_correction_lines(result)
     if hasattr(result, "num_samples") and hasattr(result, "num_batches"):
         lines.append(f"- calibrated on {result.num_samples} samples in {result.num_batches} batches")
     encodings = getattr(result, "encodings", None)
@@ -449,6 +758,90 @@ def _stage_summary(stage: str, graph, result, memory: dict) -> str:
         lines.append(f"- model memory: {result.memory_before:,} -> {result.memory_after:,} bytes "
                      f"({result.memory_after / max(result.memory_before, 1):.1%})")
     return "\n".join(lines)
+
+
+SUMMARY_LIST_LIMIT = 50  # rows per list in a stage's text summary
+
+
+def _limited(rows: list[str]) -> list[str]:
+    if len(rows) <= SUMMARY_LIST_LIMIT:
+        return rows
+    return rows[:SUMMARY_LIST_LIMIT] + [f"  - ... and {len(rows) - SUMMARY_LIST_LIMIT} more"]
+
+
+def _span(values) -> str:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return f"{values.min():.3g} to {values.max():.3g}" if values.size else "none"
+
+
+def _cle_lines(result) -> list[str]:
+    """What cross-layer equalization changed; with CLE off, where the ranges are."""
+    from mct_logger.techniques.weight_ranges import rank_by_spread
+
+    if not result.applied:
+        ranked = [r for r in rank_by_spread(result.weight_ranges_before) if r[2]][:5]
+        lines = ["- nothing changed. The per-channel weight ranges of every weight layer "
+                 "(before CLE) are logged with this run as the `cle` payload "
+                 "`weight_ranges` (CLE dashboard, or `mct_logger.tb_plugin.reader."
+                 "read_payloads(..., \"cle\")`); layers whose channels differ widely are "
+                 "what CLE evens out."]
+        if ranked:
+            lines.append("- widest channel spread: " + ", ".join(
+                f"`{node}` {kernel} ({score:.3g})" for node, kernel, score in ranked))
+        return lines
+    lines = [f"- equalized {len(result.sets)} set(s) in {result.iterations} sweep(s)"
+             + ("" if result.converged else " (scales still changing when stopped)")
+             + (":" if result.sets else "")]
+    rows = []
+    for eq in result.sets:
+        for k, scales in enumerate(eq.scale_factors):
+            via = f" via {', '.join(f'`{n}`' for n in eq.links[k])}" if eq.links[k] else ""
+            rows.append(f"  - `{eq.members[k]}` -> `{eq.members[k + 1]}` ({eq.kind}{via}, "
+                        f"{eq.activations[k]}): scale factors {_span(scales)} over "
+                        f"{np.size(scales)} channels")
+    lines += _limited(rows)
+    lines.append(f"- high-bias folds (bias moved into the next layer): "
+                 f"{len(result.high_bias_folds)} pair(s)")
+    lines += _limited([
+        f"  - `{fold.source}` -> `{fold.target}` ({fold.activation}): "
+        f"{int(np.count_nonzero(fold.amount))} of {np.size(fold.amount)} channel(s), "
+        f"amounts {_span(fold.amount)}"
+        for fold in result.high_bias_folds])
+    if result.high_bias_fold_skipped:
+        lines.append("- high-bias fold skipped:")
+        lines += _limited([f"  - `{pair}`: {why}"
+                           for pair, why in result.high_bias_fold_skipped.items()])
+    lines.append(f"- ReLU6 replaced by ReLU (changes the float model): "
+                 + (", ".join(f"`{r['node']}` ({r['form']})" for r in result.relu6_replaced)
+                    or "none"))
+    if result.not_equalized:
+        lines.append("- not equalized:")
+        lines += _limited([f"  - `{node}`: {why}" for node, why in result.not_equalized.items()])
+    if result.float_score_before is not None and result.float_score_after is not None:
+        lines.append(f"- float score: {result.float_score_before:.6g} before, "
+                     f"{result.float_score_after:.6g} after")
+    return lines
+
+
+def _bias_correction_lines(result) -> list[str]:
+    """The corrected layers and the size of each correction."""
+    lines = [f"- corrected {len(result.corrections)} layer(s) ({result.mode}"
+             + (f", {result.num_samples} samples, {result.passes} passes" if result.num_samples
+                else "") + ")"]
+    if result.corrections:
+        lines += ["", "| layer | method | channels | mean abs correction | max abs correction |",
+                  "|---|---|---:|---:|---:|"]
+        for node, correction in list(result.corrections.items())[:SUMMARY_LIST_LIMIT]:
+            amount = np.abs(np.asarray(correction.correction, dtype=np.float64))
+            lines.append(f"| `{node}` | {correction.method} | {amount.size} | "
+                         f"{amount.mean() if amount.size else 0.0:.3g} | "
+                         f"{amount.max() if amount.size else 0.0:.3g} |")
+        if len(result.corrections) > SUMMARY_LIST_LIMIT:
+            lines.append(f"\n... and {len(result.corrections) - SUMMARY_LIST_LIMIT} more layers")
+        lines.append("")
+    lines += _limited([f"- not corrected `{node}`: {why}" for node, why in result.skipped.items()])
+    return lines
 
 
 def _axis_labels(ax, nodes):
@@ -482,7 +875,9 @@ class SamplePlot:
                                       label="all nodes quantized", animated=True)
         (self.isolated,) = ax.plot(x, result.cosine_isolated[0], linestyle="--", marker=".",
                                    markersize=3, label="only this node quantized", animated=True)
-        low = float(min(result.cosine.min(), result.cosine_isolated.min()))
+        finite = np.concatenate([result.cosine.ravel(), result.cosine_isolated.ravel()])
+        finite = finite[np.isfinite(finite)]  # NaN (undefined) points are drawn as gaps
+        low = float(finite.min()) if finite.size else 0.0
         pad = max((1.0 - low) * 0.05, 1e-7)
         ax.set_ylim(low - pad, 1.0 + pad)
         ax.set_ylabel("Cosine similarity\n(float vs quantized)")

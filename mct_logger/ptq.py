@@ -32,7 +32,7 @@ from mct_logger.graph import (
     check_rebuilt_graph,
     read_model,
 )
-from mct_logger.logger import TensorBoardListener, get_log_folder, new_run_folder
+from mct_logger.logger import TensorBoardListener, get_log_folder, open_run_folder
 from mct_logger.quantization.config import QuantizationConfig
 from mct_logger.quantization.plan import check_overrides, plan_quantization
 from mct_logger.quantization.quantsim import (
@@ -306,6 +306,11 @@ def keras_post_training_quantization(
         RebuildMismatchError: the float graph rebuilt from the model does not
             compute the model's outputs on the first calibration batch
             (norm-relative error above 1e-5); it names the first diverging node.
+
+    Logging (`set_log_folder`) and the similarity analysis never cost the model:
+    a log that cannot be written, or a diagnosis that fails, is one warning
+    (the path and the cause) and the model is still returned. A listener added
+    with `add_stage_listener` that raises stops the run.
     """
     config = config or QuantizationConfig()
     if not isinstance(config, QuantizationConfig):
@@ -331,7 +336,7 @@ def keras_post_training_quantization(
         )
         _check_rebuild(model, graph, batches[0], config)
     listeners = list(_listeners)
-    log_folder = new_run_folder(model.name)
+    log_folder = open_run_folder(model.name, TensorBoardListener.RETURNED)
     if log_folder is not None:
         listeners.append(TensorBoardListener(log_folder))
     run = _Run(listeners)
@@ -410,11 +415,8 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         statistics = getattr(run.results.get("statistics_collection"), "statistics", None) or {}
         histograms = {n: tuple(a[0] for a in s.histogram()) for n, s in statistics.items()}
         graph, _ = run.stage(
-            "similarity_analysis",
-            lambda g: (g, analyze_similarity(
-                g, plan, params.encodings, batches, config.similarity_samples, histograms,
-                quantized_graph=corrected)),
-            graph,
+            "similarity_analysis", _similarity_stage, graph, plan, params.encodings, batches,
+            config.similarity_samples, histograms, corrected,
         )
     info = QuantizationInfo(
         encodings=params.encodings,
@@ -430,6 +432,19 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         quantized_graph=corrected,
     )
     return result.model, info
+
+
+def _similarity_stage(graph: Graph, plan, encodings, batches, samples, histograms, corrected):
+    """The similarity analysis. A diagnosis only: if it fails, the failure is one
+    warning and the stage is skipped; the quantized model is still returned."""
+    try:
+        return graph, analyze_similarity(graph, plan, encodings, batches, samples, histograms,
+                                         quantized_graph=corrected)
+    except Exception as exc:  # reported here, as the one warning of this stage
+        logger.warning("The similarity analysis failed (%s: %s); PTQ goes on and returns the "
+                       "quantized model without it.", type(exc).__name__, exc)
+        return graph, SkippedStageResult(
+            f"the similarity analysis failed: {type(exc).__name__}: {exc}")
 
 
 def _cle_stage(graph: Graph, config: QuantizationConfig):
@@ -456,7 +471,7 @@ def _fold_stage(graph: Graph) -> tuple[Graph, BatchNormFoldingResult]:
 
 
 def _collect(graph, calibration: CalibrationModel, batches):
-    progress = keras.utils.Progbar(len(batches), unit_name="batch")
+    progress = keras.utils.Progbar(len(batches), unit_name="calibration batch")
     calibration.collect_all(batches, on_batch=progress.update)
     return graph, StatisticsResult(
         num_batches=len(batches),

@@ -42,7 +42,7 @@ class SimilarityResult:
     Attributes:
         nodes: the compared nodes, in network order.
         cosine: (samples, nodes) cosine similarity per sample, accumulated error,
-            for the first `samples` representative samples.
+            for the first `samples` representative samples; (0, 0) without nodes.
         cosine_isolated: the same with only each node quantized.
         sqnr_accumulated_db, sqnr_isolated_db: node -> SQNR over those samples.
         quantized_histograms: node -> (edges, counts) of the quantized output over
@@ -85,12 +85,18 @@ def analyze_similarity(
     quantized_graph = quantized_graph or graph
     nodes = [n for n, p in plan.items()
              if p.quantized and graph.nodes[n].has_single_float_output]
+    # No quantized node (e.g. every layer kept in float): an empty comparison.
     errors = _compare_eagerly(graph, quantized_graph, plan, encodings,
-                              _first_samples(batches, samples), nodes)
+                              _first_samples(batches, samples), nodes) if nodes else {}
+
+    def per_sample(path):
+        columns = [errors[n].cosine_per_sample(path) for n in nodes]
+        return np.stack(columns, axis=1) if columns else np.zeros((0, 0))
+
     return SimilarityResult(
         nodes=nodes,
-        cosine=np.stack([errors[n].cosine_per_sample("accumulated") for n in nodes], axis=1),
-        cosine_isolated=np.stack([errors[n].cosine_per_sample("isolated") for n in nodes], axis=1),
+        cosine=per_sample("accumulated"),
+        cosine_isolated=per_sample("isolated"),
         sqnr_accumulated_db={n: errors[n].sqnr_accumulated_db for n in nodes},
         sqnr_isolated_db={n: errors[n].sqnr_isolated_db for n in nodes},
         quantized_histograms=_quantized_histograms(

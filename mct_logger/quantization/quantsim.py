@@ -357,6 +357,16 @@ def compile_inference(model: keras.Model):
 
     # autograph=False: a Keras model needs no Python control-flow conversion,
     # and converting a large one costs seconds per trace.
-    return tf.function(
-        lambda x: model(x, training=False), reduce_retracing=True, autograph=False
-    )
+    return tf.function(_Inference(model), reduce_retracing=True, autograph=False)
+
+
+class _Inference:
+    """`model(x, training=False)`, one object per model: TensorFlow counts traces per
+    function object here, where one shared lambda would count every new model's
+    first trace as a retrace of the same function (and warn about it)."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+
+    def __call__(self, x):
+        return self.model(x, training=False)

@@ -1,0 +1,191 @@
+"""A results folder that never mixes two runs' files (QuantAnalyzer's `results_dir`).
+
+At start a run claims the folder: the result files of an earlier run (named in
+its manifest, `summary.json`) are moved into `previous_runs/<its start>/`, and
+the new manifest is written at once, with status "running" and the files this
+run owns. A run interrupted or killed part way therefore never leaves an
+earlier run's file beside its own.
+
+Example:
+
+```python
+manifest = claim("results", all_files=["a.json", "b.json"], owned=["a.json"],
+                 manifest_file="summary.json")
+...
+release("results")
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import os
+import socket
+import threading
+
+logger = logging.getLogger("mct_logger")
+
+PREVIOUS_RUNS = "previous_runs"
+
+_active: set[str] = set()  # results folders claimed by runs of this process
+_active_lock = threading.Lock()
+
+
+def claim(results_dir: str, all_files, owned, manifest_file: str) -> dict:
+    """Makes `results_dir` this run's and returns the manifest written there.
+
+    Args:
+        results_dir: the folder (created if needed).
+        all_files: every file name, relative to `results_dir`, a run may write:
+            those present are moved aside (with `manifest_file` and their
+            `.tmp` leftovers).
+        owned: the files this run writes (listed in the manifest as "files").
+        manifest_file: the manifest's name (e.g. "summary.json").
+
+    Returns:
+        The manifest dict: status "running", started (ISO time), host, pid,
+        files, and "earlier_run_moved_to" when an earlier run was moved.
+
+    Raises:
+        NotADirectoryError: `results_dir` is a file.
+        FileExistsError: result files are present without a manifest saying
+            which run wrote them (another tool's results?).
+        RuntimeError: a manifest says an analysis is still writing there.
+    """
+    results_dir = os.path.abspath(results_dir)
+    if os.path.exists(results_dir) and not os.path.isdir(results_dir):
+        raise NotADirectoryError(
+            f"results_dir {results_dir!r} is a file; pass a folder for the results."
+        )
+    os.makedirs(results_dir, exist_ok=True)
+    with _active_lock, _claim_lock(results_dir):
+        earlier = _read_manifest(os.path.join(results_dir, manifest_file))
+        names = set(all_files) | {manifest_file}
+        if earlier is not None:
+            names |= {f for f in earlier.get("files", []) if _inside(f)}
+        present = sorted(f for f in names | {f"{n}.tmp" for n in names}
+                         if os.path.isfile(os.path.join(results_dir, f)))
+        moved_to = None
+        if present:
+            if earlier is None:
+                raise FileExistsError(
+                    f"results_dir {results_dir!r} already holds {', '.join(present[:5])}"
+                    f"{'...' if len(present) > 5 else ''} but no {manifest_file} of a "
+                    "QuantAnalyzer run saying they are its own (another tool's results?). Pass "
+                    "a new or empty results_dir, or move those files away, then analyze again."
+                )
+            if _still_running(earlier, results_dir):
+                raise RuntimeError(
+                    f"results_dir {results_dir!r} is in use: its {manifest_file} says an "
+                    f"analysis started {earlier.get('started')} (process {earlier.get('pid')} "
+                    f"on {earlier.get('host')}) is still running. Wait for it to end or pass "
+                    f"another results_dir; if no analysis runs there any more, delete "
+                    f"{manifest_file} and analyze again."
+                )
+            moved_to = _move_aside(results_dir, present, earlier, manifest_file)
+            logger.info("QuantAnalyzer: the earlier results in %s (status %s) were moved to %s",
+                        results_dir, earlier.get("status"), moved_to)
+        manifest = {
+            "status": "running",
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "files": sorted(set(owned) | {manifest_file}),
+        }
+        if moved_to is not None:
+            manifest["earlier_run_moved_to"] = os.path.relpath(moved_to, results_dir)
+        write_json_atomically(os.path.join(results_dir, manifest_file), manifest)
+        _active.add(results_dir)
+    return manifest
+
+
+@contextlib.contextmanager
+def _claim_lock(folder: str):
+    """Holds an exclusive lock on `folder` itself while a run claims it, so two
+    processes never both find it free; no lock file is left behind. Released
+    when the claim is done, or by the system if the process dies (only the
+    in-process lock on systems without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the in-process lock still holds
+        yield
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def release(results_dir: str) -> None:
+    """Marks `results_dir` as no longer written by this process (after the final manifest)."""
+    with _active_lock:
+        _active.discard(os.path.abspath(results_dir))
+
+
+def write_json_atomically(path: str, content) -> None:
+    """Writes `content` as indented JSON; an interrupt never leaves half a file."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(content, f, indent=2, allow_nan=False)
+    os.replace(temporary, path)
+
+
+def _read_manifest(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and "status" in manifest else None
+
+
+def _inside(relative) -> bool:
+    """A manifest's file name that stays inside the results folder."""
+    return bool(isinstance(relative, str) and relative and not os.path.isabs(relative)
+            and ".." not in relative.replace("\\", "/").split("/"))
+
+
+def _still_running(manifest: dict, results_dir: str) -> bool:
+    if manifest.get("status") != "running":
+        return False
+    pid, host = manifest.get("pid"), manifest.get("host")
+    if host != socket.gethostname() or not isinstance(pid, int):
+        return True  # cannot check another machine's process: assume it runs
+    if pid == os.getpid():
+        return results_dir in _active  # another thread of this process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False  # killed: its files are an earlier run's
+    except PermissionError:
+        return True
+    return True
+
+
+def _move_aside(results_dir: str, present: list, earlier: dict, manifest_file: str) -> str:
+    started = str(earlier.get("started") or "")
+    if not started:
+        mtime = os.path.getmtime(os.path.join(results_dir, present[0]))
+        started = datetime.datetime.fromtimestamp(mtime).isoformat(timespec="seconds")
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in started)
+    parent = os.path.join(results_dir, PREVIOUS_RUNS)
+    os.makedirs(parent, exist_ok=True)
+    target, k = os.path.join(parent, name), 1
+    while True:
+        try:
+            os.mkdir(target)
+            break
+        except FileExistsError:
+            k += 1
+            target = os.path.join(parent, f"{name}_{k}")
+    # The manifest last: until then it still names every file not yet moved.
+    for relative in sorted(present, key=lambda f: f == manifest_file):
+        destination = os.path.join(target, relative)
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        os.replace(os.path.join(results_dir, relative), destination)
+    return target

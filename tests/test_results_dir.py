@@ -1,0 +1,169 @@
+"""QuantAnalyzer's results_dir never mixes runs: the manifest comes first, an earlier
+run's files are moved aside, a killed run is recognised, foreign files refused."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from mct_logger.analyzer import RESULT_FILES, QuantAnalyzer
+from mct_logger.results_dir import PREVIOUS_RUNS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="img")
+    h = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(10, name="fc")(keras.layers.Flatten()(h)))
+
+
+X = np.random.default_rng(0).random((64, 8, 8, 1)).astype("float32")
+
+
+def _forward(model):
+    model.predict(X, verbose=0)
+
+
+def _load(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _files(folder):
+    """Result files in `folder` itself (not in previous_runs/)."""
+    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder)
+                  for f in fs if PREVIOUS_RUNS not in os.path.relpath(d, folder).split(os.sep))
+
+
+def test_reused_results_dir_moves_the_earlier_run_aside_first(tmp_path):
+    QuantAnalyzer(_model(), _forward, lambda m: 0.5).analyze(results_dir=tmp_path)
+    first = _files(tmp_path)
+    assert "per_layer_quant_disabled.json" in first
+    calls = {"n": 0}
+
+    def interrupted(model):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the manifest is on disk before any evaluation
+            manifest = _load(tmp_path / "summary.json")
+            assert manifest["status"] == "running" and manifest["pid"] == os.getpid()
+            assert set(manifest["files"]) == set(RESULT_FILES) - {"per_layer_mse_loss.json"}
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return 0.1
+
+    with pytest.raises(KeyboardInterrupt):
+        QuantAnalyzer(_model(), _forward, interrupted).analyze(
+            {"default_param_bw": 4}, results_dir=tmp_path)
+    summary = _load(tmp_path / "summary.json")
+    assert summary["status"] == "interrupted"
+    (earlier,) = os.listdir(tmp_path / PREVIOUS_RUNS)
+    assert summary["earlier_run_moved_to"] == os.path.join(PREVIOUS_RUNS, earlier)
+    assert _files(tmp_path / PREVIOUS_RUNS / earlier) == first
+    assert _load(tmp_path / PREVIOUS_RUNS / earlier / "summary.json")["status"] == "complete"
+    now = _files(tmp_path)
+    assert "per_layer_quant_disabled.json" not in now  # the second run never got there
+    assert set(now) <= set(summary["files"])
+    assert _load(tmp_path / "sensitivity.json")["weights_only"] == 0.1
+
+
+def test_killed_analysis_is_an_earlier_run_and_a_live_one_is_refused(tmp_path):
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {ROOT!r})
+        from tests.test_results_dir import QuantAnalyzer, _forward, _model
+
+        def killed(model):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        QuantAnalyzer(_model(), _forward, killed).analyze(results_dir={str(tmp_path)!r})
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    killed = _load(tmp_path / "summary.json")
+    assert killed["status"] == "running" and killed["pid"] != os.getpid()
+    killed_files = _files(tmp_path)
+
+    result = QuantAnalyzer(_model(), _forward, lambda m: 0.5).analyze(results_dir=tmp_path)
+    assert result.status == "complete"
+    (earlier,) = os.listdir(tmp_path / PREVIOUS_RUNS)
+    assert _files(tmp_path / PREVIOUS_RUNS / earlier) == killed_files
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        manifest = _load(tmp_path / "summary.json")
+        manifest.update(status="running", pid=live.pid)
+        (tmp_path / "summary.json").write_text(json.dumps(manifest))
+        before = _files(tmp_path)
+        with pytest.raises(RuntimeError, match=rf"is in use.*process {live.pid}.*another "
+                                               r"results_dir"):
+            QuantAnalyzer(_model(), _forward, lambda m: 0.5).analyze(results_dir=tmp_path)
+        assert _files(tmp_path) == before
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_result_files_of_another_tool_are_refused_untouched(tmp_path):
+    (tmp_path / "per_layer_quant_enabled.json").write_text('{"conv": 0.9}')
+    with pytest.raises(FileExistsError, match=r"per_layer_quant_enabled.json but no summary.json"
+                                              r".*new or empty results_dir"):
+        QuantAnalyzer(_model(), _forward, lambda m: 0.5).analyze(results_dir=tmp_path)
+    assert os.listdir(tmp_path) == ["per_layer_quant_enabled.json"]
+    assert (tmp_path / "per_layer_quant_enabled.json").read_text() == '{"conv": 0.9}'
+    with pytest.raises(NotADirectoryError, match="is a file; pass a folder"):
+        QuantAnalyzer(_model(), _forward, lambda m: 0.5).analyze(
+            results_dir=tmp_path / "per_layer_quant_enabled.json")
+
+
+def test_two_processes_sharing_a_results_dir_never_mix_their_files(tmp_path):
+    go = tmp_path / "go"
+    results = tmp_path / "results"
+    script = textwrap.dedent(f"""
+        import json, os, sys, time
+        sys.path.insert(0, {ROOT!r})
+        from tests.test_results_dir import QuantAnalyzer, _forward, _model
+        model = _model()
+        open(os.path.join({str(tmp_path)!r}, "ready_" + sys.argv[1]), "w").close()
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.001)
+        try:
+            QuantAnalyzer(model, _forward, lambda m: 0.5).analyze(results_dir={str(results)!r})
+            print(json.dumps("complete"))
+        except RuntimeError as exc:
+            print(json.dumps(str(exc)))
+    """)
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(k)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=ROOT) for k in range(2)]
+    while not all((tmp_path / f"ready_{k}").exists() for k in range(2)):
+        assert all(p.poll() is None for p in processes), [p.stderr.read() for p in processes]
+        time.sleep(0.01)
+    go.write_text("")  # both are set up and waiting: they start together
+    outcomes = []
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-2000:]
+        outcomes.append(json.loads(out.strip().splitlines()[-1]))
+    # One ran; the other found the folder in use (or, if the first had already
+    # finished, moved the first's files aside and ran too).
+    assert "complete" in outcomes
+    for outcome in outcomes:
+        assert outcome == "complete" or "is in use" in outcome
+    summary = _load(results / "summary.json")
+    assert summary["status"] == "complete"
+    assert summary["pid"] in [p.pid for p in processes]
+    assert set(_files(results)) <= set(summary["files"])
+    if outcomes == ["complete", "complete"]:  # then one after the other, never together
+        (earlier,) = os.listdir(results / PREVIOUS_RUNS)
+        assert summary["earlier_run_moved_to"] == os.path.join(PREVIOUS_RUNS, earlier)
+        first = _load(results / PREVIOUS_RUNS / earlier / "summary.json")
+        assert first["status"] == "complete" and first["pid"] != summary["pid"]
