@@ -363,8 +363,9 @@ export function layerRows(tables) {
     }
     return rows.get(layer);
   };
+  const rowsOf = (table, key = "rows") => (table && Array.isArray(table[key]) ? table[key] : []);
   const lt = tables.layer_table;
-  for (const r of (lt ? lt.rows : [])) {
+  for (const r of rowsOf(lt)) {
     Object.assign(row(r.layer), {
       class: r.class, quantized: r.quantized, note: r.note, graph_node: r.graph_node,
       weight_bits: r.weight_bits, weight_per_channel: r.weight_per_channel,
@@ -376,8 +377,8 @@ export function layerRows(tables) {
     });
   }
   const sqnr = tables.per_layer_sqnr;
-  if (sqnr && !lt) {
-    for (const r of sqnr.rows) {
+  if (!lt) {
+    for (const r of rowsOf(sqnr)) {
       Object.assign(row(r.layer), {
         class: r.class, quantized: r.quantized,
         sqnr_accumulated_db: r.sqnr_accumulated_db, sqnr_isolated_db: r.sqnr_isolated_db,
@@ -387,13 +388,13 @@ export function layerRows(tables) {
     }
   }
   const ranges = tables.min_max_ranges;
-  if (ranges && !lt) {
-    for (const r of ranges.activations) {
+  if (!lt) {
+    for (const r of rowsOf(ranges, "activations")) {
       Object.assign(row(r.layer), {
         activation_bits: r.bitwidth, encoding_min: r.min, encoding_max: r.max,
       });
     }
-    for (const r of ranges.weights) {
+    for (const r of rowsOf(ranges, "weights")) {
       const target = row(r.layer);
       if (target.weight_bits === undefined) {
         Object.assign(target, {
@@ -404,17 +405,17 @@ export function layerRows(tables) {
     }
   }
   const weights = tables.weight_sqnr;
-  for (const r of (weights ? weights.rows : [])) {
+  for (const r of rowsOf(weights)) {
     const target = row(r.layer);
     target.weight_sqnr_db = isNumber(target.weight_sqnr_db)
       ? Math.min(target.weight_sqnr_db, r.sqnr_db) : r.sqnr_db;
   }
   const enabled = tables.per_layer_quant_enabled;
-  for (const r of (enabled ? enabled.rows : [])) {
+  for (const r of rowsOf(enabled)) {
     row(r.layer).score_enabled = r.score;
   }
   const disabled = tables.per_layer_quant_disabled;
-  for (const r of (disabled ? disabled.rows : [])) {
+  for (const r of rowsOf(disabled)) {
     row(r.layer).score_disabled = r.score;
   }
   const fp32 = enabled && isNumber(enabled.fp32) ? enabled.fp32 : null;

@@ -150,7 +150,8 @@ export function renderQuantAnalyzer(root, rawTables, Plotly, options = {}) {
 
   root.append(header(summary, tables));
   const found = findings(tables);
-  root.append(findingsSection(found, (view, layer) => activate(view, layer)));
+  const flagged = new Set(layerRows(tables).filter((r) => r.severity > 0).map((r) => r.layer));
+  root.append(findingsSection(found, flagged, (view, layer) => activate(view, layer)));
 
   const nav = h("nav", { class: "qa-tabs", role: "tablist" });
   const panels = h("div", { class: "qa-panels" });
@@ -257,10 +258,17 @@ function header(summary, tables) {
   return box;
 }
 
-function findingsSection(found, go) {
+// The "most suspicious layer" line names a layer only when it crosses one of
+// the stated thresholds (THRESHOLDS, shown in the Layers view).
+function findingsSection(found, flagged, go) {
   const section = h("section", { class: "qa-findings", "aria-label": "Headline findings" });
   section.append(h("h2", {}, "Headline findings"));
-  const ranked = suspects(found);
+  const ranked = suspects(found).filter((s) => flagged.has(s.layer));
+  if (!ranked.length && found.length) {
+    section.append(h("p", { class: "qa-suspect" },
+      "Nothing stands out: no layer crosses the thresholds of the Layers view " +
+      "(e.g. isolated SQNR below 30 dB). The rankings below are the relative order only."));
+  }
   if (ranked.length) {
     const top = ranked[0];
     section.append(h("p", { class: "qa-suspect" },

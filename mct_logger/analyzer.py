@@ -62,7 +62,7 @@ from mct_logger import data as data_lib
 from mct_logger import logger as log_lib
 from mct_logger import metrics
 from mct_logger import results_dir as results_lib
-from mct_logger.activations import PairedActivations
+from mct_logger.activations import PairedActivations, elements_per_sample
 from mct_logger.graph import Graph, check_rebuilt_graph, read_model
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.encodings import Encoding
@@ -824,7 +824,9 @@ class _Analysis:
                 "accumulated_step_db": step,
                 "mse_accumulated": e.mse_accumulated,
                 "mse_isolated": e.mse_isolated if quantized else None,
-                "cosine_accumulated": _mean_cosine(e.sums["ff"], e.sums["qq_acc"], e.sums["fq_acc"]),
+                # the cosine of one number with another is always +-1: not reported
+                "cosine_accumulated": (_mean_cosine(e.sums["ff"], e.sums["qq_acc"], e.sums["fq_acc"])
+                                       if elements_per_sample(node) > 1 else None),
             })
         self.result.per_layer_sqnr = {r["layer"]: r for r in rows}
         table = {"samples": samples, "batches": len(batches), "data": source,

@@ -109,11 +109,15 @@ class EventWriter:
 
     # ------------------------------------------------------------ summaries
 
-    def scalar(self, tag: str, value: float, step: int, timed: bool = True) -> None:
-        self.add_summary(
-            summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))]),
-            step, timed,
-        )
+    def scalar(self, tag: str, value: float, step: int, timed: bool = True,
+               description: str | None = None) -> None:
+        """`description` (markdown) shows in the chart's info card; both loaders keep
+        the first metadata of a tag, so pass it with the first value."""
+        value = summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
+        if description:
+            value.metadata.summary_description = description
+            value.metadata.plugin_data.plugin_name = "scalars"
+        self.add_summary(summary_pb2.Summary(value=[value]), step, timed)
 
     def compact_histogram(self, tag: str, edges: np.ndarray, counts: np.ndarray, step: int) -> None:
         """A histogram as the histogram plugin's (k, 3) tensor in float32, without wall

@@ -596,9 +596,15 @@ class TensorBoardListener:
         for path, values in (("accumulated", result.sqnr_accumulated_db),
                              ("isolated", result.sqnr_isolated_db)):
             sqnr_writer = self.log.writer(f"{run}/{path}")
+            described = False
             for index, node in enumerate(result.nodes):
                 if np.isfinite(values[node]):
-                    sqnr_writer.scalar("sqnr_db", values[node], step=index)
+                    sqnr_writer.scalar(
+                        "sqnr_db", values[node], step=index,
+                        description=None if described else
+                        f"SQNR in dB ({path}) per quantized node (step = node index, see the "
+                        f"Text tab), over the first {result.num_samples} representative samples.")
+                    described = True
         plot = SamplePlot(result)
         for sample in range(result.num_samples):
             png, width, height = plot.png(sample)
@@ -606,10 +612,13 @@ class TensorBoardListener:
         if result.num_samples:
             png, width, height = events.figure_png(_summary_figure(result))
             writer.image("cosine_similarity/summary", png, width, height)
+        from mct_logger.activations import elements_per_sample
+
+        single = {n for n in result.nodes if elements_per_sample(graph.nodes[n]) == 1}
         rows = "\n".join(
             f"| {i} | `{n}` | {_db(result.sqnr_accumulated_db[n])} | "
             f"{_db(result.sqnr_isolated_db[n])} | {np.nanmean(result.cosine[:, i]):.5f} |"
-            if result.num_samples else
+            if result.num_samples and n not in single else
             f"| {i} | `{n}` | {_db(result.sqnr_accumulated_db[n])} | "
             f"{_db(result.sqnr_isolated_db[n])} | n/a |"
             for i, n in enumerate(result.nodes)
@@ -619,7 +628,11 @@ class TensorBoardListener:
                 if undefined else "")
         writer.text(
             "nodes",
-            "Step = node index in the SQNR charts and similarity plots.\n\n" + note +
+            "Step = node index in the SQNR charts and similarity plots. SQNR and cosine "
+            f"over the first {result.num_samples} representative samples (the "
+            "QuantAnalyzer tab's layer table shows the same numbers; a QuantAnalyzer run "
+            "measures on its own data and says on how many samples). The cosine of a "
+            "single-element output is always 1 and is not reported.\n\n" + note +
             "| index | node | SQNR accumulated (dB) | SQNR isolated (dB) | mean cosine |\n"
             "|---:|---|---:|---:|---:|\n" + rows,
         )
@@ -634,6 +647,7 @@ def layer_table(graph, plan: dict, encodings: dict, similarity, graph_run: str |
     bits), and the similarity stage's SQNR (dB) and mean cosine over its samples.
     """
     from mct_logger import events, ptq
+    from mct_logger.activations import elements_per_sample
 
     before, after = ptq.graph_memory(graph), ptq.graph_memory(graph, plan)
     index = {n: i for i, n in enumerate(similarity.nodes)}
@@ -662,8 +676,9 @@ def layer_table(graph, plan: dict, encodings: dict, similarity, graph_run: str |
             "memory_after": after[node.name]["total"],
             "sqnr_accumulated_db": similarity.sqnr_accumulated_db.get(node.name),
             "sqnr_isolated_db": similarity.sqnr_isolated_db.get(node.name),
-            "cosine": float(similarity.cosine[:, i].mean()) if i is not None and
-            similarity.num_samples else None,
+            # the cosine of single-element outputs is always +-1: not reported
+            "cosine": float(np.nanmean(similarity.cosine[:, i])) if i is not None and
+            similarity.num_samples and elements_per_sample(node) > 1 else None,
         })
     return {
         "source": "ptq",

@@ -112,7 +112,7 @@ SHAPES = {
                    '"float_nodes", "batch_norms_folded", "layers_ignored", "evaluations_total", '
                    '"evaluations_done", "seconds", "error", "analyses"} -- one step per '
                    "evaluation while the analysis runs",
-            "required": {"status": str},
+            "required": {},
         },
         "layer_table": {
             "doc": '{"source": "ptq", "model", "samples", "graph_run", "config": {...}, '
