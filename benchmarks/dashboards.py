@@ -11,7 +11,9 @@ Two log folders:
 For each folder a real `tensorboard --logdir` (the default loader, or
 `--load_fast`) serves the plugins. Each route is requested once cold (the
 first read parses the payload), then `--repeats` times, the routes
-interleaved; p50 and p95 are of the warm requests. Time to first chart: from
+interleaved, and `--alone` times each on its own, after the plugin's one-second
+listing of the folder expired (what a lone request pays: under the Rust data
+server every non-empty listing is a gRPC call of about 40 ms). Time to first chart: from
 `page.goto` of the tab in headless Chromium (Debian's) to the first drawn
 plotly chart in the plugin's frame, median of 3 fresh pages.
 
@@ -173,18 +175,29 @@ def wait_loaded(base: str, plugin: str, runs: int) -> dict:
     raise RuntimeError(f"TensorBoard did not list {runs} {plugin} runs in time")
 
 
-def route_table(base: str, routes: dict, repeats: int) -> list:
+def percentiles(times: list) -> tuple[float, float]:
+    times = sorted(times)
+    return statistics.median(times) * 1e3, times[max(0, int(round(0.95 * len(times))) - 1)] * 1e3
+
+
+def route_table(base: str, routes: dict, repeats: int, alone: int) -> list:
+    """Per route: cold ms, p50/p95 of back-to-back requests (a page's burst, which
+    shares one listing of the folder), p50/p95 of requests made alone (each
+    after the listing expired), and the response size."""
+    from mct_logger.tb_plugin.dashboard import LISTING_SECONDS
+
     cold = {name: get(base + path) for name, path in routes.items()}
-    warm = {name: [] for name in routes}
+    burst = {name: [] for name in routes}
     for _ in range(repeats):
         for name, path in routes.items():  # interleaved
-            warm[name].append(get(base + path)[0])
-    rows = []
-    for name in routes:
-        times = sorted(warm[name])
-        rows.append((name, cold[name][0] * 1e3, statistics.median(times) * 1e3,
-                     times[max(0, int(round(0.95 * len(times))) - 1)] * 1e3, cold[name][1]))
-    return rows
+            burst[name].append(get(base + path)[0])
+    single = {name: [] for name in routes}
+    for _ in range(alone):
+        for name, path in routes.items():
+            time.sleep(LISTING_SECONDS + 0.05)
+            single[name].append(get(base + path)[0])
+    return [(name, cold[name][0] * 1e3, *percentiles(burst[name]), *percentiles(single[name]),
+             cold[name][1]) for name in routes]
 
 
 def first_chart_seconds(base: str, tab: str, tries: int = 3) -> float:
@@ -209,7 +222,7 @@ def first_chart_seconds(base: str, tab: str, tries: int = 3) -> float:
     return statistics.median(times)
 
 
-def measure(label: str, folder: str, repeats: int, load_fast: str) -> None:
+def measure(label: str, folder: str, repeats: int, alone: int, load_fast: str) -> None:
     with tensorboard_server(folder, load_fast) as base:
         qa = wait_loaded(base, "quant_analyzer", 1)
         cle = wait_loaded(base, "cle", 1)
@@ -236,21 +249,24 @@ def measure(label: str, folder: str, repeats: int, load_fast: str) -> None:
             "static qa_tab.js": "data/plugin/quant_analyzer/static/qa_tab.js",
             "static plotly.min.js": "data/plugin/quant_analyzer/static/plotly.min.js",
         }
-        rows = route_table(base, routes, repeats)
+        rows = route_table(base, routes, repeats, alone)
         qa_chart = first_chart_seconds(base, "quant_analyzer")
         cle_chart = first_chart_seconds(base, "cle")
-    print(f"\n## {label} (--load_fast={load_fast}, {repeats} warm requests per route)\n")
-    print("| route | cold ms | p50 ms | p95 ms | bytes (gzip) |")
-    print("|---|---:|---:|---:|---:|")
-    for name, cold, p50, p95, size in rows:
-        print(f"| {name} | {cold:.1f} | {p50:.1f} | {p95:.1f} | {size:,} |")
+    print(f"\n## {label} (--load_fast={load_fast}; {repeats} requests per route back to back, "
+          f"{alone} alone)\n")
+    print("| route | cold ms | burst p50 ms | burst p95 ms | alone p50 ms | alone p95 ms | bytes (gzip) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, cold, p50, p95, a50, a95, size in rows:
+        print(f"| {name} | {cold:.1f} | {p50:.1f} | {p95:.1f} | {a50:.1f} | {a95:.1f} | {size:,} |")
     print(f"\nTime to first chart: QuantAnalyzer tab {qa_chart:.2f} s, CLE tab {cle_chart:.2f} s "
           "(median of 3 page loads)")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=30, help="back-to-back requests per route")
+    parser.add_argument("--alone", type=int, default=10,
+                        help="requests per route each made after the folder listing expired")
     parser.add_argument("--load-fast", default="auto", choices=["auto", "true", "false"])
     parser.add_argument("--only", choices=["real", "synthetic"], default=None)
     args = parser.parse_args()
@@ -260,13 +276,15 @@ def main():
             start = time.perf_counter()
             real_logs(real)
             print(f"MobileNetV2 PTQ + QuantAnalyzer logged in {time.perf_counter() - start:.1f} s")
-            measure("MobileNetV2 0.35/96: PTQ (CLE) + QuantAnalyzer", real, args.repeats, args.load_fast)
+            measure("MobileNetV2 0.35/96: PTQ (CLE) + QuantAnalyzer", real, args.repeats, args.alone,
+                    args.load_fast)
         if args.only in (None, "synthetic"):
             synthetic = os.path.join(root, "synthetic")
             synthetic_logs(synthetic)
             size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(synthetic) for f in fs)
             print(f"\nSynthetic 600-layer, 1024-channel folder: {size / 2**20:.1f} MiB")
-            measure("Synthetic: 600 layers x 1024 channels", synthetic, args.repeats, args.load_fast)
+            measure("Synthetic: 600 layers x 1024 channels", synthetic, args.repeats, args.alone,
+                    args.load_fast)
 
 
 if __name__ == "__main__":

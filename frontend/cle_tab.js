@@ -1,34 +1,19 @@
 // Entry point of the "CLE" TensorBoard tab (tb_plugin's cle plugin):
 // TensorBoard imports this module in the tab's iframe and calls render().
 
-import { loadPlotly } from "./plotly_loader.js";
 import { renderCle } from "./cle_dashboard.js";
 import { h } from "./quant_analyzer.js";
-import { PluginSource, watch } from "./tb_data.js";
-import { problemsBox, runPicker, showError, useStylesheet } from "./tab_common.js";
+import { watch } from "./tb_data.js";
+import { mountTab, problemsBox, runPicker, showError } from "./tab_common.js";
 
 export async function render() {
-  useStylesheet("static/quant_analyzer.css");
-  const root = h("main", { id: "cle", class: "qa-tab-page" });
-  const picker = h("div", { class: "qa-run-picker" });
-  const problems = h("div", {});
-  const board = h("div", { class: "qa-board" });
-  root.append(picker, problems, board);
-  document.body.append(root);
-
-  const source = new PluginSource(".");
+  const tab = mountTab("cle");
+  const { root, picker, problems, board, source } = tab;
   const state = { selected: null, shown: "" };
-  // The chart library loads while the first tables are fetched.
-  const plotlyReady = loadPlotly("static/plotly.min.js");
-  plotlyReady.catch((error) => showError(board, error));
-  let Plotly = null;
 
   async function refresh() {
-    let listing;
-    try {
-      listing = await source.runs();
-    } catch (error) {
-      showError(board, error);
+    const listing = await tab.runs();
+    if (!listing) {
       return;
     }
     const names = listing.runs.map((r) => r.name);
@@ -62,10 +47,9 @@ export async function render() {
       return;
     }
     problems.replaceChildren(problemsBox(body.problems));
-    try {
-      Plotly = Plotly || await plotlyReady;
-    } catch (error) {
-      return; // shown by the catch above
+    const Plotly = await tab.plotly();
+    if (!Plotly) {
+      return;
     }
     const target = h("div", {});
     board.replaceChildren(target);

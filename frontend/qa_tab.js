@@ -4,35 +4,20 @@
 // side by side. Redraws on TensorBoard's reloads and, while an analysis is
 // running, every few seconds.
 
-import { loadPlotly } from "./plotly_loader.js";
 import { normalizeTables, progressText } from "./qa_data.js";
 import { h, renderQuantAnalyzer } from "./quant_analyzer.js";
 import { renderComparison } from "./qa_compare.js";
-import { PluginSource, graphsHref, openInTensorBoard, watch } from "./tb_data.js";
-import { problemsBox, runPicker, showError, useStylesheet } from "./tab_common.js";
+import { graphsHref, openInTensorBoard, watch } from "./tb_data.js";
+import { mountTab, problemsBox, runPicker, showError } from "./tab_common.js";
 
 export async function render() {
-  useStylesheet("static/quant_analyzer.css");
-  const root = h("main", { id: "quant-analyzer", class: "qa-tab-page" });
-  const picker = h("div", { class: "qa-run-picker" });
-  const problems = h("div", {});
-  const board = h("div", { class: "qa-board" });
-  root.append(picker, problems, board);
-  document.body.append(root);
-
-  const source = new PluginSource(".");
+  const tab = mountTab("quant-analyzer");
+  const { root, picker, problems, board, source } = tab;
   const state = { runs: [], selected: [], shown: "", live: false, view: null };
-  // The chart library loads while the first tables are fetched.
-  const plotlyReady = loadPlotly("static/plotly.min.js");
-  plotlyReady.catch((error) => showError(board, error));
-  let Plotly = null;
 
   async function refresh() {
-    let listing;
-    try {
-      listing = await source.runs();
-    } catch (error) {
-      showError(board, error);
+    const listing = await tab.runs();
+    if (!listing) {
       return;
     }
     state.runs = listing.runs;
@@ -80,10 +65,9 @@ export async function render() {
     }
     const scroll = window.scrollY;
     // Drawn in place: plotly sizes a chart from its element, which must be in the page.
-    try {
-      Plotly = Plotly || await plotlyReady;
-    } catch (error) {
-      return; // shown by the catch above
+    const Plotly = await tab.plotly();
+    if (!Plotly) {
+      return;
     }
     const target = h("div", {});
     board.replaceChildren(target);

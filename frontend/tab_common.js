@@ -1,7 +1,39 @@
 // DOM pieces both TensorBoard tabs share: the stylesheet link, the run
 // picker, the box listing payloads that could not be read, error messages.
 
+import { loadPlotly } from "./plotly_loader.js";
 import { h } from "./quant_analyzer.js";
+import { PluginSource } from "./tb_data.js";
+
+// The page of a tab: a run picker, a box for unreadable payloads, the board
+// the dashboard is drawn on, the plugin's routes, and the chart library,
+// which loads while the first tables are fetched (`plotly()` awaits it).
+export function mountTab(id) {
+  useStylesheet("static/quant_analyzer.css");
+  const root = h("main", { id, class: "qa-tab-page" });
+  const picker = h("div", { class: "qa-run-picker" });
+  const problems = h("div", {});
+  const board = h("div", { class: "qa-board" });
+  root.append(picker, problems, board);
+  document.body.append(root);
+  const ready = loadPlotly("static/plotly.min.js");
+  ready.catch((error) => showError(board, error));
+  return {
+    root, picker, problems, board,
+    source: new PluginSource("."),
+    // The chart library, or null when it failed to load (the board says why).
+    plotly: () => ready.catch(() => null),
+    // Lists the runs; on failure the board says why and the result is null.
+    async runs() {
+      try {
+        return await this.source.runs();
+      } catch (error) {
+        showError(board, error);
+        return null;
+      }
+    },
+  };
+}
 
 export function useStylesheet(href) {
   if (!document.querySelector(`link[href="${href}"]`)) {

@@ -19,7 +19,8 @@ browser, so `--path_prefix` works):
 
 Unknown runs, kinds or layers get a 4xx with a JSON message, never a 500.
 Payloads are read only through `context.data_provider` (the multiplexer is
-None under the Rust data server) and parsed once per new step.
+None under the Rust data server) and parsed once per new step; one listing of
+the folder serves the requests of the next `LISTING_SECONDS`.
 
 Imports nothing heavy (no TensorFlow, no Keras): plugin entry points load it.
 """
@@ -31,6 +32,7 @@ import json
 import posixpath
 import re
 import threading
+import time
 
 from tensorboard import plugin_util
 from tensorboard.backend import http_util
@@ -40,6 +42,10 @@ from werkzeug import wrappers
 from . import assets, metadata, reader
 
 PLOTLY_FILE = "plotly.min.js"
+# How long one listing of the log folder serves requests. The data server itself
+# reloads every few seconds (--reload_interval), and each listing is one or two
+# ~40 ms gRPC calls under it.
+LISTING_SECONDS = 1.0
 MIME_TYPES = {".js": "text/javascript", ".css": "text/css"}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -86,6 +92,7 @@ class PayloadDashboard(base_plugin.TBPlugin):
         self._tables: dict[tuple[str, str], tuple[tuple, object]] = {}
         self._static: dict[str, tuple[bytes, str]] = {}
         self._responses: dict[tuple, bytes] = {}  # /tables bodies by run version
+        self._listing: dict[str, tuple[float, tuple]] = {}  # experiment -> (time, _groups)
 
     # ---------------------------------------------------------------- plugin API
 
@@ -111,7 +118,22 @@ class PayloadDashboard(base_plugin.TBPlugin):
 
     def _groups(self, ctx, experiment_id: str):
         """`({run: {"tb_runs": set, "kinds": {kind: Series}}}, [Problem])`: the
-        newest series of each kind, grouped by log folder."""
+        newest series of each kind, grouped by log folder.
+
+        Kept for `LISTING_SECONDS`, so the burst of requests a page makes (runs,
+        tables, per-layer details) lists the folder once.
+        """
+        now = time.monotonic()
+        with self._lock:
+            cached = self._listing.get(experiment_id)
+        if cached is not None and now - cached[0] < LISTING_SECONDS:
+            return cached[1]
+        listing = self._list_groups(ctx, experiment_id)
+        with self._lock:
+            self._listing[experiment_id] = (now, listing)
+        return listing
+
+    def _list_groups(self, ctx, experiment_id: str):
         problems: list = []
         series = reader.list_series(self._provider, ctx, experiment_id, self.plugin_name,
                                     problems=problems)
