@@ -60,14 +60,16 @@ export function renderCle(root, tables, Plotly, options = {}) {
   if (ranges && ranges.layers.length) {
     const ranked = rankedLayers(ranges);
     const spread = chart();
-    root.append(section("Layers ranked by channel-range spread",
+    const ranking = section("Layers ranked by channel-range spread",
       h("p", { class: "qa-explain" },
         "Per output channel, the range of its weights (max − min). Spread: the largest live range over the " +
         "smallest (a dead channel has all weights equal and is left out). One per-tensor grid for a layer " +
         "spread 100x leaves its narrow channels a few levels. Outliers: relative ranges beyond the Tukey " +
         "fence Q3 + 1.5 IQR."),
-      spread,
-      dataTable([
+      spread);
+    root.append(ranking);
+    plot(Plotly, spread, spreadSpec(ranked)); // the first chart, before the long table
+    ranking.append(dataTable([
         { key: "label", label: "layer" },
         { key: "layer_class", label: "class" },
         { key: "channels", label: "channels", numeric: true },
@@ -75,8 +77,7 @@ export function renderCle(root, tables, Plotly, options = {}) {
         { key: "spread_after", label: "spread after", numeric: true, format: formatRatio },
         { key: "outliers", label: "outlier channels", numeric: true },
         { key: "dead", label: "dead channels", numeric: true },
-      ], ranked)));
-    plot(Plotly, spread, spreadSpec(ranked));
+      ], ranked));
 
     const rangesChart = chart();
     const relativeChart = chart();

@@ -97,9 +97,16 @@ function withLines(layout, lines) {
 // ------------------------------------------------------------------ sensitivity
 
 export function sensitivitySpec(table) {
-  const keys = ["fp32", "weights_only", "activations_only"].filter((k) => isNumber(table[k]));
-  const names = { fp32: "FP32", weights_only: "weights only", activations_only: "activations only" };
-  const colors = { fp32: COLORS.fp32, weights_only: COLORS.enabled, activations_only: COLORS.disabled };
+  const keys = ["fp32", "weights_only", "activations_only", "fully_quantized"]
+    .filter((k) => isNumber(table[k]));
+  const names = {
+    fp32: "FP32", weights_only: "weights only", activations_only: "activations only",
+    fully_quantized: "fully quantized",
+  };
+  const colors = {
+    fp32: COLORS.fp32, weights_only: COLORS.enabled, activations_only: COLORS.disabled,
+    fully_quantized: COLORS.quantized,
+  };
   return {
     data: [{
       type: "bar",
@@ -115,7 +122,7 @@ export function sensitivitySpec(table) {
 }
 
 function sensitivityLayout() {
-  const layout = baseLayout("Eval score: FP32, weights-only and activations-only quantized", "eval score", {
+  const layout = baseLayout("Eval score: FP32, weights-only, activations-only and fully quantized", "eval score", {
     showlegend: false, height: 340,
   });
   layout.xaxis.tickangle = 0;
@@ -126,9 +133,17 @@ function sensitivityLayout() {
 
 export function perLayerSpec(table, title, color) {
   const layout = baseLayout(title, "eval score", { showlegend: false });
+  const levels = [];
   if (isNumber(table.fp32)) {
-    withLines(layout, [horizontalLine(table.fp32, COLORS.fp32, `FP32 ${Number(table.fp32.toPrecision(4))}`)]);
+    levels.push(horizontalLine(table.fp32, COLORS.fp32, `FP32 ${Number(table.fp32.toPrecision(4))}`));
   }
+  if (isNumber(table.fully_quantized)) {
+    const line = horizontalLine(table.fully_quantized, COLORS.quantized,
+      `fully quantized ${Number(table.fully_quantized.toPrecision(4))}`);
+    line.annotation.yanchor = "top";
+    levels.push(line);
+  }
+  withLines(layout, levels);
   return {
     data: [{
       type: "scatter",

@@ -99,7 +99,7 @@ export function renderComparison(root, entries, Plotly) {
   if (withSensitivity.length) {
     const chart = h("div", { class: "qa-chart" });
     root.append(section("Sensitivity", chart));
-    const keys = ["fp32", "weights_only", "activations_only"];
+    const keys = ["fp32", "weights_only", "activations_only", "fully_quantized"];
     plot(Plotly, chart, {
       data: withSensitivity.map((e, i) => ({
         type: "bar", name: e.name,
@@ -108,7 +108,8 @@ export function renderComparison(root, entries, Plotly) {
         marker: { color: PALETTE[i % PALETTE.length] },
         hovertemplate: `${e.name}<br>%{x}: %{y:.5g}<extra></extra>`,
       })),
-      layout: layout("Eval score per run: FP32, weights-only, activations-only", "eval score", { height: 360 }),
+      layout: layout("Eval score per run: FP32, weights-only, activations-only, fully quantized", "eval score",
+        { height: 360, legendRows: 1 }),
     });
   }
 

@@ -220,6 +220,15 @@ export function sensitivityVerdict(table) {
   const dropW = fp32 - w;
   const dropA = fp32 - a;
   const scale = Math.max(Math.abs(fp32), 1e-12);
+  const full = table.fully_quantized;
+  const total = isNumber(full)
+    ? ` Fully quantized (${labels.fully_quantized}): ${formatNumber(full, 4)}, ` +
+      `${formatNumber(fp32 - full, 3)} below FP32.`
+    : "";
+  return sideVerdict(dropW, dropA, scale, labels) + total;
+}
+
+function sideVerdict(dropW, dropA, scale, labels) {
   if (Math.abs(dropW - dropA) <= 0.01 * scale) {
     return (
       `Weights (${labels.weights_only}) and activations (${labels.activations_only}) ` +

@@ -434,6 +434,9 @@ function buildSensitivity(panel, tables, Plotly) {
       { label: table.labels.fp32, what: "nothing (batch norms folded)", score: table.fp32 },
       { label: table.labels.weights_only, what: "weights only", score: table.weights_only },
       { label: table.labels.activations_only, what: "activations only", score: table.activations_only },
+      ...(table.labels.fully_quantized
+        ? [{ label: table.labels.fully_quantized, what: "weights and activations", score: table.fully_quantized }]
+        : []),
     ],
   ));
   return {};

@@ -3,7 +3,8 @@
 AIMET's analyses, on a Keras 3 model, with AIMET's API and file names:
 
 - sensitivity: the eval score of the FP32 model (batch norms folded), of the
-  weights-only (W8A32) and of the activations-only (W32A8) quantized model;
+  weights-only (W8A32), the activations-only (W32A8) and the fully quantized
+  (W8A8) model: 4 evaluations, then 2 per quantized layer;
 - per-layer quantizer enablement: the score with only one layer quantized
   (`per_layer_quant_enabled.json`) and with all but one layer quantized
   (`per_layer_quant_disabled.json`);
@@ -540,7 +541,7 @@ class _Analysis:
                 f"Model {graph.name!r} has no layer to quantize under this configuration; "
                 "nothing to analyze."
             )
-        self.evaluations_total = 2 * len(self.layers) + 3
+        self.evaluations_total = 2 * len(self.layers) + 4
         self._start_summary(folding)
         self._open_log(graph.name)
         if self.writer is not None:
@@ -847,8 +848,9 @@ class _Analysis:
         w, a = self.config.weight_bits, self.config.activation_bits
         table = {
             "labels": {"fp32": "W32A32", "weights_only": f"W{w}A32",
-                       "activations_only": f"W32A{a}"},
+                       "activations_only": f"W32A{a}", "fully_quantized": f"W{w}A{a}"},
             "fp32": None, "weights_only": None, "activations_only": None,
+            "fully_quantized": None,
             "complete": False,
         }
         self.tables["sensitivity"] = table
@@ -857,6 +859,7 @@ class _Analysis:
             ("fp32", float_model, None),
             ("weights_only", sim, {"weights": True, "activations": False}),
             ("activations_only", sim, {"weights": False, "activations": True}),
+            ("fully_quantized", sim, {"weights": True, "activations": True}),
         ]
         for key, model, switches in runs:
             if switches is not None:
@@ -872,7 +875,7 @@ class _Analysis:
         self._write_json(SENSITIVITY_FILE, table)
         self._publish("sensitivity", table)
         if self.writer is not None:
-            for key in ("fp32", "weights_only", "activations_only"):
+            for key in ("fp32", "weights_only", "activations_only", "fully_quantized"):
                 self.writer.scalar(f"sensitivity/{table['labels'][key]}", table[key], step=0)
 
     def _per_layer(self, sim, progress, enabled: bool) -> None:
@@ -882,6 +885,7 @@ class _Analysis:
             else self.result.per_layer_quant_disabled
         table = {
             "fp32": self.tables["sensitivity"]["fp32"],
+            "fully_quantized": self.tables["sensitivity"]["fully_quantized"],
             "layers_total": len(self.layers),
             "rows": [],
             "complete": False,

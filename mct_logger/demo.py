@@ -111,7 +111,7 @@ def run_demo(logdir: str, epochs: int = 30) -> dict:
             model, data.x_train[:512], mct_logger.QuantizationConfig(cross_layer_equalization=True))
         cle_accuracy = accuracy(cle_model, data.x_test, data.y_test)
 
-        print("Running QuantAnalyzer (3 evaluations, then 2 per quantized layer)...")
+        print("Running QuantAnalyzer (4 evaluations, then 2 per quantized layer)...")
         mct_logger.set_log_folder(logdir, run_name="digits_cnn_quant_analyzer")
         analyzer = mct_logger.QuantAnalyzer(
             model,

@@ -50,15 +50,16 @@ PAYLOAD_KINDS = {
 SHAPES = {
     QUANT_ANALYZER: {
         "sensitivity": {
-            "doc": '{"labels": {"fp32", "weights_only", "activations_only": "W8A32"...}, '
-                   '"fp32", "weights_only", "activations_only": eval score | null, '
-                   '"complete": bool}',
+            "doc": '{"labels": {"fp32", "weights_only", "activations_only", '
+                   '"fully_quantized": "W8A32"...}, "fp32", "weights_only", "activations_only", '
+                   '"fully_quantized": eval score | null, "complete": bool}',
             "required": {"labels": dict, "complete": bool},
         },
         "per_layer_quant_enabled": {
-            "doc": '{"fp32": score | null, "layers_total": int, "complete": bool, "rows": '
-                   '[{"layer", "class", "score"}]} -- one step per evaluation while the '
-                   "analysis runs (the table grows; the newest step is the current one)",
+            "doc": '{"fp32", "fully_quantized": score | null, "layers_total": int, '
+                   '"complete": bool, "rows": [{"layer", "class", "score"}]} -- one step per '
+                   "evaluation while the analysis runs (the table grows; the newest step is "
+                   "the current one)",
             "required": {"rows": list, "layers_total": int, "complete": bool},
             "rows": "rows",
         },

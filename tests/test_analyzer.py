@@ -120,12 +120,12 @@ def test_every_analysis_ranks_the_broken_layer_worst(run):
     assert sqnr[BROKEN]["cosine_accumulated"] < 0.9 < sqnr["conv1"]["cosine_accumulated"]
 
 
-def test_evaluations_are_2l_plus_3_and_fp32_is_the_folded_model(run):
+def test_evaluations_are_2l_plus_4_and_fp32_is_the_folded_model(run):
     task, result, results, _ = run
-    assert task.evaluations == 2 * len(LAYERS) + 3
+    assert task.evaluations == 2 * len(LAYERS) + 4
     summary = load(results, "summary.json")
     assert summary["status"] == "complete"
-    assert summary["evaluations_done"] == summary["evaluations_total"] == 17
+    assert summary["evaluations_done"] == summary["evaluations_total"] == 18
     assert summary["batch_norms_folded"] == {"bn3": "conv3"}
     assert "bn3" not in [layer.name for layer in result.float_model.layers]
     assert result.sensitivity["fp32"] == pytest.approx(1.0, abs=1e-5)
@@ -137,9 +137,9 @@ def test_sensitivity_is_persisted_and_matches_ptq_with_quantizers_switched(run):
     task, result, results, _ = run
     table = load(results, "sensitivity.json")
     assert table["labels"] == {"fp32": "W32A32", "weights_only": "W8A32",
-                               "activations_only": "W32A8"}
+                               "activations_only": "W32A8", "fully_quantized": "W8A8"}
     assert table["complete"] is True
-    for key in ("fp32", "weights_only", "activations_only"):
+    for key in ("fp32", "weights_only", "activations_only", "fully_quantized"):
         assert table[key] == pytest.approx(result.sensitivity[key])
     config = QuantizationConfig(weight_observer="min_max", activation_observer="min_max")
     model_q, _ = mct_logger.keras_post_training_quantization(task.model, task.calibration, config)
@@ -147,6 +147,8 @@ def test_sensitivity_is_persisted_and_matches_ptq_with_quantizers_switched(run):
     assert task.evaluate(model_q) == pytest.approx(table["weights_only"], abs=1e-5)
     set_quantizers_enabled(model_q, weights=False, activations=True)
     assert task.evaluate(model_q) == pytest.approx(table["activations_only"], abs=1e-5)
+    set_quantizers_enabled(model_q, weights=True, activations=True)
+    assert task.evaluate(model_q) == pytest.approx(table["fully_quantized"], abs=1e-5)
     assert table["weights_only"] < table["activations_only"] - 0.2  # conv2 is a weight problem
 
 
@@ -267,7 +269,7 @@ def test_interrupted_analysis_keeps_the_results_finished_so_far(tmp_path):
     task = Task(model)
 
     def evaluate(model):
-        if task.evaluations == 5:  # fp32, W8A32, W32A8, then 2 of the enabled loop
+        if task.evaluations == 6:  # fp32, W8A32, W32A8, W8A8, then 2 of the enabled loop
             raise KeyboardInterrupt
         return task.evaluate(model)
 
@@ -275,7 +277,7 @@ def test_interrupted_analysis_keeps_the_results_finished_so_far(tmp_path):
         QuantAnalyzer(model, task.calibrate, evaluate).analyze(results_dir=str(tmp_path))
     summary = load(tmp_path, "summary.json")
     assert summary["status"] == "interrupted"
-    assert summary["evaluations_done"] == 5 and summary["evaluations_total"] == 17
+    assert summary["evaluations_done"] == 6 and summary["evaluations_total"] == 18
     assert load(tmp_path, "sensitivity.json")["complete"] is True
     assert list(load(tmp_path, "per_layer_quant_enabled.json")) == ["x", "conv1"]
     assert not (tmp_path / "per_layer_quant_disabled.json").exists()
@@ -314,7 +316,7 @@ def test_ignored_layer_stays_float_and_aimet_keywords_and_pairs_work(tmp_path):
     assert summary["layers_ignored"] == [BROKEN]
     assert summary["config"]["weight_observer"] == summary["config"]["activation_observer"] \
         == "tf_enhanced"
-    assert task.evaluations == 2 * 6 + 3
+    assert task.evaluations == 2 * 6 + 4
 
 
 def test_resolve_config_accepts_ours_aimet_names_and_enum_members():

@@ -198,7 +198,7 @@ def test_interrupted_report_shows_what_finished(analysis, browser, tmp_path):
     session = Page(browser)
     try:
         page = session.open_report(report.write_report(str(tmp_path), tables))
-        assert "Analysis interrupted after 3 of 13 evaluations" in page.inner_text(".qa-header")
+        assert "Analysis interrupted after 3 of 14 evaluations" in page.inner_text(".qa-header")
         assert page.locator(".qa-card[data-finding='enabled']").count() == 0
         page.click("button.qa-tab[data-view='per-layer']")
         assert "did not run" in page.inner_text(".qa-panel[data-view='per-layer']")
