@@ -64,7 +64,7 @@ from mct_logger import logger as log_lib
 from mct_logger import metrics
 from mct_logger import results_dir as results_lib
 from mct_logger.activations import PairedActivations, elements_per_sample
-from mct_logger.graph import Graph, check_rebuilt_graph, read_model
+from mct_logger.graph import Graph, check_rebuilt_graph, layer_name_of, read_model
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.encodings import Encoding
 from mct_logger.quantization.observers import OBSERVERS, HistogramCollector, channels_last_2d
@@ -403,7 +403,7 @@ class QuantAnalyzer:
                     f"layers_to_ignore holds {layer!r}; pass layer names or Keras layers."
                 )
             matches = [n for n in self._graph
-                       if n.name == name or n.name.split("/")[-1].split(":")[0] == name]
+                       if n.name == name or layer_name_of(n.name) == name]
             if not matches:
                 raise ValueError(
                     f"layers_to_ignore: model {self._graph.name!r} has no layer {name!r}; its "

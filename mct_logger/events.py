@@ -54,9 +54,10 @@ def _masked_crc(data: bytes) -> bytes:
 
 
 def graph_node_name(node_name: str) -> str:
-    """The GraphDef name of a graph node: `:` cannot appear in one, so the k-th call
-    of a shared layer, `name:k`, becomes `name/call_k` (TensorBoard groups the calls)."""
-    return node_name.replace(":", "/call_")
+    """The GraphDef name of a graph node: the node's own name (`name/call_k` for the
+    k-th call of a shared layer, a form a GraphDef accepts); a ":" a GraphDef
+    cannot hold is replaced."""
+    return node_name.replace(":", "_")
 
 
 class EventWriter:

@@ -2,7 +2,7 @@
 
 Every PTQ stage reads and returns a `Graph`; `Graph.to_keras()` builds a fresh
 Keras model back. Nested models are flattened (`outer/inner` node names, which
-TensorBoard groups), the k-th call of a shared layer is the node `name:k`, and
+TensorBoard groups), the k-th call of a shared layer is the node `name/call_k`, and
 nothing here ever mutates the model it was read from.
 
 Each rebuilt layer is cloned from `get_config()` and given the original's whole
@@ -37,6 +37,23 @@ import numpy as np
 from keras import tree
 
 logger = logging.getLogger("mct_logger")
+
+
+# The k-th call of a shared layer (or nested model) is the node `name/call_k`:
+# one form every view can show, TensorBoard's Graphs tab included (a GraphDef
+# name cannot hold ":"), where the calls group under `name`.
+CALL_SEPARATOR = "/call_"
+_CALL_SUFFIX = re.compile(r"/call_\d+$")
+
+
+def call_name(base: str, k: int) -> str:
+    """The node name of the k-th call (from 0) of the layer or nested model `base`."""
+    return f"{base}{CALL_SEPARATOR}{k}"
+
+
+def layer_name_of(node_name: str) -> str:
+    """The Keras layer name of a node: `outer/inner` -> `inner`, `shared/call_1` -> `shared`."""
+    return _CALL_SUFFIX.sub("", node_name).split("/")[-1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -571,7 +588,7 @@ def _trace(functional, tensor_map, prefix, pending) -> list[tuple[int, int]]:
                 calls = _calls_of(op, functional)
                 nested_prefix = f"{prefix}{op.name}"
                 if len(calls) > 1:
-                    nested_prefix += f":{calls.index(knode)}"
+                    nested_prefix = call_name(nested_prefix, calls.index(knode))
                 results = _trace(inner, inner_map, nested_prefix + "/", pending)
                 for t, slot in zip(knode.outputs, results):
                     tensor_map[id(t)] = slot
@@ -599,7 +616,7 @@ def _calls_of(op, functional) -> list:
     """The op's calls in this model, in call order.
 
     Positions in `op._inbound_nodes` also count calls made while building
-    other models, so `k` in `name:k` is the rank among this model's calls.
+    other models, so `k` in `name/call_k` is the rank among this model's calls.
     """
     calls = [
         n for nodes in functional._nodes_by_depth.values() for n in nodes if n.operation is op
@@ -624,7 +641,7 @@ def _assign_names(pending: list[_Pending]) -> list[str]:
             continue
         ordered = sorted(indices, key=lambda i: pending[i].call_order)
         for k, i in enumerate(ordered):
-            names[i] = f"{base}:{k}"
+            names[i] = call_name(base, k)
     # The first call in graph order carries the weights (memory, quantizers). By
     # layer, not by name: a nested model called twice shares its layers too.
     owners: set[int] = set()

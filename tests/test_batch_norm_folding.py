@@ -322,7 +322,7 @@ NOT_FOLDABLE = {
     "conv_feeds_two_layers": (conv_feeds_two_layers, {"bn": "other layers"}),
     "conv_is_also_an_output": (conv_is_also_an_output, {"bn": "other layers"}),
     "shared_conv": (shared_conv, {"bn": "shared"}),
-    "shared_batch_norm": (shared_batch_norm, {"bn:0": "shared", "bn:1": "shared"}),
+    "shared_batch_norm": (shared_batch_norm, {"bn/call_0": "shared", "bn/call_1": "shared"}),
     "wrong_axis": (bn_on_wrong_axis, {"bn": "axis"}),
 }
 

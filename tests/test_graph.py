@@ -250,11 +250,11 @@ def test_multi_input_multi_output_with_shared_layer(shared_model):
     names = node_names(graph)
     assert "shared" not in graph.nodes
     shared_nodes = [n for n in graph if n.name.startswith("shared")]
-    assert sorted(n.name for n in shared_nodes) == ["shared:0", "shared:1"]
+    assert sorted(n.name for n in shared_nodes) == ["shared/call_0", "shared/call_1"]
     # k counts calls: the first call read input "a", the second "b".
-    assert graph.nodes["shared:0"].inputs == [TensorRef("a", 0)]
-    assert graph.nodes["shared:1"].inputs == [TensorRef("b", 0)]
-    assert graph.nodes["shared:0"].layer is graph.nodes["shared:1"].layer
+    assert graph.nodes["shared/call_0"].inputs == [TensorRef("a", 0)]
+    assert graph.nodes["shared/call_1"].inputs == [TensorRef("b", 0)]
+    assert graph.nodes["shared/call_0"].layer is graph.nodes["shared/call_1"].layer
     # Only the first call in graph order carries the weights.
     assert [n.owns_weights for n in shared_nodes] == [True, False]
     assert shared_nodes[1].parameter_count() == 0
@@ -309,9 +309,9 @@ def test_shared_layer_called_on_its_own_output():
     model = keras.Model(inp, shared(layers.ReLU(name="act")(shared(inp))))
     randomize_biases(model, seed=15)
     graph, _ = round_trip(model)
-    assert node_names(graph) == ["x", "s:0", "act", "s:1"]
+    assert node_names(graph) == ["x", "s/call_0", "act", "s/call_1"]
     assert [n.owns_weights for n in graph] == [True, True, True, False]
-    assert graph.nodes["s:1"].inputs == [TensorRef("act", 0)]
+    assert graph.nodes["s/call_1"].inputs == [TensorRef("act", 0)]
 
 
 def test_tensor_keyword_arguments_round_trip():
@@ -444,14 +444,14 @@ def test_nested_model_called_twice():
     graph, rebuilt = round_trip(model)
     names = node_names(graph)
     assert sorted(names) == sorted(
-        ["a", "b", "add", "out", "block:0/dense_x", "block:0/proj", "block:1/dense_x",
-         "block:1/proj"]
+        ["a", "b", "add", "out", "block/call_0/dense_x", "block/call_0/proj", "block/call_1/dense_x",
+         "block/call_1/proj"]
     )
-    assert graph.nodes["block:0/dense_x"].inputs == [TensorRef("a", 0)]
-    assert graph.nodes["block:1/dense_x"].inputs == [TensorRef("b", 0)]
+    assert graph.nodes["block/call_0/dense_x"].inputs == [TensorRef("a", 0)]
+    assert graph.nodes["block/call_1/dense_x"].inputs == [TensorRef("b", 0)]
     # The two calls of `block` share its layers: only one of them owns the weights.
     for inner in ("dense_x", "proj"):
-        pair = [n for n in graph if n.name in (f"block:0/{inner}", f"block:1/{inner}")]
+        pair = [n for n in graph if n.name in (f"block/call_0/{inner}", f"block/call_1/{inner}")]
         assert pair[0].layer is pair[1].layer
         assert [n.owns_weights for n in pair] == [True, False]
     assert graph.parameter_count() == model.count_params()

@@ -142,10 +142,10 @@ def test_multi_input_model_with_shared_layer_and_nested_backbone():
     rng = np.random.default_rng(0)
     xs = [rng.random((40, 8, 8, 3)).astype("float32"), rng.random((40, 5)).astype("float32")]
     quantized, info = mct_logger.keras_post_training_quantization(model, xs)
-    assert {"backbone/conv", "shared:0", "shared:1"} <= set(info.plan)
-    assert "kernel" in info.encodings["shared:0"].weights
-    assert not info.encodings["shared:1"].weights  # same weights: one quantizer
-    assert info.encodings["shared:1"].activation is not None  # its own output grid
+    assert {"backbone/conv", "shared/call_0", "shared/call_1"} <= set(info.plan)
+    assert "kernel" in info.encodings["shared/call_0"].weights
+    assert not info.encodings["shared/call_1"].weights  # same weights: one quantizer
+    assert info.encodings["shared/call_1"].activation is not None  # its own output grid
     for y, yq in zip(model.predict(xs, verbose=0), quantized.predict(xs, verbose=0)):
         assert np.linalg.norm(yq - y) / np.linalg.norm(y) < 0.05
 

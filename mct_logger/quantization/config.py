@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from mct_logger.graph import layer_name_of
 from mct_logger.quantization.encodings import check_bitwidth
 
 BIAS_CORRECTION_MODES = (None, "empirical", "analytical", "hybrid")
@@ -205,7 +206,7 @@ class QuantizationConfig:
         }
         settings["keep_float"] = False
         matched = []
-        layer_name = node_name.split("/")[-1].split(":")[0]
+        layer_name = layer_name_of(node_name)
         for pattern, override in self.overrides.items():
             if pattern in (node_name, layer_name) or re.fullmatch(pattern, node_name):
                 matched.append(pattern)
