@@ -14,8 +14,10 @@ first read parses the payload), then `--repeats` times, the routes
 interleaved, and `--alone` times each on its own, after the plugin's one-second
 listing of the folder expired (what a lone request pays: under the Rust data
 server every non-empty listing is a gRPC call of about 40 ms). Time to first chart: from
-`page.goto` of the tab in headless Chromium (Debian's) to the first drawn
-plotly chart in the plugin's frame, median of 3 fresh pages.
+`page.goto` of the tab in headless Chromium (Debian's) to the first animation
+frame after the first plotly chart entered the plugin's frame (the chart
+painted), median of 3 fresh pages; also when Playwright, polling from outside,
+saw it (later while the page is still busy drawing the rest).
 
 Aims (issue 9): p50 <= 50 ms per data route, first chart <= 2 s.
 
@@ -200,10 +202,29 @@ def route_table(base: str, routes: dict, repeats: int, alone: int) -> list:
              cold[name][1]) for name in routes]
 
 
-def first_chart_seconds(base: str, tab: str, tries: int = 3) -> float:
+# Installed in every frame of the page: in the plugin's frame it records the
+# wall time of the first animation frame after the first plotly chart entered
+# the document, i.e. when that chart is painted.
+FIRST_CHART_PROBE = """
+if (location.href.includes('plugin_entry')) {
+  new MutationObserver((_, observer) => {
+    if (document.querySelector('.js-plotly-plot .main-svg')) {
+      observer.disconnect();
+      requestAnimationFrame(() => {
+        window.__firstChartPainted = performance.timeOrigin + performance.now();
+      });
+    }
+  }).observe(document, { subtree: true, childList: true });
+}
+"""
+
+
+def first_chart_seconds(base: str, tab: str, tries: int = 3) -> tuple[float, float]:
+    """Median over fresh pages of (seconds from navigation start to the first chart
+    painted in the tab's frame, seconds until Playwright saw it from outside)."""
     from playwright.sync_api import sync_playwright
 
-    times = []
+    painted, seen = [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -211,15 +232,20 @@ def first_chart_seconds(base: str, tab: str, tries: int = 3) -> float:
         try:
             for _ in range(tries):
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.add_init_script(FIRST_CHART_PROBE)
                 start = time.perf_counter()
                 page.goto(f"{base}#{tab}")
-                frame = page.frame_locator(f'iframe[src*="plugin_entry.html?name={tab}"]')
-                frame.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=120_000)
-                times.append(time.perf_counter() - start)
+                frame_locator = page.frame_locator(f'iframe[src*="plugin_entry.html?name={tab}"]')
+                frame_locator.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=120_000)
+                seen.append(time.perf_counter() - start)
+                frame = next(f for f in page.frames if "plugin_entry" in f.url)
+                frame.wait_for_function("() => window.__firstChartPainted !== undefined")
+                origin = page.evaluate("() => performance.timeOrigin")
+                painted.append((frame.evaluate("() => window.__firstChartPainted") - origin) / 1e3)
                 page.close()
         finally:
             browser.close()
-    return statistics.median(times)
+    return statistics.median(painted), statistics.median(seen)
 
 
 def measure(label: str, folder: str, repeats: int, alone: int, load_fast: str) -> None:
@@ -258,8 +284,10 @@ def measure(label: str, folder: str, repeats: int, alone: int, load_fast: str) -
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, cold, p50, p95, a50, a95, size in rows:
         print(f"| {name} | {cold:.1f} | {p50:.1f} | {p95:.1f} | {a50:.1f} | {a95:.1f} | {size:,} |")
-    print(f"\nTime to first chart: QuantAnalyzer tab {qa_chart:.2f} s, CLE tab {cle_chart:.2f} s "
-          "(median of 3 page loads)")
+    print("\nTime from opening the tab to its first chart painted (and, in brackets, until "
+          "Playwright saw it from outside the busy page), median of 3 page loads: "
+          f"QuantAnalyzer tab {qa_chart[0]:.2f} s ({qa_chart[1]:.2f} s), "
+          f"CLE tab {cle_chart[0]:.2f} s ({cle_chart[1]:.2f} s)")
 
 
 def main():

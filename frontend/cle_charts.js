@@ -25,8 +25,13 @@ function layout(title, yTitle, options = {}) {
   };
 }
 
-// Spread score (log10 of largest / smallest live channel range) per layer, before and after.
-export function spreadSpec(ranked) {
+// Layers drawn in the spread chart; the table under it lists every layer.
+export const SPREAD_CHART_LAYERS = 40;
+
+// Spread score (log10 of largest / smallest live channel range) per layer, before
+// and after, for the widest `SPREAD_CHART_LAYERS` layers (`ranked` is widest first).
+export function spreadSpec(allRanked) {
+  const ranked = allRanked.slice(0, SPREAD_CHART_LAYERS);
   const x = ranked.map((l) => l.label);
   const data = [{
     type: "bar", name: "before CLE", x, y: ranked.map((l) => l.spread_before),
@@ -40,7 +45,11 @@ export function spreadSpec(ranked) {
       hovertemplate: "%{x}<br>spread 10^%{y:.2f}<extra>after</extra>",
     });
   }
-  const spec = { data, layout: layout("Channel-range spread per layer, widest first (2 = 100x)", "log10(max range / min range)") };
+  const shown = allRanked.length > ranked.length ? `the widest ${ranked.length} of ${allRanked.length} layers` : "per layer";
+  const spec = {
+    data,
+    layout: layout(`Channel-range spread, ${shown}, widest first (2 = 100x)`, "log10(max range / min range)"),
+  };
   spec.layout.shapes = [{
     type: "line", xref: "paper", x0: 0, x1: 1, y0: 2, y1: 2,
     line: { color: COLORS.outlier, width: 1.5, dash: "dash" },

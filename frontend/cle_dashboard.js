@@ -3,7 +3,11 @@
 // the equalized sets' scale factors, high-bias folds, ReLU6 replacements, and
 // weights before vs after quantization.
 //
-//   renderCle(root, tables, Plotly, { loadDetail(kind, row) -> Promise(row) })
+//   await renderCle(root, tables, Plotly, { loadDetail(kind, row) -> Promise(row) })
+//
+// The verdict and the first chart are drawn, and painted, before the long tables
+// and the per-layer charts: a 600-layer model's page shows its answer first.
+// The returned promise resolves once every chart is drawn.
 
 import { formatRatio, rankedLayers, verdict } from "./cle_data.js";
 import {
@@ -41,7 +45,20 @@ function chooser(options, onChange, label) {
   return element;
 }
 
-export function renderCle(root, tables, Plotly, options = {}) {
+// Lets the browser paint what is drawn so far (a frame, or 50 ms when the tab is
+// hidden and frames do not come).
+function painted() {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, 50);
+    requestAnimationFrame(() => setTimeout(() => {
+      clearTimeout(timer);
+      resolve();
+    }, 0));
+  });
+}
+
+export async function renderCle(root, tables, Plotly, options = {}) {
+  const pending = [];
   const loadDetail = options.loadDetail || ((kind, row) => Promise.resolve(row));
   root.classList.add("qa-root");
   root.replaceChildren();
@@ -69,6 +86,7 @@ export function renderCle(root, tables, Plotly, options = {}) {
       spread);
     root.append(ranking);
     plot(Plotly, spread, spreadSpec(ranked)); // the first chart, before the long table
+    await painted();
     ranking.append(dataTable([
         { key: "label", label: "layer" },
         { key: "layer_class", label: "class" },
@@ -94,7 +112,7 @@ export function renderCle(root, tables, Plotly, options = {}) {
     const pick = chooser(ranked.map((l) => `${l.label} (${formatRatio(l.spread_before)})`), draw, "weight layer");
     root.append(section("Per-channel weight ranges",
       h("div", { class: "qa-controls" }, h("label", {}, "Layer ", pick)), flagged, rangesChart, relativeChart));
-    draw(0);
+    pending.push(draw(0));
   } else {
     root.append(note("No weight layer: nothing to equalize.", "warning"));
   }
@@ -120,7 +138,7 @@ export function renderCle(root, tables, Plotly, options = {}) {
       const pick = chooser(scales.sets.map((s) => s.members.join(" → ")), draw, "equalized set");
       children.push(h("div", { class: "qa-controls" }, h("label", {}, "Set ", pick)), scaleChart);
       root.append(section("Scale factors", ...children));
-      draw(0);
+      pending.push(draw(0));
       children.length = 0;
     }
     if (children.length) {
@@ -170,7 +188,8 @@ export function renderCle(root, tables, Plotly, options = {}) {
         "about 6 dB per bit. A channel far below the others has a range its grid does not fit."),
       sqnr, h("div", { class: "qa-controls" }, h("label", {}, "Kernel ", pick)), channels, histogram));
     plot(Plotly, sqnr, weightSqnrSpec(rows));
-    draw(0);
+    pending.push(draw(0));
   }
+  await Promise.all(pending);
   return {};
 }

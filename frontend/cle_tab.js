@@ -54,12 +54,15 @@ export async function render() {
     const target = h("div", {});
     board.replaceChildren(target);
     try {
-      renderCle(target, body.tables, Plotly, {
+      await renderCle(target, body.tables, Plotly, {
         loadDetail: (kind, row) => source.detail(body.run, body.fingerprint, kind, row),
       });
     } catch (error) {
       showError(board, error);
       return;
+    }
+    if (!board.contains(target)) {
+      return; // another run was picked while this one was drawn
     }
     state.shown = body.fingerprint;
     root.dataset.ready = "true";
