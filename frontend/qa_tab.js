@@ -7,7 +7,7 @@
 import { normalizeTables, progressText } from "./qa_data.js";
 import { h, renderQuantAnalyzer } from "./quant_analyzer.js";
 import { renderComparison } from "./qa_compare.js";
-import { graphsHref, openInTensorBoard, watch } from "./tb_data.js";
+import { graphsHref, openGraphsOn, watch } from "./tb_data.js";
 import { mountTab, problemsBox, runPicker, showError } from "./tab_common.js";
 
 export async function render() {
@@ -79,7 +79,7 @@ export async function render() {
           view: state.view,
           loadDetail: (kind, row) => source.detail(entry.name, entry.body.fingerprint, kind, row),
           graphHref: graphRun ? () => graphsHref(`${entry.name}/${graphRun}`) : () => null,
-          openLink: openInTensorBoard,
+          openLink: () => openGraphsOn(`${entry.name}/${graphRun}`),
         });
       } else {
         renderComparison(target, entries, Plotly);

@@ -118,17 +118,42 @@ export function watch(refresh, isLive, seconds = 3) {
   };
 }
 
-// The href that opens TensorBoard's Graphs tab on a TensorBoard run. The
-// Graphs dashboard reads its run from the URL hash; it has no key for a node.
+// The href that opens TensorBoard's Graphs tab on a TensorBoard run (for a new
+// window; the Graphs dashboard has no URL key for a node).
 export function graphsHref(tbRun) {
   return `../../../#graphs&run=${encodeURIComponent(tbRun)}`;
 }
 
-// Opens `href` in TensorBoard's own window. The Graphs dashboard reads the
-// run from the hash only when the page loads, and a hash change alone keeps
-// the page: so the page is reloaded on the new URL.
-export function openInTensorBoard(href) {
-  const target = new URL(href, document.baseURI).href;
-  window.top.location.href = target;
-  window.top.location.reload();
+// Opens TensorBoard's Graphs tab, in TensorBoard's own window, on `tbRun`.
+// The dashboard takes its run from the URL hash, but its run menu resets to
+// the first run when the run list arrives (TensorBoard 2.21), so once the list
+// is there the menu is set to `tbRun`, and kept there for a second.
+export function openGraphsOn(tbRun, seconds = 30) {
+  const top = window.top;
+  top.location.hash = `#graphs&run=${encodeURIComponent(tbRun)}`;
+  const deadline = Date.now() + seconds * 1000;
+  let settledSince = null;
+  const tick = () => {
+    const dashboard = top.document.querySelector("tf-graph-dashboard");
+    const controls = dashboard && (dashboard.shadowRoot || dashboard).querySelector("tf-graph-controls");
+    const datasets = controls && controls.datasets;
+    if (datasets && datasets.length) {
+      const index = datasets.findIndex((dataset) => dataset.name === tbRun);
+      if (index < 0) {
+        return; // no graph logged for that run: the dashboard shows its first
+      }
+      if (controls._selectedRunIndex !== index) {
+        controls.set("_selectedRunIndex", index);
+        settledSince = null;
+      } else if (settledSince === null) {
+        settledSince = Date.now();
+      } else if (Date.now() - settledSince > 1000) {
+        return;
+      }
+    }
+    if (Date.now() < deadline) {
+      setTimeout(tick, 100);
+    }
+  };
+  tick();
 }
