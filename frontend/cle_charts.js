@@ -126,6 +126,11 @@ export function relativeRangesSpec(layer) {
       type: "line", xref: "paper", x0: 0, x1: 1, y0: fence, y1: fence,
       line: { color: COLORS.outlier, width: 1.2, dash: "dot" },
     }];
+    spec.layout.annotations = [{
+      xref: "paper", x: 1, xanchor: "right", y: Math.log10(fence), yanchor: "bottom",
+      text: `Tukey fence ${fence.toPrecision(3)}x (before CLE)`, showarrow: false,
+      font: { color: COLORS.outlier, size: 11 },
+    }];
   }
   return spec;
 }

@@ -157,15 +157,22 @@ export async function renderCle(root, tables, Plotly, options = {}) {
   }
 
   if (folds) {
-    root.append(section("High-bias folds", folds.folds.length
+    const moved = folds.folds.filter((f) => f.channels_folded > 0);
+    const idle = folds.folds.length - moved.length;
+    root.append(section("High-bias folds",
+      h("p", { class: "qa-explain" },
+        "After a ReLU, the part of a channel's bias above 3 σ of its pre-activation output moves into " +
+        "the next layer's bias (Nagel et al., 2019)." +
+        (idle ? ` ${idle} pair${idle > 1 ? "s" : ""} checked had no channel above 3 σ: nothing moved.` : "")),
+      moved.length
       ? dataTable([
         { key: "source", label: "from" },
         { key: "target", label: "into" },
         { key: "activation", label: "activation" },
         { key: "channels_folded", label: "channels", numeric: true },
         { key: "total", label: "bias moved (sum)", numeric: true, format: (v) => formatNumber(v, 4) },
-      ], folds.folds)
-      : note(folds.cle_applied ? "No bias was folded." : "CLE was off: no bias folded."),
+      ], moved)
+      : note(folds.cle_applied ? "No bias was moved." : "CLE was off: no bias folded."),
     ...(folds.skipped || []).length
       ? [h("p", { class: "qa-explain" }, "Skipped: ",
         folds.skipped.map((s) => `${[].concat(s.pair).join(" → ")} (${s.reason})`).join("; "))]

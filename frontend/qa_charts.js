@@ -82,8 +82,9 @@ function verticalLine(x, color, label) {
       line: { color, width: 2, dash: "dash" },
     },
     annotation: {
-      xref: "x", x, yref: "paper", y: 1, yanchor: "bottom",
-      text: label, showarrow: false, font: { color, size: 11 },
+      // inside the plot's top edge: above it sits the legend
+      xref: "x", x, yref: "paper", y: 1, yanchor: "top", xanchor: "left",
+      text: ` ${label}`, showarrow: false, font: { color, size: 11 }, bgcolor: "rgba(255,255,255,0.7)",
     },
   };
 }

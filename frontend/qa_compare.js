@@ -49,6 +49,7 @@ function summaryRow(entry) {
     fp32: sensitivity.fp32,
     weights_only: sensitivity.weights_only,
     activations_only: sensitivity.activations_only,
+    fully_quantized: sensitivity.fully_quantized,
   };
 }
 
@@ -76,11 +77,7 @@ export function renderComparison(root, entries, Plotly) {
 
   const summaries = entries.map(summaryRow);
   const section = (title, ...children) => h("section", { class: "qa-compare-section" }, h("h2", {}, title), ...children);
-  root.append(section("Runs",
-    h("p", { class: "qa-explain" },
-      "Memory: weights plus activations at batch 1 (PTQ runs). SQNR in dB, higher is better, " +
-      "about 6 dB per bit; output SQNR is the accumulated SQNR of the last layer."),
-    dataTable([
+  const runColumns = [
       { key: "run", label: "run" },
       { key: "kind", label: "kind" },
       { key: "quantized", label: "quantized layers", numeric: true },
@@ -93,7 +90,14 @@ export function renderComparison(root, entries, Plotly) {
       { key: "fp32", label: "FP32 score", numeric: true, format: (v) => formatNumber(v, 5) },
       { key: "weights_only", label: "weights-only score", numeric: true, format: (v) => formatNumber(v, 5) },
       { key: "activations_only", label: "activations-only score", numeric: true, format: (v) => formatNumber(v, 5) },
-    ], summaries)));
+      { key: "fully_quantized", label: "fully quantized score", numeric: true, format: (v) => formatNumber(v, 5) },
+    // a column no run has a value for is left out
+    ].filter((c) => summaries.some((s) => s[c.key] !== null && s[c.key] !== undefined));
+  root.append(section("Runs",
+    h("p", { class: "qa-explain" },
+      "Memory: weights plus activations at batch 1 (PTQ runs). SQNR in dB, higher is better, " +
+      "about 6 dB per bit; output SQNR is the accumulated SQNR of the last layer."),
+    dataTable(runColumns, summaries)));
 
   const withSensitivity = entries.filter((e) => e.tables.sensitivity);
   if (withSensitivity.length) {

@@ -116,7 +116,7 @@ export function findings(tables, k = 5) {
       explanation:
         "Whole model quantized: how many dB the SQNR loses at this layer compared with its inputs.",
     }, rankRows(sqnr.rows, (row) => row.accumulated_step_db, true).filter(({ value }) => value > 0), k,
-    ({ row, value }) => item(row.layer, value, `−${value.toFixed(1)} dB`)));
+    ({ row, value }) => item(row.layer, value, `${value.toFixed(1)} dB lost`)));
   }
   const enabled = tables.per_layer_quant_enabled;
   if (enabled) {
@@ -272,7 +272,7 @@ export function normalizeTables(tables) {
         quantized: r.quantized,
         sqnr_accumulated_db: r.sqnr_accumulated_db,
         sqnr_isolated_db: r.sqnr_isolated_db,
-        accumulated_step_db: null,
+        accumulated_step_db: r.accumulated_step_db ?? null,
         cosine_accumulated: r.cosine,
       })),
     };
@@ -382,7 +382,7 @@ export function layerRows(tables) {
       activation_bits: r.activation_bits, encoding_min: r.encoding_min, encoding_max: r.encoding_max,
       memory_before: r.memory_before, memory_after: r.memory_after,
       sqnr_accumulated_db: r.sqnr_accumulated_db, sqnr_isolated_db: r.sqnr_isolated_db,
-      cosine: r.cosine,
+      accumulated_step_db: r.accumulated_step_db, cosine: r.cosine,
     });
   }
   const sqnr = tables.per_layer_sqnr;

@@ -812,9 +812,7 @@ class _Analysis:
             upstream = [accumulated[p] for p in producers if p in accumulated]
             acc = e.sqnr_accumulated_db
             accumulated[name] = acc
-            # A bit-exact output (SQNR at the cap) has no meaningful step to or from it.
-            exact = [v for v in upstream + [acc] if v >= metrics.MAX_SQNR_DB]
-            step = (min(upstream) - acc) if upstream and not exact else None
+            step = metrics.accumulated_step_db(upstream, acc)
             rows.append({
                 "layer": name,
                 "class": node.layer_class,

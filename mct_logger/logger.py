@@ -482,7 +482,7 @@ class TensorBoardListener:
     def _write_stage(self, run, stage, graph, result, plan, encodings) -> None:
         writer = self.log.writer(run)
         memory = self._write_graph(writer, graph, plan, encodings)
-        writer.text("summary", _stage_summary(stage, graph, result, memory))
+        writer.text("summary", _stage_summary(stage, graph, result, memory, plan))
         handler = getattr(self, f"_on_{stage}", None)
         if handler is not None:
             handler(run, graph, result)
@@ -646,11 +646,30 @@ def layer_table(graph, plan: dict, encodings: dict, similarity, graph_run: str |
     encodings (min/max), memory at batch 1 before (float32) and after (planned
     bits), and the similarity stage's SQNR (dB) and mean cosine over its samples.
     """
-    from mct_logger import events, ptq
+    from mct_logger import events, metrics, ptq
     from mct_logger.activations import elements_per_sample
 
     before, after = ptq.graph_memory(graph), ptq.graph_memory(graph, plan)
+
+    def counted(node_memory: dict, name: str) -> int:
+        # ptq.model_memory's definition: an output fused into the following
+        # activation is one tensor on the target, counted at that activation
+        m = node_memory[name]
+        return m["weights"] + (0 if plan[name].note.startswith("fused") else m["activations"])
+
     index = {n: i for i, n in enumerate(similarity.nodes)}
+    # accumulated SQNR carried through nodes without a measurement (pass-through
+    # layers pass their input's error on), for each node's step from its inputs
+    carried: dict = {}
+    steps: dict = {}
+    for node in graph:
+        upstream = [carried[r.node] for r in node.inputs if r.node in carried]
+        if node.name in similarity.sqnr_accumulated_db:
+            acc = similarity.sqnr_accumulated_db[node.name]
+            steps[node.name] = metrics.accumulated_step_db(upstream, acc)
+            carried[node.name] = acc
+        elif upstream:
+            carried[node.name] = min(upstream)
     rows = []
     for node in graph:
         p, enc = plan[node.name], encodings.get(node.name)
@@ -672,10 +691,11 @@ def layer_table(graph, plan: dict, encodings: dict, similarity, graph_run: str |
                              if enc is not None and enc.activation is not None else None),
             "encoding_max": (float(np.max(enc.activation.max))
                              if enc is not None and enc.activation is not None else None),
-            "memory_before": before[node.name]["total"],
-            "memory_after": after[node.name]["total"],
+            "memory_before": counted(before, node.name),
+            "memory_after": counted(after, node.name),
             "sqnr_accumulated_db": similarity.sqnr_accumulated_db.get(node.name),
             "sqnr_isolated_db": similarity.sqnr_isolated_db.get(node.name),
+            "accumulated_step_db": steps.get(node.name),
             # the cosine of single-element outputs is always +-1: not reported
             "cosine": float(np.nanmean(similarity.cosine[:, i])) if i is not None and
             similarity.num_samples and elements_per_sample(node) > 1 else None,
@@ -685,8 +705,8 @@ def layer_table(graph, plan: dict, encodings: dict, similarity, graph_run: str |
         "model": graph.name,
         "samples": int(similarity.num_samples),
         "graph_run": graph_run,
-        "memory_before": int(sum(m["total"] for m in before.values())),
-        "memory_after": int(sum(m["total"] for m in after.values())),
+        "memory_before": ptq.model_memory(before, plan),
+        "memory_after": ptq.model_memory(after, plan),
         "rows": rows,
     }
 
@@ -735,8 +755,12 @@ def _attach_encodings(attrs: dict, encodings) -> dict:
     return attrs
 
 
-def _stage_summary(stage: str, graph, result, memory: dict) -> str:
-    total = sum(m["total"] for m in memory.values())
+def _stage_summary(stage: str, graph, result, memory: dict, plan=None) -> str:
+    from mct_logger import ptq
+
+    # the headline definition (ptq.model_memory): a fused output counted once
+    total = (ptq.model_memory(memory, plan) if plan is not None and set(plan) >= set(memory)
+             else sum(m["total"] for m in memory.values()))
     weights = sum(m["weights"] for m in memory.values())
     lines = [
         f"## {stage.replace('_', ' ').capitalize()}",
@@ -759,7 +783,8 @@ def _stage_summary(stage: str, graph, result, memory: dict) -> str:
     if stage == "bias_correction" and hasattr(result, "corrections"):
         lines += _bias_correction_lines(result)
     if hasattr(result, "num_samples") and hasattr(result, "num_batches"):
-        lines.append(f"- calibrated on {result.num_samples} samples in {result.num_batches} batches")
+        batches = "batch" if result.num_batches == 1 else "batches"
+        lines.append(f"- calibrated on {result.num_samples} samples in {result.num_batches} {batches}")
     encodings = getattr(result, "encodings", None)
     if encodings is not None:
         lines += ["", "| node | weights | activation range |", "|---|---|---|"]

@@ -27,6 +27,19 @@ def sqnr_from_powers(signal_power, noise_power):
     return np.clip(db, -MAX_SQNR_DB, MAX_SQNR_DB)
 
 
+def accumulated_step_db(upstream_db, accumulated_db):
+    """dB the accumulated SQNR loses at a node: the lowest accumulated SQNR of its
+    inputs minus its own (positive: the node adds error; negative: it hides some).
+
+    None without a measured input, or when the node or an input is bit-exact
+    (at `MAX_SQNR_DB`) or not finite: there is no meaningful step to or from it.
+    """
+    values = list(upstream_db) + [accumulated_db]
+    if not upstream_db or any(v is None or not np.isfinite(v) or v >= MAX_SQNR_DB for v in values):
+        return None
+    return float(min(upstream_db) - accumulated_db)
+
+
 def sqnr_db(reference, quantized) -> float:
     reference = np.asarray(reference, dtype=np.float64)
     noise = np.sum((reference - np.asarray(quantized, dtype=np.float64)) ** 2)

@@ -120,8 +120,9 @@ SHAPES = {
                    '"memory_before", "memory_after" (bytes), "rows": [{"layer", "graph_node", '
                    '"class", "quantized", "note", "weight_bits", "weight_per_channel", '
                    '"weight_min", "weight_max", "activation_bits", "encoding_min", '
-                   '"encoding_max", "memory_before", "memory_after", "sqnr_accumulated_db", '
-                   '"sqnr_isolated_db", "cosine"}]} -- written by every logged PTQ run, in '
+                   '"encoding_max", "memory_before", "memory_after" (bytes, a fused output '
+                   'counted once), "sqnr_accumulated_db", "sqnr_isolated_db", '
+                   '"accumulated_step_db", "cosine"}]} -- written by every logged PTQ run, in '
                    "graph order",
             "required": {"rows": list, "samples": int},
             "rows": "rows",

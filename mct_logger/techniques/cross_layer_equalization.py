@@ -629,8 +629,10 @@ def equalize_graph(
             "float model: %s", len(result.relu6_replaced),
             ", ".join(r["node"] for r in result.relu6_replaced),
         )
-    logger.info("Cross-layer equalization: %d sets, %d sweeps, %d high-bias folds",
-                len(sets), iterations, len(result.high_bias_folds))
+    logger.info("Cross-layer equalization: %d sets, %d sweeps, high-bias fold on %d pairs "
+                "(%d channels had a bias above 3 sigma to move)", len(sets), iterations,
+                len(result.high_bias_folds),
+                sum(int(np.count_nonzero(f.amount)) for f in result.high_bias_folds))
     return graph, result
 
 
