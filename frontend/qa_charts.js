@@ -75,7 +75,8 @@ function horizontalLine(y, color, label) {
   };
 }
 
-function verticalLine(x, color, label) {
+// `anchor`: the side of the line the label sits on ("left" puts it to the right of the line).
+function verticalLine(x, color, label, anchor = "left") {
   return {
     shape: {
       type: "line", xref: "x", x0: x, x1: x, yref: "paper", y0: 0, y1: 1,
@@ -83,8 +84,8 @@ function verticalLine(x, color, label) {
     },
     annotation: {
       // inside the plot's top edge: above it sits the legend
-      xref: "x", x, yref: "paper", y: 1, yanchor: "top", xanchor: "left",
-      text: ` ${label}`, showarrow: false, font: { color, size: 11 }, bgcolor: "rgba(255,255,255,0.7)",
+      xref: "x", x, yref: "paper", y: 1, yanchor: "top", xanchor: anchor,
+      text: anchor === "left" ? ` ${label}` : `${label} `, showarrow: false, font: { color, size: 11 }, bgcolor: "rgba(255,255,255,0.7)",
     },
   };
 }
@@ -295,7 +296,7 @@ export function histogramSpec(hist, title, options = {}) {
     lines.push(verticalLine(hist.encoding_min, COLORS.encodingMin, "encoding min"));
   }
   if (isNumber(hist.encoding_max)) {
-    lines.push(verticalLine(hist.encoding_max, COLORS.encodingMax, "encoding max"));
+    lines.push(verticalLine(hist.encoding_max, COLORS.encodingMax, "encoding max", "right"));
   }
   const low = Math.min(hist.lo, isNumber(hist.encoding_min) ? hist.encoding_min : hist.lo);
   const high = Math.max(top, isNumber(hist.encoding_max) ? hist.encoding_max : top);
