@@ -47,22 +47,11 @@ export async function render() {
       return;
     }
     problems.replaceChildren(problemsBox(body.problems));
-    const Plotly = await tab.plotly();
-    if (!Plotly) {
+    const drawn = await tab.draw((target, Plotly) => renderCle(target, body.tables, Plotly, {
+      loadDetail: (kind, row) => source.detail(body.run, body.fingerprint, kind, row),
+    }));
+    if (!drawn) {
       return;
-    }
-    const target = h("div", {});
-    board.replaceChildren(target);
-    try {
-      await renderCle(target, body.tables, Plotly, {
-        loadDetail: (kind, row) => source.detail(body.run, body.fingerprint, kind, row),
-      });
-    } catch (error) {
-      showError(board, error);
-      return;
-    }
-    if (!board.contains(target)) {
-      return; // another run was picked while this one was drawn
     }
     state.shown = body.fingerprint;
     root.dataset.ready = "true";

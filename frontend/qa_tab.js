@@ -64,29 +64,22 @@ export async function render() {
       state.view = previous.dataset.view;
     }
     const scroll = window.scrollY;
-    // Drawn in place: plotly sizes a chart from its element, which must be in the page.
-    const Plotly = await tab.plotly();
-    if (!Plotly) {
-      return;
-    }
-    const target = h("div", {});
-    board.replaceChildren(target);
-    try {
-      if (entries.length === 1) {
-        const [entry] = entries;
-        const graphRun = entry.body.tables.layer_table && entry.body.tables.layer_table.graph_run;
-        renderQuantAnalyzer(target, entry.body.tables, Plotly, {
-          view: state.view,
-          loadDetail: (kind, row) => source.detail(entry.name, entry.body.fingerprint, kind, row),
-          graphHref: graphRun ? () => graphsHref(`${entry.name}/${graphRun}`) : () => null,
-          openLink: () => openGraphsOn(`${entry.name}/${graphRun}`),
-        });
-      } else {
+    const drawn = await tab.draw((target, Plotly) => {
+      if (entries.length > 1) {
         renderComparison(target, entries, Plotly);
+        return;
       }
-    } catch (error) {
-      showError(board, error);
-      return;
+      const [entry] = entries;
+      const graphRun = entry.body.tables.layer_table && entry.body.tables.layer_table.graph_run;
+      renderQuantAnalyzer(target, entry.body.tables, Plotly, {
+        view: state.view,
+        loadDetail: (kind, row) => source.detail(entry.name, entry.body.fingerprint, kind, row),
+        graphHref: graphRun ? () => graphsHref(`${entry.name}/${graphRun}`) : () => null,
+        openLink: () => openGraphsOn(`${entry.name}/${graphRun}`),
+      });
+    });
+    if (!drawn) {
+      return; // failed (the board says why), or another selection replaced it
     }
     window.scrollTo(0, scroll);
     state.shown = JSON.stringify(entries.map((e) => e.body.fingerprint));

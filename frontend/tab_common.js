@@ -23,6 +23,25 @@ export function mountTab(id) {
     source: new PluginSource("."),
     // The chart library, or null when it failed to load (the board says why).
     plotly: () => ready.catch(() => null),
+    // Draws a dashboard on a fresh element in the board (in the page, since plotly
+    // sizes a chart from its element): `await drawer(element, Plotly)`. Returns
+    // false when the chart library or the drawing failed (the board says why) or
+    // when another draw replaced this one meanwhile.
+    async draw(drawer) {
+      const Plotly = await this.plotly();
+      if (!Plotly) {
+        return false;
+      }
+      const target = h("div", {});
+      board.replaceChildren(target);
+      try {
+        await drawer(target, Plotly);
+      } catch (error) {
+        showError(board, error);
+        return false;
+      }
+      return board.contains(target);
+    },
     // Lists the runs; on failure the board says why and the result is null.
     async runs() {
       try {
