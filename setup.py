@@ -16,6 +16,7 @@ setup(
         "mct_logger",
         "mct_logger.quantization",
         "mct_logger.techniques",
+        "mct_logger.compression",
         "mct_logger.tb_plugin",
         "mct_logger.tb_plugin.frontend",
     ],
@@ -50,6 +51,7 @@ setup(
         "tensorboard_plugins": [
             "quant_analyzer = mct_logger.tb_plugin.quant_analyzer_plugin:QuantAnalyzerPlugin",
             "cle = mct_logger.tb_plugin.cle_plugin:CLEPlugin",
+            "compression = mct_logger.tb_plugin.compression_plugin:CompressionPlugin",
         ],
     },
 )

@@ -36,6 +36,8 @@ _API = {
     "QuantAnalyzer": "mct_logger.analyzer",
     "equalize_model": "mct_logger.techniques.cross_layer_equalization",
     "correct_bias": "mct_logger.techniques.bias_correction",
+    "compress_model": "mct_logger.compression.compress",
+    "CompressionStats": "mct_logger.compression.results",
 }
 
 __all__ = sorted(_API)
@@ -46,7 +48,7 @@ def __getattr__(name):
         value = getattr(importlib.import_module(_API[name]), name)
         globals()[name] = value
         return value
-    if name in ("quantization", "techniques"):
+    if name in ("quantization", "techniques", "compression"):
         return importlib.import_module(f"mct_logger.{name}")
     raise AttributeError(f"module 'mct_logger' has no attribute {name!r}")
 

@@ -65,6 +65,7 @@ from mct_logger import metrics
 from mct_logger import results_dir as results_lib
 from mct_logger.activations import PairedActivations, elements_per_sample
 from mct_logger.graph import Graph, check_rebuilt_graph, layer_name_of, read_model
+from mct_logger.live_payloads import PayloadPublisher
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.encodings import Encoding
 from mct_logger.quantization.observers import OBSERVERS, HistogramCollector, channels_last_2d
@@ -110,8 +111,6 @@ WEIGHT_SQNR_FILE = "weight_sqnr.json"
 HISTOGRAMS_FILE = "histograms.json"
 MIN_MAX_TABLE_FILE = os.path.join(MIN_MAX_FOLDER, "encodings.json")
 SUMMARY_FILE = "summary.json"
-# While evaluations run, the growing tables go to TensorBoard at most this often.
-LIVE_INTERVAL_SECONDS = 1.0
 # Every file an analysis writes into results_dir; an earlier run's are moved
 # aside at start (see mct_logger.results_dir).
 RESULT_FILES = (
@@ -484,8 +483,7 @@ class _Analysis:
         self.evaluations_done = 0
         self.evaluations_total = None
         self.summary: dict = {}
-        self._steps: dict[str, int] = {}
-        self._last_live = 0.0
+        self.publisher: PayloadPublisher | None = None
         self._evaluations_started = time.time()
         self.run_log = None
         self.writer = None
@@ -599,6 +597,7 @@ class _Analysis:
             return
         self.run_log = log_lib.RunLog(folder, guard=log_lib.LogGuard(folder, returned))
         self.writer = self.run_log.writer("quant_analyzer")
+        self.publisher = PayloadPublisher(self.writer, "quant_analyzer")
         self.result.log_folder = folder
         logger.info("QuantAnalyzer: logging to %s", os.path.join(folder, "quant_analyzer"))
 
@@ -620,26 +619,16 @@ class _Analysis:
         the next step, so both loaders keep its newest version last.
         """
         self.tables[kind] = table
-        if self.writer is not None:
-            from mct_logger.tb_plugin.summary import payload_summary
-
-            step = self._steps.get(kind, -1) + 1
-            self._steps[kind] = step
-            self.writer.add_summary(
-                payload_summary("quant_analyzer", kind, kind, json_ready(table)), step=step
-            )
-            self.writer.flush()  # readable now: the tab fills in while the analysis runs
+        if self.publisher is not None:
+            self.publisher.publish(kind, table)
         self.published.add(kind)
 
     def _publish_progress(self, kind: str, force: bool = False) -> None:
         """Publishes a growing table and the summary's count of evaluations, at
         most every `LIVE_INTERVAL_SECONDS` (always when `force`)."""
-        if self.writer is None:
+        if self.publisher is None or not self.publisher.due(force):
             return
         now = time.time()
-        if not force and now - self._last_live < LIVE_INTERVAL_SECONDS:
-            return
-        self._last_live = now
         self._publish(kind, self.tables[kind])
         self.summary.update(evaluations_done=self.evaluations_done,
                             seconds=round(now - self.started, 3),

@@ -18,7 +18,8 @@ from tensorboard.compat.proto import summary_pb2
 
 QUANT_ANALYZER = "quant_analyzer"
 CLE = "cle"
-PLUGIN_NAMES = (QUANT_ANALYZER, CLE)
+COMPRESSION = "compression"
+PLUGIN_NAMES = (QUANT_ANALYZER, CLE, COMPRESSION)
 
 # Schema version of every payload kind; bump one when its table changes shape.
 PAYLOAD_KINDS = {
@@ -39,6 +40,10 @@ PAYLOAD_KINDS = {
         "scale_factors": 1,
         "high_bias_fold": 1,
         "weight_quantization": 1,
+    },
+    COMPRESSION: {
+        "eval_scores": 1,
+        "selection": 1,
     },
 }
 
@@ -164,6 +169,30 @@ SHAPES = {
             "rows": "rows",
             "detail": ("channel_sqnr_db", "histogram"),
         },
+    },
+}
+
+SHAPES[COMPRESSION] = {
+    "eval_scores": {
+        "doc": '{"model", "scheme", "cost_metric" ("mac" | "memory"), "target_comp_ratio", '
+               '"candidates": [ratio], "score_before", "status": "running" | "complete" | '
+               '"interrupted" | "failed", "evaluations_total", "evaluations_done", '
+               '"evaluations_reused" (from eval_scores_file), "evaluation_seconds", "error", '
+               '"rows": [{"layer", "class", "macs", "params", "settings": [rank or kept '
+               'channels per candidate, null where nothing is saved], "scores": [eval score '
+               'per candidate | null]}], "ineligible": {layer: reason}} -- one step per '
+               "update while the sweep runs (the table fills in)",
+        "required": {"rows": list, "candidates": list, "status": str},
+        "rows": "rows",
+    },
+    "selection": {
+        "doc": '{"model", "scheme", "cost_metric", "target_comp_ratio", "threshold", '
+               '"cost_before", "cost_after": {"macs", "params"}, "cost_ratio", '
+               '"score_before", "score_after", "seconds", "rows": [{"layer", "class", '
+               '"ratio" (null: not compressed), "setting", "macs_before", "macs_after", '
+               '"params_before", "params_after"}]} -- written once the ratios are chosen',
+        "required": {"rows": list, "cost_ratio": float},
+        "rows": "rows",
     },
 }
 

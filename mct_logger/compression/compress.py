@@ -1,0 +1,300 @@
+"""`compress_model`: spatial SVD, weight SVD or channel pruning at per-layer
+ratios chosen greedily (AIMET's `ModelCompressor.compress_model` with
+`GreedySelectionParameters`), on a Keras 3 model.
+
+The sweep evaluates every eligible layer compressed alone at every candidate
+ratio (see `greedy`), each candidate built cheaply:
+
+- SVD: the layer's decomposition is computed once; per layer, one model holds
+  the pair at full rank, and a rank r is set by assigning the truncated
+  factors with zeros beyond r (the same function as the rank-r pair), so the
+  eval callback's compiled predict function is traced once per layer;
+- channel pruning: the input patches of every prunable layer are sampled in
+  one pass over the `forward_pass_callback` data; one working copy of the
+  model serves every candidate, the layer's kernel set to the reconstructed
+  kept channels with the pruned ones zero (the pruned model's function).
+
+Scores go to `eval_scores_file` as they come (`eval_scores`), and listeners
+(the console progress bar; with `set_log_folder`, the TensorBoard logger)
+get `(event, data)`: "start" (`SweepPlan`), "score" (`ScoreUpdate`),
+"done" (`CompressionStats`), and `close(error)` at the end.
+
+Example:
+
+```python
+compressed, stats = compress_model(model, evaluate, target_comp_ratio=0.5,
+                                   scheme="weight_svd", eval_scores_file="scores.json")
+stats.cost_ratio, stats.score_before, stats.score_after
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import keras
+import numpy as np
+
+from mct_logger.analyzer import as_callback
+from mct_logger.compression import channel_pruning, svd
+from mct_logger.compression.cost import COST_METRICS, LayerCost, layer_costs, model_cost
+from mct_logger.compression.eval_scores import EvalScores, ratio_key
+from mct_logger.compression.greedy import candidate_ratios, select_ratios
+from mct_logger.compression.results import CompressionStats, SweepPlan, layer_rows
+from mct_logger.compression.sweep import prune, sample_pruning_data, sweep_pruning, sweep_svd
+from mct_logger.graph import read_model
+
+logger = logging.getLogger("mct_logger")
+
+SCHEMES = ("spatial_svd", "weight_svd", "channel_pruning")
+
+
+def _score(value, what: str) -> float:
+    try:
+        score = float(np.asarray(value).reshape(()))
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must return one number (e.g. accuracy, higher is better); it "
+                        f"returned {type(value).__name__} {value!r:.80}.") from None
+    if not np.isfinite(score):
+        raise ValueError(f"{what} returned {score}; it must return a finite number.")
+    return score
+
+
+def _evaluate(evaluate, model, what: str) -> float:
+    try:
+        value = evaluate(model)
+    except Exception as exc:
+        raise RuntimeError(f"eval_callback failed on {what} ({type(exc).__name__}: {exc}); "
+                           "it must take a Keras model and return a number.") from exc
+    return _score(value, "eval_callback")
+
+
+def _check_arguments(model, target_comp_ratio, scheme, cost_metric, num_comp_ratio_candidates,
+                     forward_pass_callback) -> None:
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model; got {type(model).__name__}.")
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme={scheme!r} is not supported; use one of {SCHEMES}.")
+    if cost_metric not in COST_METRICS:
+        raise ValueError(f"cost_metric={cost_metric!r} is not supported; use one of "
+                         f"{COST_METRICS} (MACs or parameters).")
+    if isinstance(target_comp_ratio, bool) or not isinstance(target_comp_ratio, (int, float)) \
+            or not 0 < target_comp_ratio <= 1:
+        raise ValueError(f"target_comp_ratio={target_comp_ratio!r} must be a number in (0, 1]: "
+                         "the fraction of the model's cost to keep (0.5 halves it).")
+    if isinstance(num_comp_ratio_candidates, bool) or \
+            not isinstance(num_comp_ratio_candidates, int) or num_comp_ratio_candidates < 2:
+        raise ValueError(f"num_comp_ratio_candidates={num_comp_ratio_candidates!r} must be an "
+                         "integer >= 2 (the ratios tried are k/N for k = 1..N-1).")
+    if scheme == "channel_pruning" and forward_pass_callback is None:
+        raise ValueError("scheme='channel_pruning' reconstructs weights from activations: pass "
+                         "forward_pass_callback, a function (model) -> None that runs the model "
+                         "on representative data (e.g. model.predict(x[:256])).")
+
+
+def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str = "spatial_svd",
+                   cost_metric: str = "mac", num_comp_ratio_candidates: int = 10,
+                   layers_to_ignore=None, eval_scores_file=None, forward_pass_callback=None,
+                   listeners=None):
+    """Compresses `model` to `target_comp_ratio` of its cost, greedily per layer.
+
+    Args:
+        model: a Keras 3 Functional or Sequential model (never modified).
+        eval_callback: `(model) -> float`, higher is better (accuracy, cosine...);
+            also a `(func, args)` pair called as `func(model, args)`.
+        target_comp_ratio: the fraction of the cost to keep, in (0, 1].
+        scheme: "spatial_svd" (k x k Conv2D -> k x 1, 1 x k), "weight_svd" (Dense
+            or 1x1 Conv2D -> two of rank r) or "channel_pruning" (Conv2D input
+            channels, with least-squares reconstruction).
+        cost_metric: "mac" (multiply-accumulates) or "memory" (parameters).
+        num_comp_ratio_candidates: N; the candidate ratios are k/N, k = 1..N-1.
+        layers_to_ignore: layer names (or layers) never compressed.
+        eval_scores_file: JSON file of the sweep's scores, written as they come
+            and reused on the next call (only missing scores are evaluated).
+        forward_pass_callback: `(model) -> None` running representative data
+            through the model; required by channel pruning.
+        listeners: extra `(event, data)` callables (see the module docs).
+
+    Returns:
+        `(compressed_model, CompressionStats)`; the model saves to `.keras`.
+
+    Raises:
+        TypeError, ValueError: a bad argument (checked before any evaluation).
+        GraphError: a model the IR cannot read (subclassed, dynamic).
+        RuntimeError: a callback failed; the message names it.
+    """
+    started = time.time()
+    _check_arguments(model, target_comp_ratio, scheme, cost_metric, num_comp_ratio_candidates,
+                     forward_pass_callback)
+    evaluate = as_callback(eval_callback, "eval_callback")
+    graph = read_model(model)
+    ignored = _ignored(graph, layers_to_ignore)
+    costs = layer_costs(graph)
+    eligible, reasons = [], {}
+    for node in graph:
+        if node.name not in costs or not costs[node.name].macs:
+            continue
+        if node.name in ignored:
+            reasons[node.name] = "in layers_to_ignore"
+            continue
+        why = (channel_pruning.trace_chain(graph, node) if scheme == "channel_pruning"
+               else svd.why_not(graph, node, scheme))
+        if isinstance(why, str):
+            reasons[node.name] = why
+        else:
+            eligible.append(node.name)
+    if not eligible:
+        raise ValueError(f"Model {model.name!r} has no layer that {scheme} can compress "
+                         f"({_some(reasons, 5)}).")
+    before = model_cost(costs)
+    candidates = candidate_ratios(num_comp_ratio_candidates)
+
+    if scheme == "channel_pruning":
+        layers = {n: channel_pruning.PruningLayer(
+            graph.nodes[n], channel_pruning.trace_chain(graph, graph.nodes[n])) for n in eligible}
+    else:
+        layers = {name: svd.SvdLayer.of(graph, graph.nodes[name], scheme) for name in eligible}
+    # ratio -> rank (SVD) or kept channels (pruning); None where nothing is saved
+    params = {name: {r: (layer.rank_for_ratio(r, cost_metric) if scheme != "channel_pruning"
+                         else layer.keep_for_ratio(r)) for r in candidates}
+              for name, layer in layers.items()}
+
+    def cost_after(ratios: dict) -> LayerCost:
+        scaled = {n: [c.macs, c.params] for n, c in costs.items()}
+        for name, ratio in ratios.items():
+            value = None if ratio is None else params[name][ratio]
+            if value is None:
+                continue
+            layer = layers[name]
+            if scheme == "channel_pruning":
+                for node, (fin, fout) in layer.effects(value).items():
+                    if node not in scaled:
+                        continue  # no weights: no cost
+                    scaled[node] = [scaled[node][0] * fin * fout, scaled[node][1] * fin * fout]
+            else:
+                at = layer.cost_at(value)
+                scaled[name] = [at.macs, at.params]
+        return LayerCost(int(round(sum(v[0] for v in scaled.values()))),
+                         int(round(sum(v[1] for v in scaled.values()))))
+
+    def cost_ratio(ratios: dict) -> float:
+        return cost_after(ratios).of(cost_metric) / max(before.of(cost_metric), 1)
+
+    lowest = cost_ratio({n: min((r for r in candidates if params[n][r] is not None),
+                                default=None) for n in eligible})
+    if lowest > target_comp_ratio + 1e-3:
+        raise ValueError(
+            f"target_comp_ratio={target_comp_ratio} is below what {scheme} can reach on "
+            f"{model.name!r}: every eligible layer at its smallest ratio still leaves "
+            f"{lowest:.3f} of the {cost_metric} cost ({len(eligible)} eligible layers; "
+            f"{len(reasons)} others cannot be compressed, e.g. {_some(reasons)}). Raise the "
+            "target, take layers out of layers_to_ignore, or try another scheme."
+        )
+    score_before = _evaluate(evaluate, model, "the uncompressed model")
+    batches = None
+    if scheme == "channel_pruning":
+        forward = as_callback(forward_pass_callback, "forward_pass_callback")
+        batches = sample_pruning_data(graph, layers, forward)
+    store = EvalScores.open(eval_scores_file, {
+        "model": model.name, "scheme": scheme, "cost_metric": cost_metric,
+        "candidates": candidates, "score_before": score_before})
+    planned = [(n, r) for n in eligible for r in candidates if params[n][r] is not None]
+    missing = [(n, r) for n, r in planned if not store.has(n, r)]
+    plan = SweepPlan(
+        model=model.name, scheme=scheme, cost_metric=cost_metric,
+        target_comp_ratio=float(target_comp_ratio), candidates=candidates,
+        layers=[{"layer": n, "class": graph.nodes[n].layer_class, "macs": costs[n].macs,
+                 "params": costs[n].params,
+                 "settings": [params[n][r] for r in candidates]} for n in eligible],
+        ineligible=reasons, score_before=score_before, cost_before=before,
+        scores={n: {ratio_key(r): store.get(n, r) for r in candidates if store.has(n, r)}
+                for n in eligible},
+        evaluations_total=len(planned), evaluations_reused=len(planned) - len(missing))
+    run = _Listeners(listeners, model.name, len(missing))
+    error = None
+    try:
+        run.emit("start", plan)
+        sweep = sweep_pruning if scheme == "channel_pruning" else sweep_svd
+        sweep(graph, layers, params, missing, lambda m, what: _evaluate(evaluate, m, what),
+              store, run, plan)
+        scores = {n: {r: store.get(n, r) for r in candidates} for n in eligible}
+        selection = select_ratios(scores, cost_ratio, float(target_comp_ratio))
+        chosen = {n: r for n, r in selection.ratios.items() if r is not None}
+        if scheme == "channel_pruning":
+            compressed_graph = prune(graph, layers, {n: params[n][r] for n, r in chosen.items()},
+                                      batches)
+        else:
+            compressed_graph = graph
+            for name in [n for n in graph.nodes if n in chosen]:
+                compressed_graph = layers[name].apply(compressed_graph, params[name][chosen[name]])
+        compressed = compressed_graph.to_keras(name=f"{model.name}_compressed")
+        score_after = _evaluate(evaluate, compressed, "the compressed model")
+        after_costs = layer_costs(compressed_graph)
+        stats = CompressionStats(
+            model=model.name, scheme=scheme, cost_metric=cost_metric,
+            target_comp_ratio=float(target_comp_ratio), candidates=candidates,
+            layers=layer_rows(graph, eligible, costs, after_costs, chosen, params),
+            eval_scores={n: {ratio_key(r): s for r, s in scores[n].items() if s is not None}
+                         for n in eligible},
+            threshold=selection.threshold, cost_before=before, cost_after=model_cost(after_costs),
+            score_before=score_before, score_after=score_after,
+            evaluations=run.done, evaluations_reused=plan.evaluations_reused,
+            seconds=time.time() - started, ineligible=reasons)
+        run.emit("done", stats)
+        return compressed, stats
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        run.close(error)
+
+
+def _ignored(graph, layers_to_ignore) -> set:
+    names = set()
+    for item in layers_to_ignore or ():
+        name = item if isinstance(item, str) else getattr(item, "name", None)
+        if name is None:
+            raise TypeError(f"layers_to_ignore holds {item!r}; give layer names or layers.")
+        names.add(name)
+    known = {n for n in graph.nodes} | {graph.nodes[n].layer.name for n in graph.nodes
+                                        if hasattr(graph.nodes[n].layer, "name")}
+    unknown = sorted(names - known)
+    if unknown:
+        raise ValueError(f"layers_to_ignore names {unknown}, which are not layers of the "
+                         f"model; known layers include {sorted(known)[:10]}.")
+    return {n for n in graph.nodes
+            if n in names or getattr(graph.nodes[n].layer, "name", None) in names}
+
+
+class _Listeners:
+    """The console progress bar, the TensorBoard logger (with a log folder set)
+    and the caller's listeners; a failing log never fails the compression."""
+
+    def __init__(self, extra, model_name: str, evaluations: int):
+        from mct_logger.compression_log import open_listener
+
+        self.done = 0
+        self.listeners = list(extra or [])
+        self.progress = keras.utils.Progbar(max(evaluations, 1),
+                                            unit_name="compression evaluation")
+        board = open_listener(model_name)
+        if board is not None:
+            self.listeners.append(board)
+
+    def emit(self, event: str, data) -> None:
+        if event == "score" and not data.reused:
+            self.done += 1
+            self.progress.update(self.done)
+        for listener in self.listeners:
+            listener(event, data)
+
+    def close(self, error) -> None:
+        for listener in self.listeners:
+            close = getattr(listener, "close", None)
+            if close is not None:
+                close(error)
+
+
+def _some(reasons: dict, count: int = 2) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in list(reasons.items())[:count]) or "none"
