@@ -5,6 +5,8 @@
 // `tables` maps a payload kind ("per_layer_sqnr", "sensitivity"...) to its
 // table, exactly as mct_logger.analyzer writes it.
 
+import { evaluationProgress } from "./progress.js";
+
 export const VIEWS = [
   { id: "layers", title: "Layers", kinds: ["layer_table", "per_layer_sqnr", "min_max_ranges"] },
   { id: "sensitivity", title: "Sensitivity", kinds: ["sensitivity"] },
@@ -302,33 +304,9 @@ export function runKind(tables) {
 // ------------------------------------------------------------------ progress
 
 // "N of M evaluations, about T left" for an analysis still running, else null.
-export function progressText(summary, now = Date.now() / 1000) {
-  if (!summary || summary.status !== "running") {
-    return null;
-  }
-  const done = summary.evaluations_done ?? 0;
-  const total = summary.evaluations_total;
-  let text = `Analysis running: ${done} of ${total ?? "?"} evaluations`;
-  if (done > 0 && isNumber(total) && isNumber(summary.evaluation_seconds)) {
-    const left = (summary.evaluation_seconds / done) * (total - done);
-    text += `, about ${formatDuration(left)} left`;
-  } else {
-    text += " (calibrating and measuring per-layer errors first)";
-  }
-  return text;
-}
-
-export function formatDuration(seconds) {
-  if (!isNumber(seconds) || seconds < 0) {
-    return "?";
-  }
-  if (seconds < 90) {
-    return `${Math.max(1, Math.round(seconds))} s`;
-  }
-  if (seconds < 5400) {
-    return `${Math.round(seconds / 60)} min`;
-  }
-  return `${(seconds / 3600).toFixed(1)} h`;
+export function progressText(summary) {
+  return evaluationProgress(summary, "Analysis running",
+    "(calibrating and measuring per-layer errors first)");
 }
 
 // ------------------------------------------------------------------ the layer table
