@@ -7,7 +7,7 @@ import { isNumber } from "./qa_data.js";
 
 // "Sweep running: N of M evaluations, about T left", or null once it ended.
 export function sweepProgress(scores) {
-  return evaluationProgress(scores, "Sweep running", "(sampling activations and starting)");
+  return evaluationProgress(scores, "Sweep running", "(the first evaluation is running)");
 }
 
 export function ratioLabel(ratio) {

@@ -31,8 +31,9 @@ import os
 
 FORMAT = "mct_logger.compression.eval_scores"
 VERSION = 1
-# Fields that must match for a file's scores to be reused.
-MATCHED = ("model", "scheme", "candidates")
+# Fields that must match for a file's scores to be reused (the cost metric
+# too: it sets the rank or channels a ratio means).
+MATCHED = ("model", "scheme", "cost_metric", "candidates")
 
 
 def ratio_key(ratio: float) -> str:
