@@ -86,8 +86,9 @@ def accuracy(model, x, y) -> float:
 
 
 def run_demo(logdir: str, epochs: int = 30) -> dict:
-    """Trains, quantizes (W8A8) with TensorBoard logging, runs QuantAnalyzer, and
-    prints float vs quantized accuracy and the tensorboard command."""
+    """Trains, quantizes (W8A8) with TensorBoard logging, runs QuantAnalyzer,
+    compresses by channel pruning, and prints float vs quantized accuracy, the
+    compression result and the tensorboard command."""
     import mct_logger
 
     os.makedirs(logdir, exist_ok=True)
@@ -120,6 +121,14 @@ def run_demo(logdir: str, epochs: int = 30) -> dict:
         )
         analyzer.enable_per_layer_mse_loss(data.x_train[:256], num_batches=4)
         analysis = analyzer.analyze(results_dir=os.path.join(logdir, "quant_analyzer_results"))
+
+        print("Compressing by channel pruning to 60% of the MACs (greedy per-layer ratios)...")
+        mct_logger.set_log_folder(logdir, run_name="digits_cnn_channel_pruning")
+        _, compression = mct_logger.compress_model(
+            model, lambda m: accuracy(m, data.x_test, data.y_test), target_comp_ratio=0.6,
+            scheme="channel_pruning", num_comp_ratio_candidates=5,
+            forward_pass_callback=lambda m: m.predict(data.x_train[:128], batch_size=64, verbose=0),
+            eval_scores_file=os.path.join(logdir, "compression_eval_scores.json"))
     finally:
         mct_logger.set_log_folder(None)
 
@@ -131,8 +140,10 @@ def run_demo(logdir: str, epochs: int = 30) -> dict:
     worst = ", ".join(analysis.ranking("sqnr_isolated")[:3])
     print(f"QuantAnalyzer: lowest isolated SQNR at {worst}")
     print(f"QuantAnalyzer report: {analysis.report_path}")
+    print(f"Channel pruning:     {compression.cost_ratio:.0%} of the MACs kept, accuracy "
+          f"{compression.score_before:.2%} -> {compression.score_after:.2%}")
     print(f"Quantized model saved to {path}")
-    print(f"\nSee every stage in TensorBoard (tabs QuantAnalyzer and CLE too):\n"
+    print(f"\nSee every stage in TensorBoard (tabs QuantAnalyzer, CLE and Compression too):\n"
           f"  tensorboard --logdir {logdir}")
     return {
         "float_accuracy": float_accuracy,
@@ -140,4 +151,5 @@ def run_demo(logdir: str, epochs: int = 30) -> dict:
         "cle_accuracy": cle_accuracy,
         "model_path": path,
         "report_path": analysis.report_path,
+        "compression": compression,
     }

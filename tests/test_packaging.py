@@ -29,7 +29,8 @@ def test_wheel_holds_both_packages(wheel):
     names = set(wheel.namelist())
     for module in ["mct_logger/__init__.py", "mct_logger/graph.py", "mct_logger/ptq.py",
                    "mct_logger/quantization/layers.py",
-                   "mct_logger/techniques/batch_norm_folding.py", "mct_logger/tb_plugin/__init__.py"]:
+                   "mct_logger/techniques/batch_norm_folding.py", "mct_logger/tb_plugin/__init__.py",
+                   "mct_logger/compression/compress.py"]:
         assert module in names
     assert not any(n.startswith(("tests/", "benchmarks/", "tb_plugin/", "frontend/"))
                    for n in names)
@@ -47,6 +48,8 @@ def test_wheel_declares_the_entry_points(wheel):
     parser = configparser.ConfigParser()
     parser.read_string(wheel.read(entry_points).decode())
     assert parser["console_scripts"]["mct-logger"].strip() == "mct_logger.cli:main"
+    assert parser["tensorboard_plugins"]["compression"].strip() == \
+        "mct_logger.tb_plugin.compression_plugin:CompressionPlugin"
     metadata = wheel.read(entry_points.replace("entry_points.txt", "METADATA")).decode()
     assert "Requires-Python: >=3.10" in metadata
     for requirement in ["tensorflow>=2.17", "keras<4,>=3", "tensorboard>=2.17", "plotly<8"]:
@@ -72,6 +75,7 @@ def test_demo_command_trains_quantizes_and_reports(tmp_path, capsys):
     # the PTQ run folder, and beside it the analyzer's
     assert [d for d in runs if (d / "00_initial_graph").is_dir()]
     assert [d for d in runs if (d / "quant_analyzer").is_dir()]
+    assert "Channel pruning:" in out and [d for d in runs if (d / "compression").is_dir()]
 
 
 def test_demo_rejects_bad_epochs(capsys):

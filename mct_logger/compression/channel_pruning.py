@@ -44,7 +44,8 @@ logger = logging.getLogger("mct_logger")
 
 # Layers between a producer and L that act on each channel alone (pass-through).
 _ELEMENTWISE = (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU,
-                keras.layers.ELU, keras.layers.Dropout, keras.layers.Identity)
+                keras.layers.ELU, keras.layers.Dropout, keras.layers.Identity,
+                keras.layers.ZeroPadding2D)
 # Output positions sampled per image for the least-squares reconstruction.
 POSITIONS_PER_IMAGE = 16
 
