@@ -12,9 +12,14 @@ kernel W (kh, kw, Cin, Cout) and a compression ratio q:
 3. weight reconstruction: with X the sampled input patches of L (rows of
    kh*kw*Cin values at random output positions of the representative data)
    and Y = X W + b the original layer's outputs there, the kept weights are
-   the least-squares solution  W_k = argmin ||X_k W_k - (Y - b)||^2,  where
-   X_k holds the kept channels' columns. When layers are pruned one after
-   another, X comes from the model pruned so far and Y from the original.
+   the least-squares solution  W_k = argmin ||X_k W_k - (Y - b)||^2 +
+   lambda ||W_k - W0_k||^2,  where X_k holds the kept channels' columns, W0_k
+   their original weights and lambda = RIDGE * trace(X_k^T X_k) / columns. The
+   small pull toward W0 keeps the fit well-posed where sampled columns are
+   collinear or constant (dead or saturated ReLU6 channels): without it,
+   MobileNetV2's refit layers fit the samples (output cosine 0.99) and fail on
+   other inputs (0.07). When layers are pruned one after another, X comes from
+   the model pruned so far and Y from the original.
 
 L's MACs and its producer's scale by k / Cin. Pruning at q = 1.0 keeps every
 channel and changes nothing.
@@ -32,15 +37,11 @@ graph2 = layer.apply(graph, kept, kernel)
 from __future__ import annotations
 
 import dataclasses
-import logging
-
 import keras
 import numpy as np
 
 from mct_logger.graph import Graph, Node
 from mct_logger.techniques.batch_norm_folding import rebuild_layer
-
-logger = logging.getLogger("mct_logger")
 
 # Layers between a producer and L that act on each channel alone (pass-through).
 _ELEMENTWISE = (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU,
@@ -48,6 +49,9 @@ _ELEMENTWISE = (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyRe
                 keras.layers.ZeroPadding2D)
 # Output positions sampled per image for the least-squares reconstruction.
 POSITIONS_PER_IMAGE = 16
+# Strength of the pull toward the original weights, relative to the mean
+# diagonal of X_k^T X_k.
+RIDGE = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,20 +162,19 @@ class PruningLayer:
 
     def reconstruct(self, keep: int, x: np.ndarray | None = None):
         """`(kept channel indices, kernel (kh, kw, keep, Cout))`, least squares on the
-        patches (`x`: patches from the model pruned so far; default the original's)."""
+        patches (`x`: patches from the model pruned so far; default the original's),
+        regularized toward the original weights (see the module docs)."""
         kept = self.kept_channels(keep)
         kh, kw, cin, cout = self.kernel.shape
         x = self.x if x is None else np.asarray(x, np.float64)
         columns = (np.arange(kh * kw)[:, None] * cin + kept[None, :]).ravel()
         design = x[:, columns]
-        if design.shape[0] >= 2 * design.shape[1]:
-            solution, *_ = np.linalg.lstsq(design, self.y, rcond=None)
-            kernel = solution.reshape(kh, kw, len(kept), cout)
-        else:  # too few samples for a stable fit: keep the original weights
-            logger.debug("Channel pruning of %s: %d samples for %d unknowns; weights not "
-                         "reconstructed", self.node.name, design.shape[0], design.shape[1])
-            kernel = self.kernel[:, :, kept, :]
-        return kept, kernel.astype(np.float32)
+        original = self.kernel.reshape(-1, cout)[columns]
+        gram = design.T @ design
+        strength = RIDGE * np.trace(gram) / len(columns)
+        solution, *_ = np.linalg.lstsq(gram + strength * np.eye(len(columns)),
+                                       design.T @ self.y + strength * original, rcond=None)
+        return kept, solution.reshape(kh, kw, len(kept), cout).astype(np.float32)
 
     def masked_kernel(self, kept: np.ndarray, kernel: np.ndarray) -> np.ndarray:
         """The full-width kernel with pruned input channels zero: the pruned layer's
