@@ -1,9 +1,10 @@
-// DOM pieces both TensorBoard tabs share: the stylesheet link, the run
-// picker, the box listing payloads that could not be read, error messages.
+// DOM pieces the TensorBoard tabs share: the stylesheet link, the run
+// picker, the box listing payloads that could not be read, error messages,
+// and the page of a tab that shows one run at a time.
 
 import { loadPlotly } from "./plotly_loader.js";
 import { h } from "./quant_analyzer.js";
-import { PluginSource } from "./tb_data.js";
+import { PluginSource, watch } from "./tb_data.js";
 
 // The page of a tab: a run picker, a box for unreadable payloads, the board
 // the dashboard is drawn on, the plugin's routes, and the chart library,
@@ -102,4 +103,69 @@ export function showError(element, error) {
   if (root) {
     root.dataset.ready = "error";
   }
+}
+
+// A tab that shows one run at a time (the newest first, picked with radio
+// buttons) and redraws when that run's payloads change: on TensorBoard's
+// reloads and, while `live(body)` says the run is still being written (or the
+// folder has no run yet: the Rust data server may still be loading it), every
+// few seconds.
+//
+//   renderSingleRunTab("cle", { describe: (run) => "PTQ run", empty: "No data yet.",
+//     draw: (target, body, Plotly, source) => renderCle(target, body.tables, Plotly) })
+export async function renderSingleRunTab(id, options) {
+  const tab = mountTab(id);
+  const { root, picker, problems, board, source } = tab;
+  const state = { selected: null, shown: "", live: false, runs: [] };
+
+  async function refresh() {
+    const listing = await tab.runs();
+    if (!listing) {
+      return;
+    }
+    state.runs = listing.runs;
+    const names = listing.runs.map((r) => r.name);
+    if (!names.includes(state.selected)) {
+      state.selected = names.length ? names[names.length - 1] : null;
+    }
+    runPicker(picker, listing.runs, state.selected ? [state.selected] : [], options.describe,
+      ([name]) => {
+        state.selected = name;
+        draw();
+      }, false);
+    problems.replaceChildren(problemsBox(listing.problems));
+    const run = listing.runs.find((r) => r.name === state.selected);
+    if ((run ? run.fingerprint : "") !== state.shown) {
+      await draw();
+    }
+  }
+
+  async function draw() {
+    if (!state.selected) {
+      board.replaceChildren(h("p", { class: "qa-note qa-note-info" }, options.empty));
+      root.dataset.ready = "true";
+      return;
+    }
+    let body;
+    try {
+      body = await source.tables(state.selected);
+    } catch (error) {
+      showError(board, error);
+      return;
+    }
+    problems.replaceChildren(problemsBox(body.problems));
+    state.live = Boolean(options.live && options.live(body));
+    const scroll = window.scrollY;
+    const drawn = await tab.draw((target, Plotly) => options.draw(target, body, Plotly, source));
+    if (!drawn) {
+      return; // failed (the board says why), or another selection replaced it
+    }
+    window.scrollTo(0, scroll);
+    state.shown = body.fingerprint;
+    root.dataset.ready = "true";
+    root.dataset.runs = body.run;
+  }
+
+  await refresh();
+  watch(refresh, () => state.live || !state.runs.length);
 }

@@ -23,17 +23,23 @@ from mct_logger.compression.cost import LayerCost
 
 
 @dataclasses.dataclass
-class SweepPlan:
-    """The sweep about to run. `layers`: per eligible layer `{"layer", "class",
-    "macs", "params", "settings"}` (the rank or kept channels per candidate,
-    None where the ratio saves nothing); `scores`: those already known (from
-    `eval_scores_file`), `{layer: {ratio key: score}}`, updated as the sweep goes."""
+class _Settings:
+    """What a sweep was asked for."""
 
     model: str
     scheme: str
     cost_metric: str
     target_comp_ratio: float
     candidates: list
+
+
+@dataclasses.dataclass
+class SweepPlan(_Settings):
+    """The sweep about to run. `layers`: per eligible layer `{"layer", "class",
+    "macs", "params", "settings"}` (the rank or kept channels per candidate,
+    None where the ratio saves nothing); `scores`: those already known (from
+    `eval_scores_file`), `{layer: {ratio key: score}}`, updated as the sweep goes."""
+
     layers: list
     ineligible: dict
     score_before: float
@@ -57,7 +63,7 @@ class ScoreUpdate:
 
 
 @dataclasses.dataclass
-class CompressionStats:
+class CompressionStats(_Settings):
     """The result of `compress_model`.
 
     `layers`: per eligible layer `{"layer", "class", "ratio" (None: kept),
@@ -67,11 +73,6 @@ class CompressionStats:
     reused from the score file).
     """
 
-    model: str
-    scheme: str
-    cost_metric: str
-    target_comp_ratio: float
-    candidates: list
     layers: list
     eval_scores: dict
     threshold: float
