@@ -268,8 +268,9 @@ def _ignored(graph, layers_to_ignore) -> set:
 
 
 class _Listeners:
-    """The console progress bar, the TensorBoard logger (with a log folder set)
-    and the caller's listeners; a failing log never fails the compression."""
+    """The console progress bar, the TensorBoard logger (with a log folder set;
+    it reports its own failures as one warning and never raises) and the
+    caller's listeners (one that raises stops the compression)."""
 
     def __init__(self, extra, model_name: str, evaluations: int):
         from mct_logger.compression_log import open_listener
@@ -283,7 +284,7 @@ class _Listeners:
             self.listeners.append(board)
 
     def emit(self, event: str, data) -> None:
-        if event == "score" and not data.reused:
+        if event == "score":
             self.done += 1
             self.progress.update(self.done)
         for listener in self.listeners:

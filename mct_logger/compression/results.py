@@ -59,7 +59,6 @@ class ScoreUpdate:
     done: int
     total: int
     seconds: float
-    reused: bool = False
 
 
 @dataclasses.dataclass
