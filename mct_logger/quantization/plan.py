@@ -21,47 +21,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import keras
-
+from mct_logger import layer_kinds
 from mct_logger.graph import Graph, Node
 from mct_logger.quantization.config import QuantizationConfig
 from mct_logger.quantization.layers import quantizable_weights
 
 logger = logging.getLogger("mct_logger")
-
-L = keras.layers
-
-# Layers whose output holds only values of their input: no new grid needed.
-PASSTHROUGH = (
-    L.Reshape, L.Flatten, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
-    L.SpatialDropout3D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
-    L.ActivityRegularization, L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
-    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
-    L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D, L.Cropping2D,
-    L.Cropping3D, L.Permute, L.RepeatVector, L.Identity,
-)
-
-# Weight-free layers whose output is new values: quantized.
-ARITHMETIC = (
-    L.Activation, L.ReLU, L.LeakyReLU, L.PReLU, L.ELU, L.Softmax, L.Add, L.Subtract,
-    L.Multiply, L.Average, L.Maximum, L.Minimum, L.Concatenate, L.Dot,
-    L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
-    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
-    L.BatchNormalization, L.Rescaling, L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
-    L.Resizing,
-)
-
-# keras.ops functions used in a Functional model appear as bare operations.
-_OPS_PASSTHROUGH = {"Reshape", "Transpose", "Squeeze", "ExpandDims", "Flatten", "Max", "Min"}
-_OPS_ARITHMETIC = {
-    "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Concatenate", "Mean", "Sum",
-    "Relu", "Relu6", "Sigmoid", "HardSigmoid", "HardSwish", "Silu", "Gelu", "Tanh",
-    "Softmax", "Maximum", "Minimum", "Negative", "Abs", "Square", "Sqrt", "Exp",
-    "LeakyRelu", "Elu", "Matmul", "Average", "Clip",
-}
-
-_FUSABLE_ACTIVATIONS = {"relu", "relu6", "leaky_relu"}
-
 
 @dataclasses.dataclass(frozen=True)
 class WeightSpec:
@@ -172,39 +137,11 @@ def _refuse_unused(graph: Graph, config: QuantizationConfig, used: set) -> None:
 
 
 def _kind(node: Node) -> str:
-    layer = node.layer
-    if node.is_input:
-        return "input"
-    if quantizable_weights(layer):
-        return "weights"
-    if isinstance(layer, L.Activation) and _activation_name(layer) == "linear":
-        return "passthrough"
-    if isinstance(layer, PASSTHROUGH):
-        return "passthrough"
-    if isinstance(layer, ARITHMETIC):
-        return "arithmetic"
-    if isinstance(layer, L.Layer):
-        return "unknown"
-    name = type(layer).__name__
-    if name in _OPS_PASSTHROUGH:
-        return "passthrough"
-    if name in _OPS_ARITHMETIC:
-        return "arithmetic"
-    return "unknown"
-
-
-def _activation_name(layer) -> str:
-    fn = getattr(layer, "activation", None)
-    return getattr(fn, "__name__", str(fn))
+    return layer_kinds.kind(node.layer, node.is_input)
 
 
 def is_relu_family(node: Node) -> bool:
-    layer = node.layer
-    if isinstance(layer, (L.ReLU, L.LeakyReLU, L.PReLU)):
-        return True
-    if isinstance(layer, L.Activation):
-        return _activation_name(layer) in _FUSABLE_ACTIVATIONS
-    return type(layer).__name__ in {"Relu", "Relu6", "LeakyRelu"}
+    return layer_kinds.is_relu_family(node.layer)
 
 
 def _fused_activation(graph: Graph, node: Node) -> str | None:

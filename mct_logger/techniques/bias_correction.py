@@ -38,6 +38,7 @@ import numpy as np
 from keras import ops
 
 from mct_logger import data as data_lib
+from mct_logger import layer_kinds
 from mct_logger.graph import Graph, Node, read_model
 from mct_logger.quantization.encodings import quantize_dequantize
 from mct_logger.quantization.layers import broadcast_shape, quantizable_weights
@@ -50,19 +51,13 @@ from mct_logger.quantization.quantsim import (
     quantizers,
 )
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms, rebuild_layer
-from mct_logger.techniques.cross_layer_equalization import (
-    fused_activation_kind,
-    link_kind,
-    output_distribution,
-    recorded_node_info,
-)
+from mct_logger.layer_kinds import fused_activation_kind, homogeneous_kind
+from mct_logger.techniques.cross_layer_equalization import output_distribution, recorded_node_info
 from mct_logger.techniques.weight_ranges import _number, _numbers
 
 logger = logging.getLogger("mct_logger")
 
-L = keras.layers
 MODES = ("empirical", "analytical", "hybrid")
-_TARGETS = (L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D, L.DepthwiseConv2D, L.Dense)
 # Links through which a batch norm's per-channel mean still describes the input.
 _MEAN_PRESERVING = ("identity", "pad", "avg_pool", "relu", "relu6")
 
@@ -199,7 +194,7 @@ def analytical_shift(node: Node, spec, encoding, expected_input, input_shape=Non
     if coverage is not None:
         error = error * coverage.reshape(coverage.shape + (1, 1))
     summed = error.reshape(-1, error.shape[-2], error.shape[-1]).sum(axis=0)
-    if isinstance(node.layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
+    if isinstance(node.layer, layer_kinds.DEPTHWISE):
         return (summed * expected_input[:, None]).reshape(-1)  # (channels, multiplier)
     return expected_input @ summed  # (in, out)
 
@@ -209,7 +204,7 @@ def analytical_shift(node: Node, spec, encoding, expected_input, input_shape=Non
 
 def _target_reason(graph: Graph, node: Node, plan) -> str | None:
     layer = node.layer
-    if not isinstance(layer, _TARGETS):
+    if not isinstance(layer, layer_kinds.EQUALIZABLE):
         return f"{node.layer_class} is not a Conv, DepthwiseConv or Dense layer"
     if "kernel" not in plan.get(node.name, NodePlan()).weights:
         return "its kernel is not quantized"
@@ -240,7 +235,7 @@ def _preceding_batch_norm(graph: Graph, node: Node):
                 return None, f"{current.name!r} applies an activation with no closed form"
             kinds.append(fused)
             break
-        kind = link_kind(current) if len(current.inputs) == 1 else None
+        kind = homogeneous_kind(current.layer) if len(current.inputs) == 1 else None
         if kind not in _MEAN_PRESERVING:
             return None, (f"{current.name!r} ({current.layer_class}) between it and a "
                           "batch-normed layer has no closed-form mean")

@@ -49,7 +49,9 @@ from typing import Callable
 import keras
 import numpy as np
 
+from mct_logger import layer_kinds
 from mct_logger.graph import Graph, Node, read_model
+from mct_logger.layer_kinds import activation_name, fused_activation_kind, homogeneous_kind
 from mct_logger.quantization.layers import quantizable_weights
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms, rebuild_layer
 from mct_logger.techniques.weight_ranges import _number, _numbers, weight_range_tables
@@ -57,23 +59,6 @@ from mct_logger.techniques.weight_ranges import _number, _numbers, weight_range_
 logger = logging.getLogger("mct_logger")
 
 L = keras.layers
-
-# Layers that can be members of a CLE set.
-_CONV = (L.Conv1D, L.Conv2D, L.Conv3D)
-_DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
-_IDENTITY = (
-    L.Identity, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D,
-    L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
-)
-_PADDING = (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D)
-_AVERAGE_POOLING = (
-    L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
-    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
-)
-_MAX_POOLING = (
-    L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
-    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
-)
 
 DEFAULT_TOLERANCE = 1e-6
 DEFAULT_MAX_ITERATIONS = 500
@@ -219,18 +204,14 @@ def _stats_only(table: dict) -> dict:
 # ---------------------------------------------------------------- graph facts
 
 
-def _activation_name(fn) -> str:
-    return getattr(fn, "__name__", type(fn).__name__)
-
-
 def member_kind(graph: Graph, node: Node) -> tuple[str | None, str]:
     """`("conv" | "depthwise" | "dense", "")` for a layer CLE can rescale, else `(None, why)`."""
     layer = node.layer
-    if isinstance(layer, _DEPTHWISE):
+    if isinstance(layer, layer_kinds.DEPTHWISE):
         kind = "depthwise"
         if layer.depth_multiplier != 1:
             return None, f"depthwise with depth_multiplier={layer.depth_multiplier}"
-    elif isinstance(layer, _CONV):
+    elif isinstance(layer, layer_kinds.CONV):
         kind = "conv"
         if getattr(layer, "groups", 1) != 1:
             return None, f"grouped convolution (groups={layer.groups})"
@@ -249,46 +230,10 @@ def member_kind(graph: Graph, node: Node) -> tuple[str | None, str]:
     return kind, ""
 
 
-def fused_activation_kind(layer) -> str | None:
-    """The link kind of a weight layer's fused activation; None if not homogeneous."""
-    name = _activation_name(getattr(layer, "activation", None))
-    return {"linear": "identity", "relu": "relu", "relu6": "relu6",
-            "leaky_relu": "leaky_relu"}.get(name)
-
-
 def link_kind(node: Node) -> str | None:
-    """What a one-input layer between two weight layers does to per-channel scales.
-
-    "relu", "relu6", "leaky_relu", "prelu", "identity", "pad", "avg_pool",
-    "max_pool"; None when it is not positively homogeneous per channel.
-    """
-    layer = node.layer
-    if isinstance(layer, L.ReLU):
-        if float(layer.threshold) != 0.0:
-            return None
-        if layer.max_value is None:
-            return "relu" if float(layer.negative_slope) == 0.0 else "leaky_relu"
-        if float(layer.max_value) == 6.0 and float(layer.negative_slope) == 0.0:
-            return "relu6"
-        return None
-    if isinstance(layer, L.LeakyReLU):
-        return "leaky_relu"
-    if isinstance(layer, L.PReLU):
-        return "prelu"
-    if isinstance(layer, L.Activation):
-        return fused_activation_kind(layer)
-    if isinstance(layer, _IDENTITY):
-        return "identity"
-    if isinstance(layer, (*_PADDING, *_AVERAGE_POOLING, *_MAX_POOLING)):
-        if getattr(layer, "data_format", "channels_last") != "channels_last":
-            return None
-        if isinstance(layer, _PADDING):
-            return "pad"
-        return "avg_pool" if isinstance(layer, _AVERAGE_POOLING) else "max_pool"
-    if not isinstance(layer, L.Layer):
-        return {"Relu": "relu", "Relu6": "relu6", "LeakyRelu": "leaky_relu"}.get(
-            type(layer).__name__)
-    return None
+    """What a one-input node between two weight layers does to per-channel scales
+    (`layer_kinds.homogeneous_kind` of its layer)."""
+    return homogeneous_kind(node.layer)
 
 
 def _in_channels(node: Node, kind: str) -> int:
@@ -306,7 +251,7 @@ def _follow(graph: Graph, first: Node) -> tuple[Node | None, list[Node], str]:
         return None, [], why
     if fused_activation_kind(first.layer) is None:
         return None, [], (f"its fused activation "
-                          f"{_activation_name(first.layer.activation)!r} is not ReLU-like")
+                          f"{activation_name(first.layer.activation)!r} is not ReLU-like")
     links: list[Node] = []
     current = first
     while True:
