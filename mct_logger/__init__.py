@@ -21,8 +21,8 @@ __version__ = "0.1.0"
 _API = {
     "keras_post_training_quantization": "mct_logger.ptq",
     "QuantizationInfo": "mct_logger.ptq",
-    "add_stage_listener": "mct_logger.ptq",
-    "remove_stage_listener": "mct_logger.ptq",
+    "add_stage_listener": "mct_logger.listeners",
+    "remove_stage_listener": "mct_logger.listeners",
     "set_log_folder": "mct_logger.logger",
     "get_log_folder": "mct_logger.logger",
     "read_model": "mct_logger.graph",

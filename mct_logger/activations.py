@@ -27,6 +27,7 @@ import numpy as np
 from keras import ops
 
 from mct_logger import metrics
+from mct_logger.memory import elements_per_sample  # noqa: F401  (re-exported)
 from mct_logger.graph import Graph, TensorRef, _clone_layer, copy_layer_state
 from mct_logger.quantization.quantsim import (
     NodeEncodings,
@@ -271,11 +272,3 @@ class HistogramCounts(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (1, self.bins)
-
-
-def elements_per_sample(node) -> int:
-    """Elements of a node's (first) output per sample; dynamic dimensions are left out."""
-    dims = [d for d in node.output_shapes[0][1:] if d is not None]
-    return int(np.prod(dims)) if dims else 1
-
-

@@ -19,6 +19,7 @@ plan["flatten"].note                      # "passes values through"
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 
 from mct_logger import layer_kinds
@@ -45,11 +46,35 @@ class ActivationSpec:
     observer: str = "mse"
 
 
+class PlanReason(enum.Enum):
+    """Why a node's output has no activation quantizer (`NodePlan.reason`).
+
+    Code branches on the reason; `NodePlan.note` is its human-readable detail.
+    """
+
+    KEPT_FLOAT = "kept_float"  # an override keeps the node in float
+    UNSUPPORTED = "unsupported"  # the engine cannot quantize this layer: stays in float
+    PASSTHROUGH = "passthrough"  # the output holds only values of the input
+    NOT_FLOAT_TENSOR = "not_float_tensor"  # output is not one floating-point tensor
+    INPUT_NOT_QUANTIZED = "input_not_quantized"  # quantize_inputs=False
+    FUSED = "fused"  # fused into the following ReLU-family activation
+
+
 @dataclasses.dataclass
 class NodePlan:
+    """One node's quantizers.
+
+    Attributes:
+        weights: kernel attribute -> WeightSpec of each quantized kernel.
+        activation: the output's ActivationSpec, or None.
+        reason: why the output has no quantizer (a PlanReason), None if it has one.
+        note: the human-readable detail of `reason` ("" when there is none).
+    """
+
     weights: dict = dataclasses.field(default_factory=dict)  # kernel name -> WeightSpec
     activation: ActivationSpec | None = None
     note: str = ""  # why the output has no quantizer, if it has none
+    reason: PlanReason | None = None
 
     @property
     def quantized(self) -> bool:
@@ -72,7 +97,7 @@ def plan_quantization(graph: Graph, config: QuantizationConfig,
         p = NodePlan()
         kind = _kind(node)
         if settings["keep_float"]:
-            p.note = f"kept in float by override {matched[-1]}"
+            p.reason, p.note = PlanReason.KEPT_FLOAT, f"kept in float by override {matched[-1]}"
             plan[node.name] = p
             continue
         if kind == "weights" and node.owns_weights:
@@ -90,16 +115,20 @@ def plan_quantization(graph: Graph, config: QuantizationConfig,
                 )
         if kind == "unknown":
             unknown.append(f"{node.name} ({node.layer_class})")
+            p.reason = PlanReason.UNSUPPORTED
             p.note = f"stays in float: the engine cannot quantize {node.layer_class}"
         elif kind == "passthrough":
-            p.note = "passes values through (no new grid)"
+            p.reason, p.note = PlanReason.PASSTHROUGH, "passes values through (no new grid)"
         elif not node.has_single_float_output:
+            p.reason = PlanReason.NOT_FLOAT_TENSOR
             p.note = "output is not a single floating-point tensor"
         elif node.is_input and not config.quantize_inputs:
+            p.reason = PlanReason.INPUT_NOT_QUANTIZED
             p.note = "model inputs are not quantized (quantize_inputs=False)"
         else:
             fused = _fused_activation(graph, node)
             if fused is not None:
+                p.reason = PlanReason.FUSED
                 p.note = f"fused with the following activation {fused}"
             else:
                 p.activation = ActivationSpec(
