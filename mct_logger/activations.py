@@ -84,12 +84,13 @@ class NodeError:
 
     def cosine_per_sample(self, path: str = "accumulated") -> np.ndarray:
         key = "acc" if path == "accumulated" else "iso"
-        dot, qq, ff = self.sums[f"fq_{key}"], self.sums[f"qq_{key}"], self.sums["ff"]
-        denominator = np.sqrt(ff * qq)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # both all-zero: identical (1); only one all-zero: nothing in common (0)
-            cosine = np.where(denominator > 0, dot / denominator, np.where(ff == qq, 1.0, 0.0))
-        return np.clip(cosine, -1.0, 1.0)
+        return metrics.cosine_from_products(
+            self.sums[f"fq_{key}"], self.sums["ff"], self.sums[f"qq_{key}"])
+
+    def mean_cosine(self, path: str = "accumulated") -> float:
+        """`cosine_per_sample` averaged over the samples (NaN without samples)."""
+        cosine = self.cosine_per_sample(path)
+        return float(np.mean(cosine)) if cosine.size else float("nan")
 
     def sqnr_per_sample_db(self, path: str = "accumulated") -> np.ndarray:
         key = "dd_acc" if path == "accumulated" else "dd_iso"

@@ -36,6 +36,8 @@ import keras
 import numpy as np
 from keras import tree
 
+from mct_logger.metrics import norm_relative_error
+
 logger = logging.getLogger("mct_logger")
 
 
@@ -383,26 +385,6 @@ class RebuildMismatchError(GraphError):
     def __init__(self, message: str, node: str | None = None):
         super().__init__(message)
         self.node = node
-
-
-def norm_relative_error(a, b) -> float:
-    """`||a - b|| / ||b||` in float64 over all elements (`||a - b||` when b is all
-    zeros); inf when the arrays' shapes or NaN/Inf positions differ. Positions
-    where both hold the same non-finite value count as equal."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        return float("inf")
-    finite = np.isfinite(b)
-    if np.any(np.isfinite(a) != finite):
-        return float("inf")
-    x, y = a[~finite], b[~finite]
-    if not np.all((x == y) | (np.isnan(x) & np.isnan(y))):
-        return float("inf")
-    a, b = a[finite], b[finite]
-    denominator = np.linalg.norm(b)
-    numerator = np.linalg.norm(a - b)
-    return float(numerator / denominator) if denominator > 0 else float(numerator)
 
 
 def check_rebuilt_graph(model: keras.Model, graph: Graph, batch: list,
