@@ -27,7 +27,7 @@ _API = {
     "get_log_folder": "mct_logger.logger",
     "read_model": "mct_logger.graph",
     "GraphError": "mct_logger.graph",
-    "RebuildMismatchError": "mct_logger.graph",
+    "RebuildMismatchError": "mct_logger.rebuild_check",
     "RepresentativeDataError": "mct_logger.data",
     "QuantizationConfig": "mct_logger.quantization.config",
     "LayerOverride": "mct_logger.quantization.config",

@@ -28,7 +28,8 @@ from keras import ops
 
 from mct_logger import metrics
 from mct_logger.memory import elements_per_sample  # noqa: F401  (re-exported)
-from mct_logger.graph import Graph, TensorRef, _clone_layer, copy_layer_state
+from mct_logger.graph import Graph, TensorRef
+from mct_logger.layer_clone import LayerCloner, clone_layer, copy_layer_state
 from mct_logger.quantization.quantsim import (
     NodeEncodings,
     QuantizerFactory,
@@ -146,30 +147,21 @@ class PairedActivations:
 
     def _build(self, graph: Graph, plan: dict):
         factory = QuantizerFactory(graph, plan)
-        clones: dict[int, object] = {}
         quantized_clones: dict[int, object] = {}
-        used: set[str] = set()
+        cloner = LayerCloner()
+        used = cloner.used_names
         f, q, iso = {}, {}, {}
         model_inputs = {}
         for node in graph:
             if node.is_input:
-                x = keras.Input(batch_shape=node.output_shapes[0],
-                                dtype=node.output_dtypes[0], name=node.layer.name)
-                used.add(node.layer.name)
+                x = cloner.model_input(node)
                 model_inputs[node.name] = x
                 quantizer = factory.activation(node)
                 xq = quantizer(x) if quantizer is not None else x
                 f[TensorRef(node.name, 0)], q[TensorRef(node.name, 0)] = x, xq
                 iso[node.name] = xq
                 continue
-            layer = clones.get(id(node.layer))
-            first_call = layer is None
-            if first_call:
-                layer = _clone_layer(node, used)
-                clones[id(node.layer)] = layer
-            float_outs = node.call(layer, f)
-            if first_call and isinstance(layer, keras.layers.Layer) and layer is not node.layer:
-                copy_layer_state(node.layer, layer)
+            float_outs, layer = cloner.call(node, f)
             quantized_layer = factory.weights(node, self._quantized_clone(node, layer, quantized_clones, used))
             quantizer = factory.activation(node)
             q_outs = node.call(quantized_layer, q)
@@ -190,7 +182,7 @@ class PairedActivations:
         if source.layer is node.layer:
             return float_layer
         if id(source.layer) not in clones:
-            clone = _clone_layer(source, used)
+            clone = clone_layer(source, used)
             ref = node.inputs[0]
             clone.build(self.graph.nodes[ref.node].output_shapes[ref.index])
             copy_layer_state(source.layer, clone)

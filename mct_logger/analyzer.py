@@ -76,8 +76,9 @@ from mct_logger.aimet_layout import (
     ignored_layer_names,
     resolve_config,
 )
-from mct_logger.graph import check_rebuilt_graph, read_model
+from mct_logger.graph import read_model
 from mct_logger.metrics import MAX_SQNR_DB
+from mct_logger.rebuild_check import check_rebuilt_graph
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.plan import plan_quantization
 from mct_logger.quantization.quantsim import (

@@ -25,13 +25,9 @@ import keras
 
 from mct_logger import data as data_lib
 from mct_logger import export
-from mct_logger.graph import (
-    REUSE_LAYER,
-    Graph,
-    RebuildMismatchError,
-    check_rebuilt_graph,
-    read_model,
-)
+from mct_logger.graph import Graph, read_model
+from mct_logger.layer_clone import REUSE_LAYER
+from mct_logger.rebuild_check import RebuildMismatchError, check_rebuilt_graph
 from mct_logger import listeners as listeners_lib
 from mct_logger.listeners import add_stage_listener, remove_stage_listener
 from mct_logger.memory import activation_bits, graph_memory, model_memory, node_memory

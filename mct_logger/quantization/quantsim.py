@@ -211,7 +211,7 @@ class CalibrationModel(keras.Model):
         super().__init__(name=kwargs.pop("name", f"{graph.name}_calibration"), **kwargs)
         self._observed = [n for n in graph.nodes if plan[n].activation is not None]
         self._num_outputs = len(graph.outputs)
-        self._outputs_struct = graph._outputs_struct
+        self._outputs_struct = graph.outputs_struct
         self.observers = {n: make_observer(plan[n].activation.observer) for n in self._observed}
         # Per-channel min/max/mean and histograms of every observed output, for logs.
         self.statistics = (
