@@ -88,7 +88,7 @@ from mct_logger.quantization.quantsim import (
     weight_encodings,
 )
 from mct_logger.report import write_report
-from mct_logger.tb_plugin.summary import json_ready
+from mct_logger.json_safe import json_ready
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms
 
 __all__ = ["AnalysisResult", "QuantAnalyzer", "RESULT_FILES", "as_callback", "resolve_config"]

@@ -29,7 +29,7 @@ from mct_logger.activations import (
     pair_sums,
 )
 from mct_logger.graph import Graph, TensorRef, _variable_name
-from mct_logger.quantization.encodings import quantize_dequantize
+from mct_logger.quantization.encodings import fake_quantize, quantize_dequantize
 from mct_logger.quantization.layers import broadcast_shape, linear_forward
 from mct_logger.quantization.quantsim import compile_inference
 from mct_logger.weight_quantization import weight_quantization_rows
@@ -247,5 +247,5 @@ def _fixed_fake_quantize(x, grid):
     dtype = keras.backend.standardize_dtype(x.dtype)
     scale = np.asarray(grid.scale, dtype="float32")
     low = np.asarray(grid.offset, dtype="float32")
-    y = ops.clip(ops.round(ops.cast(x, "float32") / scale), low, low + grid.levels) * scale
+    y = fake_quantize(ops.cast(x, "float32"), scale, low, grid.levels, ops=ops)
     return y if dtype == "float32" else ops.cast(y, dtype)

@@ -66,7 +66,7 @@ class StatisticsResult:
     Attributes:
         num_batches / num_samples: the calibration data read.
         observers: node name -> the observer of its output (its encoding search).
-        statistics: node name -> `ChannelStatistics` (per-channel min, max, mean,
+        statistics: node name -> `quantsim.ChannelStatistics` (per-channel min, max, mean,
             histograms) when a listener declared it needs them, else None.
     """
 

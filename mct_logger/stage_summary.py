@@ -37,7 +37,7 @@ def stage_summary(stage: str, graph, result, memory: dict, plan=None) -> str:
     from mct_logger import stage_results as sr
     from mct_logger.techniques.batch_norm_folding import BatchNormFoldingResult
     from mct_logger.techniques.bias_correction import BiasCorrectionResult
-    from mct_logger.techniques.cross_layer_equalization import CrossLayerEqualizationResult
+    from mct_logger.techniques.cle_results import CrossLayerEqualizationResult
 
     # the headline definition (memory.model_memory): a fused output counted once
     total = (model_memory(memory, plan) if plan is not None and set(plan) >= set(memory)

@@ -147,9 +147,7 @@ class TensorBoardListener:
         """The extra writer for a result of this type, if any (dispatch on the type)."""
         from mct_logger.similarity import SimilarityResult
         from mct_logger.stage_results import StatisticsResult
-        from mct_logger.techniques.cross_layer_equalization import (
-            CrossLayerEqualizationResult,
-        )
+        from mct_logger.techniques.cle_results import CrossLayerEqualizationResult
 
         handlers = {
             StatisticsResult: self._on_statistics_collection,

@@ -22,7 +22,7 @@ import numpy as np
 from keras import ops
 
 from mct_logger import layer_kinds
-from mct_logger.quantization.encodings import Encoding, check_bitwidth
+from mct_logger.quantization.encodings import Encoding, check_bitwidth, fake_quantize
 
 PACKAGE = "mct_logger"
 
@@ -44,12 +44,6 @@ def broadcast_shape(kernel_shape, channel_axes) -> tuple[int, ...]:
     ndim = len(kernel_shape)
     keep = {a % ndim for a in channel_axes}
     return tuple(d if i in keep else 1 for i, d in enumerate(kernel_shape))
-
-
-def fake_quantize(x, scale, offset, levels):
-    """`(clip(round(x / scale) - offset, 0, levels) + offset) * scale`, with the
-    offset moved into the clip bounds: two fewer ops over the whole tensor."""
-    return ops.clip(ops.round(x / scale), offset, offset + levels) * scale
 
 
 class _Grid:
@@ -80,7 +74,7 @@ class _Grid:
             scale = ops.reshape(scale, channel_shape)
             offset = ops.reshape(offset, channel_shape)
         xq = fake_quantize(x, ops.cast(scale, x.dtype), ops.cast(offset, x.dtype),
-                           ops.cast(self.levels, x.dtype))
+                           ops.cast(self.levels, x.dtype), ops=ops)
         return ops.where(self.enabled > 0.5, xq, x)
 
     def assign(self, encoding: Encoding):

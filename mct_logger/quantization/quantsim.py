@@ -29,7 +29,7 @@ from keras import tree
 from mct_logger.graph import Graph, TensorRef
 from mct_logger.quantization.encodings import Encoding
 from mct_logger.quantization.layers import ActivationQuantizer, QuantizedWeightsLayer
-from mct_logger.quantization.observers import ChannelStatistics, make_observer
+from mct_logger.quantization.observers import HistogramCollector, channels_last_2d, make_observer
 
 
 @dataclasses.dataclass
@@ -370,3 +370,46 @@ class _Inference:
 
     def __call__(self, x):
         return self.model(x, training=False)
+
+
+class ChannelStatistics:
+    """Per-channel min, max and mean and the histograms of one layer output, for logs.
+
+    Shares the observer's histogram when the observer keeps one, so a
+    histogram-based observer costs no second pass over the data.
+    """
+
+    def __init__(self, observer=None):
+        self._shared = isinstance(observer, HistogramCollector)
+        self.histograms = observer if self._shared else HistogramCollector()
+        self._sum: np.ndarray | None = None
+        self._count = 0
+
+    def update(self, x: np.ndarray) -> None:
+        """Call after the observer has seen `x` (a shared histogram is already updated)."""
+        flat = channels_last_2d(x)
+        sums = flat.sum(axis=0).astype(np.float64)  # float32 accumulation: fast, ample for a mean
+        self._sum = sums if self._sum is None else self._sum + sums
+        self._count += flat.shape[0]
+        if not self._shared:
+            self.histograms.update(x)
+
+    @property
+    def min(self) -> np.ndarray:
+        return self.histograms.min
+
+    @property
+    def max(self) -> np.ndarray:
+        return self.histograms.max
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self._sum / max(self._count, 1)
+
+    @property
+    def elements(self) -> int:
+        """Values seen in the whole tensor (all channels)."""
+        return int(self._count * (len(self._sum) if self._sum is not None else 0))
+
+    def histogram(self, per_channel: bool = False):
+        return self.histograms.histogram(per_channel=per_channel)

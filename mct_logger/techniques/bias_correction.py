@@ -52,8 +52,9 @@ from mct_logger.quantization.quantsim import (
 )
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms, rebuild_layer
 from mct_logger.layer_kinds import fused_activation_kind, homogeneous_kind
-from mct_logger.techniques.cross_layer_equalization import output_distribution, recorded_node_info
-from mct_logger.techniques.weight_ranges import _number, _numbers
+from mct_logger.techniques.cle_results import output_distribution
+from mct_logger.techniques.cross_layer_equalization import recorded_node_info
+from mct_logger.json_safe import json_number, json_numbers
 
 logger = logging.getLogger("mct_logger")
 
@@ -80,8 +81,8 @@ class LayerCorrection:
         return {
             "node": self.node,
             "method": self.method,
-            "correction": _numbers(self.correction),
-            "mean_abs_correction": _number(np.mean(np.abs(self.correction)))
+            "correction": json_numbers(self.correction),
+            "mean_abs_correction": json_number(np.mean(np.abs(self.correction)))
             if self.correction.size else 0.0,
             "preceding": self.preceding,
             "activation": self.activation,
