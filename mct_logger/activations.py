@@ -35,6 +35,7 @@ from mct_logger.quantization.quantsim import (
     QuantizerFactory,
     apply_encodings,
     compile_inference,
+    run_over_batches,
 )
 
 # Per-sample sums the model computes for each node, in this order.
@@ -203,13 +204,11 @@ class PairedActivations:
         """Per-node errors over `batches`, one forward pass per batch."""
         collected: dict[str, list] = {n: [] for n in self.nodes}
         counts = {n: 0.0 for n in self._histogram_nodes}
-        for batch in batches:
-            values = self._run_sums(self._feed(batch))
-            values = values if isinstance(values, (list, tuple)) else [values]
+        for _, values in run_over_batches(self._run_sums, batches, self._feed):
             for n, v in zip(self.nodes, values):
-                collected[n].append(np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float64))
+                collected[n].append(v)
             for n, v in zip(self._histogram_nodes, values[len(self.nodes):]):
-                counts[n] = counts[n] + keras.ops.convert_to_numpy(v)[0].astype(np.float64)
+                counts[n] = counts[n] + v[0]
         result = {}
         for n, parts in collected.items():
             stacked = np.concatenate(parts, axis=0) if parts else np.zeros((0, len(SUMS)))

@@ -127,7 +127,7 @@ class Node:
         if not isinstance(self.layer, keras.layers.Layer):
             return []
         variables = self.layer.weights
-        names = [_variable_name(v) for v in variables]
+        names = [variable_name(v) for v in variables]
         if len(set(names)) != len(names):
             names = [_path_below(v, self.layer) for v in variables]
         return list(zip(names, variables))
@@ -148,7 +148,7 @@ class Node:
         return total
 
 
-def _variable_name(variable) -> str:
+def variable_name(variable) -> str:
     # Keras 3 variable paths look like "conv1/kernel"; the last part is stable.
     return variable.path.split("/")[-1] if getattr(variable, "path", None) else variable.name
 

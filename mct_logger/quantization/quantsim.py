@@ -360,6 +360,19 @@ def compile_inference(model: keras.Model):
     return tf.function(_Inference(model), reduce_retracing=True, autograph=False)
 
 
+def run_over_batches(run, batches, feed=None):
+    """Yields `(batch, outputs)`: the compiled function `run` (`compile_inference`)
+    applied to each batch, its outputs as a list of float64 NumPy arrays.
+
+    `feed(batch)` makes the function's argument; by default a one-input batch
+    is passed as its array and a several-input batch as its list.
+    """
+    for batch in batches:
+        values = run(feed(batch) if feed is not None else (batch if len(batch) > 1 else batch[0]))
+        values = values if isinstance(values, (list, tuple)) else [values]
+        yield batch, [np.asarray(keras.ops.convert_to_numpy(v), np.float64) for v in values]
+
+
 class _Inference:
     """`model(x, training=False)`, one object per model: TensorFlow counts traces per
     function object here, where one shared lambda would count every new model's

@@ -48,6 +48,7 @@ from mct_logger.quantization.quantsim import (
     QuantizerFactory,
     apply_encodings,
     compile_inference,
+    run_over_batches,
     quantizers,
 )
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms, rebuild_layer
@@ -318,12 +319,10 @@ class _MeanModel:
     def means(self, batches) -> dict[str, np.ndarray]:
         totals = {n: 0.0 for n in self.targets}
         count = 0
-        for batch in batches:
-            values = self._run(batch if len(batch) > 1 else batch[0])
-            values = values if isinstance(values, (list, tuple)) else [values]
+        for batch, values in run_over_batches(self._run, batches):
             size = len(batch[0])
             for n, v in zip(self.targets, values):
-                totals[n] = totals[n] + np.asarray(keras.ops.convert_to_numpy(v), np.float64) * size
+                totals[n] = totals[n] + v * size
             count += size
         return {n: t / count for n, t in totals.items()}
 
