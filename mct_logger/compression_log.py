@@ -26,25 +26,23 @@ import os
 
 from mct_logger.compression.eval_scores import ratio_key
 from mct_logger.live_payloads import PayloadPublisher
-from mct_logger.logger import LogGuard, RunLog, open_run_folder
+from mct_logger.run_log import LogGuard, RunLog
 
 RUN = "compression"  # the TensorBoard run inside the run folder
-RETURNED = "Compression goes on and returns the compressed model"
-
-
-def open_listener(model_name: str):
-    """A listener logging to a new run folder, or None when logging is off (or
-    the folder cannot be made: one warning)."""
-    folder = open_run_folder(model_name, RETURNED)
-    return None if folder is None else CompressionTensorBoardListener(folder)
 
 
 class CompressionTensorBoardListener:
-    """`(event, data)` -> payloads; `close(error)` records how the sweep ended."""
+    """`(event, data)` -> payloads; `close(error)` records how the sweep ended.
+
+    Registered per compression run by `mct_logger.set_log_folder`
+    (`listeners.set_run_listener_factory(..., kind=listeners.COMPRESSION)`).
+    """
+
+    RETURNED = "Compression goes on and returns the compressed model"
 
     def __init__(self, folder: str):
         self.folder = folder
-        self.guard = LogGuard(folder, RETURNED)
+        self.guard = LogGuard(folder, self.RETURNED)
         self.log = RunLog(folder, guard=self.guard)
         self.publisher = PayloadPublisher(self.log.writer(RUN), "compression")
         self.table: dict | None = None

@@ -40,13 +40,10 @@ import dataclasses
 import keras
 import numpy as np
 
-from mct_logger.graph import Graph, Node
+from mct_logger.graph import Graph, Node, variable_name
+from mct_logger.layer_kinds import is_channelwise
 from mct_logger.techniques.batch_norm_folding import rebuild_layer
 
-# Layers between a producer and L that act on each channel alone (pass-through).
-_ELEMENTWISE = (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU,
-                keras.layers.ELU, keras.layers.Dropout, keras.layers.Identity,
-                keras.layers.ZeroPadding2D)
 # Output positions sampled per image for the least-squares reconstruction.
 POSITIONS_PER_IMAGE = 16
 # Strength of the pull toward the original weights, relative to the mean
@@ -91,13 +88,7 @@ def trace_chain(graph: Graph, node: Node) -> Chain | str:
         layer = current.layer
         if _plain_conv(layer):
             return Chain(current.name, tuple(reversed(between)))
-        per_channel = (
-            isinstance(layer, _ELEMENTWISE)
-            or (isinstance(layer, keras.layers.BatchNormalization) and layer.axis in (-1, 3, [3], [-1]))
-            or (type(layer) is keras.layers.DepthwiseConv2D and layer.depth_multiplier == 1
-                and layer.data_format == "channels_last")
-        )
-        if not per_channel:
+        if not is_channelwise(layer):
             return (f"its input comes from {current.layer_class} {current.name!r}, which is "
                     "neither a Conv2D nor a per-channel layer (batch norm, activation, depthwise)")
         between.append(current.name)
@@ -201,7 +192,7 @@ class PruningLayer:
             input_shape = new.nodes[ref.node].output_shapes[ref.index]
             layer = node.layer
             config = layer.get_config()
-            weights = {w.path.split("/")[-1]: keras.ops.convert_to_numpy(w) for w in layer.weights}
+            weights = {variable_name(w): keras.ops.convert_to_numpy(w) for w in layer.weights}
             if name == self.node.name:
                 weights["kernel"] = kernel
             elif name == self.chain.producer:

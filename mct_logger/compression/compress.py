@@ -36,7 +36,8 @@ import time
 import keras
 import numpy as np
 
-from mct_logger.analyzer import as_callback
+from mct_logger import listeners as listeners_lib
+from mct_logger.aimet_layout import as_callback, eval_score
 from mct_logger.compression import channel_pruning, svd
 from mct_logger.compression.cost import COST_METRICS, LayerCost, layer_costs, model_cost
 from mct_logger.compression.eval_scores import EvalScores, ratio_key
@@ -51,11 +52,7 @@ SCHEMES = ("spatial_svd", "weight_svd", "channel_pruning")
 
 
 def _score(value, what: str) -> float:
-    try:
-        score = float(np.asarray(value).reshape(()))
-    except (TypeError, ValueError):
-        raise TypeError(f"{what} must return one number (e.g. accuracy, higher is better); it "
-                        f"returned {type(value).__name__} {value!r:.80}.") from None
+    score = eval_score(value, what)
     if not np.isfinite(score):
         raise ValueError(f"{what} returned {score}; it must return a finite number.")
     return score
@@ -268,20 +265,17 @@ def _ignored(graph, layers_to_ignore) -> set:
 
 
 class _Listeners:
-    """The console progress bar, the TensorBoard logger (with a log folder set;
-    it reports its own failures as one warning and never raises) and the
-    caller's listeners (one that raises stops the compression)."""
+    """The console progress bar, the caller's listeners (one that raises stops
+    the compression) and those registered for compression runs in
+    `mct_logger.listeners` (with a log folder set, the TensorBoard logger: it
+    reports its own failures as one warning and never raises)."""
 
     def __init__(self, extra, model_name: str, evaluations: int):
-        from mct_logger.compression_log import open_listener
-
         self.done = 0
-        self.listeners = list(extra or [])
+        self.listeners = list(extra or []) + listeners_lib.open_run_listeners(
+            model_name, kind=listeners_lib.COMPRESSION)
         self.progress = keras.utils.Progbar(max(evaluations, 1),
                                             unit_name="compression evaluation")
-        board = open_listener(model_name)
-        if board is not None:
-            self.listeners.append(board)
 
     def emit(self, event: str, data) -> None:
         if event == "score":

@@ -199,8 +199,8 @@ def replace_with_pair(graph: Graph, name: str, layer_a, layer_b, a_shape) -> Gra
     nodes = []
     for node in graph.copy():
         nodes.extend([first, second] if node.name == name else [node])
-    new = Graph(graph.name, nodes, graph.input_names, graph.outputs, graph._inputs_struct,
-                graph._outputs_struct)
+    new = Graph(graph.name, nodes, graph.input_names, graph.outputs, graph.inputs_struct,
+                graph.outputs_struct)
     swap = {TensorRef(name, 0): TensorRef(second.name, 0)}
     _redirect(new, swap)
     return new

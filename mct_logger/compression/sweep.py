@@ -31,7 +31,7 @@ from keras import tree
 from mct_logger.compression import channel_pruning
 from mct_logger.compression.eval_scores import ratio_key
 from mct_logger.compression.results import ScoreUpdate
-from mct_logger.quantization.quantsim import compile_inference
+from mct_logger.quantization.quantsim import compile_inference, run_over_batches
 
 # Images whose activations channel pruning samples for its reconstruction.
 RECONSTRUCTION_IMAGES = 128
@@ -71,7 +71,7 @@ def _working_model(graph, names):
 
     probe = graph.to_keras(make_layer=keep, extra_outputs=[graph.nodes[n].inputs[0] for n in names])
     outputs = probe.outputs[:len(graph.outputs)]
-    model = keras.Model(probe.inputs, tree.pack_sequence_as(graph._outputs_struct, outputs),
+    model = keras.Model(probe.inputs, tree.pack_sequence_as(graph.outputs_struct, outputs),
                         name=graph.name)
     return probe, model, clones
 
@@ -99,18 +99,14 @@ def sample_pruning_data(graph, layers: dict, forward) -> list:
 def _sample_patches(graph, names, probe, wanted, batches) -> dict:
     """Input patches of the layers `wanted` (among the probe's `names`), at random
     output positions drawn the same way on every call (seeded per layer)."""
-    run = compile_inference(probe)
     extra = len(probe.outputs) - len(names)
     rngs = {n: np.random.default_rng(zlib.crc32(n.encode())) for n in wanted}
     found = {n: [] for n in wanted}
-    for batch in batches:
-        values = run(batch if len(batch) > 1 else batch[0])
-        values = list(values) if isinstance(values, (list, tuple)) else [values]
-        for name, value in zip(names, values[extra:]):
+    for _, values in run_over_batches(compile_inference(probe), batches):
+        for name, x in zip(names, values[extra:]):
             if name not in found:
                 continue
             node = graph.nodes[name]
-            x = np.asarray(keras.ops.convert_to_numpy(value), np.float32)
             where = channel_pruning.sample_positions(node.output_shapes[0], len(x), rngs[name])
             found[name].append(channel_pruning.patches(node.layer, x, where))
     return {n: np.concatenate(rows) for n, rows in found.items()}
