@@ -7,7 +7,8 @@ kernel W (kh, kw, Cin, Cout) and a compression ratio q:
 1. channel selection: keep the k = round(q * Cin) input channels of largest
    L1 weight magnitude sum_{i, j, o} |W[i, j, c, o]|;
 2. winnowing: the producer of L's input (the Conv2D upstream, through
-   per-channel layers: batch norms, activations, depthwise convolutions)
+   per-channel layers: batch norms, activations, zero padding, depthwise
+   convolutions; `layer_kinds.is_channelwise`)
    loses the pruned output channels, the layers between lose them too;
 3. weight reconstruction: with X the sampled input patches of L (rows of
    kh*kw*Cin values at random output positions of the representative data)
@@ -37,6 +38,7 @@ graph2 = layer.apply(graph, kept, kernel)
 from __future__ import annotations
 
 import dataclasses
+
 import keras
 import numpy as np
 
