@@ -21,6 +21,7 @@ mct_logger.set_log_folder(None)   # logging off
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime
 import errno
 import hashlib
@@ -222,6 +223,23 @@ def get_log_folder() -> str | None:
     return _folder
 
 
+_named_runs = threading.local()
+
+
+@contextlib.contextmanager
+def named_runs(name: str):
+    """Inside the block, this thread's runs are logged under the folder `name`
+    (`name_2`... when taken) instead of set_log_folder's run_name or the model
+    name. Yields the list the created folders are appended to."""
+    name = _checked_run_name(name, _folder or ".")
+    previous = getattr(_named_runs, "value", None)
+    _named_runs.value = (name, [])
+    try:
+        yield _named_runs.value[1]
+    finally:
+        _named_runs.value = previous
+
+
 def new_run_folder(model_name: str) -> str | None:
     """A fresh folder for one run under the log folder (None when logging is off).
 
@@ -237,7 +255,8 @@ def new_run_folder(model_name: str) -> str | None:
     if folder is None:
         return None
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = run_name or f"{run_folder_name(model_name)}_{stamp}"
+    named = getattr(_named_runs, "value", None)
+    base = (named[0] if named else None) or run_name or f"{run_folder_name(model_name)}_{stamp}"
     os.makedirs(folder, exist_ok=True)  # it may have been removed since set_log_folder
     for k in range(1, MAX_RUN_SUFFIX + 1):
         candidate = os.path.join(folder, base if k == 1 else f"{base}_{k}")
@@ -245,6 +264,8 @@ def new_run_folder(model_name: str) -> str | None:
             os.mkdir(candidate)
         except FileExistsError:
             continue
+        if named:
+            named[1].append(candidate)
         return candidate
     raise FileExistsError(
         errno.EEXIST, f"every run folder {base}, {base}_2 ... {base}_{MAX_RUN_SUFFIX} exists; "
