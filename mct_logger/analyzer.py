@@ -391,6 +391,7 @@ class QuantAnalyzer:
             data_lib.load_batches([dummy_input], self._specs)
         self._ignored = self._ignored_names(layers_to_ignore or [])
         self._mse_batches: list | None = None
+        self._last_analysis = None
 
     def _ignored_names(self, layers) -> list[str]:
         if isinstance(layers, (str, keras.layers.Layer)):
@@ -467,7 +468,37 @@ class QuantAnalyzer:
             RuntimeError: another analysis is still writing to `results_dir`.
         """
         config = resolve_config(config, **aimet_settings)
-        return _Analysis(self, config, os.fspath(results_dir)).run()
+        analysis = _Analysis(self, config, os.fspath(results_dir))
+        self._last_analysis = (config, analysis.result, analysis.tables)  # for recommend()
+        return analysis.run()
+
+    def recommend(self, max_accuracy_drop: float, representative_data=None):
+        """Turns the last `analyze` into a verified QuantizationConfig (see `mct_logger.recommend`).
+
+        Proposes, in the order of the evidence, CLE (spread weight ranges under
+        per-tensor grids), a non-clipping activation observer (where clipping
+        dominates) and 16-bit layers (those whose leaving in float recovered
+        most, one at a time), each checked with `eval_callback` and kept if it
+        raises the score, until the score is within `max_accuracy_drop` of FP32.
+
+        Args:
+            max_accuracy_drop: the largest acceptable drop from the FP32 score,
+                in the eval score's units (0.01 = one point of accuracy in [0, 1]).
+            representative_data: data for the logged PTQ runs (default: the
+                samples `forward_pass_callback` ran, up to 1000).
+
+        Returns:
+            `(config, Recommendation)`. With a log folder set, PTQ runs of the
+            analyzed and of the recommended config are logged as
+            `<model>_baseline` and `<model>_recommended`, with the evidence table.
+
+        Raises:
+            RuntimeError: `analyze` has not completed on this analyzer.
+            ValueError: `max_accuracy_drop` is not a number >= 0.
+        """
+        from mct_logger.recommend import recommend
+
+        return recommend(self, max_accuracy_drop, representative_data)
 
 
 # ----------------------------------------------------------------------------- one run

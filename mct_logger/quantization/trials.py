@@ -68,11 +68,13 @@ class QuantizationTrials:
             are built.
         batches: representative batches for empirical bias correction (None:
             a config asking for it gets the analytical kind, with a warning).
+        calibration_model: `(graph, plan) -> CalibrationModel`, to use a subclass.
     """
 
     def __init__(self, graph: Graph, calibrate: Callable, evaluate: Callable | None = None,
-                 batches=None):
+                 batches=None, calibration_model: Callable = CalibrationModel):
         self.graph = graph
+        self._calibration_model = calibration_model
         self._calibrate = calibrate
         self._evaluate = evaluate
         self._batches = batches
@@ -91,7 +93,7 @@ class QuantizationTrials:
         specs = dict(cached[1]) if cached is not None else {}
         specs.update({n: dataclasses.replace(p.activation, observer=kind) for n, p in needed.items()})
         calibration_plan = {n: NodePlan(activation=specs.get(n)) for n in self.graph.nodes}
-        calibration = CalibrationModel(self.graph, calibration_plan)
+        calibration = self._calibration_model(self.graph, calibration_plan)
         self._calibrate(calibration)
         if calibration.batches_seen == 0:
             raise RuntimeError(
@@ -100,6 +102,11 @@ class QuantizationTrials:
             )
         self._calibrations[kind] = (calibration, specs)
         return calibration.observers
+
+    @property
+    def calibration_models(self) -> list:
+        """The calibration models fed so far (one per activation observer kind)."""
+        return [model for model, _ in self._calibrations.values()]
 
     def encodings(self, plan: dict) -> dict[str, NodeEncodings]:
         weights = weight_encodings(self.graph, plan)
