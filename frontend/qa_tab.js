@@ -7,6 +7,7 @@
 import { normalizeTables, progressText } from "./qa_data.js";
 import { h, renderQuantAnalyzer } from "./quant_analyzer.js";
 import { renderComparison } from "./qa_compare.js";
+import { mixedPrecisionSections } from "./qa_mixed_precision.js";
 import { graphsHref, openGraphsOn, watch } from "./tb_data.js";
 import { mountTab, problemsBox, runPicker, showError } from "./tab_common.js";
 
@@ -77,6 +78,11 @@ export async function render() {
         graphHref: graphRun ? () => graphsHref(`${entry.name}/${graphRun}`) : () => null,
         openLink: () => openGraphsOn(`${entry.name}/${graphRun}`),
       });
+      // a recommended run: its search / recommendation tables under the header
+      const header = target.querySelector(".qa-header");
+      if (header) {
+        header.after(...mixedPrecisionSections(entry.tables, Plotly));
+      }
     });
     if (!drawn) {
       return; // failed (the board says why), or another selection replaced it
