@@ -26,9 +26,12 @@ a layer: its kernels at b bits plus its other weights (biases) at 32 bits.
 
 With `max_accuracy_drop`, the frontier (least predicted noise for each memory)
 is walked by bisection with `eval_callback`: the smallest memory whose model
-scores within the drop of the float model. With `eval_callback`, the choice
-is checked against the uniform widths, and a uniform width that does better
-(within budget, or meeting the target with less memory) is returned instead.
+scores within the drop of the float model. A mixed choice within a budget
+must predict at least `MIN_GAIN_DB` (1 dB) more output SQNR than the widest
+uniform width that fits, else that uniform width is returned. With
+`eval_callback`, the choice is checked against the uniform widths, and a
+uniform width that does as well (within budget, or meeting the target with
+less memory) is returned instead.
 
 Example:
 
@@ -71,6 +74,10 @@ SENSITIVITY_SAMPLES = 256
 # The knapsack table holds at most this many memory cells; above it, memory is
 # counted in coarser units (rounded up per layer, so the budget still holds).
 MAX_DP_CELLS = 1_000_000
+# A mixed choice within a budget replaces the widest uniform width that fits
+# only if the additive model predicts at least this much more output SQNR (a
+# sixth of a bit; less is within the model's error, and uniform is simpler).
+MIN_GAIN_DB = 1.0
 
 
 @dataclasses.dataclass
@@ -407,14 +414,16 @@ class _Search:
         best = frontier.choice(len(frontier) - 1)
         evaluate = self.evaluate is not None
         uniform = [c for c in self.uniform() if self.memory_of(c) <= self.budget]
-        for c in uniform:
-            self.step(f"uniform {self.candidates[c[0]]}-bit", c, evaluate)
-        self.step("mixed (least predicted noise within the budget)", best, evaluate)
+        rows = [self.step(f"uniform {self.candidates[c[0]]}-bit", c, evaluate) for c in uniform]
+        mixed = self.step("mixed (least predicted noise within the budget)", best, False)
+        if rows and mixed["predicted_sqnr_db"] - rows[-1]["predicted_sqnr_db"] < MIN_GAIN_DB:
+            mixed["label"] += f": less than {MIN_GAIN_DB:g} dB over uniform, not kept"
+            return self._choose(uniform[-1])
         if evaluate:
-            scored = [c for c in uniform + [best] if self.score_of(c) is not None]
-            top = max(scored, key=lambda c: (self.score_of(c), c == best))
-            if top != best:
-                logger.warning("Mixed-precision search: uniform %d-bit scores %.6g, above the "
+            self.scores[tuple(best)] = mixed["score"] = self.trials.score(self.config_of(best))
+            top = max(uniform + [best], key=lambda c: (self.score_of(c), c != best))
+            if top != best:  # a tie goes to the uniform width: simpler to deploy
+                logger.warning("Mixed-precision search: uniform %d-bit scores %.6g, at least the "
                                "mixed choice's %.6g; returning the uniform one.",
                                self.candidates[top[0]], self.score_of(top), self.score_of(best))
                 best = top
