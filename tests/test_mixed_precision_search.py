@@ -229,3 +229,48 @@ def test_recommend_keeps_the_broken_layer_in_higher_precision_and_meets_the_targ
     assert evaluate(model_q) >= fp32 - 0.02
     with pytest.raises(ValueError, match="max_accuracy_drop must be a number >= 0"):
         analyzer.recommend(max_accuracy_drop=-1)
+
+
+def test_the_recommended_run_is_logged_and_compared_with_the_baseline_in_tensorboard(
+        digits, tmp_path):
+    from mct_logger.tb_plugin.reader import read_payloads
+    from tests.conftest import chromium_page, screenshot, tensorboard_provider, tensorboard_server
+    from tests.test_dashboards_e2e import chart_points, errors_of, open_tab, select_runs
+
+    model, data = digits
+    budget = int(0.75 * _memory(model, QuantizationConfig()))
+    mct_logger.set_log_folder(tmp_path)
+    try:
+        config, result = mct_logger.search_mixed_precision(
+            model, data.x_train[:256], _evaluate(data), weights_memory=budget)
+    finally:
+        mct_logger.set_log_folder(None)
+    baseline, recommended = "digits_cnn_baseline", "digits_cnn_recommended"
+    with tensorboard_provider(tmp_path, "python") as (provider, ctx, eid):
+        problems = []
+        kinds = {(run, info["kind"]): table for run, _, info, table in
+                 read_payloads(provider, ctx, eid, "quant_analyzer", problems=problems)}
+    assert not problems
+    assert kinds[(f"{recommended}/mixed_precision", "mixed_precision_search")]["layers"] == \
+        result.table()["layers"]
+    tables = {run.split("/")[0]: t for (run, kind), t in kinds.items() if kind == "layer_table"}
+    bits = {run: {r["layer"]: r["weight_bits"] for r in t["rows"] if r["weight_bits"]}
+            for run, t in tables.items()}
+    assert set(bits[baseline].values()) == {8}
+    assert bits[recommended] == {r["layer"]: r["bits"] for r in result.layers}
+    changed = sum(b != 8 for b in bits[recommended].values())
+    assert changed and tables[recommended]["memory_after"] < tables[baseline]["memory_after"]
+
+    with tensorboard_server(tmp_path) as url, chromium_page((1400, 1000)) as page:
+        frame = open_tab(page, url, "quant_analyzer")
+        select_runs(frame, [baseline, recommended])
+        search = frame.locator(".qa-mp-section", has_text="Mixed-precision search")
+        search.locator(".js-plotly-plot").wait_for(timeout=20_000)
+        assert all(n > 0 for n in chart_points(frame, ".qa-mp-section"))
+        assert search.locator("tbody tr").first.count() and \
+            search.locator("table").first.locator("tbody tr").count() == len(result.layers)
+        verdict = frame.locator(".qa-compare-verdict").inner_text()
+        assert f"{recommended} vs {baseline}" in verdict, verdict  # recommended last
+        assert f"weight bits changed at {changed} layers" in verdict and "memory −" in verdict
+        screenshot(page, "mixed_precision_compare.png")
+        assert not errors_of(page), page.errors
