@@ -61,11 +61,12 @@ from mct_logger import data as data_lib
 from mct_logger import metrics
 from mct_logger.graph import TensorRef, check_rebuilt_graph, layer_name_of, read_model
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
-from mct_logger.quantization.encodings import check_bitwidth, quantize_dequantize
-from mct_logger.quantization.layers import broadcast_shape, linear_forward
+from mct_logger.quantization.encodings import check_bitwidth
+from mct_logger.quantization.layers import linear_forward
 from mct_logger.quantization.plan import check_overrides, plan_quantization
 from mct_logger.quantization.quantsim import weight_encodings
 from mct_logger.quantization.trials import QuantizationTrials
+from mct_logger.similarity import _fake_quantized_kernel, _first_samples
 
 logger = logging.getLogger("mct_logger")
 
@@ -252,27 +253,19 @@ def measure_sensitivity(graph, plan: dict, nodes: list, batches, bit_candidates)
     kernels = {}
     for b in bit_candidates:
         plan_b = {n: dataclasses.replace(p, weights={
-            k: dataclasses.replace(s, bitwidth=b) for k, s in p.weights.items()})
-            for n, p in plan.items()}
-        grids = weight_encodings(graph, {n: plan_b[n] if n in nodes else
-                                         dataclasses.replace(plan[n], weights={})
-                                         for n in plan})
+            k: dataclasses.replace(spec, bitwidth=b) for k, spec in p.weights.items()}
+            if n in nodes else {}) for n, p in plan.items()}
+        grids = weight_encodings(graph, plan_b)
         for n in nodes:
             values = graph.nodes[n].weights()
             kernels.setdefault(n, []).append({
-                k: ops.convert_to_tensor(_fake_quantized(values[k], grid,
-                                                         plan[n].weights[k].channel_axes))
+                k: ops.convert_to_tensor(_fake_quantized_kernel(
+                    values[k], grid, plan[n].weights[k].channel_axes))
                 for k, grid in grids[n].items()})
     report = set(nodes)
     signal = dict.fromkeys(nodes, 0.0)
     noise = {n: np.zeros(len(bit_candidates)) for n in nodes}
-    chosen, left = [], SENSITIVITY_SAMPLES
-    for batch in batches:
-        if left <= 0:
-            break
-        chosen.append([x[:left] for x in batch])
-        left -= len(batch[0])
-    for batch in chosen:
+    for batch in _first_samples(batches, SENSITIVITY_SAMPLES):
         values = {}
         for node in graph:
             if node.is_input:
@@ -473,11 +466,6 @@ def _unit_memory(node, plan: dict, bits) -> int:
     specs = plan[node.name].weights
     return node_memory(node, {k: (s.bitwidth if bits is None else bits)
                               for k, s in specs.items()})["weights"]
-
-
-def _fake_quantized(value, grid, channel_axes):
-    grid32 = dataclasses.replace(grid, scale=np.float32(grid.scale), offset=np.float32(grid.offset))
-    return quantize_dequantize(value, grid32, broadcast_shape(value.shape, channel_axes))
 
 
 def _check_candidates(bit_candidates) -> list:
