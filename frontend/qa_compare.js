@@ -8,7 +8,7 @@
 import { formatBytes, formatDb, formatNumber, isNumber, layerRows, runKind } from "./qa_data.js";
 import { plot } from "./qa_charts.js";
 import { dataTable, h } from "./quant_analyzer.js";
-import { mixedPrecisionSections } from "./qa_mixed_precision.js";
+import { placeMixedPrecision } from "./qa_mixed_precision.js";
 
 const PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d"];
 
@@ -104,10 +104,10 @@ export function renderComparison(root, entries, Plotly) {
       "about 6 dB per bit; output SQNR is the accumulated SQNR of the last layer."),
     dataTable(runColumns, summaries)));
   for (const entry of entries) {
-    root.append(...mixedPrecisionSections(entry.tables, Plotly).map((element) => {
-      element.querySelector("h2").append(` — ${entry.name}`);
-      return element;
-    }));
+    placeMixedPrecision(entry.tables, Plotly, (sections) => {
+      sections.forEach((element) => element.querySelector("h2").append(` — ${entry.name}`));
+      root.append(...sections);
+    });
   }
 
   const withSensitivity = entries.filter((e) => e.tables.sensitivity);

@@ -2,7 +2,10 @@
 // by mct_logger.search_mixed_precision and QuantAnalyzer.recommend in the
 // recommended run ("mixed_precision_search" and "recommendation" payloads):
 //
-//   mixedPrecisionSections(tables, Plotly) -> [section elements] (empty without them)
+//   placeMixedPrecision(tables, Plotly, insert) -> number of sections placed
+//
+// `insert(sections)` puts the section elements into the page; the charts are
+// drawn after that (plotly sizes a chart from its element in the page).
 //
 // Used by the single-run dashboard's "Mixed precision" view and by the
 // comparison of the baseline and recommended runs.
@@ -51,7 +54,7 @@ export function searchFacts(table) {
   return facts;
 }
 
-function searchSection(table, Plotly) {
+function searchSection(table, draws) {
   const candidates = table.bit_candidates;
   const chart = h("div", { class: "qa-chart" });
   const columns = [
@@ -90,7 +93,7 @@ function searchSection(table, Plotly) {
     dataTable(columns, rows),
     h("h3", {}, "Search steps"),
     dataTable(stepColumns, table.steps, { rowClass: (r) => (r.chosen ? "qa-mp-chosen" : "") }));
-  plot(Plotly, chart, {
+  draws.push((Plotly) => plot(Plotly, chart, {
     data: candidates.map((b, i) => ({
       type: "bar", name: `${b}-bit`, x: table.layers.map((r) => r.layer),
       y: table.layers.map((r) => (isNumber(r.sqnr_db[i]) && r.sqnr_db[i] < 200 ? r.sqnr_db[i] : null)),
@@ -108,7 +111,7 @@ function searchSection(table, Plotly) {
       yaxis: { title: { text: "SQNR (dB)" }, automargin: true },
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "#ffffff",
     },
-  });
+  }));
   return section1;
 }
 
@@ -142,13 +145,18 @@ function recommendationSection(table) {
     dataTable(columns, table.changes, { rowClass: (r) => (r.accepted ? "qa-mp-chosen" : "") }));
 }
 
-export function mixedPrecisionSections(tables, Plotly) {
+export function placeMixedPrecision(tables, Plotly, insert) {
   const sections = [];
+  const draws = [];
   if (tables.mixed_precision_search) {
-    sections.push(searchSection(tables.mixed_precision_search, Plotly));
+    sections.push(searchSection(tables.mixed_precision_search, draws));
   }
   if (tables.recommendation) {
     sections.push(recommendationSection(tables.recommendation));
   }
-  return sections;
+  if (sections.length) {
+    insert(sections);
+    draws.forEach((draw) => draw(Plotly));
+  }
+  return sections.length;
 }

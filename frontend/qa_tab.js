@@ -7,7 +7,7 @@
 import { normalizeTables, progressText } from "./qa_data.js";
 import { h, renderQuantAnalyzer } from "./quant_analyzer.js";
 import { renderComparison } from "./qa_compare.js";
-import { mixedPrecisionSections } from "./qa_mixed_precision.js";
+import { placeMixedPrecision } from "./qa_mixed_precision.js";
 import { graphsHref, openGraphsOn, watch } from "./tb_data.js";
 import { mountTab, problemsBox, runPicker, showError } from "./tab_common.js";
 
@@ -81,7 +81,7 @@ export async function render() {
       // a recommended run: its search / recommendation tables under the header
       const header = target.querySelector(".qa-header");
       if (header) {
-        header.after(...mixedPrecisionSections(entry.tables, Plotly));
+        placeMixedPrecision(entry.tables, Plotly, (sections) => header.after(...sections));
       }
     });
     if (!drawn) {
