@@ -33,6 +33,9 @@ uniform width that fits, else that uniform width is returned. With
 uniform width that does as well (within budget, or meeting the target with
 less memory) is returned instead.
 
+Activation bit widths are not searched: they follow `config` (and its
+overrides), as does everything else about the grids.
+
 Example:
 
 ```python

@@ -18,7 +18,7 @@ score is within `max_accuracy_drop` of the FP32 score:
 3. Higher precision (16-bit weights and output) for one layer at a time, the
    layers whose leaving in float recovered most first
    (`per_layer_quant_disabled`, AIMET's per-layer analysis), added greedily
-   (as NNCF's accuracy-aware fallback and Polygraphy's precision bisection).
+   as NNCF's accuracy-aware quantization reverts layers to float.
 
 Free fixes (CLE, observers) come before the ones that cost memory. Each change
 is reported with its evidence, and the score and memory (bytes, weights plus
