@@ -15,8 +15,9 @@ score is within `max_accuracy_drop` of the FP32 score:
    histogram, largest excess first (the two parts of the squared error the
    observers minimise, `quantization.observers`) and whose isolated SQNR is
    below 30 dB.
-3. Higher precision (16-bit weights and output) for one layer at a time, the
-   layers whose leaving in float recovered most first
+3. Higher precision (16-bit weights and output; float if 16 bits do not
+   raise the score) for one layer at a time, the layers whose leaving in
+   float recovered most first
    (`per_layer_quant_disabled`, AIMET's per-layer analysis), added greedily
    as NNCF's accuracy-aware quantization reverts layers to float.
 
@@ -265,8 +266,11 @@ def _try_precision(state: _State, result) -> None:
             # the output is quantized after the activation it is fused with
             consumer = note[len("fused with the following activation "):]
             config = _with_override(config, consumer, activation_bits=HIGH_PRECISION_BITS)
-        state.attempt("precision", layer, f"{layer}: {HIGH_PRECISION_BITS}-bit weights and "
-                      "output", evidence, config)
+        if not state.attempt("precision", layer, f"{layer}: {HIGH_PRECISION_BITS}-bit weights "
+                             "and output", evidence, config):
+            # 16 bits did not help: the layer's quantizers, not their width, are the problem
+            state.attempt("precision", layer, f"{layer}: kept in float", evidence,
+                          _with_override(state.config, layer, keep_float=True))
 
 
 def clipping_and_rounding_error(histogram_row: dict, bitwidth: int) -> tuple[float, float]:
