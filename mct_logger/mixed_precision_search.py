@@ -19,7 +19,7 @@ Choice, exactly: minimise that sum subject to
     fixed + sum_l memory(l, b_l) <= weights_memory
 
 a multiple-choice knapsack, solved by dynamic programming over memory in
-bytes (MCT states the same problem as an integer linear program over its
+bytes (`quantization.bit_allocation`; MCT states the same problem as an integer linear program over its
 sensitivity metric and solves it with PuLP; the DP gives the optimum of this
 objective without a solver, and the whole Pareto frontier at once). Memory of
 a layer: its kernels at b bits plus its other weights (biases) at 32 bits.
@@ -63,6 +63,7 @@ from keras import ops
 from mct_logger import data as data_lib
 from mct_logger import metrics
 from mct_logger.graph import TensorRef, check_rebuilt_graph, layer_name_of, read_model
+from mct_logger.quantization.bit_allocation import Frontier
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.encodings import check_bitwidth
 from mct_logger.quantization.layers import linear_forward
@@ -75,9 +76,6 @@ logger = logging.getLogger("mct_logger")
 
 # Representative samples the sensitivity pass reads (the rest only calibrates).
 SENSITIVITY_SAMPLES = 256
-# The knapsack table holds at most this many memory cells; above it, memory is
-# counted in coarser units (rounded up per layer, so the budget still holds).
-MAX_DP_CELLS = 1_000_000
 # A mixed choice within a budget replaces the widest uniform width that fits
 # only if the additive model predicts at least this much more output SQNR (a
 # sixth of a bit; less is within the model's error, and uniform is simpler).
@@ -172,6 +170,9 @@ def search_mixed_precision(model: keras.Model, representative_data, eval_callbac
     config = config or QuantizationConfig()
     if not isinstance(config, QuantizationConfig):
         raise TypeError(f"config must be a QuantizationConfig, got {type(config).__name__}.")
+    if config.encodings_file:
+        raise ValueError("search_mixed_precision calibrates grids for every width it tries; "
+                         "pass a config without encodings_file.")
     candidates = _check_candidates(bit_candidates)
     if weights_memory is None and max_accuracy_drop is None:
         raise ValueError("Give weights_memory (a budget in bytes) or max_accuracy_drop (with "
@@ -286,58 +287,6 @@ def measure_sensitivity(graph, plan: dict, nodes: list, batches, bit_candidates)
                     error = reference - ops.cast(linear_forward(node.layer, x, quantized), "float64")
                     noise[node.name][k] += float(ops.sum(error * error))
     return {n: [float(metrics.sqnr_from_powers(signal[n], v)) for v in noise[n]] for n in nodes}
-
-
-class Frontier:
-    """The least-cost choice at every memory (multiple-choice knapsack by dynamic programming).
-
-    Args:
-        costs, memories: (layers, candidates) arrays: relative noise power and bytes.
-        capacity: the most bytes the layers may take together (None: no limit).
-
-    `len(frontier)` points, bytes ascending and cost strictly descending, each
-    the optimum within its memory; `choice(i)` is point i's candidate index
-    per layer (rebuilt from the table on demand).
-    """
-
-    def __init__(self, costs: np.ndarray, memories: np.ndarray, capacity: int | None):
-        top = int(memories.max(axis=1).sum())
-        capacity = top if capacity is None else int(min(capacity, top))
-        unit = max(1, math.ceil(capacity / MAX_DP_CELLS))
-        self._sizes = -(-memories // unit)  # rounded up: what fits in units fits in bytes
-        cells = capacity // unit
-        best = np.full(cells + 1, np.inf)
-        best[0] = 0.0
-        self._picks = np.zeros((len(costs), cells + 1), dtype=np.int8)
-        for layer, (cost, size) in enumerate(zip(costs, self._sizes)):
-            new = np.full(cells + 1, np.inf)
-            for k in range(len(cost)):
-                if size[k] > cells:
-                    continue
-                shifted = np.full(cells + 1, np.inf)
-                shifted[size[k]:] = best[: cells + 1 - size[k]] + cost[k]
-                better = shifted < new
-                new[better] = shifted[better]
-                self._picks[layer, better] = k
-            best = new
-        finite = np.flatnonzero(np.isfinite(best))
-        running = np.minimum.accumulate(best[finite]) if finite.size else finite
-        keep = np.ones(finite.size, dtype=bool)
-        keep[1:] = running[1:] < running[:-1] * (1 - 1e-12)
-        self._cells = finite[keep]
-        self.costs = best[self._cells]
-        self.memories = memories
-
-    def __len__(self) -> int:
-        return len(self._cells)
-
-    def choice(self, i: int) -> list:
-        choice, cell = [], int(self._cells[i])
-        for layer in range(len(self._picks) - 1, -1, -1):
-            k = int(self._picks[layer, cell])
-            choice.append(k)
-            cell -= int(self._sizes[layer, k])
-        return choice[::-1]
 
 
 class _Search:

@@ -103,6 +103,10 @@ def recommend(analyzer, max_accuracy_drop: float, representative_data=None):
             or not math.isfinite(max_accuracy_drop) or max_accuracy_drop < 0:
         raise ValueError(f"max_accuracy_drop must be a number >= 0 (in eval score units), got "
                          f"{max_accuracy_drop!r}.")
+    if representative_data is not None:  # checked before any work
+        from mct_logger import data as data_lib
+
+        representative_data = data_lib.load_batches(representative_data, analyzer._specs)
     last = getattr(analyzer, "_last_analysis", None)
     if last is None or last[1].status != "complete":
         raise RuntimeError("recommend() works from a finished analysis: run "

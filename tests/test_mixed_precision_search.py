@@ -12,7 +12,8 @@ import pytest
 import mct_logger
 from mct_logger.demo import accuracy, load_digits_split, train_digits_cnn
 from mct_logger.graph import read_model
-from mct_logger.mixed_precision_search import Frontier, measure_sensitivity, plan_weights_memory
+from mct_logger.mixed_precision_search import measure_sensitivity, plan_weights_memory
+from mct_logger.quantization.bit_allocation import Frontier
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.plan import plan_quantization
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms
