@@ -19,9 +19,10 @@ Choice, exactly: minimise that sum subject to
     fixed + sum_l memory(l, b_l) <= weights_memory
 
 a multiple-choice knapsack, solved by dynamic programming over memory in
-bytes (`quantization.bit_allocation`; MCT states the same problem as an integer linear program over its
-sensitivity metric and solves it with PuLP; the DP gives the optimum of this
-objective without a solver, and the whole Pareto frontier at once). Memory of
+bytes (`quantization.bit_allocation`). MCT states the same problem as an
+integer linear program over its sensitivity metric and solves it with PuLP;
+the DP gives the optimum of this objective without a solver, and the whole
+Pareto frontier at once. Memory of
 a layer: its kernels at b bits plus its other weights (biases) at 32 bits.
 
 With `max_accuracy_drop`, the frontier (least predicted noise for each memory)
