@@ -285,7 +285,8 @@ def measure_sensitivity(graph, plan: dict, nodes: list, batches, bit_candidates)
                 reference = ops.cast(outputs[0], "float64")
                 signal[node.name] += float(ops.sum(reference * reference))
                 for k, quantized in enumerate(kernels[node.name]):
-                    error = reference - ops.cast(linear_forward(node.layer, x, quantized), "float64")
+                    output = linear_forward(node.layer, x, quantized)
+                    error = reference - ops.cast(output, "float64")
                     noise[node.name][k] += float(ops.sum(error * error))
     return {n: [float(metrics.sqnr_from_powers(signal[n], v)) for v in noise[n]] for n in nodes}
 
@@ -425,7 +426,8 @@ def _check_candidates(bit_candidates) -> list:
     try:
         values = list(bit_candidates)
     except TypeError:
-        raise TypeError(f"bit_candidates must be a sequence of widths, got {bit_candidates!r}.") from None
+        raise TypeError(
+            f"bit_candidates must be a sequence of widths, got {bit_candidates!r}.") from None
     if not values:
         raise ValueError("bit_candidates is empty; give widths such as (4, 8, 16).")
     for b in values:

@@ -123,9 +123,11 @@ def recommend(analyzer, max_accuracy_drop: float, representative_data=None):
     def evaluate(model):
         return analyzer_lib._score(analyzer._evaluate(model), "eval_callback")
 
+    def recording(g, plan):  # keeps the samples the callback runs, for the logged PTQ runs
+        return analyzer_lib._RecordingCalibrationModel(g, plan, LOGGED_SAMPLES)
+
     def make_trials(g):
-        return QuantizationTrials(g, analyzer._forward_pass, evaluate, calibration_model=lambda
-                                  g, p: analyzer_lib._RecordingCalibrationModel(g, p, LOGGED_SAMPLES))
+        return QuantizationTrials(g, analyzer._forward_pass, evaluate, calibration_model=recording)
 
     fp32 = result.sensitivity["fp32"]
     state = _State(make_trials(graph), config, fp32 - max_accuracy_drop)

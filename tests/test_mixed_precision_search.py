@@ -191,7 +191,7 @@ def test_config_json_round_trips_exactly_and_refuses_bad_files(tmp_path):
     good = json.loads((tmp_path / "config.json").read_text())
     with pytest.raises(ValueError, match=r"bad.json: not a UTF-8 JSON file"):
         QuantizationConfig.from_json(write("{not json"))
-    with pytest.raises(ValueError, match=r"unknown QuantizationConfig field\(s\) \['weight_bitz'\]"):
+    with pytest.raises(ValueError, match=r"field\(s\) \['weight_bitz'\]"):
         QuantizationConfig.from_json(write({**good, "config": {"weight_bitz": 8}}))
     with pytest.raises(ValueError, match="newer than this mct-logger reads"):
         QuantizationConfig.from_json(write({**good, "version": 2}))

@@ -91,7 +91,8 @@ class QuantizationTrials:
         if cached is not None and set(needed) <= set(cached[1]):
             return cached[0].observers
         specs = dict(cached[1]) if cached is not None else {}
-        specs.update({n: dataclasses.replace(p.activation, observer=kind) for n, p in needed.items()})
+        specs.update({n: dataclasses.replace(p.activation, observer=kind)
+                      for n, p in needed.items()})
         calibration_plan = {n: NodePlan(activation=specs.get(n)) for n in self.graph.nodes}
         calibration = self._calibration_model(self.graph, calibration_plan)
         self._calibrate(calibration)
