@@ -103,7 +103,8 @@ function describe(run) {
   const kinds = Object.keys(run.kinds);
   const kind = kinds.includes("summary") || kinds.includes("sensitivity") ? "QuantAnalyzer"
     : kinds.includes("layer_table") ? "PTQ" : kinds.join(", ");
-  return kind;
+  const recommended = kinds.includes("mixed_precision_search") || kinds.includes("recommendation");
+  return recommended ? `${kind}, recommended` : kind;
 }
 
 // The newest QuantAnalyzer run, else the newest PTQ run, else the newest run.
