@@ -43,7 +43,7 @@ from mct_logger import data as data_lib  # noqa: E402
 from mct_logger import metrics  # noqa: E402
 from mct_logger.graph import read_model  # noqa: E402
 from mct_logger.mixed_precision_search import (  # noqa: E402
-    _prepared_graph,
+    prepared_graph,
     measure_sensitivity,
     plan_weights_memory,
 )
@@ -107,7 +107,7 @@ def spearman(a, b):
 def run(name, job):
     model, x_cal, x_eval = job()
     score = scorer(model, x_eval)
-    graph = _prepared_graph(read_model(model), QuantizationConfig())
+    graph = prepared_graph(read_model(model), QuantizationConfig())
     plan = plan_quantization(graph, QuantizationConfig(), report=False)
     all8 = plan_weights_memory(graph, plan)
     all4 = plan_weights_memory(graph, plan_quantization(graph, QuantizationConfig(weight_bits=4),

@@ -62,8 +62,8 @@ import numpy as np
 from keras import ops
 
 from mct_logger import data as data_lib
-from mct_logger import metrics
-from mct_logger.graph import TensorRef, check_rebuilt_graph, layer_name_of, read_model
+from mct_logger import listeners, metrics
+from mct_logger.graph import TensorRef, layer_name_of, read_model
 from mct_logger.quantization.bit_allocation import Frontier
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.encodings import check_bitwidth
@@ -71,7 +71,8 @@ from mct_logger.quantization.layers import linear_forward
 from mct_logger.quantization.plan import check_overrides, plan_quantization
 from mct_logger.quantization.quantsim import weight_encodings
 from mct_logger.quantization.trials import QuantizationTrials
-from mct_logger.similarity import _fake_quantized_kernel, _first_samples
+from mct_logger.rebuild_check import check_rebuilt_graph
+from mct_logger.similarity import fake_quantized_kernel, first_samples
 
 logger = logging.getLogger("mct_logger")
 
@@ -126,7 +127,7 @@ class MixedPrecisionResult:
 
 def plan_weights_memory(graph, plan: dict) -> int:
     """Bytes of every node's weights under `plan` (kernels at their bits, the rest float32)."""
-    from mct_logger.ptq import graph_memory
+    from mct_logger.memory import graph_memory
 
     return int(sum(m["weights"] for m in graph_memory(graph, plan).values()))
 
@@ -156,7 +157,8 @@ def search_mixed_precision(model: keras.Model, representative_data, eval_callbac
     Returns:
         `(config, result)`: a `QuantizationConfig` with per-layer
         `LayerOverride(weight_bits=...)` (the most common width as its global
-        `weight_bits`), and a `MixedPrecisionResult`. With a log folder set
+        `weight_bits`), and a `MixedPrecisionResult`, also passed to every
+        recommendation listener (`listeners`): with a log folder set
         (`set_log_folder`), PTQ runs of the given config and of the chosen one
         are logged as `<model>_baseline` and `<model>_recommended`, with the
         search's tables, for the QuantAnalyzer tab's comparison.
@@ -182,10 +184,10 @@ def search_mixed_precision(model: keras.Model, representative_data, eval_callbac
     drop = _check_positive("max_accuracy_drop", max_accuracy_drop, allow_zero=True)
     evaluate = None
     if eval_callback is not None:
-        from mct_logger.analyzer import _score, as_callback
+        from mct_logger.aimet_layout import as_callback, eval_score
 
         user_eval = as_callback(eval_callback, "eval_callback")
-        evaluate = lambda m: _score(user_eval(m), "eval_callback")  # noqa: E731
+        evaluate = lambda m: eval_score(user_eval(m), "eval_callback")  # noqa: E731
     if drop is not None and evaluate is None:
         raise ValueError("max_accuracy_drop needs eval_callback to measure the score.")
 
@@ -194,7 +196,7 @@ def search_mixed_precision(model: keras.Model, representative_data, eval_callbac
     batches = data_lib.load_batches(representative_data, data_lib.input_specs(graph),
                                     config.batch_size, max_samples=config.num_calibration_samples)
     check_rebuilt_graph(model, graph, batches[0])
-    graph = _prepared_graph(graph, config)
+    graph = prepared_graph(graph, config)
     plan = plan_quantization(graph, config)
     units = [n for n in graph if plan[n.name].weights and n.owns_weights]
     if not units:
@@ -242,13 +244,8 @@ def search_mixed_precision(model: keras.Model, representative_data, eval_callbac
     )
     logger.info("Mixed-precision search: %d layers, weights %d bytes, %s", len(names),
                 result.weights_memory, dict(collections.Counter(r["bits"] for r in rows)))
-    from mct_logger.logger import get_log_folder
-
-    if get_log_folder() is not None:
-        from mct_logger.recommendation_log import log_recommendation
-
-        log_recommendation(model, batches, config, chosen_config,
-                           {"mixed_precision_search": result.table()})
+    listeners.notify_recommendation(model, batches, config, chosen_config,
+                                    {"mixed_precision_search": result.table()})
     return chosen_config, result
 
 
@@ -264,13 +261,13 @@ def measure_sensitivity(graph, plan: dict, nodes: list, batches, bit_candidates)
         for n in nodes:
             values = graph.nodes[n].weights()
             kernels.setdefault(n, []).append({
-                k: ops.convert_to_tensor(_fake_quantized_kernel(
+                k: ops.convert_to_tensor(fake_quantized_kernel(
                     values[k], grid, plan[n].weights[k].channel_axes))
                 for k, grid in grids[n].items()})
     report = set(nodes)
     signal = dict.fromkeys(nodes, 0.0)
     noise = {n: np.zeros(len(bit_candidates)) for n in nodes}
-    for batch in _first_samples(batches, SENSITIVITY_SAMPLES):
+    for batch in first_samples(batches, SENSITIVITY_SAMPLES):
         values = {}
         for node in graph:
             if node.is_input:
@@ -402,7 +399,7 @@ class _Search:
         return self._choose(best)
 
 
-def _prepared_graph(graph, config: QuantizationConfig):
+def prepared_graph(graph, config: QuantizationConfig):
     """The graph PTQ quantizes under `config`: batch norms folded, CLE if asked."""
     from mct_logger.techniques.batch_norm_folding import fold_batch_norms
 
@@ -415,7 +412,7 @@ def _prepared_graph(graph, config: QuantizationConfig):
 
 
 def _unit_memory(node, plan: dict, bits) -> int:
-    from mct_logger.ptq import node_memory
+    from mct_logger.memory import node_memory
 
     specs = plan[node.name].weights
     return node_memory(node, {k: (s.bitwidth if bits is None else bits)

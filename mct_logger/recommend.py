@@ -45,6 +45,7 @@ import re
 import numpy as np
 
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
+from mct_logger.quantization.plan import PlanReason
 
 logger = logging.getLogger("mct_logger")
 
@@ -95,7 +96,9 @@ class Recommendation:
 
 def recommend(analyzer, max_accuracy_drop: float, representative_data=None):
     """See `QuantAnalyzer.recommend`."""
-    from mct_logger import analyzer as analyzer_lib
+    from mct_logger import listeners
+    from mct_logger.aimet_layout import eval_score
+    from mct_logger.analyses import RecordingCalibrationModel
     from mct_logger.quantization.trials import QuantizationTrials
     from mct_logger.techniques.batch_norm_folding import fold_batch_norms
 
@@ -107,11 +110,12 @@ def recommend(analyzer, max_accuracy_drop: float, representative_data=None):
         from mct_logger import data as data_lib
 
         representative_data = data_lib.load_batches(representative_data, analyzer._specs)
-    last = getattr(analyzer, "_last_analysis", None)
-    if last is None or last[1].status != "complete":
+    last = getattr(analyzer, "_last_analysis", None)  # the analyzer's last _Analysis
+    if last is None or last.result.status != "complete":
         raise RuntimeError("recommend() works from a finished analysis: run "
                            "QuantAnalyzer.analyze(...) to completion first.")
-    config, result, tables = last
+    analyzed, result, tables = last.config, last.result, last.tables
+    config = analyzed
     config = dataclasses.replace(config, cross_layer_equalization=False, bias_correction=None)
     if analyzer._ignored:
         overrides = dict(config.overrides)
@@ -121,10 +125,10 @@ def recommend(analyzer, max_accuracy_drop: float, representative_data=None):
     graph, _ = fold_batch_norms(analyzer._graph)
 
     def evaluate(model):
-        return analyzer_lib._score(analyzer._evaluate(model), "eval_callback")
+        return eval_score(analyzer._evaluate(model), "eval_callback")
 
     def recording(g, plan):  # keeps the samples the callback runs, for the logged PTQ runs
-        return analyzer_lib._RecordingCalibrationModel(g, plan, LOGGED_SAMPLES)
+        return RecordingCalibrationModel(g, plan, LOGGED_SAMPLES)
 
     def make_trials(g):
         return QuantizationTrials(g, analyzer._forward_pass, evaluate, calibration_model=recording)
@@ -148,18 +152,15 @@ def recommend(analyzer, max_accuracy_drop: float, representative_data=None):
     if not recommendation.meets_target:
         logger.warning("recommend: the fixes reach %.6g, below the target %.6g (FP32 %.6g "
                        "minus %g).", final["score"], state.target, fp32, max_accuracy_drop)
-    from mct_logger.logger import get_log_folder
-
-    if get_log_folder() is not None:
+    if listeners.recommendation_listeners():  # e.g. a log folder is set
         from mct_logger import data as data_lib
-        from mct_logger.recommendation_log import log_recommendation
 
         data = representative_data
         if data is None:
             recorded = state.trials.calibration_models[0].recorded
             data = data_lib.load_batches(iter(recorded), analyzer._specs)
-        log_recommendation(analyzer._model, data, last[0], state.config,
-                           {"recommendation": recommendation.table()})
+        listeners.notify_recommendation(analyzer._model, data, analyzed, state.config,
+                                        {"recommendation": recommendation.table()})
     return state.config, recommendation
 
 
@@ -175,8 +176,8 @@ class _State:
         return self.score >= self.target
 
     def measure(self, config: QuantizationConfig, trials=None) -> dict:
+        from mct_logger.memory import graph_memory, model_memory
         from mct_logger.mixed_precision_search import plan_weights_memory
-        from mct_logger.ptq import graph_memory, model_memory
 
         trial = (trials or self.trials).run(config)
         graph = (trials or self.trials).graph
@@ -267,10 +268,9 @@ def _try_precision(state: _State, result) -> None:
                     f"{quantized:.6g} fully quantized")
         bits = dict(weight_bits=HIGH_PRECISION_BITS, activation_bits=HIGH_PRECISION_BITS)
         config = _with_override(state.config, layer, **bits)
-        note = plan[layer].note
-        if note.startswith("fused with the following activation "):
+        if plan[layer].reason is PlanReason.FUSED:
             # the output is quantized after the activation it is fused with
-            consumer = note[len("fused with the following activation "):]
+            consumer = state.trials.graph.consumers(layer)[0].name
             config = _with_override(config, consumer, activation_bits=HIGH_PRECISION_BITS)
         if not state.attempt("precision", layer, f"{layer}: {HIGH_PRECISION_BITS}-bit weights "
                              "and output", evidence, config):
@@ -283,7 +283,7 @@ def clipping_and_rounding_error(histogram_row: dict, bitwidth: int) -> tuple[flo
     """Expected squared clipping and rounding errors of an activation grid on its
     histogram (a "histograms" table row: even bins from `lo`, `width` wide, and
     the grid's `encoding_min`/`encoding_max`), per calibration value."""
-    from mct_logger.quantization.observers import _expected_error
+    from mct_logger.quantization.grid_search import expected_error
 
     counts = np.asarray(histogram_row["counts"], dtype=np.float64)
     if counts.sum() <= 0:
@@ -296,8 +296,8 @@ def clipping_and_rounding_error(histogram_row: dict, bitwidth: int) -> tuple[flo
     low, high = float(histogram_row["encoding_min"]), float(histogram_row["encoding_max"])
     scale = np.array([[max(high - low, 1e-12) / levels]])
     offset = np.round(np.array([[low]]) / scale)
-    total = float(_expected_error(a, b, p, scale, offset, levels, gamma=1.0)[0, 0])
-    rounding = float(_expected_error(a, b, p, scale, offset, levels, gamma=0.0)[0, 0])
+    total = float(expected_error(a, b, p, scale, offset, levels, gamma=1.0)[0, 0])
+    rounding = float(expected_error(a, b, p, scale, offset, levels, gamma=0.0)[0, 0])
     return max(total - rounding, 0.0), rounding
 
 

@@ -1,7 +1,8 @@
 """TensorBoard logging of a mixed-precision search or a QuantAnalyzer recommendation.
 
-The engine (`mixed_precision_search`, `recommend`) returns its tables; this
-module, called only with a log folder set, makes them visible:
+The engine (`mixed_precision_search`, `recommend`) returns its tables and
+tells the recommendation listeners (`mct_logger.listeners`); `set_log_folder`
+registers `log_recommendation` as one, which makes them visible:
 
 - a PTQ run of the baseline configuration, in the run folder `<model>_baseline`;
 - a PTQ run of the recommended one, in `<model>_recommended`;
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import logging
 
-from mct_logger import logger as log_lib
+from mct_logger.run_log import LogGuard, RunLog, runs_named
 
 logger = logging.getLogger("mct_logger")
 
@@ -44,17 +45,15 @@ def log_recommendation(model, representative_data, baseline_config, recommended_
     from mct_logger.tb_plugin import metadata
     from mct_logger.tb_plugin.summary import payload_summary
 
-    base = log_lib.run_folder_name(model.name)
     folders = {}
     for role, config in (("baseline", baseline_config), ("recommended", recommended_config)):
-        with log_lib.named_runs(f"{base}_{role}") as created:
+        with runs_named(f"_{role}") as created:
             keras_post_training_quantization(model, representative_data, config)
         folders[role] = created[-1] if created else None
     folder = folders["recommended"]
     if folder is None:
         return folders
-    guard = log_lib.LogGuard(folder, RETURNED)
-    run_log = log_lib.RunLog(folder, guard=guard)
+    run_log = RunLog(folder, guard=LogGuard(folder, RETURNED))
     try:
         writer = run_log.writer(TABLES_RUN)
         for kind, table in tables.items():

@@ -28,10 +28,10 @@ from mct_logger.activations import (
     elements_per_sample,
     pair_sums,
 )
-from mct_logger.graph import Graph, TensorRef, _variable_name
-from mct_logger.quantization.encodings import quantize_dequantize
+from mct_logger.graph import Graph, TensorRef, variable_name
+from mct_logger.quantization.encodings import fake_quantize, quantize_dequantize
 from mct_logger.quantization.layers import broadcast_shape, linear_forward
-from mct_logger.quantization.quantsim import compile_inference
+from mct_logger.quantization.quantsim import compile_inference, run_over_batches
 from mct_logger.weight_quantization import weight_quantization_rows
 
 
@@ -87,7 +87,7 @@ def analyze_similarity(
              if p.quantized and graph.nodes[n].has_single_float_output]
     # No quantized node (e.g. every layer kept in float): an empty comparison.
     errors = _compare_eagerly(graph, quantized_graph, plan, encodings,
-                              _first_samples(batches, samples), nodes) if nodes else {}
+                              first_samples(batches, samples), nodes) if nodes else {}
 
     def per_sample(path):
         columns = [errors[n].cosine_per_sample(path) for n in nodes]
@@ -158,14 +158,14 @@ def _quantized_kernels(graph, plan, encodings) -> dict:
             continue
         values = node.weights()
         result[id(node.layer)] = {
-            kernel: keras.ops.convert_to_tensor(_fake_quantized_kernel(
+            kernel: keras.ops.convert_to_tensor(fake_quantized_kernel(
                 values[kernel], grid, plan[node.name].weights[kernel].channel_axes))
             for kernel, grid in encoding.weights.items()
         }
     return result
 
 
-def _fake_quantized_kernel(value, grid, channel_axes):
+def fake_quantized_kernel(value, grid, channel_axes):
     # float32 grid: the same arithmetic as the fake-quant layers, bit for bit
     grid32 = dataclasses.replace(grid, scale=np.float32(grid.scale), offset=np.float32(grid.offset))
     return quantize_dequantize(value, grid32, broadcast_shape(value.shape, channel_axes))
@@ -178,7 +178,7 @@ def _call_quantized(node, kernels, values):
     return node.call(node.layer, values)
 
 
-def _first_samples(batches, samples: int) -> list:
+def first_samples(batches, samples: int) -> list:
     chosen, left = [], samples
     for batch in batches:
         if left <= 0:
@@ -221,17 +221,15 @@ def _quantized_histograms(graph: Graph, plan: dict, encodings: dict, batches,
                            make_layer=make_layer, wrap_outputs=wrap_outputs)
     for name, encoding in encodings.items():
         for kernel, grid in encoding.weights.items():
-            (variable,) = [v for v in clones[name].weights if _variable_name(v) == kernel]
+            (variable,) = [v for v in clones[name].weights if variable_name(v) == kernel]
             value = keras.ops.convert_to_numpy(variable.value)
-            variable.assign(_fake_quantized_kernel(
+            variable.assign(fake_quantized_kernel(
                 value, grid, plan[name].weights[kernel].channel_axes))
     run = compile_inference(keras.Model(model.inputs, [counted[n] for n in nodes]))
     totals = {n: 0.0 for n in nodes}
-    for batch in batches:
-        values = run(batch if len(batch) > 1 else batch[0])
-        values = values if isinstance(values, (list, tuple)) else [values]
+    for _, values in run_over_batches(run, batches):
         for n, value in zip(nodes, values):
-            totals[n] = totals[n] + keras.ops.convert_to_numpy(value)[0].astype(np.float64)
+            totals[n] = totals[n] + value[0]
     return {n: (float_histograms[n][0], totals[n]) for n in nodes}
 
 
@@ -247,5 +245,5 @@ def _fixed_fake_quantize(x, grid):
     dtype = keras.backend.standardize_dtype(x.dtype)
     scale = np.asarray(grid.scale, dtype="float32")
     low = np.asarray(grid.offset, dtype="float32")
-    y = ops.clip(ops.round(ops.cast(x, "float32") / scale), low, low + grid.levels) * scale
+    y = fake_quantize(ops.cast(x, "float32"), scale, low, grid.levels, ops=ops)
     return y if dtype == "float32" else ops.cast(y, dtype)

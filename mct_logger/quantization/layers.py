@@ -21,33 +21,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from mct_logger.quantization.encodings import Encoding, check_bitwidth
+from mct_logger import layer_kinds
+from mct_logger.quantization.encodings import Encoding, check_bitwidth, fake_quantize
 
 PACKAGE = "mct_logger"
 
-# Weight layers the engine quantizes, with each kernel's per-channel axes
-# (the axes that together index the layer's output channels).
-_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
-_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
-_TRANSPOSE = (
-    keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose,
-)
-_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-
-
-def quantizable_weights(layer) -> dict[str, tuple[int, ...]]:
-    """`{kernel attribute: per-channel axes}` of a layer the engine can quantize, else {}."""
-    if getattr(layer, "quantization_mode", None):
-        return {}  # already quantized by Keras itself
-    if isinstance(layer, _SEPARABLE):
-        return {"depthwise_kernel": (-2, -1), "pointwise_kernel": (-1,)}
-    if isinstance(layer, _DEPTHWISE):
-        return {"kernel": (-2, -1)}
-    if isinstance(layer, _TRANSPOSE):
-        return {"kernel": (-2,)}
-    if isinstance(layer, _CONV) or isinstance(layer, keras.layers.Dense):
-        return {"kernel": (-1,)}
-    return {}
+# Which kernels of which layers are quantized, and their per-channel axes: the
+# layer taxonomy's answer (`mct_logger.layer_kinds`).
+quantizable_weights = layer_kinds.weight_axes
 
 
 def output_channel_axes(layer) -> tuple[int, ...]:
@@ -63,12 +44,6 @@ def broadcast_shape(kernel_shape, channel_axes) -> tuple[int, ...]:
     ndim = len(kernel_shape)
     keep = {a % ndim for a in channel_axes}
     return tuple(d if i in keep else 1 for i, d in enumerate(kernel_shape))
-
-
-def fake_quantize(x, scale, offset, levels):
-    """`(clip(round(x / scale) - offset, 0, levels) + offset) * scale`, with the
-    offset moved into the clip bounds: two fewer ops over the whole tensor."""
-    return ops.clip(ops.round(x / scale), offset, offset + levels) * scale
 
 
 class _Grid:
@@ -99,7 +74,7 @@ class _Grid:
             scale = ops.reshape(scale, channel_shape)
             offset = ops.reshape(offset, channel_shape)
         xq = fake_quantize(x, ops.cast(scale, x.dtype), ops.cast(offset, x.dtype),
-                           ops.cast(self.levels, x.dtype))
+                           ops.cast(self.levels, x.dtype), ops=ops)
         return ops.where(self.enabled > 0.5, xq, x)
 
     def assign(self, encoding: Encoding):
@@ -281,24 +256,24 @@ def linear_forward(layer, x, kernels: dict):
     dtype = layer.compute_dtype
     x = ops.cast(x, dtype)
     kernels = {k: ops.cast(v, dtype) for k, v in kernels.items()}
-    if isinstance(layer, _SEPARABLE):
+    if isinstance(layer, layer_kinds.SEPARABLE):
         out = ops.separable_conv(
             x, kernels["depthwise_kernel"], kernels["pointwise_kernel"],
             strides=layer.strides, padding=layer.padding,
             dilation_rate=layer.dilation_rate, data_format=layer.data_format,
         )
-    elif isinstance(layer, _DEPTHWISE):
+    elif isinstance(layer, layer_kinds.DEPTHWISE):
         out = ops.depthwise_conv(
             x, kernels["kernel"], strides=layer.strides, padding=layer.padding,
             dilation_rate=layer.dilation_rate, data_format=layer.data_format,
         )
-    elif isinstance(layer, _TRANSPOSE):
+    elif isinstance(layer, layer_kinds.TRANSPOSE):
         out = ops.conv_transpose(
             x, kernels["kernel"], strides=list(layer.strides), padding=layer.padding,
             output_padding=layer.output_padding, dilation_rate=layer.dilation_rate,
             data_format=layer.data_format,
         )
-    elif isinstance(layer, _CONV):
+    elif isinstance(layer, layer_kinds.CONV):
         padding = layer.padding
         if padding == "causal":
             x = ops.pad(x, layer._compute_causal_padding())
