@@ -282,21 +282,10 @@ def test_recommend_proposes_cle_for_spread_ranges_under_per_tensor_grids(tmp_pat
     same): per-tensor weight grids lose the small channels; CLE is proposed first,
     verified, and kept."""
     from mct_logger.metrics import cosine_similarity
+    from tests.test_cross_layer_equalization import rescaled_conv_chain
 
-    layers = keras.layers
-    keras.utils.set_random_seed(8)
-    inputs = keras.Input((8, 8, 3))
-    h = layers.Conv2D(16, 3, padding="same", activation="relu", name="c1")(inputs)
-    h = layers.Conv2D(16, 3, padding="same", activation="relu", name="c2")(h)
-    model = keras.Model(inputs, layers.Conv2D(8, 1, name="c3")(h))
-    rng = np.random.default_rng(0)
-    for first, second in (("c1", "c2"), ("c2", "c3")):
-        f = np.exp(rng.uniform(-0.5, 0.5, 16) * np.log(1000.0))
-        k1, b1 = model.get_layer(first).get_weights()
-        k2, b2 = model.get_layer(second).get_weights()
-        model.get_layer(first).set_weights([k1 * f, b1 + 0.05 * f])
-        model.get_layer(second).set_weights([k2 / f[:, None], b2])
-    x = rng.standard_normal((64, 8, 8, 3)).astype("float32")
+    model = rescaled_conv_chain()
+    x = np.random.default_rng(0).standard_normal((64, 8, 8, 3)).astype("float32")
     reference = model.predict(x, verbose=0)
     analyzer = mct_logger.QuantAnalyzer(
         model, lambda m: m.predict(x, verbose=0),
