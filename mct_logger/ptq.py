@@ -321,13 +321,15 @@ def _similarity_stage(graph: Graph, plan, encodings, batches, samples, histogram
     """The similarity analysis. A diagnosis only: if it fails, the failure is one
     warning and the stage is skipped; the quantized model is still returned."""
     try:
-        return graph, analyze_similarity(graph, plan, encodings, batches, samples, histograms,
-                                         quantized_graph=corrected)
+        result = analyze_similarity(graph, plan, encodings, batches, samples, histograms,
+                                    quantized_graph=corrected)
     except Exception as exc:  # reported here, as the one warning of this stage
         logger.warning("The similarity analysis failed (%s: %s); PTQ goes on and returns the "
                        "quantized model without it.", type(exc).__name__, exc)
         return graph, SkippedStageResult(
-            f"the similarity analysis failed: {type(exc).__name__}: {exc}")
+            f"the similarity analysis failed: {type(exc).__name__}: {exc}", plan=plan,
+            encodings=encodings)
+    return graph, dataclasses.replace(result, plan=plan, encodings=encodings)
 
 
 def _cle_stage(graph: Graph, config: QuantizationConfig):
@@ -342,8 +344,10 @@ def _cle_stage(graph: Graph, config: QuantizationConfig):
 def _bias_correction_stage(graph: Graph, plan, encodings, batches, config: QuantizationConfig):
     if config.bias_correction is None:
         return graph, SkippedStageResult(
-            "bias correction is off (QuantizationConfig.bias_correction=None)")
-    return correct_bias_graph(graph, plan, encodings, batches, config.bias_correction)
+            "bias correction is off (QuantizationConfig.bias_correction=None)", plan=plan,
+            encodings=encodings)
+    graph, result = correct_bias_graph(graph, plan, encodings, batches, config.bias_correction)
+    return graph, dataclasses.replace(result, plan=plan, encodings=encodings)
 
 
 def _fold_stage(graph: Graph) -> tuple[Graph, BatchNormFoldingResult]:
@@ -387,5 +391,7 @@ def _build(graph, plan, encodings, memory_before):
         model=model,
         memory_before=model_memory(memory_before, plan),
         memory_after=model_memory(after, plan),
+        plan=plan,
+        encodings=encodings,
     )
 
