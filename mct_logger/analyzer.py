@@ -53,7 +53,7 @@ import time
 import keras
 import numpy as np
 
-from mct_logger import analyses
+from mct_logger import analyses, ptq
 from mct_logger import data as data_lib
 from mct_logger import logger as log_lib
 from mct_logger import results_dir as results_lib
@@ -80,16 +80,11 @@ from mct_logger.metrics import MAX_SQNR_DB
 from mct_logger.rebuild_check import check_rebuilt_graph
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.plan import plan_quantization
-from mct_logger.quantization.quantsim import (
-    NodeEncodings,
-    build_quantized_model,
-    set_quantizers_enabled,
-    weight_encodings,
-)
+from mct_logger.quantization.quantsim import build_quantized_model, set_quantizers_enabled
 from mct_logger.recommend import recommend
 from mct_logger.report import write_report
+from mct_logger.worst_layers import annotate
 from mct_logger.json_safe import json_ready
-from mct_logger.techniques.batch_norm_folding import fold_batch_norms
 
 __all__ = ["AnalysisResult", "QuantAnalyzer", "RESULT_FILES", "as_callback", "resolve_config"]
 
@@ -235,7 +230,7 @@ class _Analysis:
 
     def _run(self) -> None:
         analyzer, config = self.analyzer, self.config
-        graph, folding = fold_batch_norms(analyzer._graph)
+        graph, folding = ptq.fold(analyzer._graph)
         self.graph = graph
         if analyzer._ignored:
             overrides = dict(config.overrides)
@@ -276,15 +271,10 @@ class _Analysis:
                 "forward_pass_callback did not run the model it was given: call it (or its "
                 "predict/evaluate) on representative data so the quantizers see values."
             )
-        weights = weight_encodings(graph, plan)
-        activations = calibration.activation_encodings(plan)
         if calibration.recorded:  # the float reference must be the user's model
             first = data_lib.load_batches(iter(calibration.recorded[:1]), analyzer._specs)[0]
             check_rebuilt_graph(analyzer._model, analyzer._graph, first)
-        encodings = {
-            name: NodeEncodings(weights=weights.get(name, {}), activation=activations.get(name))
-            for name in self.layers
-        }
+        encodings = ptq.calibrated_encodings(graph, plan, calibration)
         sim = build_quantized_model(graph, plan, encodings, name=f"{graph.name}_quantsim")
         self.result.quantized_model = sim
         self.summary["calibration"] = {
@@ -296,6 +286,7 @@ class _Analysis:
         # evaluation loops then still leaves them on disk.
         aimet, table = analyses.min_max_ranges(graph, self.layers, encodings,
                                                calibration.observers)
+        table = annotate("min_max_ranges", table)  # the file as published
         self.result.min_max_ranges = aimet
         self._write_json(os.path.join(MIN_MAX_FOLDER, "weights.json"), aimet["weights"])
         self._write_json(os.path.join(MIN_MAX_FOLDER, "activations.json"), aimet["activations"])
@@ -304,7 +295,7 @@ class _Analysis:
         table = analyses.histograms(graph, plan, self.layers, encodings, calibration.observers)
         self._write_json(HISTOGRAMS_FILE, table, compact=True)
         self._publish("histograms", table)
-        table = analyses.weight_sqnr_table(graph, plan, encodings)
+        table = annotate("weight_sqnr", analyses.weight_sqnr_table(graph, plan, encodings))
         self.result.weight_sqnr = {f"{r['layer']}/{r['kernel']}": r for r in table["rows"]}
         self._write_json(WEIGHT_SQNR_FILE, table, compact=True)
         self._publish("weight_sqnr", table)
@@ -350,9 +341,8 @@ class _Analysis:
 
             step = self._steps.get(kind, -1) + 1
             self._steps[kind] = step
-            self.writer.add_summary(
-                payload_summary("quant_analyzer", kind, kind, json_ready(table)), step=step
-            )
+            self.writer.add_summary(payload_summary(
+                "quant_analyzer", kind, kind, json_ready(annotate(kind, table))), step=step)
             self.writer.flush()  # readable now: the tab fills in while the analysis runs
         self.published.add(kind)
 
@@ -402,7 +392,8 @@ class _Analysis:
                 self._publish("summary", self.summary)
             if "layers" not in self.summary:
                 return  # stopped before planning: nothing to report
-            self.result.report_path = write_report(self.results_dir, self.tables)
+            self.result.report_path = write_report(
+                self.results_dir, {k: annotate(k, t) for k, t in self.tables.items()})
             if self.result.status == "complete":
                 logger.info("QuantAnalyzer: report at %s", self.result.report_path)
             else:
@@ -427,8 +418,9 @@ class _Analysis:
         rows = analyses.activation_error_rows(self.graph, self.plan, encodings, batches)
         samples = data_lib.num_samples(batches)
         self.result.per_layer_sqnr = {r["layer"]: r for r in rows}
-        table = {"samples": samples, "batches": len(batches), "data": source,
-                 "max_sqnr_db": MAX_SQNR_DB, "rows": rows}
+        table = annotate("per_layer_sqnr", {"samples": samples, "batches": len(batches),
+                                            "data": source, "max_sqnr_db": MAX_SQNR_DB,
+                                            "rows": rows})
         self._write_json(SQNR_FILE, table)
         self._publish("per_layer_sqnr", table)
         if self.analyzer._mse_batches is not None:
