@@ -19,8 +19,10 @@ And beyond AIMET: per-layer SQNR in dB, accumulated (whole model quantized) and
 isolated (only that layer quantized, fed the float input), both from one pass
 per batch (`mct_logger.activations`); the SQNR of every quantized kernel per
 layer and output channel; the sensitivity scores persisted; an offline
-`index.html` report; with a log folder set (`set_log_folder`), the tables as
-"quant_analyzer" payloads for TensorBoard; and `recommend`: verified fixes.
+`index.html` report; every table given to the analysis listeners
+(`mct_logger.listeners`; with a log folder set, `set_log_folder` registers the
+one that writes them as "quant_analyzer" payloads for TensorBoard); and
+`recommend`: verified fixes.
 
 The eval score is assumed to be higher-is-better (accuracy, or a negated loss).
 
@@ -55,7 +57,7 @@ import numpy as np
 
 from mct_logger import analyses, ptq
 from mct_logger import data as data_lib
-from mct_logger import logger as log_lib
+from mct_logger import listeners as listeners_lib
 from mct_logger import results_dir as results_lib
 from mct_logger.analyses import AnalysisResult
 from mct_logger.aimet_layout import (
@@ -197,11 +199,9 @@ class _Analysis:
         self.evaluations_done = 0
         self.evaluations_total = None
         self.summary: dict = {}
-        self._steps: dict[str, int] = {}
         self._last_live = 0.0
         self._evaluations_started = time.time()
-        self.run_log = None
-        self.writer = None
+        self.listeners: list = []
         self.started = time.time()
 
     # ------------------------------------------------------------- driver
@@ -256,8 +256,8 @@ class _Analysis:
             )
         self.evaluations_total = 2 * len(self.layers) + 4
         self._start_summary(folding)
-        self._open_log(graph.name)
-        if self.writer is not None:
+        self._open_listeners(graph.name)
+        if self.listeners:
             self._publish("summary", self.summary)  # the tab shows the run from the start
 
         float_model = graph.to_keras(name=f"{graph.name}_fp32")
@@ -311,16 +311,12 @@ class _Analysis:
 
     # ------------------------------------------------------------- outputs
 
-    def _open_log(self, model_name: str) -> None:
-        # A TensorBoard failure is one warning and stops this log; the analysis goes on.
-        returned = "The analysis goes on; its results are in results_dir and returned"
-        folder = log_lib.open_run_folder(model_name, returned)
-        if folder is None:
-            return
-        self.run_log = log_lib.RunLog(folder, guard=log_lib.LogGuard(folder, returned))
-        self.writer = self.run_log.writer("quant_analyzer")
-        self.result.log_folder = folder
-        logger.info("QuantAnalyzer: logging to %s", os.path.join(folder, "quant_analyzer"))
+    def _open_listeners(self, model_name: str) -> None:
+        """The analysis listeners (`listeners.open_analysis_listeners`; with a log
+        folder set, the TensorBoard one, which never fails the analysis)."""
+        self.listeners = listeners_lib.open_analysis_listeners(model_name)
+        folders = [getattr(listener, "folder", None) for listener in self.listeners]
+        self.result.log_folder = next((f for f in folders if f is not None), None)
 
     def _write_json(self, relative: str, content, compact: bool = False) -> None:
         """Writes atomically (an interrupt never leaves half a file); `compact`
@@ -330,26 +326,18 @@ class _Analysis:
         results_lib.write_json_atomically(path, json_ready(content), compact=compact)
 
     def _publish(self, kind: str, table: dict) -> None:
-        """Keeps `table` for the report and writes it as a TensorBoard payload.
-
-        A table published again (one that grows while the analysis runs) gets
-        the next step, so both loaders keep its newest version last.
-        """
+        """Keeps `table` for the report and gives it, with its "worst_layers"
+        ranking, to every analysis listener (again each time it grows)."""
         self.tables[kind] = table
-        if self.writer is not None:
-            from mct_logger.tb_plugin.summary import payload_summary
-
-            step = self._steps.get(kind, -1) + 1
-            self._steps[kind] = step
-            self.writer.add_summary(payload_summary(
-                "quant_analyzer", kind, kind, json_ready(annotate(kind, table))), step=step)
-            self.writer.flush()  # readable now: the tab fills in while the analysis runs
+        published = annotate(kind, table)
+        for listener in self.listeners:
+            listener(kind, published)
         self.published.add(kind)
 
     def _publish_progress(self, kind: str, force: bool = False) -> None:
         """Publishes a growing table and the summary's count of evaluations, at
         most every `LIVE_INTERVAL_SECONDS` (always when `force`)."""
-        if self.writer is None:
+        if not self.listeners:
             return
         now = time.time()
         if not force and now - self._last_live < LIVE_INTERVAL_SECONDS:
@@ -403,8 +391,10 @@ class _Analysis:
                     self.evaluations_total, self.results_dir,
                 )
         finally:
-            if self.run_log is not None:
-                self.run_log.close()
+            for listener in self.listeners:
+                close = getattr(listener, "close", None)
+                if close is not None:
+                    close(failure)
 
     # ------------------------------------------------------------- analyses
 
@@ -457,9 +447,6 @@ class _Analysis:
         table["complete"] = True
         self._write_json(SENSITIVITY_FILE, table)
         self._publish("sensitivity", table)
-        if self.writer is not None:
-            for key in ("fp32", "weights_only", "activations_only", "fully_quantized"):
-                self.writer.scalar(f"sensitivity/{table['labels'][key]}", table[key], step=0)
 
     def _per_layer(self, sim, progress, enabled: bool) -> None:
         kind = "per_layer_quant_enabled" if enabled else "per_layer_quant_disabled"

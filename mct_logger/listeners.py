@@ -10,6 +10,15 @@ results). It may also have:
   `SIMILARITY` (the float-vs-quantized similarity stage). A listener without
   `needs` gets everything.
 
+An analysis listener hears a QuantAnalyzer run: `listener(kind, table)` for
+every table the analysis publishes (a "quant_analyzer" payload kind and its
+JSON-able table, again each time a growing table gains rows), and
+`close(error)` when the analysis ends. It is made fresh per analysis by a
+factory registered with `set_analysis_listener_factory(key, factory)`
+(`factory(model_name)` returns it, or None); it may have a `folder` (where it
+logs, reported as `AnalysisResult.log_folder`). `set_log_folder` registers
+the TensorBoard one (`analysis_log.AnalysisLogListener`).
+
 A recommendation listener (`set_recommendation_listener`) hears the end of a
 mixed-precision search or a QuantAnalyzer recommendation, as
 `listener(model, representative_batches, baseline_config, recommended_config,
@@ -36,8 +45,9 @@ from typing import Any, Callable
 
 __all__ = [
     "SIMILARITY", "STATISTICS", "add_stage_listener", "needs", "notify_recommendation",
-    "open_run_listeners", "recommendation_listeners", "remove_stage_listener",
-    "set_recommendation_listener", "set_run_listener_factory",
+    "open_analysis_listeners", "open_run_listeners", "recommendation_listeners",
+    "remove_stage_listener", "set_analysis_listener_factory", "set_recommendation_listener",
+    "set_run_listener_factory",
 ]
 
 STATISTICS = "statistics"
@@ -46,6 +56,7 @@ ALL_NEEDS = frozenset({STATISTICS, SIMILARITY})
 
 _listeners: list[Callable] = []
 _factories: dict[str, Callable[[str], Any]] = {}
+_analysis_factories: dict[str, Callable[[str], Any]] = {}
 _recommendation: dict[str, Callable] = {}
 _lock = threading.Lock()
 
@@ -77,11 +88,28 @@ def open_run_listeners(model_name: str) -> list:
     """The listeners of one PTQ run: the added ones, then one per factory that made one."""
     with _lock:
         listeners, factories = list(_listeners), list(_factories.values())
-    for factory in factories:
-        listener = factory(model_name)
-        if listener is not None:
-            listeners.append(listener)
-    return listeners
+    return listeners + _made(factories, model_name)
+
+
+def set_analysis_listener_factory(key: str, factory: Callable[[str], Any] | None) -> None:
+    """Registers (or with None removes) `factory(model_name) -> analysis listener | None`."""
+    with _lock:
+        if factory is None:
+            _analysis_factories.pop(key, None)
+        else:
+            _analysis_factories[key] = factory
+
+
+def open_analysis_listeners(model_name: str) -> list:
+    """The analysis listeners of one QuantAnalyzer run: one per factory that made one."""
+    with _lock:
+        factories = list(_analysis_factories.values())
+    return _made(factories, model_name)
+
+
+def _made(factories, model_name: str) -> list:
+    made = (factory(model_name) for factory in factories)
+    return [listener for listener in made if listener is not None]
 
 
 def needs(listeners, what: str) -> bool:

@@ -13,7 +13,7 @@ MAX_LINES = 500
 LOGGING_MODULES = {
     "mct_logger.logger", "mct_logger.run_log", "mct_logger.tensorboard_listener",
     "mct_logger.events", "mct_logger.stage_summary", "mct_logger.similarity_plots",
-    "mct_logger.layer_table", "mct_logger.recommendation_log",
+    "mct_logger.layer_table", "mct_logger.recommendation_log", "mct_logger.analysis_log",
 }
 
 
@@ -103,7 +103,7 @@ def test_no_import_cycle_among_the_project_modules():
 
 
 @pytest.mark.parametrize("engine", ["mct_logger.ptq", "mct_logger.mixed_precision_search",
-                                    "mct_logger.recommend"])
+                                    "mct_logger.recommend", "mct_logger.analyzer"])
 def test_the_ptq_engine_imports_nothing_that_logs(engine):
     seen, todo = set(), [engine]
     while todo:
