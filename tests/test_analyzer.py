@@ -405,3 +405,17 @@ def test_tables_leave_through_the_registered_analysis_listeners(tmp_path):
     assert last["per_layer_quant_enabled"]["complete"] is True
     assert last["per_layer_quant_enabled"]["worst_layers"]["enabled"]["layers"][0]["layer"] \
         == BROKEN == result.ranking("per_layer_quant_enabled")[0]
+
+
+def test_sensitivity_scores_are_tensorboard_scalars(run):
+    _, result, _, logs = run
+    tables_run = os.path.relpath(os.path.join(result.log_folder, "quant_analyzer"), logs)
+    with tensorboard_provider(logs, "python") as (provider, ctx, experiment):
+        scalars = provider.read_scalars(ctx, experiment_id=experiment, plugin_name="scalars",
+                                        downsample=10)[tables_run]
+    assert {tag: [d.value for d in data] for tag, data in scalars.items()} == pytest.approx({
+        "sensitivity/W32A32": [result.sensitivity["fp32"]],
+        "sensitivity/W8A32": [result.sensitivity["weights_only"]],
+        "sensitivity/W32A8": [result.sensitivity["activations_only"]],
+        "sensitivity/W8A8": [result.sensitivity["fully_quantized"]],
+    }, rel=1e-6)
