@@ -143,7 +143,8 @@ export function findings(tables, k = 5) {
       explanation:
         "Whole model quantized: how many dB the SQNR loses at this layer compared with its inputs.",
     }, ranking(sqnr, "sqnr_step", sqnr.rows, () =>
-      rankRows(sqnr.rows, (row) => row.accumulated_step_db, true).filter(({ value }) => value > 0)), k,
+      rankRows(sqnr.rows, (row) => row.accumulated_step_db, true)
+        .filter(({ value }) => value > 0)), k,
     ({ row, value }) => item(row.layer, value, `${value.toFixed(1)} dB lost`)));
   }
   const enabled = tables.per_layer_quant_enabled;

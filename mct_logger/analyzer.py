@@ -271,10 +271,11 @@ class _Analysis:
                 "forward_pass_callback did not run the model it was given: call it (or its "
                 "predict/evaluate) on representative data so the quantizers see values."
             )
+        # the grids first: data that is not finite is named there, as the callback's
+        encodings = ptq.calibrated_encodings(graph, plan, calibration)
         if calibration.recorded:  # the float reference must be the user's model
             first = data_lib.load_batches(iter(calibration.recorded[:1]), analyzer._specs)[0]
             check_rebuilt_graph(analyzer._model, analyzer._graph, first)
-        encodings = ptq.calibrated_encodings(graph, plan, calibration)
         sim = build_quantized_model(graph, plan, encodings, name=f"{graph.name}_quantsim")
         self.result.quantized_model = sim
         self.summary["calibration"] = {

@@ -77,11 +77,7 @@ def remove_stage_listener(listener: Callable) -> None:
 
 def set_run_listener_factory(key: str, factory: Callable[[str], Any] | None) -> None:
     """Registers (or with None removes) `factory(model_name) -> listener | None` under `key`."""
-    with _lock:
-        if factory is None:
-            _factories.pop(key, None)
-        else:
-            _factories[key] = factory
+    _register(_factories, key, factory)
 
 
 def open_run_listeners(model_name: str) -> list:
@@ -93,11 +89,7 @@ def open_run_listeners(model_name: str) -> list:
 
 def set_analysis_listener_factory(key: str, factory: Callable[[str], Any] | None) -> None:
     """Registers (or with None removes) `factory(model_name) -> analysis listener | None`."""
-    with _lock:
-        if factory is None:
-            _analysis_factories.pop(key, None)
-        else:
-            _analysis_factories[key] = factory
+    _register(_analysis_factories, key, factory)
 
 
 def open_analysis_listeners(model_name: str) -> list:
@@ -105,6 +97,14 @@ def open_analysis_listeners(model_name: str) -> list:
     with _lock:
         factories = list(_analysis_factories.values())
     return _made(factories, model_name)
+
+
+def _register(registry: dict, key: str, value) -> None:
+    with _lock:
+        if value is None:
+            registry.pop(key, None)
+        else:
+            registry[key] = value
 
 
 def _made(factories, model_name: str) -> list:
@@ -119,11 +119,7 @@ def needs(listeners, what: str) -> bool:
 
 def set_recommendation_listener(key: str, listener: Callable | None) -> None:
     """Registers (or with None removes) a recommendation listener under `key`."""
-    with _lock:
-        if listener is None:
-            _recommendation.pop(key, None)
-        else:
-            _recommendation[key] = listener
+    _register(_recommendation, key, listener)
 
 
 def recommendation_listeners() -> list:
