@@ -78,25 +78,51 @@ function nearlyEqual(a, b) {
   return Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(a), Math.abs(b));
 }
 
+// A measure's ranking as the analyzer publishes it in its table ("worst_layers",
+// computed once by mct_logger.worst_layers): { count, entries: [{ row, value }]
+// (worst first), decisive, allEqual }. A table from an older payload has no
+// "worst_layers": its rows are ranked here the same way (`fallback`).
+function ranking(table, id, rows, fallback) {
+  const carried = table.worst_layers && table.worst_layers[id];
+  if (!carried) {
+    const ranked = fallback();
+    const count = ranked.length;
+    return {
+      count,
+      entries: ranked,
+      decisive: count === 1 || (count > 1 && !nearlyEqual(ranked[0].value, ranked[1].value)),
+      allEqual: count > 1 && nearlyEqual(ranked[0].value, ranked[count - 1].value),
+    };
+  }
+  const entries = carried.layers
+    .map((entry) => ({
+      row: (rows || []).find((row) => row.layer === entry.layer &&
+        (entry.kernel === undefined || row.kernel === entry.kernel)),
+      value: entry.value,
+    }))
+    .filter((entry) => entry.row);
+  return { count: carried.count, entries, decisive: carried.decisive, allEqual: carried.all_equal };
+}
+
 // A finding's worst layers, unless every layer measures the same: a ranking of
 // ties would name an arbitrary layer. `decisive` is false when the first two tie.
 function finish(finding, ranked, k, toItem) {
-  if (ranked.length > 1 && nearlyEqual(ranked[0].value, ranked[ranked.length - 1].value)) {
+  if (ranked.allEqual) {
     finding.items = [];
-    finding.note = `Every layer measures the same (${formatNumber(ranked[0].value, 6)}): nothing stands out.`;
+    finding.note = `Every layer measures the same (${formatNumber(ranked.entries[0].value, 6)}): nothing stands out.`;
     finding.decisive = false;
     return finding;
   }
-  finding.items = ranked.slice(0, k).map(toItem);
-  finding.decisive = ranked.length === 1 ||
-    (ranked.length > 1 && !nearlyEqual(ranked[0].value, ranked[1].value));
-  if (ranked.length > 1 && !finding.decisive) {
+  finding.items = ranked.entries.slice(0, k).map(toItem);
+  finding.decisive = ranked.decisive;
+  if (ranked.count > 1 && !finding.decisive) {
     finding.note = "The first layers tie.";
   }
   return finding;
 }
 
-// The headline findings: for each measure, its worst layers (k of them).
+// The headline findings: for each measure, its worst layers (k of them, at most
+// the 10 a table carries).
 // Each finding: { id, view, title, explanation, items: [{ layer, label, value, text }],
 // decisive, note }.
 export function findings(tables, k = 5) {
@@ -109,7 +135,8 @@ export function findings(tables, k = 5) {
       title: "Lowest isolated SQNR",
       explanation:
         "Only this layer quantized, fed the float input: where the quantization noise comes from.",
-    }, rankRows(sqnr.rows.filter((row) => row.quantized), (row) => row.sqnr_isolated_db, false), k,
+    }, ranking(sqnr, "sqnr_isolated", sqnr.rows, () =>
+      rankRows(sqnr.rows.filter((row) => row.quantized), (row) => row.sqnr_isolated_db, false)), k,
     ({ row, value }) => item(row.layer, value, formatDb(value))));
     result.push(finish({
       id: "sqnr_step",
@@ -117,7 +144,9 @@ export function findings(tables, k = 5) {
       title: "Sharpest drop of the accumulated SQNR",
       explanation:
         "Whole model quantized: how many dB the SQNR loses at this layer compared with its inputs.",
-    }, rankRows(sqnr.rows, (row) => row.accumulated_step_db, true).filter(({ value }) => value > 0), k,
+    }, ranking(sqnr, "sqnr_step", sqnr.rows, () =>
+      rankRows(sqnr.rows, (row) => row.accumulated_step_db, true)
+        .filter(({ value }) => value > 0)), k,
     ({ row, value }) => item(row.layer, value, `${value.toFixed(1)} dB lost`)));
   }
   const enabled = tables.per_layer_quant_enabled;
@@ -127,7 +156,8 @@ export function findings(tables, k = 5) {
       view: "per-layer",
       title: "Lowest score with only this layer quantized",
       explanation: "Quantizing this layer alone costs the most. Score (change vs FP32).",
-    }, rankRows(enabled.rows, (row) => row.score, false), k,
+    }, ranking(enabled, "enabled", enabled.rows, () =>
+      rankRows(enabled.rows, (row) => row.score, false)), k,
     ({ row, value }) => item(row.layer, value, scoreText(value, enabled.fp32))));
   }
   const disabled = tables.per_layer_quant_disabled;
@@ -137,7 +167,8 @@ export function findings(tables, k = 5) {
       view: "per-layer",
       title: "Highest score with this layer left in float",
       explanation: "Keeping this layer in float recovers the most. Score (change vs FP32).",
-    }, rankRows(disabled.rows, (row) => row.score, true), k,
+    }, ranking(disabled, "disabled", disabled.rows, () =>
+      rankRows(disabled.rows, (row) => row.score, true)), k,
     ({ row, value }) => item(row.layer, value, scoreText(value, disabled.fp32))));
   }
   const mse = tables.per_layer_mse_loss;
@@ -148,7 +179,7 @@ export function findings(tables, k = 5) {
       title: "Largest MSE (per element)",
       explanation:
         "Whole model quantized. MSE depends on each output's scale: compare layers by SQNR.",
-    }, rankRows(mse.rows, (row) => row.mse, true), k,
+    }, ranking(mse, "mse", mse.rows, () => rankRows(mse.rows, (row) => row.mse, true)), k,
     ({ row, value }) => item(row.layer, value, formatNumber(value, 3))));
   }
   const weights = tables.weight_sqnr;
@@ -158,7 +189,8 @@ export function findings(tables, k = 5) {
       view: "weights",
       title: "Lowest weight SQNR",
       explanation: "Quantized kernel against the float kernel.",
-    }, rankRows(weights.rows, (row) => row.sqnr_db, false), k,
+    }, ranking(weights, "weight_sqnr", weights.rows, () =>
+      rankRows(weights.rows, (row) => row.sqnr_db, false)), k,
     ({ row, value }) => item(row.layer, value, formatDb(value), weightLabel(row))));
   }
   const ranges = tables.min_max_ranges;
@@ -168,7 +200,8 @@ export function findings(tables, k = 5) {
       view: "ranges",
       title: "Widest activation encodings",
       explanation: "A wide range means a coarse grid for the values that matter.",
-    }, rankRows(ranges.activations, (row) => row.max - row.min, true), k,
+    }, ranking(ranges, "widest_range", ranges.activations, () =>
+      rankRows(ranges.activations, (row) => row.max - row.min, true)), k,
     ({ row, value }) =>
       item(row.layer, value, `[${formatNumber(row.min, 3)}, ${formatNumber(row.max, 3)}]`)));
   }
@@ -265,6 +298,7 @@ export function normalizeTables(tables) {
   if (!result.per_layer_sqnr) {
     const rows = layers.rows.filter((r) => r.quantized);
     result.per_layer_sqnr = {
+      worst_layers: layers.worst_layers,
       samples: layers.samples,
       data: "representative data (the PTQ run's similarity stage)",
       max_sqnr_db: 200,
@@ -281,6 +315,7 @@ export function normalizeTables(tables) {
   }
   if (!result.min_max_ranges) {
     result.min_max_ranges = {
+      worst_layers: layers.worst_layers,
       activations: layers.rows.filter((r) => isNumber(r.encoding_min)).map((r) => ({
         layer: r.layer, min: r.encoding_min, max: r.encoding_max, bitwidth: r.activation_bits,
       })),

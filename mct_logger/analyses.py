@@ -38,6 +38,7 @@ from mct_logger.quantization.encodings import Encoding
 from mct_logger.quantization.observers import HistogramCollector, channels_last_2d
 from mct_logger.quantization.quantsim import CalibrationModel
 from mct_logger.weight_quantization import weight_quantization_rows
+from mct_logger.worst_layers import rank
 
 __all__ = [
     "AnalysisResult", "ObserverWithHistogram", "RecordingCalibrationModel", "activation_error_rows",
@@ -92,10 +93,11 @@ class AnalysisResult:
         - "sqnr_accumulated": lowest accumulated SQNR;
         - "per_layer_mse_loss": largest accumulated MSE;
         - "weight_sqnr": lowest weight SQNR ("layer/kernel" keys).
+
+        Layers without a finite value are left out (`worst_layers.rank`).
         """
         def ordered(values: dict, worst_is_high: bool):
-            known = [(k, v) for k, v in values.items() if v is not None and not math.isnan(v)]
-            return [k for k, _ in sorted(known, key=lambda kv: -kv[1] if worst_is_high else kv[1])]
+            return [k for k, _ in rank(values.items(), worst_is_high)]
 
         rows = self.per_layer_sqnr
         if measure == "per_layer_quant_enabled":

@@ -19,8 +19,10 @@ And beyond AIMET: per-layer SQNR in dB, accumulated (whole model quantized) and
 isolated (only that layer quantized, fed the float input), both from one pass
 per batch (`mct_logger.activations`); the SQNR of every quantized kernel per
 layer and output channel; the sensitivity scores persisted; an offline
-`index.html` report; with a log folder set (`set_log_folder`), the tables as
-"quant_analyzer" payloads for TensorBoard; and `recommend`: verified fixes.
+`index.html` report; every table given to the analysis listeners
+(`mct_logger.listeners`; with a log folder set, `set_log_folder` registers the
+one that writes them as "quant_analyzer" payloads for TensorBoard); and
+`recommend`: verified fixes.
 
 The eval score is assumed to be higher-is-better (accuracy, or a negated loss).
 
@@ -53,9 +55,9 @@ import time
 import keras
 import numpy as np
 
-from mct_logger import analyses
+from mct_logger import analyses, ptq
 from mct_logger import data as data_lib
-from mct_logger import logger as log_lib
+from mct_logger import listeners as listeners_lib
 from mct_logger import results_dir as results_lib
 from mct_logger.analyses import AnalysisResult
 from mct_logger.aimet_layout import (
@@ -76,26 +78,22 @@ from mct_logger.aimet_layout import (
     resolve_config,
 )
 from mct_logger.graph import read_model
-from mct_logger.live_payloads import PayloadPublisher
 from mct_logger.metrics import MAX_SQNR_DB
 from mct_logger.rebuild_check import check_rebuilt_graph
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.plan import plan_quantization
-from mct_logger.quantization.quantsim import (
-    NodeEncodings,
-    build_quantized_model,
-    set_quantizers_enabled,
-    weight_encodings,
-)
+from mct_logger.quantization.quantsim import build_quantized_model, set_quantizers_enabled
 from mct_logger.recommend import recommend
 from mct_logger.report import write_report
+from mct_logger.worst_layers import annotate
 from mct_logger.json_safe import json_ready
-from mct_logger.techniques.batch_norm_folding import fold_batch_norms
 
 __all__ = ["AnalysisResult", "QuantAnalyzer", "RESULT_FILES", "as_callback", "resolve_config"]
 
 logger = logging.getLogger("mct_logger")
 
+# While evaluations run, the growing tables go to the listeners at most this often.
+LIVE_INTERVAL_SECONDS = 1.0
 # Samples of the calibration data kept for the SQNR analysis when no unlabeled
 # data was given with `enable_per_layer_mse_loss`.
 CALIBRATION_SAMPLES_FOR_SQNR = 256
@@ -201,10 +199,9 @@ class _Analysis:
         self.evaluations_done = 0
         self.evaluations_total = None
         self.summary: dict = {}
-        self.publisher: PayloadPublisher | None = None
+        self._last_live = 0.0
         self._evaluations_started = time.time()
-        self.run_log = None
-        self.writer = None
+        self.listeners: list = []
         self.started = time.time()
 
     # ------------------------------------------------------------- driver
@@ -233,7 +230,7 @@ class _Analysis:
 
     def _run(self) -> None:
         analyzer, config = self.analyzer, self.config
-        graph, folding = fold_batch_norms(analyzer._graph)
+        graph, folding = ptq.fold(analyzer._graph)
         self.graph = graph
         if analyzer._ignored:
             overrides = dict(config.overrides)
@@ -259,8 +256,8 @@ class _Analysis:
             )
         self.evaluations_total = 2 * len(self.layers) + 4
         self._start_summary(folding)
-        self._open_log(graph.name)
-        if self.writer is not None:
+        self._open_listeners(graph.name)
+        if self.listeners:
             self._publish("summary", self.summary)  # the tab shows the run from the start
 
         float_model = graph.to_keras(name=f"{graph.name}_fp32")
@@ -274,15 +271,11 @@ class _Analysis:
                 "forward_pass_callback did not run the model it was given: call it (or its "
                 "predict/evaluate) on representative data so the quantizers see values."
             )
-        weights = weight_encodings(graph, plan)
-        activations = calibration.activation_encodings(plan)
+        # the grids first: data that is not finite is named there, as the callback's
+        encodings = ptq.calibrated_encodings(graph, plan, calibration)
         if calibration.recorded:  # the float reference must be the user's model
             first = data_lib.load_batches(iter(calibration.recorded[:1]), analyzer._specs)[0]
             check_rebuilt_graph(analyzer._model, analyzer._graph, first)
-        encodings = {
-            name: NodeEncodings(weights=weights.get(name, {}), activation=activations.get(name))
-            for name in self.layers
-        }
         sim = build_quantized_model(graph, plan, encodings, name=f"{graph.name}_quantsim")
         self.result.quantized_model = sim
         self.summary["calibration"] = {
@@ -294,6 +287,7 @@ class _Analysis:
         # evaluation loops then still leaves them on disk.
         aimet, table = analyses.min_max_ranges(graph, self.layers, encodings,
                                                calibration.observers)
+        table = annotate("min_max_ranges", table)  # the file as published
         self.result.min_max_ranges = aimet
         self._write_json(os.path.join(MIN_MAX_FOLDER, "weights.json"), aimet["weights"])
         self._write_json(os.path.join(MIN_MAX_FOLDER, "activations.json"), aimet["activations"])
@@ -302,7 +296,7 @@ class _Analysis:
         table = analyses.histograms(graph, plan, self.layers, encodings, calibration.observers)
         self._write_json(HISTOGRAMS_FILE, table, compact=True)
         self._publish("histograms", table)
-        table = analyses.weight_sqnr_table(graph, plan, encodings)
+        table = annotate("weight_sqnr", analyses.weight_sqnr_table(graph, plan, encodings))
         self.result.weight_sqnr = {f"{r['layer']}/{r['kernel']}": r for r in table["rows"]}
         self._write_json(WEIGHT_SQNR_FILE, table, compact=True)
         self._publish("weight_sqnr", table)
@@ -318,17 +312,12 @@ class _Analysis:
 
     # ------------------------------------------------------------- outputs
 
-    def _open_log(self, model_name: str) -> None:
-        # A TensorBoard failure is one warning and stops this log; the analysis goes on.
-        returned = "The analysis goes on; its results are in results_dir and returned"
-        folder = log_lib.open_run_folder(model_name, returned)
-        if folder is None:
-            return
-        self.run_log = log_lib.RunLog(folder, guard=log_lib.LogGuard(folder, returned))
-        self.writer = self.run_log.writer("quant_analyzer")
-        self.publisher = PayloadPublisher(self.writer, "quant_analyzer")
-        self.result.log_folder = folder
-        logger.info("QuantAnalyzer: logging to %s", os.path.join(folder, "quant_analyzer"))
+    def _open_listeners(self, model_name: str) -> None:
+        """The analysis listeners (`listeners.open_run_listeners(kind=ANALYSIS)`; with a log
+        folder set, the TensorBoard one, which never fails the analysis)."""
+        self.listeners = listeners_lib.open_run_listeners(model_name, kind=listeners_lib.ANALYSIS)
+        folders = [getattr(listener, "folder", None) for listener in self.listeners]
+        self.result.log_folder = next((f for f in folders if f is not None), None)
 
     def _write_json(self, relative: str, content, compact: bool = False) -> None:
         """Writes atomically (an interrupt never leaves half a file); `compact`
@@ -338,22 +327,23 @@ class _Analysis:
         results_lib.write_json_atomically(path, json_ready(content), compact=compact)
 
     def _publish(self, kind: str, table: dict) -> None:
-        """Keeps `table` for the report and writes it as a TensorBoard payload.
-
-        A table published again (one that grows while the analysis runs) gets
-        the next step, so both loaders keep its newest version last.
-        """
+        """Keeps `table` for the report and gives it, with its "worst_layers"
+        ranking, to every analysis listener (again each time it grows)."""
         self.tables[kind] = table
-        if self.publisher is not None:
-            self.publisher.publish(kind, table)
+        published = annotate(kind, table)
+        for listener in self.listeners:
+            listener(kind, published)
         self.published.add(kind)
 
     def _publish_progress(self, kind: str, force: bool = False) -> None:
         """Publishes a growing table and the summary's count of evaluations, at
         most every `LIVE_INTERVAL_SECONDS` (always when `force`)."""
-        if self.publisher is None or not self.publisher.due(force):
+        if not self.listeners:
             return
         now = time.time()
+        if not force and now - self._last_live < LIVE_INTERVAL_SECONDS:
+            return
+        self._last_live = now
         self._publish(kind, self.tables[kind])
         self.summary.update(evaluations_done=self.evaluations_done,
                             seconds=round(now - self.started, 3),
@@ -391,7 +381,8 @@ class _Analysis:
                 self._publish("summary", self.summary)
             if "layers" not in self.summary:
                 return  # stopped before planning: nothing to report
-            self.result.report_path = write_report(self.results_dir, self.tables)
+            self.result.report_path = write_report(
+                self.results_dir, {k: annotate(k, t) for k, t in self.tables.items()})
             if self.result.status == "complete":
                 logger.info("QuantAnalyzer: report at %s", self.result.report_path)
             else:
@@ -401,8 +392,10 @@ class _Analysis:
                     self.evaluations_total, self.results_dir,
                 )
         finally:
-            if self.run_log is not None:
-                self.run_log.close()
+            for listener in self.listeners:
+                close = getattr(listener, "close", None)
+                if close is not None:
+                    close(failure)
 
     # ------------------------------------------------------------- analyses
 
@@ -416,8 +409,9 @@ class _Analysis:
         rows = analyses.activation_error_rows(self.graph, self.plan, encodings, batches)
         samples = data_lib.num_samples(batches)
         self.result.per_layer_sqnr = {r["layer"]: r for r in rows}
-        table = {"samples": samples, "batches": len(batches), "data": source,
-                 "max_sqnr_db": MAX_SQNR_DB, "rows": rows}
+        table = annotate("per_layer_sqnr", {"samples": samples, "batches": len(batches),
+                                            "data": source, "max_sqnr_db": MAX_SQNR_DB,
+                                            "rows": rows})
         self._write_json(SQNR_FILE, table)
         self._publish("per_layer_sqnr", table)
         if self.analyzer._mse_batches is not None:
@@ -454,9 +448,6 @@ class _Analysis:
         table["complete"] = True
         self._write_json(SENSITIVITY_FILE, table)
         self._publish("sensitivity", table)
-        if self.writer is not None:
-            for key in ("fp32", "weights_only", "activations_only", "fully_quantized"):
-                self.writer.scalar(f"sensitivity/{table['labels'][key]}", table[key], step=0)
 
     def _per_layer(self, sim, progress, enabled: bool) -> None:
         kind = "per_layer_quant_enabled" if enabled else "per_layer_quant_disabled"

@@ -18,6 +18,7 @@ import numpy as np
 
 from mct_logger import events, metrics
 from mct_logger.memory import counted_bytes, elements_per_sample, graph_memory, model_memory
+from mct_logger.worst_layers import annotate
 
 __all__ = ["layer_table"]
 
@@ -28,7 +29,8 @@ def layer_table(graph, plan: dict, encodings: dict, similarity, graph_run: str |
     One row per node in graph order, from what the stages already computed:
     the plan (bits, per-channel or not, why a node stays in float), the
     encodings (min/max), memory at batch 1 before (float32) and after (planned
-    bits), and the similarity stage's SQNR (dB) and mean cosine over its samples.
+    bits), and the similarity stage's SQNR (dB) and mean cosine over its samples;
+    "worst_layers" ranks them (`worst_layers.worst_layers`).
     """
     before, after = graph_memory(graph), graph_memory(graph, plan)
 
@@ -75,7 +77,7 @@ def layer_table(graph, plan: dict, encodings: dict, similarity, graph_run: str |
             "cosine": float(np.nanmean(similarity.cosine[:, i])) if i is not None and
             similarity.num_samples and elements_per_sample(node) > 1 else None,
         })
-    return {
+    return annotate("layer_table", {
         "source": "ptq",
         "model": graph.name,
         "samples": int(similarity.num_samples),
@@ -83,4 +85,4 @@ def layer_table(graph, plan: dict, encodings: dict, similarity, graph_run: str |
         "memory_before": model_memory(before, plan),
         "memory_after": model_memory(after, plan),
         "rows": rows,
-    }
+    })

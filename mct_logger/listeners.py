@@ -21,10 +21,11 @@ hears every run, and `set_run_listener_factory(key, factory)` for a listener
 made fresh per run (`factory(model_name)` returns it, or None to sit this run
 out); `mct_logger.set_log_folder` registers the TensorBoard listener this way.
 
-Model compression (`mct_logger.compress_model`) asks here too, for its own
-kind of listener (`kind=COMPRESSION`: `listener(event, data)`, see
-`mct_logger.compression.compress`); `set_log_folder` registers its
-TensorBoard listener the same way.
+Model compression (`mct_logger.compress_model`) and the QuantAnalyzer ask here
+too, for their own kinds of run listener: `kind=COMPRESSION` (`listener(event,
+data)`, see `mct_logger.compression.compress`) and `kind=ANALYSIS` (the tables of
+one analysis, see `mct_logger.analysis_log`); `set_log_folder` registers their
+TensorBoard listeners the same way.
 
 Example:
 
@@ -40,7 +41,7 @@ import threading
 from typing import Any, Callable
 
 __all__ = [
-    "COMPRESSION", "PTQ", "SIMILARITY", "STATISTICS", "add_stage_listener", "needs",
+    "ANALYSIS", "COMPRESSION", "PTQ", "SIMILARITY", "STATISTICS", "add_stage_listener", "needs",
     "notify_recommendation", "open_run_listeners", "recommendation_listeners",
     "remove_stage_listener", "set_recommendation_listener", "set_run_listener_factory",
 ]
@@ -51,6 +52,7 @@ ALL_NEEDS = frozenset({STATISTICS, SIMILARITY})
 # The kinds of run that ask for listeners.
 PTQ = "ptq"
 COMPRESSION = "compression"
+ANALYSIS = "analysis"
 
 _listeners: list[Callable] = []
 _factories: dict[tuple[str, str], Callable[[str], Any]] = {}
@@ -75,12 +77,8 @@ def remove_stage_listener(listener: Callable) -> None:
 def set_run_listener_factory(key: str, factory: Callable[[str], Any] | None,
                              kind: str = PTQ) -> None:
     """Registers (or with None removes) `factory(model_name) -> listener | None`
-    under `key`, for runs of `kind` (PTQ or COMPRESSION)."""
-    with _lock:
-        if factory is None:
-            _factories.pop((kind, key), None)
-        else:
-            _factories[(kind, key)] = factory
+    under `key`, for runs of `kind` (PTQ, COMPRESSION or ANALYSIS)."""
+    _register(_factories, (kind, key), factory)
 
 
 def open_run_listeners(model_name: str, kind: str = PTQ) -> list:
@@ -103,11 +101,7 @@ def needs(listeners, what: str) -> bool:
 
 def set_recommendation_listener(key: str, listener: Callable | None) -> None:
     """Registers (or with None removes) a recommendation listener under `key`."""
-    with _lock:
-        if listener is None:
-            _recommendation.pop(key, None)
-        else:
-            _recommendation[key] = listener
+    _register(_recommendation, key, listener)
 
 
 def recommendation_listeners() -> list:
@@ -120,3 +114,11 @@ def notify_recommendation(model, batches, baseline_config, recommended_config,
     """Tells every recommendation listener about a finished search or recommendation."""
     for listener in recommendation_listeners():
         listener(model, batches, baseline_config, recommended_config, tables)
+
+
+def _register(registry: dict, key, value) -> None:
+    with _lock:
+        if value is None:
+            registry.pop(key, None)
+        else:
+            registry[key] = value

@@ -4,8 +4,10 @@ TensorBoard under `<folder>/<run name>/`, one TensorBoard run per stage.
 This module owns the log folder setting, the library's text log and the run
 folders; `set_log_folder` registers the TensorBoard listener
 (`tensorboard_listener.TensorBoardListener`, made fresh for every PTQ run) with
-`mct_logger.listeners`. That listener only writes: every number it logs comes
-from a stage result. Logging never costs the caller its result: the first
+`mct_logger.listeners`, and the QuantAnalyzer one
+(`analysis_log.AnalysisLogListener`, fresh for every analysis). They only
+write: every number they log comes from a stage result or an analysis table.
+Logging never costs the caller its result: the first
 failure of a run's log (disk full, permission denied, a plot that cannot be
 drawn) is one warning naming the path and the cause (`run_log.LogGuard`), and
 that run's logging stops. Run folders are created atomically
@@ -95,6 +97,7 @@ def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) 
             _folder, _run_name = None, None
         listeners.set_run_listener_factory(TENSORBOARD, None)
         listeners.set_run_listener_factory(TENSORBOARD, None, kind=listeners.COMPRESSION)
+        listeners.set_run_listener_factory(TENSORBOARD, None, kind=listeners.ANALYSIS)
         listeners.set_recommendation_listener(TENSORBOARD, None)
         return
     path = os.fspath(path)
@@ -125,6 +128,7 @@ def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) 
     listeners.set_run_listener_factory(TENSORBOARD, _tensorboard_listener)
     listeners.set_run_listener_factory(TENSORBOARD, _compression_listener,
                                        kind=listeners.COMPRESSION)
+    listeners.set_run_listener_factory(TENSORBOARD, _analysis_listener, kind=listeners.ANALYSIS)
     listeners.set_recommendation_listener(TENSORBOARD, _log_recommendation)
     logger.info("Logging to %s (tensorboard --logdir %s)", _folder, _folder)
 
@@ -150,6 +154,18 @@ def _compression_listener(model_name: str):
 
     folder = open_run_folder(model_name, CompressionTensorBoardListener.RETURNED)
     return None if folder is None else CompressionTensorBoardListener(folder)
+
+
+def _analysis_listener(model_name: str):
+    """A TensorBoard analysis listener for one QuantAnalyzer run in a fresh run
+    folder; None when logging is off or the folder cannot be created (one warning)."""
+    from mct_logger.analysis_log import RETURNED, RUN, AnalysisLogListener
+
+    folder = open_run_folder(model_name, RETURNED)
+    if folder is None:
+        return None
+    logger.info("QuantAnalyzer: logging to %s", os.path.join(folder, RUN))
+    return AnalysisLogListener(folder)
 
 
 def _log_recommendation(*args) -> None:

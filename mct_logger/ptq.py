@@ -4,6 +4,12 @@ Each stage takes the graph, returns a new one plus a typed, versioned result,
 and emits `(stage name, graph, result)` to every registered listener (the
 TensorBoard logger, progress reporting, tests). No stage knows who listens.
 
+The steps QuantAnalyzer shares with PTQ (it calibrates through the user's
+forward-pass callback instead of a data set, and does no CLE or bias
+correction): `fold` (batch-norm folding), `plan_quantization`, a
+`CalibrationModel`'s calibration, `calibrated_encodings` (the grids) and
+`build_quantized_model`.
+
 Example:
 
 ```python
@@ -52,8 +58,8 @@ from mct_logger.stage_results import (
 from mct_logger.techniques.cross_layer_equalization import equalize_graph, weight_ranges_only
 
 __all__ = [
-    "STAGES", "QuantizationInfo", "add_stage_listener", "keras_post_training_quantization",
-    "remove_stage_listener",
+    "STAGES", "QuantizationInfo", "add_stage_listener", "calibrated_encodings", "fold",
+    "keras_post_training_quantization", "remove_stage_listener",
     # re-exported for callers of the former locations
     "InitialGraphResult", "QuantizationParametersResult", "QuantizedModelResult",
     "SkippedStageResult", "StatisticsResult", "activation_bits", "graph_memory",
@@ -258,7 +264,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         lambda g: (g, InitialGraphResult(len(g.nodes), g.parameter_count())),
         graph,
     )
-    graph, _ = run.stage("batch_norm_folding", _fold_stage, graph)
+    graph, _ = run.stage("batch_norm_folding", fold, graph)
     graph, _ = run.stage("cross_layer_equalization", _cle_stage, graph, config)
     # The float side of the headline is the batch-norm-folded model: folding is
     # free on every target, so it is not counted as a quantization saving.
@@ -321,13 +327,15 @@ def _similarity_stage(graph: Graph, plan, encodings, batches, samples, histogram
     """The similarity analysis. A diagnosis only: if it fails, the failure is one
     warning and the stage is skipped; the quantized model is still returned."""
     try:
-        return graph, analyze_similarity(graph, plan, encodings, batches, samples, histograms,
-                                         quantized_graph=corrected)
+        result = analyze_similarity(graph, plan, encodings, batches, samples, histograms,
+                                    quantized_graph=corrected)
     except Exception as exc:  # reported here, as the one warning of this stage
         logger.warning("The similarity analysis failed (%s: %s); PTQ goes on and returns the "
                        "quantized model without it.", type(exc).__name__, exc)
         return graph, SkippedStageResult(
-            f"the similarity analysis failed: {type(exc).__name__}: {exc}")
+            f"the similarity analysis failed: {type(exc).__name__}: {exc}", plan=plan,
+            encodings=encodings)
+    return graph, dataclasses.replace(result, plan=plan, encodings=encodings)
 
 
 def _cle_stage(graph: Graph, config: QuantizationConfig):
@@ -342,11 +350,15 @@ def _cle_stage(graph: Graph, config: QuantizationConfig):
 def _bias_correction_stage(graph: Graph, plan, encodings, batches, config: QuantizationConfig):
     if config.bias_correction is None:
         return graph, SkippedStageResult(
-            "bias correction is off (QuantizationConfig.bias_correction=None)")
-    return correct_bias_graph(graph, plan, encodings, batches, config.bias_correction)
+            "bias correction is off (QuantizationConfig.bias_correction=None)", plan=plan,
+            encodings=encodings)
+    graph, result = correct_bias_graph(graph, plan, encodings, batches, config.bias_correction)
+    return graph, dataclasses.replace(result, plan=plan, encodings=encodings)
 
 
-def _fold_stage(graph: Graph) -> tuple[Graph, BatchNormFoldingResult]:
+def fold(graph: Graph) -> tuple[Graph, BatchNormFoldingResult]:
+    """Batch-norm folding (`fold_batch_norms`), each batch norm left unfolded named in
+    the log with why; returns the folded graph and the stage's result."""
     graph, result = fold_batch_norms(graph)
     for bn, reason in result.not_folded.items():
         logger.info("Batch norm %r stays a float affine layer: %s", bn, reason)
@@ -364,15 +376,29 @@ def _collect(graph, calibration: CalibrationModel, batches):
     )
 
 
-def _parameters(graph, plan, calibration: CalibrationModel):
+def calibrated_encodings(graph: Graph, plan: dict, calibration: CalibrationModel) -> dict:
+    """The grids of every quantized node once `calibration` has seen the data.
+
+    Args:
+        graph: the graph the plan was made for (its weights give the weight grids).
+        plan: node name -> `NodePlan`.
+        calibration: a `CalibrationModel` of `graph` and `plan` whose observers were updated.
+
+    Returns:
+        node name -> `NodeEncodings` (weights by kernel name, activation or None), for
+        the nodes the plan quantizes.
+    """
     weights = weight_encodings(graph, plan)
     activations = calibration.activation_encodings(plan)
-    encodings = {
+    return {
         name: NodeEncodings(weights=weights.get(name, {}), activation=activations.get(name))
         for name, p in plan.items()
         if p.quantized
     }
-    return graph, _parameters_result(plan, encodings)
+
+
+def _parameters(graph, plan, calibration: CalibrationModel):
+    return graph, _parameters_result(plan, calibrated_encodings(graph, plan, calibration))
 
 
 def _parameters_result(plan, encodings) -> QuantizationParametersResult:
@@ -387,5 +413,7 @@ def _build(graph, plan, encodings, memory_before):
         model=model,
         memory_before=model_memory(memory_before, plan),
         memory_after=model_memory(after, plan),
+        plan=plan,
+        encodings=encodings,
     )
 

@@ -50,6 +50,8 @@ class SimilarityResult:
         num_samples: samples in the per-sample comparison.
         weights: one row per quantized kernel, float vs quantized weights
             (`weight_quantization.weight_quantization_rows`).
+        plan / encodings: the compared model's `NodePlan`s and `NodeEncodings` by
+            node name (set by the PTQ engine, so a listener needs no earlier result).
     """
 
     nodes: list
@@ -61,6 +63,8 @@ class SimilarityResult:
     num_samples: int
     weights: list = dataclasses.field(default_factory=list)
     version: int = 1
+    plan: dict | None = None
+    encodings: dict | None = None
 
 
 def analyze_similarity(

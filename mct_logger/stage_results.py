@@ -10,6 +10,11 @@ not know. Besides the types here, stages return
 `techniques.bias_correction.BiasCorrectionResult` and
 `similarity.SimilarityResult`.
 
+From "quantization_parameters" on, every result carries the run's `plan` and
+`encodings` (the bias-correction result and its skipped form, the quantized
+model, the similarity analysis and its skipped form), so a listener writes any
+of them on its own, without remembering an earlier stage's result.
+
 Units: memory in bytes at batch 1 (`mct_logger.memory`), counts as integers.
 
 Example:
@@ -53,10 +58,14 @@ class SkippedStageResult:
 
     Attributes:
         reason: a sentence naming the cause (e.g. the config field that turned it off).
+        plan / encodings: the run's `NodePlan`s and `NodeEncodings` by node name when
+            the slot comes after "quantization_parameters", else None.
     """
 
     reason: str
     version: int = 1
+    plan: dict | None = None
+    encodings: dict | None = None
 
 
 @dataclasses.dataclass
@@ -101,9 +110,13 @@ class QuantizedModelResult:
         model: the quantized `keras.Model`.
         memory_before / memory_after: `memory.model_memory` bytes of the
             batch-norm-folded float32 model and of the quantized one.
+        plan / encodings: the `NodePlan`s and `NodeEncodings` the model was built
+            with, by node name.
     """
 
     model: Any
     memory_before: int
     memory_after: int
     version: int = 1
+    plan: dict | None = None
+    encodings: dict | None = None

@@ -104,8 +104,6 @@ class TensorBoardListener:
         self.guard = LogGuard(folder, self.RETURNED)
         self.log = RunLog(folder)
         self.folder = folder
-        self.plan = None
-        self.encodings = None
         self.graph_run = None
         self.stage_index = 0
         # Writing runs in one worker thread, in stage order, while the engine
@@ -119,31 +117,32 @@ class TensorBoardListener:
         run = f"{self.stage_index:02d}_{stage}"
         self.stage_index += 1
         if stage == "quantized_model":
-            self.graph_run = run  # where the layer table's rows link to in the Graphs tab
-        if getattr(result, "plan", None) is not None:
-            self.plan = result.plan
-        if getattr(result, "encodings", None) is not None:
-            self.encodings = result.encodings
+            # where the layer table's rows link to in the Graphs tab (None when this
+            # listener wrote no quantized model run: the rows then link nowhere)
+            self.graph_run = run
         if self.guard.failure is None:
             self._pending.append(
-                self._worker.submit(self._write, run, stage, graph, result, self.plan,
-                                    self.encodings)
+                self._worker.submit(self._write, run, stage, graph, result, self.graph_run)
             )
 
-    def _write(self, run, stage, graph, result, plan, encodings) -> None:
-        self.guard.call(self._write_stage, run, stage, graph, result, plan, encodings,
+    def _write(self, run, stage, graph, result, graph_run) -> None:
+        self.guard.call(self._write_stage, run, stage, graph, result, graph_run,
                         path=os.path.join(self.folder, run))
 
-    def _write_stage(self, run, stage, graph, result, plan, encodings) -> None:
+    def _write_stage(self, run, stage, graph, result, graph_run) -> None:
+        # Results from "quantization_parameters" on carry the plan and encodings
+        # (`stage_results`): each result is written from itself alone.
+        plan = getattr(result, "plan", None)
+        encodings = getattr(result, "encodings", None)
         writer = self.log.writer(run)
         memory = self._write_graph(writer, graph, plan, encodings)
         writer.text("summary", stage_summary(stage, graph, result, memory, plan))
-        handler = self._handler(result)
+        handler = self._handler(result, graph_run)
         if handler is not None:
             handler(run, graph, result)
         self.log.flush()  # what is logged so far stays readable if a later stage fails
 
-    def _handler(self, result):
+    def _handler(self, result, graph_run):
         """The extra writer for a result of this type, if any (dispatch on the type)."""
         from mct_logger.similarity import SimilarityResult
         from mct_logger.stage_results import StatisticsResult
@@ -152,7 +151,8 @@ class TensorBoardListener:
         handlers = {
             StatisticsResult: self._on_statistics_collection,
             CrossLayerEqualizationResult: self._on_cross_layer_equalization,
-            SimilarityResult: self._on_similarity_analysis,
+            SimilarityResult: lambda run, graph, result: self._on_similarity_analysis(
+                run, graph, result, graph_run),
         }
         for kind in type(result).__mro__:
             if kind in handlers:
@@ -240,7 +240,7 @@ class TensorBoardListener:
         for kind, table in tables.items():
             writer.add_summary(payload_summary(metadata.CLE, kind, kind, table))
 
-    def _on_similarity_analysis(self, run, graph, result):
+    def _on_similarity_analysis(self, run, graph, result, graph_run):
         from mct_logger.layer_table import layer_table
         from mct_logger.memory import elements_per_sample
         from mct_logger.similarity_plots import SamplePlot, summary_figure
@@ -248,7 +248,7 @@ class TensorBoardListener:
         writer = self.log.writer(run)
         writer.add_summary(payload_summary(
             metadata.QUANT_ANALYZER, "layer_table", "layer_table",
-            layer_table(graph, self.plan, self.encodings, result, self.graph_run)))
+            layer_table(graph, result.plan, result.encodings, result, graph_run)))
         writer.add_summary(payload_summary(
             metadata.CLE, "weight_quantization", "weight_quantization", {"rows": result.weights}))
         for node, (edges, counts) in result.quantized_histograms.items():

@@ -22,6 +22,10 @@ COMPRESSION = "compression"
 PLUGIN_NAMES = (QUANT_ANALYZER, CLE, COMPRESSION)
 
 # Schema version of every payload kind; bump one when its table changes shape.
+# An optional key added to a table keeps its version: "worst_layers" (measure
+# id -> the ranking of the table's rows, `mct_logger.worst_layers`) in the
+# per-layer QuantAnalyzer tables and "layer_table"; a reader of a payload
+# without it ranks the rows itself.
 PAYLOAD_KINDS = {
     QUANT_ANALYZER: {
         "sensitivity": 1,
@@ -129,8 +133,8 @@ SHAPES = {
                    '"weight_min", "weight_max", "activation_bits", "encoding_min", '
                    '"encoding_max", "memory_before", "memory_after" (bytes, a fused output '
                    'counted once), "sqnr_accumulated_db", "sqnr_isolated_db", '
-                   '"accumulated_step_db", "cosine"}]} -- written by every logged PTQ run, in '
-                   "graph order",
+                   '"accumulated_step_db", "cosine"}], "worst_layers"} -- written by every '
+                   "logged PTQ run, in graph order",
             "required": {"rows": list, "samples": int},
             "rows": "rows",
         },

@@ -364,3 +364,58 @@ def test_callbacks_and_inputs_fail_early_with_actionable_errors(tmp_path):
         QuantAnalyzer(model, task.calibrate, lambda m: "good").analyze(
             results_dir=str(tmp_path / "b"))
     assert load(tmp_path / "b", "summary.json")["status"] == "failed"
+
+
+def test_tables_leave_through_the_registered_analysis_listeners(tmp_path):
+    """Without a log folder, a listener registered in `mct_logger.listeners` hears
+    every table (growing ones again as they grow) and the end of the analysis."""
+    from mct_logger import listeners
+
+    class Recorder:
+        folder = str(tmp_path / "elsewhere")
+
+        def __init__(self, model_name):
+            self.model_name, self.heard, self.closed = model_name, [], []
+
+        def __call__(self, kind, table):
+            self.heard.append((kind, json.loads(json.dumps(table))))
+
+        def close(self, error=None):
+            self.closed.append(error)
+
+    made = []
+    listeners.set_run_listener_factory("test", lambda name: made.append(Recorder(name))
+                                       or made[-1], kind=listeners.ANALYSIS)
+    try:
+        model = build_broken_model()
+        task = Task(model)
+        result = QuantAnalyzer(model, task.calibrate, task.evaluate).analyze(
+            results_dir=str(tmp_path / "results"))
+    finally:
+        listeners.set_run_listener_factory("test", None, kind=listeners.ANALYSIS)
+    (recorder,) = made
+    assert recorder.model_name == "broken" and recorder.closed == [None]
+    assert result.log_folder == Recorder.folder
+    last = dict(recorder.heard)
+    assert set(last) == {"summary", "sensitivity", "per_layer_quant_enabled",
+                         "per_layer_quant_disabled", "min_max_ranges", "histograms",
+                         "per_layer_sqnr", "weight_sqnr"}
+    assert recorder.heard[0][0] == "summary" and last["summary"]["status"] == "complete"
+    assert last["per_layer_sqnr"] == load(tmp_path / "results", "per_layer_sqnr.json")
+    assert last["per_layer_quant_enabled"]["complete"] is True
+    assert last["per_layer_quant_enabled"]["worst_layers"]["enabled"]["layers"][0]["layer"] \
+        == BROKEN == result.ranking("per_layer_quant_enabled")[0]
+
+
+def test_sensitivity_scores_are_tensorboard_scalars(run):
+    _, result, _, logs = run
+    tables_run = os.path.relpath(os.path.join(result.log_folder, "quant_analyzer"), logs)
+    with tensorboard_provider(logs, "python") as (provider, ctx, experiment):
+        scalars = provider.read_scalars(ctx, experiment_id=experiment, plugin_name="scalars",
+                                        downsample=10)[tables_run]
+    assert {tag: [d.value for d in data] for tag, data in scalars.items()} == pytest.approx({
+        "sensitivity/W32A32": [result.sensitivity["fp32"]],
+        "sensitivity/W8A32": [result.sensitivity["weights_only"]],
+        "sensitivity/W32A8": [result.sensitivity["activations_only"]],
+        "sensitivity/W8A8": [result.sensitivity["fully_quantized"]],
+    }, rel=1e-6)

@@ -277,3 +277,38 @@ def test_cle_weight_ranges_are_logged_with_cle_off(logged, provider):
     layers = {layer["node"]: layer for layer in ranges["layers"]}
     assert set(layers) == {"conv", "wide", "head"}
     assert len(layers["wide"]["before"]["max"]) == WIDE and layers["wide"]["after"] is None
+
+
+@pytest.mark.parametrize("stage", ["bias_correction", "quantized_model", "similarity_analysis"])
+def test_a_later_result_alone_is_written_like_in_the_full_run(logged, provider, tmp_path, stage):
+    """A listener fed one result from after "quantization_parameters", without the
+    earlier ones, writes the same graph (bits, encodings, memory) and, for the
+    similarity analysis, the same layer table: no listener depends on stage order."""
+    from mct_logger.tb_plugin import reader
+    from mct_logger.tensorboard_listener import TensorBoardListener
+
+    _, run_folder, info = logged
+    index = STAGES.index(stage)
+    graph = info.quantized_graph if stage == "quantized_model" else info.float_graph
+    listener = TensorBoardListener(str(tmp_path / "alone"))
+    listener(stage, graph, info.stage_results[stage])
+    listener.close()
+
+    def nodes(graph_def):
+        return {n.name: {k: v.s for k, v in n.attr.items() if k != "_output_shapes"}
+                for n in graph_def.node}
+
+    full = f"{run_folder}/{index:02d}_{stage}"
+    with tensorboard_provider(tmp_path, "python") as alone:
+        run = f"alone/00_{stage}"
+        assert nodes(_graph(alone, run)) == nodes(_graph(provider, full))
+        assert "activation_min_max" in nodes(_graph(alone, run))["conv"]
+        assert _resources(alone, run) == _resources(provider, full)
+        tables = {(r.split("/", 1)[0], i["kind"]): t for source in (alone, provider)
+                  for r, _, i, t in reader.read_payloads(*source, "quant_analyzer")
+                  if r in (run, full)}
+    if stage == "similarity_analysis":
+        lone, logged_table = tables[("alone", "layer_table")], tables[(run_folder, "layer_table")]
+        assert lone["graph_run"] is None  # this listener wrote no quantized model run
+        assert {**lone, "graph_run": logged_table["graph_run"]} == logged_table
+        assert [row["layer"] for row in lone["rows"]] == [n.name for n in info.float_graph]

@@ -14,7 +14,7 @@ LOGGING_MODULES = {
     "mct_logger.logger", "mct_logger.run_log", "mct_logger.tensorboard_listener",
     "mct_logger.events", "mct_logger.stage_summary", "mct_logger.similarity_plots",
     "mct_logger.layer_table", "mct_logger.recommendation_log", "mct_logger.compression_log",
-    "mct_logger.live_payloads",
+    "mct_logger.live_payloads", "mct_logger.analysis_log",
 }
 
 
@@ -104,7 +104,8 @@ def test_no_import_cycle_among_the_project_modules():
 
 
 @pytest.mark.parametrize("engine", ["mct_logger.ptq", "mct_logger.mixed_precision_search",
-                                    "mct_logger.recommend", "mct_logger.compression.compress"])
+                                    "mct_logger.recommend", "mct_logger.compression.compress",
+                                    "mct_logger.analyzer"])
 def test_the_engine_imports_nothing_that_logs(engine):
     seen, todo = set(), [engine]
     while todo:

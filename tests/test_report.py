@@ -282,3 +282,62 @@ def test_bundler_resolves_aliases_and_rejects_other_module_syntax(tmp_path, brow
     (tmp_path / "d.js").write_text('import * as b from "./b.js";\n')
     with pytest.raises(ValueError, match="only named relative imports"):
         report.bundle_modules(tmp_path, "d.js")
+
+
+def _findings_in_node(tmp_path, tables_list):
+    """`qa_data.findings` of each tables dict, run by Node on the shipped module."""
+    import shutil
+    import subprocess
+
+    frontend = pathlib.Path(report.__file__).resolve().parent.parent / "frontend"
+    shutil.copy(frontend / "qa_data.js", tmp_path / "qa_data.mjs")
+    (tmp_path / "tables.json").write_text(json.dumps(tables_list))
+    script = ("import { findings, normalizeTables } from './qa_data.mjs';\n"
+              "import { readFileSync } from 'node:fs';\n"
+              "const all = JSON.parse(readFileSync('tables.json', 'utf8'));\n"
+              "console.log(JSON.stringify(all.map((t) => findings(normalizeTables(t)))));\n")
+    (tmp_path / "run.mjs").write_text(script)
+    out = subprocess.run(["node", "run.mjs"], cwd=tmp_path, check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out)
+
+
+def _without_ranking(tables):
+    return {k: {f: v for f, v in t.items() if f != "worst_layers"} if isinstance(t, dict) else t
+            for k, t in tables.items()}
+
+
+def test_worst_layers_are_ranked_once_in_python_and_read_by_the_frontend(analysis, tmp_path):
+    """The report's tables carry the ranking (`mct_logger.worst_layers`); the
+    frontend's findings from it equal those it computes for an older payload
+    without it, on the analysis, on a tie and on a table where every layer is equal."""
+    from mct_logger.worst_layers import annotate
+
+    html = (analysis[1] / "index.html").read_text()
+    start = html.index(f'id="{report.DATA_ELEMENT_ID}"')
+    start = html.index(">", start) + 1
+    tables = json.loads(html[start:html.index("</script>", start)])["tables"]
+    ranked = {k: t["worst_layers"] for k, t in tables.items() if "worst_layers" in t}
+    assert set(ranked) == {"per_layer_sqnr", "per_layer_quant_enabled",
+                           "per_layer_quant_disabled", "per_layer_mse_loss", "weight_sqnr",
+                           "min_max_ranges"}
+    assert ranked["per_layer_sqnr"]["sqnr_isolated"]["layers"][0]["layer"] == "dense2"
+    assert [e["layer"] for e in ranked["per_layer_sqnr"]["sqnr_isolated"]["layers"]] == \
+        analysis[0].ranking("sqnr_isolated")[:10]
+    rows = lambda scores: {"fp32": 1.0, "rows": [{"layer": n, "score": s}  # noqa: E731
+                                                 for n, s in scores.items()]}
+    tie = {"per_layer_quant_enabled": annotate(
+        "per_layer_quant_enabled", rows({"a": 0.5, "b": 0.5, "c": 0.9}))}
+    flat = {"per_layer_quant_disabled": annotate(
+        "per_layer_quant_disabled", rows({"a": 0.7, "b": 0.7 + 1e-12, "c": None}))}
+    cases = [tables, tie, flat]
+    carried = _findings_in_node(tmp_path, cases)
+    assert carried == _findings_in_node(tmp_path, [_without_ranking(t) for t in cases])
+    assert carried[0][0]["items"][0]["layer"] == "dense2"
+    assert carried[1][0]["decisive"] is False and carried[1][0]["note"] == "The first layers tie."
+    assert carried[2][0]["items"] == [] and "Every layer measures the same" in carried[2][0]["note"]
+    # the frontend follows the carried ranking (it does not rank again)
+    told = annotate("per_layer_quant_enabled", rows({"a": 0.5, "b": 0.6}))
+    told["worst_layers"]["enabled"]["layers"].reverse()
+    (shown,) = _findings_in_node(tmp_path, [{"per_layer_quant_enabled": told}])
+    assert [i["layer"] for i in shown[0]["items"]] == ["b", "a"]

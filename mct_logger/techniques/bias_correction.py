@@ -100,6 +100,8 @@ class BiasCorrectionResult:
         skipped: node -> why a weight layer was not corrected.
         num_samples: representative samples used (0 for analytical).
         passes: forward passes over the data (float reference included).
+        plan / encodings: the run's `NodePlan`s and `NodeEncodings` by node name
+            (set by the PTQ engine, so a listener needs no earlier result).
     """
 
     mode: str
@@ -108,6 +110,8 @@ class BiasCorrectionResult:
     num_samples: int = 0
     passes: int = 0
     version: int = 1
+    plan: dict | None = None
+    encodings: dict | None = None
 
     def to_tables(self) -> dict:
         """`{"bias_correction": {"mode", "num_samples", "passes", "layers": [...],
