@@ -25,6 +25,7 @@ import keras
 
 from mct_logger import data as data_lib
 from mct_logger import export
+from mct_logger.batches import CalibrationBatches
 from mct_logger.graph import (
     REUSE_LAYER,
     Graph,
@@ -330,11 +331,11 @@ def keras_post_training_quantization(
     if representative_data is None and config.encodings_file:
         batches = None  # the grids come from the file; nothing to calibrate
     else:
-        batches = data_lib.load_batches(
+        batches = CalibrationBatches(
             representative_data, data_lib.input_specs(graph), config.batch_size,
             max_samples=config.num_calibration_samples,
         )
-        _check_rebuild(model, graph, batches[0], config)
+        _check_rebuild(model, graph, batches.first, config)
     listeners = list(_listeners)
     log_folder = open_run_folder(model.name, TensorBoardListener.RETURNED)
     if log_folder is not None:

@@ -274,20 +274,29 @@ class CalibrationModel(keras.Model):
         return [keras.ops.convert_to_numpy(v) for v in values[self._num_outputs:]]
 
     def collect_all(self, batches, on_batch=None) -> None:
-        """Feeds the observers every batch; the next batch's forward pass runs in a
-        worker thread while the observers take the current one (TensorFlow and
-        most NumPy kernels release the GIL, so the two cores overlap)."""
-        if not batches:
-            return
+        """Feeds the observers every batch of one pass over `batches` (a list or a
+        `CalibrationBatches`, read batch by batch); the next batch is read and
+        its forward pass run in a worker thread while the observers take the
+        current one (TensorFlow and most NumPy kernels release the GIL, so the
+        two cores overlap)."""
+        batches = iter(batches)
+
+        def forward_next():
+            batch = next(batches, None)
+            return None if batch is None else self.forward(batch)
+
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self.forward, batches[0])
-            for i in range(len(batches)):
+            pending = pool.submit(forward_next)
+            done = 0
+            while True:
                 collected = pending.result()
-                if i + 1 < len(batches):
-                    pending = pool.submit(self.forward, batches[i + 1])
+                if collected is None:
+                    return
+                pending = pool.submit(forward_next)
                 self.observe(collected)
+                done += 1
                 if on_batch is not None:
-                    on_batch(i + 1)
+                    on_batch(done)
 
     def activation_encodings(self, plan: dict) -> dict[str, Encoding]:
         result = {}
