@@ -67,6 +67,7 @@ from mct_logger.activations import PairedActivations, elements_per_sample
 from mct_logger.graph import Graph, check_rebuilt_graph, layer_name_of, read_model
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.encodings import Encoding
+from mct_logger.quantization.layers import weight_variable
 from mct_logger.quantization.observers import OBSERVERS, HistogramCollector, channels_last_2d
 from mct_logger.quantization.plan import plan_quantization
 from mct_logger.quantization.quantsim import (
@@ -738,7 +739,7 @@ class _Analysis:
                 })
             for kernel_name, encoding in enc.weights.items():
                 key = f"{name}_{(node.layer.name + '/' + kernel_name).replace('/', '-')}"
-                kernel = keras.ops.convert_to_numpy(getattr(node.layer, kernel_name))
+                kernel = keras.ops.convert_to_numpy(weight_variable(node.layer, kernel_name))
                 aimet_weights[key] = _aimet_range(encoding, key)
                 weight_rows.append({
                     "layer": name, "kernel": kernel_name, "key": key, **_range_fields(encoding),
@@ -769,7 +770,7 @@ class _Analysis:
             node = graph.nodes[name]
             for kernel_name, encoding in enc.weights.items():
                 spec = plan[name].weights[kernel_name]
-                kernel = np.asarray(keras.ops.convert_to_numpy(getattr(node.layer, kernel_name)))
+                kernel = np.asarray(keras.ops.convert_to_numpy(weight_variable(node.layer, kernel_name)))
                 weight_rows.append({
                     "layer": name, "kernel": kernel_name,
                     **_weight_histograms(kernel, spec.channel_axes, encoding),

@@ -125,13 +125,7 @@ class Node:
         return {name: int(np.prod(v.shape)) for name, v in self._named_variables()}
 
     def _named_variables(self) -> list:
-        if not isinstance(self.layer, keras.layers.Layer):
-            return []
-        variables = self.layer.weights
-        names = [_variable_name(v) for v in variables]
-        if len(set(names)) != len(names):
-            names = [_path_below(v, self.layer) for v in variables]
-        return list(zip(names, variables))
+        return list(named_variables(self.layer).items())
 
     def parameter_count(self) -> int:
         if not self.owns_weights or not isinstance(self.layer, keras.layers.Layer):
@@ -155,9 +149,27 @@ def _variable_name(variable) -> str:
 
 
 def _path_below(variable, layer) -> str:
+    """The variable's path below `layer`: "query/kernel" for "mha/query/kernel", also
+    when the layer was built inside a wrapper ("mha_wq/mha/query/kernel")."""
     path = getattr(variable, "path", None) or variable.name
-    prefix = layer.name + "/"
-    return path[len(prefix):] if path.startswith(prefix) else path
+    marker = layer.name + "/"
+    if path.startswith(marker):
+        return path[len(marker):]
+    cut = path.rfind("/" + marker)
+    return path[cut + len(marker) + 1:] if cut >= 0 else path
+
+
+def named_variables(layer) -> dict:
+    """`{name: variable}` of a layer's weights: the variable's own name ("kernel"),
+    or, when two share one (composite layers such as MultiHeadAttention or
+    Bidirectional), its path below the layer ("query/kernel")."""
+    if not isinstance(layer, keras.layers.Layer):
+        return {}
+    variables = layer.weights
+    names = [_variable_name(v) for v in variables]
+    if len(set(names)) != len(names):
+        names = [_path_below(v, layer) for v in variables]
+    return dict(zip(names, variables))
 
 
 class Graph:

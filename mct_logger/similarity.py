@@ -28,9 +28,15 @@ from mct_logger.activations import (
     elements_per_sample,
     pair_sums,
 )
-from mct_logger.graph import Graph, TensorRef, _variable_name
+from mct_logger.graph import Graph, TensorRef
 from mct_logger.quantization.encodings import quantize_dequantize
-from mct_logger.quantization.layers import broadcast_shape, linear_forward
+from mct_logger.quantization.layers import (
+    broadcast_shape,
+    linear_forward,
+    linear_weights,
+    named_weights,
+    weight_variable,
+)
 from mct_logger.quantization.quantsim import compile_inference
 from mct_logger.weight_quantization import weight_quantization_rows
 
@@ -172,10 +178,16 @@ def _fake_quantized_kernel(value, grid, channel_axes):
 
 
 def _call_quantized(node, kernels, values):
-    if id(node.layer) in kernels:  # a weight layer: run it with its fake-quantized kernels
-        x = values[node.inputs[0]]
-        return [linear_forward(node.layer, x, kernels[id(node.layer)])]
-    return node.call(node.layer, values)
+    """The node's outputs with its fake-quantized kernels (a linear layer runs its own
+    computation on them; any other weight layer reads them through a StatelessScope)."""
+    quantized = kernels.get(id(node.layer))
+    if quantized is None:
+        return node.call(node.layer, values)
+    if linear_weights(node.layer):
+        return [linear_forward(node.layer, values[node.inputs[0]], quantized)]
+    variables = named_weights(node.layer)
+    with keras.StatelessScope(state_mapping=[(variables[k], v) for k, v in quantized.items()]):
+        return node.call(node.layer, values)
 
 
 def _first_samples(batches, samples: int) -> list:
@@ -221,7 +233,7 @@ def _quantized_histograms(graph: Graph, plan: dict, encodings: dict, batches,
                            make_layer=make_layer, wrap_outputs=wrap_outputs)
     for name, encoding in encodings.items():
         for kernel, grid in encoding.weights.items():
-            (variable,) = [v for v in clones[name].weights if _variable_name(v) == kernel]
+            variable = weight_variable(clones[name], kernel)
             value = keras.ops.convert_to_numpy(variable.value)
             variable.assign(_fake_quantized_kernel(
                 value, grid, plan[name].weights[kernel].channel_axes))

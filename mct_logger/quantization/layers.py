@@ -33,10 +33,19 @@ _TRANSPOSE = (
     keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose,
 )
 _CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_LINEAR = _SEPARABLE + _DEPTHWISE + _TRANSPOSE + _CONV + (keras.layers.Dense,)
+_RNN_CELLS = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
+# Layers whose weights live in sublayers; each sublayer kernel is quantized.
+_COMPOSITE = (
+    keras.layers.MultiHeadAttention, keras.layers.TimeDistributed, keras.layers.Bidirectional,
+    keras.layers.RNN,
+)
 
 
-def quantizable_weights(layer) -> dict[str, tuple[int, ...]]:
-    """`{kernel attribute: per-channel axes}` of a layer the engine can quantize, else {}."""
+def linear_weights(layer) -> dict[str, tuple[int, ...]]:
+    """`{kernel attribute: per-channel axes}` of a Conv, Depthwise, Separable,
+    Transpose or Dense layer (the layers batch-norm folding, CLE and bias
+    correction transform), else {}."""
     if getattr(layer, "quantization_mode", None):
         return {}  # already quantized by Keras itself
     if isinstance(layer, _SEPARABLE):
@@ -50,9 +59,75 @@ def quantizable_weights(layer) -> dict[str, tuple[int, ...]]:
     return {}
 
 
+def _leaf_weights(layer) -> dict[str, tuple[int, ...]]:
+    """Per-channel axes of the kernels a layer holds itself, by attribute."""
+    linear = linear_weights(layer)
+    if linear or getattr(layer, "quantization_mode", None):
+        return linear
+    if isinstance(layer, keras.layers.EinsumDense):
+        return {"kernel": einsum_channel_axes(layer.equation)}
+    if isinstance(layer, keras.layers.Embedding):
+        # one grid per table row (per token), as Keras' own int8 Embedding
+        return {"embeddings": (0,)}
+    if isinstance(layer, _RNN_CELLS):
+        return {"kernel": (-1,), "recurrent_kernel": (-1,)}
+    return {}
+
+
+def einsum_channel_axes(equation: str) -> tuple[int, ...]:
+    """Kernel axes of an EinsumDense equation that reach the output (its channels):
+    "abc,cd->abd" -> (-1,); MultiHeadAttention's query "abc,cde->abde" -> (-2, -1)."""
+    inputs, output = equation.split("->")
+    kernel = inputs.split(",")[1]
+    return tuple(i - len(kernel) for i, c in enumerate(kernel) if c in output)
+
+
+def quantizable_weights(layer) -> dict[str, tuple[int, ...]]:
+    """`{weight name: per-channel axes}` of every kernel the engine quantizes in
+    `layer`, else {}.
+
+    Conv, Depthwise, Separable, Transpose, Dense, EinsumDense and Embedding
+    layers are named by attribute ("kernel", "embeddings"). Composite layers
+    (MultiHeadAttention, TimeDistributed, Bidirectional, LSTM/GRU/SimpleRNN)
+    contribute their sublayers' kernels, named as `named_weights` names them
+    ("query/kernel", "forward_lstm/lstm_cell/recurrent_kernel"); an unbuilt
+    composite layer has none yet.
+    """
+    own = _leaf_weights(layer)
+    if own or not isinstance(layer, _COMPOSITE) or getattr(layer, "quantization_mode", None):
+        return own
+    names = {id(v): name for name, v in named_weights(layer).items()}
+    found = {}
+    for sublayer in layer._flatten_layers(include_self=False, recursive=True):
+        for attribute, axes in _leaf_weights(sublayer).items():
+            variable = getattr(sublayer, attribute, None)
+            if id(variable) in names:
+                found[names[id(variable)]] = axes
+    return found
+
+
+def named_weights(layer) -> dict:
+    """`{name: variable}` of the layer's weights (`graph.named_variables`)."""
+    from mct_logger.graph import named_variables
+
+    return named_variables(layer)
+
+
+def weight_variable(layer, name: str):
+    """The weight `name` of `quantizable_weights(layer)` (e.g. "kernel", "query/kernel")."""
+    variables = named_weights(layer)
+    if name in variables:
+        return variables[name]
+    value = getattr(layer, name, None)
+    if value is not None:
+        return value
+    raise KeyError(f"Layer {layer.name!r} ({type(layer).__name__}) has no weight {name!r}; "
+                   f"its weights are {sorted(variables)}.")
+
+
 def output_channel_axes(layer) -> tuple[int, ...]:
     """Axes of the main kernel that index output channels (for BN folding etc.)."""
-    axes = quantizable_weights(layer)
+    axes = linear_weights(layer)
     if not axes:
         raise ValueError(f"{type(layer).__name__} is not a supported weight layer.")
     return list(axes.values())[-1]
@@ -190,15 +265,26 @@ class ActivationQuantizer(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class QuantizedWeightsLayer(keras.layers.Wrapper):
-    """Runs a Conv/Depthwise/Separable/Transpose/Dense layer with fake-quantized kernels.
+    """Runs a weight layer with fake-quantized kernels.
 
-    The bias stays in float (32-bit), as on the usual INT8 targets.
+    Conv, Depthwise, Separable, Transpose and Dense layers run their own
+    computation on the fake-quantized kernels (`linear_forward`). Any other
+    layer `quantizable_weights` knows (EinsumDense, Embedding,
+    MultiHeadAttention, TimeDistributed, Bidirectional, LSTM/GRU/SimpleRNN) is
+    called itself inside a `keras.StatelessScope` that maps each quantized
+    variable to its fake-quantized value, so its own code (attention, the
+    recurrence, the time loop) runs unchanged. Biases stay in float (32-bit),
+    as on the usual INT8 targets.
 
     Args:
         layer: the wrapped layer.
         node_name: the graph node this layer computes.
-        weight_specs: `{kernel attribute: {"num_channels": int | None,
-            "bitwidth": int, "is_symmetric": bool}}`.
+        weight_specs: `{weight name: {"num_channels": int | None,
+            "bitwidth": int, "is_symmetric": bool}}`, names as in
+            `quantizable_weights` ("kernel", "query/kernel", ...).
+
+    Raises:
+        ValueError: a weight name the layer does not have.
     """
 
     def __init__(self, layer, node_name, weight_specs, **kwargs):
@@ -210,7 +296,7 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
         super().__init__(layer, **kwargs)
         supported = quantizable_weights(layer)
         unknown = set(weight_specs) - set(supported)
-        if unknown:
+        if unknown and (supported or layer.built):  # an unbuilt composite has no names yet
             raise ValueError(
                 f"Layer {layer.name!r} ({type(layer).__name__}) has no quantizable "
                 f"weight(s) {sorted(unknown)}; it supports {sorted(supported)}."
@@ -220,18 +306,26 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
         self.node_name = node_name
         self.weight_specs = {k: dict(v) for k, v in weight_specs.items()}
         self._channel_axes = supported
+        self._linear = bool(linear_weights(layer))
         self._grids: dict[str, _Grid] = {}
 
-    def build(self, input_shape):
-        super().build(input_shape)
+    def build(self, input_shape=None):
+        if self._linear:
+            super().build(input_shape)
+        # Other layers (MultiHeadAttention takes several inputs) build on their
+        # first call, in `call`.
         for name, spec in self.weight_specs.items():
             self._grids[name] = _Grid(
-                self, f"{name}_", spec.get("num_channels"), spec["bitwidth"], spec["is_symmetric"]
+                self, name.replace("/", "__") + "_", spec.get("num_channels"),
+                spec["bitwidth"], spec["is_symmetric"],
             )
+        self.built = True
 
-    def call(self, inputs):
+    def call(self, inputs, *args, **kwargs):
         """The layer's computation with its kernels fake-quantized in float32
         (the variables' dtype), then cast to the layer's compute dtype."""
+        if not self._linear:
+            return self._call_mapped(inputs, *args, **kwargs)
         kernels = {}
         for name, grid in self._grids.items():
             kernel = getattr(self.layer, name)
@@ -239,6 +333,26 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
             kernel = ops.cast(ops.convert_to_tensor(kernel), "float32")
             kernels[name] = grid.apply(kernel, shape)
         return linear_forward(self.layer, inputs, kernels)
+
+    def _call_mapped(self, inputs, *args, **kwargs):
+        if not self.layer.built:
+            self.layer(inputs, *args, **kwargs)  # builds it (the first, symbolic call)
+        if not self._channel_axes:
+            self._channel_axes = quantizable_weights(self.layer)
+        variables = named_weights(self.layer)
+        mapping = []
+        for name, grid in self._grids.items():
+            variable = variables[name]
+            kernel = ops.cast(ops.convert_to_tensor(variable), "float32")
+            shape = broadcast_shape(tuple(kernel.shape), self._channel_axes[name])
+            mapping.append((variable, ops.cast(grid.apply(kernel, shape), variable.dtype)))
+        with keras.StatelessScope(state_mapping=mapping):
+            return self.layer(inputs, *args, **kwargs)
+
+    def compute_output_spec(self, *args, **kwargs):
+        if self._linear:
+            return super().compute_output_spec(*args, **kwargs)
+        return keras.Operation.compute_output_spec(self, *args, **kwargs)  # traces `call`
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -310,7 +424,8 @@ def linear_forward(layer, x, kernels: dict):
     elif isinstance(layer, keras.layers.Dense):
         out = ops.matmul(x, kernels["kernel"])
     else:
-        raise TypeError(f"{type(layer).__name__} is not a supported weight layer.")
+        raise TypeError(f"{type(layer).__name__} is not a Conv, Depthwise, Separable, "
+                        "Transpose or Dense layer.")
     bias = getattr(layer, "bias", None)
     if bias is not None:
         bias = ops.cast(ops.convert_to_tensor(bias), dtype)

@@ -25,7 +25,7 @@ import keras
 
 from mct_logger.graph import Graph, Node
 from mct_logger.quantization.config import QuantizationConfig
-from mct_logger.quantization.layers import quantizable_weights
+from mct_logger.quantization.layers import quantizable_weights, weight_variable
 
 logger = logging.getLogger("mct_logger")
 
@@ -47,7 +47,8 @@ ARITHMETIC = (
     L.Multiply, L.Average, L.Maximum, L.Minimum, L.Concatenate, L.Dot,
     L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
     L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
-    L.BatchNormalization, L.Rescaling, L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
+    L.BatchNormalization, L.LayerNormalization, L.GroupNormalization, L.UnitNormalization,
+    L.Rescaling, L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
     L.Resizing,
 )
 
@@ -112,7 +113,7 @@ def plan_quantization(graph: Graph, config: QuantizationConfig,
             continue
         if kind == "weights" and node.owns_weights:
             for name, axes in quantizable_weights(node.layer).items():
-                kernel = getattr(node.layer, name)
+                kernel = weight_variable(node.layer, name)
                 channels = 1
                 for a in axes:
                     channels *= int(kernel.shape[a])
@@ -123,7 +124,9 @@ def plan_quantization(graph: Graph, config: QuantizationConfig,
                     is_symmetric=settings["weight_symmetric"],
                     observer=settings["weight_observer"],
                 )
-        if kind == "unknown":
+        if kind == "unknown" and not node.has_single_float_output:
+            p.note = "output is not a single floating-point tensor"
+        elif kind == "unknown":
             unknown.append(f"{node.name} ({node.layer_class})")
             p.note = f"stays in float: the engine cannot quantize {node.layer_class}"
         elif kind == "passthrough":

@@ -28,7 +28,11 @@ from keras import tree
 
 from mct_logger.graph import Graph, TensorRef
 from mct_logger.quantization.encodings import Encoding
-from mct_logger.quantization.layers import ActivationQuantizer, QuantizedWeightsLayer
+from mct_logger.quantization.layers import (
+    ActivationQuantizer,
+    QuantizedWeightsLayer,
+    weight_variable,
+)
 from mct_logger.quantization.observers import ChannelStatistics, make_observer
 
 
@@ -55,7 +59,7 @@ def weight_encodings(graph: Graph, plan: dict) -> dict[str, dict[str, Encoding]]
             continue
         result[node.name] = {}
         for name, spec in specs.items():
-            kernel = keras.ops.convert_to_numpy(getattr(node.layer, name))
+            kernel = keras.ops.convert_to_numpy(weight_variable(node.layer, name))
             observer = make_observer(spec.observer, spec.channel_axes)
             observer.update(kernel)
             result[node.name][name] = observer.encoding(

@@ -50,7 +50,7 @@ import keras
 import numpy as np
 
 from mct_logger.graph import Graph, Node, read_model
-from mct_logger.quantization.layers import quantizable_weights
+from mct_logger.quantization.layers import linear_weights
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms, rebuild_layer
 from mct_logger.techniques.weight_ranges import _number, _numbers, weight_range_tables
 
@@ -332,7 +332,7 @@ def _follow(graph: Graph, first: Node) -> tuple[Node | None, list[Node], str]:
 
 
 def quantizable_layer(node: Node) -> bool:
-    return bool(quantizable_weights(node.layer))
+    return bool(linear_weights(node.layer))
 
 
 def find_equalization_sets(graph: Graph) -> tuple[list[EqualizationSet], dict]:
