@@ -34,6 +34,7 @@ from mct_logger.quantization.layers import (
     weight_variable,
 )
 from mct_logger.quantization.observers import ChannelStatistics, make_observer
+from mct_logger.quantization.reduction import ReducedCollection
 
 
 @dataclasses.dataclass
@@ -225,6 +226,8 @@ class CalibrationModel(keras.Model):
         self._input_names = list(graph.input_names)
         self.nonfinite_inputs: set[str] = set()  # model inputs that held NaN/Inf
         self._compiled = None
+        self._reduced = None
+        self._shapes = [graph.nodes[n].output_shapes[0] for n in self._observed]
         self._collector = graph.to_keras(
             name=f"{graph.name}_collector",
             extra_outputs=[TensorRef(n, 0) for n in self._observed],
@@ -251,12 +254,16 @@ class CalibrationModel(keras.Model):
         """The collector's outputs for concrete inputs, through a compiled function."""
         if self._compiled is None:
             self._compiled = compile_inference(self._collector)
+        self._check_inputs(inputs)
+        values = self._compiled(inputs)
+        return list(values) if isinstance(values, (list, tuple)) else [values]
+
+    def _check_inputs(self, inputs) -> None:
+        """Notes the model inputs holding NaN or Inf (for the error naming the cause)."""
         for name, x in zip(self._input_names, tree.flatten(inputs)):
             x = keras.ops.convert_to_numpy(x)
             if x.dtype.kind in "fV" and not np.all(np.isfinite(_as_float32(x))):
                 self.nonfinite_inputs.add(name)
-        values = self._compiled(inputs)
-        return list(values) if isinstance(values, (list, tuple)) else [values]
 
     def observe(self, collected) -> None:
         for name, value in zip(self._observed, collected):
@@ -279,25 +286,27 @@ class CalibrationModel(keras.Model):
 
     def collect_all(self, batches, on_batch=None) -> None:
         """Feeds the observers every batch of one pass over `batches` (a list or a
-        `CalibrationBatches`, read batch by batch); the next batch is read and
-        its forward pass run in a worker thread while the observers take the
-        current one (TensorFlow and most NumPy kernels release the GIL, so the
-        two cores overlap)."""
+        `CalibrationBatches`, read batch by batch, the next one in a worker
+        thread). Each observed output is reduced in the compiled pass to per
+        channel min, max, sum and histogram counts (`reduction`), so a batch
+        costs about one forward pass and its outputs never reach NumPy whole."""
+        if self._reduced is None:
+            self._reduced = ReducedCollection(
+                self._collector, self._num_outputs, self._observed, self._shapes,
+                self.observers, self.statistics)
         batches = iter(batches)
-
-        def forward_next():
-            batch = next(batches, None)
-            return None if batch is None else self.forward(batch)
-
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(forward_next)
+            pending = pool.submit(next, batches, None)
             done = 0
             while True:
-                collected = pending.result()
-                if collected is None:
+                batch = pending.result()
+                if batch is None:
                     return
-                pending = pool.submit(forward_next)
-                self.observe(collected)
+                pending = pool.submit(next, batches, None)
+                inputs = batch if len(batch) > 1 else batch[0]
+                self._check_inputs(inputs)
+                self._reduced.update(inputs)
+                self.batches_seen += 1
                 done += 1
                 if on_batch is not None:
                     on_batch(done)
