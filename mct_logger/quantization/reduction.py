@@ -62,7 +62,9 @@ def batch_statistics(x, grids, bins: int) -> list:
 
     Args:
         x: a (B, ..., C) tensor (any float dtype; reduced in float32).
-        grids: `(lo, inverse width)` pairs of (C,) float32 arrays, one per histogram.
+        grids: `(lo, inverse width)` pairs of (C,) float32 arrays, one per
+            histogram; a channel with inverse 0 (no grid yet) is binned on
+            its own batch range, [min, max] in `bins` bins.
         bins: bins per channel of every grid.
 
     Returns:
@@ -70,6 +72,10 @@ def batch_statistics(x, grids, bins: int) -> list:
         one (C, bins + 2) int32 array of slot counts per grid (sampled rows
         counted `sample_stride` times each).
     """
+    import keras
+
+    if keras.config.backend() == "tensorflow":
+        return _batch_statistics_tf(x, grids, bins)
     x = ops.cast(x, "float32")
     channels = x.shape[-1]
     flat = ops.reshape(x, (-1, channels))
@@ -80,7 +86,6 @@ def batch_statistics(x, grids, bins: int) -> list:
     offsets = ops.arange(channels, dtype="int32") * (bins + 2)
     stride = sample_stride(tuple(x.shape))
     sample = flat[::stride] if stride > 1 else flat
-    # a channel without a grid yet (inverse 0) is binned on its own batch range
     own_inverse = bins / ops.maximum(result[1] - result[0], 1e-30)
     for lo, inverse in grids:
         lo = ops.where(inverse > 0, lo, result[0])
@@ -90,6 +95,36 @@ def batch_statistics(x, grids, bins: int) -> list:
         slot = ops.cast(ops.clip(position, -1.0, float(bins)), "int32") + 1 + offsets
         counts = ops.bincount(ops.reshape(slot, (-1,)), minlength=channels * (bins + 2))
         counts = ops.reshape(counts, (channels, bins + 2))
+        result.append(counts * stride if stride > 1 else counts)
+    return result
+
+
+def _batch_statistics_tf(x, grids, bins: int) -> list:
+    """`batch_statistics` in TensorFlow ops: the same numbers with a fifth of the
+    graph nodes, which is what tracing a large model's calibration pass costs."""
+    import tensorflow as tf
+
+    channels = x.shape[-1]
+    flat = tf.reshape(tf.cast(x, tf.float32), (-1, channels))
+    low, high = tf.reduce_min(flat, 0), tf.reduce_max(flat, 0)
+    result = [low, high, tf.reduce_sum(flat, 0), tf.reduce_all(tf.math.is_finite(flat)),
+              tf.shape(flat)[0]]
+    if not grids:
+        return result
+    stride = sample_stride(tuple(x.shape))
+    sample = flat[::stride] if stride > 1 else flat
+    offsets = tf.range(channels, dtype=tf.int32) * (bins + 2) + 1
+    own_inverse = bins / tf.maximum(high - low, 1e-30)
+    size = channels * (bins + 2)
+    for lo, inverse in grids:
+        has_grid = inverse > 0
+        lo, inverse = tf.where(has_grid, lo, low), tf.where(has_grid, inverse, own_inverse)
+        # NaN positions land in slot 0 (clip keeps NaN; the cast makes it 0 - 1 + 1);
+        # a batch holding NaN is discarded anyway
+        position = tf.clip_by_value(tf.floor((sample - lo) * inverse), -1.0, float(bins))
+        slot = tf.reshape(tf.cast(position, tf.int32) + offsets, [-1])
+        slot = tf.clip_by_value(slot, 0, size - 1)
+        counts = tf.reshape(tf.math.bincount(slot, minlength=size, maxlength=size), (channels, -1))
         result.append(counts * stride if stride > 1 else counts)
     return result
 
@@ -221,25 +256,40 @@ def _on_grid(collector, before, slots, minimum, maximum):
         return slots
     result = slots.copy()
     steps = np.arange(bins + 1)
-    for c in np.flatnonzero(moved):
+    target = collector._lo[:, None] + collector._width[:, None] * steps
+    fresh = moved & ~old_grid  # binned on their own batch range: one uniform grid each
+    if fresh.any():
+        from mct_logger.quantization.observers import _cdf
+
+        low, high = minimum[fresh].astype(np.float64), maximum[fresh].astype(np.float64)
+        width = np.maximum(high - low, 1e-30) / bins
+        counts = slots[fresh, 1:-1].copy()
+        counts[:, 0] += slots[fresh, 0]
+        counts[:, -1] += slots[fresh, -1]
+        curve = _cdf(low, width, counts, low, high, target[fresh])
+        _store(result, fresh, curve, counts.sum(axis=1))
+    for c in np.flatnonzero(moved & old_grid):  # widened: few channels, rarely
         low, high = float(minimum[c]), float(maximum[c])
-        if old_grid[c]:
-            grid = old_lo[c] + old_width[c] * steps
-        else:  # binned on its own batch range, as `batch_statistics` does
-            grid = low + max(high - low, 1e-30) / bins * steps
+        grid = old_lo[c] + old_width[c] * steps
         edges = np.clip(np.concatenate([[low], grid, [high]]), low, high)
         cumulative = np.concatenate([[0.0], np.cumsum(slots[c])])
         # np.interp needs increasing points: where clipped edges repeat, the
         # cumulative count is the last one there
         points = np.unique(edges)
-        at_points = _last_at(cumulative, edges, points)
-        target = collector._lo[c] + collector._width[c] * steps
-        curve = np.interp(target, points, at_points)
-        counts = np.diff(curve)
-        counts[0] += curve[0]  # nothing lies outside the new grid but rounding
-        counts[-1] += cumulative[-1] - curve[-1]
-        result[c] = np.concatenate([[0.0], np.maximum(counts, 0.0), [0.0]])
+        curve = np.interp(target[c], points, _last_at(cumulative, edges, points))
+        _store(result, np.array([c]), curve[None], cumulative[-1:])
     return result
+
+
+def _store(result, channels, curve, totals):
+    """Counts from cumulative `curve` (k, bins + 1) into slot rows, the mass below
+    the first or beyond the last edge (rounding) folded into the edge bins."""
+    counts = np.diff(curve, axis=1)
+    counts[:, 0] += curve[:, 0]
+    counts[:, -1] += totals - curve[:, -1]
+    rows = np.zeros((len(curve), counts.shape[1] + 2))
+    rows[:, 1:-1] = np.maximum(counts, 0.0)
+    result[channels] = rows
 
 
 def _last_at(cumulative, edges, points):
