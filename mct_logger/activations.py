@@ -228,23 +228,32 @@ class PairedActivations:
 
 
 def pair_sums(f, q, i):
-    """Per-sample sums of products of the float, accumulated and isolated outputs.
+    """Per-sample sums of products of the float, accumulated and isolated outputs:
+    (samples, 7) float64 in `SUMS` order.
 
-    In float64: squares of float32 values above ~1e19 overflow float32, and the
-    SQNR, MSE and cosine derived from these sums would turn Inf or NaN.
+    Each sample is first divided by the largest magnitude s of its float output
+    and the products summed in float32, then scaled back by s^2 in float64:
+    squares of float32 values above ~1e19 would overflow float32 (and the SQNR,
+    MSE and cosine derived from the sums turn Inf or NaN), while float64
+    arithmetic over whole tensors costs several times more.
     """
-    f, q, i = (ops.cast(t, "float64") for t in (f, q, i))
+    f, q, i = (ops.cast(t, "float32") for t in (f, q, i))
     axes = tuple(range(1, len(f.shape)))
 
     def total(x):
         return ops.sum(x, axis=axes) if axes else x
 
+    scale = ops.max(ops.abs(f), axis=axes, keepdims=True) if axes else ops.abs(f)
+    scale = ops.where(ops.isfinite(scale) & (scale > 0), scale, ops.ones_like(scale))
+    f, q, i = f / scale, q / scale, i / scale
     d_acc, d_iso = f - q, f - i
-    return ops.stack(
+    sums = ops.stack(
         [total(f * f), total(d_acc * d_acc), total(d_iso * d_iso),
          total(f * q), total(q * q), total(f * i), total(i * i)],
         axis=1,
     )
+    square = ops.cast(ops.reshape(scale, (-1, 1)), "float64") ** 2
+    return ops.cast(sums, "float64") * square
 
 
 class HistogramCounts(keras.layers.Layer):
