@@ -1,6 +1,9 @@
 """Which quantizers each graph node gets, and why a node gets none.
 
-Weight quantizers go on Conv/Depthwise/Separable/Transpose/Dense kernels.
+Weight quantizers (per-channel by default) go on the kernels of Conv,
+Depthwise, Separable, Transpose, Dense, EinsumDense and Embedding layers, and
+of the layers inside MultiHeadAttention (query/key/value/output projections),
+TimeDistributed, Bidirectional and LSTM/GRU/SimpleRNN (`quantizable_weights`).
 Activation quantizers go on model inputs and on node outputs, except where a
 hardware target would not requantize: an output consumed only by a following
 ReLU-family activation (fused, as on INT8 targets), and layers that only move
@@ -13,6 +16,7 @@ Example:
 plan = plan_quantization(graph, QuantizationConfig())
 plan["conv1"].weights["kernel"].bitwidth  # 8
 plan["flatten"].note                      # "passes values through"
+plan["attention"].weights                 # {"query/kernel": ..., "key/kernel": ..., ...}
 ```
 """
 
