@@ -14,6 +14,10 @@ model_q, info = mct_logger.keras_post_training_quantization(model, data)
 """
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
 
@@ -49,6 +53,37 @@ def __getattr__(name):
     if name in ("quantization", "techniques"):
         return importlib.import_module(f"mct_logger.{name}")
     raise AttributeError(f"module 'mct_logger' has no attribute {name!r}")
+
+
+class _RepositoryNameFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Lets `import tb_plugin.reader` (the repository's folder name) give the
+    installed `mct_logger.tb_plugin.reader`: the same module object, not a copy.
+
+    A real top-level `tb_plugin` of another project is never shadowed (site-packages
+    itself never holds ours); only ours, found under either name, is aliased.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == "tb_plugin":
+            ours = importlib.util.find_spec("mct_logger.tb_plugin")
+            other = importlib.machinery.PathFinder.find_spec("tb_plugin")
+            if ours is None or (other is not None and other.origin != ours.origin):
+                return None
+        elif not fullname.startswith("tb_plugin."):
+            return None
+        elif sys.modules.get("tb_plugin") is not sys.modules.get("mct_logger.tb_plugin"):
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        return importlib.import_module("mct_logger." + spec.name)
+
+    def exec_module(self, module):
+        pass
+
+
+if not any(isinstance(f, _RepositoryNameFinder) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RepositoryNameFinder())
 
 
 def __dir__():

@@ -78,3 +78,12 @@ def test_demo_rejects_bad_epochs(capsys):
     with pytest.raises(SystemExit):
         cli.main(["demo", "--epochs", "0"])
     assert "--epochs" in capsys.readouterr().err
+
+
+def test_repository_name_tb_plugin_imports_the_installed_plugin_package(tmp_path):
+    # From outside the repository (as ../shared/cases scripts run), `tb_plugin.reader`
+    # is the installed mct_logger.tb_plugin.reader itself, without TensorFlow.
+    script = ("import sys, mct_logger, tb_plugin.reader as a, mct_logger.tb_plugin.reader as b;"
+              "assert a is b, (a, b); assert 'tensorflow' not in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
