@@ -102,7 +102,6 @@ class CalibrationBatches:
         data_lib.check_not_empty(self.num_samples)
         if self._cache is not None:
             self.cached = self._cache.where
-            self._cache.finish()
             how = (f"; a one-shot generator, cached {self._cache.megabytes:.1f} MB "
                    + ("in memory" if self.cached == "memory"
                       else f"in the temporary folder {self._cache.folder}")
@@ -132,15 +131,6 @@ class CalibrationBatches:
                 "tf.data.Dataset, a list of batches, arrays), not one that returns the same "
                 "generator again."
             )
-
-    def head(self, samples: int):
-        """The first `samples` samples, in batches (the last one cut), read from the source."""
-        left = samples
-        for batch in self:
-            if left <= 0:
-                return
-            yield [x[:left] for x in batch]
-            left -= len(batch[0])
 
 
 class _Cache:
@@ -181,9 +171,6 @@ class _Cache:
             np.save(path, np.ascontiguousarray(array))
             paths.append(path)
         self.batches.append(paths)
-
-    def finish(self) -> None:
-        pass  # every batch is written as it comes
 
     def __iter__(self):
         if self.folder is None:
