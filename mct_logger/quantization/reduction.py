@@ -165,18 +165,7 @@ class ReducedCollection:
             self.owners[n] = owners
         self.passes = 0  # forward passes run (batches plus re-binning passes)
 
-        def run(inputs, grids):
-            values = collector(inputs, training=False)
-            values = values if isinstance(values, (list, tuple)) else [values]
-            out = []
-            for name, value in zip(self.observed, values[num_outputs:]):
-                if self.reduced[name]:
-                    out.append(batch_statistics(value, grids[name], bins))
-                else:
-                    out.append(value)
-            return out
-
-        self._run = _compile(run)
+        self._run = _compile(_Reduce(collector, num_outputs, self.observed, self.reduced, bins))
 
     def _grids(self) -> dict:
         return {n: [owner.grid() if owner.min is not None else self._empty_grid(n)
@@ -222,6 +211,22 @@ class ReducedCollection:
         values = self._run(inputs, grids)
         return [keras.ops.convert_to_numpy(v) if not isinstance(v, (list, tuple))
                 else [keras.ops.convert_to_numpy(t) for t in v] for v in values]
+
+
+class _Reduce:
+    """The collector's observed outputs reduced by `batch_statistics`, one object per
+    collector: TensorFlow counts traces per function object, and closures of one
+    function would all count as retraces of it (and warn)."""
+
+    def __init__(self, collector, num_outputs, observed, reduced, bins):
+        self.collector, self.num_outputs = collector, num_outputs
+        self.observed, self.reduced, self.bins = observed, reduced, bins
+
+    def __call__(self, inputs, grids):
+        values = self.collector(inputs, training=False)
+        values = values if isinstance(values, (list, tuple)) else [values]
+        return [batch_statistics(value, grids[name], self.bins) if self.reduced[name] else value
+                for name, value in zip(self.observed, values[self.num_outputs:])]
 
 
 def _grid_copy(collector):
