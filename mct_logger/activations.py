@@ -28,6 +28,7 @@ from keras import ops
 
 from mct_logger import metrics
 from mct_logger.graph import Graph, TensorRef, _clone_layer, copy_layer_state
+from mct_logger.quantization.reduction import sample_stride
 from mct_logger.quantization.quantsim import (
     NodeEncodings,
     QuantizerFactory,
@@ -258,7 +259,9 @@ def pair_sums(f, q, i):
 
 class HistogramCounts(keras.layers.Layer):
     """Counts of a tensor's values in fixed, evenly spaced bins (outside values go to
-    the edge bins), over the whole batch: shape (1, bins)."""
+    the edge bins), over the whole batch: shape (1, bins). A tensor larger than
+    `reduction.SAMPLE_ELEMENTS` per batch is counted on every s-th row of its
+    channels (`reduction.sample_stride`), each count standing for s values."""
 
     def __init__(self, edges, **kwargs):
         super().__init__(**kwargs)
@@ -267,16 +270,19 @@ class HistogramCounts(keras.layers.Layer):
         self.scale = self.bins / (float(edges[-1] - edges[0]) or 1.0)
 
     def call(self, x):
+        stride = sample_stride(tuple(x.shape))
+        if stride > 1:
+            x = ops.reshape(x, (-1, x.shape[-1]))[::stride]
         if keras.config.backend() == "tensorflow":  # one fused kernel, much faster than bincount
             import tensorflow as tf
 
             hi = self.lo + self.bins / self.scale
             counts = tf.histogram_fixed_width(tf.cast(x, "float32"), [self.lo, hi], nbins=self.bins)
-            return tf.reshape(tf.cast(counts, "float32"), (1, self.bins))
+            return tf.reshape(tf.cast(counts, "float32") * stride, (1, self.bins))
         index = ops.floor((ops.cast(x, "float32") - self.lo) * self.scale)
         index = ops.cast(ops.clip(index, 0, self.bins - 1), "int32")
         counts = ops.bincount(ops.reshape(index, (-1,)), minlength=self.bins)
-        return ops.reshape(ops.cast(counts[: self.bins], "float32"), (1, self.bins))
+        return ops.reshape(ops.cast(counts[: self.bins], "float32") * stride, (1, self.bins))
 
     def compute_output_shape(self, input_shape):
         return (1, self.bins)

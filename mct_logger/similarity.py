@@ -123,9 +123,15 @@ def _compare_eagerly(graph, quantized_graph, plan, encodings, batches, nodes) ->
     kernels = _quantized_kernels(quantized_graph, plan, encodings)
     report = set(nodes)
     collected = {n: [] for n in nodes}
+    # each value is dropped after its last consumer: peak memory is the widest
+    # cut through the network, not every activation of every path
+    last_use = {}
+    for position, node in enumerate(graph):
+        for ref in node.inputs:
+            last_use[ref.node] = position
     for batch in batches:
         f, q = {}, {}
-        for node in graph:
+        for position, node in enumerate(graph):
             name = node.name
             grid = encodings[name].activation if name in encodings else None
             if node.is_input:
@@ -145,6 +151,11 @@ def _compare_eagerly(graph, quantized_graph, plan, encodings, batches, nodes) ->
             if name in report:
                 sums = pair_sums(f[TensorRef(name, 0)], q[TensorRef(name, 0)], isolated)
                 collected[name].append(np.asarray(keras.ops.convert_to_numpy(sums), np.float64))
+            for ref in {r.node for r in node.inputs} | {name}:
+                if last_use.get(ref, -1) <= position:
+                    for values in (f, q):
+                        for key in [k for k in values if k.node == ref]:
+                            del values[key]
     errors = {}
     for name, parts in collected.items():
         stacked = np.concatenate(parts, axis=0)
