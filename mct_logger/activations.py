@@ -27,13 +27,16 @@ import numpy as np
 from keras import ops
 
 from mct_logger import metrics
-from mct_logger.graph import Graph, TensorRef, _clone_layer, copy_layer_state
+from mct_logger.memory import elements_per_sample  # noqa: F401  (re-exported)
+from mct_logger.graph import Graph, TensorRef
+from mct_logger.layer_clone import LayerCloner, clone_layer, copy_layer_state
 from mct_logger.quantization.reduction import sample_stride
 from mct_logger.quantization.quantsim import (
     NodeEncodings,
     QuantizerFactory,
     apply_encodings,
     compile_inference,
+    run_over_batches,
 )
 
 # Per-sample sums the model computes for each node, in this order.
@@ -84,12 +87,13 @@ class NodeError:
 
     def cosine_per_sample(self, path: str = "accumulated") -> np.ndarray:
         key = "acc" if path == "accumulated" else "iso"
-        dot, qq, ff = self.sums[f"fq_{key}"], self.sums[f"qq_{key}"], self.sums["ff"]
-        denominator = np.sqrt(ff * qq)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # both all-zero: identical (1); only one all-zero: nothing in common (0)
-            cosine = np.where(denominator > 0, dot / denominator, np.where(ff == qq, 1.0, 0.0))
-        return np.clip(cosine, -1.0, 1.0)
+        return metrics.cosine_from_products(
+            self.sums[f"fq_{key}"], self.sums["ff"], self.sums[f"qq_{key}"])
+
+    def mean_cosine(self, path: str = "accumulated") -> float:
+        """`cosine_per_sample` averaged over the samples (NaN without samples)."""
+        cosine = self.cosine_per_sample(path)
+        return float(np.mean(cosine)) if cosine.size else float("nan")
 
     def sqnr_per_sample_db(self, path: str = "accumulated") -> np.ndarray:
         key = "dd_acc" if path == "accumulated" else "dd_iso"
@@ -145,30 +149,21 @@ class PairedActivations:
 
     def _build(self, graph: Graph, plan: dict):
         factory = QuantizerFactory(graph, plan)
-        clones: dict[int, object] = {}
         quantized_clones: dict[int, object] = {}
-        used: set[str] = set()
+        cloner = LayerCloner()
+        used = cloner.used_names
         f, q, iso = {}, {}, {}
         model_inputs = {}
         for node in graph:
             if node.is_input:
-                x = keras.Input(batch_shape=node.output_shapes[0],
-                                dtype=node.output_dtypes[0], name=node.layer.name)
-                used.add(node.layer.name)
+                x = cloner.model_input(node)
                 model_inputs[node.name] = x
                 quantizer = factory.activation(node)
                 xq = quantizer(x) if quantizer is not None else x
                 f[TensorRef(node.name, 0)], q[TensorRef(node.name, 0)] = x, xq
                 iso[node.name] = xq
                 continue
-            layer = clones.get(id(node.layer))
-            first_call = layer is None
-            if first_call:
-                layer = _clone_layer(node, used)
-                clones[id(node.layer)] = layer
-            float_outs = node.call(layer, f)
-            if first_call and isinstance(layer, keras.layers.Layer) and layer is not node.layer:
-                copy_layer_state(node.layer, layer)
+            float_outs, layer = cloner.call(node, f)
             quantized_layer = factory.weights(node, self._quantized_clone(node, layer, quantized_clones, used))
             quantizer = factory.activation(node)
             q_outs = node.call(quantized_layer, q)
@@ -189,7 +184,7 @@ class PairedActivations:
         if source.layer is node.layer:
             return float_layer
         if id(source.layer) not in clones:
-            clone = _clone_layer(source, used)
+            clone = clone_layer(source, used)
             ref = node.inputs[0]
             clone.build(self.graph.nodes[ref.node].output_shapes[ref.index])
             copy_layer_state(source.layer, clone)
@@ -210,13 +205,11 @@ class PairedActivations:
         """Per-node errors over `batches`, one forward pass per batch."""
         collected: dict[str, list] = {n: [] for n in self.nodes}
         counts = {n: 0.0 for n in self._histogram_nodes}
-        for batch in batches:
-            values = self._run_sums(self._feed(batch))
-            values = values if isinstance(values, (list, tuple)) else [values]
+        for _, values in run_over_batches(self._run_sums, batches, self._feed):
             for n, v in zip(self.nodes, values):
-                collected[n].append(np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float64))
+                collected[n].append(v)
             for n, v in zip(self._histogram_nodes, values[len(self.nodes):]):
-                counts[n] = counts[n] + keras.ops.convert_to_numpy(v)[0].astype(np.float64)
+                counts[n] = counts[n] + v[0]
         result = {}
         for n, parts in collected.items():
             stacked = np.concatenate(parts, axis=0) if parts else np.zeros((0, len(SUMS)))
@@ -286,11 +279,3 @@ class HistogramCounts(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (1, self.bins)
-
-
-def elements_per_sample(node) -> int:
-    """Elements of a node's (first) output per sample; dynamic dimensions are left out."""
-    dims = [d for d in node.output_shapes[0][1:] if d is not None]
-    return int(np.prod(dims)) if dims else 1
-
-

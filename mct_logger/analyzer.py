@@ -46,319 +46,60 @@ result.ranking("sqnr_isolated")[:3]          # the three worst layers
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import json
 import logging
-import math
 import os
 import re
 import time
-from typing import Any, Callable
 
 import keras
 import numpy as np
-from keras import tree
 
+from mct_logger import analyses
 from mct_logger import data as data_lib
 from mct_logger import logger as log_lib
-from mct_logger import metrics
 from mct_logger import results_dir as results_lib
-from mct_logger.activations import PairedActivations, elements_per_sample
-from mct_logger.graph import Graph, check_rebuilt_graph, layer_name_of, read_model
+from mct_logger.analyses import AnalysisResult
+from mct_logger.aimet_layout import (
+    DISABLED_FILE,
+    ENABLED_FILE,
+    HISTOGRAMS_FILE,
+    MIN_MAX_FOLDER,
+    MIN_MAX_TABLE_FILE,
+    MSE_FILE,
+    RESULT_FILES,
+    SENSITIVITY_FILE,
+    SQNR_FILE,
+    SUMMARY_FILE,
+    WEIGHT_SQNR_FILE,
+    as_callback,
+    eval_score,
+    ignored_layer_names,
+    resolve_config,
+)
+from mct_logger.graph import read_model
+from mct_logger.metrics import MAX_SQNR_DB
+from mct_logger.rebuild_check import check_rebuilt_graph
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
-from mct_logger.quantization.encodings import Encoding
-from mct_logger.quantization.layers import weight_variable
-from mct_logger.quantization.observers import OBSERVERS, HistogramCollector, channels_last_2d
 from mct_logger.quantization.plan import plan_quantization
 from mct_logger.quantization.quantsim import (
-    CalibrationModel,
     NodeEncodings,
     build_quantized_model,
     set_quantizers_enabled,
     weight_encodings,
 )
-from mct_logger.report import REPORT_FILE, write_report
-from mct_logger.weight_quantization import weight_quantization_rows
-from mct_logger.tb_plugin.summary import json_ready
+from mct_logger.report import write_report
+from mct_logger.json_safe import json_ready
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms
+
+__all__ = ["AnalysisResult", "QuantAnalyzer", "RESULT_FILES", "as_callback", "resolve_config"]
 
 logger = logging.getLogger("mct_logger")
 
-# AIMET's `quant_scheme` names (and QuantScheme enum member names) -> our observers.
-AIMET_SCHEMES = {
-    "post_training_tf": "min_max",
-    "tf": "min_max",
-    "post_training_tf_enhanced": "tf_enhanced",
-    "tf_enhanced": "tf_enhanced",
-}
-# AIMET's `analyze` keyword arguments -> QuantizationConfig fields.
-_AIMET_FIELDS = {
-    "default_param_bw": "weight_bits",
-    "default_output_bw": "activation_bits",
-    "default_activation_bw": "activation_bits",  # AIMET ONNX's name
-    "per_channel_quantization": "weight_per_channel",
-}
-
-# The files AIMET writes, whose names and shapes scripts rely on.
-ENABLED_FILE = "per_layer_quant_enabled.json"
-DISABLED_FILE = "per_layer_quant_disabled.json"
-MSE_FILE = "per_layer_mse_loss.json"
-MIN_MAX_FOLDER = "min_max_ranges"
-# Ours, beside them.
-SENSITIVITY_FILE = "sensitivity.json"
-SQNR_FILE = "per_layer_sqnr.json"
-WEIGHT_SQNR_FILE = "weight_sqnr.json"
-HISTOGRAMS_FILE = "histograms.json"
-MIN_MAX_TABLE_FILE = os.path.join(MIN_MAX_FOLDER, "encodings.json")
-SUMMARY_FILE = "summary.json"
 # While evaluations run, the growing tables go to TensorBoard at most this often.
 LIVE_INTERVAL_SECONDS = 1.0
-# Every file an analysis writes into results_dir; an earlier run's are moved
-# aside at start (see mct_logger.results_dir).
-RESULT_FILES = (
-    ENABLED_FILE, DISABLED_FILE, MSE_FILE, SENSITIVITY_FILE, SQNR_FILE, WEIGHT_SQNR_FILE,
-    HISTOGRAMS_FILE, MIN_MAX_TABLE_FILE, os.path.join(MIN_MAX_FOLDER, "weights.json"),
-    os.path.join(MIN_MAX_FOLDER, "activations.json"), SUMMARY_FILE, REPORT_FILE,
-)
-
 # Samples of the calibration data kept for the SQNR analysis when no unlabeled
 # data was given with `enable_per_layer_mse_loss`.
 CALIBRATION_SAMPLES_FOR_SQNR = 256
-# Bins of the whole-tensor weight histograms and of the per-channel ones.
-WEIGHT_BINS = 512
-CHANNEL_BINS = 64
-
-
-# ----------------------------------------------------------------------------- config
-
-
-def resolve_config(config=None, **kwargs) -> QuantizationConfig:
-    """A QuantizationConfig from ours, from a dict, or from AIMET's names.
-
-    Accepted keys (in the dict or as keyword arguments): every QuantizationConfig
-    field, and AIMET's `quant_scheme` ("post_training_tf"/"tf" -> min/max,
-    "post_training_tf_enhanced"/"tf_enhanced" -> TF-enhanced, or one of our
-    observer names; a QuantScheme enum member works too; it sets both the
-    weight and the activation observer), `default_param_bw`,
-    `default_output_bw`, `per_channel_quantization`, `rounding_mode`
-    ("nearest" only) and `config_file` (None only).
-    """
-    if isinstance(config, QuantizationConfig):
-        base, options = config, dict(kwargs)
-    elif config is None or isinstance(config, dict):
-        base, options = QuantizationConfig(), {**(config or {}), **kwargs}
-    else:
-        raise TypeError(
-            f"config must be a QuantizationConfig or a dict of settings, got "
-            f"{type(config).__name__}."
-        )
-    fields = {f.name for f in dataclasses.fields(QuantizationConfig)}
-    changes: dict[str, Any] = {}
-    for key, value in options.items():
-        if key == "quant_scheme":
-            observer = _observer_of_scheme(value)
-            changes["weight_observer"] = changes["activation_observer"] = observer
-        elif key in _AIMET_FIELDS:
-            changes[_AIMET_FIELDS[key]] = value
-        elif key == "rounding_mode":
-            if str(value).lower() != "nearest":
-                raise ValueError(
-                    f"rounding_mode={value!r} is not supported; QuantAnalyzer rounds to nearest."
-                )
-        elif key == "config_file":
-            if value is not None:
-                raise ValueError(
-                    "AIMET quantsim config files are not read. Set the same choices with "
-                    "QuantizationConfig fields (weight_symmetric, activation_symmetric, "
-                    "weight_per_channel, overrides=...)."
-                )
-        elif key in fields:
-            changes[key] = value
-        else:
-            known = sorted(fields | set(_AIMET_FIELDS) | {"quant_scheme", "rounding_mode",
-                                                          "config_file"})
-            raise ValueError(f"Unknown quantization setting {key!r}; known settings: {known}.")
-    return dataclasses.replace(base, **changes) if changes else base
-
-
-def _observer_of_scheme(scheme) -> str:
-    name = getattr(scheme, "name", scheme)  # AIMET's QuantScheme enum member
-    name = str(name).split(".")[-1].strip().lower()
-    if name in AIMET_SCHEMES:
-        return AIMET_SCHEMES[name]
-    if name in OBSERVERS:
-        return name
-    raise ValueError(
-        f"quant_scheme={scheme!r} is not supported; use one of "
-        f"{sorted(AIMET_SCHEMES)} or an observer name {sorted(OBSERVERS)}."
-    )
-
-
-# ----------------------------------------------------------------------------- callbacks
-
-
-def as_callback(callback, what: str) -> Callable[[keras.Model], Any]:
-    """`(model) -> result` from a plain callable, a `(func, args)` pair (called as
-    `func(model, args)`, AIMET's convention) or an object with `.func` and `.args`
-    (AIMET's CallbackFunc)."""
-    if isinstance(callback, tuple) and len(callback) == 2 and callable(callback[0]):
-        func, args = callback
-        return lambda model: func(model, args)
-    if callable(callback):  # before the CallbackFunc test: functools.partial has .func/.args
-        return callback
-    if hasattr(callback, "func") and hasattr(callback, "args") and callable(callback.func):
-        return lambda model: callback.func(model, callback.args)
-    raise TypeError(
-        f"{what} must be a callable taking the model, or a (func, args) pair called as "
-        f"func(model, args); got {type(callback).__name__}."
-    )
-
-
-def _score(value, what: str) -> float:
-    try:
-        score = float(np.asarray(value).reshape(()))
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{what} must return one number (e.g. accuracy, higher is better); it returned "
-            f"{type(value).__name__} {value!r:.80}."
-        ) from None
-    return score
-
-
-# ----------------------------------------------------------------------------- calibration
-
-
-class _ObserverWithHistogram:
-    """An observer plus a histogram of what it saw, for observers without one
-    (min/max): the histogram analysis then works for every scheme."""
-
-    def __init__(self, observer):
-        self.observer = observer
-        self.collector = observer if hasattr(observer, "histogram") else HistogramCollector()
-
-    def update(self, x) -> None:
-        self.observer.update(x)
-        if self.collector is not self.observer:
-            self.collector.update(x)
-
-    @property
-    def is_empty(self) -> bool:
-        return self.observer.is_empty
-
-    @property
-    def min(self):
-        return self.observer.min
-
-    @property
-    def max(self):
-        return self.observer.max
-
-    def encoding(self, *args, **kwargs) -> Encoding:
-        return self.observer.encoding(*args, **kwargs)
-
-    def histogram(self, per_channel: bool = True):
-        return self.collector.histogram(per_channel)
-
-
-class _RecordingCalibrationModel(CalibrationModel):
-    """The calibration model, also keeping the first inputs it sees (up to
-    `max_samples`) so the SQNR analysis has data without asking for more."""
-
-    def __init__(self, graph: Graph, plan: dict, max_samples: int, **kwargs):
-        super().__init__(graph, plan, **kwargs)
-        self.max_samples = max_samples
-        self.recorded: list = []
-        self.recorded_samples = 0
-        for name in list(self.observers):
-            self.observers[name] = _ObserverWithHistogram(self.observers[name])
-
-    def _record(self, inputs) -> None:
-        if self.recorded_samples >= self.max_samples:
-            return
-        batch = tree.map_structure(lambda t: np.asarray(keras.ops.convert_to_numpy(t)), inputs)
-        leaves = tree.flatten(batch)
-        if not leaves or np.ndim(leaves[0]) == 0:
-            return
-        keep = min(len(leaves[0]), self.max_samples - self.recorded_samples)
-        self.recorded.append(tree.map_structure(lambda a: a[:keep], batch))
-        self.recorded_samples += keep
-
-    def call(self, inputs, training=False):
-        if not any(isinstance(x, keras.KerasTensor) for x in tree.flatten(inputs)):
-            self._record(inputs)
-        return super().call(inputs, training=training)
-
-    def collect(self, batch):
-        self._record(batch if len(batch) > 1 else batch[0])
-        return super().collect(batch)
-
-
-# ----------------------------------------------------------------------------- result
-
-
-@dataclasses.dataclass
-class AnalysisResult:
-    """What `QuantAnalyzer.analyze` found; every table is also on disk in `results_dir`.
-
-    Attributes:
-        status: "complete", or "interrupted"/"failed" with the tables finished so far.
-        sensitivity: {"fp32", "weights_only", "activations_only"} -> eval score.
-        per_layer_quant_enabled: layer -> score with only that layer quantized.
-        per_layer_quant_disabled: layer -> score with all but that layer quantized.
-        per_layer_mse_loss: layer -> accumulated MSE per element (None unless enabled).
-        per_layer_sqnr: layer -> row of the SQNR table (accumulated/isolated dB...).
-        weight_sqnr: "layer/kernel" -> row of the weight SQNR table.
-        min_max_ranges: {"weights": ..., "activations": ...} in AIMET's shape.
-        float_model: the FP32 baseline (batch norms folded).
-        quantized_model: the quantized model (all quantizers on).
-    """
-
-    results_dir: str
-    status: str = "running"
-    layers: list = dataclasses.field(default_factory=list)
-    sensitivity: dict = dataclasses.field(default_factory=dict)
-    per_layer_quant_enabled: dict = dataclasses.field(default_factory=dict)
-    per_layer_quant_disabled: dict = dataclasses.field(default_factory=dict)
-    per_layer_mse_loss: dict | None = None
-    per_layer_sqnr: dict = dataclasses.field(default_factory=dict)
-    weight_sqnr: dict = dataclasses.field(default_factory=dict)
-    min_max_ranges: dict = dataclasses.field(default_factory=dict)
-    report_path: str | None = None
-    log_folder: str | None = None
-    float_model: keras.Model | None = None
-    quantized_model: keras.Model | None = None
-
-    def ranking(self, measure: str) -> list[str]:
-        """Layers worst first by `measure`:
-
-        - "per_layer_quant_enabled": lowest score with only that layer quantized;
-        - "per_layer_quant_disabled": highest score with that layer left in float;
-        - "sqnr_isolated": lowest isolated SQNR (quantized layers only);
-        - "sqnr_accumulated_step": largest drop of the accumulated SQNR at the layer;
-        - "sqnr_accumulated": lowest accumulated SQNR;
-        - "per_layer_mse_loss": largest accumulated MSE;
-        - "weight_sqnr": lowest weight SQNR ("layer/kernel" keys).
-        """
-        def ordered(values: dict, worst_is_high: bool):
-            known = [(k, v) for k, v in values.items() if v is not None and not math.isnan(v)]
-            return [k for k, _ in sorted(known, key=lambda kv: -kv[1] if worst_is_high else kv[1])]
-
-        rows = self.per_layer_sqnr
-        if measure == "per_layer_quant_enabled":
-            return ordered(self.per_layer_quant_enabled, False)
-        if measure == "per_layer_quant_disabled":
-            return ordered(self.per_layer_quant_disabled, True)
-        if measure == "sqnr_isolated":
-            return ordered({k: r["sqnr_isolated_db"] for k, r in rows.items()}, False)
-        if measure == "sqnr_accumulated":
-            return ordered({k: r["sqnr_accumulated_db"] for k, r in rows.items()}, False)
-        if measure == "sqnr_accumulated_step":
-            return ordered({k: r["accumulated_step_db"] for k, r in rows.items()}, True)
-        if measure == "per_layer_mse_loss":
-            return ordered(self.per_layer_mse_loss or {}, True)
-        if measure == "weight_sqnr":
-            return ordered({k: r["sqnr_db"] for k, r in self.weight_sqnr.items()}, False)
-        raise ValueError(f"Unknown measure {measure!r}; see AnalysisResult.ranking.")
 
 
 # ----------------------------------------------------------------------------- the analyzer
@@ -390,28 +131,8 @@ class QuantAnalyzer:
         self._specs = data_lib.input_specs(self._graph)
         if dummy_input is not None:
             data_lib.load_batches([dummy_input], self._specs)
-        self._ignored = self._ignored_names(layers_to_ignore or [])
+        self._ignored = ignored_layer_names(self._graph, layers_to_ignore or [])
         self._mse_batches: list | None = None
-
-    def _ignored_names(self, layers) -> list[str]:
-        if isinstance(layers, (str, keras.layers.Layer)):
-            layers = [layers]
-        names = []
-        for layer in layers:
-            name = layer if isinstance(layer, str) else getattr(layer, "name", None)
-            if not isinstance(name, str):
-                raise TypeError(
-                    f"layers_to_ignore holds {layer!r}; pass layer names or Keras layers."
-                )
-            matches = [n for n in self._graph
-                       if n.name == name or layer_name_of(n.name) == name]
-            if not matches:
-                raise ValueError(
-                    f"layers_to_ignore: model {self._graph.name!r} has no layer {name!r}; its "
-                    f"layers are: {', '.join(list(self._graph.nodes)[:12])}..."
-                )
-            names.append(name)
-        return names
 
     def enable_per_layer_mse_loss(self, unlabeled_data, num_batches: int) -> None:
         """Turns on the per-layer MSE analysis over the first `num_batches` batches.
@@ -425,16 +146,7 @@ class QuantAnalyzer:
                 or num_batches < 1:
             raise ValueError(f"num_batches must be a positive integer, got {num_batches!r}.")
         num_batches = int(num_batches)
-        if data_lib._is_array(unlabeled_data) or isinstance(unlabeled_data, dict):
-            batches = data_lib.load_batches(unlabeled_data, self._specs)
-        else:
-            if callable(unlabeled_data) and not data_lib._is_dataset(unlabeled_data):
-                unlabeled_data = unlabeled_data()
-            if data_lib._is_dataset(unlabeled_data):
-                source = unlabeled_data.take(num_batches)
-            else:
-                source = itertools.islice(iter(unlabeled_data), num_batches)
-            batches = data_lib.load_batches(source, self._specs)
+        batches = data_lib.first_batches(unlabeled_data, self._specs, num_batches)
         if len(batches) < num_batches:
             logger.warning(
                 "enable_per_layer_mse_loss: the data holds %d batch(es), fewer than "
@@ -550,7 +262,7 @@ class _Analysis:
 
         float_model = graph.to_keras(name=f"{graph.name}_fp32")
         self.result.float_model = float_model
-        calibration = _RecordingCalibrationModel(graph, plan, CALIBRATION_SAMPLES_FOR_SQNR)
+        calibration = analyses.RecordingCalibrationModel(graph, plan, CALIBRATION_SAMPLES_FOR_SQNR)
         logger.info("QuantAnalyzer: calibrating %d quantizers with forward_pass_callback",
                     len(self.layers))
         analyzer._forward_pass(calibration)
@@ -577,9 +289,20 @@ class _Analysis:
 
         # Analyses that need no evaluation first: an interrupt during the long
         # evaluation loops then still leaves them on disk.
-        self._min_max_ranges(encodings, calibration)
-        self._histograms(encodings, calibration)
-        self._weight_sqnr(encodings)
+        aimet, table = analyses.min_max_ranges(graph, self.layers, encodings,
+                                               calibration.observers)
+        self.result.min_max_ranges = aimet
+        self._write_json(os.path.join(MIN_MAX_FOLDER, "weights.json"), aimet["weights"])
+        self._write_json(os.path.join(MIN_MAX_FOLDER, "activations.json"), aimet["activations"])
+        self._write_json(MIN_MAX_TABLE_FILE, table, compact=True)
+        self._publish("min_max_ranges", table)
+        table = analyses.histograms(graph, plan, self.layers, encodings, calibration.observers)
+        self._write_json(HISTOGRAMS_FILE, table, compact=True)
+        self._publish("histograms", table)
+        table = analyses.weight_sqnr_table(graph, plan, encodings)
+        self.result.weight_sqnr = {f"{r['layer']}/{r['kernel']}": r for r in table["rows"]}
+        self._write_json(WEIGHT_SQNR_FILE, table, compact=True)
+        self._publish("weight_sqnr", table)
         self._activation_errors(encodings, calibration)
 
         progress = keras.utils.Progbar(self.evaluations_total,
@@ -608,11 +331,7 @@ class _Analysis:
         for the large tables, indented (as AIMET's) otherwise."""
         path = os.path.join(self.results_dir, relative)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        temporary = f"{path}.tmp"
-        layout = {"separators": (",", ":")} if compact else {"indent": 2}
-        with open(temporary, "w", encoding="utf-8") as f:
-            json.dump(json_ready(content), f, allow_nan=False, **layout)
-        os.replace(temporary, path)
+        results_lib.write_json_atomically(path, json_ready(content), compact=compact)
 
     def _publish(self, kind: str, table: dict) -> None:
         """Keeps `table` for the report and writes it as a TensorBoard payload.
@@ -652,39 +371,10 @@ class _Analysis:
         progress.update(self.evaluations_done)
 
     def _start_summary(self, folding) -> None:
-        graph, plan = self.graph, self.plan
         self.summary = {
             **self.summary,  # the manifest written at start
-            "model": graph.name,
-            "status": "running",
-            "config": {
-                "weight_bits": self.config.weight_bits,
-                "activation_bits": self.config.activation_bits,
-                "weight_observer": self.config.weight_observer,
-                "activation_observer": self.config.activation_observer,
-                "weight_per_channel": self.config.weight_per_channel,
-                "weight_symmetric": self.config.weight_symmetric,
-                "activation_symmetric": self.config.activation_symmetric,
-                "activation_per_channel": self.config.activation_per_channel,
-                "quantize_inputs": self.config.quantize_inputs,
-            },
-            "layers": [
-                {
-                    "layer": n,
-                    "class": graph.nodes[n].layer_class,
-                    "weights": sorted(plan[n].weights),
-                    "activation": plan[n].activation is not None,
-                }
-                for n in self.layers
-            ],
-            "float_nodes": [
-                {"layer": n, "note": p.note} for n, p in plan.items()
-                if not p.quantized and p.note
-            ],
-            "batch_norms_folded": dict(folding.folded),
-            "layers_ignored": list(self.analyzer._ignored),
-            "evaluations_total": self.evaluations_total,
-            "evaluations_done": 0,
+            **analyses.summary_header(self.config, self.graph, self.plan, self.layers, folding,
+                                      self.analyzer._ignored, self.evaluations_total),
         }
         self.result.layers = list(self.layers)
 
@@ -722,115 +412,18 @@ class _Analysis:
 
     # ------------------------------------------------------------- analyses
 
-    def _min_max_ranges(self, encodings, calibration) -> None:
-        graph = self.graph
-        aimet_weights, aimet_activations = {}, {}
-        weight_rows, activation_rows = [], []
-        for name in self.layers:
-            node, enc = graph.nodes[name], encodings[name]
-            if enc.activation is not None:
-                key = f"{name}_output_0"
-                observer = calibration.observers[name]
-                aimet_activations[key] = _aimet_range(enc.activation, key)
-                activation_rows.append({
-                    "layer": name, "key": key, **_range_fields(enc.activation),
-                    "observed_min": float(np.min(observer.min)),
-                    "observed_max": float(np.max(observer.max)),
-                })
-            for kernel_name, encoding in enc.weights.items():
-                key = f"{name}_{(node.layer.name + '/' + kernel_name).replace('/', '-')}"
-                kernel = keras.ops.convert_to_numpy(weight_variable(node.layer, kernel_name))
-                aimet_weights[key] = _aimet_range(encoding, key)
-                weight_rows.append({
-                    "layer": name, "kernel": kernel_name, "key": key, **_range_fields(encoding),
-                    "observed_min": float(np.min(kernel)), "observed_max": float(np.max(kernel)),
-                })
-        self.result.min_max_ranges = {"weights": aimet_weights, "activations": aimet_activations}
-        self._write_json(os.path.join(MIN_MAX_FOLDER, "weights.json"), aimet_weights)
-        self._write_json(os.path.join(MIN_MAX_FOLDER, "activations.json"), aimet_activations)
-        table = {"activations": activation_rows, "weights": weight_rows}
-        self._write_json(MIN_MAX_TABLE_FILE, table, compact=True)
-        self._publish("min_max_ranges", table)
-
-    def _histograms(self, encodings, calibration) -> None:
-        graph, plan = self.graph, self.plan
-        activation_rows, weight_rows = [], []
-        for name in self.layers:
-            enc = encodings[name]
-            if enc.activation is not None:
-                edges, counts = calibration.observers[name].histogram(per_channel=False)
-                lo, width, counts = _trim(edges[0], counts[0])
-                activation_rows.append({
-                    "layer": name, "lo": lo, "width": width,
-                    "counts": [round(float(c), 2) for c in counts],
-                    "encoding_min": float(np.min(enc.activation.min)),
-                    "encoding_max": float(np.max(enc.activation.max)),
-                    "per_channel_encoding": enc.activation.per_channel,
-                })
-            node = graph.nodes[name]
-            for kernel_name, encoding in enc.weights.items():
-                spec = plan[name].weights[kernel_name]
-                kernel = np.asarray(keras.ops.convert_to_numpy(weight_variable(node.layer, kernel_name)))
-                weight_rows.append({
-                    "layer": name, "kernel": kernel_name,
-                    **_weight_histograms(kernel, spec.channel_axes, encoding),
-                })
-        table = {"activations": activation_rows, "weights": weight_rows}
-        self._write_json(HISTOGRAMS_FILE, table, compact=True)
-        self._publish("histograms", table)
-
-    def _weight_sqnr(self, encodings) -> None:
-        rows = [
-            {"layer": r["layer"], "kernel": r["kernel"], "class": r["class"],
-             "bitwidth": r["bitwidth"], "per_channel_encoding": r["per_channel"],
-             "sqnr_db": r["sqnr_db"], "channels": r["channels"],
-             "channel_sqnr_db": r["channel_sqnr_db"]}
-            for r in weight_quantization_rows(self.graph, self.plan, encodings)
-        ]
-        self.result.weight_sqnr = {f"{r['layer']}/{r['kernel']}": r for r in rows}
-        table = {"rows": rows}
-        self._write_json(WEIGHT_SQNR_FILE, table, compact=True)
-        self._publish("weight_sqnr", table)
-
     def _activation_errors(self, encodings, calibration) -> None:
         """Per-layer SQNR (accumulated and isolated) and MSE, one pass per batch."""
-        graph, plan = self.graph, self.plan
         if self.analyzer._mse_batches is not None:
             batches, source = self.analyzer._mse_batches, "enable_per_layer_mse_loss data"
         else:
             batches = data_lib.load_batches(iter(calibration.recorded), self.analyzer._specs)
             source = "calibration data (forward_pass_callback)"
-        nodes = error_nodes(graph, plan)
-        paired = PairedActivations(graph, plan, encodings, nodes=nodes)
-        errors = paired.errors(batches)
+        rows = analyses.activation_error_rows(self.graph, self.plan, encodings, batches)
         samples = data_lib.num_samples(batches)
-        rows = []
-        accumulated = {}
-        for name in nodes:
-            e, node = errors[name], graph.nodes[name]
-            quantized = plan[name].quantized
-            producers = [r.node for r in node.inputs]
-            upstream = [accumulated[p] for p in producers if p in accumulated]
-            acc = e.sqnr_accumulated_db
-            accumulated[name] = acc
-            step = metrics.accumulated_step_db(upstream, acc)
-            rows.append({
-                "layer": name,
-                "class": node.layer_class,
-                "quantized": quantized,
-                "inputs": producers,
-                "sqnr_accumulated_db": acc,
-                "sqnr_isolated_db": e.sqnr_isolated_db if quantized else None,
-                "accumulated_step_db": step,
-                "mse_accumulated": e.mse_accumulated,
-                "mse_isolated": e.mse_isolated if quantized else None,
-                # the cosine of one number with another is always +-1: not reported
-                "cosine_accumulated": (_mean_cosine(e.sums["ff"], e.sums["qq_acc"], e.sums["fq_acc"])
-                                       if elements_per_sample(node) > 1 else None),
-            })
         self.result.per_layer_sqnr = {r["layer"]: r for r in rows}
         table = {"samples": samples, "batches": len(batches), "data": source,
-                 "max_sqnr_db": metrics.MAX_SQNR_DB, "rows": rows}
+                 "max_sqnr_db": MAX_SQNR_DB, "rows": rows}
         self._write_json(SQNR_FILE, table)
         self._publish("per_layer_sqnr", table)
         if self.analyzer._mse_batches is not None:
@@ -844,26 +437,20 @@ class _Analysis:
             })
 
     def _sensitivity(self, float_model, sim, progress) -> None:
-        w, a = self.config.weight_bits, self.config.activation_bits
+        labels, runs = analyses.sensitivity_runs(
+            float_model, sim, self.config.weight_bits, self.config.activation_bits)
         table = {
-            "labels": {"fp32": "W32A32", "weights_only": f"W{w}A32",
-                       "activations_only": f"W32A{a}", "fully_quantized": f"W{w}A{a}"},
+            "labels": labels,
             "fp32": None, "weights_only": None, "activations_only": None,
             "fully_quantized": None,
             "complete": False,
         }
         self.tables["sensitivity"] = table
         evaluate = self.analyzer._evaluate
-        runs = [
-            ("fp32", float_model, None),
-            ("weights_only", sim, {"weights": True, "activations": False}),
-            ("activations_only", sim, {"weights": False, "activations": True}),
-            ("fully_quantized", sim, {"weights": True, "activations": True}),
-        ]
         for key, model, switches in runs:
             if switches is not None:
                 set_quantizers_enabled(model, **switches)
-            table[key] = _score(evaluate(model), "eval_callback")
+            table[key] = eval_score(evaluate(model), "eval_callback")
             self.result.sensitivity[key] = table[key]
             logger.info("QuantAnalyzer: %s eval score (%s): %.6g",
                         key, table["labels"][key], table[key])
@@ -894,7 +481,7 @@ class _Analysis:
         for name in self.layers:
             set_quantizers_enabled(sim, weights=enabled, activations=enabled, nodes=[name])
             try:
-                score = _score(self.analyzer._evaluate(sim), "eval_callback")
+                score = eval_score(self.analyzer._evaluate(sim), "eval_callback")
             finally:
                 set_quantizers_enabled(sim, weights=not enabled, activations=not enabled,
                                        nodes=[name])
@@ -906,103 +493,3 @@ class _Analysis:
             self._publish_progress(kind)
         table["complete"] = True
         self._publish(kind, table)
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def error_nodes(graph: Graph, plan: dict) -> list[str]:
-    """The nodes the per-layer SQNR/MSE analysis reports: every node with one
-    floating-point output, except model inputs that have no quantizer."""
-    return [
-        n.name for n in graph
-        if len(n.output_dtypes) == 1 and "float" in str(n.output_dtypes[0])
-        and (not n.is_input or plan[n.name].activation is not None)
-    ]
-
-
-def _mean_cosine(ff, qq, fq) -> float:
-    """Mean per-sample cosine from the summed products. Unlike
-    NodeError.cosine_per_sample, an all-zero output against a non-zero one
-    counts 0 (not 1); two all-zero outputs count 1."""
-    ff, qq, fq = (np.asarray(a, dtype=np.float64) for a in (ff, qq, fq))
-    both = (ff > 0) & (qq > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cosine = np.where(both, fq / np.sqrt(ff * qq), np.where((ff > 0) | (qq > 0), 0.0, 1.0))
-    return float(np.mean(np.clip(cosine, -1.0, 1.0))) if cosine.size else float("nan")
-
-
-def _aimet_range(encoding: Encoding, key: str):
-    """AIMET's min/max value: `[min, max]`, or `{key_ch: [min, max]}` per channel."""
-    if encoding.per_channel:
-        return {
-            f"{key}_{c}": [float(lo), float(hi)]
-            for c, (lo, hi) in enumerate(zip(np.ravel(encoding.min), np.ravel(encoding.max)))
-        }
-    return [float(encoding.min), float(encoding.max)]
-
-
-def _range_fields(encoding: Encoding) -> dict:
-    fields = {
-        "min": float(np.min(encoding.min)),
-        "max": float(np.max(encoding.max)),
-        "bitwidth": encoding.bitwidth,
-        "is_symmetric": encoding.is_symmetric,
-        "per_channel": encoding.per_channel,
-    }
-    if encoding.per_channel:
-        fields["channel_min"] = [float(v) for v in np.ravel(encoding.min)]
-        fields["channel_max"] = [float(v) for v in np.ravel(encoding.max)]
-    else:
-        fields["scale"] = float(encoding.scale)
-        fields["offset"] = float(encoding.offset)
-    return fields
-
-
-def _trim(edges: np.ndarray, counts: np.ndarray):
-    """(lower edge, bin width, counts) without the empty bins at both ends."""
-    width = float(edges[1] - edges[0])
-    nonzero = np.flatnonzero(counts > 0)
-    if nonzero.size == 0:
-        return float(edges[0]), width, counts
-    first, last = nonzero[0], nonzero[-1] + 1
-    return float(edges[first]), width, counts[first:last]
-
-
-def _weight_histograms(kernel: np.ndarray, channel_axes, encoding: Encoding) -> dict:
-    """The whole kernel's histogram and one per output channel, with the encodings."""
-    values = kernel.astype(np.float64).ravel()
-    bins = int(np.clip(values.size // 8, 16, WEIGHT_BINS))
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        lo, hi = lo - (abs(lo) or 1.0), hi + (abs(hi) or 1.0)
-    counts, _ = np.histogram(values, bins=bins, range=(lo, hi))
-    flat = channels_last_2d(kernel.astype(np.float64), channel_axes)  # (elements, channels)
-    elements, channels = flat.shape
-    channel_bins = int(np.clip(2 * math.isqrt(max(elements, 1)), 8, CHANNEL_BINS))
-    c_lo, c_hi = flat.min(axis=0), flat.max(axis=0)
-    flat_channel = c_hi <= c_lo
-    c_lo = np.where(flat_channel, c_lo - np.where(c_lo == 0, 1.0, np.abs(c_lo)), c_lo)
-    c_hi = np.where(flat_channel, c_hi + np.where(c_hi == 0, 1.0, np.abs(c_hi)), c_hi)
-    c_width = (c_hi - c_lo) / channel_bins
-    index = np.clip(np.floor((flat - c_lo) / c_width), 0, channel_bins - 1).astype(np.intp)
-    index += np.arange(channels) * channel_bins
-    channel_counts = np.bincount(index.ravel(), minlength=channels * channel_bins)
-    channel_counts = channel_counts.reshape(channels, channel_bins)
-    enc_min = np.broadcast_to(np.ravel(encoding.min), (channels,)) if encoding.per_channel \
-        else np.full(channels, float(encoding.min))
-    enc_max = np.broadcast_to(np.ravel(encoding.max), (channels,)) if encoding.per_channel \
-        else np.full(channels, float(encoding.max))
-    return {
-        "lo": lo, "width": (hi - lo) / bins, "counts": counts.tolist(),
-        "encoding_min": float(np.min(encoding.min)),
-        "encoding_max": float(np.max(encoding.max)),
-        "per_channel_encoding": encoding.per_channel,
-        "channels": {
-            "lo": [float(v) for v in c_lo],
-            "width": [float(v) for v in c_width],
-            "counts": channel_counts.tolist(),
-            "encoding_min": [float(v) for v in enc_min],
-            "encoding_max": [float(v) for v in enc_max],
-        },
-    }

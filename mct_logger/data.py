@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import itertools
 import logging
 from typing import Any
 
@@ -171,6 +172,20 @@ def checked_batches(data, specs: list[InputSpec], batch_size: int = 32,
         total += n
         if n:
             yield batch
+
+
+def first_batches(data, specs: list, num_batches: int) -> list:
+    """The first `num_batches` batches of `data` (anything `load_batches` takes;
+    an array is batched by 32), read no further than needed."""
+    if _is_array(data) or isinstance(data, dict):
+        return load_batches(data, specs)
+    if callable(data) and not _is_dataset(data):
+        data = data()
+    if _is_dataset(data):
+        source = data.take(num_batches)
+    else:
+        source = itertools.islice(iter(data), num_batches)
+    return load_batches(source, specs)
 
 
 def num_samples(batches) -> int:

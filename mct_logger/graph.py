@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
-import shutil
-import tempfile
 from typing import Any, Callable
 
 import keras
 import numpy as np
 from keras import tree
+
+from mct_logger.layer_clone import REUSE_LAYER, LayerCloner  # noqa: F401  (REUSE_LAYER re-exported)
+from mct_logger.layer_kinds import named_variables, variable_name  # noqa: F401  (re-exported)
 
 logger = logging.getLogger("mct_logger")
 
@@ -143,35 +143,6 @@ class Node:
         return total
 
 
-def _variable_name(variable) -> str:
-    # Keras 3 variable paths look like "conv1/kernel"; the last part is stable.
-    return variable.path.split("/")[-1] if getattr(variable, "path", None) else variable.name
-
-
-def _path_below(variable, layer) -> str:
-    """The variable's path below `layer`: "query/kernel" for "mha/query/kernel", also
-    when the layer was built inside a wrapper ("mha_wq/mha/query/kernel")."""
-    path = getattr(variable, "path", None) or variable.name
-    marker = layer.name + "/"
-    if path.startswith(marker):
-        return path[len(marker):]
-    cut = path.rfind("/" + marker)
-    return path[cut + len(marker) + 1:] if cut >= 0 else path
-
-
-def named_variables(layer) -> dict:
-    """`{name: variable}` of a layer's weights: the variable's own name ("kernel"),
-    or, when two share one (composite layers such as MultiHeadAttention or
-    Bidirectional), its path below the layer ("query/kernel")."""
-    if not isinstance(layer, keras.layers.Layer):
-        return {}
-    variables = layer.weights
-    names = [_variable_name(v) for v in variables]
-    if len(set(names)) != len(names):
-        names = [_path_below(v, layer) for v in variables]
-    return dict(zip(names, variables))
-
-
 class Graph:
     """Nodes in topological order, the model's inputs and its outputs."""
 
@@ -182,6 +153,16 @@ class Graph:
         self.outputs: list[TensorRef] = list(outputs)
         self._inputs_struct = inputs_struct
         self._outputs_struct = outputs_struct
+
+    @property
+    def inputs_struct(self):
+        """The nesting of the model's inputs (a list, dict... of input names' tensors)."""
+        return self._inputs_struct
+
+    @property
+    def outputs_struct(self):
+        """The nesting of the model's outputs."""
+        return self._outputs_struct
 
     def __repr__(self):
         return f"<Graph {self.name!r}: {len(self.nodes)} nodes>"
@@ -236,29 +217,16 @@ class Graph:
             extra_outputs: tensors appended, as a flat list, after the model's
                 own outputs (e.g. every layer output for calibration).
         """
-        clones: dict[int, Any] = {}
-        used_names: set[str] = set()
+        cloner = LayerCloner()
         values: dict[TensorRef, Any] = {}
         model_inputs: dict[str, Any] = {}  # raw keras.Input tensors, before any wrapping
         for node in self.nodes.values():
             if node.is_input:
-                shape = node.output_shapes[0]
-                x = keras.Input(
-                    batch_shape=shape, dtype=node.output_dtypes[0], name=node.layer.name
-                )
-                used_names.add(node.layer.name)
+                x = cloner.model_input(node)
                 model_inputs[node.name] = x
                 outs = [x]
             else:
-                layer = clones.get(id(node.layer))
-                first_call = layer is None
-                if first_call:
-                    layer = _clone_layer(node, used_names)
-                    clones[id(node.layer)] = layer
-                call = make_layer(node, layer) if make_layer else layer
-                outs = node.call(call, values)
-                if first_call and isinstance(layer, keras.layers.Layer) and layer is not node.layer:
-                    copy_layer_state(node.layer, layer)
+                outs, _ = cloner.call(node, values, make_layer)
             if wrap_outputs is not None:
                 outs = wrap_outputs(node, outs)
             for i, t in enumerate(outs):
@@ -273,224 +241,8 @@ class Graph:
         return keras.Model(inputs=inputs, outputs=outputs, name=name or self.name)
 
 
-def _clone_layer(node: Node, used_names: set[str]):
-    """A fresh, unbuilt copy of the node's layer with a name unique in the new model."""
-    layer = node.layer
-    if not isinstance(layer, keras.layers.Layer):
-        used_names.add(layer.name)  # reused under its own name: later layers must avoid it
-        return layer  # a stateless keras.ops operation: safe to reuse
-    if node.info.get(REUSE_LAYER):
-        used_names.add(layer.name)  # kept in float by an override: the user's own object
-        return layer
-    try:
-        config = layer.get_config()
-        name = config.get("name", layer.name)
-        if name in used_names:
-            # The node name alone can clash too: an outer "dense" after an inner
-            # "block/dense" that kept the plain name.
-            base = name = _keras_safe(node.name)
-            suffix = 1
-            while name in used_names:
-                suffix += 1
-                name = f"{base}_{suffix}"
-            config["name"] = name
-        clone = type(layer).from_config(config)
-    except Exception as exc:  # custom layers without a working get_config
-        logger.warning(
-            "Layer %r (%s) cannot be cloned from its config (%s); the new model "
-            "shares this layer object with the original.",
-            layer.name, type(layer).__name__, exc,
-        )
-        name = layer.name
-        clone = layer
-    used_names.add(name)
-    return clone
-
-
-def copy_layer_state(source, clone) -> None:
-    """Gives the built `clone` all of `source`'s state, not only its weights.
-
-    `set_weights` misses state that lives outside the weight list or is derived
-    from it: an adapted `Normalization` keeps its mean and variance as tensors
-    computed by `finalize_state()`, an adapted `IntegerLookup` /
-    `StringLookup` / `TextVectorization` keeps its vocabulary in a lookup table.
-    Keras' own saving path carries all of it, so this uses that path layer by
-    layer (the layer and every sublayer, paired in `_flatten_layers` order):
-    `save_own_variables` into a dict and `load_own_variables` from it (which
-    calls `finalize_state` where the layer needs it), and `save_assets` /
-    `load_assets` through a temporary folder for vocabularies.
-
-    A layer whose saving path fails here (e.g. a custom layer whose clone
-    builds other sublayers) gets `set_weights` and a warning; PTQ's
-    `check_rebuilt_graph` then tells whether anything was lost.
-    """
-    try:
-        _copy_saved_state(source, clone)
-    except Exception as exc:  # noqa: BLE001 - any failure of a layer's own saving code
-        logger.warning(
-            "Layer %r (%s): its saved state could not be copied to the rebuilt layer "
-            "(%s: %s); copying its weights only.",
-            source.name, type(source).__name__, type(exc).__name__, exc,
-        )
-        clone.set_weights(source.get_weights())
-
-
-def _copy_saved_state(source, clone) -> None:
-    sources = list(source._flatten_layers(include_self=True, recursive=True))
-    clones = list(clone._flatten_layers(include_self=True, recursive=True))
-    if len(sources) != len(clones):
-        raise ValueError(
-            f"the clone has {len(clones)} sublayer(s) instead of {len(sources)}"
-        )
-    assets = None
-    try:
-        for i, (src, dst) in enumerate(zip(sources, clones)):
-            store: dict = {}
-            src.save_own_variables(store)
-            store = {
-                k: keras.ops.convert_to_numpy(v) if hasattr(v, "dtype") else v
-                for k, v in store.items()
-            }
-            if store or dst.weights:
-                dst.load_own_variables(store)
-            if hasattr(src, "save_assets") and hasattr(dst, "load_assets"):
-                if assets is None:
-                    assets = tempfile.mkdtemp(prefix="mct_logger_assets_")
-                folder = os.path.join(assets, str(i))
-                os.makedirs(folder)
-                src.save_assets(folder)
-                dst.load_assets(folder)
-    finally:
-        if assets is not None:
-            shutil.rmtree(assets, ignore_errors=True)
-
-
-def _keras_safe(name: str) -> str:
-    return re.sub(r"[/:]", "_", name)
-
-
 class GraphError(ValueError):
     """The model cannot be read as a graph."""
-
-
-# `Node.info` key: build this node from its own layer object, never a clone.
-# PTQ sets it on a node an override keeps in float when its clone differs
-# from the user's layer, so that layer still computes exactly what it computes
-# in the user's model (the rebuilt models then share that one layer object).
-REUSE_LAYER = "reuse_layer"
-
-# Largest norm-relative error ||rebuilt - model|| / ||model|| accepted between
-# the rebuilt float graph and the user's model (float32 rounding is ~1e-7).
-REBUILD_TOLERANCE = 1e-5
-
-
-class RebuildMismatchError(GraphError):
-    """The float graph rebuilt from the model does not compute what the model computes.
-
-    Attributes:
-        node: the first node (graph order) whose rebuilt output differs from its
-            own layer's output on the same inputs, or None if none does alone.
-    """
-
-    def __init__(self, message: str, node: str | None = None):
-        super().__init__(message)
-        self.node = node
-
-
-def norm_relative_error(a, b) -> float:
-    """`||a - b|| / ||b||` in float64 over all elements (`||a - b||` when b is all
-    zeros); inf when the arrays' shapes or NaN/Inf positions differ. Positions
-    where both hold the same non-finite value count as equal."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        return float("inf")
-    finite = np.isfinite(b)
-    if np.any(np.isfinite(a) != finite):
-        return float("inf")
-    x, y = a[~finite], b[~finite]
-    if not np.all((x == y) | (np.isnan(x) & np.isnan(y))):
-        return float("inf")
-    a, b = a[finite], b[finite]
-    denominator = np.linalg.norm(b)
-    numerator = np.linalg.norm(a - b)
-    return float(numerator / denominator) if denominator > 0 else float(numerator)
-
-
-def check_rebuilt_graph(model: keras.Model, graph: Graph, batch: list,
-                        tolerance: float = REBUILD_TOLERANCE) -> float:
-    """Checks that `graph.to_keras()` computes what `model` computes on `batch`.
-
-    Every stage works on models rebuilt from the graph (each layer cloned from
-    `get_config()` and given the original's state), so a layer whose state
-    does not survive that (a custom layer with an incomplete `get_config`, a
-    preprocessing layer nobody has tried yet) would make every later number
-    describe another model. This compares the rebuilt model's outputs with the
-    model's on `batch` (one array per model input, in `graph.input_names`
-    order), output by output.
-
-    Returns:
-        The largest norm-relative error over the model's outputs (<= `tolerance`).
-
-    Raises:
-        RebuildMismatchError: an output differs by more than `tolerance`; the
-            message names the first node, in graph order, whose rebuilt output
-            differs from the model's own layer's output on the same inputs, and
-            the fix (keep it in float by an override, which reuses the layer
-            object itself, or report the layer).
-    """
-    inputs = tree.pack_sequence_as(graph._inputs_struct, list(batch))
-    expected = [keras.ops.convert_to_numpy(y) for y in tree.flatten(model(inputs, training=False))]
-    rebuilt = graph.to_keras(name=f"{graph.name}_rebuild_check")
-    got = [keras.ops.convert_to_numpy(y) for y in tree.flatten(rebuilt(inputs, training=False))]
-    errors = [norm_relative_error(g, e) for g, e in zip(got, expected)]
-    worst = max(errors, default=0.0)
-    if worst <= tolerance:
-        return worst
-    node, error = _first_diverging_node(graph, batch, tolerance)
-    if node is None:
-        output = graph.outputs[int(np.argmax(errors))].node
-        where = (f"No single node differs on its own; the differences add up to "
-                 f"{worst:.3g} at the output {output!r}")
-        culprit = output
-    else:
-        where = (f"The first node that differs is {node.name!r} ({node.layer_class}): "
-                 f"norm-relative error {error:.3g} on the same inputs")
-        culprit = node.name
-    raise RebuildMismatchError(
-        f"The float graph rebuilt from model {graph.name!r} does not compute what the "
-        f"model computes: norm-relative output error {worst:.3g} on the first "
-        f"calibration batch (tolerance {tolerance:g}). {where}; its layer keeps state "
-        "that get_config() and its saved variables do not carry. Keep it in float "
-        f"with QuantizationConfig(overrides={{{culprit!r}: LayerOverride(keep_float=True)}}), "
-        "which uses your layer object itself, or report the layer class to mct-logger.",
-        node=None if node is None else node.name,
-    )
-
-
-def _first_diverging_node(graph: Graph, batch: list, tolerance: float):
-    """`(node, error)` of the first node whose rebuilt output differs from its own
-    layer's output on the model's values, or `(None, 0.0)`."""
-    refs = [TensorRef(n.name, i) for n in graph if not n.is_input
-            for i in range(len(n.output_shapes))]
-    probe = graph.to_keras(name=f"{graph.name}_rebuild_probe", extra_outputs=refs)
-    flat = probe(list(batch), training=False)
-    rebuilt = dict(zip(refs, tree.flatten(flat)[len(graph.outputs):]))
-    values = {TensorRef(name, 0): keras.ops.convert_to_tensor(x)
-              for name, x in zip(graph.input_names, batch)}
-    for node in graph:
-        if node.is_input:
-            continue
-        outs = node.call(node.layer, values)
-        for i, y in enumerate(outs):
-            values[TensorRef(node.name, i)] = y
-            error = norm_relative_error(
-                keras.ops.convert_to_numpy(rebuilt[TensorRef(node.name, i)]),
-                keras.ops.convert_to_numpy(y),
-            )
-            if error > tolerance:
-                return node, error
-    return None, 0.0
 
 
 def read_model(model: keras.Model) -> Graph:

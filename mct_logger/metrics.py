@@ -52,19 +52,39 @@ def mse(reference, quantized) -> float:
     return float(np.mean(diff**2))
 
 
+def cosine_from_products(dot, reference_power, quantized_power):
+    """Cosine from summed products: `dot / sqrt(reference_power * quantized_power)`
+    (arrays broadcast), clipped to [-1, 1]. Two all-zero tensors are identical (1);
+    one all-zero tensor against a non-zero one has nothing in common (0)."""
+    dot, ff, qq = (np.asarray(v, dtype=np.float64) for v in (dot, reference_power, quantized_power))
+    denominator = np.sqrt(ff * qq)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cosine = np.where(denominator > 0, dot / denominator, np.where(ff == qq, 1.0, 0.0))
+    return np.clip(cosine, -1.0, 1.0)
+
+
 def cosine_similarity(reference, quantized) -> float:
     """Cosine of the angle between the flattened tensors, in [-1, 1]."""
     a = np.asarray(reference, dtype=np.float64).ravel()
     b = np.asarray(quantized, dtype=np.float64).ravel()
-    norms = np.linalg.norm(a) * np.linalg.norm(b)
-    if norms == 0:
-        return 1.0 if np.array_equal(a, b) else 0.0
-    return float(np.dot(a, b) / norms)
+    return float(cosine_from_products(np.dot(a, b), np.dot(a, a), np.dot(b, b)))
 
 
-def norm_relative_error(actual, reference) -> float:
-    """||actual - reference|| / ||reference||."""
-    reference = np.asarray(reference, dtype=np.float64)
-    diff = np.linalg.norm(np.asarray(actual, dtype=np.float64) - reference)
-    norm = np.linalg.norm(reference)
-    return float(diff / norm) if norm else float(diff)
+def norm_relative_error(a, b) -> float:
+    """`||a - b|| / ||b||` in float64 over all elements (`||a - b||` when b is all
+    zeros); inf when the arrays' shapes or NaN/Inf positions differ. Positions
+    where both hold the same non-finite value count as equal."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return float("inf")
+    finite = np.isfinite(b)
+    if np.any(np.isfinite(a) != finite):
+        return float("inf")
+    x, y = a[~finite], b[~finite]
+    if not np.all((x == y) | (np.isnan(x) & np.isnan(y))):
+        return float("inf")
+    a, b = a[finite], b[finite]
+    denominator = np.linalg.norm(b)
+    numerator = np.linalg.norm(a - b)
+    return float(numerator / denominator) if denominator > 0 else float(numerator)

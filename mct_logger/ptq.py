@@ -19,23 +19,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 import keras
 
 from mct_logger import data as data_lib
 from mct_logger import export
 from mct_logger.batches import CalibrationBatches
-from mct_logger.graph import (
-    REUSE_LAYER,
-    Graph,
-    RebuildMismatchError,
-    check_rebuilt_graph,
-    read_model,
-)
-from mct_logger.logger import TensorBoardListener, get_log_folder, open_run_folder
+from mct_logger.graph import Graph, read_model
+from mct_logger.layer_clone import REUSE_LAYER
+from mct_logger.rebuild_check import RebuildMismatchError, check_rebuilt_graph
+from mct_logger import listeners as listeners_lib
+from mct_logger.listeners import add_stage_listener, remove_stage_listener
+from mct_logger.memory import activation_bits, graph_memory, model_memory, node_memory
 from mct_logger.quantization.config import QuantizationConfig
-from mct_logger.quantization.plan import check_overrides, plan_quantization
+from mct_logger.quantization.plan import PlanReason, check_overrides, plan_quantization
 from mct_logger.quantization.quantsim import (
     CalibrationModel,
     NodeEncodings,
@@ -45,7 +43,23 @@ from mct_logger.quantization.quantsim import (
 from mct_logger.similarity import analyze_similarity
 from mct_logger.techniques.batch_norm_folding import BatchNormFoldingResult, fold_batch_norms
 from mct_logger.techniques.bias_correction import correct_bias_graph
+from mct_logger.stage_results import (
+    InitialGraphResult,
+    QuantizationParametersResult,
+    QuantizedModelResult,
+    SkippedStageResult,
+    StatisticsResult,
+)
 from mct_logger.techniques.cross_layer_equalization import equalize_graph, weight_ranges_only
+
+__all__ = [
+    "STAGES", "QuantizationInfo", "add_stage_listener", "keras_post_training_quantization",
+    "remove_stage_listener",
+    # re-exported for callers of the former locations
+    "InitialGraphResult", "QuantizationParametersResult", "QuantizedModelResult",
+    "SkippedStageResult", "StatisticsResult", "activation_bits", "graph_memory",
+    "model_memory", "node_memory",
+]
 
 logger = logging.getLogger("mct_logger")
 
@@ -59,132 +73,6 @@ STAGES = (
     "quantized_model",
     "similarity_analysis",  # only when analyzing similarity (e.g. logging)
 )
-
-_listeners: list[Callable] = []
-
-
-def add_stage_listener(listener: Callable[[str, Graph, Any], None]) -> None:
-    """Calls `listener(stage_name, graph, result)` after every stage of every PTQ run."""
-    if listener not in _listeners:
-        _listeners.append(listener)
-
-
-def remove_stage_listener(listener: Callable) -> None:
-    if listener in _listeners:
-        _listeners.remove(listener)
-
-
-# ---------------------------------------------------------------- stage results
-
-
-@dataclasses.dataclass
-class InitialGraphResult:
-    num_nodes: int
-    num_parameters: int
-    version: int = 1
-
-
-@dataclasses.dataclass
-class SkippedStageResult:
-    """A stage slot that did nothing in this run, and why."""
-
-    reason: str
-    version: int = 1
-
-
-@dataclasses.dataclass
-class StatisticsResult:
-    num_batches: int
-    num_samples: int
-    observers: dict  # node name -> observer of its output
-    statistics: dict | None = None  # node name -> ChannelStatistics, when someone listens
-    version: int = 1
-
-
-@dataclasses.dataclass
-class QuantizationParametersResult:
-    plan: dict  # node name -> NodePlan
-    encodings: dict  # node name -> NodeEncodings
-    float_nodes: list  # nodes the engine cannot quantize
-    version: int = 1
-
-
-@dataclasses.dataclass
-class QuantizedModelResult:
-    model: keras.Model
-    memory_before: int
-    memory_after: int
-    version: int = 1
-
-
-# ---------------------------------------------------------------- memory
-
-
-def node_memory(node, weight_bits: dict | None = None, activation_bits: int = 32) -> dict:
-    """Bytes of a node at batch 1: weights plus output activations.
-
-    `weight_bits` maps kernel names to their bits; other weights (biases,
-    anything unquantized) count 32 bits.
-    """
-    bits = 0
-    if node.owns_weights:
-        for name, size in node.weight_sizes().items():
-            bits += size * (weight_bits or {}).get(name, 32)
-    weights = (bits + 7) // 8
-    activations = (node.output_elements() * activation_bits + 7) // 8
-    return {"weights": weights, "activations": activations, "total": weights + activations}
-
-
-def graph_memory(graph: Graph, plan: dict | None = None) -> dict[str, dict]:
-    """`node_memory` of every node: float32 without a plan, planned bits with one."""
-    if plan is None:
-        return {n.name: node_memory(n) for n in graph}
-    act_bits = activation_bits(graph, plan)
-    return {
-        n.name: node_memory(
-            n, {k: s.bitwidth for k, s in plan[n.name].weights.items()}, act_bits[n.name]
-        )
-        for n in graph
-    }
-
-
-def model_memory(node_memory: dict, plan: dict) -> int:
-    """The headline model bytes: every node's weights plus its output activations
-    at batch 1, except that an output fused into the following activation
-    (`plan[node].note` "fused ...") is one tensor on the target, counted once,
-    as the activation's output.
-
-    `node_memory` is `graph_memory(graph)` (float32) or `graph_memory(graph, plan)`.
-    """
-    return int(sum(
-        m["weights"] + (0 if plan[name].note.startswith("fused") else m["activations"])
-        for name, m in node_memory.items()
-    ))
-
-
-def activation_bits(graph: Graph, plan: dict) -> dict[str, int]:
-    """The precision each node's output is stored at on the target.
-
-    A quantized output has its quantizer's bits; a pass-through layer keeps its
-    input's; an output fused into the following activation is stored at that
-    activation's; anything else stays float32.
-    """
-    bits: dict[str, int] = {}
-    for node in graph:
-        p = plan[node.name]
-        if p.activation is not None:
-            bits[node.name] = p.activation.bitwidth
-        elif p.note.startswith("passes values") and node.inputs:
-            bits[node.name] = bits.get(node.inputs[0].node, 32)
-        else:
-            bits[node.name] = 32
-    for node in graph:
-        p = plan[node.name]
-        if p.note.startswith("fused"):
-            consumer = plan[graph.consumers(node.name)[0].name].activation
-            bits[node.name] = consumer.bitwidth if consumer else 32
-    return bits
-
 
 # ---------------------------------------------------------------- the info object
 
@@ -224,7 +112,7 @@ class QuantizationInfo:
 
     @property
     def float_nodes(self) -> list[str]:
-        return [n for n, p in self.plan.items() if p.note.startswith("stays in float")]
+        return [n for n, p in self.plan.items() if p.reason is PlanReason.UNSUPPORTED]
 
     def export_encodings(self, path: str) -> str:
         """Writes every tensor's encodings as JSON in AIMET's encodings-file shape.
@@ -337,19 +225,13 @@ def keras_post_training_quantization(
         )
         # A few samples prove the rebuilt graph (eager calls cost per sample).
         _check_rebuild(model, graph, [x[:REBUILD_CHECK_SAMPLES] for x in batches.first], config)
-    listeners = list(_listeners)
-    log_folder = open_run_folder(model.name, TensorBoardListener.RETURNED)
-    if log_folder is not None:
-        listeners.append(TensorBoardListener(log_folder))
-    run = _Run(listeners)
+    run = _Run(listeners_lib.open_run_listeners(model.name))
     try:
         model_q, info = _quantize(run, graph, batches, config, loaded)
     except BaseException as exc:
         run.close(exc)
         raise
     run.close()
-    if log_folder is not None:
-        logger.info("To see the logs run: tensorboard --logdir %s", get_log_folder())
     return model_q, info
 
 
@@ -398,7 +280,8 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
             "quantization_parameters", lambda g: (g, _parameters_result(plan, loaded)), graph
         )
     else:
-        calibration = CalibrationModel(graph, plan, statistics=bool(run.listeners))
+        calibration = CalibrationModel(
+            graph, plan, statistics=listeners_lib.needs(run.listeners, listeners_lib.STATISTICS))
         graph, stats = run.stage("statistics_collection", _collect, graph, calibration, batches)
         graph, params = run.stage("quantization_parameters", _parameters, graph, plan, calibration)
     # `graph` stays the float reference (biases before correction); the quantized
@@ -411,7 +294,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
     )
     analyze = config.analyze_similarity
     if analyze is None:
-        analyze = bool(run.listeners)
+        analyze = listeners_lib.needs(run.listeners, listeners_lib.SIMILARITY)
     if analyze and batches and not any(p.quantized for p in plan.values()):
         logger.info("Similarity analysis skipped: no node of %r is quantized under this "
                     "configuration, so float and quantized outputs are the same.", graph.name)
@@ -498,7 +381,7 @@ def _parameters(graph, plan, calibration: CalibrationModel):
 
 
 def _parameters_result(plan, encodings) -> QuantizationParametersResult:
-    float_nodes = [n for n, p in plan.items() if p.note.startswith("stays in float")]
+    float_nodes = [n for n, p in plan.items() if p.reason is PlanReason.UNSUPPORTED]
     return QuantizationParametersResult(plan, encodings, float_nodes)
 
 

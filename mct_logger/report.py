@@ -29,7 +29,7 @@ import pathlib
 import re
 
 from mct_logger.tb_plugin.assets import ENTRY_MODULE, frontend_dir, plotly_bundle_path
-from mct_logger.tb_plugin.summary import json_ready
+from mct_logger.json_safe import json_ready
 
 REPORT_FILE = "index.html"
 STYLESHEETS = ("quant_analyzer.css",)

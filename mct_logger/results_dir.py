@@ -127,11 +127,14 @@ def release(results_dir: str) -> None:
         _active.discard(os.path.abspath(results_dir))
 
 
-def write_json_atomically(path: str, content) -> None:
-    """Writes `content` as indented JSON; an interrupt never leaves half a file."""
+def write_json_atomically(path: str, content, compact: bool = False) -> None:
+    """Writes `content` as JSON, indented (as AIMET's files) or `compact` (the large
+    tables); an interrupt never leaves half a file. ValueError on NaN/Inf: clean
+    the content first (`tb_plugin.summary.json_ready`)."""
     temporary = f"{path}.tmp"
+    layout = {"separators": (",", ":")} if compact else {"indent": 2}
     with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(content, f, indent=2, allow_nan=False)
+        json.dump(content, f, allow_nan=False, **layout)
     os.replace(temporary, path)
 
 

@@ -29,7 +29,7 @@ from mct_logger.activations import (
     pair_sums,
 )
 from mct_logger.graph import Graph, TensorRef
-from mct_logger.quantization.encodings import quantize_dequantize
+from mct_logger.quantization.encodings import fake_quantize, quantize_dequantize
 from mct_logger.quantization.layers import (
     broadcast_shape,
     linear_forward,
@@ -37,7 +37,7 @@ from mct_logger.quantization.layers import (
     named_weights,
     weight_variable,
 )
-from mct_logger.quantization.quantsim import compile_inference
+from mct_logger.quantization.quantsim import compile_inference, run_over_batches
 from mct_logger.weight_quantization import weight_quantization_rows
 
 
@@ -250,11 +250,9 @@ def _quantized_histograms(graph: Graph, plan: dict, encodings: dict, batches,
                 value, grid, plan[name].weights[kernel].channel_axes))
     run = compile_inference(keras.Model(model.inputs, [counted[n] for n in nodes]))
     totals = {n: 0.0 for n in nodes}
-    for batch in batches:
-        values = run(batch if len(batch) > 1 else batch[0])
-        values = values if isinstance(values, (list, tuple)) else [values]
+    for _, values in run_over_batches(run, batches):
         for n, value in zip(nodes, values):
-            totals[n] = totals[n] + keras.ops.convert_to_numpy(value)[0].astype(np.float64)
+            totals[n] = totals[n] + value[0]
     return {n: (float_histograms[n][0], totals[n]) for n in nodes}
 
 
@@ -270,5 +268,5 @@ def _fixed_fake_quantize(x, grid):
     dtype = keras.backend.standardize_dtype(x.dtype)
     scale = np.asarray(grid.scale, dtype="float32")
     low = np.asarray(grid.offset, dtype="float32")
-    y = ops.clip(ops.round(ops.cast(x, "float32") / scale), low, low + grid.levels) * scale
+    y = fake_quantize(ops.cast(x, "float32"), scale, low, grid.levels, ops=ops)
     return y if dtype == "float32" else ops.cast(y, dtype)

@@ -13,31 +13,12 @@ writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=summary)
 from __future__ import annotations
 
 import json
-import math
 
-import numpy as np
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
+from mct_logger.json_safe import json_ready  # noqa: F401  (re-exported)
+
 from . import metadata
-
-
-def json_ready(value):
-    """JSON-safe copy: NumPy to Python, non-finite floats to None (JSON has no NaN,
-    and browsers' JSON.parse rejects it)."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_ready(value.tolist())
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    return value
 
 
 def encode_table(table) -> bytes:

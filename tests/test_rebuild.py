@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 import mct_logger
-from mct_logger.graph import RebuildMismatchError, check_rebuilt_graph, read_model
+from mct_logger.graph import read_model
+from mct_logger.rebuild_check import RebuildMismatchError, check_rebuilt_graph
 
 L = keras.layers
 WORDS = np.array(["red", "green", "blue", "cyan", "pink"], dtype=object)

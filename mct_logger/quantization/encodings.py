@@ -107,5 +107,15 @@ def quantize_dequantize(x: np.ndarray, encoding: Encoding, channel_shape=None) -
     if encoding.per_channel and channel_shape is not None:
         scale = np.reshape(scale, channel_shape)
         offset = np.reshape(offset, channel_shape)
-    q = np.clip(np.round(x / scale) - offset, 0, encoding.levels)
-    return ((q + offset) * scale).astype(np.asarray(x).dtype, copy=False)
+    return fake_quantize(x, scale, offset, encoding.levels).astype(np.asarray(x).dtype, copy=False)
+
+
+def fake_quantize(x, scale, offset, levels, ops=np):
+    """The one fake-quantization formula: `(clip(round(x / scale) - offset, 0, levels)
+    + offset) * scale`, with the offset moved into the clip bounds (two fewer ops
+    over the whole tensor; the same values, integers add exactly).
+
+    `ops` is NumPy (default) or `keras.ops` (inside a Keras layer or function);
+    `scale` and `offset` broadcast against `x`.
+    """
+    return ops.clip(ops.round(x / scale), offset, offset + levels) * scale

@@ -21,96 +21,18 @@ import keras
 import numpy as np
 from keras import ops
 
-from mct_logger.quantization.encodings import Encoding, check_bitwidth
+from mct_logger import layer_kinds
+from mct_logger.quantization.encodings import Encoding, check_bitwidth, fake_quantize
 
 PACKAGE = "mct_logger"
 
-# Weight layers the engine quantizes, with each kernel's per-channel axes
-# (the axes that together index the layer's output channels).
-_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
-_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
-_TRANSPOSE = (
-    keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose,
-)
-_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-_LINEAR = _SEPARABLE + _DEPTHWISE + _TRANSPOSE + _CONV + (keras.layers.Dense,)
-_RNN_CELLS = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
-# Layers whose weights live in sublayers; each sublayer kernel is quantized.
-_COMPOSITE = (
-    keras.layers.MultiHeadAttention, keras.layers.TimeDistributed, keras.layers.Bidirectional,
-    keras.layers.RNN,
-)
+# Which kernels of which layers are quantized, and their per-channel axes: the
+# layer taxonomy's answer (`mct_logger.layer_kinds`).
+quantizable_weights = layer_kinds.weight_axes
+linear_weights = layer_kinds.linear_weight_axes
 
 
-def linear_weights(layer) -> dict[str, tuple[int, ...]]:
-    """`{kernel attribute: per-channel axes}` of a Conv, Depthwise, Separable,
-    Transpose or Dense layer (the layers batch-norm folding, CLE and bias
-    correction transform), else {}."""
-    if getattr(layer, "quantization_mode", None):
-        return {}  # already quantized by Keras itself
-    if isinstance(layer, _SEPARABLE):
-        return {"depthwise_kernel": (-2, -1), "pointwise_kernel": (-1,)}
-    if isinstance(layer, _DEPTHWISE):
-        return {"kernel": (-2, -1)}
-    if isinstance(layer, _TRANSPOSE):
-        return {"kernel": (-2,)}
-    if isinstance(layer, _CONV) or isinstance(layer, keras.layers.Dense):
-        return {"kernel": (-1,)}
-    return {}
-
-
-def _leaf_weights(layer) -> dict[str, tuple[int, ...]]:
-    """Per-channel axes of the kernels a layer holds itself, by attribute."""
-    linear = linear_weights(layer)
-    if linear or getattr(layer, "quantization_mode", None):
-        return linear
-    if isinstance(layer, keras.layers.EinsumDense):
-        return {"kernel": einsum_channel_axes(layer.equation)}
-    if isinstance(layer, keras.layers.Embedding):
-        # one grid per table row (per token), as Keras' own int8 Embedding
-        return {"embeddings": (0,)}
-    if isinstance(layer, _RNN_CELLS):
-        return {"kernel": (-1,), "recurrent_kernel": (-1,)}
-    return {}
-
-
-def einsum_channel_axes(equation: str) -> tuple[int, ...]:
-    """Kernel axes of an EinsumDense equation that reach the output (its channels):
-    "abc,cd->abd" -> (-1,); MultiHeadAttention's query "abc,cde->abde" -> (-2, -1)."""
-    inputs, output = equation.split("->")
-    kernel = inputs.split(",")[1]
-    return tuple(i - len(kernel) for i, c in enumerate(kernel) if c in output)
-
-
-def quantizable_weights(layer) -> dict[str, tuple[int, ...]]:
-    """`{weight name: per-channel axes}` of every kernel the engine quantizes in
-    `layer`, else {}.
-
-    Conv, Depthwise, Separable, Transpose, Dense, EinsumDense and Embedding
-    layers are named by attribute ("kernel", "embeddings"). Composite layers
-    (MultiHeadAttention, TimeDistributed, Bidirectional, LSTM/GRU/SimpleRNN)
-    contribute their sublayers' kernels, named as `named_weights` names them
-    ("query/kernel", "forward_lstm/lstm_cell/recurrent_kernel"); an unbuilt
-    composite layer has none yet.
-    """
-    own = _leaf_weights(layer)
-    if own or not isinstance(layer, _COMPOSITE) or getattr(layer, "quantization_mode", None):
-        return own
-    names = {id(v): name for name, v in named_weights(layer).items()}
-    found = {}
-    for sublayer in layer._flatten_layers(include_self=False, recursive=True):
-        for attribute, axes in _leaf_weights(sublayer).items():
-            variable = getattr(sublayer, attribute, None)
-            if id(variable) in names:
-                found[names[id(variable)]] = axes
-    return found
-
-
-def named_weights(layer) -> dict:
-    """`{name: variable}` of the layer's weights (`graph.named_variables`)."""
-    from mct_logger.graph import named_variables
-
-    return named_variables(layer)
+named_weights = layer_kinds.named_variables  # {name: variable}, names as in weight_axes
 
 
 def weight_variable(layer, name: str):
@@ -138,12 +60,6 @@ def broadcast_shape(kernel_shape, channel_axes) -> tuple[int, ...]:
     ndim = len(kernel_shape)
     keep = {a % ndim for a in channel_axes}
     return tuple(d if i in keep else 1 for i, d in enumerate(kernel_shape))
-
-
-def fake_quantize(x, scale, offset, levels):
-    """`(clip(round(x / scale) - offset, 0, levels) + offset) * scale`, with the
-    offset moved into the clip bounds: two fewer ops over the whole tensor."""
-    return ops.clip(ops.round(x / scale), offset, offset + levels) * scale
 
 
 class _Grid:
@@ -174,7 +90,7 @@ class _Grid:
             scale = ops.reshape(scale, channel_shape)
             offset = ops.reshape(offset, channel_shape)
         xq = fake_quantize(x, ops.cast(scale, x.dtype), ops.cast(offset, x.dtype),
-                           ops.cast(self.levels, x.dtype))
+                           ops.cast(self.levels, x.dtype), ops=ops)
         return ops.where(self.enabled > 0.5, xq, x)
 
     def assign(self, encoding: Encoding):
@@ -395,24 +311,24 @@ def linear_forward(layer, x, kernels: dict):
     dtype = layer.compute_dtype
     x = ops.cast(x, dtype)
     kernels = {k: ops.cast(v, dtype) for k, v in kernels.items()}
-    if isinstance(layer, _SEPARABLE):
+    if isinstance(layer, layer_kinds.SEPARABLE):
         out = ops.separable_conv(
             x, kernels["depthwise_kernel"], kernels["pointwise_kernel"],
             strides=layer.strides, padding=layer.padding,
             dilation_rate=layer.dilation_rate, data_format=layer.data_format,
         )
-    elif isinstance(layer, _DEPTHWISE):
+    elif isinstance(layer, layer_kinds.DEPTHWISE):
         out = ops.depthwise_conv(
             x, kernels["kernel"], strides=layer.strides, padding=layer.padding,
             dilation_rate=layer.dilation_rate, data_format=layer.data_format,
         )
-    elif isinstance(layer, _TRANSPOSE):
+    elif isinstance(layer, layer_kinds.TRANSPOSE):
         out = ops.conv_transpose(
             x, kernels["kernel"], strides=list(layer.strides), padding=layer.padding,
             output_padding=layer.output_padding, dilation_rate=layer.dilation_rate,
             data_format=layer.data_format,
         )
-    elif isinstance(layer, _CONV):
+    elif isinstance(layer, layer_kinds.CONV):
         padding = layer.padding
         if padding == "causal":
             x = ops.pad(x, layer._compute_causal_padding())

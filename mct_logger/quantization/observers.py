@@ -33,6 +33,12 @@ import abc
 import numpy as np
 
 from mct_logger.quantization.encodings import MIN_RANGE, Encoding, check_bitwidth
+from mct_logger.quantization.grid_search import (
+    cdf,
+    cheapest,
+    compact,
+    grids_from_ranges,
+)
 
 
 def channels_last_2d(x: np.ndarray, channel_axes=(-1,)) -> np.ndarray:
@@ -186,25 +192,6 @@ class HistogramCollector:
             self._start(start, previous_min)
         return True
 
-    def grid(self) -> tuple[np.ndarray, np.ndarray]:
-        """`(lower edge, 1 / bin width)` per channel, float32, for binning a batch
-        elsewhere (in-graph); 0 and 0 for a channel without a grid."""
-        grid = self._has_grid
-        lo = np.where(grid, self._lo, 0.0).astype(np.float32)
-        inverse = np.where(grid, 1.0 / np.where(grid, self._width, 1.0), 0.0).astype(np.float32)
-        return lo, inverse
-
-    def add_counts(self, slots: np.ndarray, rows: int) -> None:
-        """Adds one batch binned on `grid()` (taken after `observe_range` of that
-        batch): `slots` (C, bins + 2) counts with an underflow and an overflow
-        slot per channel, folded into the edge bins; `rows` values per channel."""
-        counts = np.asarray(slots, dtype=np.float64)[:, 1:-1].copy()
-        counts[:, 0] += slots[:, 0]
-        counts[:, -1] += slots[:, -1]
-        grid = self._has_grid
-        self._counts[grid] += counts[grid]
-        self.count += int(rows)
-
     def _target_grid(self, mask):
         """(lo, hi) of the 3x-enlarged running range of the `mask` channels."""
         lo, hi = self.min[mask], self.max[mask]
@@ -232,7 +219,7 @@ class HistogramCollector:
         hi = np.maximum(old_lo + self.bins * old_width, target_hi)
         width = (hi - lo) / self.bins
         edges = lo[:, None] + width[:, None] * np.arange(self.bins + 1)
-        cumulative = _cdf(
+        cumulative = cdf(
             old_lo, old_width, self._counts[mask], previous_min[mask], previous_max[mask], edges
         )
         self._counts[mask] = np.maximum(np.diff(cumulative, axis=1), 0.0)
@@ -308,7 +295,7 @@ class HistogramCollector:
         counts = np.zeros(self.bins)
         grid = self._has_grid
         if grid.any():
-            cumulative = _cdf(
+            cumulative = cdf(
                 self._lo[grid],
                 self._width[grid],
                 self._counts[grid],
@@ -342,113 +329,6 @@ class HistogramCollector:
         return a, b, self._counts[grid], low, high, grid
 
 
-def _cdf(lo, width, counts, low, high, points):
-    """Cumulative counts at `points` (k, P) of k uniform-grid histograms, each
-    bin's mass spread uniformly over its part of [low, high]."""
-    bins = counts.shape[1]
-    cumulative = np.concatenate([np.zeros((counts.shape[0], 1)), np.cumsum(counts, axis=1)], axis=1)
-    lo, width = lo[:, None], width[:, None]
-    low, high = low[:, None], high[:, None]
-    j = np.clip(np.floor((points - lo) / width), 0, bins - 1).astype(np.intp)
-    a = np.clip(lo + j * width, low, high)
-    b = np.clip(lo + (j + 1) * width, low, high)
-    span = b - a
-    inside = np.clip((points - a) / np.where(span > 0, span, 1.0), 0.0, 1.0)
-    fraction = np.where(span > 0, inside, (points >= a).astype(np.float64))
-    below = np.take_along_axis(cumulative, j, axis=1)
-    return below + np.take_along_axis(counts, j, axis=1) * fraction
-
-
-# ---------------------------------------------------------------------------
-# Expected quantization error of candidate grids on a histogram
-# ---------------------------------------------------------------------------
-
-# Channels x candidates x bins evaluated at once: small enough to stay in cache
-# (faster than bigger chunks on a 2-core box) and to bound memory.
-_CHUNK_ELEMENTS = 1 << 15
-
-
-def _sawtooth_integral(t):
-    """∫_0^t (u - round(u))^2 du, up to a constant: the rounding error on a unit grid."""
-    k = np.floor(t + 0.5)
-    d = t - k
-    return k / 12.0 + (d * d * d) / 3.0
-
-
-def _expected_error(a, b, p, scale, offset, levels, gamma, midpoint=False):
-    """Expected squared error of each candidate grid on each histogram.
-
-    a, b, p: (k, n) bin ends and probabilities; scale, offset: (k, K) candidates.
-    Returns (k, K). With `midpoint`, each bin's mass sits on its midpoint (AIMET's
-    model); otherwise it is uniform over [a, b], which integrates the rounding
-    error exactly and does not alias when bins are wider than the step.
-    Saturation (the error of values beyond the grid's ends) is weighted by `gamma`.
-    """
-    s = scale[:, :, None]
-    lower = offset[:, :, None] * s
-    upper = lower + levels * s
-    if midpoint:
-        m = (0.5 * (a + b))[:, None, :]
-        q = (np.clip(np.round(m / s) - offset[:, :, None], 0, levels) + offset[:, :, None]) * s
-        error = (m - q) ** 2
-        error *= np.where((m < lower) | (m > upper), gamma, 1.0)
-        return np.einsum("kcn,kn->kc", error, p)
-    width = b - a
-    a3, b3 = a[:, None, :], b[:, None, :]
-    # Saturation below the grid: ∫ over [a, min(b, lower)] of (lower - x)^2.
-    u = np.maximum(lower - a3, 0.0)
-    v = np.maximum(lower - b3, 0.0)
-    total = (u - v) * (u * u + u * v + v * v)
-    # Saturation above the grid: ∫ over [max(a, upper), b] of (x - upper)^2.
-    u = np.maximum(b3 - upper, 0.0)
-    v = np.maximum(a3 - upper, 0.0)
-    total += (u - v) * (u * u + u * v + v * v)
-    total *= gamma / 3.0
-    # Rounding inside the grid: Δ^3 ∫ of the unit sawtooth over the inside part.
-    inside_a = np.minimum(np.maximum(a3, lower), upper) / s
-    inside_b = np.minimum(np.maximum(b3, lower), upper) / s
-    total += (_sawtooth_integral(inside_b) - _sawtooth_integral(inside_a)) * (s * s * s)
-    density = p / width  # mass per unit length
-    return np.einsum("kcn,kn->kc", total, density)
-
-
-def _compact(a, b, p, low, high):
-    """Drops empty bins (padding rows to the fullest), normalises p, and gives
-    every bin a positive width."""
-    total = p.sum(axis=1, keepdims=True)
-    p = p / np.where(total > 0, total, 1.0)
-    keep = int(max(1, (p > 0).sum(axis=1).max()))
-    if keep < p.shape[1]:
-        order = np.argsort(p <= 0, axis=1, kind="stable")[:, :keep]
-        a = np.take_along_axis(a, order, axis=1)
-        b = np.take_along_axis(b, order, axis=1)
-        p = np.take_along_axis(p, order, axis=1)
-    floor = 1e-9 * (high - low)[:, None] + 1e-300
-    b = np.maximum(b, a + floor)
-    return a, np.maximum(b, np.nextafter(a, np.inf)), p
-
-
-def _best(a, b, p, scale, offset, levels, gamma, midpoint=False):
-    """Index of the cheapest candidate per channel, evaluated in bounded chunks."""
-    per_channel = max(1, scale.shape[1] * a.shape[1])
-    step = max(1, _CHUNK_ELEMENTS // per_channel)
-    best = np.empty(scale.shape[0], dtype=np.intp)
-    for start in range(0, scale.shape[0], step):
-        rows = slice(start, start + step)
-        cost = _expected_error(
-            a[rows], b[rows], p[rows], scale[rows], offset[rows], levels, gamma, midpoint
-        )
-        best[rows] = np.argmin(cost, axis=1)
-    return best
-
-
-def _grids_from_ranges(lo, hi, levels):
-    """Asymmetric (scale, offset) covering [lo, hi] (lo <= 0 <= hi), zero exact."""
-    scale = np.maximum(hi - lo, MIN_RANGE) / levels
-    offset = -np.clip(np.round(-lo / scale), 0, levels)
-    return scale, offset
-
-
 class _HistogramObserver(HistogramCollector, abc.ABC):
     """Observer whose encoding minimises an expected error on the histogram."""
 
@@ -473,7 +353,7 @@ class _HistogramObserver(HistogramCollector, abc.ABC):
         if inputs is None or (inputs[-1] is not None and not inputs[-1].any()):
             return _squeeze(fallback) if not per_channel else fallback
         a, b, p, low, high, mask = inputs
-        a, b, p = _compact(a, b, p, low, high)
+        a, b, p = compact(a, b, p, low, high)
         lo, hi = np.minimum(low, 0.0), np.maximum(high, 0.0)
         scale, offset = self._search(a, b, p, lo, hi, bitwidth, symmetric)
         if mask is not None:
@@ -485,7 +365,7 @@ class _HistogramObserver(HistogramCollector, abc.ABC):
         return result if per_channel else _squeeze(result)
 
     def _cost_best(self, a, b, p, scale, offset, levels):
-        index = _best(a, b, p, scale, offset, levels, self.gamma, self.bin_model == "midpoint")
+        index = cheapest(a, b, p, scale, offset, levels, self.gamma, self.bin_model == "midpoint")
         rows = np.arange(scale.shape[0])
         return scale[rows, index], offset[rows, index]
 
@@ -535,7 +415,7 @@ class SqnrObserver(_HistogramObserver):
         if symmetric:
             scale, offset = _symmetric_candidates(lo, hi, bitwidth, np.linspace(0.01, 1.01, 101))
             return self._cost_best(a, b, p, scale, offset, levels)
-        observed_scale, observed_offset = _grids_from_ranges(lo, hi, levels)
+        observed_scale, observed_offset = grids_from_ranges(lo, hi, levels)
         factors = np.arange(1, 18) / 16.0
         offsets = -levels + levels * np.arange(21) / 20.0
         step = observed_scale[:, None, None] * factors[None, :, None]
@@ -543,7 +423,7 @@ class SqnrObserver(_HistogramObserver):
         high = np.minimum(step * (offsets[None, None, :] + levels), hi[:, None, None])
         channels = lo.size
         low, high = low.reshape(channels, -1), high.reshape(channels, -1)
-        scale, offset = _grids_from_ranges(low, high, levels)
+        scale, offset = grids_from_ranges(low, high, levels)
         degenerate = high - low <= 0
         scale = np.where(degenerate, observed_scale[:, None], scale)
         offset = np.where(degenerate, observed_offset[:, None], offset)
@@ -589,12 +469,12 @@ class MseObserver(_HistogramObserver):
             [np.repeat(f_lo, f_hi.shape[1], axis=1), np.tile(f_hi, (1, f_lo.shape[1]))], axis=-1
         )
         best = self._best_pair(a, b, p, lo, hi, pairs, levels)
-        return _grids_from_ranges(lo * best[:, 0], hi * best[:, 1], levels)
+        return grids_from_ranges(lo * best[:, 0], hi * best[:, 1], levels)
 
     def _best_pair(self, a, b, p, lo, hi, pairs, levels):
         low, high = lo[:, None] * pairs[..., 0], hi[:, None] * pairs[..., 1]
-        scale, offset = _grids_from_ranges(low, high, levels)
-        index = _best(a, b, p, scale, offset, levels, self.gamma, self.bin_model == "midpoint")
+        scale, offset = grids_from_ranges(low, high, levels)
+        index = cheapest(a, b, p, scale, offset, levels, self.gamma, self.bin_model == "midpoint")
         return pairs[np.arange(lo.size), index]
 
 
@@ -610,53 +490,3 @@ def make_observer(name: str, channel_axes=(-1,)):
             f"Unknown observer {name!r}; valid observers are: {', '.join(sorted(OBSERVERS))}."
         ) from None
     return cls(channel_axes)
-
-
-class ChannelStatistics:
-    """Per-channel min, max and mean and the histograms of one layer output, for logs.
-
-    Shares the observer's histogram when the observer keeps one, so a
-    histogram-based observer costs no second pass over the data.
-    """
-
-    def __init__(self, observer=None):
-        self._shared = isinstance(observer, HistogramCollector)
-        self.histograms = observer if self._shared else HistogramCollector()
-        self._sum: np.ndarray | None = None
-        self._count = 0
-
-    def update(self, x: np.ndarray) -> None:
-        """Call after the observer has seen `x` (a shared histogram is already updated)."""
-        flat = channels_last_2d(x)
-        sums = flat.sum(axis=0).astype(np.float64)  # float32 accumulation: fast, ample for a mean
-        self._sum = sums if self._sum is None else self._sum + sums
-        self._count += flat.shape[0]
-        if not self._shared:
-            self.histograms.update(x)
-
-    def add_sums(self, sums: np.ndarray, rows: int) -> None:
-        """Takes one batch's per-channel sums over `rows` values each (reduced
-        elsewhere); the histograms are updated by their owner."""
-        sums = np.asarray(sums, dtype=np.float64)
-        self._sum = sums if self._sum is None else self._sum + sums
-        self._count += int(rows)
-
-    @property
-    def min(self) -> np.ndarray:
-        return self.histograms.min
-
-    @property
-    def max(self) -> np.ndarray:
-        return self.histograms.max
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self._sum / max(self._count, 1)
-
-    @property
-    def elements(self) -> int:
-        """Values seen in the whole tensor (all channels)."""
-        return int(self._count * (len(self._sum) if self._sum is not None else 0))
-
-    def histogram(self, per_channel: bool = False):
-        return self.histograms.histogram(per_channel=per_channel)

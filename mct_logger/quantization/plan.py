@@ -23,50 +23,15 @@ plan["attention"].weights                 # {"query/kernel": ..., "key/kernel": 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 
-import keras
-
+from mct_logger import layer_kinds
 from mct_logger.graph import Graph, Node
 from mct_logger.quantization.config import QuantizationConfig
 from mct_logger.quantization.layers import quantizable_weights, weight_variable
 
 logger = logging.getLogger("mct_logger")
-
-L = keras.layers
-
-# Layers whose output holds only values of their input: no new grid needed.
-PASSTHROUGH = (
-    L.Reshape, L.Flatten, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
-    L.SpatialDropout3D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
-    L.ActivityRegularization, L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
-    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
-    L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D, L.Cropping2D,
-    L.Cropping3D, L.Permute, L.RepeatVector, L.Identity,
-)
-
-# Weight-free layers whose output is new values: quantized.
-ARITHMETIC = (
-    L.Activation, L.ReLU, L.LeakyReLU, L.PReLU, L.ELU, L.Softmax, L.Add, L.Subtract,
-    L.Multiply, L.Average, L.Maximum, L.Minimum, L.Concatenate, L.Dot,
-    L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
-    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
-    L.BatchNormalization, L.LayerNormalization, L.GroupNormalization, L.UnitNormalization,
-    L.Rescaling, L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
-    L.Resizing,
-)
-
-# keras.ops functions used in a Functional model appear as bare operations.
-_OPS_PASSTHROUGH = {"Reshape", "Transpose", "Squeeze", "ExpandDims", "Flatten", "Max", "Min"}
-_OPS_ARITHMETIC = {
-    "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Concatenate", "Mean", "Sum",
-    "Relu", "Relu6", "Sigmoid", "HardSigmoid", "HardSwish", "Silu", "Gelu", "Tanh",
-    "Softmax", "Maximum", "Minimum", "Negative", "Abs", "Square", "Sqrt", "Exp",
-    "LeakyRelu", "Elu", "Matmul", "Average", "Clip",
-}
-
-_FUSABLE_ACTIVATIONS = {"relu", "relu6", "leaky_relu"}
-
 
 @dataclasses.dataclass(frozen=True)
 class WeightSpec:
@@ -85,11 +50,35 @@ class ActivationSpec:
     observer: str = "mse"
 
 
+class PlanReason(enum.Enum):
+    """Why a node's output has no activation quantizer (`NodePlan.reason`).
+
+    Code branches on the reason; `NodePlan.note` is its human-readable detail.
+    """
+
+    KEPT_FLOAT = "kept_float"  # an override keeps the node in float
+    UNSUPPORTED = "unsupported"  # the engine cannot quantize this layer: stays in float
+    PASSTHROUGH = "passthrough"  # the output holds only values of the input
+    NOT_FLOAT_TENSOR = "not_float_tensor"  # output is not one floating-point tensor
+    INPUT_NOT_QUANTIZED = "input_not_quantized"  # quantize_inputs=False
+    FUSED = "fused"  # fused into the following ReLU-family activation
+
+
 @dataclasses.dataclass
 class NodePlan:
+    """One node's quantizers.
+
+    Attributes:
+        weights: kernel attribute -> WeightSpec of each quantized kernel.
+        activation: the output's ActivationSpec, or None.
+        reason: why the output has no quantizer (a PlanReason), None if it has one.
+        note: the human-readable detail of `reason` ("" when there is none).
+    """
+
     weights: dict = dataclasses.field(default_factory=dict)  # kernel name -> WeightSpec
     activation: ActivationSpec | None = None
     note: str = ""  # why the output has no quantizer, if it has none
+    reason: PlanReason | None = None
 
     @property
     def quantized(self) -> bool:
@@ -112,7 +101,7 @@ def plan_quantization(graph: Graph, config: QuantizationConfig,
         p = NodePlan()
         kind = _kind(node)
         if settings["keep_float"]:
-            p.note = f"kept in float by override {matched[-1]}"
+            p.reason, p.note = PlanReason.KEPT_FLOAT, f"kept in float by override {matched[-1]}"
             plan[node.name] = p
             continue
         if kind == "weights" and node.owns_weights:
@@ -129,19 +118,24 @@ def plan_quantization(graph: Graph, config: QuantizationConfig,
                     observer=settings["weight_observer"],
                 )
         if kind == "unknown" and not node.has_single_float_output:
+            p.reason = PlanReason.NOT_FLOAT_TENSOR
             p.note = "output is not a single floating-point tensor"
         elif kind == "unknown":
             unknown.append(f"{node.name} ({node.layer_class})")
+            p.reason = PlanReason.UNSUPPORTED
             p.note = f"stays in float: the engine cannot quantize {node.layer_class}"
         elif kind == "passthrough":
-            p.note = "passes values through (no new grid)"
+            p.reason, p.note = PlanReason.PASSTHROUGH, "passes values through (no new grid)"
         elif not node.has_single_float_output:
+            p.reason = PlanReason.NOT_FLOAT_TENSOR
             p.note = "output is not a single floating-point tensor"
         elif node.is_input and not config.quantize_inputs:
+            p.reason = PlanReason.INPUT_NOT_QUANTIZED
             p.note = "model inputs are not quantized (quantize_inputs=False)"
         else:
             fused = _fused_activation(graph, node)
             if fused is not None:
+                p.reason = PlanReason.FUSED
                 p.note = f"fused with the following activation {fused}"
             else:
                 p.activation = ActivationSpec(
@@ -179,39 +173,11 @@ def _refuse_unused(graph: Graph, config: QuantizationConfig, used: set) -> None:
 
 
 def _kind(node: Node) -> str:
-    layer = node.layer
-    if node.is_input:
-        return "input"
-    if quantizable_weights(layer):
-        return "weights"
-    if isinstance(layer, L.Activation) and _activation_name(layer) == "linear":
-        return "passthrough"
-    if isinstance(layer, PASSTHROUGH):
-        return "passthrough"
-    if isinstance(layer, ARITHMETIC):
-        return "arithmetic"
-    if isinstance(layer, L.Layer):
-        return "unknown"
-    name = type(layer).__name__
-    if name in _OPS_PASSTHROUGH:
-        return "passthrough"
-    if name in _OPS_ARITHMETIC:
-        return "arithmetic"
-    return "unknown"
-
-
-def _activation_name(layer) -> str:
-    fn = getattr(layer, "activation", None)
-    return getattr(fn, "__name__", str(fn))
+    return layer_kinds.kind(node.layer, node.is_input)
 
 
 def is_relu_family(node: Node) -> bool:
-    layer = node.layer
-    if isinstance(layer, (L.ReLU, L.LeakyReLU, L.PReLU)):
-        return True
-    if isinstance(layer, L.Activation):
-        return _activation_name(layer) in _FUSABLE_ACTIVATIONS
-    return type(layer).__name__ in {"Relu", "Relu6", "LeakyRelu"}
+    return layer_kinds.is_relu_family(node.layer)
 
 
 def _fused_activation(graph: Graph, node: Node) -> str | None:

@@ -33,7 +33,7 @@ from mct_logger.quantization.layers import (
     QuantizedWeightsLayer,
     weight_variable,
 )
-from mct_logger.quantization.observers import ChannelStatistics, make_observer
+from mct_logger.quantization.observers import HistogramCollector, channels_last_2d, make_observer
 from mct_logger.quantization.reduction import ReducedCollection
 
 
@@ -216,7 +216,7 @@ class CalibrationModel(keras.Model):
         super().__init__(name=kwargs.pop("name", f"{graph.name}_calibration"), **kwargs)
         self._observed = [n for n in graph.nodes if plan[n].activation is not None]
         self._num_outputs = len(graph.outputs)
-        self._outputs_struct = graph._outputs_struct
+        self._outputs_struct = graph.outputs_struct
         self.observers = {n: make_observer(plan[n].activation.observer) for n in self._observed}
         # Per-channel min/max/mean and histograms of every observed output, for logs.
         self.statistics = (
@@ -382,6 +382,19 @@ def compile_inference(model: keras.Model):
     return tf.function(_Inference(model), reduce_retracing=True, autograph=False)
 
 
+def run_over_batches(run, batches, feed=None):
+    """Yields `(batch, outputs)`: the compiled function `run` (`compile_inference`)
+    applied to each batch, its outputs as a list of float64 NumPy arrays.
+
+    `feed(batch)` makes the function's argument; by default a one-input batch
+    is passed as its array and a several-input batch as its list.
+    """
+    for batch in batches:
+        values = run(feed(batch) if feed is not None else (batch if len(batch) > 1 else batch[0]))
+        values = values if isinstance(values, (list, tuple)) else [values]
+        yield batch, [np.asarray(keras.ops.convert_to_numpy(v), np.float64) for v in values]
+
+
 class _Inference:
     """`model(x, training=False)`, one object per model: TensorFlow counts traces per
     function object here, where one shared lambda would count every new model's
@@ -392,3 +405,53 @@ class _Inference:
 
     def __call__(self, x):
         return self.model(x, training=False)
+
+
+class ChannelStatistics:
+    """Per-channel min, max and mean and the histograms of one layer output, for logs.
+
+    Shares the observer's histogram when the observer keeps one, so a
+    histogram-based observer costs no second pass over the data.
+    """
+
+    def __init__(self, observer=None):
+        self._shared = isinstance(observer, HistogramCollector)
+        self.histograms = observer if self._shared else HistogramCollector()
+        self._sum: np.ndarray | None = None
+        self._count = 0
+
+    def update(self, x: np.ndarray) -> None:
+        """Call after the observer has seen `x` (a shared histogram is already updated)."""
+        flat = channels_last_2d(x)
+        sums = flat.sum(axis=0).astype(np.float64)  # float32 accumulation: fast, ample for a mean
+        self._sum = sums if self._sum is None else self._sum + sums
+        self._count += flat.shape[0]
+        if not self._shared:
+            self.histograms.update(x)
+
+    def add_sums(self, sums: np.ndarray, rows: int) -> None:
+        """Takes one batch's per-channel sums over `rows` values each (reduced
+        in-graph, `reduction`); the histograms are updated by their owner."""
+        sums = np.asarray(sums, dtype=np.float64)
+        self._sum = sums if self._sum is None else self._sum + sums
+        self._count += int(rows)
+
+    @property
+    def min(self) -> np.ndarray:
+        return self.histograms.min
+
+    @property
+    def max(self) -> np.ndarray:
+        return self.histograms.max
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self._sum / max(self._count, 1)
+
+    @property
+    def elements(self) -> int:
+        """Values seen in the whole tensor (all channels)."""
+        return int(self._count * (len(self._sum) if self._sum is not None else 0))
+
+    def histogram(self, per_channel: bool = False):
+        return self.histograms.histogram(per_channel=per_channel)

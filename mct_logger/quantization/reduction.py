@@ -24,7 +24,7 @@ statistics at 512 bins are 0.2 MB, whatever the batch size.
 Example:
 
 ```python
-stats = batch_statistics(x, [collector.grid()], bins=512)
+stats = batch_statistics(x, [_grid_of(collector)], bins=512)
 minimum, maximum, sums, finite, rows, counts = stats
 ```
 """
@@ -168,7 +168,7 @@ class ReducedCollection:
         self._run = _compile(_Reduce(collector, num_outputs, self.observed, self.reduced, bins))
 
     def _grids(self) -> dict:
-        return {n: [owner.grid() if owner.min is not None else self._empty_grid(n)
+        return {n: [_grid_of(owner) if owner.min is not None else self._empty_grid(n)
                     for owner in self.owners[n]] if self.reduced[n] else []
                 for n in self.observed}
 
@@ -199,7 +199,7 @@ class ReducedCollection:
             for k, owner in enumerate(owners):
                 before = _grid_copy(owner)
                 if owner.observe_range(minimum, maximum):
-                    owner.add_counts(_on_grid(owner, before, np.asarray(out[5 + k]), minimum,
+                    _add_slots(owner, _on_grid(owner, before, np.asarray(out[5 + k]), minimum,
                                               maximum), int(rows))
             if self.statistics is not None:
                 self.statistics[name].add_sums(sums, int(rows))
@@ -227,6 +227,27 @@ class _Reduce:
         values = values if isinstance(values, (list, tuple)) else [values]
         return [batch_statistics(value, grids[name], self.bins) if self.reduced[name] else value
                 for name, value in zip(self.observed, values[self.num_outputs:])]
+
+
+def _grid_of(collector) -> tuple[np.ndarray, np.ndarray]:
+    """`(lower edge, 1 / bin width)` per channel of a `HistogramCollector`, float32,
+    for `batch_statistics`; 0 and 0 for a channel without a grid."""
+    grid = collector._has_grid
+    lo = np.where(grid, collector._lo, 0.0).astype(np.float32)
+    inverse = np.where(grid, 1.0 / np.where(grid, collector._width, 1.0), 0.0)
+    return lo, inverse.astype(np.float32)
+
+
+def _add_slots(collector, slots: np.ndarray, rows: int) -> None:
+    """Adds one batch binned on the collector's grid after `observe_range` of that
+    batch: `slots` (C, bins + 2) with an underflow and an overflow slot per
+    channel, folded into the edge bins; `rows` values per channel."""
+    counts = np.asarray(slots, dtype=np.float64)[:, 1:-1].copy()
+    counts[:, 0] += slots[:, 0]
+    counts[:, -1] += slots[:, -1]
+    grid = collector._has_grid
+    collector._counts[grid] += counts[grid]
+    collector.count += int(rows)
 
 
 def _grid_copy(collector):
@@ -264,14 +285,14 @@ def _on_grid(collector, before, slots, minimum, maximum):
     target = collector._lo[:, None] + collector._width[:, None] * steps
     fresh = moved & ~old_grid  # binned on their own batch range: one uniform grid each
     if fresh.any():
-        from mct_logger.quantization.observers import _cdf
+        from mct_logger.quantization.grid_search import cdf
 
         low, high = minimum[fresh].astype(np.float64), maximum[fresh].astype(np.float64)
         width = np.maximum(high - low, 1e-30) / bins
         counts = slots[fresh, 1:-1].copy()
         counts[:, 0] += slots[fresh, 0]
         counts[:, -1] += slots[fresh, -1]
-        curve = _cdf(low, width, counts, low, high, target[fresh])
+        curve = cdf(low, width, counts, low, high, target[fresh])
         _store(result, fresh, curve, counts.sum(axis=1))
     for c in np.flatnonzero(moved & old_grid):  # widened: few channels, rarely
         low, high = float(minimum[c]), float(maximum[c])

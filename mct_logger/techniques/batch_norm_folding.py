@@ -24,7 +24,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from mct_logger.graph import Graph, Node, TensorRef, _variable_name
+from mct_logger.graph import Graph, Node, TensorRef, variable_name
 from mct_logger.quantization.layers import broadcast_shape, linear_weights
 
 
@@ -122,7 +122,7 @@ def rebuild_layer(layer, config: dict, input_shape, weights: dict):
     new = type(layer).from_config(config)
     new.build(input_shape)
     for variable in new.weights:
-        name = _variable_name(variable)
+        name = variable_name(variable)
         if name not in weights:
             raise ValueError(f"No value for weight {name!r} of rebuilt layer {new.name!r}.")
         variable.assign(weights[name])

@@ -38,6 +38,7 @@ import numpy as np
 from keras import ops
 
 from mct_logger import data as data_lib
+from mct_logger import layer_kinds
 from mct_logger.graph import Graph, Node, read_model
 from mct_logger.quantization.encodings import quantize_dequantize
 from mct_logger.quantization.layers import broadcast_shape, linear_weights, quantizable_weights
@@ -47,22 +48,18 @@ from mct_logger.quantization.quantsim import (
     QuantizerFactory,
     apply_encodings,
     compile_inference,
+    run_over_batches,
     quantizers,
 )
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms, rebuild_layer
-from mct_logger.techniques.cross_layer_equalization import (
-    fused_activation_kind,
-    link_kind,
-    output_distribution,
-    recorded_node_info,
-)
-from mct_logger.techniques.weight_ranges import _number, _numbers
+from mct_logger.layer_kinds import fused_activation_kind, homogeneous_kind
+from mct_logger.techniques.cle_results import output_distribution
+from mct_logger.techniques.cross_layer_equalization import recorded_node_info
+from mct_logger.json_safe import json_number, json_numbers
 
 logger = logging.getLogger("mct_logger")
 
-L = keras.layers
 MODES = ("empirical", "analytical", "hybrid")
-_TARGETS = (L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D, L.DepthwiseConv2D, L.Dense)
 # Links through which a batch norm's per-channel mean still describes the input.
 _MEAN_PRESERVING = ("identity", "pad", "avg_pool", "relu", "relu6")
 
@@ -85,8 +82,8 @@ class LayerCorrection:
         return {
             "node": self.node,
             "method": self.method,
-            "correction": _numbers(self.correction),
-            "mean_abs_correction": _number(np.mean(np.abs(self.correction)))
+            "correction": json_numbers(self.correction),
+            "mean_abs_correction": json_number(np.mean(np.abs(self.correction)))
             if self.correction.size else 0.0,
             "preceding": self.preceding,
             "activation": self.activation,
@@ -199,7 +196,7 @@ def analytical_shift(node: Node, spec, encoding, expected_input, input_shape=Non
     if coverage is not None:
         error = error * coverage.reshape(coverage.shape + (1, 1))
     summed = error.reshape(-1, error.shape[-2], error.shape[-1]).sum(axis=0)
-    if isinstance(node.layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
+    if isinstance(node.layer, layer_kinds.DEPTHWISE):
         return (summed * expected_input[:, None]).reshape(-1)  # (channels, multiplier)
     return expected_input @ summed  # (in, out)
 
@@ -209,7 +206,7 @@ def analytical_shift(node: Node, spec, encoding, expected_input, input_shape=Non
 
 def _target_reason(graph: Graph, node: Node, plan) -> str | None:
     layer = node.layer
-    if not isinstance(layer, _TARGETS):
+    if not isinstance(layer, layer_kinds.EQUALIZABLE):
         return f"{node.layer_class} is not a Conv, DepthwiseConv or Dense layer"
     if "kernel" not in plan.get(node.name, NodePlan()).weights:
         return "its kernel is not quantized"
@@ -240,7 +237,7 @@ def _preceding_batch_norm(graph: Graph, node: Node):
                 return None, f"{current.name!r} applies an activation with no closed form"
             kinds.append(fused)
             break
-        kind = link_kind(current) if len(current.inputs) == 1 else None
+        kind = homogeneous_kind(current.layer) if len(current.inputs) == 1 else None
         if kind not in _MEAN_PRESERVING:
             return None, (f"{current.name!r} ({current.layer_class}) between it and a "
                           "batch-normed layer has no closed-form mean")
@@ -322,12 +319,10 @@ class _MeanModel:
     def means(self, batches) -> dict[str, np.ndarray]:
         totals = {n: 0.0 for n in self.targets}
         count = 0
-        for batch in batches:
-            values = self._run(batch if len(batch) > 1 else batch[0])
-            values = values if isinstance(values, (list, tuple)) else [values]
+        for batch, values in run_over_batches(self._run, batches):
             size = len(batch[0])
             for n, v in zip(self.targets, values):
-                totals[n] = totals[n] + np.asarray(keras.ops.convert_to_numpy(v), np.float64) * size
+                totals[n] = totals[n] + v * size
             count += size
         return {n: t / count for n, t in totals.items()}
 

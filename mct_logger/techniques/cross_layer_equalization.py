@@ -49,31 +49,22 @@ from typing import Callable
 import keras
 import numpy as np
 
+from mct_logger import layer_kinds
 from mct_logger.graph import Graph, Node, read_model
+from mct_logger.layer_kinds import activation_name, fused_activation_kind, homogeneous_kind
 from mct_logger.quantization.layers import linear_weights
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms, rebuild_layer
-from mct_logger.techniques.weight_ranges import _number, _numbers, weight_range_tables
+from mct_logger.techniques.cle_results import (
+    CrossLayerEqualizationResult,
+    EqualizationSet,
+    HighBiasFold,
+    output_distribution,
+)
+from mct_logger.techniques.weight_ranges import weight_range_tables
 
 logger = logging.getLogger("mct_logger")
 
 L = keras.layers
-
-# Layers that can be members of a CLE set.
-_CONV = (L.Conv1D, L.Conv2D, L.Conv3D)
-_DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
-_IDENTITY = (
-    L.Identity, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D,
-    L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
-)
-_PADDING = (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D)
-_AVERAGE_POOLING = (
-    L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
-    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
-)
-_MAX_POOLING = (
-    L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
-    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
-)
 
 DEFAULT_TOLERANCE = 1e-6
 DEFAULT_MAX_ITERATIONS = 500
@@ -83,154 +74,17 @@ DEFAULT_MAX_ITERATIONS = 500
 _MODEL_INFO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-# ---------------------------------------------------------------- results
-
-
-@dataclasses.dataclass
-class EqualizationSet:
-    """One CLE set: 2 members (pair) or 3 (layer, depthwise, layer).
-
-    `scale_factors[k]` is the per-channel factor between `members[k]` and
-    `members[k + 1]` (the product over all sweeps): the first one's output
-    channel c was divided by it, the second one's input channel c multiplied.
-    `links[k]` are the nodes between them; `activations[k]` names what they
-    apply ("relu", "leaky_relu", "prelu" or "none").
-    """
-
-    members: list
-    links: list
-    activations: list
-    scale_factors: list
-
-    @property
-    def kind(self) -> str:
-        return "pair" if len(self.members) == 2 else "triplet"
-
-    def as_dict(self) -> dict:
-        return {
-            "members": list(self.members),
-            "kind": self.kind,
-            "links": [list(x) for x in self.links],
-            "activations": list(self.activations),
-            "scale_factors": [_numbers(s) for s in self.scale_factors],
-        }
-
-
-@dataclasses.dataclass
-class HighBiasFold:
-    """`amount` (per channel) moved out of `source`'s bias into `target`'s."""
-
-    source: str
-    target: str
-    amount: np.ndarray
-    activation: str  # "relu" (3-sigma rule) or "none" (the whole beta)
-
-    def as_dict(self) -> dict:
-        return {
-            "source": self.source,
-            "target": self.target,
-            "activation": self.activation,
-            "amount": _numbers(self.amount),
-            "total": _number(np.sum(np.abs(self.amount))),
-            "channels_folded": int(np.count_nonzero(self.amount)),
-        }
-
-
-@dataclasses.dataclass
-class CrossLayerEqualizationResult:
-    """The CLE stage's result; always has the weight ranges, with CLE off too.
-
-    Attributes:
-        applied: whether CLE ran (False: only `weight_ranges_before` is filled).
-        weight_ranges_before: `weight_range_tables` of the graph given in
-            (batch norms folded).
-        weight_ranges_after: the same after equalization, or None.
-        sets: the `EqualizationSet`s, with their scale factors.
-        high_bias_folds: the `HighBiasFold`s applied.
-        high_bias_fold_skipped: `{"source -> target": reason}` for pairs not folded.
-        relu6_replaced: `[{"node", "form"}]`: ReLU6s that became ReLU (this
-            changes the float function).
-        not_equalized: `{node: reason}` for weight layers that start no set.
-        iterations: sweeps over the sets until the scales converged.
-        converged: False if `max_iterations` ran out first.
-        float_score_before / float_score_after: `eval_callback` on the model
-            before and after (None without a callback).
-        reason: why CLE did not run, when it did not.
-    """
-
-    applied: bool
-    weight_ranges_before: list
-    weight_ranges_after: list | None = None
-    sets: list = dataclasses.field(default_factory=list)
-    high_bias_folds: list = dataclasses.field(default_factory=list)
-    high_bias_fold_skipped: dict = dataclasses.field(default_factory=dict)
-    relu6_replaced: list = dataclasses.field(default_factory=list)
-    not_equalized: dict = dataclasses.field(default_factory=dict)
-    iterations: int = 0
-    converged: bool = True
-    float_score_before: float | None = None
-    float_score_after: float | None = None
-    reason: str = ""
-    version: int = 1
-
-    def to_tables(self) -> dict:
-        """JSON-able tables by CLE payload kind ("weight_ranges", "scale_factors",
-        "high_bias_fold"); see the module docs of `mct_logger.techniques`."""
-        after = {(t["node"], t["kernel"]): t for t in (self.weight_ranges_after or [])}
-        layers = []
-        for table in self.weight_ranges_before:
-            key = (table["node"], table["kernel"])
-            entry = {k: table[k] for k in ("node", "kernel", "layer_class", "channels")}
-            entry["before"] = _stats_only(table)
-            entry["after"] = _stats_only(after[key]) if key in after else None
-            layers.append(entry)
-        return {
-            "weight_ranges": {"cle_applied": self.applied, "reason": self.reason,
-                              "layers": layers},
-            "scale_factors": {
-                "cle_applied": self.applied,
-                "sets": [s.as_dict() for s in self.sets],
-                "iterations": self.iterations,
-                "converged": self.converged,
-                "not_equalized": dict(self.not_equalized),
-                "relu6_replaced": [dict(r) for r in self.relu6_replaced],
-                "float_score_before": _optional_number(self.float_score_before),
-                "float_score_after": _optional_number(self.float_score_after),
-            },
-            "high_bias_fold": {
-                "cle_applied": self.applied,
-                "folds": [f.as_dict() for f in self.high_bias_folds],
-                "skipped": [
-                    {"pair": pair, "reason": reason}
-                    for pair, reason in self.high_bias_fold_skipped.items()
-                ],
-            },
-        }
-
-
-def _optional_number(value):
-    return None if value is None else _number(value)
-
-
-def _stats_only(table: dict) -> dict:
-    return {k: v for k, v in table.items() if k not in ("node", "kernel", "layer_class", "channels")}
-
-
 # ---------------------------------------------------------------- graph facts
-
-
-def _activation_name(fn) -> str:
-    return getattr(fn, "__name__", type(fn).__name__)
 
 
 def member_kind(graph: Graph, node: Node) -> tuple[str | None, str]:
     """`("conv" | "depthwise" | "dense", "")` for a layer CLE can rescale, else `(None, why)`."""
     layer = node.layer
-    if isinstance(layer, _DEPTHWISE):
+    if isinstance(layer, layer_kinds.DEPTHWISE):
         kind = "depthwise"
         if layer.depth_multiplier != 1:
             return None, f"depthwise with depth_multiplier={layer.depth_multiplier}"
-    elif isinstance(layer, _CONV):
+    elif isinstance(layer, layer_kinds.CONV):
         kind = "conv"
         if getattr(layer, "groups", 1) != 1:
             return None, f"grouped convolution (groups={layer.groups})"
@@ -249,46 +103,10 @@ def member_kind(graph: Graph, node: Node) -> tuple[str | None, str]:
     return kind, ""
 
 
-def fused_activation_kind(layer) -> str | None:
-    """The link kind of a weight layer's fused activation; None if not homogeneous."""
-    name = _activation_name(getattr(layer, "activation", None))
-    return {"linear": "identity", "relu": "relu", "relu6": "relu6",
-            "leaky_relu": "leaky_relu"}.get(name)
-
-
 def link_kind(node: Node) -> str | None:
-    """What a one-input layer between two weight layers does to per-channel scales.
-
-    "relu", "relu6", "leaky_relu", "prelu", "identity", "pad", "avg_pool",
-    "max_pool"; None when it is not positively homogeneous per channel.
-    """
-    layer = node.layer
-    if isinstance(layer, L.ReLU):
-        if float(layer.threshold) != 0.0:
-            return None
-        if layer.max_value is None:
-            return "relu" if float(layer.negative_slope) == 0.0 else "leaky_relu"
-        if float(layer.max_value) == 6.0 and float(layer.negative_slope) == 0.0:
-            return "relu6"
-        return None
-    if isinstance(layer, L.LeakyReLU):
-        return "leaky_relu"
-    if isinstance(layer, L.PReLU):
-        return "prelu"
-    if isinstance(layer, L.Activation):
-        return fused_activation_kind(layer)
-    if isinstance(layer, _IDENTITY):
-        return "identity"
-    if isinstance(layer, (*_PADDING, *_AVERAGE_POOLING, *_MAX_POOLING)):
-        if getattr(layer, "data_format", "channels_last") != "channels_last":
-            return None
-        if isinstance(layer, _PADDING):
-            return "pad"
-        return "avg_pool" if isinstance(layer, _AVERAGE_POOLING) else "max_pool"
-    if not isinstance(layer, L.Layer):
-        return {"Relu": "relu", "Relu6": "relu6", "LeakyRelu": "leaky_relu"}.get(
-            type(layer).__name__)
-    return None
+    """What a one-input node between two weight layers does to per-channel scales
+    (`layer_kinds.homogeneous_kind` of its layer)."""
+    return homogeneous_kind(node.layer)
 
 
 def _in_channels(node: Node, kind: str) -> int:
@@ -306,7 +124,7 @@ def _follow(graph: Graph, first: Node) -> tuple[Node | None, list[Node], str]:
         return None, [], why
     if fused_activation_kind(first.layer) is None:
         return None, [], (f"its fused activation "
-                          f"{_activation_name(first.layer.activation)!r} is not ReLU-like")
+                          f"{activation_name(first.layer.activation)!r} is not ReLU-like")
     links: list[Node] = []
     current = first
     while True:
@@ -494,23 +312,6 @@ def _high_bias_fold(graph, weights: _Weights, sets, result: CrossLayerEqualizati
                                                 else weights.kernel[target].shape[-2])
             weights.bias[target] = weights.bias[target] + weights.absorb(target, c)
             result.high_bias_folds.append(HighBiasFold(source, target, c, activation))
-
-
-def output_distribution(info: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-channel mean and std (beta, |gamma|) of a layer's pre-activation output,
-    from its folded batch norm, rescaled by CLE and shifted by high-bias folding.
-
-    None when no batch norm was folded into the layer.
-    """
-    bn = info.get("folded_batch_norm")
-    if bn is None:
-        return None
-    cle = info.get("cle", {})
-    scale = np.asarray(cle.get("output_scale", 1.0), np.float64)
-    beta = np.asarray(bn["beta"], np.float64) * scale - np.asarray(
-        cle.get("bias_absorbed", 0.0), np.float64)
-    gamma = np.abs(np.asarray(bn["gamma"], np.float64)) * scale
-    return beta, gamma
 
 
 # ---------------------------------------------------------------- graph rewriting

@@ -27,22 +27,11 @@ import keras
 import numpy as np
 
 from mct_logger.graph import Graph, Node
+from mct_logger.json_safe import json_number, json_numbers
 from mct_logger.quantization.layers import quantizable_weights, weight_variable
 
 # A channel whose range is at most this fraction of the layer's largest range is dead.
 DEAD_RANGE = 1e-9
-
-
-def _number(value) -> float | None:
-    """A JSON-safe float with 7 significant digits (None for NaN and infinities)."""
-    value = float(value)
-    if not np.isfinite(value):
-        return None
-    return float(f"{value:.7g}")
-
-
-def _numbers(values) -> list:
-    return [_number(v) for v in np.asarray(values, dtype=np.float64).ravel()]
 
 
 def channel_statistics(kernel: np.ndarray, channel_axes) -> dict:
@@ -97,15 +86,15 @@ def layer_weight_ranges(node: Node) -> list[dict]:
             "kernel": name,
             "layer_class": node.layer_class,
             "channels": int(stats["range"].size),
-            "min": _numbers(stats["min"]),
-            "max": _numbers(stats["max"]),
-            "mean": _numbers(stats["mean"]),
-            "range": _numbers(stats["range"]),
-            "relative_range": _numbers(summary["relative_range"]),
+            "min": json_numbers(stats["min"]),
+            "max": json_numbers(stats["max"]),
+            "mean": json_numbers(stats["mean"]),
+            "range": json_numbers(stats["range"]),
+            "relative_range": json_numbers(summary["relative_range"]),
             "dead_channels": summary["dead_channels"],
             "outlier_channels": summary["outlier_channels"],
-            "tukey_fence": None if summary["tukey_fence"] is None else _number(summary["tukey_fence"]),
-            "spread_score": _number(summary["spread_score"]),
+            "tukey_fence": None if summary["tukey_fence"] is None else json_number(summary["tukey_fence"]),
+            "spread_score": json_number(summary["spread_score"]),
         })
     return tables
 

@@ -1,0 +1,292 @@
+"""The one layer taxonomy: what each Keras layer (or bare `keras.ops` operation)
+is to the quantization engine and to the techniques.
+
+Every question the engine asks about a layer's class is answered here:
+
+- `weight_axes(layer)`: which kernels a layer has that can be quantized, and for
+  each the axes that index its output channels (`{}` for anything else):
+  Conv/Depthwise/Separable/Transpose/Dense (`linear_weight_axes`, the layers
+  the techniques transform), EinsumDense, Embedding, and the kernels inside
+  MultiHeadAttention, TimeDistributed, Bidirectional and RNN layers;
+- `kind(layer)`: `"weights"`, `"passthrough"` (the output holds only values of
+  the input: no new grid), `"arithmetic"` (new values, weight-free) or `"unknown"`;
+- `is_relu_family(layer)`: an activation a target fuses into the preceding layer;
+- `homogeneous_kind(layer)` / `fused_activation_kind(layer)`: whether a layer is
+  positively homogeneous per channel, f(s*x) = s*f(x) for s > 0 (what cross-layer
+  equalization may rescale through, Nagel et al. 2019, "Data-Free Quantization
+  Through Weight Equalization and Bias Correction"), and as what kind of link.
+
+To teach the engine a new layer, add it to the tuples below (and, for a weight
+layer, to `weight_axes`); plan, quantization layers, CLE and bias correction
+all read these answers.
+
+Example:
+
+```python
+weight_axes(keras.layers.DepthwiseConv2D(3))  # {"kernel": (-2, -1)}
+weight_axes(attention)     # {"query/kernel": (-2, -1), ..., "attention_output/kernel": (-1,)}
+kind(keras.layers.Flatten())                  # "passthrough"
+homogeneous_kind(keras.layers.ReLU(max_value=6.0))  # "relu6"
+```
+"""
+
+from __future__ import annotations
+
+import keras
+
+__all__ = [
+    "ARITHMETIC", "AVERAGE_POOLING", "COMPOSITE", "CONV", "DEPTHWISE", "EQUALIZABLE",
+    "IDENTITY", "LINEAR", "MAX_POOLING", "PADDING", "PASSTHROUGH", "RNN_CELLS", "SEPARABLE",
+    "TRANSPOSE", "activation_name", "einsum_channel_axes", "fused_activation_kind",
+    "homogeneous_kind", "is_relu_family", "kind", "linear_weight_axes", "weight_axes",
+]
+
+L = keras.layers
+
+# ---------------------------------------------------------------- weight layers
+
+SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
+DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
+TRANSPOSE = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
+CONV = (L.Conv1D, L.Conv2D, L.Conv3D)
+# Layers with one kernel whose per-channel scale CLE and bias correction can change.
+EQUALIZABLE = (*CONV, *DEPTHWISE, L.Dense)
+
+
+LINEAR = (*SEPARABLE, *DEPTHWISE, *TRANSPOSE, *CONV, L.Dense)
+RNN_CELLS = (L.LSTMCell, L.GRUCell, L.SimpleRNNCell)
+# Layers whose weights live in sublayers; each sublayer's kernels are quantized.
+COMPOSITE = (L.MultiHeadAttention, L.TimeDistributed, L.Bidirectional, L.RNN)
+
+
+def linear_weight_axes(layer) -> dict[str, tuple[int, ...]]:
+    """`{kernel attribute: per-channel axes}` of a Conv, Depthwise, Separable,
+    Transpose or Dense layer (the layers batch-norm folding, CLE and bias
+    correction transform, and `linear_forward` computes), else {}.
+
+    The axes together index the layer's output channels (a depthwise kernel
+    `(kh, kw, in, multiplier)` has `(-2, -1)`). A layer Keras itself already
+    quantized (`quantization_mode` set) has none.
+    """
+    if getattr(layer, "quantization_mode", None):
+        return {}
+    if isinstance(layer, SEPARABLE):
+        return {"depthwise_kernel": (-2, -1), "pointwise_kernel": (-1,)}
+    if isinstance(layer, DEPTHWISE):
+        return {"kernel": (-2, -1)}
+    if isinstance(layer, TRANSPOSE):
+        return {"kernel": (-2,)}
+    if isinstance(layer, CONV) or isinstance(layer, L.Dense):
+        return {"kernel": (-1,)}
+    return {}
+
+
+def einsum_channel_axes(equation: str) -> tuple[int, ...]:
+    """Kernel axes of an EinsumDense equation that reach the output (its channels):
+    "abc,cd->abd" -> (-1,); MultiHeadAttention's query "abc,cde->abde" -> (-2, -1)."""
+    inputs, output = equation.split("->")
+    kernel = inputs.split(",")[1]
+    return tuple(i - len(kernel) for i, c in enumerate(kernel) if c in output)
+
+
+def _own_weight_axes(layer) -> dict[str, tuple[int, ...]]:
+    """Per-channel axes of the kernels a layer holds itself, by attribute."""
+    linear = linear_weight_axes(layer)
+    if linear or getattr(layer, "quantization_mode", None):
+        return linear
+    if isinstance(layer, L.EinsumDense):
+        return {"kernel": einsum_channel_axes(layer.equation)}
+    if isinstance(layer, L.Embedding):
+        # one grid per table row (per token), as Keras' own int8 Embedding
+        return {"embeddings": (0,)}
+    if isinstance(layer, RNN_CELLS):
+        return {"kernel": (-1,), "recurrent_kernel": (-1,)}
+    return {}
+
+
+def weight_axes(layer) -> dict[str, tuple[int, ...]]:
+    """`{weight name: per-channel axes}` of every kernel the engine quantizes in
+    `layer`, else {}.
+
+    Conv, Depthwise, Separable, Transpose, Dense (`linear_weight_axes`),
+    EinsumDense and Embedding layers (one grid per table row) name their
+    kernels by attribute ("kernel", "embeddings"). Composite layers
+    (MultiHeadAttention, TimeDistributed, Bidirectional, LSTM/GRU/SimpleRNN)
+    contribute their sublayers' kernels, named as `graph.named_variables`
+    names them ("query/kernel", "forward_lstm/lstm_cell/recurrent_kernel"); an
+    unbuilt composite layer has none yet. A layer Keras itself already
+    quantized (`quantization_mode` set) has none.
+    """
+    own = _own_weight_axes(layer)
+    if own or not isinstance(layer, COMPOSITE) or getattr(layer, "quantization_mode", None):
+        return own
+    names = {id(v): name for name, v in named_variables(layer).items()}
+    found = {}
+    for sublayer in layer._flatten_layers(include_self=False, recursive=True):
+        for attribute, axes in _own_weight_axes(sublayer).items():
+            variable = getattr(sublayer, attribute, None)
+            if id(variable) in names:
+                found[names[id(variable)]] = axes
+    return found
+
+
+def variable_name(variable) -> str:
+    """A variable's own name: the last part of its Keras 3 path ("conv1/kernel")."""
+    return variable.path.split("/")[-1] if getattr(variable, "path", None) else variable.name
+
+
+def _path_below(variable, layer) -> str:
+    """The variable's path below `layer`: "query/kernel" for "mha/query/kernel", also
+    when the layer was built inside a wrapper ("mha_wq/mha/query/kernel")."""
+    path = getattr(variable, "path", None) or variable.name
+    marker = layer.name + "/"
+    if path.startswith(marker):
+        return path[len(marker):]
+    cut = path.rfind("/" + marker)
+    return path[cut + len(marker) + 1:] if cut >= 0 else path
+
+
+def named_variables(layer) -> dict:
+    """`{name: variable}` of a layer's weights: the variable's own name ("kernel"),
+    or, when two share one (composite layers such as MultiHeadAttention or
+    Bidirectional), its path below the layer ("query/kernel")."""
+    if not isinstance(layer, L.Layer):
+        return {}
+    variables = layer.weights
+    names = [variable_name(v) for v in variables]
+    if len(set(names)) != len(names):
+        names = [_path_below(v, layer) for v in variables]
+    return dict(zip(names, variables))
+
+
+# ---------------------------------------------------------------- weight-free layers
+
+IDENTITY = (
+    L.Identity, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D,
+    L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
+)
+PADDING = (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D)
+AVERAGE_POOLING = (
+    L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
+    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
+)
+MAX_POOLING = (
+    L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
+    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
+)
+
+# Layers whose output holds only values of their input: no new grid needed.
+PASSTHROUGH = (
+    L.Reshape, L.Flatten, *IDENTITY[1:], L.ActivityRegularization, *MAX_POOLING,
+    *PADDING, L.Cropping1D, L.Cropping2D, L.Cropping3D, L.Permute, L.RepeatVector,
+    L.Identity,
+)
+
+# Weight-free layers whose output is new values: quantized.
+ARITHMETIC = (
+    L.Activation, L.ReLU, L.LeakyReLU, L.PReLU, L.ELU, L.Softmax, L.Add, L.Subtract,
+    L.Multiply, L.Average, L.Maximum, L.Minimum, L.Concatenate, L.Dot,
+    *AVERAGE_POOLING, L.BatchNormalization, L.LayerNormalization, L.GroupNormalization,
+    L.UnitNormalization, L.Rescaling, L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
+    L.Resizing,
+)
+
+# keras.ops functions used in a Functional model appear as bare operations.
+OPS_PASSTHROUGH = frozenset(
+    {"Reshape", "Transpose", "Squeeze", "ExpandDims", "Flatten", "Max", "Min"})
+OPS_ARITHMETIC = frozenset({
+    "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Concatenate", "Mean", "Sum",
+    "Relu", "Relu6", "Sigmoid", "HardSigmoid", "HardSwish", "Silu", "Gelu", "Tanh",
+    "Softmax", "Maximum", "Minimum", "Negative", "Abs", "Square", "Sqrt", "Exp",
+    "LeakyRelu", "Elu", "Matmul", "Average", "Clip",
+})
+
+# Activations a target fuses into the layer before (Activation layers by name,
+# bare operations by class name).
+FUSABLE_ACTIVATIONS = frozenset({"relu", "relu6", "leaky_relu"})
+_OPS_RELU_FAMILY = {"Relu": "relu", "Relu6": "relu6", "LeakyRelu": "leaky_relu"}
+
+
+def activation_name(fn) -> str:
+    """The name of an activation function (`keras.activations.relu` -> "relu")."""
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _layer_activation_name(layer) -> str:
+    fn = getattr(layer, "activation", None)
+    return getattr(fn, "__name__", str(fn))
+
+
+def kind(layer, is_input: bool = False) -> str:
+    """`"input"`, `"weights"`, `"passthrough"`, `"arithmetic"` or `"unknown"`."""
+    if is_input:
+        return "input"
+    if weight_axes(layer):
+        return "weights"
+    if isinstance(layer, L.Activation) and _layer_activation_name(layer) == "linear":
+        return "passthrough"
+    if isinstance(layer, PASSTHROUGH):
+        return "passthrough"
+    if isinstance(layer, ARITHMETIC):
+        return "arithmetic"
+    if isinstance(layer, L.Layer):
+        return "unknown"
+    name = type(layer).__name__
+    if name in OPS_PASSTHROUGH:
+        return "passthrough"
+    if name in OPS_ARITHMETIC:
+        return "arithmetic"
+    return "unknown"
+
+
+def is_relu_family(layer) -> bool:
+    """True for a ReLU-family activation a target fuses into the preceding layer
+    (any `ReLU`, `LeakyReLU`, `PReLU`, an `Activation` of relu/relu6/leaky_relu,
+    or the bare operations)."""
+    if isinstance(layer, (L.ReLU, L.LeakyReLU, L.PReLU)):
+        return True
+    if isinstance(layer, L.Activation):
+        return _layer_activation_name(layer) in FUSABLE_ACTIVATIONS
+    return type(layer).__name__ in _OPS_RELU_FAMILY
+
+
+def fused_activation_kind(layer) -> str | None:
+    """The link kind of a weight layer's fused activation; None if not homogeneous."""
+    name = activation_name(getattr(layer, "activation", None))
+    return {"linear": "identity", "relu": "relu", "relu6": "relu6",
+            "leaky_relu": "leaky_relu"}.get(name)
+
+
+def homogeneous_kind(layer) -> str | None:
+    """What a one-input layer does to per-channel scales passing through it.
+
+    "relu", "relu6", "leaky_relu", "prelu", "identity", "pad", "avg_pool",
+    "max_pool"; None when it is not positively homogeneous per channel
+    (a thresholded or clipped ReLU other than ReLU6, channels_first layers,
+    anything else).
+    """
+    if isinstance(layer, L.ReLU):
+        if float(layer.threshold) != 0.0:
+            return None
+        if layer.max_value is None:
+            return "relu" if float(layer.negative_slope) == 0.0 else "leaky_relu"
+        if float(layer.max_value) == 6.0 and float(layer.negative_slope) == 0.0:
+            return "relu6"
+        return None
+    if isinstance(layer, L.LeakyReLU):
+        return "leaky_relu"
+    if isinstance(layer, L.PReLU):
+        return "prelu"
+    if isinstance(layer, L.Activation):
+        return fused_activation_kind(layer)
+    if isinstance(layer, IDENTITY):
+        return "identity"
+    if isinstance(layer, (*PADDING, *AVERAGE_POOLING, *MAX_POOLING)):
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
+            return None
+        if isinstance(layer, PADDING):
+            return "pad"
+        return "avg_pool" if isinstance(layer, AVERAGE_POOLING) else "max_pool"
+    if not isinstance(layer, L.Layer):
+        return _OPS_RELU_FAMILY.get(type(layer).__name__)
+    return None
