@@ -19,6 +19,8 @@ set_quantizers_enabled(model, activations=False)   # weights-only (W8A32)
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
+import math
 import dataclasses
 import re
 
@@ -35,6 +37,11 @@ from mct_logger.quantization.layers import (
 )
 from mct_logger.quantization.observers import HistogramCollector, channels_last_2d, make_observer
 from mct_logger.quantization.reduction import ReducedCollection
+
+
+# Values of all observed outputs of one batch above which calibration reduces
+# them in the compiled pass (256 MB of float32).
+REDUCE_IN_GRAPH = 1 << 26
 
 
 @dataclasses.dataclass
@@ -266,12 +273,15 @@ class CalibrationModel(keras.Model):
                 self.nonfinite_inputs.add(name)
 
     def observe(self, collected) -> None:
+        self._observe_values(collected)
+        self.batches_seen += 1
+
+    def _observe_values(self, collected) -> None:
         for name, value in zip(self._observed, collected):
             value = _as_float32(keras.ops.convert_to_numpy(value))
             self.observers[name].update(value)
             if self.statistics is not None:
                 self.statistics[name].update(value)
-        self.batches_seen += 1
 
     def collect(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         """Runs one batch; returns every observed output (and feeds the observers)."""
@@ -286,30 +296,56 @@ class CalibrationModel(keras.Model):
 
     def collect_all(self, batches, on_batch=None) -> None:
         """Feeds the observers every batch of one pass over `batches` (a list or a
-        `CalibrationBatches`, read batch by batch, the next one in a worker
-        thread). Each observed output is reduced in the compiled pass to per
-        channel min, max, sum and histogram counts (`reduction`), so a batch
-        costs about one forward pass and its outputs never reach NumPy whole."""
-        if self._reduced is None:
-            self._reduced = ReducedCollection(
-                self._collector, self._num_outputs, self._observed, self._shapes,
-                self.observers, self.statistics)
+        `CalibrationBatches`, read batch by batch, the next one in a worker thread).
+
+        When a batch's observed outputs hold more than `REDUCE_IN_GRAPH` values
+        together, each is reduced in the compiled pass to per-channel min, max,
+        sum and histogram counts (`reduction`): a batch costs about one forward
+        pass and its outputs never reach NumPy whole. Smaller outputs come back
+        whole and the NumPy observers take them while the next batch runs
+        (tracing the reductions would cost more than they save).
+        """
         batches = iter(batches)
+        first = next(batches, None)
+        if first is None:
+            return
+        batches = itertools.chain([first], batches)
+        values = len(first[0]) * sum(math.prod(d or 1 for d in s[1:]) for s in self._shapes)
+        step = self._reduce_step if values > REDUCE_IN_GRAPH else self._observe_step
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(next, batches, None)
+            pending = pool.submit(step, batches)
             done = 0
             while True:
-                batch = pending.result()
-                if batch is None:
+                finish = pending.result()
+                if finish is None:
                     return
-                pending = pool.submit(next, batches, None)
-                inputs = batch if len(batch) > 1 else batch[0]
-                self._check_inputs(inputs)
-                self._reduced.update(inputs)
+                pending = pool.submit(step, batches)
+                finish()
                 self.batches_seen += 1
                 done += 1
                 if on_batch is not None:
                     on_batch(done)
+
+    def _observe_step(self, batches):
+        """Reads and runs the next batch (worker thread); returns what feeds the
+        observers (main thread), or None at the end."""
+        batch = next(batches, None)
+        if batch is None:
+            return None
+        collected = self.forward(batch)
+        return lambda: self._observe_values(collected)
+
+    def _reduce_step(self, batches):
+        """Reads the next batch (worker thread); returns its reduced pass, or None."""
+        batch = next(batches, None)
+        if batch is None:
+            return None
+        if self._reduced is None:
+            self._reduced = ReducedCollection(
+                self._collector, self._num_outputs, self._observed, self._shapes,
+                self.observers, self.statistics)
+        inputs = batch if len(batch) > 1 else batch[0]
+        return lambda: (self._check_inputs(inputs), self._reduced.update(inputs))
 
     def activation_encodings(self, plan: dict) -> dict[str, Encoding]:
         result = {}
