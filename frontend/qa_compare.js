@@ -8,6 +8,7 @@
 import { formatBytes, formatDb, formatNumber, isNumber, layerRows, runKind } from "./qa_data.js";
 import { plot } from "./qa_charts.js";
 import { dataTable, h } from "./quant_analyzer.js";
+import { placeMixedPrecision } from "./qa_mixed_precision.js";
 
 const PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d"];
 
@@ -69,6 +70,10 @@ function layout(title, yTitle, extra = {}) {
 }
 
 export function renderComparison(root, entries, Plotly) {
+  // a recommended run (it holds the search / recommendation tables) is compared
+  // against the others: last, so the Δ columns read "recommended − baseline"
+  const recommended = (e) => Boolean(e.tables.mixed_precision_search || e.tables.recommendation);
+  entries = [...entries.filter((e) => !recommended(e)), ...entries.filter(recommended)];
   root.classList.add("qa-root");
   root.replaceChildren();
   root.append(h("header", { class: "qa-header" },
@@ -98,6 +103,12 @@ export function renderComparison(root, entries, Plotly) {
       "Memory: weights plus activations at batch 1 (PTQ runs). SQNR in dB, higher is better, " +
       "about 6 dB per bit; output SQNR is the accumulated SQNR of the last layer."),
     dataTable(runColumns, summaries)));
+  for (const entry of entries) {
+    placeMixedPrecision(entry.tables, Plotly, (sections) => {
+      sections.forEach((element) => element.querySelector("h2").append(` — ${entry.name}`));
+      root.append(...sections);
+    });
+  }
 
   const withSensitivity = entries.filter((e) => e.tables.sensitivity);
   if (withSensitivity.length) {
@@ -168,6 +179,9 @@ export function renderComparison(root, entries, Plotly) {
   });
   const columns = [{ key: "layer", label: "layer" }];
   entries.forEach((entry, i) => {
+    if (rows.some((r) => isNumber(r[`bits_${i}`]))) {
+      columns.push({ key: `bits_${i}`, label: `${entry.name}: weight bits`, numeric: true });
+    }
     columns.push({ key: `iso_${i}`, label: `${entry.name}: isolated`, numeric: true, format: formatDb });
     columns.push({ key: `acc_${i}`, label: `${entry.name}: accumulated`, numeric: true, format: formatDb });
     if (rows.some((r) => isNumber(r[`mem_${i}`]))) {
@@ -190,10 +204,24 @@ export function renderComparison(root, entries, Plotly) {
   }
   const better = rows.filter((r) => isNumber(r.delta_acc) && r.delta_acc > 0.05).length;
   const worse = rows.filter((r) => isNumber(r.delta_acc) && r.delta_acc < -0.05).length;
+  const rebitted = rows.filter((r) => isNumber(r.bits_0) && isNumber(r[`bits_${entries.length - 1}`]) &&
+    r.bits_0 !== r[`bits_${entries.length - 1}`]).length;
+  const memory = memoryDelta(summaries[0], summaries[summaries.length - 1]);
   root.append(section("Layer by layer",
     h("p", { class: "qa-explain qa-compare-verdict" },
       `${lastName} vs ${firstName}: accumulated SQNR better at ${better} layers, worse at ${worse} ` +
-      "(by more than 0.05 dB). Sort by the Δ column to see where."),
+      "(by more than 0.05 dB)" + (rebitted ? `; weight bits changed at ${rebitted} layers` : "") +
+      (memory ? `; memory ${memory}` : "") + ". Sort by the Δ column to see where."),
     dataTable(columns, rows)));
   return { order };
+}
+
+// "+1.2 KB (+4.0%)" from the first run's quantized memory to the last's, or null.
+function memoryDelta(first, last) {
+  if (!isNumber(first.memory_after) || !isNumber(last.memory_after) || first.memory_after <= 0) {
+    return null;
+  }
+  const delta = last.memory_after - first.memory_after;
+  const sign = delta >= 0 ? "+" : "−";
+  return `${sign}${formatBytes(Math.abs(delta))} (${sign}${(100 * Math.abs(delta) / first.memory_after).toFixed(1)}%)`;
 }

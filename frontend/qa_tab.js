@@ -7,6 +7,7 @@
 import { normalizeTables, progressText } from "./qa_data.js";
 import { h, renderQuantAnalyzer } from "./quant_analyzer.js";
 import { renderComparison } from "./qa_compare.js";
+import { placeMixedPrecision } from "./qa_mixed_precision.js";
 import { graphsHref, openGraphsOn, watch } from "./tb_data.js";
 import { mountTab, problemsBox, runPicker, showError } from "./tab_common.js";
 
@@ -77,6 +78,11 @@ export async function render() {
         graphHref: graphRun ? () => graphsHref(`${entry.name}/${graphRun}`) : () => null,
         openLink: () => openGraphsOn(`${entry.name}/${graphRun}`),
       });
+      // a recommended run: its search / recommendation tables under the header
+      const header = target.querySelector(".qa-header");
+      if (header) {
+        placeMixedPrecision(entry.tables, Plotly, (sections) => header.after(...sections));
+      }
     });
     if (!drawn) {
       return; // failed (the board says why), or another selection replaced it
@@ -97,7 +103,8 @@ function describe(run) {
   const kinds = Object.keys(run.kinds);
   const kind = kinds.includes("summary") || kinds.includes("sensitivity") ? "QuantAnalyzer"
     : kinds.includes("layer_table") ? "PTQ" : kinds.join(", ");
-  return kind;
+  const recommended = kinds.includes("mixed_precision_search") || kinds.includes("recommendation");
+  return recommended ? `${kind}, recommended` : kind;
 }
 
 // The newest QuantAnalyzer run, else the newest PTQ run, else the newest run.

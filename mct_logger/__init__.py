@@ -38,6 +38,7 @@ _API = {
     "Encoding": "mct_logger.quantization.encodings",
     "set_quantizers_enabled": "mct_logger.quantization.quantsim",
     "QuantAnalyzer": "mct_logger.analyzer",
+    "search_mixed_precision": "mct_logger.mixed_precision_search",
     "equalize_model": "mct_logger.techniques.cross_layer_equalization",
     "correct_bias": "mct_logger.techniques.bias_correction",
 }

@@ -42,7 +42,8 @@ from mct_logger.weight_quantization import weight_quantization_rows
 
 __all__ = [
     "AnalysisResult", "ObserverWithHistogram", "RecordingCalibrationModel", "activation_error_rows",
-    "error_nodes", "histograms", "min_max_ranges", "weight_histograms", "weight_sqnr_table",
+    "error_nodes", "histograms", "min_max_ranges", "sensitivity_runs", "summary_header",
+    "weight_histograms", "weight_sqnr_table",
 ]
 
 # Bins of the whole-tensor weight histograms and of the per-channel ones.

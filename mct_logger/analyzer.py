@@ -17,11 +17,10 @@ AIMET's analyses, on a Keras 3 model, with AIMET's API and file names:
 
 And beyond AIMET: per-layer SQNR in dB, accumulated (whole model quantized) and
 isolated (only that layer quantized, fed the float input), both from one pass
-per batch (`mct_logger.activations`); the SQNR of every quantized kernel
-against the float one, per layer and per output channel; the sensitivity
-scores persisted; one offline `index.html` report; and, with a log folder set
-(`set_log_folder`), the same tables as "quant_analyzer" payloads for
-TensorBoard.
+per batch (`mct_logger.activations`); the SQNR of every quantized kernel per
+layer and output channel; the sensitivity scores persisted; an offline
+`index.html` report; with a log folder set (`set_log_folder`), the tables as
+"quant_analyzer" payloads for TensorBoard; and `recommend`: verified fixes.
 
 The eval score is assumed to be higher-is-better (accuracy, or a negated loss).
 
@@ -87,6 +86,7 @@ from mct_logger.quantization.quantsim import (
     set_quantizers_enabled,
     weight_encodings,
 )
+from mct_logger.recommend import recommend
 from mct_logger.report import write_report
 from mct_logger.json_safe import json_ready
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms
@@ -180,7 +180,12 @@ class QuantAnalyzer:
             RuntimeError: another analysis is still writing to `results_dir`.
         """
         config = resolve_config(config, **aimet_settings)
-        return _Analysis(self, config, os.fspath(results_dir)).run()
+        self._last_analysis = _Analysis(self, config, os.fspath(results_dir))  # for recommend
+        return self._last_analysis.run()
+
+    def recommend(self, max_accuracy_drop: float, representative_data=None):
+        """A verified QuantizationConfig from the last `analyze`: `mct_logger.recommend`."""
+        return recommend(self, max_accuracy_drop, representative_data)
 
 
 # ----------------------------------------------------------------------------- one run

@@ -10,6 +10,12 @@ results). It may also have:
   `SIMILARITY` (the float-vs-quantized similarity stage). A listener without
   `needs` gets everything.
 
+A recommendation listener (`set_recommendation_listener`) hears the end of a
+mixed-precision search or a QuantAnalyzer recommendation, as
+`listener(model, representative_batches, baseline_config, recommended_config,
+tables)`; `set_log_folder` registers the one that logs both PTQ runs and the
+tables.
+
 Two kinds of registration: `add_stage_listener(listener)` for one object that
 hears every run, and `set_run_listener_factory(key, factory)` for a listener
 made fresh per run (`factory(model_name)` returns it, or None to sit this run
@@ -29,8 +35,9 @@ import threading
 from typing import Any, Callable
 
 __all__ = [
-    "SIMILARITY", "STATISTICS", "add_stage_listener", "needs", "open_run_listeners",
-    "remove_stage_listener", "set_run_listener_factory",
+    "SIMILARITY", "STATISTICS", "add_stage_listener", "needs", "notify_recommendation",
+    "open_run_listeners", "recommendation_listeners", "remove_stage_listener",
+    "set_recommendation_listener", "set_run_listener_factory",
 ]
 
 STATISTICS = "statistics"
@@ -39,6 +46,7 @@ ALL_NEEDS = frozenset({STATISTICS, SIMILARITY})
 
 _listeners: list[Callable] = []
 _factories: dict[str, Callable[[str], Any]] = {}
+_recommendation: dict[str, Callable] = {}
 _lock = threading.Lock()
 
 
@@ -79,3 +87,24 @@ def open_run_listeners(model_name: str) -> list:
 def needs(listeners, what: str) -> bool:
     """True if any of `listeners` declared (or, without `needs`, implies) `what`."""
     return any(what in getattr(listener, "needs", ALL_NEEDS) for listener in listeners)
+
+
+def set_recommendation_listener(key: str, listener: Callable | None) -> None:
+    """Registers (or with None removes) a recommendation listener under `key`."""
+    with _lock:
+        if listener is None:
+            _recommendation.pop(key, None)
+        else:
+            _recommendation[key] = listener
+
+
+def recommendation_listeners() -> list:
+    with _lock:
+        return list(_recommendation.values())
+
+
+def notify_recommendation(model, batches, baseline_config, recommended_config,
+                          tables: dict) -> None:
+    """Tells every recommendation listener about a finished search or recommendation."""
+    for listener in recommendation_listeners():
+        listener(model, batches, baseline_config, recommended_config, tables)

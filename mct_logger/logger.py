@@ -35,7 +35,13 @@ import sys
 import threading
 
 from mct_logger import listeners
-from mct_logger.run_log import LogGuard, RunLog, failure_cause, report_log_failure
+from mct_logger.run_log import (
+    LogGuard,
+    RunLog,
+    failure_cause,
+    named_run,
+    report_log_failure,
+)
 
 __all__ = [
     "LogGuard", "RunLog", "get_log_folder", "new_run_folder", "open_run_folder",
@@ -88,6 +94,7 @@ def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) 
             _remove_handlers()
             _folder, _run_name = None, None
         listeners.set_run_listener_factory(TENSORBOARD, None)
+        listeners.set_recommendation_listener(TENSORBOARD, None)
         return
     path = os.fspath(path)
     if run_name is not None:
@@ -115,6 +122,7 @@ def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) 
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)
     listeners.set_run_listener_factory(TENSORBOARD, _tensorboard_listener)
+    listeners.set_recommendation_listener(TENSORBOARD, _log_recommendation)
     logger.info("Logging to %s (tensorboard --logdir %s)", _folder, _folder)
 
 
@@ -130,6 +138,13 @@ def _tensorboard_listener(model_name: str):
     if folder is None:
         return None
     return TensorBoardListener(folder, logdir=get_log_folder())
+
+
+def _log_recommendation(*args) -> None:
+    """Logs a search's or recommendation's baseline and recommended PTQ runs and tables."""
+    from mct_logger.recommendation_log import log_recommendation
+
+    log_recommendation(*args)
 
 
 def __getattr__(name):
@@ -271,7 +286,9 @@ def new_run_folder(model_name: str) -> str | None:
     if folder is None:
         return None
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = run_name or f"{run_folder_name(model_name)}_{stamp}"
+    named = named_run()  # (suffix, created folders) inside run_log.runs_named
+    base = f"{run_folder_name(model_name)}{named[0]}" if named else \
+        run_name or f"{run_folder_name(model_name)}_{stamp}"
     os.makedirs(folder, exist_ok=True)  # it may have been removed since set_log_folder
     for k in range(1, MAX_RUN_SUFFIX + 1):
         candidate = os.path.join(folder, base if k == 1 else f"{base}_{k}")
@@ -279,6 +296,8 @@ def new_run_folder(model_name: str) -> str | None:
             os.mkdir(candidate)
         except FileExistsError:
             continue
+        if named:
+            named[1].append(candidate)
         return candidate
     raise FileExistsError(
         errno.EEXIST, f"every run folder {base}, {base}_2 ... {base}_{MAX_RUN_SUFFIX} exists; "

@@ -93,7 +93,7 @@ def analyze_similarity(
              if p.quantized and graph.nodes[n].has_single_float_output]
     # No quantized node (e.g. every layer kept in float): an empty comparison.
     errors = _compare_eagerly(graph, quantized_graph, plan, encodings,
-                              _first_samples(batches, samples), nodes) if nodes else {}
+                              first_samples(batches, samples), nodes) if nodes else {}
 
     def per_sample(path):
         columns = [errors[n].cosine_per_sample(path) for n in nodes]
@@ -175,14 +175,14 @@ def _quantized_kernels(graph, plan, encodings) -> dict:
             continue
         values = node.weights()
         result[id(node.layer)] = {
-            kernel: keras.ops.convert_to_tensor(_fake_quantized_kernel(
+            kernel: keras.ops.convert_to_tensor(fake_quantized_kernel(
                 values[kernel], grid, plan[node.name].weights[kernel].channel_axes))
             for kernel, grid in encoding.weights.items()
         }
     return result
 
 
-def _fake_quantized_kernel(value, grid, channel_axes):
+def fake_quantized_kernel(value, grid, channel_axes):
     # float32 grid: the same arithmetic as the fake-quant layers, bit for bit
     grid32 = dataclasses.replace(grid, scale=np.float32(grid.scale), offset=np.float32(grid.offset))
     return quantize_dequantize(value, grid32, broadcast_shape(value.shape, channel_axes))
@@ -201,7 +201,7 @@ def _call_quantized(node, kernels, values):
         return node.call(node.layer, values)
 
 
-def _first_samples(batches, samples: int) -> list:
+def first_samples(batches, samples: int) -> list:
     chosen, left = [], samples
     for batch in batches:
         if left <= 0:
@@ -246,7 +246,7 @@ def _quantized_histograms(graph: Graph, plan: dict, encodings: dict, batches,
         for kernel, grid in encoding.weights.items():
             variable = weight_variable(clones[name], kernel)
             value = keras.ops.convert_to_numpy(variable.value)
-            variable.assign(_fake_quantized_kernel(
+            variable.assign(fake_quantized_kernel(
                 value, grid, plan[name].weights[kernel].channel_axes))
     run = compile_inference(keras.Model(model.inputs, [counted[n] for n in nodes]))
     totals = {n: 0.0 for n in nodes}

@@ -33,6 +33,8 @@ PAYLOAD_KINDS = {
         "weight_sqnr": 1,
         "summary": 1,
         "layer_table": 1,
+        "mixed_precision_search": 1,
+        "recommendation": 1,
     },
     CLE: {
         "weight_ranges": 1,
@@ -126,6 +128,26 @@ SHAPES = {
                    "graph order",
             "required": {"rows": list, "samples": int},
             "rows": "rows",
+        },
+        "mixed_precision_search": {
+            "doc": '{"model", "bit_candidates": [bits ascending], "layers": [{"layer", "class", '
+                   '"parameters", "bits" (chosen), "sqnr_db": [isolated SQNR per candidate], '
+                   '"memory": [bytes per candidate]}], "steps": [{"step", "label", '
+                   '"weights_memory", "predicted_sqnr_db", "score", "fits_budget", '
+                   '"meets_target", "chosen", "bits": {layer: bits}}], "weights_memory", '
+                   '"budget", "max_accuracy_drop", "float_score", "target_score", "score", '
+                   '"evaluations", "seconds"} -- memory in bytes, SQNR in dB',
+            "required": {"layers": list, "steps": list, "bit_candidates": list},
+            "rows": "layers",
+        },
+        "recommendation": {
+            "doc": '{"model", "max_accuracy_drop", "float_score", "target_score", '
+                   '"baseline": {"score", "memory", "weights_memory"}, "final": {the same}, '
+                   '"meets_target", "changes": [{"step", "kind": "cle" | "activation_observer" '
+                   '| "precision", "layer" (null for CLE), "change", "evidence", '
+                   '"score_before", "score_after", "memory_before", "memory_after", '
+                   '"accepted"}]} -- memory in bytes (weights plus activations at batch 1)',
+            "required": {"changes": list},
         },
     },
     CLE: {

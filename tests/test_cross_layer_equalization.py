@@ -260,9 +260,10 @@ def test_relu6_replacement_is_reported_with_float_scores():
     assert norm_relative_error(predict(equalized, x), predict(reference, x)) <= TOLERANCE
 
 
-def test_equalization_rescues_per_tensor_quantization_of_a_rescaled_model():
-    """Channels rescaled 1000x between ReLU-linked layers: per-tensor weights lose the
-    small channels; after CLE the weight-quantized output is close to float."""
+def rescaled_conv_chain():
+    """c1 -> ReLU -> c2 -> ReLU -> c3 with every channel between them rescaled by up
+    to 1000x (and back in the next layer): the float function of a plain chain, with
+    channel ranges spread 1000x."""
     keras.utils.set_random_seed(8)
     inputs = keras.Input((8, 8, 3))
     x = layers.Conv2D(16, 3, padding="same", activation="relu", name="c1")(inputs)
@@ -275,6 +276,13 @@ def test_equalization_rescues_per_tensor_quantization_of_a_rescaled_model():
         k2, b2 = model.get_layer(second).get_weights()
         model.get_layer(first).set_weights([k1 * f, b1 + 0.05 * f])
         model.get_layer(second).set_weights([k2 / f[:, None], b2])
+    return model
+
+
+def test_equalization_rescues_per_tensor_quantization_of_a_rescaled_model():
+    """Channels rescaled 1000x between ReLU-linked layers: per-tensor weights lose the
+    small channels; after CLE the weight-quantized output is close to float."""
+    model = rescaled_conv_chain()
     x = inputs_for(model, batch=16)
     errors = {}
     for cle in (False, True):

@@ -13,7 +13,7 @@ MAX_LINES = 500
 LOGGING_MODULES = {
     "mct_logger.logger", "mct_logger.run_log", "mct_logger.tensorboard_listener",
     "mct_logger.events", "mct_logger.stage_summary", "mct_logger.similarity_plots",
-    "mct_logger.layer_table",
+    "mct_logger.layer_table", "mct_logger.recommendation_log",
 }
 
 
@@ -102,17 +102,19 @@ def test_no_import_cycle_among_the_project_modules():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_the_ptq_engine_imports_nothing_that_logs():
-    seen, todo = set(), ["mct_logger.ptq"]
+@pytest.mark.parametrize("engine", ["mct_logger.ptq", "mct_logger.mixed_precision_search",
+                                    "mct_logger.recommend"])
+def test_the_ptq_engine_imports_nothing_that_logs(engine):
+    seen, todo = set(), [engine]
     while todo:
         name = todo.pop()
         if name in seen:
             continue
         seen.add(name)
         todo.extend(GRAPH[name])
-    assert not GRAPH["mct_logger.ptq"] & LOGGING_MODULES
+    assert not GRAPH[engine] & LOGGING_MODULES
     reached = sorted(seen & (LOGGING_MODULES | {"mct_logger.tb_plugin.summary"}))
-    assert not reached, f"mct_logger.ptq reaches {reached}"
+    assert not reached, f"{engine} reaches {reached}"
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

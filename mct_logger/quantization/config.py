@@ -11,18 +11,31 @@ config = QuantizationConfig(
     },
 )
 model_q, info = keras_post_training_quantization(model, data, config)
+config.to_json("w8_mixed.json")            # review it, keep it with the model
+QuantizationConfig.from_json("w8_mixed.json") == config   # True
 ```
+
+The JSON file is `{"format": "mct_logger.QuantizationConfig", "version": 1,
+"config": {field: value, "overrides": [{"pattern": ..., field: value}]}}`:
+overrides are a list, so their order (later patterns win) survives every
+JSON tool; fields left at None are left out of an override.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
 
 from mct_logger.graph import layer_name_of
 from mct_logger.quantization.encodings import check_bitwidth
 
 BIAS_CORRECTION_MODES = (None, "empirical", "analytical", "hybrid")
+
+# The "format" and "version" of a QuantizationConfig JSON file.
+JSON_FORMAT = "mct_logger.QuantizationConfig"
+JSON_VERSION = 1
 
 _BOOL_FIELDS = (
     "weight_per_channel", "weight_symmetric", "activation_symmetric",
@@ -197,6 +210,40 @@ class QuantizationConfig:
                     f"expression ({exc}); escape special characters or use the exact layer name."
                 ) from None
 
+    def to_json(self, path: str | os.PathLike) -> str:
+        """Writes the config as JSON (see the module docstring); returns the path.
+
+        Raises:
+            OSError: the file cannot be written.
+        """
+        path = os.fspath(path)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(config_to_dict(self), f, indent=2)
+            f.write("\n")
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> "QuantizationConfig":
+        """Reads a config written by `to_json`, validated as the constructor does.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError / TypeError: not UTF-8 JSON, another format or a newer
+                version, an unknown field, or a value the constructor refuses;
+                the message names the file and the field.
+        """
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                content = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a UTF-8 JSON file ({exc}); write it with "
+                             "QuantizationConfig.to_json.") from None
+        try:
+            return config_from_dict(content)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{path}: {exc}") from None
+
     def for_node(self, node_name: str) -> tuple[dict, list[str]]:
         """The effective settings of a node and the override patterns that matched it."""
         settings = {
@@ -214,3 +261,54 @@ class QuantizationConfig:
                     if value is not None and (key != "keep_float" or value):
                         settings[key] = value
         return settings, matched
+
+
+def config_to_dict(config: QuantizationConfig) -> dict:
+    """The JSON-ready form `to_json` writes."""
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+              if f.name != "overrides"}
+    fields["overrides"] = [
+        {"pattern": pattern,
+         **{k: v for k, v in dataclasses.asdict(o).items()
+            if v is not None and (k != "keep_float" or v)}}
+        for pattern, o in config.overrides.items()
+    ]
+    return {"format": JSON_FORMAT, "version": JSON_VERSION, "config": fields}
+
+
+def config_from_dict(content) -> QuantizationConfig:
+    """A QuantizationConfig from `config_to_dict`'s form; errors name the field."""
+    if not isinstance(content, dict) or content.get("format") != JSON_FORMAT:
+        raise ValueError(f'not a QuantizationConfig file (expected "format": "{JSON_FORMAT}").')
+    version = content.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"version must be a positive integer, got {version!r}.")
+    if version > JSON_VERSION:
+        raise ValueError(f"version {version} is newer than this mct-logger reads "
+                         f"({JSON_VERSION}); upgrade mct-logger.")
+    values = content.get("config")
+    if not isinstance(values, dict):
+        raise ValueError('"config" must be an object of QuantizationConfig fields.')
+    known = {f.name for f in dataclasses.fields(QuantizationConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown QuantizationConfig field(s) {unknown}; known: {sorted(known)}.")
+    values = dict(values)
+    overrides = values.pop("overrides", [])
+    if not isinstance(overrides, list):
+        raise TypeError('"overrides" must be a list of {"pattern": ..., field: value}.')
+    override_fields = {f.name for f in dataclasses.fields(LayerOverride)}
+    parsed = {}
+    for index, entry in enumerate(overrides):
+        if not isinstance(entry, dict) or not isinstance(entry.get("pattern"), str):
+            raise TypeError(f'overrides[{index}] must be an object with a string "pattern".')
+        entry = dict(entry)
+        pattern = entry.pop("pattern")
+        unknown = sorted(set(entry) - override_fields)
+        if unknown:
+            raise ValueError(f"overrides[{index}] ({pattern!r}): unknown LayerOverride "
+                             f"field(s) {unknown}; known: {sorted(override_fields)}.")
+        if pattern in parsed:
+            raise ValueError(f"overrides[{index}]: pattern {pattern!r} appears twice.")
+        parsed[pattern] = LayerOverride(**entry)
+    return QuantizationConfig(**values, overrides=parsed)
