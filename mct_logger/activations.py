@@ -30,6 +30,7 @@ from mct_logger import metrics
 from mct_logger.memory import elements_per_sample  # noqa: F401  (re-exported)
 from mct_logger.graph import Graph, TensorRef
 from mct_logger.layer_clone import LayerCloner, clone_layer, copy_layer_state
+from mct_logger.quantization.reduction import sample_stride
 from mct_logger.quantization.quantsim import (
     NodeEncodings,
     QuantizerFactory,
@@ -221,28 +222,39 @@ class PairedActivations:
 
 
 def pair_sums(f, q, i):
-    """Per-sample sums of products of the float, accumulated and isolated outputs.
+    """Per-sample sums of products of the float, accumulated and isolated outputs:
+    (samples, 7) float64 in `SUMS` order.
 
-    In float64: squares of float32 values above ~1e19 overflow float32, and the
-    SQNR, MSE and cosine derived from these sums would turn Inf or NaN.
+    Each sample is first divided by the largest magnitude s of its float output
+    and the products summed in float32, then scaled back by s^2 in float64:
+    squares of float32 values above ~1e19 would overflow float32 (and the SQNR,
+    MSE and cosine derived from the sums turn Inf or NaN), while float64
+    arithmetic over whole tensors costs several times more.
     """
-    f, q, i = (ops.cast(t, "float64") for t in (f, q, i))
+    f, q, i = (ops.cast(t, "float32") for t in (f, q, i))
     axes = tuple(range(1, len(f.shape)))
 
     def total(x):
         return ops.sum(x, axis=axes) if axes else x
 
+    scale = ops.max(ops.abs(f), axis=axes, keepdims=True) if axes else ops.abs(f)
+    scale = ops.where(ops.isfinite(scale) & (scale > 0), scale, ops.ones_like(scale))
+    f, q, i = f / scale, q / scale, i / scale
     d_acc, d_iso = f - q, f - i
-    return ops.stack(
+    sums = ops.stack(
         [total(f * f), total(d_acc * d_acc), total(d_iso * d_iso),
          total(f * q), total(q * q), total(f * i), total(i * i)],
         axis=1,
     )
+    square = ops.cast(ops.reshape(scale, (-1, 1)), "float64") ** 2
+    return ops.cast(sums, "float64") * square
 
 
 class HistogramCounts(keras.layers.Layer):
     """Counts of a tensor's values in fixed, evenly spaced bins (outside values go to
-    the edge bins), over the whole batch: shape (1, bins)."""
+    the edge bins), over the whole batch: shape (1, bins). A tensor larger than
+    `reduction.SAMPLE_ELEMENTS` per batch is counted on every s-th row of its
+    channels (`reduction.sample_stride`), each count standing for s values."""
 
     def __init__(self, edges, **kwargs):
         super().__init__(**kwargs)
@@ -251,16 +263,19 @@ class HistogramCounts(keras.layers.Layer):
         self.scale = self.bins / (float(edges[-1] - edges[0]) or 1.0)
 
     def call(self, x):
+        stride = sample_stride(tuple(x.shape))
+        if stride > 1:
+            x = ops.reshape(x, (-1, x.shape[-1]))[::stride]
         if keras.config.backend() == "tensorflow":  # one fused kernel, much faster than bincount
             import tensorflow as tf
 
             hi = self.lo + self.bins / self.scale
             counts = tf.histogram_fixed_width(tf.cast(x, "float32"), [self.lo, hi], nbins=self.bins)
-            return tf.reshape(tf.cast(counts, "float32"), (1, self.bins))
+            return tf.reshape(tf.cast(counts, "float32") * stride, (1, self.bins))
         index = ops.floor((ops.cast(x, "float32") - self.lo) * self.scale)
         index = ops.cast(ops.clip(index, 0, self.bins - 1), "int32")
         counts = ops.bincount(ops.reshape(index, (-1,)), minlength=self.bins)
-        return ops.reshape(ops.cast(counts[: self.bins], "float32"), (1, self.bins))
+        return ops.reshape(ops.cast(counts[: self.bins], "float32") * stride, (1, self.bins))
 
     def compute_output_shape(self, input_shape):
         return (1, self.bins)

@@ -35,6 +35,7 @@ from mct_logger.aimet_layout import aimet_range, range_fields
 from mct_logger.graph import Graph
 from mct_logger.memory import elements_per_sample
 from mct_logger.quantization.encodings import Encoding
+from mct_logger.quantization.layers import weight_variable
 from mct_logger.quantization.observers import HistogramCollector, channels_last_2d
 from mct_logger.quantization.quantsim import CalibrationModel
 from mct_logger.weight_quantization import weight_quantization_rows
@@ -211,7 +212,7 @@ def min_max_ranges(graph: Graph, layers, encodings: dict, observers: dict) -> tu
             })
         for kernel_name, encoding in enc.weights.items():
             key = f"{name}_{(node.layer.name + '/' + kernel_name).replace('/', '-')}"
-            kernel = keras.ops.convert_to_numpy(getattr(node.layer, kernel_name))
+            kernel = keras.ops.convert_to_numpy(weight_variable(node.layer, kernel_name))
             aimet_weights[key] = aimet_range(encoding, key)
             weight_rows.append({
                 "layer": name, "kernel": kernel_name, "key": key, **range_fields(encoding),
@@ -241,7 +242,7 @@ def histograms(graph: Graph, plan: dict, layers, encodings: dict, observers: dic
         node = graph.nodes[name]
         for kernel_name, encoding in enc.weights.items():
             spec = plan[name].weights[kernel_name]
-            kernel = np.asarray(keras.ops.convert_to_numpy(getattr(node.layer, kernel_name)))
+            kernel = np.asarray(keras.ops.convert_to_numpy(weight_variable(node.layer, kernel_name)))
             weight_rows.append({
                 "layer": name, "kernel": kernel_name,
                 **weight_histograms(kernel, spec.channel_axes, encoding),

@@ -14,7 +14,9 @@ that AIMET and MCT recommend), so an endless generator or a `.repeat()`ed
 `tf.data.Dataset` ends; one log line says how many samples were used.
 
 Everything is read and checked before any quantization work starts, so a bad
-batch fails fast with an error that names it and says how to fix it.
+batch fails fast with an error that names it and says how to fix it. PTQ then
+reads the data again batch by batch for each pass (`mct_logger.batches`);
+`load_batches` holds it in memory, for the few batches a diagnosis keeps.
 
 Example:
 
@@ -59,7 +61,10 @@ def input_specs(graph) -> list[InputSpec]:
 def load_batches(
     data: Any, specs: list[InputSpec], batch_size: int = 32, max_samples: int | None = None,
 ) -> list[list[np.ndarray]]:
-    """Reads `data` into batches: a list of `[array per model input]`.
+    """Reads `data` into batches held in memory: a list of `[array per model input]`.
+
+    PTQ streams instead (`mct_logger.batches.CalibrationBatches`); this is for
+    the few batches a diagnosis keeps (e.g. QuantAnalyzer's MSE data).
 
     Args:
         data: any accepted form (see the module docstring).
@@ -78,6 +83,17 @@ def load_batches(
             the cast to the input's dtype) that cannot be used; the message
             names the batch, the input and the fix.
     """
+    check_arguments(data, max_samples)
+    status: dict = {}
+    batches = list(checked_batches(data, specs, batch_size, max_samples, status))
+    samples = num_samples(batches)
+    check_not_empty(samples)
+    log_loaded(samples, len(batches), max_samples if status["capped"] else None)
+    return batches
+
+
+def check_arguments(data, max_samples) -> None:
+    """Refuses `data=None` and a `max_samples` that is not a positive integer or None."""
     if data is None:
         raise RepresentativeDataError(
             "representative_data is None. Pass a callable returning batches, a "
@@ -85,37 +101,77 @@ def load_batches(
         )
     if max_samples is not None and (not isinstance(max_samples, int) or max_samples < 1):
         raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}.")
-    capped = False
-    arrays = _as_full_arrays(data, specs)
-    if arrays is not None:
-        arrays, n = _check_batch(arrays, specs, "representative_data", limit=max_samples)
-        capped = max_samples is not None and n > max_samples  # arrays hold the first max_samples
-        n = min(n, max_samples) if capped else n
-        batches = [[a[i:i + batch_size] for a in arrays] for i in range(0, n, batch_size)]
-    else:
-        batches, total = [], 0
-        for i, element in enumerate(_iterate(data, max_samples)):
-            if max_samples is not None and total >= max_samples:
-                capped = True
-                break
-            where = f"representative_data batch {i}"
-            batch, n = _check_batch(_to_inputs(element, specs, where), specs, where)
-            if max_samples is not None and total + n > max_samples:
-                n, capped = max_samples - total, True
-                batch = [a[:n] for a in batch]
-            batches.append(batch)
-            total += n
-    if not batches or sum(len(b[0]) for b in batches) == 0:
+
+
+def check_not_empty(samples: int) -> None:
+    if samples == 0:
         raise RepresentativeDataError(
             "representative_data is empty: it yielded no samples. Pass a few hundred "
             "typical model inputs (e.g. 500 training images)."
         )
+
+
+def log_loaded(samples: int, batches: int, cap: int | None, how: str = "") -> None:
+    """The one log line saying how much representative data is used (and why no more)."""
     logger.info(
-        "Representative data: %d samples in %d batches%s", num_samples(batches), len(batches),
-        f" (stopped reading at the cap QuantizationConfig.num_calibration_samples={max_samples})"
-        if capped else "",
+        "Representative data: %d samples in %d batches%s%s", samples, batches,
+        f" (stopped reading at the cap QuantizationConfig.num_calibration_samples={cap})"
+        if cap is not None else "", how,
     )
-    return batches
+
+
+def whole_arrays(data, specs: list[InputSpec], max_samples: int | None):
+    """`(arrays, capped)` when `data` is whole arrays (checked, cast, cut to
+    `max_samples`), or None when it is a source of batches."""
+    arrays = _as_full_arrays(data, specs)
+    if arrays is None:
+        return None
+    arrays, n = _check_batch(arrays, specs, "representative_data", limit=max_samples)
+    return arrays, max_samples is not None and n > max_samples  # arrays hold the first max_samples
+
+
+def slices(arrays: list[np.ndarray], batch_size: int):
+    """Batches of `batch_size` samples (views) of whole arrays."""
+    for i in range(0, len(arrays[0]), batch_size):
+        yield [a[i:i + batch_size] for a in arrays]
+
+
+def is_one_shot(data) -> bool:
+    """Whether `data` can be read only once (a generator or other iterator)."""
+    if _is_dataset(data) or _is_array(data):
+        return False
+    if inspect.isgenerator(data) or inspect.isasyncgen(data):
+        return True
+    if callable(data):
+        return False  # called again for each pass
+    return hasattr(data, "__next__")
+
+
+def checked_batches(data, specs: list[InputSpec], batch_size: int = 32,
+                    max_samples: int | None = None, status: dict | None = None):
+    """Yields the checked batches of one pass over `data` (a callable is called,
+    a dataset or iterable iterated afresh); `status["capped"]` tells, at the
+    end, whether reading stopped at `max_samples`."""
+    status = {} if status is None else status
+    status["capped"] = False
+    whole = whole_arrays(data, specs, max_samples)
+    if whole is not None:
+        status["capped"] = whole[1]
+        yield from slices(whole[0], batch_size)
+        return
+    total = 0
+    for i, element in enumerate(_iterate(data, max_samples)):
+        if max_samples is not None and total >= max_samples:
+            status["capped"] = True
+            return
+        where = f"representative_data batch {i}"
+        batch, n = _check_batch(_to_inputs(element, specs, where), specs, where)
+        if max_samples is not None and total + n > max_samples:
+            n, status["capped"] = max_samples - total, True
+            batch = [a[:n] for a in batch]
+        total += n
+        if n:
+            yield batch
 
 
 def first_batches(data, specs: list, num_batches: int) -> list:
@@ -133,7 +189,9 @@ def first_batches(data, specs: list, num_batches: int) -> list:
 
 
 def num_samples(batches) -> int:
-    return sum(len(b[0]) for b in batches)
+    """Samples in a list of batches or a `CalibrationBatches`."""
+    counted = getattr(batches, "num_samples", None)
+    return counted if counted is not None else sum(len(b[0]) for b in batches)
 
 
 def _as_full_arrays(data, specs) -> list[np.ndarray] | None:

@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from mct_logger.quantization.encodings import Encoding, check_bitwidth
-from mct_logger.quantization.layers import quantizable_weights
+from mct_logger.quantization.layers import quantizable_weights, weight_variable
 from mct_logger.quantization.quantsim import NodeEncodings
 
 FORMAT_VERSION = "0.6.1"  # AIMET's encodings-file version this shape follows
@@ -208,7 +208,7 @@ def check_encodings_fit(graph, loaded: dict[str, NodeEncodings], source: str) ->
         for kernel, e in enc.weights.items():
             if not e.per_channel or kernel not in axes:
                 continue
-            shape = tuple(getattr(node.layer, kernel).shape)
+            shape = tuple(weight_variable(node.layer, kernel).shape)
             channels = int(np.prod([shape[a] for a in axes[kernel]]))
             if e.num_channels != channels:
                 raise ValueError(

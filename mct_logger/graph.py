@@ -34,6 +34,7 @@ import numpy as np
 from keras import tree
 
 from mct_logger.layer_clone import REUSE_LAYER, LayerCloner  # noqa: F401  (REUSE_LAYER re-exported)
+from mct_logger.layer_kinds import named_variables, variable_name  # noqa: F401  (re-exported)
 
 logger = logging.getLogger("mct_logger")
 
@@ -124,13 +125,7 @@ class Node:
         return {name: int(np.prod(v.shape)) for name, v in self._named_variables()}
 
     def _named_variables(self) -> list:
-        if not isinstance(self.layer, keras.layers.Layer):
-            return []
-        variables = self.layer.weights
-        names = [variable_name(v) for v in variables]
-        if len(set(names)) != len(names):
-            names = [_path_below(v, self.layer) for v in variables]
-        return list(zip(names, variables))
+        return list(named_variables(self.layer).items())
 
     def parameter_count(self) -> int:
         if not self.owns_weights or not isinstance(self.layer, keras.layers.Layer):
@@ -146,17 +141,6 @@ class Node:
                 continue  # dynamic spatial size: unknown at batch 1
             total += int(np.prod(dims)) if dims else 1
         return total
-
-
-def variable_name(variable) -> str:
-    # Keras 3 variable paths look like "conv1/kernel"; the last part is stable.
-    return variable.path.split("/")[-1] if getattr(variable, "path", None) else variable.name
-
-
-def _path_below(variable, layer) -> str:
-    path = getattr(variable, "path", None) or variable.name
-    prefix = layer.name + "/"
-    return path[len(prefix):] if path.startswith(prefix) else path
 
 
 class Graph:

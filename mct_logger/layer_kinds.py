@@ -4,7 +4,10 @@ is to the quantization engine and to the techniques.
 Every question the engine asks about a layer's class is answered here:
 
 - `weight_axes(layer)`: which kernels a layer has that can be quantized, and for
-  each the axes that index its output channels (`{}` for anything else);
+  each the axes that index its output channels (`{}` for anything else):
+  Conv/Depthwise/Separable/Transpose/Dense (`linear_weight_axes`, the layers
+  the techniques transform), EinsumDense, Embedding, and the kernels inside
+  MultiHeadAttention, TimeDistributed, Bidirectional and RNN layers;
 - `kind(layer)`: `"weights"`, `"passthrough"` (the output holds only values of
   the input: no new grid), `"arithmetic"` (new values, weight-free) or `"unknown"`;
 - `is_relu_family(layer)`: an activation a target fuses into the preceding layer;
@@ -21,6 +24,7 @@ Example:
 
 ```python
 weight_axes(keras.layers.DepthwiseConv2D(3))  # {"kernel": (-2, -1)}
+weight_axes(attention)     # {"query/kernel": (-2, -1), ..., "attention_output/kernel": (-1,)}
 kind(keras.layers.Flatten())                  # "passthrough"
 homogeneous_kind(keras.layers.ReLU(max_value=6.0))  # "relu6"
 ```
@@ -31,10 +35,11 @@ from __future__ import annotations
 import keras
 
 __all__ = [
-    "ARITHMETIC", "AVERAGE_POOLING", "CONV", "DEPTHWISE", "EQUALIZABLE", "IDENTITY",
-    "MAX_POOLING", "PADDING", "PASSTHROUGH", "SEPARABLE", "TRANSPOSE",
-    "activation_name", "fused_activation_kind", "homogeneous_kind", "is_channelwise",
-    "is_relu_family", "kind", "weight_axes",
+    "ARITHMETIC", "AVERAGE_POOLING", "COMPOSITE", "CONV", "DEPTHWISE", "EQUALIZABLE",
+    "IDENTITY", "LINEAR", "MAX_POOLING", "PADDING", "PASSTHROUGH", "RNN_CELLS", "SEPARABLE",
+    "TRANSPOSE", "activation_name", "einsum_channel_axes", "fused_activation_kind",
+    "homogeneous_kind", "is_channelwise", "is_relu_family", "kind", "linear_weight_axes",
+    "weight_axes",
 ]
 
 L = keras.layers
@@ -49,8 +54,16 @@ CONV = (L.Conv1D, L.Conv2D, L.Conv3D)
 EQUALIZABLE = (*CONV, *DEPTHWISE, L.Dense)
 
 
-def weight_axes(layer) -> dict[str, tuple[int, ...]]:
-    """`{kernel attribute: per-channel axes}` of a layer the engine can quantize, else {}.
+LINEAR = (*SEPARABLE, *DEPTHWISE, *TRANSPOSE, *CONV, L.Dense)
+RNN_CELLS = (L.LSTMCell, L.GRUCell, L.SimpleRNNCell)
+# Layers whose weights live in sublayers; each sublayer's kernels are quantized.
+COMPOSITE = (L.MultiHeadAttention, L.TimeDistributed, L.Bidirectional, L.RNN)
+
+
+def linear_weight_axes(layer) -> dict[str, tuple[int, ...]]:
+    """`{kernel attribute: per-channel axes}` of a Conv, Depthwise, Separable,
+    Transpose or Dense layer (the layers batch-norm folding, CLE and bias
+    correction transform, and `linear_forward` computes), else {}.
 
     The axes together index the layer's output channels (a depthwise kernel
     `(kh, kw, in, multiplier)` has `(-2, -1)`). A layer Keras itself already
@@ -67,6 +80,84 @@ def weight_axes(layer) -> dict[str, tuple[int, ...]]:
     if isinstance(layer, CONV) or isinstance(layer, L.Dense):
         return {"kernel": (-1,)}
     return {}
+
+
+def einsum_channel_axes(equation: str) -> tuple[int, ...]:
+    """Kernel axes of an EinsumDense equation that reach the output (its channels):
+    "abc,cd->abd" -> (-1,); MultiHeadAttention's query "abc,cde->abde" -> (-2, -1)."""
+    inputs, output = equation.split("->")
+    kernel = inputs.split(",")[1]
+    return tuple(i - len(kernel) for i, c in enumerate(kernel) if c in output)
+
+
+def _own_weight_axes(layer) -> dict[str, tuple[int, ...]]:
+    """Per-channel axes of the kernels a layer holds itself, by attribute."""
+    linear = linear_weight_axes(layer)
+    if linear or getattr(layer, "quantization_mode", None):
+        return linear
+    if isinstance(layer, L.EinsumDense):
+        return {"kernel": einsum_channel_axes(layer.equation)}
+    if isinstance(layer, L.Embedding):
+        # one grid per table row (per token), as Keras' own int8 Embedding
+        return {"embeddings": (0,)}
+    if isinstance(layer, RNN_CELLS):
+        return {"kernel": (-1,), "recurrent_kernel": (-1,)}
+    return {}
+
+
+def weight_axes(layer) -> dict[str, tuple[int, ...]]:
+    """`{weight name: per-channel axes}` of every kernel the engine quantizes in
+    `layer`, else {}.
+
+    Conv, Depthwise, Separable, Transpose, Dense (`linear_weight_axes`),
+    EinsumDense and Embedding layers (one grid per table row) name their
+    kernels by attribute ("kernel", "embeddings"). Composite layers
+    (MultiHeadAttention, TimeDistributed, Bidirectional, LSTM/GRU/SimpleRNN)
+    contribute their sublayers' kernels, named as `graph.named_variables`
+    names them ("query/kernel", "forward_lstm/lstm_cell/recurrent_kernel"); an
+    unbuilt composite layer has none yet. A layer Keras itself already
+    quantized (`quantization_mode` set) has none.
+    """
+    own = _own_weight_axes(layer)
+    if own or not isinstance(layer, COMPOSITE) or getattr(layer, "quantization_mode", None):
+        return own
+    names = {id(v): name for name, v in named_variables(layer).items()}
+    found = {}
+    for sublayer in layer._flatten_layers(include_self=False, recursive=True):
+        for attribute, axes in _own_weight_axes(sublayer).items():
+            variable = getattr(sublayer, attribute, None)
+            if id(variable) in names:
+                found[names[id(variable)]] = axes
+    return found
+
+
+def variable_name(variable) -> str:
+    """A variable's own name: the last part of its Keras 3 path ("conv1/kernel")."""
+    return variable.path.split("/")[-1] if getattr(variable, "path", None) else variable.name
+
+
+def _path_below(variable, layer) -> str:
+    """The variable's path below `layer`: "query/kernel" for "mha/query/kernel", also
+    when the layer was built inside a wrapper ("mha_wq/mha/query/kernel")."""
+    path = getattr(variable, "path", None) or variable.name
+    marker = layer.name + "/"
+    if path.startswith(marker):
+        return path[len(marker):]
+    cut = path.rfind("/" + marker)
+    return path[cut + len(marker) + 1:] if cut >= 0 else path
+
+
+def named_variables(layer) -> dict:
+    """`{name: variable}` of a layer's weights: the variable's own name ("kernel"),
+    or, when two share one (composite layers such as MultiHeadAttention or
+    Bidirectional), its path below the layer ("query/kernel")."""
+    if not isinstance(layer, L.Layer):
+        return {}
+    variables = layer.weights
+    names = [variable_name(v) for v in variables]
+    if len(set(names)) != len(names):
+        names = [_path_below(v, layer) for v in variables]
+    return dict(zip(names, variables))
 
 
 # ---------------------------------------------------------------- weight-free layers
@@ -96,8 +187,9 @@ PASSTHROUGH = (
 ARITHMETIC = (
     L.Activation, L.ReLU, L.LeakyReLU, L.PReLU, L.ELU, L.Softmax, L.Add, L.Subtract,
     L.Multiply, L.Average, L.Maximum, L.Minimum, L.Concatenate, L.Dot,
-    *AVERAGE_POOLING, L.BatchNormalization, L.Rescaling, L.UpSampling1D, L.UpSampling2D,
-    L.UpSampling3D, L.Resizing,
+    *AVERAGE_POOLING, L.BatchNormalization, L.LayerNormalization, L.GroupNormalization,
+    L.UnitNormalization, L.Rescaling, L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
+    L.Resizing,
 )
 
 # keras.ops functions used in a Functional model appear as bare operations.

@@ -31,6 +31,7 @@ import keras
 
 from mct_logger import data as data_lib
 from mct_logger import export
+from mct_logger.batches import CalibrationBatches
 from mct_logger.graph import Graph, read_model
 from mct_logger.layer_clone import REUSE_LAYER
 from mct_logger.rebuild_check import RebuildMismatchError, check_rebuilt_graph
@@ -198,7 +199,7 @@ def keras_post_training_quantization(
             that do not fit the model (naming the file, the key or node, and
             both counts). FileNotFoundError: no such encodings file.
         RebuildMismatchError: the float graph rebuilt from the model does not
-            compute the model's outputs on the first calibration batch
+            compute the model's outputs on the first 8 calibration samples
             (norm-relative error above 1e-5); it names the first diverging node.
 
     Logging (`set_log_folder`) and the similarity analysis never cost the model:
@@ -224,11 +225,12 @@ def keras_post_training_quantization(
     if representative_data is None and config.encodings_file:
         batches = None  # the grids come from the file; nothing to calibrate
     else:
-        batches = data_lib.load_batches(
+        batches = CalibrationBatches(
             representative_data, data_lib.input_specs(graph), config.batch_size,
             max_samples=config.num_calibration_samples,
         )
-        _check_rebuild(model, graph, batches[0], config)
+        # A few samples prove the rebuilt graph (eager calls cost per sample).
+        _check_rebuild(model, graph, [x[:REBUILD_CHECK_SAMPLES] for x in batches.first], config)
     run = _Run(listeners_lib.open_run_listeners(model.name))
     try:
         model_q, info = _quantize(run, graph, batches, config, loaded)
@@ -237,6 +239,9 @@ def keras_post_training_quantization(
         raise
     run.close()
     return model_q, info
+
+
+REBUILD_CHECK_SAMPLES = 8
 
 
 def _check_rebuild(model, graph: Graph, batch, config: QuantizationConfig) -> None:

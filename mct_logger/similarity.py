@@ -28,9 +28,15 @@ from mct_logger.activations import (
     elements_per_sample,
     pair_sums,
 )
-from mct_logger.graph import Graph, TensorRef, variable_name
+from mct_logger.graph import Graph, TensorRef
 from mct_logger.quantization.encodings import fake_quantize, quantize_dequantize
-from mct_logger.quantization.layers import broadcast_shape, linear_forward
+from mct_logger.quantization.layers import (
+    broadcast_shape,
+    linear_forward,
+    linear_weights,
+    named_weights,
+    weight_variable,
+)
 from mct_logger.quantization.quantsim import compile_inference, run_over_batches
 from mct_logger.weight_quantization import weight_quantization_rows
 
@@ -121,9 +127,15 @@ def _compare_eagerly(graph, quantized_graph, plan, encodings, batches, nodes) ->
     kernels = _quantized_kernels(quantized_graph, plan, encodings)
     report = set(nodes)
     collected = {n: [] for n in nodes}
+    # each value is dropped after its last consumer: peak memory is the widest
+    # cut through the network, not every activation of every path
+    last_use = {}
+    for position, node in enumerate(graph):
+        for ref in node.inputs:
+            last_use[ref.node] = position
     for batch in batches:
         f, q = {}, {}
-        for node in graph:
+        for position, node in enumerate(graph):
             name = node.name
             grid = encodings[name].activation if name in encodings else None
             if node.is_input:
@@ -143,6 +155,11 @@ def _compare_eagerly(graph, quantized_graph, plan, encodings, batches, nodes) ->
             if name in report:
                 sums = pair_sums(f[TensorRef(name, 0)], q[TensorRef(name, 0)], isolated)
                 collected[name].append(np.asarray(keras.ops.convert_to_numpy(sums), np.float64))
+            for ref in {r.node for r in node.inputs} | {name}:
+                if last_use.get(ref, -1) <= position:
+                    for values in (f, q):
+                        for key in [k for k in values if k.node == ref]:
+                            del values[key]
     errors = {}
     for name, parts in collected.items():
         stacked = np.concatenate(parts, axis=0)
@@ -176,10 +193,16 @@ def fake_quantized_kernel(value, grid, channel_axes):
 
 
 def _call_quantized(node, kernels, values):
-    if id(node.layer) in kernels:  # a weight layer: run it with its fake-quantized kernels
-        x = values[node.inputs[0]]
-        return [linear_forward(node.layer, x, kernels[id(node.layer)])]
-    return node.call(node.layer, values)
+    """The node's outputs with its fake-quantized kernels (a linear layer runs its own
+    computation on them; any other weight layer reads them through a StatelessScope)."""
+    quantized = kernels.get(id(node.layer))
+    if quantized is None:
+        return node.call(node.layer, values)
+    if linear_weights(node.layer):
+        return [linear_forward(node.layer, values[node.inputs[0]], quantized)]
+    variables = named_weights(node.layer)
+    with keras.StatelessScope(state_mapping=[(variables[k], v) for k, v in quantized.items()]):
+        return node.call(node.layer, values)
 
 
 def first_samples(batches, samples: int) -> list:
@@ -225,7 +248,7 @@ def _quantized_histograms(graph: Graph, plan: dict, encodings: dict, batches,
                            make_layer=make_layer, wrap_outputs=wrap_outputs)
     for name, encoding in encodings.items():
         for kernel, grid in encoding.weights.items():
-            (variable,) = [v for v in clones[name].weights if variable_name(v) == kernel]
+            variable = weight_variable(clones[name], kernel)
             value = keras.ops.convert_to_numpy(variable.value)
             variable.assign(fake_quantized_kernel(
                 value, grid, plan[name].weights[kernel].channel_axes))

@@ -28,7 +28,7 @@ import numpy as np
 
 from mct_logger import metrics
 from mct_logger.quantization.encodings import quantize_dequantize
-from mct_logger.quantization.layers import broadcast_shape
+from mct_logger.quantization.layers import broadcast_shape, weight_variable
 from mct_logger.quantization.observers import channels_last_2d
 
 __all__ = ["weight_quantization_rows", "HISTOGRAM_BINS"]
@@ -60,7 +60,7 @@ def weight_quantization_rows(graph, plan: dict, encodings: dict) -> list[dict]:
             continue
         for kernel_name, grid in encoding.weights.items():
             axes = plan[node.name].weights[kernel_name].channel_axes
-            kernel = np.asarray(keras.ops.convert_to_numpy(getattr(node.layer, kernel_name)))
+            kernel = np.asarray(keras.ops.convert_to_numpy(weight_variable(node.layer, kernel_name)))
             rows.append(_row(node, kernel_name, kernel, grid, axes))
     return rows
 

@@ -29,11 +29,27 @@ PACKAGE = "mct_logger"
 # Which kernels of which layers are quantized, and their per-channel axes: the
 # layer taxonomy's answer (`mct_logger.layer_kinds`).
 quantizable_weights = layer_kinds.weight_axes
+linear_weights = layer_kinds.linear_weight_axes
+
+
+named_weights = layer_kinds.named_variables  # {name: variable}, names as in weight_axes
+
+
+def weight_variable(layer, name: str):
+    """The weight `name` of `quantizable_weights(layer)` (e.g. "kernel", "query/kernel")."""
+    variables = named_weights(layer)
+    if name in variables:
+        return variables[name]
+    value = getattr(layer, name, None)
+    if value is not None:
+        return value
+    raise KeyError(f"Layer {layer.name!r} ({type(layer).__name__}) has no weight {name!r}; "
+                   f"its weights are {sorted(variables)}.")
 
 
 def output_channel_axes(layer) -> tuple[int, ...]:
     """Axes of the main kernel that index output channels (for BN folding etc.)."""
-    axes = quantizable_weights(layer)
+    axes = linear_weights(layer)
     if not axes:
         raise ValueError(f"{type(layer).__name__} is not a supported weight layer.")
     return list(axes.values())[-1]
@@ -165,15 +181,26 @@ class ActivationQuantizer(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class QuantizedWeightsLayer(keras.layers.Wrapper):
-    """Runs a Conv/Depthwise/Separable/Transpose/Dense layer with fake-quantized kernels.
+    """Runs a weight layer with fake-quantized kernels.
 
-    The bias stays in float (32-bit), as on the usual INT8 targets.
+    Conv, Depthwise, Separable, Transpose and Dense layers run their own
+    computation on the fake-quantized kernels (`linear_forward`). Any other
+    layer `quantizable_weights` knows (EinsumDense, Embedding,
+    MultiHeadAttention, TimeDistributed, Bidirectional, LSTM/GRU/SimpleRNN) is
+    called itself inside a `keras.StatelessScope` that maps each quantized
+    variable to its fake-quantized value, so its own code (attention, the
+    recurrence, the time loop) runs unchanged. Biases stay in float (32-bit),
+    as on the usual INT8 targets.
 
     Args:
         layer: the wrapped layer.
         node_name: the graph node this layer computes.
-        weight_specs: `{kernel attribute: {"num_channels": int | None,
-            "bitwidth": int, "is_symmetric": bool}}`.
+        weight_specs: `{weight name: {"num_channels": int | None,
+            "bitwidth": int, "is_symmetric": bool}}`, names as in
+            `quantizable_weights` ("kernel", "query/kernel", ...).
+
+    Raises:
+        ValueError: a weight name the layer does not have.
     """
 
     def __init__(self, layer, node_name, weight_specs, **kwargs):
@@ -185,7 +212,7 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
         super().__init__(layer, **kwargs)
         supported = quantizable_weights(layer)
         unknown = set(weight_specs) - set(supported)
-        if unknown:
+        if unknown and (supported or layer.built):  # an unbuilt composite has no names yet
             raise ValueError(
                 f"Layer {layer.name!r} ({type(layer).__name__}) has no quantizable "
                 f"weight(s) {sorted(unknown)}; it supports {sorted(supported)}."
@@ -195,18 +222,26 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
         self.node_name = node_name
         self.weight_specs = {k: dict(v) for k, v in weight_specs.items()}
         self._channel_axes = supported
+        self._linear = bool(linear_weights(layer))
         self._grids: dict[str, _Grid] = {}
 
-    def build(self, input_shape):
-        super().build(input_shape)
+    def build(self, input_shape=None):
+        if self._linear:
+            super().build(input_shape)
+        # Other layers (MultiHeadAttention takes several inputs) build on their
+        # first call, in `call`.
         for name, spec in self.weight_specs.items():
             self._grids[name] = _Grid(
-                self, f"{name}_", spec.get("num_channels"), spec["bitwidth"], spec["is_symmetric"]
+                self, name.replace("/", "__") + "_", spec.get("num_channels"),
+                spec["bitwidth"], spec["is_symmetric"],
             )
+        self.built = True
 
-    def call(self, inputs):
+    def call(self, inputs, *args, **kwargs):
         """The layer's computation with its kernels fake-quantized in float32
         (the variables' dtype), then cast to the layer's compute dtype."""
+        if not self._linear:
+            return self._call_mapped(inputs, *args, **kwargs)
         kernels = {}
         for name, grid in self._grids.items():
             kernel = getattr(self.layer, name)
@@ -214,6 +249,26 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
             kernel = ops.cast(ops.convert_to_tensor(kernel), "float32")
             kernels[name] = grid.apply(kernel, shape)
         return linear_forward(self.layer, inputs, kernels)
+
+    def _call_mapped(self, inputs, *args, **kwargs):
+        if not self.layer.built:
+            self.layer(inputs, *args, **kwargs)  # builds it (the first, symbolic call)
+        if not self._channel_axes:
+            self._channel_axes = quantizable_weights(self.layer)
+        variables = named_weights(self.layer)
+        mapping = []
+        for name, grid in self._grids.items():
+            variable = variables[name]
+            kernel = ops.cast(ops.convert_to_tensor(variable), "float32")
+            shape = broadcast_shape(tuple(kernel.shape), self._channel_axes[name])
+            mapping.append((variable, ops.cast(grid.apply(kernel, shape), variable.dtype)))
+        with keras.StatelessScope(state_mapping=mapping):
+            return self.layer(inputs, *args, **kwargs)
+
+    def compute_output_spec(self, *args, **kwargs):
+        if self._linear:
+            return super().compute_output_spec(*args, **kwargs)
+        return keras.Operation.compute_output_spec(self, *args, **kwargs)  # traces `call`
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -285,7 +340,8 @@ def linear_forward(layer, x, kernels: dict):
     elif isinstance(layer, keras.layers.Dense):
         out = ops.matmul(x, kernels["kernel"])
     else:
-        raise TypeError(f"{type(layer).__name__} is not a supported weight layer.")
+        raise TypeError(f"{type(layer).__name__} is not a Conv, Depthwise, Separable, "
+                        "Transpose or Dense layer.")
     bias = getattr(layer, "bias", None)
     if bias is not None:
         bias = ops.cast(ops.convert_to_tensor(bias), dtype)

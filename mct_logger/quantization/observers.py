@@ -65,12 +65,17 @@ class MinMaxObserver:
         flat = channels_last_2d(x, self.channel_axes)
         if flat.size == 0:
             return
-        lo, hi = flat.min(axis=0), flat.max(axis=0)
+        self.observe_range(flat.min(axis=0), flat.max(axis=0))
+
+    def observe_range(self, lo: np.ndarray, hi: np.ndarray) -> bool:
+        """Takes one batch's per-channel min and max (reduced elsewhere)."""
+        lo, hi = np.asarray(lo).reshape(-1), np.asarray(hi).reshape(-1)
         if self.min is None:
             self.min, self.max = lo.astype(np.float64), hi.astype(np.float64)
         else:
             np.minimum(self.min, lo, out=self.min)
             np.maximum(self.max, hi, out=self.max)
+        return True
 
     @property
     def is_empty(self) -> bool:
@@ -145,9 +150,19 @@ class HistogramCollector:
             return
         if not np.issubdtype(flat.dtype, np.floating):
             flat = flat.astype(np.float64)
-        rows, channels = flat.shape
-        batch_min = flat.min(axis=0).astype(np.float64)
-        batch_max = flat.max(axis=0).astype(np.float64)
+        if not self.observe_range(flat.min(axis=0), flat.max(axis=0)):
+            return
+        if self._has_grid.any():
+            self._add(flat)
+        self.count += flat.shape[0]
+
+    def observe_range(self, batch_min: np.ndarray, batch_max: np.ndarray) -> bool:
+        """Takes one batch's per-channel min and max: the running range, and each
+        grid started or widened as that range needs. Returns False if the range
+        is not finite (the batch is then not binned)."""
+        batch_min = np.asarray(batch_min, dtype=np.float64).reshape(-1)
+        batch_max = np.asarray(batch_max, dtype=np.float64).reshape(-1)
+        channels = batch_min.size
         if self.min is None:
             self.min, self.max = batch_min.copy(), batch_max.copy()
             self._lo = np.zeros(channels)
@@ -166,7 +181,7 @@ class HistogramCollector:
             np.maximum(self.max, batch_max, out=self.max)
         if not self.finite:
             # NaN or Inf: the min/max keep it, so `encoding` raises Encoding's error.
-            return
+            return False
 
         grid_hi = self._lo + self.bins * self._width
         widen = self._has_grid & ((batch_min < self._lo) | (batch_max > grid_hi))
@@ -175,9 +190,7 @@ class HistogramCollector:
         start = ~self._has_grid & (self.max > self.min)
         if start.any():
             self._start(start, previous_min)
-        if self._has_grid.any():
-            self._add(flat)
-        self.count += rows
+        return True
 
     def _target_grid(self, mask):
         """(lo, hi) of the 3x-enlarged running range of the `mask` channels."""

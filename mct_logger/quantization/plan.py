@@ -1,6 +1,9 @@
 """Which quantizers each graph node gets, and why a node gets none.
 
-Weight quantizers go on Conv/Depthwise/Separable/Transpose/Dense kernels.
+Weight quantizers (per-channel by default) go on the kernels of Conv,
+Depthwise, Separable, Transpose, Dense, EinsumDense and Embedding layers, and
+of the layers inside MultiHeadAttention (query/key/value/output projections),
+TimeDistributed, Bidirectional and LSTM/GRU/SimpleRNN (`quantizable_weights`).
 Activation quantizers go on model inputs and on node outputs, except where a
 hardware target would not requantize: an output consumed only by a following
 ReLU-family activation (fused, as on INT8 targets), and layers that only move
@@ -13,6 +16,7 @@ Example:
 plan = plan_quantization(graph, QuantizationConfig())
 plan["conv1"].weights["kernel"].bitwidth  # 8
 plan["flatten"].note                      # "passes values through"
+plan["attention"].weights                 # {"query/kernel": ..., "key/kernel": ..., ...}
 ```
 """
 
@@ -25,7 +29,7 @@ import logging
 from mct_logger import layer_kinds
 from mct_logger.graph import Graph, Node
 from mct_logger.quantization.config import QuantizationConfig
-from mct_logger.quantization.layers import quantizable_weights
+from mct_logger.quantization.layers import quantizable_weights, weight_variable
 
 logger = logging.getLogger("mct_logger")
 
@@ -102,7 +106,7 @@ def plan_quantization(graph: Graph, config: QuantizationConfig,
             continue
         if kind == "weights" and node.owns_weights:
             for name, axes in quantizable_weights(node.layer).items():
-                kernel = getattr(node.layer, name)
+                kernel = weight_variable(node.layer, name)
                 channels = 1
                 for a in axes:
                     channels *= int(kernel.shape[a])
@@ -113,7 +117,10 @@ def plan_quantization(graph: Graph, config: QuantizationConfig,
                     is_symmetric=settings["weight_symmetric"],
                     observer=settings["weight_observer"],
                 )
-        if kind == "unknown":
+        if kind == "unknown" and not node.has_single_float_output:
+            p.reason = PlanReason.NOT_FLOAT_TENSOR
+            p.note = "output is not a single floating-point tensor"
+        elif kind == "unknown":
             unknown.append(f"{node.name} ({node.layer_class})")
             p.reason = PlanReason.UNSUPPORTED
             p.note = f"stays in float: the engine cannot quantize {node.layer_class}"

@@ -19,6 +19,8 @@ set_quantizers_enabled(model, activations=False)   # weights-only (W8A32)
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
+import math
 import dataclasses
 import re
 
@@ -28,8 +30,18 @@ from keras import tree
 
 from mct_logger.graph import Graph, TensorRef
 from mct_logger.quantization.encodings import Encoding
-from mct_logger.quantization.layers import ActivationQuantizer, QuantizedWeightsLayer
+from mct_logger.quantization.layers import (
+    ActivationQuantizer,
+    QuantizedWeightsLayer,
+    weight_variable,
+)
 from mct_logger.quantization.observers import HistogramCollector, channels_last_2d, make_observer
+from mct_logger.quantization.reduction import ReducedCollection
+
+
+# Values of all observed outputs of one batch above which calibration reduces
+# them in the compiled pass (256 MB of float32).
+REDUCE_IN_GRAPH = 1 << 26
 
 
 @dataclasses.dataclass
@@ -55,7 +67,7 @@ def weight_encodings(graph: Graph, plan: dict) -> dict[str, dict[str, Encoding]]
             continue
         result[node.name] = {}
         for name, spec in specs.items():
-            kernel = keras.ops.convert_to_numpy(getattr(node.layer, name))
+            kernel = keras.ops.convert_to_numpy(weight_variable(node.layer, name))
             observer = make_observer(spec.observer, spec.channel_axes)
             observer.update(kernel)
             result[node.name][name] = observer.encoding(
@@ -221,6 +233,8 @@ class CalibrationModel(keras.Model):
         self._input_names = list(graph.input_names)
         self.nonfinite_inputs: set[str] = set()  # model inputs that held NaN/Inf
         self._compiled = None
+        self._reduced = None
+        self._shapes = [graph.nodes[n].output_shapes[0] for n in self._observed]
         self._collector = graph.to_keras(
             name=f"{graph.name}_collector",
             extra_outputs=[TensorRef(n, 0) for n in self._observed],
@@ -247,20 +261,27 @@ class CalibrationModel(keras.Model):
         """The collector's outputs for concrete inputs, through a compiled function."""
         if self._compiled is None:
             self._compiled = compile_inference(self._collector)
+        self._check_inputs(inputs)
+        values = self._compiled(inputs)
+        return list(values) if isinstance(values, (list, tuple)) else [values]
+
+    def _check_inputs(self, inputs) -> None:
+        """Notes the model inputs holding NaN or Inf (for the error naming the cause)."""
         for name, x in zip(self._input_names, tree.flatten(inputs)):
             x = keras.ops.convert_to_numpy(x)
             if x.dtype.kind in "fV" and not np.all(np.isfinite(_as_float32(x))):
                 self.nonfinite_inputs.add(name)
-        values = self._compiled(inputs)
-        return list(values) if isinstance(values, (list, tuple)) else [values]
 
     def observe(self, collected) -> None:
+        self._observe_values(collected)
+        self.batches_seen += 1
+
+    def _observe_values(self, collected) -> None:
         for name, value in zip(self._observed, collected):
             value = _as_float32(keras.ops.convert_to_numpy(value))
             self.observers[name].update(value)
             if self.statistics is not None:
                 self.statistics[name].update(value)
-        self.batches_seen += 1
 
     def collect(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         """Runs one batch; returns every observed output (and feeds the observers)."""
@@ -274,20 +295,57 @@ class CalibrationModel(keras.Model):
         return [keras.ops.convert_to_numpy(v) for v in values[self._num_outputs:]]
 
     def collect_all(self, batches, on_batch=None) -> None:
-        """Feeds the observers every batch; the next batch's forward pass runs in a
-        worker thread while the observers take the current one (TensorFlow and
-        most NumPy kernels release the GIL, so the two cores overlap)."""
-        if not batches:
+        """Feeds the observers every batch of one pass over `batches` (a list or a
+        `CalibrationBatches`, read batch by batch, the next one in a worker thread).
+
+        When a batch's observed outputs hold more than `REDUCE_IN_GRAPH` values
+        together, each is reduced in the compiled pass to per-channel min, max,
+        sum and histogram counts (`reduction`): a batch costs about one forward
+        pass and its outputs never reach NumPy whole. Smaller outputs come back
+        whole and the NumPy observers take them while the next batch runs
+        (tracing the reductions would cost more than they save).
+        """
+        batches = iter(batches)
+        first = next(batches, None)
+        if first is None:
             return
+        batches = itertools.chain([first], batches)
+        values = len(first[0]) * sum(math.prod(d or 1 for d in s[1:]) for s in self._shapes)
+        step = self._reduce_step if values > REDUCE_IN_GRAPH else self._observe_step
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self.forward, batches[0])
-            for i in range(len(batches)):
-                collected = pending.result()
-                if i + 1 < len(batches):
-                    pending = pool.submit(self.forward, batches[i + 1])
-                self.observe(collected)
+            pending = pool.submit(step, batches)
+            done = 0
+            while True:
+                finish = pending.result()
+                if finish is None:
+                    return
+                pending = pool.submit(step, batches)
+                finish()
+                self.batches_seen += 1
+                done += 1
                 if on_batch is not None:
-                    on_batch(i + 1)
+                    on_batch(done)
+
+    def _observe_step(self, batches):
+        """Reads and runs the next batch (worker thread); returns what feeds the
+        observers (main thread), or None at the end."""
+        batch = next(batches, None)
+        if batch is None:
+            return None
+        collected = self.forward(batch)
+        return lambda: self._observe_values(collected)
+
+    def _reduce_step(self, batches):
+        """Reads the next batch (worker thread); returns its reduced pass, or None."""
+        batch = next(batches, None)
+        if batch is None:
+            return None
+        if self._reduced is None:
+            self._reduced = ReducedCollection(
+                self._collector, self._num_outputs, self._observed, self._shapes,
+                self.observers, self.statistics)
+        inputs = batch if len(batch) > 1 else batch[0]
+        return lambda: (self._check_inputs(inputs), self._reduced.update(inputs))
 
     def activation_encodings(self, plan: dict) -> dict[str, Encoding]:
         result = {}
@@ -406,6 +464,13 @@ class ChannelStatistics:
         self._count += flat.shape[0]
         if not self._shared:
             self.histograms.update(x)
+
+    def add_sums(self, sums: np.ndarray, rows: int) -> None:
+        """Takes one batch's per-channel sums over `rows` values each (reduced
+        in-graph, `reduction`); the histograms are updated by their owner."""
+        sums = np.asarray(sums, dtype=np.float64)
+        self._sum = sums if self._sum is None else self._sum + sums
+        self._count += int(rows)
 
     @property
     def min(self) -> np.ndarray:

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from mct_logger.graph import Graph, Node, TensorRef, variable_name
-from mct_logger.quantization.layers import broadcast_shape, quantizable_weights
+from mct_logger.quantization.layers import broadcast_shape, linear_weights
 
 
 @dataclasses.dataclass
@@ -71,7 +71,7 @@ def _why_not_foldable(graph: Graph, bn: Node) -> str | None:
         return "its input is not the single output of one layer"
     producer = graph.nodes[bn.inputs[0].node]
     layer = producer.layer
-    if not quantizable_weights(layer):
+    if not linear_weights(layer):
         return (f"its input comes from {producer.layer_class} {producer.name!r}, "
                 "not a Conv, Depthwise, Separable, Transpose or Dense layer")
     if getattr(layer, "lora_enabled", False):
@@ -99,7 +99,7 @@ def _fold(graph: Graph, producer: Node, bn: Node) -> Node:
     params = batch_norm_parameters(bn.layer)
     scale = params["gamma"] / np.sqrt(params["variance"] + params["epsilon"])
     weights = producer.weights()
-    kernel_name, channel_axes = list(quantizable_weights(producer.layer).items())[-1]
+    kernel_name, channel_axes = list(linear_weights(producer.layer).items())[-1]
     kernel = weights[kernel_name]
     weights[kernel_name] = (
         kernel * scale.reshape(broadcast_shape(kernel.shape, channel_axes))

@@ -41,7 +41,7 @@ from mct_logger import data as data_lib
 from mct_logger import layer_kinds
 from mct_logger.graph import Graph, Node, read_model
 from mct_logger.quantization.encodings import quantize_dequantize
-from mct_logger.quantization.layers import broadcast_shape, quantizable_weights
+from mct_logger.quantization.layers import broadcast_shape, linear_weights, quantizable_weights
 from mct_logger.quantization.plan import NodePlan
 from mct_logger.quantization.quantsim import (
     NodeEncodings,
@@ -232,7 +232,7 @@ def _preceding_batch_norm(graph: Graph, node: Node):
     while True:
         if current.is_input:
             return None, "its input is a model input"
-        if quantizable_weights(current.layer):
+        if linear_weights(current.layer):
             distribution = output_distribution(current.info)
             if distribution is None:
                 return None, f"its input comes from {current.name!r}, which had no batch norm"

@@ -52,7 +52,7 @@ import numpy as np
 from mct_logger import layer_kinds
 from mct_logger.graph import Graph, Node, read_model
 from mct_logger.layer_kinds import activation_name, fused_activation_kind, homogeneous_kind
-from mct_logger.quantization.layers import quantizable_weights
+from mct_logger.quantization.layers import linear_weights
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms, rebuild_layer
 from mct_logger.techniques.cle_results import (
     CrossLayerEqualizationResult,
@@ -150,7 +150,7 @@ def _follow(graph: Graph, first: Node) -> tuple[Node | None, list[Node], str]:
 
 
 def quantizable_layer(node: Node) -> bool:
-    return bool(quantizable_weights(node.layer))
+    return bool(linear_weights(node.layer))
 
 
 def find_equalization_sets(graph: Graph) -> tuple[list[EqualizationSet], dict]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from mct_logger.graph import Graph, Node
 from mct_logger.json_safe import json_number, json_numbers
-from mct_logger.quantization.layers import quantizable_weights
+from mct_logger.quantization.layers import quantizable_weights, weight_variable
 
 # A channel whose range is at most this fraction of the layer's largest range is dead.
 DEAD_RANGE = 1e-9
@@ -78,7 +78,7 @@ def layer_weight_ranges(node: Node) -> list[dict]:
     """One table per quantizable kernel of `node` (see `weight_range_tables`)."""
     tables = []
     for name, axes in quantizable_weights(node.layer).items():
-        kernel = keras.ops.convert_to_numpy(getattr(node.layer, name))
+        kernel = keras.ops.convert_to_numpy(weight_variable(node.layer, name))
         stats = channel_statistics(kernel, axes)
         summary = range_summary(stats["range"])
         tables.append({
