@@ -290,16 +290,17 @@ def _findings_in_node(tmp_path, tables_list):
     import subprocess
 
     frontend = pathlib.Path(report.__file__).resolve().parent.parent / "frontend"
-    shutil.copy(frontend / "qa_data.js", tmp_path / "qa_data.mjs")
+    shutil.copytree(frontend, tmp_path, dirs_exist_ok=True)  # qa_data.js imports its siblings
+    (tmp_path / "package.json").write_text('{"type": "module"}')
     (tmp_path / "tables.json").write_text(json.dumps(tables_list))
-    script = ("import { findings, normalizeTables } from './qa_data.mjs';\n"
+    script = ("import { findings, normalizeTables } from './qa_data.js';\n"
               "import { readFileSync } from 'node:fs';\n"
               "const all = JSON.parse(readFileSync('tables.json', 'utf8'));\n"
               "console.log(JSON.stringify(all.map((t) => findings(normalizeTables(t)))));\n")
     (tmp_path / "run.mjs").write_text(script)
-    out = subprocess.run(["node", "run.mjs"], cwd=tmp_path, check=True, capture_output=True,
-                         text=True).stdout
-    return json.loads(out)
+    out = subprocess.run(["node", "run.mjs"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
 
 
 def _without_ranking(tables):
