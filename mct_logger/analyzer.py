@@ -92,8 +92,6 @@ __all__ = ["AnalysisResult", "QuantAnalyzer", "RESULT_FILES", "as_callback", "re
 
 logger = logging.getLogger("mct_logger")
 
-# While evaluations run, the growing tables go to the listeners at most this often.
-LIVE_INTERVAL_SECONDS = 1.0
 # Samples of the calibration data kept for the SQNR analysis when no unlabeled
 # data was given with `enable_per_layer_mse_loss`.
 CALIBRATION_SAMPLES_FOR_SQNR = 256
@@ -199,7 +197,7 @@ class _Analysis:
         self.evaluations_done = 0
         self.evaluations_total = None
         self.summary: dict = {}
-        self._last_live = 0.0
+        self.live = listeners_lib.Throttle()
         self._evaluations_started = time.time()
         self.listeners: list = []
         self.started = time.time()
@@ -337,13 +335,10 @@ class _Analysis:
 
     def _publish_progress(self, kind: str, force: bool = False) -> None:
         """Publishes a growing table and the summary's count of evaluations, at
-        most every `LIVE_INTERVAL_SECONDS` (always when `force`)."""
-        if not self.listeners:
+        most every `listeners.LIVE_INTERVAL_SECONDS` (always when `force`)."""
+        if not self.listeners or not self.live.due(force):
             return
         now = time.time()
-        if not force and now - self._last_live < LIVE_INTERVAL_SECONDS:
-            return
-        self._last_live = now
         self._publish(kind, self.tables[kind])
         self.summary.update(evaluations_done=self.evaluations_done,
                             seconds=round(now - self.started, 3),

@@ -38,12 +38,13 @@ add_stage_listener(lambda stage, graph, result: seen.append(stage))
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 __all__ = [
     "ANALYSIS", "COMPRESSION", "PTQ", "SIMILARITY", "STATISTICS", "add_stage_listener", "needs",
     "notify_recommendation", "open_run_listeners", "recommendation_listeners",
-    "remove_stage_listener", "set_recommendation_listener", "set_run_listener_factory",
+    "LIVE_INTERVAL_SECONDS", "Throttle", "remove_stage_listener", "set_recommendation_listener", "set_run_listener_factory",
 ]
 
 STATISTICS = "statistics"
@@ -53,6 +54,9 @@ ALL_NEEDS = frozenset({STATISTICS, SIMILARITY})
 PTQ = "ptq"
 COMPRESSION = "compression"
 ANALYSIS = "analysis"
+
+# While long work runs, growing tables reach listeners at most this often.
+LIVE_INTERVAL_SECONDS = 1.0
 
 _listeners: list[Callable] = []
 _factories: dict[tuple[str, str], Callable[[str], Any]] = {}
@@ -122,3 +126,20 @@ def _register(registry: dict, key, value) -> None:
             registry.pop(key, None)
         else:
             registry[key] = value
+
+
+class Throttle:
+    """True at most every `interval` seconds: how often live updates go out."""
+
+    def __init__(self, interval: float = LIVE_INTERVAL_SECONDS):
+        self.interval = interval
+        self._last = 0.0
+
+    def due(self, force: bool = False) -> bool:
+        """True when `interval` has passed since the last True (always when
+        `force`); a True starts the next interval."""
+        now = time.time()
+        if not force and now - self._last < self.interval:
+            return False
+        self._last = now
+        return True

@@ -18,10 +18,7 @@ if publisher.due():                               # throttled live updates
 
 from __future__ import annotations
 
-import time
-
-# While evaluations run, growing tables go to TensorBoard at most this often.
-LIVE_INTERVAL_SECONDS = 1.0
+from mct_logger.listeners import LIVE_INTERVAL_SECONDS, Throttle
 
 
 class PayloadPublisher:
@@ -30,9 +27,8 @@ class PayloadPublisher:
     def __init__(self, writer, plugin_name: str, interval: float = LIVE_INTERVAL_SECONDS):
         self.writer = writer
         self.plugin_name = plugin_name
-        self.interval = interval
+        self.throttle = Throttle(interval)
         self._steps: dict[str, int] = {}
-        self._last_live = 0.0
 
     def publish(self, kind: str, table: dict) -> None:
         """Writes `table` as the next step of tag `kind`, and flushes."""
@@ -45,10 +41,5 @@ class PayloadPublisher:
         self.writer.flush()  # readable now: the tab fills in while the work runs
 
     def due(self, force: bool = False) -> bool:
-        """True at most every `interval` seconds (always when `force`); a True
-        starts the next interval."""
-        now = time.time()
-        if not force and now - self._last_live < self.interval:
-            return False
-        self._last_live = now
-        return True
+        """True at most every `interval` seconds (always when `force`)."""
+        return self.throttle.due(force)

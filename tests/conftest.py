@@ -117,6 +117,29 @@ def chromium_page(viewport=(1400, 900)):
             browser.close()
 
 
+def plugin_frame(page, name):
+    """The iframe of our plugin tab `name` inside TensorBoard's page."""
+    return page.frame_locator(f'iframe[src*="plugin_entry.html?name={name}"]')
+
+
+def wait_for_tab(page, url, name, ready, deadline, writer=None):
+    """Reloads `url#name` until the tab shows `ready` (a selector): TensorBoard lists
+    a plugin only once it has read its first payload. While waiting, the process
+    `writer` (if given) must still be running. Returns the tab's frame."""
+    import time
+
+    frame = plugin_frame(page, name)
+    while time.time() < deadline:
+        assert writer is None or writer.poll() is None, writer.stderr.read()
+        page.goto(f"{url}#{name}")
+        try:
+            frame.locator(ready).wait_for(timeout=5_000)
+            break
+        except Exception:
+            time.sleep(1)
+    return frame
+
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = os.environ.get("MCT_TEST_ARTIFACTS", os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "artifacts"))

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.conftest import chromium_page, screenshot, tensorboard_server
+from tests.conftest import chromium_page, screenshot, tensorboard_server, wait_for_tab
 
 # An untrained digits CNN, scored by the cosine of its outputs against the
 # original's; each evaluation slowed down so the sweep is watched while it runs.
@@ -60,15 +60,7 @@ def state(frame):
 
 def watch_sweep(page, url, sweep, load_fast):
     deadline = time.time() + 180
-    frame = page.frame_locator('iframe[src*="plugin_entry.html?name=compression"]')
-    while time.time() < deadline:  # the tab appears once TensorBoard has read the first payload
-        assert sweep.poll() is None, sweep.stderr.read()
-        page.goto(f"{url}#compression")
-        try:
-            frame.locator("main[data-runs]").wait_for(timeout=5_000)
-            break
-        except Exception:
-            time.sleep(1)
+    frame = wait_for_tab(page, url, "compression", "main[data-runs]", deadline, writer=sweep)
     seen = []  # (rows, scored cells, progress text) while the sweep runs
     while sweep.poll() is None and time.time() < deadline:
         seen.append(state(frame))

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import chromium_page, screenshot, tensorboard_server
+from tests.conftest import chromium_page, plugin_frame, screenshot, tensorboard_server, wait_for_tab
 
 QA_VIEWS = ["sensitivity", "per-layer", "sqnr", "mse", "ranges", "histograms", "weights"]
 
@@ -18,10 +18,6 @@ QA_VIEWS = ["sensitivity", "per-layer", "sqnr", "mse", "ranges", "histograms", "
 def server(request, dashboard_logs):
     with tensorboard_server(dashboard_logs["logdir"], request.param) as url:
         yield url, request.param
-
-
-def plugin_frame(page, name):
-    return page.frame_locator(f'iframe[src*="plugin_entry.html?name={name}"]')
 
 
 def open_tab(page, url, name):
@@ -202,14 +198,8 @@ def test_a_running_analysis_fills_the_tab_in_live(tmp_path, load_fast):
             assert analysis.poll() is None, analysis.stderr.read()
             time.sleep(0.5)
         with tensorboard_server(logdir, load_fast) as url, chromium_page() as page:
-            frame = plugin_frame(page, "quant_analyzer")
-            for _ in range(60):  # the tab appears once TensorBoard has read the first payload
-                page.goto(f"{url}#quant_analyzer")
-                try:
-                    frame.locator("main[data-ready='true']").wait_for(timeout=5_000)
-                    break
-                except Exception:
-                    time.sleep(1)
+            frame = wait_for_tab(page, url, "quant_analyzer", "main[data-ready='true']",
+                                 time.time() + 360)
             progress = frame.locator(".qa-progress")
             progress.wait_for(timeout=60_000)
             seen = set()
