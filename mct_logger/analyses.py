@@ -36,7 +36,7 @@ from mct_logger.graph import Graph
 from mct_logger.memory import elements_per_sample
 from mct_logger.quantization.encodings import Encoding
 from mct_logger.quantization.layers import weight_variable
-from mct_logger.quantization.observers import HistogramCollector, channels_last_2d
+from mct_logger.quantization.histogram import HistogramCollector, channels_last_2d
 from mct_logger.quantization.quantsim import CalibrationModel
 from mct_logger.weight_quantization import weight_quantization_rows
 from mct_logger.worst_layers import rank

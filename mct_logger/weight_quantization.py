@@ -29,7 +29,7 @@ import numpy as np
 from mct_logger import metrics
 from mct_logger.quantization.encodings import quantize_dequantize
 from mct_logger.quantization.layers import broadcast_shape, weight_variable
-from mct_logger.quantization.observers import channels_last_2d
+from mct_logger.quantization.histogram import channels_last_2d
 
 __all__ = ["weight_quantization_rows", "HISTOGRAM_BINS"]
 

@@ -20,7 +20,7 @@ from mct_logger.quantization import (
     set_quantizers_enabled,
 )
 from mct_logger.quantization.layers import broadcast_shape, quantizable_weights
-from mct_logger.quantization.observers import channels_last_2d
+from mct_logger.quantization.histogram import channels_last_2d
 from mct_logger.quantization.plan import plan_quantization
 from mct_logger.quantization.quantsim import NodeEncodings, build_quantized_model, weight_encodings
 

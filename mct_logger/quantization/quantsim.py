@@ -19,8 +19,6 @@ set_quantizers_enabled(model, activations=False)   # weights-only (W8A32)
 from __future__ import annotations
 
 import concurrent.futures
-import itertools
-import math
 import dataclasses
 import re
 
@@ -35,13 +33,10 @@ from mct_logger.quantization.layers import (
     QuantizedWeightsLayer,
     weight_variable,
 )
-from mct_logger.quantization.observers import HistogramCollector, channels_last_2d, make_observer
+from mct_logger.quantization.histogram import HistogramCollector, channels_last_2d
+from mct_logger.quantization.observers import make_observer
 from mct_logger.quantization.reduction import ReducedCollection
 
-
-# Values of all observed outputs of one batch above which calibration reduces
-# them in the compiled pass (256 MB of float32).
-REDUCE_IN_GRAPH = 1 << 26
 
 
 @dataclasses.dataclass
@@ -122,9 +117,14 @@ class QuantizerFactory:
 
 
 def build_quantized_model(
-    graph: Graph, plan: dict, encodings: dict[str, NodeEncodings], name: str | None = None
+    graph: Graph, plan: dict, encodings: dict[str, NodeEncodings], name: str | None = None,
+    clones=None,
 ) -> keras.Model:
-    """A Keras model of `graph` with quantizers where `plan` puts them, set to `encodings`."""
+    """A Keras model of `graph` with quantizers where `plan` puts them, set to `encodings`.
+
+    `clones`: a `layer_clone.CloneCache` of the same run (the quantized model
+    then shares the float layers of the run's other models).
+    """
     factory = QuantizerFactory(graph, plan)
 
     def wrap_outputs(node, outputs):
@@ -132,7 +132,7 @@ def build_quantized_model(
         return outputs if quantizer is None else [quantizer(outputs[0])] + list(outputs[1:])
 
     model = graph.to_keras(name=name or f"{graph.name}_quantized",
-                           make_layer=factory.weights, wrap_outputs=wrap_outputs)
+                           make_layer=factory.weights, wrap_outputs=wrap_outputs, clones=clones)
     apply_encodings(model, encodings)
     return model
 
@@ -219,12 +219,18 @@ class CalibrationModel(keras.Model):
     eagerly (observers need concrete values); the graph inside is compiled.
     """
 
-    def __init__(self, graph: Graph, plan: dict, statistics: bool = False, **kwargs):
+    def __init__(self, graph: Graph, plan: dict, statistics: bool = False, clones=None,
+                 **kwargs):
         super().__init__(name=kwargs.pop("name", f"{graph.name}_calibration"), **kwargs)
         self._observed = [n for n in graph.nodes if plan[n].activation is not None]
         self._num_outputs = len(graph.outputs)
         self._outputs_struct = graph.outputs_struct
-        self.observers = {n: make_observer(plan[n].activation.observer) for n in self._observed}
+        # A per-tensor grid needs one histogram of the whole tensor, not one per channel.
+        self.observers = {
+            n: make_observer(plan[n].activation.observer,
+                             (-1,) if plan[n].activation.per_channel else ())
+            for n in self._observed
+        }
         # Per-channel min/max/mean and histograms of every observed output, for logs.
         self.statistics = (
             {n: ChannelStatistics(self.observers[n]) for n in self._observed} if statistics else None
@@ -238,6 +244,7 @@ class CalibrationModel(keras.Model):
         self._collector = graph.to_keras(
             name=f"{graph.name}_collector",
             extra_outputs=[TensorRef(n, 0) for n in self._observed],
+            clones=clones,
         )
 
     @property
@@ -298,54 +305,30 @@ class CalibrationModel(keras.Model):
         """Feeds the observers every batch of one pass over `batches` (a list or a
         `CalibrationBatches`, read batch by batch, the next one in a worker thread).
 
-        When a batch's observed outputs hold more than `REDUCE_IN_GRAPH` values
-        together, each is reduced in the compiled pass to per-channel min, max,
-        sum and histogram counts (`reduction`): a batch costs about one forward
-        pass and its outputs never reach NumPy whole. Smaller outputs come back
-        whole and the NumPy observers take them while the next batch runs
-        (tracing the reductions would cost more than they save).
+        Each observed output is reduced in the compiled pass to per-channel min
+        and max and histogram counts (`reduction`): a batch costs about one
+        forward pass and its outputs never reach NumPy whole.
         """
         batches = iter(batches)
-        first = next(batches, None)
-        if first is None:
-            return
-        batches = itertools.chain([first], batches)
-        values = len(first[0]) * sum(math.prod(d or 1 for d in s[1:]) for s in self._shapes)
-        step = self._reduce_step if values > REDUCE_IN_GRAPH else self._observe_step
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(step, batches)
+            pending = pool.submit(next, batches, None)
             done = 0
             while True:
-                finish = pending.result()
-                if finish is None:
+                batch = pending.result()
+                if batch is None:
                     return
-                pending = pool.submit(step, batches)
-                finish()
+                pending = pool.submit(next, batches, None)
+                if self._reduced is None:
+                    self._reduced = ReducedCollection(
+                        self._collector, self._num_outputs, self._observed, self._shapes,
+                        self.observers, self.statistics)
+                inputs = batch if len(batch) > 1 else batch[0]
+                self._check_inputs(inputs)
+                self._reduced.update(inputs)
                 self.batches_seen += 1
                 done += 1
                 if on_batch is not None:
                     on_batch(done)
-
-    def _observe_step(self, batches):
-        """Reads and runs the next batch (worker thread); returns what feeds the
-        observers (main thread), or None at the end."""
-        batch = next(batches, None)
-        if batch is None:
-            return None
-        collected = self.forward(batch)
-        return lambda: self._observe_values(collected)
-
-    def _reduce_step(self, batches):
-        """Reads the next batch (worker thread); returns its reduced pass, or None."""
-        batch = next(batches, None)
-        if batch is None:
-            return None
-        if self._reduced is None:
-            self._reduced = ReducedCollection(
-                self._collector, self._num_outputs, self._observed, self._shapes,
-                self.observers, self.statistics)
-        inputs = batch if len(batch) > 1 else batch[0]
-        return lambda: (self._check_inputs(inputs), self._reduced.update(inputs))
 
     def activation_encodings(self, plan: dict) -> dict[str, Encoding]:
         result = {}
@@ -446,39 +429,51 @@ class _Inference:
 class ChannelStatistics:
     """Per-channel min, max and mean and the histograms of one layer output, for logs.
 
-    Shares the observer's histogram when the observer keeps one, so a
-    histogram-based observer costs no second pass over the data.
+    The whole-tensor histogram is the observer's when the observer keeps one
+    for the whole tensor (no second pass over the data); the per-channel
+    histograms are coarse (`CHANNEL_BINS`), as the logs draw them in 16 bins.
     """
 
+    CHANNEL_BINS = 64
+
     def __init__(self, observer=None):
-        self._shared = isinstance(observer, HistogramCollector)
-        self.histograms = observer if self._shared else HistogramCollector()
+        shared = isinstance(observer, HistogramCollector) and not tuple(observer.channel_axes)
+        self._shared = shared
+        self.tensor_histogram = observer if shared else HistogramCollector(channel_axes=())
+        self.channel_histograms = HistogramCollector(bins=self.CHANNEL_BINS)
+        self.min: np.ndarray | None = None  # (C,) running per-channel min, float64
+        self.max: np.ndarray | None = None
         self._sum: np.ndarray | None = None
         self._count = 0
 
+    def collectors(self) -> list:
+        """The histograms this statistics object keeps (the shared one included)."""
+        return [self.tensor_histogram, self.channel_histograms]
+
     def update(self, x: np.ndarray) -> None:
-        """Call after the observer has seen `x` (a shared histogram is already updated)."""
+        """Takes a whole output; call after the observer has seen it (a shared
+        histogram is already updated)."""
         flat = channels_last_2d(x)
-        sums = flat.sum(axis=0).astype(np.float64)  # float32 accumulation: fast, ample for a mean
-        self._sum = sums if self._sum is None else self._sum + sums
-        self._count += flat.shape[0]
-        if not self._shared:
-            self.histograms.update(x)
+        if flat.size == 0:
+            return
+        # float32 accumulation: fast, ample for a mean
+        self.add_batch(flat.min(axis=0), flat.max(axis=0), flat.sum(axis=0), flat.shape[0])
+        for histogram in self.collectors()[1 if self._shared else 0:]:
+            histogram.update(x)
 
-    def add_sums(self, sums: np.ndarray, rows: int) -> None:
-        """Takes one batch's per-channel sums over `rows` values each (reduced
-        in-graph, `reduction`); the histograms are updated by their owner."""
-        sums = np.asarray(sums, dtype=np.float64)
-        self._sum = sums if self._sum is None else self._sum + sums
+    def add_batch(self, minimum, maximum, sums, rows: int) -> None:
+        """Takes one batch's per-channel min, max and sums over `rows` values each
+        (reduced in-graph, `reduction`); the histograms are updated by their owner."""
+        minimum = np.asarray(minimum, dtype=np.float64).reshape(-1)
+        maximum = np.asarray(maximum, dtype=np.float64).reshape(-1)
+        sums = np.asarray(sums, dtype=np.float64).reshape(-1)
+        if self.min is None:
+            self.min, self.max, self._sum = minimum.copy(), maximum.copy(), sums.copy()
+        else:
+            np.minimum(self.min, minimum, out=self.min)
+            np.maximum(self.max, maximum, out=self.max)
+            self._sum += sums
         self._count += int(rows)
-
-    @property
-    def min(self) -> np.ndarray:
-        return self.histograms.min
-
-    @property
-    def max(self) -> np.ndarray:
-        return self.histograms.max
 
     @property
     def mean(self) -> np.ndarray:
@@ -490,4 +485,5 @@ class ChannelStatistics:
         return int(self._count * (len(self._sum) if self._sum is not None else 0))
 
     def histogram(self, per_channel: bool = False):
-        return self.histograms.histogram(per_channel=per_channel)
+        histograms = self.channel_histograms if per_channel else self.tensor_histogram
+        return histograms.histogram(per_channel=per_channel)
