@@ -33,7 +33,7 @@ import keras
 import numpy as np
 from keras import tree
 
-from mct_logger.layer_clone import REUSE_LAYER, LayerCloner  # noqa: F401  (REUSE_LAYER re-exported)
+from mct_logger.layer_clone import REUSE_LAYER, CloneCache, LayerCloner  # noqa: F401  (REUSE_LAYER re-exported)
 from mct_logger.layer_kinds import named_variables, variable_name  # noqa: F401  (re-exported)
 
 logger = logging.getLogger("mct_logger")
@@ -206,6 +206,7 @@ class Graph:
         make_layer: Callable[[Node, Any], Any] | None = None,
         wrap_outputs: Callable[[Node, list], list] | None = None,
         extra_outputs: list[TensorRef] | None = None,
+        clones: CloneCache | None = None,
     ) -> keras.Model:
         """Builds a new Keras Functional model from the graph.
 
@@ -216,8 +217,11 @@ class Graph:
                 node's flat outputs, inputs included (e.g. activation quantizers).
             extra_outputs: tensors appended, as a flat list, after the model's
                 own outputs (e.g. every layer output for calibration).
+            clones: a `CloneCache` shared with other models of the same run, which
+                then share the clones of the prototypes they have in common (only
+                for models that never change a clone's state).
         """
-        cloner = LayerCloner()
+        cloner = LayerCloner(clones)
         values: dict[TensorRef, Any] = {}
         model_inputs: dict[str, Any] = {}  # raw keras.Input tensors, before any wrapping
         for node in self.nodes.values():

@@ -5,7 +5,10 @@
 the built clone all of the original's state (variables, derived tensors,
 vocabularies) through Keras' own saving path; `LayerCloner` does both for one
 new model, so a layer shared by several calls stays one shared clone. A node
-marked `REUSE_LAYER` is built from the user's own layer object.
+marked `REUSE_LAYER` is built from the user's own layer object. A `CloneCache`
+lets the models of one run that never change a clone's state (PTQ's rebuild
+check, calibration model and quantized model) share the clone of every
+prototype they have in common, as Keras shares a layer between models.
 
 Example:
 
@@ -27,7 +30,8 @@ from typing import Any, Callable
 
 import keras
 
-__all__ = ["REUSE_LAYER", "LayerCloner", "clone_layer", "copy_layer_state", "keras_safe_name"]
+__all__ = ["REUSE_LAYER", "CloneCache", "LayerCloner", "clone_layer", "copy_layer_state",
+           "keras_safe_name"]
 
 logger = logging.getLogger("mct_logger")
 
@@ -38,17 +42,49 @@ logger = logging.getLogger("mct_logger")
 REUSE_LAYER = "reuse_layer"
 
 
+class CloneCache:
+    """The built clone of each prototype layer, shared by several new models.
+
+    Prototypes (`Node.layer`) are never changed once a stage made them, so a
+    clone stays a faithful copy of its prototype as long as no model using it
+    changes its state: give a cache only to models that never assign a
+    clone's variables or attributes, and keep it for one run (the quantized
+    model returned to the user may own clones it holds).
+
+    Example:
+
+    ```python
+    clones = CloneCache()
+    check = graph.to_keras(clones=clones)
+    calibration = folded.to_keras(clones=clones)   # unfolded layers are check's clones
+    ```
+    """
+
+    def __init__(self):
+        self._clones: dict[int, tuple[Any, Any]] = {}  # id(prototype) -> (prototype, clone)
+
+    def get(self, prototype):
+        entry = self._clones.get(id(prototype))
+        return entry[1] if entry is not None and entry[0] is prototype else None
+
+    def put(self, prototype, clone) -> None:
+        self._clones[id(prototype)] = (prototype, clone)  # holds the prototype: ids stay unique
+
+
 class LayerCloner:
     """Fresh copies of a graph's layers for one new Keras model.
 
     Each layer object is cloned once (a layer called several times stays one
     shared clone), names are unique in the new model, and a clone gets its
-    original's state right after its first call has built it.
+    original's state right after its first call has built it. With a
+    `CloneCache`, a prototype cloned for an earlier model reuses that clone
+    (unless its name is already taken in this model).
     """
 
-    def __init__(self):
+    def __init__(self, cache: CloneCache | None = None):
         self.used_names: set[str] = set()
         self._clones: dict[int, Any] = {}
+        self._cache = cache
 
     def model_input(self, node):
         """A `keras.Input` for an input node, under the node's layer name."""
@@ -61,13 +97,20 @@ class LayerCloner:
         """Calls the node's clone (or `make_layer(node, clone)`) on `values`;
         returns `(flat outputs, clone)`."""
         layer = self._clones.get(id(node.layer))
-        first_call = layer is None
-        if first_call:
-            layer = clone_layer(node, self.used_names)
+        fresh = False
+        if layer is None:
+            cached = self._cache is not None and not node.info.get(REUSE_LAYER)
+            layer = self._cache.get(node.layer) if cached else None
+            if layer is not None and layer.name not in self.used_names:
+                self.used_names.add(layer.name)
+            else:
+                layer, fresh = clone_layer(node, self.used_names), True
             self._clones[id(node.layer)] = layer
         outs = node.call(make_layer(node, layer) if make_layer else layer, values)
-        if first_call and isinstance(layer, keras.layers.Layer) and layer is not node.layer:
+        if fresh and isinstance(layer, keras.layers.Layer) and layer is not node.layer:
             copy_layer_state(node.layer, layer)
+            if self._cache is not None:
+                self._cache.put(node.layer, layer)
         return outs, layer
 
 
@@ -161,10 +204,6 @@ def _copy_saved_state(source, clone) -> None:
     finally:
         if assets is not None:
             shutil.rmtree(assets, ignore_errors=True)
-
-
-def keras_safe_name(name: str) -> str:
-    return re.sub(r"[/:]", "_", name)
 
 
 def keras_safe_name(name: str) -> str:

@@ -33,7 +33,7 @@ from mct_logger import data as data_lib
 from mct_logger import export
 from mct_logger.batches import CalibrationBatches
 from mct_logger.graph import Graph, read_model
-from mct_logger.layer_clone import REUSE_LAYER
+from mct_logger.layer_clone import REUSE_LAYER, CloneCache
 from mct_logger.rebuild_check import RebuildMismatchError, check_rebuilt_graph
 from mct_logger import listeners as listeners_lib
 from mct_logger.listeners import add_stage_listener, remove_stage_listener
@@ -199,7 +199,7 @@ def keras_post_training_quantization(
             that do not fit the model (naming the file, the key or node, and
             both counts). FileNotFoundError: no such encodings file.
         RebuildMismatchError: the float graph rebuilt from the model does not
-            compute the model's outputs on the first 8 calibration samples
+            compute the model's outputs on the first 4 calibration samples
             (norm-relative error above 1e-5); it names the first diverging node.
 
     Logging (`set_log_folder`) and the similarity analysis never cost the model:
@@ -222,6 +222,9 @@ def keras_post_training_quantization(
         # plan needs and the file lacks fails here, before any stage.
         trial = plan_quantization(fold_batch_norms(graph)[0], config, report=False)
         export.adopt_encodings(trial, loaded, config.encodings_file)
+    # The rebuild check's, the calibration model's and the quantized model's
+    # layers: none changes a clone, so a prototype is cloned once per run.
+    clones = CloneCache()
     if representative_data is None and config.encodings_file:
         batches = None  # the grids come from the file; nothing to calibrate
     else:
@@ -230,10 +233,11 @@ def keras_post_training_quantization(
             max_samples=config.num_calibration_samples,
         )
         # A few samples prove the rebuilt graph (eager calls cost per sample).
-        _check_rebuild(model, graph, [x[:REBUILD_CHECK_SAMPLES] for x in batches.first], config)
+        _check_rebuild(model, graph, [x[:REBUILD_CHECK_SAMPLES] for x in batches.first], config,
+                       clones)
     run = _Run(listeners_lib.open_run_listeners(model.name))
     try:
-        model_q, info = _quantize(run, graph, batches, config, loaded)
+        model_q, info = _quantize(run, graph, batches, config, loaded, clones)
     except BaseException as exc:
         run.close(exc)
         raise
@@ -241,16 +245,16 @@ def keras_post_training_quantization(
     return model_q, info
 
 
-REBUILD_CHECK_SAMPLES = 8
+REBUILD_CHECK_SAMPLES = 4
 
 
-def _check_rebuild(model, graph: Graph, batch, config: QuantizationConfig) -> None:
+def _check_rebuild(model, graph: Graph, batch, config: QuantizationConfig, clones) -> None:
     """`check_rebuilt_graph`, except that a diverging node the config keeps in
     float is built from the user's own layer object instead of a clone (its
     state then needs no copying) and the check runs again."""
     for _ in range(len(graph.nodes) + 1):
         try:
-            check_rebuilt_graph(model, graph, batch)
+            check_rebuilt_graph(model, graph, batch, clones=clones)
             return
         except RebuildMismatchError as exc:
             node = graph.nodes.get(exc.node) if exc.node else None
@@ -263,7 +267,8 @@ def _check_rebuild(model, graph: Graph, batch, config: QuantizationConfig) -> No
             node.info[REUSE_LAYER] = True
 
 
-def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, loaded=None):
+def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, loaded=None,
+              clones=None):
     graph, _ = run.stage(
         "initial_graph",
         lambda g: (g, InitialGraphResult(len(g.nodes), g.parameter_count())),
@@ -287,7 +292,8 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         )
     else:
         calibration = CalibrationModel(
-            graph, plan, statistics=listeners_lib.needs(run.listeners, listeners_lib.STATISTICS))
+            graph, plan, statistics=listeners_lib.needs(run.listeners, listeners_lib.STATISTICS),
+            clones=clones)
         graph, stats = run.stage("statistics_collection", _collect, graph, calibration, batches)
         graph, params = run.stage("quantization_parameters", _parameters, graph, plan, calibration)
     # `graph` stays the float reference (biases before correction); the quantized
@@ -296,7 +302,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         "bias_correction", _bias_correction_stage, graph, plan, params.encodings, batches, config
     )
     _, result = run.stage(
-        "quantized_model", _build, corrected, plan, params.encodings, memory_before
+        "quantized_model", _build, corrected, plan, params.encodings, memory_before, clones
     )
     analyze = config.analyze_similarity
     if analyze is None:
@@ -411,8 +417,8 @@ def _parameters_result(plan, encodings) -> QuantizationParametersResult:
     return QuantizationParametersResult(plan, encodings, float_nodes)
 
 
-def _build(graph, plan, encodings, memory_before):
-    model = build_quantized_model(graph, plan, encodings)
+def _build(graph, plan, encodings, memory_before, clones=None):
+    model = build_quantized_model(graph, plan, encodings, clones=clones)
     after = graph_memory(graph, plan)
     return graph, QuantizedModelResult(
         model=model,
