@@ -1,8 +1,8 @@
 """Fake-quantization Keras layers: weight quantizers wrapped around linear layers
 and activation quantizers placed after layer outputs and model inputs.
 
-Each quantizer's on/off switch and grid live in non-trainable variables, so a
-compiled `predict`/`evaluate` function sees a flip made after it was traced,
+Each quantizer's on/off switch and grid live in one non-trainable variable, so
+a compiled `predict`/`evaluate` function sees a flip made after it was traced,
 and a quantized model saved to `.keras` loads back with the same grids.
 
 Example:
@@ -63,54 +63,71 @@ def broadcast_shape(kernel_shape, channel_axes) -> tuple[int, ...]:
 
 
 class _Grid:
-    """The variables of one quantizer: enabled flag, scale, offset, levels."""
+    """The state of one quantizer in one non-trainable variable (one variable to
+    create and save instead of four): `[enabled, levels, scale (C), offset (C)]`,
+    C = 1 for a per-tensor grid."""
 
     def __init__(self, layer: keras.layers.Layer, prefix: str, num_channels, bitwidth, symmetric):
-        shape = () if num_channels is None else (num_channels,)
+        self.shape = () if num_channels is None else (num_channels,)
+        self.channels = 1 if num_channels is None else int(num_channels)
         half = 2 ** (bitwidth - 1)
-        self.enabled = layer.add_weight(
-            name=f"{prefix}enabled", shape=(), initializer="ones", trainable=False
-        )
-        self.scale = layer.add_weight(
-            name=f"{prefix}scale", shape=shape, initializer="ones", trainable=False
-        )
-        self.offset = layer.add_weight(
-            name=f"{prefix}offset", shape=shape,
-            initializer=keras.initializers.Constant(-half if symmetric else 0.0),
-            trainable=False,
-        )
-        self.levels = layer.add_weight(
-            name=f"{prefix}levels", shape=(),
-            initializer=keras.initializers.Constant(2**bitwidth - 1), trainable=False,
+        initial = np.concatenate([
+            [1.0, 2.0**bitwidth - 1], np.ones(self.channels),
+            np.full(self.channels, -half if symmetric else 0.0)]).astype("float32")
+        self.vector = layer.add_weight(
+            name=f"{prefix}grid", shape=initial.shape, trainable=False,
+            initializer=lambda shape, dtype=None: keras.ops.convert_to_tensor(initial, dtype),
         )
 
+    def parts(self):
+        """`(enabled, levels, scale, offset)` as tensors, scale and offset of `self.shape`."""
+        v, c = self.vector, self.channels
+        scale, offset = v[2:2 + c], v[2 + c:]
+        if not self.shape:
+            scale, offset = ops.reshape(scale, ()), ops.reshape(offset, ())
+        return v[0], v[1], scale, offset
+
     def apply(self, x, channel_shape=None):
-        scale, offset = self.scale, self.offset
-        if channel_shape is not None and len(self.scale.shape):
+        enabled, levels, scale, offset = self.parts()
+        if channel_shape is not None and self.shape:
             scale = ops.reshape(scale, channel_shape)
             offset = ops.reshape(offset, channel_shape)
         xq = fake_quantize(x, ops.cast(scale, x.dtype), ops.cast(offset, x.dtype),
-                           ops.cast(self.levels, x.dtype), ops=ops)
-        return ops.where(self.enabled > 0.5, xq, x)
+                           ops.cast(levels, x.dtype), ops=ops)
+        return ops.where(enabled > 0.5, xq, x)
+
+    def _values(self) -> np.ndarray:
+        return np.array(keras.ops.convert_to_numpy(self.vector), dtype=np.float32)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._values()[0] > 0.5)
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        values = self._values()
+        values[0] = 1.0 if value else 0.0
+        self.vector.assign(values)
 
     def assign(self, encoding: Encoding):
-        if tuple(self.scale.shape) != tuple(np.shape(encoding.scale)):
+        if tuple(self.shape) != tuple(np.shape(encoding.scale)):
             raise ValueError(
                 f"Encoding with scale shape {np.shape(encoding.scale)} does not fit a "
-                f"quantizer built for shape {tuple(self.scale.shape)} (per-channel "
+                f"quantizer built for shape {tuple(self.shape)} (per-channel "
                 "vs per-tensor, or a different channel count)."
             )
-        self.scale.assign(np.asarray(encoding.scale, dtype="float32"))
-        self.offset.assign(np.asarray(encoding.offset, dtype="float32"))
-        self.levels.assign(float(encoding.levels))
+        values = self._values()
+        values[1] = float(encoding.levels)
+        values[2:2 + self.channels] = np.reshape(encoding.scale, -1)
+        values[2 + self.channels:] = np.reshape(encoding.offset, -1)
+        self.vector.assign(values)
 
     def encoding(self, bitwidth: int, symmetric: bool) -> Encoding:
-        return Encoding(
-            scale=np.asarray(keras.ops.convert_to_numpy(self.scale), dtype=np.float64),
-            offset=np.asarray(keras.ops.convert_to_numpy(self.offset), dtype=np.float64),
-            bitwidth=bitwidth,
-            is_symmetric=symmetric,
-        )
+        values, c = self._values().astype(np.float64), self.channels
+        scale, offset = values[2:2 + c], values[2 + c:]
+        if not self.shape:
+            scale, offset = scale.reshape(()), offset.reshape(())
+        return Encoding(scale=scale, offset=offset, bitwidth=bitwidth, is_symmetric=symmetric)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -152,11 +169,11 @@ class ActivationQuantizer(keras.layers.Layer):
 
     @property
     def enabled(self) -> bool:
-        return bool(keras.ops.convert_to_numpy(self._grid.enabled) > 0.5)
+        return self._grid.enabled
 
     @enabled.setter
     def enabled(self, value: bool):
-        self._grid.enabled.assign(1.0 if value else 0.0)
+        self._grid.enabled = value
 
     def set_encoding(self, encoding: Encoding) -> None:
         self._check(encoding)
@@ -274,11 +291,11 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
         return self.layer.compute_output_shape(input_shape)
 
     def weight_enabled(self, name: str) -> bool:
-        return bool(keras.ops.convert_to_numpy(self._grids[name].enabled) > 0.5)
+        return self._grids[name].enabled
 
     def set_weights_enabled(self, value: bool) -> None:
         for grid in self._grids.values():
-            grid.enabled.assign(1.0 if value else 0.0)
+            grid.enabled = value
 
     @property
     def enabled(self) -> bool:
