@@ -35,9 +35,7 @@ from mct_logger.quantization.layers import (
     linear_forward,
     linear_weights,
     named_weights,
-    weight_variable,
 )
-from mct_logger.quantization.quantsim import compile_inference, run_over_batches
 from mct_logger.weight_quantization import weight_quantization_rows
 
 
@@ -51,8 +49,9 @@ class SimilarityResult:
             for the first `samples` representative samples; (0, 0) without nodes.
         cosine_isolated: the same with only each node quantized.
         sqnr_accumulated_db, sqnr_isolated_db: node -> SQNR over those samples.
-        quantized_histograms: node -> (edges, counts) of the quantized output over
-            all representative data, on the float histogram's bins.
+        quantized_histograms: node -> (edges, counts) of the quantized output on the
+            float histogram's bins, counted over the per-sample comparison's samples
+            and scaled to the float histogram's total (over all representative data).
         num_samples: samples in the per-sample comparison.
         weights: one row per quantized kernel, float vs quantized weights
             (`weight_quantization.weight_quantization_rows`).
@@ -88,16 +87,22 @@ def analyze_similarity(
         graph: the float reference graph; `quantized_graph` the one the quantized
             model runs, if its weights differ (bias correction).
         batches: representative batches; the first `samples` samples give the
-            per-sample comparison and SQNR, all of them the quantized histograms.
-        float_histograms: node -> (edges, counts) of the float outputs; the
-            quantized outputs are counted on the same edges.
+            per-sample comparison, the SQNR and the quantized histograms.
+        float_histograms: node -> (edges, counts) of the float outputs (over all
+            representative data); the quantized outputs of the same pass are
+            counted on the same edges and scaled to the same total.
     """
     quantized_graph = quantized_graph or graph
     nodes = [n for n, p in plan.items()
              if p.quantized and graph.nodes[n].has_single_float_output]
     # No quantized node (e.g. every layer kept in float): an empty comparison.
+    float_histograms = {n: h for n, h in (float_histograms or {}).items()
+                        if n in nodes and encodings[n].activation is not None}
+    counted: dict = {}
     errors = _compare_eagerly(graph, quantized_graph, plan, encodings,
-                              first_samples(batches, samples), nodes) if nodes else {}
+                              first_samples(batches, samples), nodes,
+                              {n: h[0] for n, h in float_histograms.items()}, counted
+                              ) if nodes else {}
 
     def per_sample(path):
         columns = [errors[n].cosine_per_sample(path) for n in nodes]
@@ -109,21 +114,27 @@ def analyze_similarity(
         cosine_isolated=per_sample("isolated"),
         sqnr_accumulated_db={n: errors[n].sqnr_accumulated_db for n in nodes},
         sqnr_isolated_db={n: errors[n].sqnr_isolated_db for n in nodes},
-        quantized_histograms=_quantized_histograms(
-            quantized_graph, plan, encodings, batches, float_histograms or {}
-        ),
+        quantized_histograms={
+            n: (edges, _scaled(counted[n], float(np.sum(counts))))
+            for n, (edges, counts) in float_histograms.items() if n in counted
+        },
         num_samples=errors[nodes[0]].samples if nodes else 0,
         weights=weight_quantization_rows(quantized_graph, plan, encodings),
     )
 
 
-def _compare_eagerly(graph, quantized_graph, plan, encodings, batches, nodes) -> dict:
+def _compare_eagerly(graph, quantized_graph, plan, encodings, batches, nodes,
+                     histogram_edges=None, counted=None) -> dict:
     """Float, accumulated and isolated outputs of `nodes`, reduced to per-sample sums.
 
     The same comparison as `PairedActivations`, run eagerly on a few samples
     with the grids as constants and the kernels fake-quantized once: building
     and tracing a three-path Keras model would cost more than running this.
+    The accumulated (quantized) output of each node in `histogram_edges` is
+    also counted on those edges, into `counted` (node -> counts).
     """
+    histogram_edges = histogram_edges or {}
+    counters = {n: HistogramCounts(edges) for n, edges in histogram_edges.items()}
     kernels = _quantized_kernels(quantized_graph, plan, encodings)
     report = set(nodes)
     collected = {n: [] for n in nodes}
@@ -152,6 +163,9 @@ def _compare_eagerly(graph, quantized_graph, plan, encodings, batches, nodes) ->
                 if name in report:
                     isolated = _call_quantized(quantized_node, kernels, f)[0]
                     isolated = _fixed_fake_quantize(isolated, grid)
+            if name in counters:
+                counts = np.asarray(counters[name](q[TensorRef(name, 0)]), np.float64)[0]
+                counted[name] = counted.get(name, 0.0) + counts
             if name in report:
                 sums = pair_sums(f[TensorRef(name, 0)], q[TensorRef(name, 0)], isolated)
                 collected[name].append(np.asarray(keras.ops.convert_to_numpy(sums), np.float64))
@@ -215,49 +229,10 @@ def first_samples(batches, samples: int) -> list:
     return chosen
 
 
-def _quantized_histograms(graph: Graph, plan: dict, encodings: dict, batches,
-                          float_histograms: dict) -> dict:
-    """Histograms of the quantized model's outputs on the float histograms' bins,
-    counted in-graph over all batches (one compiled pass per batch).
-
-    The model here is the quantized model frozen for one use: kernels replaced
-    by their fake-quantized values, activation grids as constants. It computes
-    what the PTQ model computes with a third of the ops, which is what tracing
-    and instantiating a graph cost.
-    """
-    nodes = [n for n in float_histograms
-             if n in encodings and encodings[n].activation is not None and n in graph.nodes]
-    if not nodes:
-        return {}
-    clones, counted = {}, {}
-
-    def make_layer(node, clone):
-        clones.setdefault(node.name, clone)
-        return clone
-
-    def wrap_outputs(node, outputs):
-        grid = encodings[node.name].activation if node.name in encodings else None
-        if grid is None:
-            return outputs
-        quantized = _fixed_fake_quantize(outputs[0], grid)
-        if node.name in nodes:
-            counted[node.name] = HistogramCounts(float_histograms[node.name][0])(quantized)
-        return [quantized] + list(outputs[1:])
-
-    model = graph.to_keras(name=f"{graph.name}_frozen_quantized",
-                           make_layer=make_layer, wrap_outputs=wrap_outputs)
-    for name, encoding in encodings.items():
-        for kernel, grid in encoding.weights.items():
-            variable = weight_variable(clones[name], kernel)
-            value = keras.ops.convert_to_numpy(variable.value)
-            variable.assign(fake_quantized_kernel(
-                value, grid, plan[name].weights[kernel].channel_axes))
-    run = compile_inference(keras.Model(model.inputs, [counted[n] for n in nodes]))
-    totals = {n: 0.0 for n in nodes}
-    for _, values in run_over_batches(run, batches):
-        for n, value in zip(nodes, values):
-            totals[n] = totals[n] + value[0]
-    return {n: (float_histograms[n][0], totals[n]) for n in nodes}
+def _scaled(counts, total: float):
+    """`counts` scaled to sum to `total` (the float histogram's, over all data)."""
+    present = float(np.sum(counts))
+    return counts * (total / present) if present > 0 else counts
 
 
 def _fixed_fake_quantize(x, grid):
