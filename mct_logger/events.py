@@ -29,7 +29,6 @@ from tensorboard.compat.proto import (
     node_def_pb2,
     step_stats_pb2,
     summary_pb2,
-    tensor_pb2,
     tensor_shape_pb2,
     types_pb2,
 )
@@ -120,23 +119,39 @@ class EventWriter:
             value.metadata.plugin_data.plugin_name = "scalars"
         self.add_summary(summary_pb2.Summary(value=[value]), step, timed)
 
+    def scalars(self, step: int, values) -> None:
+        """`(tag, value)` scalars at one step in one event, without wall time: for
+        many series sharing steps (per-channel statistics of every layer), where
+        an event per value would cost most of the writing."""
+        summary = summary_pb2.Summary()
+        add = summary.value.add
+        for tag, value in values:
+            add(tag=tag, simple_value=float(value))
+        self.add_summary(summary, step, timed=False)
+
     def compact_histogram(self, tag: str, edges: np.ndarray, counts: np.ndarray, step: int) -> None:
         """A histogram as the histogram plugin's (k, 3) tensor in float32, without wall
         time: about half the bytes of a HistogramProto, for the many per-channel ones."""
-        counts = np.asarray(counts, dtype=np.float32)
-        edges = np.asarray(edges, dtype=np.float32)
-        table = np.stack([edges[:-1], edges[1:], counts], axis=1)
-        tensor = tensor_pb2.TensorProto(
-            dtype=types_pb2.DT_FLOAT, tensor_content=table.tobytes(),
-            tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[
-                tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in table.shape]),
-        )
-        value = summary_pb2.Summary.Value(tag=tag, tensor=tensor)
-        if tag not in self._described:  # loaders keep the first metadata of each tag
-            self._described.add(tag)
-            value.metadata.CopyFrom(histogram_metadata.create_summary_metadata(tag, ""))
-            value.metadata.data_class = summary_pb2.DATA_CLASS_TENSOR
-        self.add_summary(summary_pb2.Summary(value=[value]), step, timed=False)
+        self.compact_histograms(step, [(tag, edges, counts)])
+
+    def compact_histograms(self, step: int, histograms) -> None:
+        """`(tag, edges, counts)` compact histograms at one step in one event (see
+        `compact_histogram` and `scalars`)."""
+        summary = summary_pb2.Summary()
+        for tag, edges, counts in histograms:
+            table = np.empty((len(counts), 3), np.float32)
+            table[:, 0], table[:, 1], table[:, 2] = edges[:-1], edges[1:], counts
+            value = summary.value.add(tag=tag)
+            tensor = value.tensor
+            tensor.dtype = types_pb2.DT_FLOAT
+            tensor.tensor_content = table.tobytes()
+            tensor.tensor_shape.dim.add(size=table.shape[0])
+            tensor.tensor_shape.dim.add(size=3)
+            if tag not in self._described:  # loaders keep the first metadata of each tag
+                self._described.add(tag)
+                value.metadata.CopyFrom(histogram_metadata.create_summary_metadata(tag, ""))
+                value.metadata.data_class = summary_pb2.DATA_CLASS_TENSOR
+        self.add_summary(summary, step, timed=False)
 
     def histogram(self, tag: str, edges: np.ndarray, counts: np.ndarray, step: int = 0,
                   total: float | None = None, sum_: float = 0.0, sum_squares: float = 0.0):

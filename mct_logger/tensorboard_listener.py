@@ -214,6 +214,8 @@ class TensorBoardListener:
             return
         writer = self.log.writer(run)
         per_stat = {k: self.log.writer(f"{run}/{k}") for k in ("min", "max", "mean")}
+        # step = channel index: one event per step holds every layer's value at it
+        histograms, scalars = {}, {k: {} for k in per_stat}
         for node, stats in statistics.items():
             edges, counts = stats.histogram(per_channel=False)
             writer.histogram(f"activations/{node}", edges[0], counts[0], total=stats.elements)
@@ -225,13 +227,18 @@ class TensorBoardListener:
                 tag = _chunk_tag(f"activations_per_channel/{node}", start, stop, channels,
                                  HISTOGRAM_CHUNK)
                 for c in range(start, stop):
-                    writer.compact_histogram(tag, channel_edges[c], channel_counts[c], step=c)
+                    histograms.setdefault(c, []).append((tag, channel_edges[c], channel_counts[c]))
             values = {"min": stats.min, "max": stats.max, "mean": stats.mean}
             for start, stop in _chunks(channels, SCALAR_CHUNK):
                 tag = _chunk_tag(f"channel_stats/{node}", start, stop, channels, SCALAR_CHUNK)
                 for key, array in values.items():
                     for c in range(start, stop):
-                        per_stat[key].scalar(tag, array[c], step=c, timed=False)
+                        scalars[key].setdefault(c, []).append((tag, array[c]))
+        for c, entries in sorted(histograms.items()):
+            writer.compact_histograms(c, entries)
+        for key, by_step in scalars.items():
+            for c, entries in sorted(by_step.items()):
+                per_stat[key].scalars(c, entries)
 
     def _on_cross_layer_equalization(self, run, graph, result):
         """The CLE dashboard's data: weight ranges (with CLE off too), scale factors, folds."""
