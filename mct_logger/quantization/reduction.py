@@ -19,8 +19,9 @@ The stride brings an output of a batch of `NOMINAL_BATCH` under
 favoured). Min, max and sums always cover every value. A (32, 112, 112, 96)
 float32 output is 154 MB; what leaves the graph is 0.1 MB.
 
-Five graph ops per output: tracing and the first run's graph optimisation of
-a large network's calibration pass cost per op, so the binning stays on the host.
+About five graph ops per output: tracing and the first run's graph
+optimisation of a large network's calibration pass cost per op, so the
+binning stays on the host.
 
 Example:
 
@@ -71,14 +72,33 @@ def batch_statistics(x, sums: bool = False, per_channel: bool = True) -> list:
         every `sample_stride(x.shape)`-th row of `x` seen as (N, C).
     """
     stride = sample_stride(tuple(x.shape))
-    flat = ops.reshape(ops.cast(x, "float32"), (-1, x.shape[-1]))
-    axis, keep = (0, False) if per_channel else (None, True)
-    result = [ops.min(flat, axis=axis, keepdims=keep), ops.max(flat, axis=axis, keepdims=keep),
-              ops.size(flat)]
+    x = ops.cast(x, "float32")
+    flat = ops.reshape(x, (-1, x.shape[-1]))
+    if not per_channel:
+        result = [ops.min(flat, keepdims=True), ops.max(flat, keepdims=True)]
+    else:
+        # over the inner axes first, then the batch: two to three times faster
+        # than one reduction over the rows of `flat` (TensorFlow on CPU)
+        inner = tuple(range(1, len(x.shape) - 1))
+        result = [ops.min(ops.min(x, axis=inner), axis=0) if inner else ops.min(x, axis=0),
+                  ops.max(ops.max(x, axis=inner), axis=0) if inner else ops.max(x, axis=0)]
+    result.append(ops.size(flat))
     if sums:
-        result.append(ops.sum(flat, axis=0))
+        result.append(_column_sums(flat))
     result.append(flat[::stride] if stride > 1 else flat)
     return result
+
+
+def _column_sums(flat):
+    """Per-column sums of (N, C): one matrix-vector product (BLAS), several times
+    faster than a reduction over the rows."""
+    import keras
+
+    if keras.config.backend() != "tensorflow":
+        return ops.sum(flat, axis=0)
+    import tensorflow as tf
+
+    return tf.linalg.matvec(flat, tf.ones(tf.shape(flat)[:1], flat.dtype), transpose_a=True)
 
 
 class ReducedCollection:
