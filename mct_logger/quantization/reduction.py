@@ -77,28 +77,30 @@ def batch_statistics(x, sums: bool = False, per_channel: bool = True) -> list:
     if not per_channel:
         result = [ops.min(flat, keepdims=True), ops.max(flat, keepdims=True)]
     else:
-        # over the inner axes first, then the batch: two to three times faster
-        # than one reduction over the rows of `flat` (TensorFlow on CPU)
-        inner = tuple(range(1, len(x.shape) - 1))
-        result = [ops.min(ops.min(x, axis=inner), axis=0) if inner else ops.min(x, axis=0),
-                  ops.max(ops.max(x, axis=inner), axis=0) if inner else ops.max(x, axis=0)]
+        result = [_per_channel(ops.min, x, flat), _per_channel(ops.max, x, flat)]
     result.append(ops.size(flat))
     if sums:
-        result.append(_column_sums(flat))
+        result.append(_per_channel(ops.sum, x, flat))
     result.append(flat[::stride] if stride > 1 else flat)
     return result
 
 
-def _column_sums(flat):
-    """Per-column sums of (N, C): one matrix-vector product (BLAS), several times
-    faster than a reduction over the rows."""
-    import keras
+# Values per batch of `NOMINAL_BATCH` from which per-channel statistics reduce
+# the inner axes first: below it one reduction is as fast and costs fewer ops.
+INNER_FIRST = 1 << 22
 
-    if keras.config.backend() != "tensorflow":
-        return ops.sum(flat, axis=0)
-    import tensorflow as tf
 
-    return tf.linalg.matvec(flat, tf.ones(tf.shape(flat)[:1], flat.dtype), transpose_a=True)
+def _per_channel(reduce, x, flat):
+    """`reduce` over every axis but the last (`flat`: x seen as (N, C)). A large output reduces its inner
+    axes first, then the batch: two to three times faster than over the rows
+    of x seen as (N, C) (TensorFlow on CPU, e.g. 12 vs 26 ms for min, max and
+    sum of 32x56x56x256)."""
+    import math
+
+    inner = tuple(range(1, len(x.shape) - 1))
+    if not inner or math.prod(d or 1 for d in x.shape[1:]) * NOMINAL_BATCH < INNER_FIRST:
+        return reduce(flat, axis=0)
+    return reduce(reduce(x, axis=inner), axis=0)
 
 
 class ReducedCollection:
