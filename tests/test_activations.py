@@ -99,3 +99,24 @@ def test_similarity_stage_matches_the_paired_model(quantized):
         assert result.sqnr_accumulated_db[node] == pytest.approx(errors[node].sqnr_accumulated_db, abs=0.05)
         assert result.sqnr_isolated_db[node] == pytest.approx(errors[node].sqnr_isolated_db, abs=0.05)
         np.testing.assert_allclose(result.cosine[:, i], errors[node].cosine_per_sample(), atol=1e-5)
+
+
+@pytest.mark.parametrize("magnitude", [1.0, 1e30])
+def test_pair_sums_of_concrete_tensors_match_the_traced_ones(magnitude):
+    """The eager (BLAS dot) path and the in-graph path give the same sums, scaled
+    where squares would overflow float32."""
+    import tensorflow as tf
+
+    from mct_logger.activations import pair_sums
+
+    rng = np.random.default_rng(0)
+    f = (rng.normal(size=(3, 6, 6, 4)) * magnitude).astype("float32")
+    q = (f + rng.normal(size=f.shape) * 0.01 * magnitude).astype("float32")
+    i = (f - rng.normal(size=f.shape) * 0.02 * magnitude).astype("float32")
+    eager = pair_sums(tf.constant(f), tf.constant(q), tf.constant(i))
+    traced = tf.function(pair_sums, autograph=False)(f, q, i).numpy()
+    assert isinstance(eager, np.ndarray) and eager.shape == (3, 7)
+    assert np.all(np.isfinite(eager))
+    np.testing.assert_allclose(eager, traced, rtol=1e-4)
+    ff = (f.astype(np.float64).reshape(3, -1) ** 2).sum(axis=1)
+    np.testing.assert_allclose(eager[:, 0], ff, rtol=1e-5)

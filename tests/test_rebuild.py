@@ -198,3 +198,54 @@ def test_quant_analyzer_refuses_a_rebuild_that_loses_state(tmp_path):
     analyzer = mct_logger.QuantAnalyzer(model, lambda m: m.predict(x, verbose=0), lambda m: 0.0)
     with pytest.raises(RebuildMismatchError, match="'calibrated_shift'"):
         analyzer.analyze(results_dir=str(tmp_path / "results"))
+
+
+class _FunctionalWithOwnCall(keras.Model):
+    """A Functional model whose `call` adds to what its graph computes."""
+
+    def call(self, inputs, training=False):
+        return super().call(inputs, training=training) + 1.0
+
+
+def test_only_keras_own_layers_in_plain_models_skip_the_numerical_check():
+    from mct_logger.rebuild_check import rebuilt_exactly
+
+    inputs = keras.Input((8, 8, 3))
+    x = L.BatchNormalization()(L.Conv2D(4, 3)(inputs))
+    plain = keras.Model(inputs, L.Dense(2)(L.GlobalAveragePooling2D()(L.ReLU()(x))))
+    assert rebuilt_exactly(plain, read_model(plain))
+    nested = keras.Sequential([keras.Input((8, 8, 3)), plain, L.Softmax()])
+    assert rebuilt_exactly(nested, read_model(nested))
+    # a custom layer, even a subclass of a Keras layer, needs the data
+    hidden = _hidden_state_model()
+    assert not rebuilt_exactly(hidden, read_model(hidden))
+
+    class MyDense(L.Dense):
+        pass
+
+    inputs = keras.Input((5,))
+    custom = keras.Model(inputs, MyDense(2)(inputs))
+    assert not rebuilt_exactly(custom, read_model(custom))
+
+
+def test_a_functional_model_with_its_own_call_is_checked_on_data():
+    inputs = keras.Input((5,), name="features")
+    model = _FunctionalWithOwnCall(inputs, L.Dense(2, name="fc")(inputs))
+    x = np.random.default_rng(7).random((8, 5)).astype("float32")
+    with pytest.raises(RebuildMismatchError):
+        check_rebuilt_graph(model, read_model(model), [x])
+
+
+def test_models_sharing_a_clone_cache_share_the_clone_of_each_prototype():
+    from mct_logger.layer_clone import REUSE_LAYER, CloneCache
+
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, L.Dense(2, name="fc2")(L.Dense(4, name="fc1")(inputs)))
+    graph = read_model(model)
+    clones = CloneCache()
+    first, second = graph.to_keras(clones=clones), graph.to_keras(clones=clones)
+    assert first.get_layer("fc1") is second.get_layer("fc1")
+    assert first.get_layer("fc1") is not model.get_layer("fc1")
+    assert graph.to_keras().get_layer("fc1") is not first.get_layer("fc1")  # no cache: fresh
+    graph.nodes["fc1"].info[REUSE_LAYER] = True  # the user's own layer, never a cached clone
+    assert graph.to_keras(clones=clones).get_layer("fc1") is model.get_layer("fc1")
