@@ -201,6 +201,8 @@ def keras_post_training_quantization(
         RebuildMismatchError: the float graph rebuilt from the model does not
             compute the model's outputs on the first 4 calibration samples
             (norm-relative error above 1e-5); it names the first diverging node.
+            Checked on data only when the model holds a layer whose clone is
+            not exact by construction (`rebuild_check.rebuilt_exactly`).
 
     Logging (`set_log_folder`) and the similarity analysis never cost the model:
     a log that cannot be written, or a diagnosis that fails, is one warning
