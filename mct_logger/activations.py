@@ -279,7 +279,7 @@ def _pair_sums_numpy(f, q, i) -> np.ndarray:
     buffer = np.empty(f.shape[1], np.float32)
     for k in range(samples):
         a, b, c = f[k], q[k], i[k]
-        scale = float(np.max(np.abs(a))) if a.size else 0.0
+        scale = max(float(a.max()), -float(a.min())) if a.size else 0.0  # no |a| copy
         scale = scale if np.isfinite(scale) and scale > 0 else 1.0
         if scale >= UNSCALED_LIMIT:
             a, b, c = a / np.float32(scale), b / np.float32(scale), c / np.float32(scale)

@@ -79,12 +79,13 @@ class _Grid:
             initializer=lambda shape, dtype=None: keras.ops.convert_to_tensor(initial, dtype),
         )
 
-    def parts(self):
-        """`(enabled, levels, scale, offset)` as tensors, scale and offset of `self.shape`."""
-        v, c = self.vector, self.channels
+    def parts(self, values=None, reshape=ops.reshape):
+        """`(enabled, levels, scale, offset)` of the grid vector (the variable, or
+        `values` read from it), scale and offset of `self.shape`."""
+        v, c = (self.vector if values is None else values), self.channels
         scale, offset = v[2:2 + c], v[2 + c:]
         if not self.shape:
-            scale, offset = ops.reshape(scale, ()), ops.reshape(offset, ())
+            scale, offset = reshape(scale, ()), reshape(offset, ())
         return v[0], v[1], scale, offset
 
     def apply(self, x, channel_shape=None):
@@ -123,10 +124,7 @@ class _Grid:
         self.vector.assign(values)
 
     def encoding(self, bitwidth: int, symmetric: bool) -> Encoding:
-        values, c = self._values().astype(np.float64), self.channels
-        scale, offset = values[2:2 + c], values[2 + c:]
-        if not self.shape:
-            scale, offset = scale.reshape(()), offset.reshape(())
+        _, _, scale, offset = self.parts(self._values().astype(np.float64), np.reshape)
         return Encoding(scale=scale, offset=offset, bitwidth=bitwidth, is_symmetric=symmetric)
 
 
