@@ -57,6 +57,7 @@ import numpy as np
 
 from mct_logger import analyses, ptq
 from mct_logger import data as data_lib
+from mct_logger.frozen_heap import frozen_heap
 from mct_logger import listeners as listeners_lib
 from mct_logger import results_dir as results_lib
 from mct_logger.analyses import AnalysisResult
@@ -176,7 +177,8 @@ class QuantAnalyzer:
         """
         config = resolve_config(config, **aimet_settings)
         self._last_analysis = _Analysis(self, config, os.fspath(results_dir))  # for recommend
-        return self._last_analysis.run()
+        with frozen_heap():  # full garbage collections skip the model and the libraries
+            return self._last_analysis.run()
 
     def recommend(self, max_accuracy_drop: float, representative_data=None):
         """A verified QuantizationConfig from the last `analyze`: `mct_logger.recommend`."""
@@ -300,8 +302,7 @@ class _Analysis:
         self._publish("weight_sqnr", table)
         self._activation_errors(encodings, calibration)
 
-        progress = keras.utils.Progbar(self.evaluations_total,
-                                       unit_name="QuantAnalyzer evaluation")
+        progress = listeners_lib.progress_bar(self.evaluations_total, "QuantAnalyzer evaluation")
         self._evaluations_started = time.time()
         self._sensitivity(float_model, sim, progress)
         self._per_layer(sim, progress, enabled=True)

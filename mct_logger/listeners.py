@@ -44,7 +44,7 @@ from typing import Any, Callable
 __all__ = [
     "ANALYSIS", "COMPRESSION", "PTQ", "SIMILARITY", "STATISTICS", "add_stage_listener", "needs",
     "notify_recommendation", "open_run_listeners", "recommendation_listeners",
-    "LIVE_INTERVAL_SECONDS", "Throttle", "remove_stage_listener", "set_recommendation_listener", "set_run_listener_factory",
+    "LIVE_INTERVAL_SECONDS", "Throttle", "progress_bar", "remove_stage_listener", "set_recommendation_listener", "set_run_listener_factory",
 ]
 
 STATISTICS = "statistics"
@@ -143,3 +143,16 @@ class Throttle:
             return False
         self._last = now
         return True
+
+
+def progress_bar(total: int, unit_name: str):
+    """A Keras progress bar of `total` `unit_name`s on the console: live on a
+    terminal or in a notebook; elsewhere (a log file, CI, a pipe) one plain line
+    when done, since the live bar would fill the file with carriage returns and
+    ANSI colour codes (Keras takes any POSIX stdout for a terminal)."""
+    import sys
+
+    import keras
+
+    live = (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()) or "ipykernel" in sys.modules
+    return keras.utils.Progbar(total, verbose=1 if live else 2, unit_name=unit_name)

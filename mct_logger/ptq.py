@@ -32,6 +32,7 @@ import keras
 from mct_logger import data as data_lib
 from mct_logger import export
 from mct_logger.batches import CalibrationBatches
+from mct_logger.frozen_heap import frozen_heap
 from mct_logger.graph import Graph, read_model
 from mct_logger.layer_clone import REUSE_LAYER, CloneCache
 from mct_logger.rebuild_check import RebuildMismatchError, check_rebuilt_graph
@@ -209,6 +210,11 @@ def keras_post_training_quantization(
     (the path and the cause) and the model is still returned. A listener added
     with `add_stage_listener` that raises stops the run.
     """
+    with frozen_heap():  # full garbage collections skip the model and the libraries
+        return _post_training_quantization(model, representative_data, config)
+
+
+def _post_training_quantization(model, representative_data, config):
     config = config or QuantizationConfig()
     if not isinstance(config, QuantizationConfig):
         raise TypeError(
@@ -379,7 +385,7 @@ def fold(graph: Graph) -> tuple[Graph, BatchNormFoldingResult]:
 
 
 def _collect(graph, calibration: CalibrationModel, batches):
-    progress = keras.utils.Progbar(len(batches), unit_name="calibration batch")
+    progress = listeners_lib.progress_bar(len(batches), "calibration batch")
     calibration.collect_all(batches, on_batch=progress.update)
     return graph, StatisticsResult(
         num_batches=len(batches),

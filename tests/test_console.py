@@ -1,5 +1,6 @@
-"""A quiet, labelled console: progress bars say what they count, and the library's
-own compiled functions never make TensorFlow warn about retracing."""
+"""A quiet, labelled console: progress bars say what they count (live on a
+terminal, one plain line elsewhere), and the library's own compiled functions
+never make TensorFlow warn about retracing."""
 
 import os
 import subprocess
@@ -32,3 +33,6 @@ def test_progress_bars_are_labelled_and_repeated_runs_never_warn_about_retracing
     assert done.stdout.count("/calibration batch") >= 6, done.stdout[-2000:]
     assert "/QuantAnalyzer evaluation" in done.stdout, done.stdout[-2000:]
     assert "retracing" not in done.stderr, done.stderr[-3000:]
+    # stdout is a pipe here, as in CI or a log file: one plain line per bar, no
+    # carriage returns or ANSI colour codes
+    assert "\r" not in done.stdout and "\x1b[" not in done.stdout, repr(done.stdout[-500:])

@@ -44,6 +44,7 @@ from mct_logger.compression.eval_scores import EvalScores, ratio_key
 from mct_logger.compression.greedy import candidate_ratios, select_ratios
 from mct_logger.compression.results import CompressionStats, SweepPlan, layer_rows
 from mct_logger.compression.sweep import prune, sample_pruning_data, sweep_pruning, sweep_svd
+from mct_logger.frozen_heap import frozen_heap
 from mct_logger.graph import read_model
 
 logger = logging.getLogger("mct_logger")
@@ -121,6 +122,15 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
         GraphError: a model the IR cannot read (subclassed, dynamic).
         RuntimeError: a callback failed; the message names it.
     """
+    with frozen_heap():  # full garbage collections skip the model and the libraries
+        return _compress(model, eval_callback, target_comp_ratio, scheme, cost_metric,
+                         num_comp_ratio_candidates, layers_to_ignore, eval_scores_file,
+                         forward_pass_callback, listeners)
+
+
+def _compress(model, eval_callback, target_comp_ratio, scheme, cost_metric,
+              num_comp_ratio_candidates, layers_to_ignore, eval_scores_file,
+              forward_pass_callback, listeners):
     started = time.time()
     _check_arguments(model, target_comp_ratio, scheme, cost_metric, num_comp_ratio_candidates,
                      forward_pass_callback)
@@ -274,8 +284,7 @@ class _Listeners:
         self.done = 0
         self.listeners = list(extra or []) + listeners_lib.open_run_listeners(
             model_name, kind=listeners_lib.COMPRESSION)
-        self.progress = keras.utils.Progbar(max(evaluations, 1),
-                                            unit_name="compression evaluation")
+        self.progress = listeners_lib.progress_bar(max(evaluations, 1), "compression evaluation")
 
     def emit(self, event: str, data) -> None:
         if event == "score":
