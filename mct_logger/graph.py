@@ -106,9 +106,13 @@ class Node:
 
     @property
     def inputs(self) -> list[TensorRef]:
-        return [
-            x for x in tree.flatten((self.args, self.kwargs)) if isinstance(x, TensorRef)
-        ]
+        # Kept until `args` or `kwargs` is replaced (stages replace them, never
+        # edit them in place): graph walks ask every node for its inputs often.
+        cached = self.__dict__.get("_inputs")
+        if cached is None or cached[0] is not self.args or cached[1] is not self.kwargs:
+            refs = [x for x in tree.flatten((self.args, self.kwargs)) if isinstance(x, TensorRef)]
+            cached = self.__dict__["_inputs"] = (self.args, self.kwargs, refs)
+        return list(cached[2])
 
     def weights(self) -> dict[str, np.ndarray]:
         """The layer's weights by variable name, as NumPy arrays.
@@ -192,7 +196,7 @@ class Graph:
             return x
 
         del self.nodes[name]
-        for node in self.nodes.values():
+        for node in self.consumers(name):
             node.args = tree.map_structure(swap, node.args)
             node.kwargs = tree.map_structure(swap, node.kwargs)
         self.outputs = [swap(r) for r in self.outputs]

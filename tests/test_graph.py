@@ -579,3 +579,23 @@ def test_names_are_unique_and_stable(resnet, shared_model, nested_mobilenet):
         second = node_names(read_model(model))
         assert first == second
         assert len(set(first)) == len(first)
+
+
+def test_node_inputs_follow_replaced_arguments_and_remove_node_rewires_every_consumer():
+    inputs = keras.Input((4,))
+    a = layers.Dense(3, name="a")(inputs)
+    b = layers.ReLU(name="b")(a)
+    c = layers.Dense(3, name="c")(b)
+    d = layers.Add(name="d")([b, c])
+    graph = read_model(keras.Model(inputs, d))
+    assert graph.nodes["c"].inputs == [TensorRef("b")]
+    assert {n.name for n in graph.consumers("b")} == {"c", "d"}
+    graph.remove_node("b", TensorRef("a"))  # a ReLU that is not needed, say
+    assert graph.nodes["c"].inputs == [TensorRef("a")]
+    assert graph.nodes["d"].inputs == [TensorRef("a"), TensorRef("c")]
+    assert {n.name for n in graph.consumers("a")} == {"c", "d"}
+    node = graph.nodes["c"]
+    node.args = (TensorRef(graph.input_names[0]),)  # a stage replacing the arguments
+    assert node.inputs == [TensorRef(graph.input_names[0])]
+    node.inputs.append(TensorRef("x"))  # a caller's list: the node is not changed
+    assert node.inputs == [TensorRef(graph.input_names[0])]
