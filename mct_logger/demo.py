@@ -81,7 +81,11 @@ def train_digits_cnn(data: DigitsSplit, epochs: int = 30, seed: int = 0):
 
 
 def accuracy(model, x, y) -> float:
-    probabilities = model.predict(x, batch_size=256, verbose=0)
+    # One eager call: `predict` would trace a function for each of the several
+    # models the demo scores, which TensorFlow reports as excessive retracing.
+    import keras
+
+    probabilities = keras.ops.convert_to_numpy(model(x, training=False))
     return float(np.mean(np.argmax(probabilities, axis=-1) == y))
 
 

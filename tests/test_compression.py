@@ -2,6 +2,7 @@
 the resumable score file, argument checks, and the TensorBoard payloads."""
 
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -155,11 +156,16 @@ def test_channel_pruning_of_a_trained_cnn_meets_the_target_and_logs_the_tab(digi
     weights = [w.copy() for w in model.get_weights()]
     mct_logger.set_log_folder(tmp_path / "logs", run_name="pruned")
     try:
-        compressed, stats = mct_logger.compress_model(
-            model, digits["evaluate"], 0.5, scheme="channel_pruning", num_comp_ratio_candidates=10,
-            forward_pass_callback=digits["forward"], eval_scores_file=tmp_path / "scores.json")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            compressed, stats = mct_logger.compress_model(
+                model, digits["evaluate"], 0.5, scheme="channel_pruning",
+                num_comp_ratio_candidates=10, forward_pass_callback=digits["forward"],
+                eval_scores_file=tmp_path / "scores.json")
     finally:
         mct_logger.set_log_folder(None)
+    # every model the callbacks get takes the user's input structure (one tensor here)
+    assert not [w for w in caught if "structure of `inputs`" in str(w.message)]
     assert "/compression evaluation" in capsys.readouterr().out
     assert 0.4 <= stats.cost_ratio <= 0.5 + 1e-3, stats
     assert stats.cost_after == model_cost(layer_costs(read_model(compressed)))

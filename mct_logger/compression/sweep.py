@@ -71,8 +71,9 @@ def _working_model(graph, names):
 
     probe = graph.to_keras(make_layer=keep, extra_outputs=[graph.nodes[n].inputs[0] for n in names])
     outputs = probe.outputs[:len(graph.outputs)]
-    model = keras.Model(probe.inputs, tree.pack_sequence_as(graph.outputs_struct, outputs),
-                        name=graph.name)
+    # the user's input structure (a single tensor stays one): the callbacks call it
+    model = keras.Model(tree.pack_sequence_as(graph.inputs_struct, probe.inputs),
+                        tree.pack_sequence_as(graph.outputs_struct, outputs), name=graph.name)
     return probe, model, clones
 
 
