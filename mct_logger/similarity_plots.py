@@ -30,7 +30,9 @@ def axis_labels(ax, nodes):
 class SamplePlot:
     """The per-sample cosine plots, drawn fast: the axes, grid and legend are
     rendered once (all samples share one y-range, which also makes them
-    comparable) and only the lines and title are redrawn per sample."""
+    comparable) and only the lines and title are redrawn per sample. The
+    legend is opaque, so its pixels never depend on the lines under it: they
+    are copied once and pasted over each sample's lines."""
 
     def __init__(self, result):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -55,11 +57,14 @@ class SamplePlot:
         ax.set_ylabel("Cosine similarity\n(float vs quantized)")
         axis_labels(ax, result.nodes)
         ax.grid(True, alpha=0.3)
-        self.legend = ax.legend(loc="lower left", fontsize=8)
-        self.legend.set_animated(True)  # drawn over the lines
+        self.legend = ax.legend(loc="lower left", fontsize=8, framealpha=1.0)
+        self.legend.set_animated(True)  # pasted over the lines
         self.title = ax.set_title(" ", animated=True)
         self.canvas.draw()
         self.background = self.canvas.copy_from_bbox(self.figure.bbox)
+        ax.draw_artist(self.legend)
+        self.legend_pixels = self.canvas.copy_from_bbox(
+            self.legend.get_window_extent(self.canvas.get_renderer()).expanded(1.05, 1.1))
 
     def png(self, sample: int):
         from mct_logger import events
@@ -68,8 +73,9 @@ class SamplePlot:
         self.accumulated.set_ydata(self.result.cosine[sample])
         self.isolated.set_ydata(self.result.cosine_isolated[sample])
         self.title.set_text(f"Sample {sample}: cosine similarity along the network")
-        for artist in (self.accumulated, self.isolated, self.legend):
+        for artist in (self.accumulated, self.isolated):
             self.ax.draw_artist(artist)
+        self.canvas.restore_region(self.legend_pixels)
         self.figure.draw_artist(self.title)
         return events.rgba_png(self.canvas)
 
