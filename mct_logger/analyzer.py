@@ -150,6 +150,7 @@ class QuantAnalyzer:
             )
         self._mse_batches = batches[:num_batches]
 
+    @frozen_heap()
     def analyze(self, config=None, results_dir: str = "./quant_analyzer_results",
                 **aimet_settings) -> AnalysisResult:
         """Runs every analysis; writes the JSON files and `index.html` into `results_dir`.
@@ -177,8 +178,7 @@ class QuantAnalyzer:
         """
         config = resolve_config(config, **aimet_settings)
         self._last_analysis = _Analysis(self, config, os.fspath(results_dir))  # for recommend
-        with frozen_heap():  # full garbage collections skip the model and the libraries
-            return self._last_analysis.run()
+        return self._last_analysis.run()
 
     def recommend(self, max_accuracy_drop: float, representative_data=None):
         """A verified QuantizationConfig from the last `analyze`: `mct_logger.recommend`."""

@@ -19,8 +19,9 @@ is frozen while at least one run is inside.
 Example:
 
 ```python
-with frozen_heap():
-    model_q, info = _quantize(...)
+@frozen_heap()          # or: with frozen_heap(): ...
+def keras_post_training_quantization(model, representative_data, config=None):
+    ...
 ```
 """
 
@@ -39,7 +40,8 @@ _depth = 0  # runs inside frozen_heap(), over all threads
 @contextlib.contextmanager
 def frozen_heap():
     """Freezes the objects alive now out of garbage collection until the outermost
-    `frozen_heap()` of the process exits (see the module docstring)."""
+    `frozen_heap()` of the process exits (see the module docstring). Also a
+    decorator: each call of the decorated function is one run."""
     global _depth
     with _lock:
         _depth += 1

@@ -37,6 +37,7 @@ add_stage_listener(lambda stage, graph, result: seen.append(stage))
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -150,8 +151,6 @@ def progress_bar(total: int, unit_name: str):
     terminal or in a notebook; elsewhere (a log file, CI, a pipe) one plain line
     when done, since the live bar would fill the file with carriage returns and
     ANSI colour codes (Keras takes any POSIX stdout for a terminal)."""
-    import sys
-
     import keras
 
     live = (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()) or "ipykernel" in sys.modules

@@ -168,6 +168,7 @@ class _Run:
         return graph, result
 
 
+@frozen_heap()
 def keras_post_training_quantization(
     model: keras.Model,
     representative_data,
@@ -210,11 +211,6 @@ def keras_post_training_quantization(
     (the path and the cause) and the model is still returned. A listener added
     with `add_stage_listener` that raises stops the run.
     """
-    with frozen_heap():  # full garbage collections skip the model and the libraries
-        return _post_training_quantization(model, representative_data, config)
-
-
-def _post_training_quantization(model, representative_data, config):
     config = config or QuantizationConfig()
     if not isinstance(config, QuantizationConfig):
         raise TypeError(

@@ -91,6 +91,7 @@ def _check_arguments(model, target_comp_ratio, scheme, cost_metric, num_comp_rat
                          "on representative data (e.g. model.predict(x[:256])).")
 
 
+@frozen_heap()
 def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str = "spatial_svd",
                    cost_metric: str = "mac", num_comp_ratio_candidates: int = 10,
                    layers_to_ignore=None, eval_scores_file=None, forward_pass_callback=None,
@@ -122,15 +123,6 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
         GraphError: a model the IR cannot read (subclassed, dynamic).
         RuntimeError: a callback failed; the message names it.
     """
-    with frozen_heap():  # full garbage collections skip the model and the libraries
-        return _compress(model, eval_callback, target_comp_ratio, scheme, cost_metric,
-                         num_comp_ratio_candidates, layers_to_ignore, eval_scores_file,
-                         forward_pass_callback, listeners)
-
-
-def _compress(model, eval_callback, target_comp_ratio, scheme, cost_metric,
-              num_comp_ratio_candidates, layers_to_ignore, eval_scores_file,
-              forward_pass_callback, listeners):
     started = time.time()
     _check_arguments(model, target_comp_ratio, scheme, cost_metric, num_comp_ratio_candidates,
                      forward_pass_callback)
