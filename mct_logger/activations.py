@@ -234,7 +234,7 @@ def pair_sums(f, q, i):
     Concrete (eager) tensors take a NumPy path with the same arithmetic: one
     BLAS dot product per sum and sample, which reads each value without
     writing a product tensor (several times faster than the tensor ops), and
-    no division where no |f| reaches `UNSCALED_LIMIT` (no overflow possible).
+    no division unless a sample's unscaled sums overflow.
     """
     if not any(isinstance(t, keras.KerasTensor) or _symbolic(t) for t in (f, q, i)):
         return _pair_sums_numpy(*(np.asarray(t) for t in (f, q, i)))  # no copy
@@ -257,11 +257,6 @@ def pair_sums(f, q, i):
     return ops.cast(sums, "float64") * square
 
 
-# Largest |f| for which the NumPy path of `pair_sums` sums unscaled float32
-# products: 1e15 squared times a billion values stays below float32's 3.4e38.
-UNSCALED_LIMIT = 1e15
-
-
 def _symbolic(t) -> bool:
     """Whether `t` is a tensor inside a traced function (no concrete value)."""
     if keras.config.backend() != "tensorflow":
@@ -272,27 +267,35 @@ def _symbolic(t) -> bool:
 
 
 def _pair_sums_numpy(f, q, i) -> np.ndarray:
-    """`pair_sums` of concrete arrays (see there), row by row with BLAS dots."""
+    """`pair_sums` of concrete arrays (see there), row by row with BLAS dots.
+
+    A row is summed unscaled first and scaled only if a sum overflowed: the
+    largest |f| costs two more passes over the row, needed only for values
+    whose squares pass float32's range (above ~1e19).
+    """
     samples = f.shape[0] if f.ndim else 1
     f, q, i = (np.asarray(t, np.float32).reshape(samples, -1) for t in (f, q, i))
     sums = np.zeros((samples, len(SUMS)), np.float64)
     buffer = np.empty(f.shape[1], np.float32)
     for k in range(samples):
         a, b, c = f[k], q[k], i[k]
+        sums[k] = _row_sums(a, b, c, buffer)
+        if np.all(np.isfinite(sums[k])):
+            continue
         scale = max(float(a.max()), -float(a.min())) if a.size else 0.0  # no |a| copy
-        scale = scale if np.isfinite(scale) and scale > 0 else 1.0
-        if scale >= UNSCALED_LIMIT:
-            a, b, c = a / np.float32(scale), b / np.float32(scale), c / np.float32(scale)
-        else:
-            scale = 1.0
-        np.subtract(a, b, out=buffer)
-        d_acc = float(np.dot(buffer, buffer))
-        np.subtract(a, c, out=buffer)
-        d_iso = float(np.dot(buffer, buffer))
-        sums[k] = [np.dot(a, a), d_acc, d_iso, np.dot(a, b), np.dot(b, b), np.dot(a, c),
-                   np.dot(c, c)]
-        sums[k] *= scale * scale
+        if np.isfinite(scale) and scale > 0:
+            sums[k] = _row_sums(*(x / np.float32(scale) for x in (a, b, c)), buffer)
+            sums[k] *= scale * scale
     return sums
+
+
+def _row_sums(a, b, c, buffer) -> list:
+    """The `SUMS` of one sample's float32 rows (`buffer`: scratch of their size)."""
+    np.subtract(a, b, out=buffer)
+    d_acc = float(np.dot(buffer, buffer))
+    np.subtract(a, c, out=buffer)
+    d_iso = float(np.dot(buffer, buffer))
+    return [np.dot(a, a), d_acc, d_iso, np.dot(a, b), np.dot(b, b), np.dot(a, c), np.dot(c, c)]
 
 
 class HistogramCounts(keras.layers.Layer):

@@ -101,10 +101,11 @@ def test_similarity_stage_matches_the_paired_model(quantized):
         np.testing.assert_allclose(result.cosine[:, i], errors[node].cosine_per_sample(), atol=1e-5)
 
 
-@pytest.mark.parametrize("magnitude", [1.0, 1e30])
+@pytest.mark.parametrize("magnitude", [1.0, 1e18, 1e30])
 def test_pair_sums_of_concrete_tensors_match_the_traced_ones(magnitude):
     """The eager (BLAS dot) path and the in-graph path give the same sums, scaled
-    where squares would overflow float32."""
+    where squares would overflow float32 (1e30), unscaled just below (1e18: the
+    sums near float32's largest value)."""
     import tensorflow as tf
 
     from mct_logger.activations import pair_sums
@@ -120,3 +121,30 @@ def test_pair_sums_of_concrete_tensors_match_the_traced_ones(magnitude):
     np.testing.assert_allclose(eager, traced, rtol=1e-4)
     ff = (f.astype(np.float64).reshape(3, -1) ** 2).sum(axis=1)
     np.testing.assert_allclose(eager[:, 0], ff, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bitwidth, symmetric, channels, dtype", [
+    (8, False, None, "float32"), (8, True, None, "float32"), (16, False, None, "float32"),
+    (4, True, 6, "float32"), (8, False, None, "float16"),
+])
+def test_similarity_fake_quantization_is_the_quantizer_layers_grid(bitwidth, symmetric, channels,
+                                                                  dtype):
+    """The similarity stage's fused kernel puts values on the quantizer layers' grid:
+    the same output but for ties, rounded up instead of to even (one step)."""
+    from mct_logger.quantization.encodings import Encoding, fake_quantize
+    from mct_logger.similarity import _fixed_fake_quantize
+
+    rng = np.random.default_rng(bitwidth)
+    x = (rng.normal(size=(4, 16, 16, channels or 5)) * 3).astype(dtype)
+    lo = rng.uniform(-4, -1, channels) if channels else -2.5
+    hi = rng.uniform(1, 4, channels) if channels else 3.0
+    grid = Encoding.from_range(lo, hi, bitwidth, symmetric)
+    got = keras.ops.convert_to_numpy(_fixed_fake_quantize(keras.ops.convert_to_tensor(x), grid))
+    scale = np.asarray(grid.scale, np.float32)
+    want = fake_quantize(x.astype(np.float32), scale, np.asarray(grid.offset, np.float32),
+                         grid.levels).astype(dtype)
+    assert got.dtype == np.dtype(dtype)
+    # whole steps apart (a float16 result is rounded after dequantizing)
+    steps = np.round(np.abs(got.astype(np.float64) - want) / scale)
+    assert np.max(steps) <= 1
+    assert np.mean(steps) < 1e-3  # ties only
