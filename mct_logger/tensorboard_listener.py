@@ -219,21 +219,21 @@ class TensorBoardListener:
         for node, stats in statistics.items():
             edges, counts = stats.histogram(per_channel=False)
             writer.histogram(f"activations/{node}", edges[0], counts[0], total=stats.elements)
-            channel_edges, channel_counts = rebin(
-                *stats.histogram(per_channel=True), stats.min, stats.max, PER_CHANNEL_BINS
-            )
-            channels = len(channel_counts)
+            tables = events.histogram_table(*rebin(
+                *stats.histogram(per_channel=True), stats.min, stats.max, PER_CHANNEL_BINS))
+            channels = len(tables)
             for start, stop in _chunks(channels, HISTOGRAM_CHUNK):
                 tag = _chunk_tag(f"activations_per_channel/{node}", start, stop, channels,
                                  HISTOGRAM_CHUNK)
                 for c in range(start, stop):
-                    histograms.setdefault(c, []).append((tag, channel_edges[c], channel_counts[c]))
+                    histograms.setdefault(c, []).append((tag, tables[c]))
             values = {"min": stats.min, "max": stats.max, "mean": stats.mean}
             for start, stop in _chunks(channels, SCALAR_CHUNK):
                 tag = _chunk_tag(f"channel_stats/{node}", start, stop, channels, SCALAR_CHUNK)
                 for key, array in values.items():
-                    for c in range(start, stop):
-                        scalars[key].setdefault(c, []).append((tag, array[c]))
+                    by_step = scalars[key]
+                    for c, value in enumerate(array[start:stop].tolist(), start):
+                        by_step.setdefault(c, []).append((tag, value))
         for c, entries in sorted(histograms.items()):
             writer.compact_histograms(c, entries)
         for key, by_step in scalars.items():

@@ -139,6 +139,17 @@ def test_histograms_float_and_quantized_under_the_same_tag(logged, provider):
                                 run_tag_filter=_filter(f"{run_folder}/03_statistics_collection", [tag]))
         steps |= {d.step for d in got[f"{run_folder}/03_statistics_collection"][tag]}
     assert len(wide_tags) == 12 and steps == set(range(WIDE))
+    # channel 105's histogram spans its own range and counts each of its values once
+    run = f"{run_folder}/03_statistics_collection"
+    got = data.read_tensors(ctx, experiment_id=eid, plugin_name="histograms", downsample=10_000,
+                            run_tag_filter=_filter(run, ["activations_per_channel/relu [100-199]"]))
+    (channel,) = [d.numpy for d in got[run]["activations_per_channel/relu [100-199]"]
+                  if d.step == 105]
+    stats = logged[2].stage_results["statistics_collection"].statistics["relu"]
+    assert channel.shape == (16, 3)
+    np.testing.assert_allclose(channel[[0, -1], [0, 1]], [stats.min[105], stats.max[105]],
+                               rtol=1e-6, atol=1e-7)
+    assert channel[:, 2].sum() == pytest.approx(stats.elements / WIDE)
 
 
 def test_every_channel_min_max_mean_is_kept(logged, provider):
