@@ -254,9 +254,7 @@ def _fixed_fake_quantize(x, grid):
         return x
     ops = keras.ops
     dtype = keras.backend.standardize_dtype(x.dtype)
-    scale = np.asarray(grid.scale, dtype="float32")
-    low = np.asarray(grid.offset, dtype="float32")
     y = keras.quantizers.fake_quant_with_min_max_vars(
-        ops.cast(x, "float32"), low * scale, (low + np.float32(grid.levels)) * scale,
+        ops.cast(x, "float32"), np.float32(grid.min), np.float32(grid.max),
         num_bits=grid.bitwidth, axis=-1 if grid.per_channel else None)
     return y if dtype == "float32" else ops.cast(y, dtype)

@@ -35,8 +35,7 @@ from mct_logger.quantization.layers import (
 )
 from mct_logger.quantization.histogram import HistogramCollector, channels_last_2d
 from mct_logger.quantization.observers import make_observer
-from mct_logger.quantization.reduction import ReducedCollection
-
+from mct_logger.quantization.reduction import ReducedCollection, as_float32
 
 
 @dataclasses.dataclass
@@ -276,7 +275,7 @@ class CalibrationModel(keras.Model):
         """Notes the model inputs holding NaN or Inf (for the error naming the cause)."""
         for name, x in zip(self._input_names, tree.flatten(inputs)):
             x = keras.ops.convert_to_numpy(x)
-            if x.dtype.kind in "fV" and not np.all(np.isfinite(_as_float32(x))):
+            if x.dtype.kind in "fV" and not np.all(np.isfinite(as_float32(x))):
                 self.nonfinite_inputs.add(name)
 
     def observe(self, collected) -> None:
@@ -285,7 +284,7 @@ class CalibrationModel(keras.Model):
 
     def _observe_values(self, collected) -> None:
         for name, value in zip(self._observed, collected):
-            value = _as_float32(keras.ops.convert_to_numpy(value))
+            value = as_float32(keras.ops.convert_to_numpy(value))
             self.observers[name].update(value)
             if self.statistics is not None:
                 self.statistics[name].update(value)
@@ -380,14 +379,6 @@ def _finite_range(observer) -> bool:
     if lo is None or hi is None:
         return True
     return bool(np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)))
-
-
-def _as_float32(value: np.ndarray) -> np.ndarray:
-    """float16/bfloat16 outputs of mixed-precision layers as float32, so observers
-    and statistics never overflow (float32 and float64 pass unchanged)."""
-    if value.dtype.kind == "V" or (value.dtype.kind == "f" and value.dtype.itemsize < 4):
-        return value.astype(np.float32)
-    return value
 
 
 def compile_inference(model: keras.Model):

@@ -101,6 +101,14 @@ def _per_channel(reduce, x, flat):
     return reduce(reduce(x, axis=inner), axis=0)
 
 
+def as_float32(value: np.ndarray) -> np.ndarray:
+    """float16/bfloat16 outputs of mixed-precision layers as float32, so observers
+    and statistics never overflow (float32 and float64 pass unchanged)."""
+    if value.dtype.kind == "V" or (value.dtype.kind == "f" and value.dtype.itemsize < 4):
+        return value.astype(np.float32)
+    return value
+
+
 class ReducedCollection:
     """Feeds observers from a collector model's outputs reduced in-graph.
 
@@ -148,9 +156,7 @@ class ReducedCollection:
             observer = self.observers[name]
             stats = self.statistics[name] if self.statistics is not None else None
             if not self.reduced[name]:
-                value = np.asarray(out)
-                if value.dtype.kind == "V" or (value.dtype.kind == "f" and value.dtype.itemsize < 4):
-                    value = value.astype(np.float32)
+                value = as_float32(np.asarray(out))
                 observer.update(value)
                 if stats is not None:
                     stats.update(value)
