@@ -34,7 +34,6 @@ from mct_logger.quantization.reduction import sample_stride
 from mct_logger.quantization.quantsim import (
     NodeEncodings,
     QuantizerFactory,
-    apply_encodings,
     compile_inference,
     run_over_batches,
 )
@@ -131,12 +130,11 @@ class PairedActivations:
         unknown = [n for n in self.nodes if n not in graph.nodes]
         if unknown:
             raise KeyError(f"Nodes {unknown} are not in graph {graph.name!r}.")
-        self._outputs, inputs = self._build(graph, plan)
+        self._outputs, inputs = self._build(graph, plan, encodings)
         flat = [self._outputs[n][k] for n in self.nodes for k in range(3)]
         self.model = keras.Model(inputs, flat, name=f"{graph.name}_paired")
         self._histogram_nodes = [n for n in self.nodes if n in (histogram_edges or {})]
         counters = {n: HistogramCounts(histogram_edges[n]) for n in self._histogram_nodes}
-        apply_encodings(self.model, encodings)
         self.stats_model = keras.Model(
             inputs,
             [pair_sums(*self._outputs[n]) for n in self.nodes]
@@ -147,8 +145,8 @@ class PairedActivations:
         self._run_sums = compile_inference(self.stats_model)
         self._elements = {n: elements_per_sample(graph.nodes[n]) for n in self.nodes}
 
-    def _build(self, graph: Graph, plan: dict):
-        factory = QuantizerFactory(graph, plan)
+    def _build(self, graph: Graph, plan: dict, encodings: dict):
+        factory = QuantizerFactory(graph, plan, encodings)
         quantized_clones: dict[int, object] = {}
         cloner = LayerCloner()
         used = cloner.used_names

@@ -164,6 +164,10 @@ def test_weight_quantizer_equals_layer_run_on_numpy_quantized_kernels(case, per_
     got = keras.ops.convert_to_numpy(wrapper(x))
     # At 12+ bits a float32-vs-float64 tie can flip one weight by one tiny step.
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 if bits < 12 else 1e-4)
+    # created holding its grids: the same as set after
+    born = QuantizedWeightsLayer(clone, node_name="n", weight_specs=specs, encodings=encodings)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(born(x)), got)
+    assert born.get_encoding(name).as_dict() == wrapper.get_encoding(name).as_dict()
     wrapper.enabled = False
     np.testing.assert_allclose(keras.ops.convert_to_numpy(wrapper(x)),
                                keras.ops.convert_to_numpy(layer(x)), rtol=1e-5, atol=1e-6)
@@ -178,8 +182,14 @@ def test_activation_quantizer_matches_numpy_and_switches_off():
     got = keras.ops.convert_to_numpy(quantizer(x))
     np.testing.assert_allclose(got, quantize_dequantize(x, enc), atol=1e-6)
     assert len(np.unique(got)) == 16
+    born = ActivationQuantizer(node_name="n", bitwidth=8, is_symmetric=True, encoding=enc)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(born(x)), got)
+    assert (born.bitwidth, born.is_symmetric) == (4, False)  # the encoding's, as set_encoding
     quantizer.enabled = False
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(quantizer(x)), x)
+    per_channel = Encoding.from_range(np.zeros(3), np.ones(3), 8, symmetric=False)
+    with pytest.raises(ValueError, match="does not fit a quantizer built for shape"):
+        ActivationQuantizer(node_name="n", encoding=per_channel)(x)
 
 
 # ------------------------------------------------------------------ quantized models

@@ -249,3 +249,23 @@ def test_models_sharing_a_clone_cache_share_the_clone_of_each_prototype():
     assert graph.to_keras().get_layer("fc1") is not first.get_layer("fc1")  # no cache: fresh
     graph.nodes["fc1"].info[REUSE_LAYER] = True  # the user's own layer, never a cached clone
     assert graph.to_keras(clones=clones).get_layer("fc1") is model.get_layer("fc1")
+
+
+def test_clones_and_folded_layers_keep_their_own_initializers_in_their_config():
+    """Their variables are built as zeros (then assigned): the values and the
+    configs are the user's, not zeros."""
+    from mct_logger.techniques.batch_norm_folding import fold_batch_norms
+
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((6, 6, 3))
+    x = L.Conv2D(4, 3, kernel_initializer="he_normal", use_bias=False, name="conv")(inputs)
+    x = L.BatchNormalization(name="bn")(x)
+    model = keras.Model(inputs, L.Dense(2, bias_initializer="ones", name="fc")(x))
+    graph = read_model(model)
+    clone = graph.to_keras().get_layer("fc")
+    assert clone.get_config() == model.get_layer("fc").get_config()
+    np.testing.assert_array_equal(clone.kernel.numpy(), model.get_layer("fc").kernel.numpy())
+    np.testing.assert_array_equal(clone.bias.numpy(), np.ones(2))
+    folded = fold_batch_norms(graph)[0].nodes["conv"].layer
+    assert folded.get_config()["kernel_initializer"]["class_name"] == "HeNormal"
+    assert np.all(folded.kernel.numpy() != 0)

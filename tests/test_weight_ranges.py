@@ -10,6 +10,7 @@ from keras import layers
 
 import mct_logger
 from mct_logger.graph import read_model
+from mct_logger.json_safe import json_numbers
 from mct_logger.techniques.weight_ranges import (
     channel_statistics,
     range_summary,
@@ -49,6 +50,12 @@ def test_relative_ranges_exclude_dead_channels_and_flag_tukey_outliers():
     assert range_summary(np.ones(5))["outlier_channels"] == []
     assert range_summary(np.ones(5))["spread_score"] == 0.0
     assert range_summary(np.zeros(3))["tukey_fence"] is None
+
+
+def test_json_numbers_keep_seven_significant_digits_and_drop_non_finite_values():
+    values = np.array([[0.123456789, -98765.4321], [np.nan, np.inf], [1e-30 / 3, 0.0]])
+    assert json_numbers(values) == [0.1234568, -98765.43, None, None, 3.333333e-31, 0.0]
+    assert json_numbers(np.float32(2.5)) == [2.5]
 
 
 def test_tables_cover_every_weight_layer_and_are_json():

@@ -67,13 +67,16 @@ class _Grid:
     create and save instead of four): `[enabled, levels, scale (C), offset (C)]`,
     C = 1 for a per-tensor grid."""
 
-    def __init__(self, layer: keras.layers.Layer, prefix: str, num_channels, bitwidth, symmetric):
+    def __init__(self, layer: keras.layers.Layer, prefix: str, num_channels, bitwidth, symmetric,
+                 encoding: Encoding | None = None):
         self.shape = () if num_channels is None else (num_channels,)
         self.channels = 1 if num_channels is None else int(num_channels)
         half = 2 ** (bitwidth - 1)
         initial = np.concatenate([
             [1.0, 2.0**bitwidth - 1], np.ones(self.channels),
             np.full(self.channels, -half if symmetric else 0.0)]).astype("float32")
+        if encoding is not None:  # created holding its grid: no assign after
+            initial = self._with_encoding(initial, encoding)
         self.vector = layer.add_weight(
             name=f"{prefix}grid", shape=initial.shape, trainable=False,
             initializer=lambda shape, dtype=None: keras.ops.convert_to_tensor(initial, dtype),
@@ -111,17 +114,21 @@ class _Grid:
         self.vector.assign(values)
 
     def assign(self, encoding: Encoding):
+        self.vector.assign(self._with_encoding(self._values(), encoding))
+
+    def _with_encoding(self, values: np.ndarray, encoding: Encoding) -> np.ndarray:
+        """`values` (the grid vector) with `encoding`'s levels, scale and offset."""
         if tuple(self.shape) != tuple(np.shape(encoding.scale)):
             raise ValueError(
                 f"Encoding with scale shape {np.shape(encoding.scale)} does not fit a "
                 f"quantizer built for shape {tuple(self.shape)} (per-channel "
                 "vs per-tensor, or a different channel count)."
             )
-        values = self._values()
+        values = values.copy()
         values[1] = float(encoding.levels)
         values[2:2 + self.channels] = np.reshape(encoding.scale, -1)
         values[2 + self.channels:] = np.reshape(encoding.offset, -1)
-        self.vector.assign(values)
+        return values
 
     def encoding(self, bitwidth: int, symmetric: bool) -> Encoding:
         _, _, scale, offset = self.parts(self._values().astype(np.float64), np.reshape)
@@ -137,9 +144,12 @@ class ActivationQuantizer(keras.layers.Layer):
         num_channels: None for one grid per tensor, else one per channel (last axis).
         bitwidth: 2 to 16.
         is_symmetric: whether the grid is symmetric around zero.
+        encoding: the grid to start from (its bitwidth and symmetry win over
+            the arguments'); default: scale 1, offset at the bottom of the range.
     """
 
-    def __init__(self, node_name, num_channels=None, bitwidth=8, is_symmetric=False, **kwargs):
+    def __init__(self, node_name, num_channels=None, bitwidth=8, is_symmetric=False,
+                 encoding: Encoding | None = None, **kwargs):
         # The grid arithmetic runs in float32 whatever the model's policy: at 16
         # bits, x / scale reaches 65535, beyond float16's largest value.
         kwargs.setdefault("dtype", "float32")
@@ -151,9 +161,14 @@ class ActivationQuantizer(keras.layers.Layer):
         self.bitwidth = int(bitwidth)
         self.is_symmetric = bool(is_symmetric)
         self._grid = None
+        self._initial_encoding = encoding
+        if encoding is not None:
+            self._check(encoding)
 
     def build(self, input_shape):
-        self._grid = _Grid(self, "", self.num_channels, self.bitwidth, self.is_symmetric)
+        self._grid = _Grid(self, "", self.num_channels, self.bitwidth, self.is_symmetric,
+                           self._initial_encoding)
+        self._initial_encoding = None
 
     def call(self, inputs):
         """Fake-quantizes in float32; the output keeps the input's dtype (a
@@ -213,12 +228,14 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
         weight_specs: `{weight name: {"num_channels": int | None,
             "bitwidth": int, "is_symmetric": bool}}`, names as in
             `quantizable_weights` ("kernel", "query/kernel", ...).
+        encodings: `{weight name: Encoding}` to start from (their bitwidth and
+            symmetry win over the specs'); a weight without one starts at scale 1.
 
     Raises:
         ValueError: a weight name the layer does not have.
     """
 
-    def __init__(self, layer, node_name, weight_specs, **kwargs):
+    def __init__(self, layer, node_name, weight_specs, encodings: dict | None = None, **kwargs):
         # Compute like the wrapped layer (a float32 layer in a mixed_float16
         # model stays float32); no autocast scope, so the kernels are read and
         # fake-quantized in float32 and only then cast (see `linear_forward`).
@@ -236,6 +253,11 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
             check_bitwidth(spec["bitwidth"])
         self.node_name = node_name
         self.weight_specs = {k: dict(v) for k, v in weight_specs.items()}
+        self._initial_encodings = {k: e for k, e in (encodings or {}).items()
+                                   if k in self.weight_specs}
+        for name, encoding in self._initial_encodings.items():
+            spec = self.weight_specs[name]
+            spec["bitwidth"], spec["is_symmetric"] = encoding.bitwidth, encoding.is_symmetric
         self._channel_axes = supported
         self._linear = bool(linear_weights(layer))
         self._grids: dict[str, _Grid] = {}
@@ -248,8 +270,9 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
         for name, spec in self.weight_specs.items():
             self._grids[name] = _Grid(
                 self, name.replace("/", "__") + "_", spec.get("num_channels"),
-                spec["bitwidth"], spec["is_symmetric"],
+                spec["bitwidth"], spec["is_symmetric"], self._initial_encodings.get(name),
             )
+        self._initial_encodings = {}
         self.built = True
 
     def call(self, inputs, *args, **kwargs):

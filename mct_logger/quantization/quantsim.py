@@ -74,11 +74,13 @@ class QuantizerFactory:
     """Makes the quantizer layers of one Keras model, with unique layer names.
 
     A shared layer gets one weight quantizer for all its calls; each node
-    output gets its own activation quantizer.
+    output gets its own activation quantizer. With `encodings` (node name ->
+    `NodeEncodings`), each quantizer is created holding its node's grids.
     """
 
-    def __init__(self, graph: Graph, plan: dict):
+    def __init__(self, graph: Graph, plan: dict, encodings: dict | None = None):
         self.plan = plan
+        self.encodings = encodings or {}
         self._used = {re.sub(r"[/:]", "_", n) for n in graph.nodes}
         self._wrappers: dict[int, QuantizedWeightsLayer] = {}
 
@@ -97,6 +99,7 @@ class QuantizerFactory:
                     "is_symmetric": s.is_symmetric}
                 for k, s in specs.items()
             },
+            encodings=self._grids(node.name).weights,
             name=_unique(f"{clone.name}_wq", self._used),
         )
         self._wrappers[id(clone)] = wrapper
@@ -111,8 +114,12 @@ class QuantizerFactory:
             num_channels=node.output_shapes[0][-1] if spec.per_channel else None,
             bitwidth=spec.bitwidth,
             is_symmetric=spec.is_symmetric,
+            encoding=self._grids(node.name).activation,
             name=_unique(re.sub(r"[/:]", "_", node.name) + "_aq", self._used),
         )
+
+    def _grids(self, node_name: str) -> NodeEncodings:
+        return self.encodings.get(node_name) or NodeEncodings()
 
 
 def build_quantized_model(
@@ -124,16 +131,14 @@ def build_quantized_model(
     `clones`: a `layer_clone.CloneCache` of the same run (the quantized model
     then shares the float layers of the run's other models).
     """
-    factory = QuantizerFactory(graph, plan)
+    factory = QuantizerFactory(graph, plan, encodings)
 
     def wrap_outputs(node, outputs):
         quantizer = factory.activation(node)
         return outputs if quantizer is None else [quantizer(outputs[0])] + list(outputs[1:])
 
-    model = graph.to_keras(name=name or f"{graph.name}_quantized",
-                           make_layer=factory.weights, wrap_outputs=wrap_outputs, clones=clones)
-    apply_encodings(model, encodings)
-    return model
+    return graph.to_keras(name=name or f"{graph.name}_quantized",
+                          make_layer=factory.weights, wrap_outputs=wrap_outputs, clones=clones)
 
 
 def _unique(name: str, used: set) -> str:

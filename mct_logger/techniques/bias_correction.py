@@ -46,7 +46,6 @@ from mct_logger.quantization.plan import NodePlan
 from mct_logger.quantization.quantsim import (
     NodeEncodings,
     QuantizerFactory,
-    apply_encodings,
     compile_inference,
     run_over_batches,
     quantizers,
@@ -293,7 +292,7 @@ class _MeanModel:
 
     def __init__(self, graph: Graph, targets, plan=None, encodings=None):
         captured = {}
-        factory = QuantizerFactory(graph, plan) if plan is not None else None
+        factory = QuantizerFactory(graph, plan, encodings) if plan is not None else None
 
         def make_layer(node, clone):
             inner = clone
@@ -314,8 +313,6 @@ class _MeanModel:
         self.targets = list(targets)
         outputs = [ops.mean(captured[n], axis=_channel_axes(graph.nodes[n])) for n in self.targets]
         self.model = keras.Model(model.inputs, outputs, name=f"{graph.name}_channel_means")
-        if encodings is not None:
-            apply_encodings(self.model, encodings)
         self._run = compile_inference(self.model)
         self._layers = {n: q["weights"].layer for n, q in quantizers(self.model).items()
                         if "weights" in q}
