@@ -297,31 +297,39 @@ def _row_sums(a, b, c, buffer) -> list:
 
 
 class HistogramCounts(keras.layers.Layer):
-    """Counts of a tensor's values in fixed, evenly spaced bins (outside values go to
-    the edge bins), over the whole batch: shape (1, bins). A tensor larger than
-    `reduction.SAMPLE_ELEMENTS` per batch is counted on every s-th row of its
-    channels (`reduction.sample_stride`), each count standing for s values."""
+    """`histogram_counts` of a tensor on fixed edges, as a layer of a Keras model."""
 
     def __init__(self, edges, **kwargs):
         super().__init__(**kwargs)
-        self.lo = float(edges[0])
-        self.bins = len(edges) - 1
-        self.scale = self.bins / (float(edges[-1] - edges[0]) or 1.0)
+        self.edges = edges
 
     def call(self, x):
-        stride = sample_stride(tuple(x.shape))
-        if stride > 1:
-            x = ops.reshape(x, (-1, x.shape[-1]))[::stride]
-        if keras.config.backend() == "tensorflow":  # one fused kernel, much faster than bincount
-            import tensorflow as tf
-
-            hi = self.lo + self.bins / self.scale
-            counts = tf.histogram_fixed_width(tf.cast(x, "float32"), [self.lo, hi], nbins=self.bins)
-            return tf.reshape(tf.cast(counts, "float32") * stride, (1, self.bins))
-        index = ops.floor((ops.cast(x, "float32") - self.lo) * self.scale)
-        index = ops.cast(ops.clip(index, 0, self.bins - 1), "int32")
-        counts = ops.bincount(ops.reshape(index, (-1,)), minlength=self.bins)
-        return ops.reshape(ops.cast(counts[: self.bins], "float32") * stride, (1, self.bins))
+        return histogram_counts(x, self.edges)
 
     def compute_output_shape(self, input_shape):
-        return (1, self.bins)
+        return (1, len(self.edges) - 1)
+
+
+def histogram_counts(x, edges):
+    """Counts of `x`'s values in fixed, evenly spaced bins (outside values go to
+    the edge bins), over the whole batch: shape (1, bins) float32.
+
+    A tensor larger than `reduction.SAMPLE_ELEMENTS` per batch is counted on
+    every s-th row of its channels (`reduction.sample_stride`), each count
+    standing for s values.
+    """
+    lo, bins = float(edges[0]), len(edges) - 1
+    scale = bins / (float(edges[-1] - edges[0]) or 1.0)
+    stride = sample_stride(tuple(x.shape))
+    if stride > 1:
+        x = ops.reshape(x, (-1, x.shape[-1]))[::stride]
+    if keras.config.backend() == "tensorflow":  # one fused kernel, much faster than bincount
+        import tensorflow as tf
+
+        counts = tf.histogram_fixed_width(tf.cast(x, "float32"), [lo, lo + bins / scale],
+                                          nbins=bins)
+        return tf.reshape(tf.cast(counts, "float32") * stride, (1, bins))
+    index = ops.floor((ops.cast(x, "float32") - lo) * scale)
+    index = ops.cast(ops.clip(index, 0, bins - 1), "int32")
+    counts = ops.bincount(ops.reshape(index, (-1,)), minlength=bins)
+    return ops.reshape(ops.cast(counts[:bins], "float32") * stride, (1, bins))
