@@ -223,12 +223,21 @@ def _call_quantized(node, kernels, values):
 
 
 def first_samples(batches, samples: int) -> list:
+    """The first `samples` samples of `batches`, as batches, read no further than
+    needed: from the first batch a `CalibrationBatches` keeps when it holds
+    enough, else from a new pass stopped at the last batch needed (a data
+    pipeline may decode each batch it yields)."""
+    first = getattr(batches, "first", None)
+    if samples <= 0:
+        return []
+    if first is not None and len(first[0]) >= samples:
+        return [[x[:samples] for x in first]]
     chosen, left = [], samples
     for batch in batches:
-        if left <= 0:
-            break
         chosen.append([x[:left] for x in batch])
         left -= len(batch[0])
+        if left <= 0:
+            break
     return chosen
 
 

@@ -86,6 +86,18 @@ def test_each_analysis_pass_reads_the_source_again(tmp_path):
     assert counter.passes == 2 + bias_passes + 1
 
 
+@pytest.mark.parametrize("samples, passes, yielded", [(3, 2, 10), (6, 3, 12)])
+def test_the_similarity_analysis_reads_no_batch_beyond_its_samples(samples, passes, yielded):
+    """Within the first batch: the one the checking pass kept, no new pass; 6
+    samples of batches of 4: two batches, not a third."""
+    counter = Counting()
+    config = mct_logger.QuantizationConfig(batch_size=4, analyze_similarity=True,
+                                           similarity_samples=samples)
+    _, info = mct_logger.keras_post_training_quantization(_model(), counter.batches, config)
+    assert info.stage_results["similarity_analysis"].num_samples == samples
+    assert (counter.passes, counter.yielded) == (passes, yielded)
+
+
 def test_a_one_shot_generator_is_read_once_and_cached_in_memory(caplog):
     x = _images(20)
     read = []
