@@ -77,8 +77,9 @@ def _row(node, kernel_name: str, kernel: np.ndarray, grid, axes) -> dict:
     # Quantized values can land just outside the float range (rounding to the grid's ends).
     edges_lo = min(lo, float(q.min()))
     edges_hi = max(hi, float(q.max()))
-    float_counts, edges = np.histogram(f, bins=HISTOGRAM_BINS, range=(edges_lo, edges_hi))
-    quantized_counts, _ = np.histogram(q, bins=edges)
+    width = (edges_hi - edges_lo) / HISTOGRAM_BINS
+    float_counts = _even_counts(f, edges_lo, width)
+    quantized_counts = _even_counts(q, edges_lo, width)
     return {
         "layer": node.name,
         "kernel": kernel_name,
@@ -91,9 +92,18 @@ def _row(node, kernel_name: str, kernel: np.ndarray, grid, axes) -> dict:
         "encoding_min": float(np.min(grid.min)),
         "encoding_max": float(np.max(grid.max)),
         "histogram": {
-            "lo": float(edges[0]),
-            "width": float(edges[1] - edges[0]),
+            "lo": edges_lo,
+            "width": width,
             "float": float_counts.tolist(),
             "quantized": quantized_counts.tolist(),
         },
     }
+
+
+def _even_counts(values: np.ndarray, lo: float, width: float) -> np.ndarray:
+    """Counts of `values` (all within [lo, lo + HISTOGRAM_BINS * width]) in
+    `HISTOGRAM_BINS` even bins, the top edge in the last bin: one bincount
+    (`np.histogram` loops over blocks of the data in Python, 5x slower here)."""
+    index = ((values.ravel() - lo) / width).astype(np.intp)
+    np.clip(index, 0, HISTOGRAM_BINS - 1, out=index)
+    return np.bincount(index, minlength=HISTOGRAM_BINS)

@@ -307,3 +307,25 @@ def test_calibration_model_forward_pass_feeds_observers(small_model):
     assert calibration.batches_seen == 6
     calibration(x[:3])
     assert calibration.batches_seen == 7
+
+
+def test_weight_rows_count_float_and_quantized_kernels_on_the_same_even_bins(small_model):
+    from mct_logger.weight_quantization import HISTOGRAM_BINS, weight_quantization_rows
+
+    model, _ = small_model
+    graph = read_model(model)
+    plan = plan_quantization(graph, QuantizationConfig(weight_bits=4))
+    encodings = {n: NodeEncodings(w) for n, w in weight_encodings(graph, plan).items()}
+    rows = weight_quantization_rows(graph, plan, encodings)
+    assert [r["layer"] for r in rows] == ["conv_a", "dw", "head"]
+    for row in rows:
+        kernel = model.get_layer(row["layer"]).kernel.numpy()
+        grid = encodings[row["layer"]].weights["kernel"]
+        axes = plan[row["layer"]].weights["kernel"].channel_axes
+        quantized = quantize_dequantize(kernel, grid, broadcast_shape(kernel.shape, axes))
+        histogram = row["histogram"]
+        top = histogram["lo"] + HISTOGRAM_BINS * histogram["width"]
+        assert top >= max(kernel.max(), quantized.max())
+        for values, counts in ((kernel, histogram["float"]), (quantized, histogram["quantized"])):
+            expected, _ = np.histogram(values, bins=HISTOGRAM_BINS, range=(histogram["lo"], top))
+            np.testing.assert_array_equal(counts, expected)
