@@ -106,13 +106,21 @@ class Node:
 
     @property
     def inputs(self) -> list[TensorRef]:
+        return list(self._input_refs()[0])
+
+    def reads(self, name: str) -> bool:
+        """Whether an output of node `name` is an input of this node."""
+        return name in self._input_refs()[1]
+
+    def _input_refs(self) -> tuple:
         # Kept until `args` or `kwargs` is replaced (stages replace them, never
         # edit them in place): graph walks ask every node for its inputs often.
         cached = self.__dict__.get("_inputs")
         if cached is None or cached[0] is not self.args or cached[1] is not self.kwargs:
             refs = [x for x in tree.flatten((self.args, self.kwargs)) if isinstance(x, TensorRef)]
-            cached = self.__dict__["_inputs"] = (self.args, self.kwargs, refs)
-        return list(cached[2])
+            cached = self.__dict__["_inputs"] = (self.args, self.kwargs, refs,
+                                                 frozenset(r.node for r in refs))
+        return cached[2], cached[3]
 
     def weights(self) -> dict[str, np.ndarray]:
         """The layer's weights by variable name, as NumPy arrays.
@@ -183,7 +191,7 @@ class Graph:
         )
 
     def consumers(self, name: str) -> list[Node]:
-        return [n for n in self.nodes.values() if any(r.node == name for r in n.inputs)]
+        return [n for n in self.nodes.values() if n.reads(name)]
 
     def is_model_output(self, name: str) -> bool:
         return any(r.node == name for r in self.outputs)

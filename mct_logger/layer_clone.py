@@ -31,6 +31,8 @@ from typing import Any, Callable
 
 import keras
 
+from mct_logger import layer_kinds
+
 __all__ = ["REUSE_LAYER", "CloneCache", "LayerCloner", "clone_layer", "copy_layer_state",
            "keras_safe_name", "zero_initializers"]
 
@@ -152,25 +154,46 @@ def clone_layer(node, used_names: set[str]):
 
 
 @contextlib.contextmanager
-def zero_initializers(layer):
-    """Builds `layer`'s own variables as zeros inside the block: for a layer whose
-    every variable is assigned right after it is built (a clone, a folded layer).
+def zero_initializers(layer, values: dict | None = None):
+    """Builds `layer`'s own variables inside the block without random values: for
+    a layer whose every variable is assigned right after it is built (a clone,
+    a folded layer).
 
     Each `*_initializer` attribute (Keras' naming: `kernel_initializer`,
     `depthwise_initializer`, ...) is Zeros in the block and restored after it,
     so the layer's config still names its own initializers. Zeros cost one
     cheap kernel where a random initializer costs several (a 1x1 Conv2D builds
-    in 1.05 instead of 1.3 ms).
+    in 1.05 instead of 1.3 ms). With `values` (weight name -> array), a linear
+    layer's kernel and bias start at their value instead (0.8 ms, and no assign
+    after): the block yields the set of weight names that did, to be skipped.
     """
     saved = {name: value for name, value in vars(layer).items()
              if name.endswith("_initializer") and callable(value)}
+    started: set = set()
     for name in saved:
         object.__setattr__(layer, name, keras.initializers.Zeros())
+    for weight, attribute in layer_kinds.initializer_attributes(layer).items():
+        if attribute in saved and values is not None and weight in values:
+            object.__setattr__(layer, attribute, _StartAt(weight, values[weight], started))
     try:
-        yield layer
+        yield started
     finally:
         for name, value in saved.items():
             object.__setattr__(layer, name, value)
+
+
+class _StartAt:
+    """An initializer returning one given value; records that it ran."""
+
+    def __init__(self, name: str, value, started: set):
+        self.name, self.value, self.started = name, value, started
+
+    def __call__(self, shape, dtype=None):
+        if tuple(shape) != tuple(self.value.shape):
+            raise ValueError(f"Weight {self.name!r} has shape {tuple(shape)}, but its given "
+                             f"value has shape {tuple(self.value.shape)}.")
+        self.started.add(self.name)
+        return keras.ops.convert_to_tensor(self.value, dtype)
 
 
 def copy_layer_state(source, clone) -> None:

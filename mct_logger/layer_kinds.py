@@ -38,8 +38,8 @@ __all__ = [
     "ARITHMETIC", "AVERAGE_POOLING", "COMPOSITE", "CONV", "DEPTHWISE", "EQUALIZABLE",
     "IDENTITY", "LINEAR", "MAX_POOLING", "PADDING", "PASSTHROUGH", "RNN_CELLS", "SEPARABLE",
     "TRANSPOSE", "activation_name", "einsum_channel_axes", "fused_activation_kind",
-    "homogeneous_kind", "is_channelwise", "is_relu_family", "kind", "linear_weight_axes",
-    "weight_axes",
+    "homogeneous_kind", "initializer_attributes", "is_channelwise", "is_relu_family", "kind",
+    "linear_weight_axes", "weight_axes",
 ]
 
 L = keras.layers
@@ -80,6 +80,22 @@ def linear_weight_axes(layer) -> dict[str, tuple[int, ...]]:
     if isinstance(layer, CONV) or isinstance(layer, L.Dense):
         return {"kernel": (-1,)}
     return {}
+
+
+def initializer_attributes(layer) -> dict[str, str]:
+    """`{weight name: the attribute holding its initializer}` of a Conv,
+    Depthwise, Separable, Transpose or Dense layer, else {} (Keras names a
+    depthwise kernel's `depthwise_initializer`)."""
+    if isinstance(layer, SEPARABLE):
+        kernels = {"depthwise_kernel": "depthwise_initializer",
+                   "pointwise_kernel": "pointwise_initializer"}
+    elif isinstance(layer, DEPTHWISE):
+        kernels = {"kernel": "depthwise_initializer"}
+    elif isinstance(layer, LINEAR):
+        kernels = {"kernel": "kernel_initializer"}
+    else:
+        return {}
+    return {**kernels, "bias": "bias_initializer"}
 
 
 def einsum_channel_axes(equation: str) -> tuple[int, ...]:

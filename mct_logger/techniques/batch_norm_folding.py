@@ -121,11 +121,12 @@ def _fold(graph: Graph, producer: Node, bn: Node) -> Node:
 def rebuild_layer(layer, config: dict, input_shape, weights: dict):
     """A new built layer of `layer`'s class from `config`, holding `weights` by name."""
     new = type(layer).from_config(config)
-    with zero_initializers(new):  # every variable is assigned below
+    with zero_initializers(new, weights) as started:  # the rest is assigned below
         new.build(input_shape)
     for variable in new.weights:
         name = variable_name(variable)
         if name not in weights:
             raise ValueError(f"No value for weight {name!r} of rebuilt layer {new.name!r}.")
-        variable.assign(weights[name])
+        if name not in started:
+            variable.assign(weights[name])
     return new
