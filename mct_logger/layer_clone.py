@@ -110,10 +110,13 @@ class LayerCloner:
                 layer, fresh = clone_layer(node, self.used_names), True
             self._clones[id(node.layer)] = layer
         fresh_clone = fresh and isinstance(layer, keras.layers.Layer) and layer is not node.layer
-        with zero_initializers(layer) if fresh_clone else contextlib.nullcontext():
+        # A linear layer's clone starts at its kernel and bias: nothing left to copy.
+        start = _linear_state(node.layer) if fresh_clone else None
+        with zero_initializers(layer, start) if fresh_clone else contextlib.nullcontext() as started:
             outs = node.call(make_layer(node, layer) if make_layer else layer, values)
         if fresh_clone:
-            copy_layer_state(node.layer, layer)
+            if not start or started != {layer_kinds.variable_name(v) for v in layer.variables}:
+                copy_layer_state(node.layer, layer)
             if self._cache is not None:
                 self._cache.put(node.layer, layer)
         return outs, layer
@@ -180,6 +183,14 @@ def zero_initializers(layer, values: dict | None = None):
     finally:
         for name, value in saved.items():
             object.__setattr__(layer, name, value)
+
+
+def _linear_state(layer) -> dict | None:
+    """Weight name -> value of every variable of a built Conv, Depthwise,
+    Separable, Transpose or Dense layer (their whole state), else None."""
+    if not layer_kinds.initializer_attributes(layer) or not layer.built:
+        return None
+    return {layer_kinds.variable_name(v): keras.ops.convert_to_numpy(v) for v in layer.variables}
 
 
 class _StartAt:

@@ -85,7 +85,10 @@ def linear_weight_axes(layer) -> dict[str, tuple[int, ...]]:
 def initializer_attributes(layer) -> dict[str, str]:
     """`{weight name: the attribute holding its initializer}` of a Conv,
     Depthwise, Separable, Transpose or Dense layer, else {} (Keras names a
-    depthwise kernel's `depthwise_initializer`)."""
+    depthwise kernel's `depthwise_initializer`). A layer Keras itself
+    quantized (`quantization_mode` set) has none."""
+    if getattr(layer, "quantization_mode", None):
+        return {}
     if isinstance(layer, SEPARABLE):
         kernels = {"depthwise_kernel": "depthwise_initializer",
                    "pointwise_kernel": "pointwise_initializer"}
