@@ -34,7 +34,7 @@ import keras
 from mct_logger import layer_kinds
 
 __all__ = ["REUSE_LAYER", "CloneCache", "LayerCloner", "clone_layer", "copy_layer_state",
-           "keras_safe_name", "zero_initializers"]
+           "keras_safe_name", "preset_initializers"]
 
 logger = logging.getLogger("mct_logger")
 
@@ -112,7 +112,7 @@ class LayerCloner:
         fresh_clone = fresh and isinstance(layer, keras.layers.Layer) and layer is not node.layer
         # A linear layer's clone starts at its kernel and bias: nothing left to copy.
         start = _linear_state(node.layer) if fresh_clone else None
-        with zero_initializers(layer, start) if fresh_clone else contextlib.nullcontext() as started:
+        with preset_initializers(layer, start) if fresh_clone else contextlib.nullcontext() as started:
             outs = node.call(make_layer(node, layer) if make_layer else layer, values)
         if fresh_clone:
             if not start or started != {layer_kinds.variable_name(v) for v in layer.variables}:
@@ -157,10 +157,10 @@ def clone_layer(node, used_names: set[str]):
 
 
 @contextlib.contextmanager
-def zero_initializers(layer, values: dict | None = None):
+def preset_initializers(layer, values: dict | None = None):
     """Builds `layer`'s own variables inside the block without random values: for
-    a layer whose every variable is assigned right after it is built (a clone,
-    a folded layer).
+    a layer whose variables all get their real values right after it is built
+    (a clone, a folded or rebuilt layer).
 
     Each `*_initializer` attribute (Keras' naming: `kernel_initializer`,
     `depthwise_initializer`, ...) is Zeros in the block and restored after it,

@@ -277,19 +277,19 @@ def test_clones_and_folded_layers_keep_their_own_initializers_in_their_config():
 ], ids=["conv", "depthwise", "separable", "transpose", "dense"])
 def test_a_linear_layer_built_from_given_values_starts_at_them(make):
     from mct_logger.graph import variable_name
-    from mct_logger.layer_clone import zero_initializers
+    from mct_logger.layer_clone import preset_initializers
 
     shape = (None, 4) if isinstance(make(), L.Dense) else (None, 6, 6, 3)
     reference = make()
     reference.build(shape)
     values = {variable_name(v): v.numpy() + 1.0 for v in reference.weights}
     layer = make()
-    with zero_initializers(layer, values) as started:
+    with preset_initializers(layer, values) as started:
         layer.build(shape)
     assert started == set(values)  # every weight started at its value: none left to assign
     for v in layer.weights:
         np.testing.assert_array_equal(v.numpy(), values[variable_name(v)])
     wrong = make()
     with pytest.raises(ValueError, match="has shape"):
-        with zero_initializers(wrong, {k: v[..., :1] for k, v in values.items()}):
+        with preset_initializers(wrong, {k: v[..., :1] for k, v in values.items()}):
             wrong.build(shape)

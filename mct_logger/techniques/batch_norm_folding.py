@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from mct_logger.graph import Graph, Node, TensorRef, variable_name
-from mct_logger.layer_clone import zero_initializers
+from mct_logger.layer_clone import preset_initializers
 from mct_logger.quantization.layers import broadcast_shape, linear_weights
 
 
@@ -121,7 +121,7 @@ def _fold(graph: Graph, producer: Node, bn: Node) -> Node:
 def rebuild_layer(layer, config: dict, input_shape, weights: dict):
     """A new built layer of `layer`'s class from `config`, holding `weights` by name."""
     new = type(layer).from_config(config)
-    with zero_initializers(new, weights) as started:  # the rest is assigned below
+    with preset_initializers(new, weights) as started:  # the rest is assigned below
         new.build(input_shape)
     for variable in new.weights:
         name = variable_name(variable)
