@@ -83,22 +83,17 @@ def linear_weight_axes(layer) -> dict[str, tuple[int, ...]]:
 
 
 def initializer_attributes(layer) -> dict[str, str]:
-    """`{weight name: the attribute holding its initializer}` of a Conv,
-    Depthwise, Separable, Transpose or Dense layer, else {} (Keras names a
-    depthwise kernel's `depthwise_initializer`). A layer Keras itself
-    quantized (`quantization_mode` set) has none."""
-    if getattr(layer, "quantization_mode", None):
+    """`{weight name: the attribute holding its initializer}` of the layers
+    `linear_weight_axes` knows, else {}: "kernel" -> "kernel_initializer",
+    "depthwise_kernel" -> "depthwise_initializer", and a Depthwise layer's
+    "kernel" -> "depthwise_initializer" (Keras' names)."""
+    kernels = linear_weight_axes(layer)
+    if not kernels:
         return {}
-    if isinstance(layer, SEPARABLE):
-        kernels = {"depthwise_kernel": "depthwise_initializer",
-                   "pointwise_kernel": "pointwise_initializer"}
-    elif isinstance(layer, DEPTHWISE):
-        kernels = {"kernel": "depthwise_initializer"}
-    elif isinstance(layer, LINEAR):
-        kernels = {"kernel": "kernel_initializer"}
-    else:
-        return {}
-    return {**kernels, "bias": "bias_initializer"}
+    if isinstance(layer, DEPTHWISE):
+        return {"kernel": "depthwise_initializer", "bias": "bias_initializer"}
+    return {**{k: k.removesuffix("_kernel") + "_initializer" for k in kernels},
+            "bias": "bias_initializer"}
 
 
 def einsum_channel_axes(equation: str) -> tuple[int, ...]:

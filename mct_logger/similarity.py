@@ -227,9 +227,9 @@ def first_samples(batches, samples: int) -> list:
     needed: from the first batch a `CalibrationBatches` keeps when it holds
     enough, else from a new pass stopped at the last batch needed (a data
     pipeline may decode each batch it yields)."""
-    first = getattr(batches, "first", None)
     if samples <= 0:
         return []
+    first = getattr(batches, "first", None)
     if first is not None and len(first[0]) >= samples:
         return [[x[:samples] for x in first]]
     chosen, left = [], samples

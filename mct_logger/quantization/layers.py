@@ -76,7 +76,7 @@ class _Grid:
             [1.0, 2.0**bitwidth - 1], np.ones(self.channels),
             np.full(self.channels, -half if symmetric else 0.0)]).astype("float32")
         if encoding is not None:  # created holding its grid: no assign after
-            initial = self._with_encoding(initial, encoding)
+            self._fill(initial, encoding)
         self.vector = layer.add_weight(
             name=f"{prefix}grid", shape=initial.shape, trainable=False,
             initializer=lambda shape, dtype=None: keras.ops.convert_to_tensor(initial, dtype),
@@ -114,21 +114,21 @@ class _Grid:
         self.vector.assign(values)
 
     def assign(self, encoding: Encoding):
-        self.vector.assign(self._with_encoding(self._values(), encoding))
+        values = self._values()
+        self._fill(values, encoding)
+        self.vector.assign(values)
 
-    def _with_encoding(self, values: np.ndarray, encoding: Encoding) -> np.ndarray:
-        """`values` (the grid vector) with `encoding`'s levels, scale and offset."""
+    def _fill(self, values: np.ndarray, encoding: Encoding) -> None:
+        """Writes `encoding`'s levels, scale and offset into `values` (the grid vector)."""
         if tuple(self.shape) != tuple(np.shape(encoding.scale)):
             raise ValueError(
                 f"Encoding with scale shape {np.shape(encoding.scale)} does not fit a "
                 f"quantizer built for shape {tuple(self.shape)} (per-channel "
                 "vs per-tensor, or a different channel count)."
             )
-        values = values.copy()
         values[1] = float(encoding.levels)
         values[2:2 + self.channels] = np.reshape(encoding.scale, -1)
         values[2 + self.channels:] = np.reshape(encoding.offset, -1)
-        return values
 
     def encoding(self, bitwidth: int, symmetric: bool) -> Encoding:
         _, _, scale, offset = self.parts(self._values().astype(np.float64), np.reshape)
@@ -256,8 +256,7 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
         self._initial_encodings = {k: e for k, e in (encodings or {}).items()
                                    if k in self.weight_specs}
         for name, encoding in self._initial_encodings.items():
-            spec = self.weight_specs[name]
-            spec["bitwidth"], spec["is_symmetric"] = encoding.bitwidth, encoding.is_symmetric
+            self._adopt(name, encoding)
         self._channel_axes = supported
         self._linear = bool(linear_weights(layer))
         self._grids: dict[str, _Grid] = {}
@@ -327,9 +326,13 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
         self.set_weights_enabled(value)
 
     def set_encoding(self, name: str, encoding: Encoding) -> None:
+        self._adopt(name, encoding)
+        self._grids[name].assign(encoding)
+
+    def _adopt(self, name: str, encoding: Encoding) -> None:
+        """The weight's spec takes `encoding`'s bitwidth and symmetry."""
         spec = self.weight_specs[name]
         spec["bitwidth"], spec["is_symmetric"] = encoding.bitwidth, encoding.is_symmetric
-        self._grids[name].assign(encoding)
 
     def get_encoding(self, name: str) -> Encoding:
         spec = self.weight_specs[name]
