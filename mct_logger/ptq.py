@@ -3,6 +3,8 @@
 Each stage takes the graph, returns a new one plus a typed, versioned result,
 and emits `(stage name, graph, result)` to every registered listener (the
 TensorBoard logger, progress reporting, tests). No stage knows who listens.
+Listeners hear the stages in this order even though one, the similarity
+analysis (a diagnosis), runs on a thread alongside the quantized model's build.
 
 The steps QuantAnalyzer shares with PTQ (it calibrates through the user's
 forward-pass callback instead of a data set, and does no CLE or bias
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from typing import Any
 
@@ -98,7 +101,8 @@ class QuantizationInfo:
             one; an output fused into its activation is counted once.
         node_memory_before / node_memory_after: node name -> {"weights", "activations",
             "total"} of the batch-norm-folded graph, float32 / as quantized.
-        stage_seconds: stage name -> wall seconds of the stage's own work.
+        stage_seconds: stage name -> wall seconds of the stage's own work (the
+            similarity analysis runs alongside the quantized model's build).
         listener_seconds: stage name -> wall seconds its listeners took (logging).
         stage_results: stage name -> the stage's result dataclass.
         quantized_graph: the graph the quantized model is built from: `float_graph`
@@ -152,13 +156,32 @@ class _Run:
                 close(error)
 
     def stage(self, name: str, fn, *args):
+        """Runs stage `name` (`fn(*args) -> (graph, result)`) and reports it."""
         start = time.perf_counter()
         try:
             graph, result = fn(*args)
         except Exception as exc:
             exc.add_note(f"(mct_logger PTQ stage {name!r} failed)")
             raise
-        self.seconds[name] = time.perf_counter() - start
+        return self._report(name, graph, result, time.perf_counter() - start)
+
+    def start(self, name: str, fn, *args) -> "_StageThread":
+        """Starts stage `name` on a thread; `finish` reports it, in the order the
+        listeners expect, once the stages in between have run."""
+        thread = _StageThread(name, fn, args)
+        thread.start()
+        return thread
+
+    def finish(self, thread: "_StageThread"):
+        """Waits for a started stage and reports it (raises what it raised)."""
+        thread.join()
+        if thread.error is not None:
+            thread.error.add_note(f"(mct_logger PTQ stage {thread.stage!r} failed)")
+            raise thread.error
+        return self._report(thread.stage, *thread.output, thread.seconds)
+
+    def _report(self, name: str, graph, result, seconds: float):
+        self.seconds[name] = seconds
         self.results[name] = result
         logger.info("PTQ stage %s done in %.2f s", name, self.seconds[name])
         start = time.perf_counter()
@@ -166,6 +189,24 @@ class _Run:
             listener(name, graph, result)
         self.listener_seconds[name] = time.perf_counter() - start
         return graph, result
+
+
+class _StageThread(threading.Thread):
+    """A stage running alongside the main thread's stages (see `_Run.start`)."""
+
+    def __init__(self, name: str, fn, args):
+        super().__init__(name=f"mct_logger-{name}", daemon=True)
+        self.stage, self.fn, self.args = name, fn, args
+        self.output = self.error = None
+        self.seconds = 0.0
+
+    def run(self):
+        start = time.perf_counter()
+        try:
+            self.output = self.fn(*self.args)
+        except BaseException as exc:  # handed to the main thread by `_Run.finish`
+            self.error = exc
+        self.seconds = time.perf_counter() - start
 
 
 @frozen_heap()
@@ -305,9 +346,6 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
     corrected, _ = run.stage(
         "bias_correction", _bias_correction_stage, graph, plan, params.encodings, batches, config
     )
-    _, result = run.stage(
-        "quantized_model", _build, corrected, plan, params.encodings, memory_before, clones
-    )
     analyze = config.analyze_similarity
     if analyze is None:
         analyze = listeners_lib.needs(run.listeners, listeners_lib.SIMILARITY)
@@ -315,13 +353,26 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         logger.info("Similarity analysis skipped: no node of %r is quantized under this "
                     "configuration, so float and quantized outputs are the same.", graph.name)
         analyze = False
+    similarity = None
     if analyze and batches:
+        # The similarity analysis needs only the graphs and the grids: it runs on a
+        # thread while the quantized model is built (its kernels release the GIL
+        # the build's Python needs), and is reported after it.
         statistics = getattr(run.results.get("statistics_collection"), "statistics", None) or {}
         histograms = {n: tuple(a[0] for a in s.histogram()) for n, s in statistics.items()}
-        graph, _ = run.stage(
+        similarity = run.start(
             "similarity_analysis", _similarity_stage, graph, plan, params.encodings, batches,
             config.similarity_samples, histograms, corrected,
         )
+    try:
+        _, result = run.stage(
+            "quantized_model", _build, corrected, plan, params.encodings, memory_before, clones
+        )
+    finally:
+        if similarity is not None:
+            similarity.join()  # no analysis outlives a failed run
+    if similarity is not None:
+        graph, _ = run.finish(similarity)
     info = QuantizationInfo(
         encodings=params.encodings,
         plan=plan,

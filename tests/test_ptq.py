@@ -227,3 +227,28 @@ def test_every_node_kept_in_float_returns_the_float_model_even_when_analyzing():
     assert info.encodings == {} and "similarity_analysis" not in info.stage_results
     np.testing.assert_allclose(quantized.predict(x, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-6, atol=1e-6)
+
+
+def test_a_failed_build_leaves_no_similarity_analysis_running(digits, monkeypatch):
+    """The similarity analysis runs on a thread beside the quantized model's build;
+    when the build fails, the run waits for it, so nothing outlives the call."""
+    import threading
+
+    from mct_logger import ptq
+
+    def failing_build(*args, **kwargs):
+        raise RuntimeError("the build broke")
+
+    data, model = digits
+    seen = []
+    listener = lambda stage, graph, result: seen.append(stage)  # noqa: E731
+    monkeypatch.setattr(ptq, "_build", failing_build)
+    mct_logger.add_stage_listener(listener)
+    try:
+        with pytest.raises(RuntimeError, match="the build broke"):
+            mct_logger.keras_post_training_quantization(
+                model, data.x_train[:64], mct_logger.QuantizationConfig(analyze_similarity=True))
+    finally:
+        mct_logger.remove_stage_listener(listener)
+    assert not [t for t in threading.enumerate() if t.name.startswith("mct_logger-")]
+    assert "similarity_analysis" not in seen and seen[-1] == "bias_correction"
