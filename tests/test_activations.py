@@ -101,6 +101,42 @@ def test_similarity_stage_matches_the_paired_model(quantized):
         np.testing.assert_allclose(result.cosine[:, i], errors[node].cosine_per_sample(), atol=1e-5)
 
 
+@pytest.mark.parametrize("layer, policy", [
+    (keras.layers.Conv2D(6, 3, strides=2, padding="valid", activation="relu"), "float32"),
+    (keras.layers.Conv2D(6, 1, use_bias=False), "float32"),
+    (keras.layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2), "float32"),
+    (keras.layers.Conv2D(6, 3, padding="same"), "mixed_float16"),
+])
+def test_eager_conv_is_the_layer_bit_for_bit(layer, policy):
+    """The similarity stage's direct kernel call computes what the Keras layer does,
+    with its own or with replaced (quantized) kernels."""
+    from mct_logger.quantization.layers import linear_forward
+    from mct_logger.similarity import _EagerConv
+
+    layer = layer.__class__.from_config({**layer.get_config(), "dtype": policy})
+    x = keras.ops.convert_to_tensor(np.random.default_rng(0).normal(size=(2, 9, 9, 4)), "float32")
+    want = keras.ops.convert_to_numpy(layer(x))
+    conv = _EagerConv.of(layer)
+    got = keras.ops.convert_to_numpy(conv(x, conv.cast(layer.kernel)))
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+    other = {"kernel": keras.ops.convert_to_tensor(np.ones(layer.kernel.shape), "float32")}
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(conv(x, other["kernel"])),
+        keras.ops.convert_to_numpy(linear_forward(layer, x, other)))
+
+
+@pytest.mark.parametrize("layer", [
+    keras.layers.Conv2D(6, 3, dilation_rate=2), keras.layers.Conv2D(6, 3, groups=2),
+    keras.layers.Conv1D(6, 3), keras.layers.Dense(6), keras.layers.SeparableConv2D(6, 3),
+    type("MyConv", (keras.layers.Conv2D,), {})(6, 3),
+])
+def test_eager_conv_leaves_other_layers_to_keras(layer):
+    from mct_logger.similarity import _EagerConv
+
+    layer.build((None, 9, 9, 4) if not isinstance(layer, keras.layers.Conv1D) else (None, 9, 4))
+    assert _EagerConv.of(layer) is None
+
+
 @pytest.mark.parametrize("magnitude", [1.0, 1e18, 1e30])
 def test_pair_sums_of_concrete_tensors_match_the_traced_ones(magnitude):
     """The eager (BLAS dot) path and the in-graph path give the same sums, scaled
