@@ -3,7 +3,10 @@
 The encodings file has AIMET's shape, so tools that read AIMET encodings read
 ours: `activation_encodings` keyed by the node whose output is quantized,
 `param_encodings` keyed by `<node>/<kernel>`, each a list with one entry per
-tensor, or one per output channel for per-channel grids.
+tensor, or one per output channel for per-channel grids. Node and kernel names
+may both hold '/' (`outer/inner/kernel` in a nested model,
+`attention/query/kernel` in MultiHeadAttention): a key is split against the
+model's node names when the file is loaded for a model.
 
 Example:
 
@@ -143,16 +146,44 @@ def _encoding(entries, where: str) -> Encoding:
     return Encoding(scale=scale, offset=offset, bitwidth=bits.pop(), is_symmetric=symmetric.pop())
 
 
-def load_encodings(path: str) -> dict[str, NodeEncodings]:
+def load_encodings(path: str, graph=None) -> dict[str, NodeEncodings]:
     """Reads and validates an encodings file written by `save_encodings` (or by
     AIMET, same shape).
+
+    With `graph` (the model's `Graph`), each `param_encodings` key is split
+    into node and weight against the graph (`split_param_key`), and entries
+    that match no node of it are left out. Without it, a key splits at its
+    last '/', which is right only for one-word weight names such as "kernel"
+    (not for MultiHeadAttention's "query/kernel").
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: the file is not UTF-8 text, not JSON, not an encodings file,
-            or an entry is malformed or inconsistent; the message names the
-            file and the key.
+            a `param_encodings` key is not `<node>/<weight>`, or an entry is
+            malformed or inconsistent; the message names the file and the key.
     """
+    content = _read_json(path)
+    result: dict[str, NodeEncodings] = {}
+    for node, entries in content.get("activation_encodings", {}).items():
+        encoding = _encoding(entries, f"{path}: activation_encodings[{node!r}]")
+        if graph is not None and node not in graph.nodes:
+            continue
+        result.setdefault(node, NodeEncodings()).activation = encoding
+    for key, entries in content.get("param_encodings", {}).items():
+        node, _, name = key.rpartition("/")
+        if not node or not name:
+            raise ValueError(f"{path}: param_encodings key {key!r} is not '<node>/<kernel>'.")
+        encoding = _encoding(entries, f"{path}: param_encodings[{key!r}]")
+        split = split_param_key(key, graph)
+        if split is None:
+            continue
+        node, name = split
+        result.setdefault(node, NodeEncodings()).weights[name] = encoding
+    return result
+
+
+def _read_json(path: str) -> dict:
+    """The JSON object of an encodings file, checked to have an encodings file's sections."""
     try:
         with open(path, encoding="utf-8") as f:
             content = json.load(f)
@@ -175,19 +206,31 @@ def load_encodings(path: str) -> dict[str, NodeEncodings]:
     for section in ("activation_encodings", "param_encodings"):
         if not isinstance(content.get(section, {}), dict):
             raise ValueError(f"{path}: {section} must be an object keyed by node name.")
-    result: dict[str, NodeEncodings] = {}
-    for node, entries in content.get("activation_encodings", {}).items():
-        result.setdefault(node, NodeEncodings()).activation = _encoding(
-            entries, f"{path}: activation_encodings[{node!r}]"
-        )
-    for key, entries in content.get("param_encodings", {}).items():
+    return content
+
+
+def split_param_key(key: str, graph=None) -> tuple[str, str] | None:
+    """`(node, weight name)` of a `param_encodings` key `<node>/<weight>`, or None
+    when no node of `graph` fits it.
+
+    Node names may hold '/' (a nested model's "outer/inner", a shared layer's
+    "conv/call_1") and so may weight names (MultiHeadAttention's
+    "query/kernel", Bidirectional's "forward_gru/gru_cell/kernel", as
+    `quantizable_weights` names them), so the key is split against the graph:
+    after the longest prefix naming a node that quantizes the rest as a
+    weight, else after the longest prefix naming a node. Without a graph, at
+    the last '/'.
+    """
+    if graph is None:
         node, _, name = key.rpartition("/")
-        if not node:
-            raise ValueError(f"{path}: param_encodings key {key!r} is not '<node>/<kernel>'.")
-        result.setdefault(node, NodeEncodings()).weights[name] = _encoding(
-            entries, f"{path}: param_encodings[{key!r}]"
-        )
-    return result
+        return (node, name) if node and name else None
+    splits = [(key[:i], key[i + 1:]) for i, c in enumerate(key) if c == "/"]
+    candidates = [(node, name) for node, name in splits if name and node in graph.nodes]
+    for node, name in reversed(candidates):
+        n = graph.nodes[node]
+        if n.owns_weights and name in quantizable_weights(n.layer):
+            return node, name
+    return candidates[-1] if candidates else None
 
 
 def check_encodings_fit(graph, loaded: dict[str, NodeEncodings], source: str) -> None:
@@ -233,6 +276,10 @@ def adopt_encodings(plan: dict, loaded: dict[str, NodeEncodings], source: str) -
 
     Every planned quantizer needs a grid in the file; a missing one means the
     file was written for another model or configuration.
+
+    Raises:
+        ValueError: a planned quantizer has no grid in `loaded`, naming the
+            file, the node and the missing weights (or "output").
     """
     adopted = {}
     for node, p in plan.items():
@@ -265,3 +312,4 @@ def adopt_encodings(plan: dict, loaded: dict[str, NodeEncodings], source: str) -
             activation=enc.activation if p.activation is not None else None,
         )
     return adopted
+

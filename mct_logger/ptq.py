@@ -261,7 +261,7 @@ def keras_post_training_quantization(
     check_overrides(graph, config)
     loaded = None
     if config.encodings_file:
-        loaded = export.load_encodings(config.encodings_file)
+        loaded = export.load_encodings(config.encodings_file, graph)
         export.check_encodings_fit(graph, loaded, config.encodings_file)
         # A trial plan on the folded graph (weights only, no data): a grid the
         # plan needs and the file lacks fails here, before any stage.

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import mct_logger
-from mct_logger.export import load_encodings
+from mct_logger.export import encodings_to_json, load_encodings, split_param_key
+from mct_logger.graph import read_model
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +169,94 @@ def test_file_missing_a_grid_is_refused_before_any_stage(exported, tmp_path):
     path.write_text(json.dumps(content))
     message, stages = _ptq_stages(model, x, mct_logger.QuantizationConfig(encodings_file=str(path)))
     assert stages == [] and "no grid for node 'dw' (kernel)" in message and str(path) in message
+
+
+# ------------------------------------------------ composite layers and '/' in names
+
+
+def _mha_model():
+    inputs = keras.Input((5, 6))
+    h = keras.layers.MultiHeadAttention(2, 4, name="attention")(inputs, inputs)
+    return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(h)), name="mha")
+
+
+def _rnn_model(rnn):
+    inputs = keras.Input((5, 6))
+    return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Bidirectional(rnn, name="bi")(inputs)))
+
+
+def _time_distributed_model():
+    inputs = keras.Input((3, 6, 6, 2))
+    h = keras.layers.TimeDistributed(keras.layers.Conv2D(4, 3), name="td")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
+
+
+def _einsum_model():
+    inputs = keras.Input((5, 6))
+    h = keras.layers.EinsumDense("abc,cd->abd", (5, 3), bias_axes="d", name="einsum")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
+
+
+def _embedding_model():
+    inputs = keras.Input((4,), dtype="int32")
+    h = keras.layers.Flatten()(keras.layers.Embedding(12, 3, name="emb")(inputs))
+    return keras.Model(inputs, keras.layers.Dense(2)(h))
+
+
+def _nested_model():
+    """'/' in node names (a nested model, a shared layer's calls) and in
+    weight names (attention inside the nested model): 'outer/attention/query/kernel'."""
+    sub_in = keras.Input((5, 6))
+    shared = keras.layers.Dense(6, name="shared")
+    h = shared(keras.layers.MultiHeadAttention(2, 4, name="attention")(sub_in, sub_in))
+    outer = keras.Model(sub_in, shared(h), name="outer")
+    inputs = keras.Input((5, 6))
+    return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(outer(inputs))))
+
+
+COMPOSITE_MODELS = {
+    "MultiHeadAttention": (_mha_model, (5, 6), "attention/query/kernel"),
+    "Bidirectional(GRU)": (lambda: _rnn_model(keras.layers.GRU(3)), (5, 6),
+                           "bi/forward_gru/gru_cell/kernel"),
+    "Bidirectional(LSTM)": (lambda: _rnn_model(keras.layers.LSTM(3)), (5, 6),
+                            "bi/backward_lstm/lstm_cell/recurrent_kernel"),
+    "TimeDistributed(Conv2D)": (_time_distributed_model, (3, 6, 6, 2), "td/kernel"),
+    "EinsumDense": (_einsum_model, (5, 6), "einsum/kernel"),
+    "Embedding": (_embedding_model, None, "emb/embeddings"),
+    "nested model": (_nested_model, (5, 6), "outer/attention/query/kernel"),
+}
+
+
+def _encoding_warnings(caplog):
+    return [r.getMessage() for r in caplog.records
+            if r.name == "mct_logger" and r.levelname == "WARNING" and "encodings file" in r.getMessage()]
+
+
+@pytest.mark.parametrize("kind", list(COMPOSITE_MODELS))
+def test_file_written_for_a_model_loads_back_with_identical_grids_and_outputs(kind, tmp_path, caplog):
+    make, shape, key = COMPOSITE_MODELS[kind]
+    keras.utils.set_random_seed(3)
+    model = make()
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 12, (24, 4)).astype("int32") if shape is None else rng.normal(
+        size=(24, *shape)).astype("float32")
+    model_q, info = mct_logger.keras_post_training_quantization(model, x)
+    path = info.export_encodings(str(tmp_path / "enc.json"))
+    assert key in json.loads(open(path).read())["param_encodings"]
+    with caplog.at_level("WARNING", logger="mct_logger"):
+        reloaded, info2 = mct_logger.keras_post_training_quantization(
+            model, None, mct_logger.QuantizationConfig(encodings_file=path))
+    assert _encoding_warnings(caplog) == []
+    assert encodings_to_json(info2.encodings) == encodings_to_json(info.encodings)
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), model_q.predict(x, verbose=0))
+
+
+def test_param_keys_split_at_the_longest_node_name_that_holds_the_weight():
+    graph = read_model(_nested_model())
+    assert split_param_key("outer/attention/query/kernel", graph) == ("outer/attention", "query/kernel")
+    assert split_param_key("outer/shared/call_0/kernel", graph) == ("outer/shared/call_0", "kernel")
+    assert split_param_key("outer/shared/call_1/kernel", graph) == ("outer/shared/call_1", "kernel")
+    assert split_param_key("outer/shared/kernel", graph) is None  # no node 'outer/shared'
+    assert split_param_key("ghost/query/kernel", graph) is None
+    assert split_param_key("outer/attention/query/kernel") == ("outer/attention/query", "kernel")
+
