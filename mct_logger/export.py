@@ -158,9 +158,11 @@ def load_encodings(path: str, graph=None) -> dict[str, NodeEncodings]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not UTF-8 text, not JSON, not an encodings file,
-            a `param_encodings` key is not `<node>/<weight>`, or an entry is
-            malformed or inconsistent; the message names the file and the key.
+        ValueError: the path cannot be read as a file (a directory, no
+            permission), the file is not UTF-8 text, not JSON, not an
+            encodings file, a `param_encodings` key is not `<node>/<weight>`,
+            or an entry is malformed or inconsistent; the message names the
+            file and the key.
     """
     content = _read_json(path)
     result: dict[str, NodeEncodings] = {}
@@ -196,6 +198,11 @@ def _read_json(path: str) -> dict:
         ) from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"Encodings file {path!r} is not valid JSON: {exc}") from None
+    except OSError as exc:  # a directory, no permission...
+        raise ValueError(
+            f"encodings_file {path!r} cannot be read ({exc.strerror or exc}); pass the path "
+            "of the JSON file written by QuantizationInfo.export_encodings()."
+        ) from None
     if not isinstance(content, dict) or not (
         "activation_encodings" in content or "param_encodings" in content
     ):

@@ -237,10 +237,11 @@ def keras_post_training_quantization(
         RepresentativeDataError: the data cannot be used (the message names the
             batch, the input and the fix).
         GraphError: the model has no graph to read (e.g. a subclassed model).
-        ValueError: an override pattern matches no node; the encodings file is
-            not UTF-8 JSON, has an inconsistent entry, or per-channel counts
-            that do not fit the model (naming the file, the key or node, and
-            both counts). FileNotFoundError: no such encodings file.
+        ValueError: an override pattern matches no node; the encodings file
+            cannot be read (e.g. it is a directory), is not UTF-8 JSON, has an
+            inconsistent entry, lacks a grid the plan needs, or has per-channel
+            counts that do not fit the model (naming the file, the key or node,
+            and both counts). FileNotFoundError: no such encodings file.
         RebuildMismatchError: the float graph rebuilt from the model does not
             compute the model's outputs on the first 4 calibration samples
             (norm-relative error above 1e-5); it names the first diverging node.

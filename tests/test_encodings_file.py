@@ -260,3 +260,11 @@ def test_param_keys_split_at_the_longest_node_name_that_holds_the_weight():
     assert split_param_key("ghost/query/kernel", graph) is None
     assert split_param_key("outer/attention/query/kernel") == ("outer/attention/query", "kernel")
 
+
+def test_directory_as_encodings_file_is_refused_naming_it(model_and_data, tmp_path):
+    model, x = model_and_data
+    folder = tmp_path / "enc.json"
+    folder.mkdir()
+    message, stages = _ptq_stages(model, x, mct_logger.QuantizationConfig(encodings_file=str(folder)))
+    assert stages == [] and "encodings_file" in message and str(folder) in message
+    assert "export_encodings" in message
