@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 
 import numpy as np
@@ -29,6 +30,9 @@ from mct_logger.quantization.layers import quantizable_weights, weight_variable
 from mct_logger.quantization.quantsim import NodeEncodings
 
 FORMAT_VERSION = "0.6.1"  # AIMET's encodings-file version this shape follows
+SHOWN_NAMES = 5  # how many names a warning lists
+
+logger = logging.getLogger("mct_logger")
 
 
 def _entries(encoding: Encoding) -> list[dict]:
@@ -152,9 +156,10 @@ def load_encodings(path: str, graph=None) -> dict[str, NodeEncodings]:
 
     With `graph` (the model's `Graph`), each `param_encodings` key is split
     into node and weight against the graph (`split_param_key`), and entries
-    that match no node of it are left out. Without it, a key splits at its
-    last '/', which is right only for one-word weight names such as "kernel"
-    (not for MultiHeadAttention's "query/kernel").
+    that match no node of it are left out with one warning naming the file
+    and the first few of them. Without it, a key splits at its last '/',
+    which is right only for one-word weight names such as "kernel" (not for
+    MultiHeadAttention's "query/kernel").
 
     Raises:
         FileNotFoundError: no such file.
@@ -166,9 +171,11 @@ def load_encodings(path: str, graph=None) -> dict[str, NodeEncodings]:
     """
     content = _read_json(path)
     result: dict[str, NodeEncodings] = {}
+    unknown: list[str] = []
     for node, entries in content.get("activation_encodings", {}).items():
         encoding = _encoding(entries, f"{path}: activation_encodings[{node!r}]")
         if graph is not None and node not in graph.nodes:
+            unknown.append(node)
             continue
         result.setdefault(node, NodeEncodings()).activation = encoding
     for key, entries in content.get("param_encodings", {}).items():
@@ -178,9 +185,17 @@ def load_encodings(path: str, graph=None) -> dict[str, NodeEncodings]:
         encoding = _encoding(entries, f"{path}: param_encodings[{key!r}]")
         split = split_param_key(key, graph)
         if split is None:
+            unknown.append(key)
             continue
         node, name = split
         result.setdefault(node, NodeEncodings()).weights[name] = encoding
+    if unknown:
+        shown = ", ".join(repr(name) for name in unknown[:SHOWN_NAMES])
+        more = f" and {len(unknown) - SHOWN_NAMES} more" if len(unknown) > SHOWN_NAMES else ""
+        logger.warning(
+            "The encodings file %r has %d entr%s for nodes model %r lacks (%s%s); they are "
+            "ignored. Was the file written for another model?", path, len(unknown),
+            "y" if len(unknown) == 1 else "ies", graph.name, shown, more)
     return result
 
 
@@ -320,3 +335,36 @@ def adopt_encodings(plan: dict, loaded: dict[str, NodeEncodings], source: str) -
         )
     return adopted
 
+
+def warn_bitwidth_conflicts(adopted: dict[str, NodeEncodings], config, source: str) -> None:
+    """Logs one warning when grids adopted from the encodings file `source` have
+    other bit-widths than `config` gives their nodes (`weight_bits`,
+    `activation_bits` or an override's). The file's grids are used either way:
+    the config's defaults cannot be told from settings made on purpose.
+    """
+    groups: dict[tuple, list[str]] = {}
+    for node, enc in adopted.items():
+        settings, matched = config.for_node(node)
+        tensors = [("weight", f"{node}/{name}", e) for name, e in enc.weights.items()]
+        if enc.activation is not None:
+            tensors.append(("activation", node, enc.activation))
+        for kind, key, e in tensors:
+            field = f"{kind}_bits"
+            if e.bitwidth == settings[field]:
+                continue
+            setters = [p for p in matched if getattr(config.overrides[p], field) is not None]
+            setting = (f"overrides[{setters[-1]!r}].{field}={settings[field]}" if setters
+                       else f"{field}={settings[field]}")
+            groups.setdefault((setting, kind, e.bitwidth), []).append(key)
+    if not groups:
+        return
+    parts = []
+    for (setting, kind, bits), keys in groups.items():
+        shown = ", ".join(repr(k) for k in keys[:SHOWN_NAMES])
+        more = f" and {len(keys) - SHOWN_NAMES} more" if len(keys) > SHOWN_NAMES else ""
+        parts.append(f"{bits}-bit {kind} grids where the config sets {setting} "
+                     f"({len(keys)}: {shown}{more})")
+    logger.warning(
+        "The encodings file %r has %s. The file's grids are used; to quantize at the "
+        "config's bit-widths, calibrate instead (leave encodings_file unset) or re-export "
+        "the file from a run with this config.", source, "; ".join(parts))

@@ -268,3 +268,43 @@ def test_directory_as_encodings_file_is_refused_naming_it(model_and_data, tmp_pa
     message, stages = _ptq_stages(model, x, mct_logger.QuantizationConfig(encodings_file=str(folder)))
     assert stages == [] and "encodings_file" in message and str(folder) in message
     assert "export_encodings" in message
+
+
+def test_bitwidths_that_differ_from_the_config_warn_naming_file_and_setting(exported, tmp_path, caplog):
+    model, x, content = exported  # exported at the default W8A8
+    path = tmp_path / "w8a8.json"
+    path.write_text(json.dumps(content))
+    with caplog.at_level("WARNING", logger="mct_logger"):
+        mct_logger.keras_post_training_quantization(
+            model, x, mct_logger.QuantizationConfig(encodings_file=str(path)))
+    assert _encoding_warnings(caplog) == []  # same bit-widths: nothing to say
+    config = mct_logger.QuantizationConfig(
+        weight_bits=4, encodings_file=str(path),
+        overrides={"head": mct_logger.LayerOverride(activation_bits=6)})
+    with caplog.at_level("WARNING", logger="mct_logger"):
+        _, info = mct_logger.keras_post_training_quantization(model, x, config)
+    (warning,) = _encoding_warnings(caplog)
+    assert str(path) in warning
+    assert "8-bit weight grids where the config sets weight_bits=4" in warning
+    assert "'conv/kernel'" in warning and "'dw/kernel'" in warning and "'head/kernel'" in warning
+    assert "8-bit activation grids where the config sets overrides['head'].activation_bits=6" in warning
+    assert info.plan["conv"].weights["kernel"].bitwidth == 8  # the file's grids win
+    assert info.plan["head"].activation.bitwidth == 8
+
+
+def test_entries_for_nodes_the_model_lacks_warn_naming_them(exported, tmp_path, caplog):
+    model, x, content = exported
+    clean = tmp_path / "clean.json"
+    clean.write_text(json.dumps(content))
+    content["activation_encodings"]["ghost_layer"] = content["activation_encodings"]["conv"]
+    content["param_encodings"]["ghost_mha/query/kernel"] = content["param_encodings"]["conv/kernel"]
+    path = tmp_path / "extra.json"
+    path.write_text(json.dumps(content))
+    with caplog.at_level("WARNING", logger="mct_logger"):
+        extra_q, _ = mct_logger.keras_post_training_quantization(
+            model, x, mct_logger.QuantizationConfig(encodings_file=str(path)))
+    (warning,) = _encoding_warnings(caplog)
+    assert str(path) in warning and "'ghost_layer'" in warning and "'ghost_mha/query/kernel'" in warning
+    clean_q, _ = mct_logger.keras_post_training_quantization(
+        model, x, mct_logger.QuantizationConfig(encodings_file=str(clean)))
+    np.testing.assert_array_equal(extra_q.predict(x, verbose=0), clean_q.predict(x, verbose=0))

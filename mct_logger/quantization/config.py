@@ -118,7 +118,11 @@ class QuantizationConfig:
             full name, its layer name (every call of a shared layer), or as a
             regular expression over the full name. Later patterns win.
         encodings_file: an encodings JSON (`QuantizationInfo.export_encodings`)
-            to use instead of calibrating.
+            to use instead of calibrating. The file's grids win: their
+            bit-widths, symmetry and per-channel counts replace this config's
+            (a warning names the file and each bit-width that differs), and
+            entries for nodes the model lacks are ignored with a warning
+            naming them.
         analyze_similarity: compare float and quantized outputs along the
             network after quantizing (cosine per sample, SQNR per node,
             quantized-output histograms); None: only when someone listens
