@@ -212,15 +212,13 @@ def _as_full_arrays(data, specs) -> list[np.ndarray] | None:
         return [_numpy(data)]
     if isinstance(data, dict) and all(_is_array(v) for v in data.values()):
         return _to_inputs(data, specs, "representative_data")
-    if (
-        isinstance(data, (list, tuple))
-        and len(specs) > 1
-        and len(data) == len(specs)
-        and all(_is_array(a) for a in data)
-    ):
+    if isinstance(data, (list, tuple)) and len(specs) > 1 and data and all(
+            _is_array(a) for a in data):
         # One array per input: a model with several inputs takes no bare array
         # as a batch, so this is whole data, checked input by input (in the
         # wrong order, the first mismatching input is named with the shape it got).
+        if len(data) != len(specs):
+            raise _count_error("representative_data", data, specs)
         arrays = [_numpy(a) for a in data]
         _check_order(arrays, specs, "representative_data")
         return arrays
@@ -261,6 +259,17 @@ def _labelled_inputs(data, specs) -> list[np.ndarray] | None:
     if not labels or not all(_is_array(a) and np.ndim(a) and len(a) == n for a in labels):
         return None
     return inputs
+
+
+def _count_error(where: str, arrays, specs) -> RepresentativeDataError:
+    """The error for a list of bare arrays that is not one array per model input."""
+    k = len(arrays)
+    return RepresentativeDataError(
+        f"{where} is a {type(arrays).__name__} of {k} array{'s' * (k != 1)} but the model "
+        f"has {len(specs)} inputs ({', '.join(repr(s.name) for s in specs)}). Pass one array "
+        "per input in that order (or a dict keyed by input name); labels go in an (x, y) "
+        "pair, x holding the inputs."
+    )
 
 
 def _fits(a: np.ndarray, spec: InputSpec) -> bool:
@@ -350,6 +359,8 @@ def _to_inputs(element, specs, where) -> list[np.ndarray]:
             arrays = [_numpy(a) for a in element]
             _check_order(arrays, specs, where)
             return arrays
+        if n > 1 and element and all(_is_array(a) for a in element):
+            raise _count_error(where, element, specs)  # no input's batch is a bare array
         if len(element) in (2, 3):  # (x, y) or (x, y, sample_weight): labels ignored
             return _to_inputs(element[0], specs, where)
         if len(element) == n:

@@ -101,6 +101,19 @@ def test_one_array_for_two_inputs():
         load_batches(_images(4), TWO)
 
 
+@pytest.mark.parametrize("arrays", [3, 1])
+@pytest.mark.parametrize("container", [list, tuple])
+def test_another_number_of_arrays_than_inputs_names_both_counts_and_the_inputs(arrays, container):
+    x, v = _images(4), np.ones((4, 3), "float32")
+    data = container([x, v, v][:arrays])
+    message = (rf"is a {container.__name__} of {arrays} arrays? but the model has 2 inputs "
+               r"\('img', 'vec'\)\. Pass one array per input")
+    with pytest.raises(RepresentativeDataError, match="representative_data " + message):
+        load_batches(data, TWO)
+    with pytest.raises(RepresentativeDataError, match="representative_data batch 1 " + message):
+        load_batches(lambda: iter([[x, v], data]), TWO)
+
+
 def test_ptq_fails_on_bad_data_before_any_stage_runs():
     inputs = keras.Input((4, 4, 1))
     model = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
