@@ -233,32 +233,73 @@ def _as_full_arrays(data, specs) -> list[np.ndarray] | None:
 def _labelled_inputs(data, specs) -> list[np.ndarray] | None:
     """x of an `(x, y)` / `(x, y, sample_weight)` tuple of whole arrays, else None.
 
-    A list `[x, y]` counts too when y and the weights are bare arrays that are
-    not batches of the (single) input, so a list of batches is never misread.
+    x is as `model.fit` takes it (a bare array, one array per input, a dict by
+    input name); y and the weights are as long as x, or None. A list `[x, y]`
+    counts when y and the weights are bare arrays that are no batch of inputs,
+    a tuple unless x and y are both lists or dicts of input batches, so a list
+    of batches is never misread.
+
+    Raises:
+        RepresentativeDataError: x fits the inputs and y, no batch of inputs,
+            is not as long as x: labels that do not match x.
     """
     if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
         return None
-    x, rest = data[0], data[1:]
+    x, rest = data[0], [a for a in data[1:] if a is not None]
     if isinstance(data, list):
-        if not all(_is_array(a) for a in rest):
+        if not all(_is_array(a) for a in rest) or any(_fits_inputs(a, specs) for a in rest):
             return None
-        if len(specs) == 1 and any(_fits(_numpy(a), specs[0]) for a in rest):
-            return None
-    if len(specs) == 1:
-        if not _is_array(x) or _numpy(x).ndim != len(specs[0].shape):
-            return None
-        inputs = [_numpy(x)]
-    elif isinstance(x, dict) and all(_is_array(v) for v in x.values()):
-        inputs = _to_inputs(x, specs, "representative_data[0] (x of an (x, y) tuple)")
-    elif isinstance(x, (list, tuple)) and len(x) == len(specs) and all(_is_array(a) for a in x):
-        inputs = [_numpy(a) for a in x]
-    else:
+    elif not _is_array(x) and any(not _is_array(a) and _fits_inputs(a, specs) for a in rest):
+        return None  # a tuple of two batches, each a list or dict
+    inputs = _whole_x(x, specs)
+    labels = tree.flatten(rest)
+    if inputs is None or not all(_is_array(a) and np.ndim(a) for a in labels):
         return None
     n = len(inputs[0]) if inputs[0].ndim else 0
-    labels = [a for a in tree.flatten(rest) if a is not None]
-    if not labels or not all(_is_array(a) and np.ndim(a) and len(a) == n for a in labels):
-        return None
-    return inputs
+    if all(len(a) == n for a in labels):
+        return inputs
+    if all(_fits(a, s) for a, s in zip(inputs, specs)) and not any(
+            _fits_inputs(a, specs) for a in rest):
+        _refuse_labels(data, n)
+    return None
+
+
+def _whole_x(x, specs) -> list[np.ndarray] | None:
+    """The arrays x of an `(x, y)` tuple holds, one per input, or None if it holds none."""
+    if _is_array(x):
+        return [_numpy(x)] if len(specs) == 1 and np.ndim(x) == len(specs[0].shape) else None
+    if isinstance(x, dict) and all(_is_array(v) for v in x.values()):
+        return _to_inputs(x, specs, "representative_data[0] (x of an (x, y) tuple)")
+    if isinstance(x, (list, tuple)) and len(x) == len(specs) and all(_is_array(a) for a in x):
+        return [_numpy(a) for a in x]
+    return None
+
+
+def _fits_inputs(element, specs) -> bool:
+    """Whether `element` is a batch of the model inputs by shape (a bare array for
+    a one-input model, a list/tuple in input order, a dict by input name)."""
+    if isinstance(element, dict):
+        arrays = [element.get(s.name) for s in specs]
+    elif _is_array(element):
+        arrays = [element]
+    elif isinstance(element, (list, tuple)):
+        arrays = list(element)
+    else:
+        return False
+    return len(arrays) == len(specs) and all(
+        _is_array(a) and _fits(_numpy(a), s) for a, s in zip(arrays, specs))
+
+
+def _refuse_labels(data, n: int) -> None:
+    """Refuses an `(x, y[, sample_weight])` tuple whose labels are not as long as x."""
+    got = [f"{name} has {len(a)}" for name, part in zip(["y", "sample_weight"], data[1:])
+           for a in tree.flatten(part) if a is not None and len(a) != n]
+    raise RepresentativeDataError(
+        f"representative_data looks like (x, y{', sample_weight' * (len(data) == 3)}) "
+        f"as model.fit takes them, but x has {n} samples and {', '.join(got)}: labels "
+        "that do not match x (model.fit refuses them too). Calibration needs no labels: "
+        "pass x alone, or labels as long as x."
+    )
 
 
 def _count_error(where: str, arrays, specs) -> RepresentativeDataError:

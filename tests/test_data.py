@@ -198,15 +198,50 @@ def test_xy_list_of_whole_arrays_is_taken_too_but_a_list_of_batches_stays_batche
     assert len(load_batches([[x, v], y], TWO, batch_size=10)) == 1
 
 
-def test_xy_tuple_with_labels_of_another_length_is_not_taken_as_labels():
-    with pytest.raises(RepresentativeDataError, match="shape"):
-        load_batches((_images(10), np.arange(7)), ONE)
+@pytest.mark.parametrize(
+    "specs,x,container",
+    [(ONE, _images(10), tuple), (ONE, _images(10), list), (ONE, [_images(10)], tuple),
+     (TWO, {"img": _images(10), "vec": np.ones((10, 3))}, tuple)],
+    ids=["bare-x", "list-xy", "list-x", "dict-x"],
+)
+def test_xy_with_labels_of_another_length_is_refused_naming_the_labels(specs, x, container):
+    with pytest.raises(RepresentativeDataError,
+                       match=r"looks like \(x, y\) as model.fit.*x has 10 samples and y has 7"):
+        load_batches(container([x, np.arange(7)]), specs)
+    with pytest.raises(RepresentativeDataError, match="sample_weight has 9"):
+        load_batches(container([x, np.arange(10), np.ones(9)]), specs)
 
 
-def test_ptq_on_x_train_y_train_calibrates_on_every_image():
-    inputs = keras.Input((4, 4, 1))
+def test_two_batches_of_different_sizes_stay_two_batches():
+    x = _images(10)
+    assert [len(b[0]) for b in load_batches((x[:6], x[6:]), ONE)] == [6, 4]
+    assert [len(b[0]) for b in load_batches(([x[:5]], [x[5:]]), ONE)] == [5, 5]
+    v = np.ones((10, 3), "float32")
+    assert len(load_batches(((x, v), (x, v)), TWO, batch_size=10)) == 2
+
+
+@pytest.mark.parametrize("x", [_images(10), [_images(10)], (_images(10),),
+                               {"img": _images(10)}], ids=["bare", "list", "tuple", "dict"])
+@pytest.mark.parametrize("y", [np.arange(10), None, {"out": np.arange(10)}],
+                         ids=["y", "none", "dict-y"])
+def test_model_fit_forms_of_x_and_y_for_a_one_input_model(x, y):
+    batches = load_batches((x, y), ONE, batch_size=4)
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), _images(10))
+
+
+def test_model_fit_forms_with_y_none_for_two_inputs():
+    x, v = _images(6), np.ones((6, 3), "float32")
+    for data in [((x, v), None), ({"img": x, "vec": v}, None), [[x, v], None]]:
+        assert [b[1].shape for b in load_batches(data, TWO, batch_size=6)] == [(6, 3)]
+
+
+@pytest.mark.parametrize("form", ["(x, y)", "([x], y)", "({'img': x}, None)"])
+def test_ptq_on_x_train_y_train_calibrates_on_every_image(form):
+    inputs = keras.Input((4, 4, 1), name="img")
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
-    _, info = mct_logger.keras_post_training_quantization(model, (_images(70), np.zeros(70)))
+    x, y = _images(70), np.zeros(70)
+    data = {"(x, y)": (x, y), "([x], y)": ([x], y), "({'img': x}, None)": ({"img": x}, None)}
+    _, info = mct_logger.keras_post_training_quantization(model, data[form])
     assert info.stage_results["statistics_collection"].num_samples == 70
 
 
