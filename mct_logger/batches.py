@@ -86,7 +86,8 @@ class CalibrationBatches:
             self._cache = _Cache(memory_limit)
             self._open = self._cache.__iter__
         else:
-            self._open = lambda: data_lib.checked_batches(data, specs, batch_size, max_samples)
+            self._open = lambda: data_lib.checked_batches(  # the first pass checked the ends
+                data, specs, batch_size, max_samples, check_ends=False)
         status: dict = {}
         source = (data_lib.checked_batches(data, specs, batch_size, max_samples, status)
                   if whole is None else self._open())

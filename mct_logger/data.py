@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 from keras import tree
 
+from mct_logger import dataset_length
+
 logger = logging.getLogger("mct_logger")
 
 
@@ -72,8 +74,8 @@ def load_batches(
         batch_size: how whole arrays are cut into batches.
         max_samples: stop reading after this many samples (the last batch is
             cut to fit), so an endless generator or a `.repeat()`ed dataset
-            ends; None reads everything and refuses a dataset whose
-            `cardinality()` is infinite.
+            ends; None reads everything and refuses a dataset that never ends
+            (`mct_logger.dataset_length`).
 
     Returns:
         The batches, each array cast to its input's float dtype.
@@ -148,10 +150,12 @@ def is_one_shot(data) -> bool:
 
 
 def checked_batches(data, specs: list[InputSpec], batch_size: int = 32,
-                    max_samples: int | None = None, status: dict | None = None):
+                    max_samples: int | None = None, status: dict | None = None,
+                    check_ends: bool = True):
     """Yields the checked batches of one pass over `data` (a callable is called,
     a dataset or iterable iterated afresh); `status["capped"]` tells, at the
-    end, whether reading stopped at `max_samples`."""
+    end, whether reading stopped at `max_samples`; `check_ends=False` (a later
+    pass) skips refusing, or warning of, an uncapped dataset that may not end."""
     status = {} if status is None else status
     status["capped"] = False
     whole = whole_arrays(data, specs, max_samples)
@@ -160,7 +164,7 @@ def checked_batches(data, specs: list[InputSpec], batch_size: int = 32,
         yield from slices(whole[0], batch_size)
         return
     total = 0
-    for i, element in enumerate(_iterate(data, max_samples)):
+    for i, element in enumerate(_iterate(data, max_samples, check_ends)):
         if max_samples is not None and total >= max_samples:
             status["capped"] = True
             return
@@ -233,15 +237,12 @@ def _as_full_arrays(data, specs) -> list[np.ndarray] | None:
 def _labelled_inputs(data, specs) -> list[np.ndarray] | None:
     """x of an `(x, y)` / `(x, y, sample_weight)` tuple of whole arrays, else None.
 
-    x is as `model.fit` takes it (a bare array, one array per input, a dict by
-    input name); y and the weights are as long as x, or None. A list `[x, y]`
-    counts when y and the weights are bare arrays that are no batch of inputs,
-    a tuple unless x and y are both lists or dicts of input batches, so a list
-    of batches is never misread.
+    x as `model.fit` takes it (a bare array, one array per input, a dict by input
+    name), y and the weights as long as x or None. Not a list of batches: in a list
+    `[x, y]`, y is bare arrays but no batch; in a tuple, x or y is no list/dict batch.
 
     Raises:
-        RepresentativeDataError: x fits the inputs and y, no batch of inputs,
-            is not as long as x: labels that do not match x.
+        RepresentativeDataError: x fits the inputs and y (no batch) is not as long.
     """
     if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
         return None
@@ -278,14 +279,9 @@ def _whole_x(x, specs) -> list[np.ndarray] | None:
 def _fits_inputs(element, specs) -> bool:
     """Whether `element` is a batch of the model inputs by shape (a bare array for
     a one-input model, a list/tuple in input order, a dict by input name)."""
-    if isinstance(element, dict):
-        arrays = [element.get(s.name) for s in specs]
-    elif _is_array(element):
-        arrays = [element]
-    elif isinstance(element, (list, tuple)):
-        arrays = list(element)
-    else:
-        return False
+    arrays = ([element.get(s.name) for s in specs] if isinstance(element, dict)
+              else [element] if _is_array(element)
+              else list(element) if isinstance(element, (list, tuple)) else [])
     return len(arrays) == len(specs) and all(
         _is_array(a) and _fits(_numpy(a), s) for a, s in zip(arrays, specs))
 
@@ -321,13 +317,11 @@ def _fits(a: np.ndarray, spec: InputSpec) -> bool:
 
 def _check_order(arrays, specs, where: str) -> None:
     """Refuses whole arrays that fit the inputs only in another order, saying so."""
-    fits = _fits
-
-    if all(fits(a, s) for a, s in zip(arrays, specs)):
+    if all(_fits(a, s) for a, s in zip(arrays, specs)):
         return
-    first = next(i for i, (a, s) in enumerate(zip(arrays, specs)) if not fits(a, s))
+    first = next(i for i, (a, s) in enumerate(zip(arrays, specs)) if not _fits(a, s))
     spec, got = specs[first], arrays[first].shape
-    matches = [s.name for s in specs if fits(arrays[first], s)]
+    matches = [s.name for s in specs if _fits(arrays[first], s)]
     hint = (f" It fits input {matches[0]!r}: the arrays seem to be in another order than "
             f"the model inputs [{', '.join(repr(s.name) for s in specs)}]."
             if matches else "")
@@ -338,7 +332,7 @@ def _check_order(arrays, specs, where: str) -> None:
     )
 
 
-def _iterate(data, max_samples=None):
+def _iterate(data, max_samples=None, check_ends=True):
     if callable(data) and not _is_dataset(data) and not inspect.isgenerator(data):
         try:
             signature = inspect.signature(data)
@@ -356,12 +350,8 @@ def _iterate(data, max_samples=None):
             )
         data = data()
     if _is_dataset(data):
-        if max_samples is None and _is_infinite(data):
-            raise RepresentativeDataError(
-                "representative_data is an infinite tf.data.Dataset (its cardinality() is "
-                "INFINITE, e.g. after .repeat()), which would be read forever. End it with "
-                ".take(n) (n batches), or set a cap on the samples read."
-            )
+        if max_samples is None and check_ends:
+            _check_ends(data)
         return data.as_numpy_iterator()
     try:
         return iter(data)
@@ -370,6 +360,22 @@ def _iterate(data, max_samples=None):
             f"representative_data of type {type(data).__name__} is not iterable. Pass a "
             "callable returning batches, a generator, a tf.data.Dataset or a NumPy array."
         ) from None
+
+
+def _check_ends(dataset) -> None:
+    """Refuses a dataset read with no cap that never ends; warns when that cannot be told."""
+    length = dataset_length.length(dataset)
+    if length in ("infinite", "endless"):
+        why = ("INFINITE, e.g. after .repeat()" if length == "infinite"
+               else "UNKNOWN, e.g. after .filter(), but it has a .repeat() with no count")
+        raise RepresentativeDataError(
+            f"representative_data is an infinite tf.data.Dataset (its cardinality() is {why}), "
+            "which would be read forever. End it with .take(n) (n batches), or set a cap on "
+            "the samples read.")
+    if length == "unknown":
+        logger.warning("representative_data is a tf.data.Dataset of unknown length and no cap "
+                       "is set on the samples read: it is read to its end. If it never ends, "
+                       "end it with .take(n) (n batches) or set a cap.")
 
 
 def _to_inputs(element, specs, where) -> list[np.ndarray]:
@@ -476,12 +482,6 @@ def _check_batch(arrays: list[np.ndarray], specs: list[InputSpec], where: str,
 def _shape_text(shape) -> str:
     return "(" + ", ".join("batch" if i == 0 else ("any" if d is None else str(d))
                            for i, d in enumerate(shape)) + ")"
-
-
-def _is_infinite(dataset) -> bool:
-    import tensorflow as tf
-
-    return int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
 
 
 def _is_dataset(x) -> bool:

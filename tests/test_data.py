@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import mct_logger
+from mct_logger import dataset_length
 from mct_logger.data import InputSpec, RepresentativeDataError, load_batches
 
 ONE = [InputSpec("img", (None, 4, 4, 1), "float32")]
@@ -156,6 +157,82 @@ def test_infinite_dataset_without_a_cap_is_refused_naming_take():
     data = tf.data.Dataset.from_tensor_slices(_images(4)).repeat()
     with pytest.raises(RepresentativeDataError, match=r"infinite.*\.take\(n\)"):
         load_batches(data, ONE, max_samples=None)
+
+
+def _keep(t):
+    return tf.reduce_sum(t) > -1  # keeps every sample, but hides the dataset's length
+
+
+def _from_generator(x):
+    return tf.data.Dataset.from_generator(lambda: iter(x), output_signature=tf.TensorSpec(
+        (4, 4, 1), tf.float32))
+
+
+ENDLESS = {  # cardinality UNKNOWN (the filter), yet read forever
+    "repeat-filter": lambda ds: ds.repeat().filter(_keep).batch(4),
+    "shuffle-repeat-map-filter-prefetch":
+        lambda ds: ds.shuffle(4).repeat().map(lambda t: t * 2).filter(_keep).batch(4).prefetch(1),
+    "finite-then-endless": lambda ds: ds.filter(_keep).concatenate(ds.repeat().filter(_keep)),
+}
+ENDING = {  # cardinality UNKNOWN too, but they end
+    "filter": lambda ds: ds.filter(_keep).batch(4),
+    "repeat-3-filter": lambda ds: ds.repeat(3).filter(_keep).batch(4),
+    "repeat-filter-take": lambda ds: ds.repeat().filter(_keep).take(10).batch(4),
+}
+
+
+@pytest.mark.parametrize("pipeline", sorted(ENDLESS))
+def test_endless_dataset_of_unknown_cardinality_without_a_cap_is_refused(pipeline):
+    data = ENDLESS[pipeline](tf.data.Dataset.from_tensor_slices(_images(4)))
+    assert int(data.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY)
+    assert dataset_length.length(data) == "endless"
+    with pytest.raises(RepresentativeDataError,
+                       match=r"infinite.*UNKNOWN.*\.repeat\(\) with no count.*\.take\(n\)"):
+        load_batches(data, ONE, max_samples=None)
+
+
+@pytest.mark.parametrize("pipeline", sorted(ENDING))
+def test_dataset_of_unknown_cardinality_that_ends_is_read_whole_without_a_warning(
+        pipeline, caplog):
+    data = ENDING[pipeline](tf.data.Dataset.from_tensor_slices(_images(4)))
+    assert int(data.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY)
+    with caplog.at_level("WARNING", logger="mct_logger"):
+        batches = load_batches(data, ONE, max_samples=None)
+    assert sum(len(b[0]) for b in batches) == {"filter": 4, "repeat-3-filter": 12,
+                                               "repeat-filter-take": 10}[pipeline]
+    assert not caplog.records
+
+
+def test_dataset_whose_length_cannot_be_told_is_read_with_one_warning(caplog):
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+    data = _from_generator(_images(12)).batch(4)
+    assert dataset_length.length(data) == "unknown"
+    config = mct_logger.QuantizationConfig(num_calibration_samples=None)
+    with caplog.at_level("WARNING", logger="mct_logger"):
+        _, info = mct_logger.keras_post_training_quantization(model, data, config)
+    assert info.stage_results["statistics_collection"].num_samples == 12
+    warned = [r.getMessage() for r in caplog.records if "unknown length" in r.getMessage()]
+    assert len(warned) == 1 and ".take(n)" in warned[0]  # once, not once per pass
+
+
+def test_ptq_refuses_an_endless_filtered_dataset_before_any_stage_runs():
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+    stages = []
+    listener = lambda stage, graph, result: stages.append(stage)  # noqa: E731
+    data = ENDLESS["repeat-filter"](tf.data.Dataset.from_tensor_slices(_images(8)))
+    config = mct_logger.QuantizationConfig(num_calibration_samples=None)
+    mct_logger.add_stage_listener(listener)
+    try:
+        with pytest.raises(RepresentativeDataError, match="infinite"):
+            mct_logger.keras_post_training_quantization(model, data, config)
+    finally:
+        mct_logger.remove_stage_listener(listener)
+    assert stages == []
+    capped = mct_logger.QuantizationConfig(num_calibration_samples=20)  # a cap ends it
+    _, info = mct_logger.keras_post_training_quantization(model, data, capped)
+    assert info.stage_results["statistics_collection"].num_samples == 20
 
 
 def test_ptq_stops_an_endless_generator_at_num_calibration_samples_and_logs_it(caplog):

@@ -112,8 +112,9 @@ class QuantizationConfig:
         num_calibration_samples: how many representative samples are read at
             most (default 1000, in the 500-1000 range AIMET and MCT recommend);
             reading stops there, so an endless generator or a `.repeat()`ed
-            dataset ends. None reads everything (an infinite dataset is then
-            refused; an endless generator would never end).
+            dataset ends. None reads everything (a dataset that `.repeat()`s
+            without count, even behind a `.filter()`, is then refused; an
+            endless generator would never end).
         overrides: `{pattern: LayerOverride}`; a pattern matches a node by its
             full name, its layer name (every call of a shared layer), or as a
             regular expression over the full name. Later patterns win.
