@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 
+from mct_logger import output_paths
 from mct_logger.quantization.encodings import Encoding, check_bitwidth
 from mct_logger.quantization.layers import quantizable_weights, weight_variable
 from mct_logger.quantization.quantsim import NodeEncodings
@@ -73,7 +74,13 @@ def encodings_to_json(encodings: dict[str, NodeEncodings]) -> dict:
 
 
 def save_encodings(encodings: dict[str, NodeEncodings], path: str) -> str:
-    """Writes the encodings file; returns its path."""
+    """Writes the encodings file; returns its path.
+
+    Raises:
+        IsADirectoryError, NotADirectoryError: `path` is a folder, or a file
+            stands where its folder goes (checked before anything is written).
+    """
+    output_paths.check_file(path, "export_encodings path")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:

@@ -129,6 +129,10 @@ class QuantizationInfo:
         """Writes every tensor's encodings as JSON in AIMET's encodings-file shape.
 
         Load it back with `QuantizationConfig(encodings_file=path)` to skip calibration.
+
+        Raises:
+            IsADirectoryError, NotADirectoryError: `path` is a folder, or a file
+                stands where its folder goes.
         """
         return export.save_encodings(self.encodings, path)
 

@@ -252,6 +252,26 @@ def test_bad_arguments_fail_before_any_work_with_the_fix(model, kwargs, error, m
     assert len(calls) == 0
 
 
+def test_an_eval_scores_file_that_cannot_be_written_or_reused_fails_before_any_evaluation(
+        model, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    foreign = tmp_path / "other.json"
+    foreign.write_text('{"accuracy": 0.9}')
+    calls = []
+    for path, error, message in [
+        (afile / "scores.json", NotADirectoryError, r"eval_scores_file .*afile.* is a file"),
+        (tmp_path, IsADirectoryError, r"eval_scores_file .* is a folder; pass a file path"),
+        (foreign, ValueError, r"eval_scores_file .*other.json.* is not an mct-logger score"),
+    ]:
+        with pytest.raises(error, match=message):
+            mct_logger.compress_model(model, lambda m: calls.append(1) or 1.0, 0.5,
+                                      eval_scores_file=path)
+    assert calls == []
+    assert afile.read_text() == "mine" and foreign.read_text() == '{"accuracy": 0.9}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "other.json"]
+
+
 def test_a_model_the_ir_cannot_read_is_refused(model):
     class Subclassed(keras.Model):
         def call(self, x):

@@ -58,6 +58,20 @@ def test_encodings_round_trip_with_identical_outputs(model_and_data, tmp_path):
     assert set(load_encodings(path)) == set(info.encodings)
 
 
+def test_export_to_a_path_that_cannot_be_written_names_the_path_and_the_fix(
+        model_and_data, tmp_path):
+    model, x = model_and_data
+    _, info = mct_logger.keras_post_training_quantization(model, x)
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(NotADirectoryError, match=r"export_encodings path .*afile/enc.json.* "
+                                                 r"cannot be written: .*afile.* is a file"):
+        info.export_encodings(str(tmp_path / "afile" / "enc.json"))
+    with pytest.raises(IsADirectoryError, match="is a folder; pass a file path"):
+        info.export_encodings(tmp_path)
+    assert (tmp_path / "afile").read_text() == "mine"
+    assert info.export_encodings(str(tmp_path / "new" / "enc.json")).endswith("enc.json")
+
+
 def test_file_for_another_model_is_rejected(model_and_data, tmp_path):
     model, x = model_and_data
     path = tmp_path / "other.json"

@@ -37,6 +37,7 @@ import keras
 import numpy as np
 
 from mct_logger import listeners as listeners_lib
+from mct_logger import output_paths
 from mct_logger.aimet_layout import as_callback, eval_score
 from mct_logger.compression import channel_pruning, svd
 from mct_logger.compression.cost import COST_METRICS, LayerCost, layer_costs, model_cost
@@ -69,7 +70,7 @@ def _evaluate(evaluate, model, what: str) -> float:
 
 
 def _check_arguments(model, target_comp_ratio, scheme, cost_metric, num_comp_ratio_candidates,
-                     forward_pass_callback) -> None:
+                     forward_pass_callback, eval_scores_file) -> None:
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a keras.Model; got {type(model).__name__}.")
     if scheme not in SCHEMES:
@@ -89,6 +90,8 @@ def _check_arguments(model, target_comp_ratio, scheme, cost_metric, num_comp_rat
         raise ValueError("scheme='channel_pruning' reconstructs weights from activations: pass "
                          "forward_pass_callback, a function (model) -> None that runs the model "
                          "on representative data (e.g. model.predict(x[:256])).")
+    if eval_scores_file is not None:  # writable, so no score is computed in vain
+        output_paths.check_file(eval_scores_file, "eval_scores_file")
 
 
 @frozen_heap()
@@ -119,13 +122,17 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
         `(compressed_model, CompressionStats)`; the model saves to `.keras`.
 
     Raises:
-        TypeError, ValueError: a bad argument (checked before any evaluation).
+        TypeError, ValueError: a bad argument (checked before any evaluation),
+            e.g. an `eval_scores_file` of another sweep or not a score file.
+        IsADirectoryError, NotADirectoryError: `eval_scores_file` cannot be
+            written (a folder, or a file stands where its folder goes); checked
+            before any evaluation.
         GraphError: a model the IR cannot read (subclassed, dynamic).
         RuntimeError: a callback failed; the message names it.
     """
     started = time.time()
     _check_arguments(model, target_comp_ratio, scheme, cost_metric, num_comp_ratio_candidates,
-                     forward_pass_callback)
+                     forward_pass_callback, eval_scores_file)
     evaluate = as_callback(eval_callback, "eval_callback")
     graph = read_model(model)
     ignored = _ignored(graph, layers_to_ignore)
@@ -190,14 +197,16 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
             f"{len(reasons)} others cannot be compressed, e.g. {_some(reasons)}). Raise the "
             "target, take layers out of layers_to_ignore, or try another scheme."
         )
+    # the file first: one of another sweep is refused before any evaluation
+    store = EvalScores.open(eval_scores_file, {
+        "model": model.name, "scheme": scheme, "cost_metric": cost_metric,
+        "candidates": candidates})
     score_before = _evaluate(evaluate, model, "the uncompressed model")
+    store.meta["score_before"] = score_before
     batches = None
     if scheme == "channel_pruning":
         forward = as_callback(forward_pass_callback, "forward_pass_callback")
         batches = sample_pruning_data(graph, layers, forward)
-    store = EvalScores.open(eval_scores_file, {
-        "model": model.name, "scheme": scheme, "cost_metric": cost_metric,
-        "candidates": candidates, "score_before": score_before})
     planned = [(n, r) for n in eligible for r in candidates if params[n][r] is not None]
     missing = [(n, r) for n, r in planned if not store.has(n, r)]
     plan = SweepPlan(
