@@ -4,7 +4,10 @@ At start a run claims the folder: the result files of an earlier run (named in
 its manifest, `summary.json`) are moved into `previous_runs/<its start>/`, and
 the new manifest is written at once, with status "running" and the files this
 run owns. A run interrupted or killed part way therefore never leaves an
-earlier run's file beside its own.
+earlier run's file beside its own. A manifest is recognised by its "format"
+(`MANIFEST_FORMAT`): result files, or a `summary.json`, that no manifest of
+ours claims are another tool's, and the folder is refused with them untouched.
+Every path the run writes is checked before anything is written.
 
 Example:
 
@@ -26,9 +29,14 @@ import os
 import socket
 import threading
 
+from mct_logger import output_paths
+
 logger = logging.getLogger("mct_logger")
 
 PREVIOUS_RUNS = "previous_runs"
+# The manifest's "format": a summary.json without it (nor every field an older
+# manifest had) is another tool's file, never taken for an earlier run.
+MANIFEST_FORMAT = "mct_logger.QuantAnalyzer.summary"
 
 _active: set[str] = set()  # results folders claimed by runs of this process
 _active_lock = threading.Lock()
@@ -46,24 +54,32 @@ def claim(results_dir: str, all_files, owned, manifest_file: str) -> dict:
         manifest_file: the manifest's name (e.g. "summary.json").
 
     Returns:
-        The manifest dict: status "running", started (ISO time), host, pid,
-        files, and "earlier_run_moved_to" when an earlier run was moved.
+        The manifest dict: format `MANIFEST_FORMAT`, status "running", started
+        (ISO time), host, pid, files, and "earlier_run_moved_to" when an earlier
+        run was moved.
 
     Raises:
-        NotADirectoryError: `results_dir` is a file.
+        NotADirectoryError: `results_dir` is a file, or a file stands where it
+            or a result file's folder goes.
+        IsADirectoryError: a folder stands where a result file goes.
         FileExistsError: result files are present without a manifest saying
-            which run wrote them (another tool's results?).
+            which run wrote them, or `manifest_file` is another tool's (its
+            files are left in place).
         RuntimeError: a manifest says an analysis is still writing there.
     """
-    results_dir = os.path.abspath(results_dir)
-    if os.path.exists(results_dir) and not os.path.isdir(results_dir):
-        raise NotADirectoryError(
-            f"results_dir {results_dir!r} is a file; pass a folder for the results."
-        )
+    results_dir = output_paths.check_folder(results_dir, "results_dir")
+    names = set(all_files) | {manifest_file}
+    _check_result_paths(results_dir, names)
     os.makedirs(results_dir, exist_ok=True)
     with _active_lock, _claim_lock(results_dir):
-        earlier = _read_manifest(os.path.join(results_dir, manifest_file))
-        names = set(all_files) | {manifest_file}
+        manifest_path = os.path.join(results_dir, manifest_file)
+        earlier = _read_manifest(manifest_path)
+        if earlier is None and os.path.isfile(manifest_path):
+            raise FileExistsError(
+                f"results_dir {results_dir!r} holds a {manifest_file} that QuantAnalyzer did "
+                "not write (another tool's results?); its files are left as they are. Pass a "
+                "new or empty results_dir, or move those files away, then analyze again."
+            )
         if earlier is not None:
             names |= {f for f in earlier.get("files", []) if _inside(f)}
         present = sorted(f for f in names | {f"{n}.tmp" for n in names}
@@ -89,6 +105,7 @@ def claim(results_dir: str, all_files, owned, manifest_file: str) -> dict:
             logger.info("QuantAnalyzer: the earlier results in %s (status %s) were moved to %s",
                         results_dir, earlier.get("status"), moved_to)
         manifest = {
+            "format": MANIFEST_FORMAT,
             "status": "running",
             "started": datetime.datetime.now().isoformat(timespec="seconds"),
             "host": socket.gethostname(),
@@ -139,12 +156,41 @@ def write_json_atomically(path: str, content, compact: bool = False) -> None:
 
 
 def _read_manifest(path: str) -> dict | None:
+    """The manifest a run of ours wrote at `path`, or None (none, unreadable, or
+    another tool's file of the same name)."""
     try:
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
     except (OSError, ValueError):
         return None
-    return manifest if isinstance(manifest, dict) and "status" in manifest else None
+    if not isinstance(manifest, dict):
+        return None
+    if manifest.get("format") == MANIFEST_FORMAT:
+        return manifest
+    # written before the "format" marker: every field claim() writes, of its type
+    legacy = (isinstance(manifest.get("status"), str) and isinstance(manifest.get("started"), str)
+              and isinstance(manifest.get("host"), str) and type(manifest.get("pid")) is int
+              and isinstance(manifest.get("files"), list))
+    return manifest if legacy else None
+
+
+def _check_result_paths(results_dir: str, names) -> None:
+    """Refuses, before anything is written, a folder where a result file goes or a
+    file where its folder goes (the run would fail after its work otherwise)."""
+    for name in sorted(names | {f"{n}.tmp" for n in names}):
+        path = os.path.join(results_dir, name)
+        if os.path.isdir(path):
+            raise IsADirectoryError(
+                f"results_dir {results_dir!r} holds a folder {name!r} where the analysis "
+                "writes a file of that name; move it away or pass another results_dir."
+            )
+        folder = os.path.dirname(path)
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise NotADirectoryError(
+                f"results_dir {results_dir!r} holds a file "
+                f"{os.path.relpath(folder, results_dir)!r} where the analysis writes a folder "
+                "of that name; move it away or pass another results_dir."
+            )
 
 
 def _inside(relative) -> bool:

@@ -125,6 +125,63 @@ def test_result_files_of_another_tool_are_refused_untouched(tmp_path):
             results_dir=tmp_path / "per_layer_quant_enabled.json")
 
 
+def test_another_tools_summary_json_is_refused_with_its_files_untouched(tmp_path):
+    theirs = '{"status": "done", "files": ["model.keras", "metrics.csv"], "epochs": 10}'
+    (tmp_path / "summary.json").write_text(theirs)
+    (tmp_path / "metrics.csv").write_text("epoch,loss\n1,0.5\n")
+    (tmp_path / "model.keras").write_text("weights")
+    calls = []
+    with pytest.raises(FileExistsError, match=r"summary.json that QuantAnalyzer did not write"
+                                              r".*new or empty results_dir"):
+        QuantAnalyzer(_model(), _forward, lambda m: calls.append(1) or 0.5).analyze(
+            results_dir=tmp_path)
+    assert calls == []
+    assert sorted(os.listdir(tmp_path)) == ["metrics.csv", "model.keras", "summary.json"]
+    assert (tmp_path / "summary.json").read_text() == theirs
+    assert (tmp_path / "model.keras").read_text() == "weights"
+
+
+def test_a_manifest_written_before_the_format_marker_is_still_an_earlier_run(tmp_path):
+    QuantAnalyzer(_model(), _forward, lambda m: 0.5).analyze(results_dir=tmp_path)
+    summary = _load(tmp_path / "summary.json")
+    assert summary["format"] == "mct_logger.QuantAnalyzer.summary"
+    del summary["format"]  # as the versions before it wrote it
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    first = _files(tmp_path)
+    result = QuantAnalyzer(_model(), _forward, lambda m: 0.4).analyze(results_dir=tmp_path)
+    assert result.status == "complete"
+    (earlier,) = os.listdir(tmp_path / PREVIOUS_RUNS)
+    assert _files(tmp_path / PREVIOUS_RUNS / earlier) == first
+    assert _load(tmp_path / "summary.json")["format"] == "mct_logger.QuantAnalyzer.summary"
+
+
+def test_a_path_the_analysis_would_write_that_is_blocked_fails_before_any_evaluation(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    folder_for_file = tmp_path / "a"
+    (folder_for_file / "index.html").mkdir(parents=True)
+    file_for_folder = tmp_path / "b"
+    file_for_folder.mkdir()
+    (file_for_folder / "min_max_ranges").write_text("mine")
+    calls = []
+    for results_dir, error, message in [
+        (afile / "sub", NotADirectoryError, r"results_dir .*afile/sub.* cannot be written: .*afile"
+                                            r".* is a file"),
+        (folder_for_file, IsADirectoryError, r"holds a folder 'index.html' where the analysis "
+                                             r"writes a file"),
+        (file_for_folder, NotADirectoryError, r"holds a file 'min_max_ranges' where the analysis "
+                                              r"writes a folder"),
+    ]:
+        with pytest.raises(error, match=message):
+            QuantAnalyzer(_model(), _forward, lambda m: calls.append(1) or 0.5).analyze(
+                results_dir=results_dir)
+        assert not os.path.exists(os.path.join(results_dir, "summary.json"))
+    assert calls == [] and afile.read_text() == "mine"
+    (file_for_folder / "min_max_ranges").unlink()  # the folder was never claimed: usable now
+    result = QuantAnalyzer(_model(), _forward, lambda m: 0.5).analyze(results_dir=file_for_folder)
+    assert result.status == "complete"
+
+
 def test_two_processes_sharing_a_results_dir_never_mix_their_files(tmp_path):
     go = tmp_path / "go"
     results = tmp_path / "results"
