@@ -18,6 +18,8 @@ config.weight_observer, config.weight_bits   # ("tf_enhanced", 4)
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import os
 from typing import Any, Callable
 
@@ -33,9 +35,11 @@ from mct_logger.report import REPORT_FILE
 __all__ = [
     "AIMET_SCHEMES", "DISABLED_FILE", "ENABLED_FILE", "HISTOGRAMS_FILE", "MIN_MAX_FOLDER",
     "MIN_MAX_TABLE_FILE", "MSE_FILE", "RESULT_FILES", "SENSITIVITY_FILE", "SQNR_FILE",
-    "SUMMARY_FILE", "WEIGHT_SQNR_FILE", "aimet_range", "as_callback", "eval_score", "ignored_layer_names",
-    "range_fields", "resolve_config",
+    "SUMMARY_FILE", "WEIGHT_SQNR_FILE", "ScoreCheck", "aimet_range", "as_callback", "eval_score",
+    "ignored_layer_names", "range_fields", "resolve_config",
 ]
+
+logger = logging.getLogger("mct_logger")
 
 # AIMET's `quant_scheme` names (and QuantScheme enum member names) -> our observers.
 AIMET_SCHEMES = {
@@ -168,6 +172,41 @@ def eval_score(value, what: str) -> float:
         ) from None
     return score
 
+
+class ScoreCheck:
+    """The eval callback's scores, checked for NaN/Inf: the reference score (the
+    float model's, every other one is compared with it) must be finite; a later
+    non-finite score is kept (null in the JSON files, no TensorBoard point) with
+    one warning, for the first, naming the callback and the configuration."""
+
+    def __init__(self, what: str = "eval_callback"):
+        self.what = what
+        self.warned = False
+
+    def __call__(self, value, configuration: str, reference: bool = False) -> float:
+        """`value` as a float.
+
+        Raises:
+            TypeError: `value` is not one number.
+            ValueError: the `reference` score is NaN or infinite (raised before
+                any other evaluation).
+        """
+        score = eval_score(value, self.what)
+        if math.isfinite(score):
+            return score
+        if reference:
+            raise ValueError(
+                f"{self.what} returned {score} for {configuration}, the score every other one is "
+                "compared with; it must return a finite number (e.g. accuracy, or a negated "
+                f"loss). Check {self.what}(model) on the float model first."
+            )
+        if not self.warned:
+            self.warned = True
+            logger.warning(
+                "%s returned %s for %s; the score is kept as missing (null in the results, no "
+                "TensorBoard point). Further non-finite scores are not reported again.",
+                self.what, score, configuration)
+        return score
 
 
 def aimet_range(encoding: Encoding, key: str):

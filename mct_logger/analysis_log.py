@@ -8,7 +8,7 @@ the payload k (`tb_plugin.metadata`) in the TensorBoard run
 `<run folder>/quant_analyzer`: step s is its s-th publication, so both loaders
 keep its newest version last and the tab fills in while the analysis runs. The
 finished sensitivity table also becomes scalars, `sensitivity/<label>` (eval
-score, step 0), one per setting.
+score, step 0), one per setting whose score is finite.
 
 Logging never costs the analysis: the first failure is one warning naming the
 path and the cause (`run_log.LogGuard`) and the listener writes nothing more.
@@ -23,6 +23,8 @@ listener.close()
 """
 
 from __future__ import annotations
+
+import math
 
 from mct_logger.live_payloads import PayloadPublisher
 from mct_logger.run_log import LogGuard, RunLog
@@ -53,8 +55,9 @@ class AnalysisLogListener:
         """Writes `table` as the next step of payload `kind` and flushes it (readable now)."""
         if kind == "sensitivity" and table.get("complete") and not self._sensitivity_scalars:
             self._sensitivity_scalars = True
-            for key in SENSITIVITY_KEYS:
-                self.writer.scalar(f"sensitivity/{table['labels'][key]}", table[key], step=0)
+            for key in SENSITIVITY_KEYS:  # a NaN/Inf score (warned about) is no point
+                if table[key] is not None and math.isfinite(table[key]):
+                    self.writer.scalar(f"sensitivity/{table['labels'][key]}", table[key], step=0)
         self.publisher.publish(kind, table)  # flushes: readable now
 
     def close(self, error: BaseException | None = None) -> None:

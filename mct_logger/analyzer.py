@@ -73,8 +73,8 @@ from mct_logger.aimet_layout import (
     SQNR_FILE,
     SUMMARY_FILE,
     WEIGHT_SQNR_FILE,
+    ScoreCheck,
     as_callback,
-    eval_score,
     ignored_layer_names,
     resolve_config,
 )
@@ -171,10 +171,17 @@ class QuantAnalyzer:
         stopped. A TensorBoard log that cannot be written is one warning; the
         analysis goes on.
 
+        A NaN or infinite eval score is refused for the FP32 model (the first
+        evaluation) and otherwise kept as missing with one warning.
+
         Raises:
-            FileExistsError: `results_dir` holds result files without a
-                QuantAnalyzer `summary.json` (another tool's?); pass a new folder.
+            FileExistsError: `results_dir` holds result files, or a `summary.json`,
+                that no QuantAnalyzer `summary.json` claims (another tool's?);
+                nothing is moved. Pass a new folder.
+            NotADirectoryError, IsADirectoryError: `results_dir` or a result
+                file's path in it cannot be written (checked before any work).
             RuntimeError: another analysis is still writing to `results_dir`.
+            ValueError: `eval_callback` returned NaN or Inf for the FP32 model.
         """
         config = resolve_config(config, **aimet_settings)
         self._last_analysis = _Analysis(self, config, os.fspath(results_dir))  # for recommend
@@ -203,6 +210,7 @@ class _Analysis:
         self._evaluations_started = time.time()
         self.listeners: list = []
         self.started = time.time()
+        self.score = ScoreCheck("eval_callback")  # NaN/Inf: refused for fp32, else one warning
 
     # ------------------------------------------------------------- driver
 
@@ -434,7 +442,8 @@ class _Analysis:
         for key, model, switches in runs:
             if switches is not None:
                 set_quantizers_enabled(model, **switches)
-            table[key] = eval_score(evaluate(model), "eval_callback")
+            table[key] = self.score(evaluate(model), f"the {key} model ({labels[key]})",
+                                    reference=key == "fp32")
             self.result.sensitivity[key] = table[key]
             logger.info("QuantAnalyzer: %s eval score (%s): %.6g",
                         key, table["labels"][key], table[key])
@@ -462,7 +471,8 @@ class _Analysis:
         for name in self.layers:
             set_quantizers_enabled(sim, weights=enabled, activations=enabled, nodes=[name])
             try:
-                score = eval_score(self.analyzer._evaluate(sim), "eval_callback")
+                score = self.score(self.analyzer._evaluate(sim), f"the model with {name} "
+                                   f"{'alone quantized' if enabled else 'alone in float'}")
             finally:
                 set_quantizers_enabled(sim, weights=not enabled, activations=not enabled,
                                        nodes=[name])

@@ -420,3 +420,45 @@ def test_sensitivity_scores_are_tensorboard_scalars(run):
         "sensitivity/W32A8": result.sensitivity["activations_only"],
         "sensitivity/W8A8": result.sensitivity["fully_quantized"],
     }, rel=1e-6)
+
+
+def test_a_non_finite_eval_score_is_refused_for_fp32_and_otherwise_warned_once(tmp_path, caplog):
+    model = build_broken_model()
+    task = Task(model)
+    scores = {2: float("nan"), 3: float("inf"), 5: float("nan")}  # W8A32, W32A8, 1st layer alone
+
+    def evaluate(m):
+        score = task.evaluate(m)  # counts the evaluation
+        return scores.get(task.evaluations, score)
+
+    log_lib.set_log_folder(tmp_path / "logs")
+    try:
+        with caplog.at_level("WARNING", logger="mct_logger"):
+            result = QuantAnalyzer(model, task.calibrate, evaluate).analyze(
+                results_dir=str(tmp_path / "results"))
+    finally:
+        log_lib.set_log_folder(None)
+    assert result.status == "complete"
+    warned = [r.getMessage() for r in caplog.records if "eval_callback returned" in r.getMessage()]
+    assert warned == [warned[0]] and "nan for the weights_only model (W8A32)" in warned[0]
+    sensitivity = load(tmp_path / "results", "sensitivity.json")
+    assert sensitivity["weights_only"] is None and sensitivity["activations_only"] is None
+    assert load(tmp_path / "results", "per_layer_quant_enabled.json")[result.layers[0]] is None
+    tables_run = os.path.relpath(os.path.join(result.log_folder, "quant_analyzer"),
+                                 tmp_path / "logs")
+    with tensorboard_provider(tmp_path / "logs", "python") as (provider, ctx, experiment):
+        scalars = provider.read_scalars(ctx, experiment_id=experiment, plugin_name="scalars",
+                                        downsample=10)[tables_run]
+    assert sorted(scalars) == ["sensitivity/W32A32", "sensitivity/W8A8"]  # no NaN/Inf points
+    assert all(np.isfinite(d[0].value) for d in scalars.values())
+
+    task.evaluations = 0
+    calls = []
+    with pytest.raises(ValueError, match=r"eval_callback returned nan for the fp32 model "
+                                         r"\(W32A32\).*finite number"):
+        QuantAnalyzer(model, task.calibrate, lambda m: calls.append(1) or float("nan")).analyze(
+            results_dir=str(tmp_path / "fp32"))
+    assert calls == [1]  # no evaluation after the float model's
+    summary = load(tmp_path / "fp32", "summary.json")
+    assert summary["status"] == "failed" and "eval_callback returned nan" in summary["error"]
+    assert os.path.exists(tmp_path / "fp32" / "weight_sqnr.json")  # finished tables kept
