@@ -188,7 +188,16 @@ class QuantAnalyzer:
         return self._last_analysis.run()
 
     def recommend(self, max_accuracy_drop: float, representative_data=None):
-        """A verified QuantizationConfig from the last `analyze`: `mct_logger.recommend`."""
+        """A verified QuantizationConfig from the last `analyze`: `mct_logger.recommend`.
+
+        `representative_data` is read up to the analyzed config's
+        `num_calibration_samples` (1000 by default), as PTQ reads it.
+
+        Raises:
+            ValueError: a bad `max_accuracy_drop`, or `representative_data`
+                that cannot be used (RepresentativeDataError), before any work.
+            RuntimeError: no finished analysis to start from.
+        """
         return recommend(self, max_accuracy_drop, representative_data)
 
 

@@ -40,6 +40,9 @@ from mct_logger import dataset_length
 
 logger = logging.getLogger("mct_logger")
 
+# Where users set `max_samples`, named when data that never ends is refused.
+CAP_SETTING = "QuantizationConfig.num_calibration_samples"
+
 
 class RepresentativeDataError(ValueError):
     """The representative data cannot be used; the message says why and what to do."""
@@ -62,6 +65,7 @@ def input_specs(graph) -> list[InputSpec]:
 
 def load_batches(
     data: Any, specs: list[InputSpec], batch_size: int = 32, max_samples: int | None = None,
+    cap_setting: str = CAP_SETTING,
 ) -> list[list[np.ndarray]]:
     """Reads `data` into batches held in memory: a list of `[array per model input]`.
 
@@ -76,6 +80,8 @@ def load_batches(
             cut to fit), so an endless generator or a `.repeat()`ed dataset
             ends; None reads everything and refuses a dataset that never ends
             (`mct_logger.dataset_length`).
+        cap_setting: where the caller's user sets `max_samples`, named in
+            that refusal.
 
     Returns:
         The batches, each array cast to its input's float dtype.
@@ -87,7 +93,8 @@ def load_batches(
     """
     check_arguments(data, max_samples)
     status: dict = {}
-    batches = list(checked_batches(data, specs, batch_size, max_samples, status))
+    batches = list(checked_batches(data, specs, batch_size, max_samples, status,
+                                   cap_setting=cap_setting))
     samples = num_samples(batches)
     check_not_empty(samples)
     log_loaded(samples, len(batches), max_samples if status["capped"] else None)
@@ -151,7 +158,7 @@ def is_one_shot(data) -> bool:
 
 def checked_batches(data, specs: list[InputSpec], batch_size: int = 32,
                     max_samples: int | None = None, status: dict | None = None,
-                    check_ends: bool = True):
+                    check_ends: bool = True, cap_setting: str = CAP_SETTING):
     """Yields the checked batches of one pass over `data` (a callable is called,
     a dataset or iterable iterated afresh); `status["capped"]` tells, at the
     end, whether reading stopped at `max_samples`; `check_ends=False` (a later
@@ -164,7 +171,7 @@ def checked_batches(data, specs: list[InputSpec], batch_size: int = 32,
         yield from slices(whole[0], batch_size)
         return
     total = 0
-    for i, element in enumerate(_iterate(data, max_samples, check_ends)):
+    for i, element in enumerate(_iterate(data, max_samples, check_ends, cap_setting)):
         if max_samples is not None and total >= max_samples:
             status["capped"] = True
             return
@@ -332,7 +339,7 @@ def _check_order(arrays, specs, where: str) -> None:
     )
 
 
-def _iterate(data, max_samples=None, check_ends=True):
+def _iterate(data, max_samples=None, check_ends=True, cap_setting: str = CAP_SETTING):
     if callable(data) and not _is_dataset(data) and not inspect.isgenerator(data):
         try:
             signature = inspect.signature(data)
@@ -351,7 +358,9 @@ def _iterate(data, max_samples=None, check_ends=True):
         data = data()
     if _is_dataset(data):
         if max_samples is None and check_ends:
-            _check_ends(data)
+            refusal = dataset_length.refusal(data, cap_setting)
+            if refusal:
+                raise RepresentativeDataError(refusal)
         return data.as_numpy_iterator()
     try:
         return iter(data)
@@ -360,22 +369,6 @@ def _iterate(data, max_samples=None, check_ends=True):
             f"representative_data of type {type(data).__name__} is not iterable. Pass a "
             "callable returning batches, a generator, a tf.data.Dataset or a NumPy array."
         ) from None
-
-
-def _check_ends(dataset) -> None:
-    """Refuses a dataset read with no cap that never ends; warns when that cannot be told."""
-    length = dataset_length.length(dataset)
-    if length in ("infinite", "endless"):
-        why = ("INFINITE, e.g. after .repeat()" if length == "infinite"
-               else "UNKNOWN, e.g. after .filter(), but it has a .repeat() with no count")
-        raise RepresentativeDataError(
-            f"representative_data is an infinite tf.data.Dataset (its cardinality() is {why}), "
-            "which would be read forever. End it with .take(n) (n batches), or set a cap on "
-            "the samples read.")
-    if length == "unknown":
-        logger.warning("representative_data is a tf.data.Dataset of unknown length and no cap "
-                       "is set on the samples read: it is read to its end. If it never ends, "
-                       "end it with .take(n) (n batches) or set a cap.")
 
 
 def _to_inputs(element, specs, where) -> list[np.ndarray]:

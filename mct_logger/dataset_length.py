@@ -20,6 +20,10 @@ length(tf.data.Dataset.range(8).filter(lambda t: t > 2))            # "finite"
 
 from __future__ import annotations
 
+import logging
+
+logger = logging.getLogger("mct_logger")
+
 # One dataset input (the first), endless if that input is endless.
 _KEEP = {
     "FilterDataset", "MapDataset", "ParallelMapDataset", "ParallelMapDatasetV2",
@@ -67,6 +71,23 @@ def length(dataset) -> str:
     if len(outputs) != 1 or not outputs[0].input:
         return "unknown"
     return _walk(nodes, _name(outputs[0].input[0]), depth=0)
+
+
+def refusal(dataset, cap_setting: str) -> str | None:
+    """Why `dataset`, read with no cap, would be read forever (the message of the
+    error the caller raises), or None; a length that cannot be told is one warning."""
+    kind = length(dataset)
+    if kind == "unknown":
+        logger.warning("representative_data is a tf.data.Dataset of unknown length and no cap "
+                       "is set on the samples read: it is read to its end. If it never ends, "
+                       f"end it with .take(n) (n batches) or set {cap_setting}.")
+    if kind not in ("infinite", "endless"):
+        return None
+    why = ("INFINITE, e.g. after .repeat()" if kind == "infinite"
+           else "UNKNOWN, e.g. after .filter(), but it has a .repeat() with no count")
+    return (f"representative_data is an infinite tf.data.Dataset (its cardinality() is {why}), "
+            f"which would be read forever. End it with .take(n) (n batches), or set {cap_setting} "
+            "(the cap on the samples read; it is None here).")
 
 
 def _walk(nodes: dict, name: str, depth: int) -> str:

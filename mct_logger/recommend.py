@@ -23,7 +23,15 @@ score is within `max_accuracy_drop` of the FP32 score:
 
 Free fixes (CLE, observers) come before the ones that cost memory. Each change
 is reported with its evidence, and the score and memory (bytes, weights plus
-activations at batch 1 as the PTQ headline) before and after it.
+activations at batch 1 as the PTQ headline) before and after it. A NaN or
+infinite score is one warning naming `eval_callback` and the configuration; a
+change scored so is never kept.
+
+`representative_data` (optional; the data of the logged PTQ runs when a log
+folder is set, else the calibration samples the callback ran) is read as PTQ
+reads it: up to the analyzed config's `num_calibration_samples` samples (1000
+by default), so an endless generator or a `.repeat()`ed dataset ends; with
+None there, an infinite dataset is refused.
 
 Example:
 
@@ -44,6 +52,7 @@ import re
 
 import numpy as np
 
+from mct_logger.aimet_layout import ScoreCheck
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.plan import PlanReason
 
@@ -95,7 +104,14 @@ class Recommendation:
 
 
 def recommend(analyzer, max_accuracy_drop: float, representative_data=None):
-    """See `QuantAnalyzer.recommend`."""
+    """See `QuantAnalyzer.recommend` and the module docstring.
+
+    Raises:
+        ValueError: `max_accuracy_drop` is not a number >= 0.
+        RuntimeError: the analyzer has no finished analysis.
+        RepresentativeDataError: `representative_data` cannot be used (read
+            before any evaluation).
+    """
     from mct_logger import listeners
     from mct_logger.aimet_layout import eval_score
     from mct_logger.analyses import RecordingCalibrationModel
@@ -106,15 +122,19 @@ def recommend(analyzer, max_accuracy_drop: float, representative_data=None):
             or not math.isfinite(max_accuracy_drop) or max_accuracy_drop < 0:
         raise ValueError(f"max_accuracy_drop must be a number >= 0 (in eval score units), got "
                          f"{max_accuracy_drop!r}.")
-    if representative_data is not None:  # checked before any work
-        from mct_logger import data as data_lib
-
-        representative_data = data_lib.load_batches(representative_data, analyzer._specs)
     last = getattr(analyzer, "_last_analysis", None)  # the analyzer's last _Analysis
     if last is None or last.result.status != "complete":
         raise RuntimeError("recommend() works from a finished analysis: run "
                            "QuantAnalyzer.analyze(...) to completion first.")
     analyzed, result, tables = last.config, last.result, last.tables
+    if representative_data is not None:  # checked before any work, read up to PTQ's cap
+        from mct_logger import data as data_lib
+
+        representative_data = data_lib.load_batches(
+            representative_data, analyzer._specs, analyzed.batch_size,
+            max_samples=analyzed.num_calibration_samples,
+            cap_setting="QuantizationConfig.num_calibration_samples in the config given to "
+                        "QuantAnalyzer.analyze")
     config = analyzed
     config = dataclasses.replace(config, cross_layer_equalization=False, bias_correction=None)
     if analyzer._ignored:
@@ -135,7 +155,7 @@ def recommend(analyzer, max_accuracy_drop: float, representative_data=None):
 
     fp32 = result.sensitivity["fp32"]
     state = _State(make_trials(graph), config, fp32 - max_accuracy_drop)
-    baseline = state.measure(config)
+    baseline = state.measure(config, what="the analyzed config")
     state.score, state.memory = baseline["score"], baseline["memory"]
 
     if not state.met():
@@ -144,7 +164,7 @@ def recommend(analyzer, max_accuracy_drop: float, representative_data=None):
         _try_observers(state, tables, result)
     if not state.met():
         _try_precision(state, result)
-    final = state.measure(state.config)
+    final = state.measure(state.config, what="the recommended config")
     recommendation = Recommendation(
         model=graph.name, max_accuracy_drop=float(max_accuracy_drop), float_score=fp32,
         target_score=state.target, baseline=baseline, final=final,
@@ -171,23 +191,24 @@ class _State:
         self.trials, self.config, self.target = trials, config, target
         self.score = self.memory = None
         self.changes: list[dict] = []
+        self.check = ScoreCheck("eval_callback")  # NaN/Inf: one warning; no change is kept on it
 
     def met(self) -> bool:
         return self.score >= self.target
 
-    def measure(self, config: QuantizationConfig, trials=None) -> dict:
+    def measure(self, config: QuantizationConfig, trials=None, what: str = "") -> dict:
         from mct_logger.memory import graph_memory, model_memory
         from mct_logger.mixed_precision_search import plan_weights_memory
 
         trial = (trials or self.trials).run(config)
         graph = (trials or self.trials).graph
-        return {"score": trial.score,
+        return {"score": self.check(trial.score, what),
                 "memory": model_memory(graph_memory(graph, trial.plan), trial.plan),
                 "weights_memory": plan_weights_memory(graph, trial.plan)}
 
     def attempt(self, kind: str, layer, change: str, evidence: str, config, trials=None) -> bool:
         """Scores `config`; keeps it if the score rises. Records the change either way."""
-        measured = self.measure(config, trials)
+        measured = self.measure(config, trials, what=f"the config with {change}")
         accepted = measured["score"] > self.score
         self.changes.append({
             "step": len(self.changes) + 1, "kind": kind, "layer": layer, "change": change,

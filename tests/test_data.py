@@ -155,7 +155,8 @@ def test_unbounded_or_long_data_is_read_up_to_the_cap(form):
 
 def test_infinite_dataset_without_a_cap_is_refused_naming_take():
     data = tf.data.Dataset.from_tensor_slices(_images(4)).repeat()
-    with pytest.raises(RepresentativeDataError, match=r"infinite.*\.take\(n\)"):
+    with pytest.raises(RepresentativeDataError, match=r"infinite.*\.take\(n\).*or set "
+                                                      r"QuantizationConfig.num_calibration_samples"):
         load_batches(data, ONE, max_samples=None)
 
 

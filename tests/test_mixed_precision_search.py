@@ -297,3 +297,56 @@ def test_recommend_proposes_cle_for_spread_ranges_under_per_tensor_grids(tmp_pat
     assert "spread" in first["evidence"] and first["score_after"] > first["score_before"]
     assert config.cross_layer_equalization and not config.weight_per_channel
     assert recommendation.meets_target
+
+
+def test_recommend_reads_endless_data_up_to_the_analyzed_cap_and_warns_on_a_nan_score(
+        tmp_path, caplog):
+    import tensorflow as tf
+
+    from mct_logger import listeners
+    from mct_logger.data import RepresentativeDataError
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc2")(
+        keras.layers.Dense(5, activation="relu", name="fc1")(inputs)))
+    x = np.random.default_rng(0).random((64, 6)).astype("float32")
+    scores = {"nan": False}
+    calls = []
+
+    def evaluate(m):
+        calls.append(1)
+        return float("nan") if scores["nan"] else -float(np.abs(m.predict(x, verbose=0)).mean())
+
+    def endless():
+        while True:
+            yield x[:8]
+
+    heard = []
+    listeners.set_recommendation_listener("test", lambda model, batches, *rest:
+                                          heard.append(sum(len(b[0]) for b in batches)))
+    try:
+        analyzer = mct_logger.QuantAnalyzer(model, lambda m: m.predict(x, verbose=0), evaluate)
+        analyzer.analyze({"num_calibration_samples": 36, "batch_size": 8},
+                         results_dir=str(tmp_path / "capped"))
+        analyzer.recommend(0.5, representative_data=endless())
+        assert heard == [36]  # stopped at the analyzed config's cap, as PTQ stops
+
+        scores["nan"] = True
+        with caplog.at_level("WARNING", logger="mct_logger"):
+            _, recommendation = analyzer.recommend(0.0, representative_data=x)
+        warned = [r.getMessage() for r in caplog.records
+                  if "eval_callback returned nan" in r.getMessage()]
+        assert len(warned) == 1 and "for the analyzed config" in warned[0]
+        assert not any(c["accepted"] for c in recommendation.changes)
+        scores["nan"] = False
+
+        analyzer.analyze({"num_calibration_samples": None}, results_dir=str(tmp_path / "all"))
+        calls.clear()
+        with pytest.raises(RepresentativeDataError,
+                           match=r"\.take\(n\).*or set QuantizationConfig.num_calibration_samples "
+                                 r"in the config given to QuantAnalyzer.analyze"):
+            analyzer.recommend(0.5, tf.data.Dataset.from_tensor_slices(x).batch(8).repeat())
+        assert calls == []  # refused before any evaluation
+    finally:
+        listeners.set_recommendation_listener("test", None)
