@@ -35,6 +35,9 @@ def channels_last_2d(x: np.ndarray, channel_axes=(-1,)) -> np.ndarray:
 HISTOGRAM_BINS = 512
 # The grid spans this many times the first observed range, around its centre.
 _ENLARGE = 3.0
+# Grids reaching beyond this are binned in float64: in float32, value - lower edge
+# (up to twice the grid's reach) would overflow.
+_FLOAT32_SAFE = 1e37
 
 
 class HistogramCollector:
@@ -91,7 +94,7 @@ class HistogramCollector:
             flat = flat.astype(np.float64)
         if not self.observe_range(flat.min(axis=0), flat.max(axis=0)):
             return
-        self.add_sample(flat)
+        self._take(flat)  # NumPy's min and max propagate NaN: flat is finite
 
     def add_sample(self, rows: np.ndarray, weight: int = 1, values: int | None = None) -> None:
         """Bins (n, C) `rows` of a batch whose range `observe_range` has taken.
@@ -100,7 +103,18 @@ class HistogramCollector:
             rows: the batch's values, or a sample of its rows, one column per channel.
             weight: how many of the batch's rows each sampled row stands for.
             values: values per channel in the whole batch (default n * weight).
+
+        A sample holding NaN or Inf that the range missed (a reduction that
+        skips NaN) is not binned: its channels' range becomes NaN, so the
+        range check before any encoding names the node.
         """
+        finite = np.isfinite(rows).all(axis=0)
+        if not finite.all():
+            self.min[~finite] = self.max[~finite] = np.nan
+            return
+        self._take(rows, weight, values)
+
+    def _take(self, rows: np.ndarray, weight: int = 1, values: int | None = None) -> None:
         if self._has_grid.any():
             self._add(rows, weight)
         self.count += int(values) if values is not None else rows.shape[0] * weight
@@ -186,9 +200,12 @@ class HistogramCollector:
         # Each channel owns bins + 2 slots: an underflow slot, its bins, an
         # overflow slot (both folded back), so rounding never leaks into a
         # neighbour. float32 is exact enough unless the grid is tiny relative
-        # to the values' magnitude or the slot numbers exceed 2**24.
-        reach = np.max(np.maximum(np.abs(lo), np.abs(lo + bins * width)) / width)
-        exact32 = flat.dtype.itemsize <= 4 and reach < 1e4 and channels * (bins + 2) < 2**24
+        # to the values' magnitude, the slot numbers exceed 2**24 or the grid
+        # reaches near float32's largest value (value - lo would overflow to Inf).
+        edge = np.maximum(np.abs(lo), np.abs(lo + bins * width))
+        exact32 = (flat.dtype.itemsize <= 4 and np.max(edge / width) < 1e4
+                   and np.max(edge) < _FLOAT32_SAFE
+                   and channels * (bins + 2) < 2**24)
         dtype = np.float32 if exact32 else np.float64
         slots = np.arange(channels, dtype=np.float64) * (bins + 2) + 1.0
         t = np.subtract(flat, lo.astype(dtype), dtype=dtype)
