@@ -87,8 +87,11 @@ def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) 
     Raises:
         ValueError / TypeError: `run_name` is not a plain folder name.
         NotADirectoryError: `path` is a file.
+        IsADirectoryError: `path/mct_logger.log` is a folder (FileExistsError:
+            another kind of non-regular file).
         OSError (PermissionError...): the folder or its text log cannot be
-            created. On any error the previous setting stays as it was.
+            created; the message names which. On any error the previous
+            setting stays as it was.
     """
     global _folder, _run_name, _file_handler, _console_handler
     if path is None:
@@ -110,12 +113,12 @@ def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) 
     folder = os.path.abspath(path)
     try:
         os.makedirs(folder, exist_ok=True)
-        file_handler = _TextLog(os.path.join(folder, LOG_FILE))
     except OSError as exc:
         raise type(exc)(
             f"set_log_folder({path!r}): cannot write there ({exc.strerror or exc}); pass a "
             f"folder you can write to. The previous log folder ({_folder}) stays set."
         ) from exc
+    file_handler = _open_text_log(path, os.path.join(folder, LOG_FILE))
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     with _state_lock:
         _remove_handlers()
@@ -229,6 +232,28 @@ def _name_max(path: str) -> int:
         return 255
 
 
+def _open_text_log(path: str, log_file: str) -> "_TextLog":
+    """The text log `log_file` in the folder `path` given to `set_log_folder`; an
+    error naming `log_file` when something else holds its name or it cannot be
+    opened (a FIFO there would block the open: refused before)."""
+    fix = f"remove or rename it, or pass another folder to set_log_folder. The previous " \
+        f"log folder ({_folder}) stays set."
+    if os.path.exists(log_file) and not os.path.isfile(log_file):
+        error = IsADirectoryError if os.path.isdir(log_file) else FileExistsError
+        what = "a folder" if os.path.isdir(log_file) else "not a regular file"
+        raise error(
+            f"set_log_folder({path!r}): the text log {log_file!r} is {what}, so the "
+            f"library's log cannot be written there; {fix}"
+        )
+    try:
+        return _TextLog(log_file)
+    except OSError as exc:
+        raise type(exc)(
+            f"set_log_folder({path!r}): cannot write the text log {log_file!r} "
+            f"({exc.strerror or exc}); make it writable, {fix}"
+        ) from exc
+
+
 class _TextLog(logging.handlers.WatchedFileHandler):
     """The text log: reopened (recreated) when the file is removed or replaced.
 
@@ -241,6 +266,9 @@ class _TextLog(logging.handlers.WatchedFileHandler):
 
     def _open(self):
         os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
+        if os.path.exists(self.baseFilename) and not os.path.isdir(self.baseFilename) \
+                and not os.path.isfile(self.baseFilename):  # a FIFO's open would block
+            raise FileExistsError(errno.EEXIST, "not a regular file", self.baseFilename)
         return super()._open()
 
     def emit(self, record) -> None:

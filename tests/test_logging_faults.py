@@ -302,6 +302,47 @@ def test_failed_set_log_folder_leaves_the_previous_setting_whole(tmp_path):
     assert "PTQ stage quantized_model done" in (kept / "mct_logger.log").read_text()
 
 
+@pytest.mark.parametrize("holder", ["folder", "fifo"])
+def test_something_else_at_the_text_log_path_is_named_and_the_setting_kept(tmp_path, holder):
+    """The folder is writable but its `mct_logger.log` is a folder or a FIFO (whose
+    open would block): the error names that path and the fix, not the folder."""
+    kept = tmp_path / "kept"
+    mct_logger.set_log_folder(kept, run_name="ok")
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    text_log = logdir / log_lib.LOG_FILE
+    os.mkdir(text_log) if holder == "folder" else os.mkfifo(text_log)
+    error = IsADirectoryError if holder == "folder" else FileExistsError
+    with pytest.raises(error) as raised:
+        mct_logger.set_log_folder(logdir)
+    message = str(raised.value)
+    assert repr(str(text_log)) in message and "remove or rename it" in message
+    assert "another folder" in message and "cannot write there" not in message
+    assert mct_logger.get_log_folder() == str(kept)
+
+
+def test_a_read_only_text_log_is_named_with_its_cause(tmp_path):
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    (logdir / log_lib.LOG_FILE).write_text("")
+    os.chmod(logdir / log_lib.LOG_FILE, 0o444)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {ROOT!r})
+        import mct_logger
+        try:
+            mct_logger.set_log_folder({str(logdir)!r})
+        except PermissionError as error:
+            print(error)
+    """)
+    done = subprocess.run(_without_permission_override() + [sys.executable, "-c", script],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    message = done.stdout.strip()
+    assert repr(str(logdir / log_lib.LOG_FILE)) in message, done.stdout
+    assert os.strerror(errno.EACCES) in message and "make it writable" in message
+
+
 def test_long_model_names_are_shortened_with_a_hash(tmp_path):
     with pytest.raises(ValueError, match="run_name is 300 bytes long.*shorter run_name"):
         mct_logger.set_log_folder(tmp_path, run_name="r" * 300)
@@ -446,16 +487,19 @@ def test_a_failing_similarity_analysis_is_one_warning_and_the_model_is_returned(
     assert "skipped: the similarity analysis failed" in summary
 
 
-def test_text_log_that_cannot_be_written_is_one_warning_and_logging_goes_on(tmp_path, caplog):
+@pytest.mark.parametrize("holder", ["folder", "fifo"])
+def test_text_log_that_cannot_be_written_is_one_warning_and_logging_goes_on(
+        tmp_path, caplog, holder):
     mct_logger.set_log_folder(tmp_path, run_name="r")
     os.remove(tmp_path / "mct_logger.log")
-    os.mkdir(tmp_path / "mct_logger.log")  # a folder where the text log was
+    # a folder or a FIFO (whose open would block) where the text log was
+    (os.mkdir if holder == "folder" else os.mkfifo)(tmp_path / "mct_logger.log")
     with caplog.at_level(logging.INFO, logger="mct_logger"):
         model_q, _ = mct_logger.keras_post_training_quantization(_model(), _data(), QUICK)
         logging.getLogger("mct_logger").warning("later warnings still shown")
     assert model_q.predict(_data(4), verbose=0).shape == (4, 3)
     failed = [r.getMessage() for r in caplog.records if "The text log" in r.getMessage()]
     assert len(failed) == 1 and str(tmp_path / "mct_logger.log") in failed[0]
-    assert "IsADirectoryError" in failed[0]
+    assert ("IsADirectoryError" if holder == "folder" else "not a regular file") in failed[0]
     assert "later warnings still shown" in caplog.text
     assert os.path.isdir(tmp_path / "r" / "06_quantized_model")  # TensorBoard logging went on
