@@ -291,13 +291,28 @@ def create_summary_metadata(plugin_name: str, kind: str, data_class: int, descri
     )
 
 
+# Schema versions a reader takes for one: positive integers below this; anything
+# else in plugin content (a float, Infinity, NaN, a bool, a string) is malformed.
+MAX_VERSION = 2**31
+
+
 def parse_plugin_content(plugin_name: str, content: bytes) -> dict:
-    """`{"kind", "version"}` of a payload; raises PayloadError for ones too new to read."""
+    """`{"kind", "version"}` of a payload; raises PayloadError (and nothing else) for
+    content that is malformed (not a JSON object with a string "kind" and a
+    positive integer "version") or of an unknown kind or a version too new to read."""
     try:
         parsed = json.loads(content.decode() if isinstance(content, bytes) else content)
-        kind, version = parsed["kind"], int(parsed["version"])
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise PayloadError(f"Malformed {plugin_name} plugin content: {content!r}") from None
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        parsed = None
+    kind = parsed.get("kind") if isinstance(parsed, dict) else None
+    version = parsed.get("version") if isinstance(parsed, dict) else None
+    if not isinstance(kind, str) or type(version) is not int or not 0 < version < MAX_VERSION:
+        shown = repr(content)
+        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        raise PayloadError(
+            f"Malformed {plugin_name} plugin content: {shown} (expected a JSON object with "
+            'a string "kind" and a positive integer "version"; written by another tool?)'
+        )
     supported = check_kind(plugin_name, kind)
     if version > supported:
         raise PayloadError(

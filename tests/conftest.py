@@ -209,6 +209,21 @@ HOSTILE = {
     "malformed_content": "Malformed quant_analyzer plugin content",
     "float_tensor": "the payload is not JSON",
 }
+# Plugin content whose kind or version is not a string and a positive integer:
+# tag -> content; each is reported as malformed (HOSTILE) and skipped.
+MALFORMED_CONTENT = {
+    "version_infinity": b'{"kind": "summary", "version": 1e999}',
+    "version_nan": b'{"kind": "summary", "version": NaN}',
+    "version_bool": b'{"kind": "summary", "version": true}',
+    "version_float": b'{"kind": "summary", "version": 1.5}',
+    "version_string": b'{"kind": "summary", "version": "1"}',
+    "version_negative": b'{"kind": "summary", "version": -1}',
+    "version_huge": b'{"kind": "summary", "version": 1' + b"0" * 40 + b"}",
+    "version_too_long": b'{"kind": "summary", "version": ' + b"9" * 5000 + b"}",
+    "kind_list": b'{"kind": ["summary"], "version": 1}',
+    "content_list": b'[{"kind": "summary", "version": 1}]',
+}
+HOSTILE.update({tag: "Malformed quant_analyzer plugin content" for tag in MALFORMED_CONTENT})
 
 
 def write_hostile_payloads(folder: str) -> None:
@@ -245,3 +260,6 @@ def write_hostile_payloads(folder: str) -> None:
             dtype=types_pb2.DT_FLOAT, float_val=[1.5]))
         floats.value[0].metadata.data_class = summary_pb2.DATA_CLASS_TENSOR
         writer.add_summary(floats)
+        for tag, content in MALFORMED_CONTENT.items():
+            writer.add_summary(relabel(
+                payload_summary("quant_analyzer", "summary", "x", {"status": "x"}), tag, content))

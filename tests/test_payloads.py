@@ -6,7 +6,7 @@ from tensorboard.compat.proto import summary_pb2
 from mct_logger.events import EventWriter
 from mct_logger.tb_plugin import metadata, reader
 from mct_logger.tb_plugin.summary import payload_summary
-from tests.conftest import tensorboard_provider
+from tests.conftest import MALFORMED_CONTENT, tensorboard_provider
 
 # Shaped as the kinds they claim to be (tb_plugin.metadata.SHAPES): the reader checks.
 SMALL = {"samples": 8, "rows": [{"layer": "conv1", "sqnr_isolated_db": 31.5},
@@ -59,3 +59,12 @@ def test_unknown_kinds_and_newer_versions_are_refused():
         metadata.parse_plugin_content("cle", b'{"kind": "weight_ranges", "version": 99}')
     with pytest.raises(metadata.PayloadError, match="Malformed"):
         metadata.parse_plugin_content("cle", b"not json")
+
+
+@pytest.mark.parametrize("tag", sorted(MALFORMED_CONTENT))
+def test_malformed_kinds_and_versions_are_payload_errors_only(tag):
+    """Infinity, NaN, bools, floats, strings, negative or huge versions, a kind that
+    is not a string: a PayloadError naming the content, never another exception."""
+    with pytest.raises(metadata.PayloadError, match="Malformed cle plugin content") as error:
+        metadata.parse_plugin_content("cle", MALFORMED_CONTENT[tag])
+    assert "positive integer" in str(error.value) and len(str(error.value)) < 400
