@@ -112,7 +112,7 @@ def _sequence_model():
     x = L.Embedding(VOCAB, DIM, name="embedding")(tokens)
     x = L.MultiHeadAttention(2, 8, name="attention")(x, x)
     x = L.EinsumDense("abc,cd->abd", output_shape=(SEQ, 24), bias_axes="d", name="einsum")(x)
-    x = L.Bidirectional(L.LSTM(12), name="bilstm")(x)
+    x = L.Bidirectional(L.LSTM(12, name="lstm"), name="bilstm")(x)
     v = L.TimeDistributed(L.Conv2D(6, 3, activation="relu"), name="frame_conv")(frames)
     v = L.GlobalAveragePooling3D()(v)
     x = L.Concatenate()([x, v])
