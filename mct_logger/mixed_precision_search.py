@@ -4,7 +4,11 @@ accuracy-drop target (MCT's mixed-precision search, AIMET's AMP).
 Sensitivity, in one pass per batch. For every searched layer l and candidate
 width b, the layer's kernel is fake-quantized at b bits (the config's weight
 observer and grid) and the layer is run on its *float* input, beside the float
-layer, so each (l, b) costs one extra layer call, never a model:
+layer, so each (l, b) costs one extra layer call, never a model. Every weight
+layer PTQ quantizes is searched, as the similarity stage computes it
+(`similarity.call_quantized`): a Conv or Dense layer runs its own computation
+on the quantized kernels, any other (Embedding, EinsumDense, MultiHeadAttention,
+RNNs, TimeDistributed, Bidirectional) reads them through a `StatelessScope`:
 
     SQNR(l, b) = 10 log10( sum y_l^2 / sum (y_l - y_l,b)^2 )        (dB, isolated)
 
@@ -67,12 +71,11 @@ from mct_logger.graph import TensorRef, layer_name_of, read_model
 from mct_logger.quantization.bit_allocation import Frontier
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.encodings import check_bitwidth
-from mct_logger.quantization.layers import linear_forward
 from mct_logger.quantization.plan import check_overrides, plan_quantization
 from mct_logger.quantization.quantsim import weight_encodings
 from mct_logger.quantization.trials import QuantizationTrials
 from mct_logger.rebuild_check import check_rebuilt_graph
-from mct_logger.similarity import fake_quantized_kernel, first_samples
+from mct_logger.similarity import call_quantized, fake_quantized_kernel, first_samples
 
 logger = logging.getLogger("mct_logger")
 
@@ -278,11 +281,10 @@ def measure_sensitivity(graph, plan: dict, nodes: list, batches, bit_candidates)
             for i, out in enumerate(outputs):
                 values[TensorRef(node.name, i)] = out
             if node.name in report:
-                x = values[node.inputs[0]]
                 reference = ops.cast(outputs[0], "float64")
                 signal[node.name] += float(ops.sum(reference * reference))
                 for k, quantized in enumerate(kernels[node.name]):
-                    output = linear_forward(node.layer, x, quantized)
+                    output = call_quantized(node, {id(node.layer): quantized}, values)[0]
                     error = reference - ops.cast(output, "float64")
                     noise[node.name][k] += float(ops.sum(error * error))
     return {n: [float(metrics.sqnr_from_powers(signal[n], v)) for v in noise[n]] for n in nodes}

@@ -161,13 +161,13 @@ def _compare_eagerly(graph, quantized_graph, plan, encodings, batches, nodes,
                 conv = convs[id(node.layer)]
                 float_outs = (node.call(node.layer, f) if conv is None else
                               [conv(f[node.inputs[0]], float_kernels[id(node.layer)])])
-                q_outs = _call_quantized(quantized_node, kernels, q, convs)
+                q_outs = call_quantized(quantized_node, kernels, q, convs)
                 q_outs[0] = _fixed_fake_quantize(q_outs[0], grid)
                 for i, (a, b) in enumerate(zip(float_outs, q_outs)):
                     f[TensorRef(name, i)], q[TensorRef(name, i)] = a, b
                 if name in report:
                     if id(quantized_node.layer) in kernels or quantized_node.layer is not node.layer:
-                        isolated = _call_quantized(quantized_node, kernels, f, convs)[0]
+                        isolated = call_quantized(quantized_node, kernels, f, convs)[0]
                     else:  # the same layer on the same (float) inputs: its float output
                         isolated = float_outs[0]
                     isolated = _fixed_fake_quantize(isolated, grid)
@@ -215,7 +215,7 @@ def fake_quantized_kernel(value, grid, channel_axes):
     return quantize_dequantize(value, grid32, broadcast_shape(value.shape, channel_axes))
 
 
-def _call_quantized(node, kernels, values, convs=None):
+def call_quantized(node, kernels, values, convs=None):
     """The node's outputs with its fake-quantized kernels (a linear layer runs its own
     computation on them, through `convs[id(layer)]` when there is an `_EagerConv`;
     any other weight layer reads them through a StatelessScope)."""

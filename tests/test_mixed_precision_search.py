@@ -350,3 +350,76 @@ def test_recommend_reads_endless_data_up_to_the_analyzed_cap_and_warns_on_a_nan_
         assert calls == []  # refused before any evaluation
     finally:
         listeners.set_recommendation_listener("test", None)
+
+
+def _attention_model():
+    """Embedding + MultiHeadAttention + EinsumDense + Dense on int tokens."""
+    tokens = keras.Input((6,), dtype="int32")
+    x = keras.layers.Embedding(30, 8, name="embedding")(tokens)
+    x = x + keras.layers.MultiHeadAttention(2, 4, name="attention")(x, x)
+    x = keras.layers.EinsumDense("abc,cd->abd", (None, 12), bias_axes="d", name="einsum")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(tokens, keras.layers.Dense(3, name="head")(x), name="attention_model")
+
+
+def _recurrent_model():
+    """Bidirectional(LSTM) + Dense on a float sequence."""
+    inputs = keras.Input((5, 4))
+    x = keras.layers.Bidirectional(keras.layers.LSTM(6), name="bilstm")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3, name="head")(x), name="recurrent_model")
+
+
+def _sequence_data(model, n=64):
+    rng = np.random.default_rng(0)
+    if model.inputs[0].dtype == "int32":
+        return rng.integers(0, 30, (n, 6)).astype("int32")
+    return rng.normal(size=(n, 5, 4)).astype("float32")
+
+
+@pytest.mark.parametrize("build, searched", [
+    (_attention_model, ["embedding", "attention", "einsum", "head"]),
+    (_recurrent_model, ["bilstm", "head"])])
+def test_every_weight_layer_ptq_quantizes_is_searched_as_ptq_computes_it(build, searched):
+    """Embedding, MultiHeadAttention, EinsumDense and Bidirectional(LSTM) are measured
+    through their own computation on fake-quantized kernels (as the similarity stage
+    runs them), and the search meets a budget and an accuracy target with them."""
+    from dataclasses import replace
+
+    from mct_logger import data as data_lib
+    from mct_logger.activations import PairedActivations
+    from mct_logger.quantization.quantsim import NodeEncodings, weight_encodings
+
+    keras.utils.set_random_seed(0)
+    model = build()
+    x = _sequence_data(model)
+    reference = model.predict(x, verbose=0)
+    evaluate = lambda m: -float(np.abs(m.predict(x, verbose=0) - reference).mean())  # noqa: E731
+
+    graph = read_model(model)
+    plan = plan_quantization(graph, QuantizationConfig(weight_bits=4), report=False)
+    layers = [n for n, p in plan.items() if p.weights]
+    assert layers == searched
+    batches = data_lib.load_batches(x, data_lib.input_specs(graph))
+    ours = measure_sensitivity(graph, plan, layers, batches, [4])
+    weights_only = {n: replace(p, activation=None) for n, p in plan.items()}
+    encodings = {n: NodeEncodings(weights=w) for n, w in weight_encodings(graph, plan).items()}
+    errors = PairedActivations(graph, weights_only, encodings, nodes=layers).errors(batches)
+    for n in layers:
+        assert ours[n][0] == pytest.approx(errors[n].sqnr_isolated_db, abs=0.05), n
+
+    all4 = _memory(model, QuantizationConfig(weight_bits=4))
+    all8 = _memory(model, QuantizationConfig())
+    budget = (all4 + all8) // 2
+    config, result = mct_logger.search_mixed_precision(
+        model, x, weights_memory=budget, bit_candidates=(4, 8))
+    assert [r["layer"] for r in result.layers] == layers
+    for row in result.layers:  # about 6 dB per bit, for every kind of layer
+        assert 15 < row["sqnr_db"][1] - row["sqnr_db"][0] < 40, row
+    assert _memory(model, config) == result.weights_memory <= budget
+
+    config, result = mct_logger.search_mixed_precision(
+        model, x, evaluate, max_accuracy_drop=0.01, bit_candidates=(4, 8))
+    assert [r["layer"] for r in result.layers] == layers
+    assert result.score >= result.target_score
+    model_q, _ = mct_logger.keras_post_training_quantization(model, x, config)
+    assert evaluate(model_q) == pytest.approx(result.score)
