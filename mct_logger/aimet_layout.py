@@ -18,6 +18,7 @@ config.weight_observer, config.weight_bits   # ("tf_enhanced", 4)
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import math
 import os
@@ -147,18 +148,35 @@ def _observer_of_scheme(scheme) -> str:
 def as_callback(callback, what: str) -> Callable[[Any], Any]:
     """`(model) -> result` from a plain callable, a `(func, args)` pair (called as
     `func(model, args)`, AIMET's convention) or an object with `.func` and `.args`
-    (AIMET's CallbackFunc)."""
+    (AIMET's CallbackFunc). Refuses anything else, a generator object and a
+    generator function (its call runs none of its body), with a TypeError naming
+    `what`: every entry point checks its callbacks here, before any evaluation."""
+    expected = (f"{what} must be a callable taking the model, or a (func, args) pair called "
+                "as func(model, args)")
+    if inspect.isgenerator(callback) or inspect.isasyncgen(callback):
+        raise TypeError(f"{expected}; got a generator object, which cannot take the model: pass "
+                        "a function that runs it (e.g. lambda model: model.predict(x)).")
     if isinstance(callback, tuple) and len(callback) == 2 and callable(callback[0]):
         func, args = callback
+        _refuse_generator_function(func, expected)
         return lambda model: func(model, args)
     if callable(callback):  # before the CallbackFunc test: functools.partial has .func/.args
+        _refuse_generator_function(callback, expected)
         return callback
     if hasattr(callback, "func") and hasattr(callback, "args") and callable(callback.func):
+        _refuse_generator_function(callback.func, expected)
         return lambda model: callback.func(model, callback.args)
-    raise TypeError(
-        f"{what} must be a callable taking the model, or a (func, args) pair called as "
-        f"func(model, args); got {type(callback).__name__}."
-    )
+    raise TypeError(f"{expected}; got {type(callback).__name__}.")
+
+
+def _refuse_generator_function(func, expected: str) -> None:
+    """TypeError if calling `func` would only create a generator (it has `yield`)."""
+    for f in (func, getattr(func, "__call__", None)):
+        if inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f):
+            name = getattr(func, "__name__", type(func).__name__)
+            raise TypeError(f"{expected}; got generator function {name!r}, whose call only "
+                            "creates a generator and runs none of its body: write it without "
+                            "yield.")
 
 
 def eval_score(value, what: str) -> float:

@@ -349,6 +349,14 @@ def test_callbacks_and_inputs_fail_early_with_actionable_errors(tmp_path):
     assert as_callback((lambda m, a: a + 1, 41), "cb")(None) == 42
     with pytest.raises(TypeError, match="eval_callback must be a callable"):
         QuantAnalyzer(model, task.calibrate, 3)
+
+    def calibrate_lazily(m):  # a generator function: its call runs nothing
+        yield task.calibrate(m)
+
+    with pytest.raises(TypeError, match="forward_pass_callback .* got generator function"):
+        QuantAnalyzer(model, calibrate_lazily, task.evaluate)
+    with pytest.raises(TypeError, match="forward_pass_callback .* got a generator object"):
+        QuantAnalyzer(model, calibrate_lazily(model), task.evaluate)
     with pytest.raises(data_lib.RepresentativeDataError, match="shape"):
         QuantAnalyzer(model, task.calibrate, task.evaluate, dummy_input=np.zeros((1, 4, 4, 3)))
     with pytest.raises(ValueError, match="has no layer 'nope'"):

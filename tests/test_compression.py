@@ -230,6 +230,13 @@ def test_resuming_from_a_partial_score_file_evaluates_only_the_missing_entries(d
                                   num_comp_ratio_candidates=5, eval_scores_file=scores_file)
 
 
+def _forward_pass_generator(m):
+    """A generator function: calling it runs none of this (a `yield` too many)."""
+    for i in range(0, len(X), 8):
+        m(X[i:i + 8])
+        yield i
+
+
 @pytest.mark.parametrize("kwargs,error,message", [
     ({"target_comp_ratio": 0}, ValueError, "target_comp_ratio=0 must be a number in \\(0, 1\\]"),
     ({"target_comp_ratio": 1.5}, ValueError, "target_comp_ratio=1.5"),
@@ -238,6 +245,11 @@ def test_resuming_from_a_partial_score_file_evaluates_only_the_missing_entries(d
     ({"cost_metric": "flops"}, ValueError, "cost_metric='flops'"),
     ({"num_comp_ratio_candidates": 1}, ValueError, "num_comp_ratio_candidates=1"),
     ({"scheme": "channel_pruning"}, ValueError, "pass forward_pass_callback"),
+    ({"scheme": "channel_pruning", "forward_pass_callback": (X[i:i + 8] for i in range(0, 16, 8))},
+     TypeError, "forward_pass_callback must be a callable .* got a generator object"),
+    ({"scheme": "channel_pruning", "forward_pass_callback": _forward_pass_generator}, TypeError,
+     "forward_pass_callback must be a callable .* got generator function "
+     "'_forward_pass_generator'.* without yield"),
     ({"layers_to_ignore": ["nope"]}, ValueError, "layers_to_ignore names \\['nope'\\]"),
     ({"eval_callback": lambda m: 1 / 0}, RuntimeError, "eval_callback failed on the uncompressed"),
     ({"eval_callback": lambda m: "good"}, TypeError, "eval_callback must return one number"),

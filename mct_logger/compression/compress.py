@@ -90,6 +90,8 @@ def _check_arguments(model, target_comp_ratio, scheme, cost_metric, num_comp_rat
         raise ValueError("scheme='channel_pruning' reconstructs weights from activations: pass "
                          "forward_pass_callback, a function (model) -> None that runs the model "
                          "on representative data (e.g. model.predict(x[:256])).")
+    if forward_pass_callback is not None:
+        as_callback(forward_pass_callback, "forward_pass_callback")
     if eval_scores_file is not None:  # writable, so no score is computed in vain
         output_paths.check_file(eval_scores_file, "eval_scores_file")
 
