@@ -37,15 +37,12 @@ import numpy as np
 from keras import tree
 
 from mct_logger import dataset_length
+from mct_logger.batch_check import RepresentativeDataError, check_batch, shape_text
 
 logger = logging.getLogger("mct_logger")
 
 # Where users set `max_samples`, named when data that never ends is refused.
 CAP_SETTING = "QuantizationConfig.num_calibration_samples"
-
-
-class RepresentativeDataError(ValueError):
-    """The representative data cannot be used; the message says why and what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +132,7 @@ def whole_arrays(data, specs: list[InputSpec], max_samples: int | None):
     arrays = _as_full_arrays(data, specs)
     if arrays is None:
         return None
-    arrays, n = _check_batch(arrays, specs, "representative_data", limit=max_samples)
+    arrays, n = check_batch(arrays, specs, "representative_data", limit=max_samples)
     return arrays, max_samples is not None and n > max_samples  # arrays hold the first max_samples
 
 
@@ -176,7 +173,7 @@ def checked_batches(data, specs: list[InputSpec], batch_size: int = 32,
             status["capped"] = True
             return
         where = f"representative_data batch {i}"
-        batch, n = _check_batch(_to_inputs(element, specs, where), specs, where)
+        batch, n = check_batch(_to_inputs(element, specs, where), specs, where)
         if max_samples is not None and total + n > max_samples:
             n, status["capped"] = max_samples - total, True
             batch = [a[:n] for a in batch]
@@ -333,7 +330,7 @@ def _check_order(arrays, specs, where: str) -> None:
             f"the model inputs [{', '.join(repr(s.name) for s in specs)}]."
             if matches else "")
     raise RepresentativeDataError(
-        f"{where}, input {spec.name!r} expects {_shape_text(spec.shape)} but "
+        f"{where}, input {spec.name!r} expects {shape_text(spec.shape)} but "
         f"got an array of shape {got}.{hint} Pass one array per input in the model's "
         "input order, or a dict keyed by input name."
     )
@@ -408,73 +405,8 @@ def _to_inputs(element, specs, where) -> list[np.ndarray]:
     raise RepresentativeDataError(
         f"{where} is a {type(element).__name__} that is not a batch of model inputs. "
         f"Yield {'an array' if n == 1 else f'a list of {n} arrays'} shaped like "
-        f"{', '.join(_shape_text(s.shape) for s in specs)} (or an (x, y) pair)."
+        f"{', '.join(shape_text(s.shape) for s in specs)} (or an (x, y) pair)."
     )
-
-
-def _check_batch(arrays: list[np.ndarray], specs: list[InputSpec], where: str,
-                 limit: int | None = None):
-    """Checks one batch (or whole data) against the inputs and casts each array to
-    its input's float dtype; returns `(arrays, number of samples)`.
-
-    Finiteness is checked after the cast, so float64 values beyond float32's
-    range (or float32 beyond a float16 input's) are refused here, not turned
-    into Inf inside the model. With `limit`, only the first `limit` samples are
-    cast and checked for values (the ones that will be read); the returned
-    arrays then hold those samples only, and the count is of all samples given.
-    """
-    sizes = {len(a) if a.ndim else 0 for a in arrays}
-    cast = []
-    for a, spec in zip(arrays, specs):
-        label = f"{where}, input {spec.name!r}"
-        if spec.dtype == "string" and a.dtype.kind in "USO":
-            pass  # text for a string input (StringLookup, TextVectorization)
-        elif a.dtype.kind not in "fiub":
-            raise RepresentativeDataError(
-                f"{label} has dtype {a.dtype}; the model expects {spec.dtype}. "
-                "Convert it to numbers (e.g. array.astype('float32'))."
-            )
-        if a.ndim != len(spec.shape) or any(
-            want is not None and got != want for got, want in zip(a.shape[1:], spec.shape[1:])
-        ):
-            raise RepresentativeDataError(
-                f"{label} has shape {a.shape} but the model input is "
-                f"{_shape_text(spec.shape)}. Yield arrays shaped "
-                f"{_shape_text(spec.shape)} with the batch first."
-            )
-        if limit is not None and a.ndim:
-            a = a[:limit]
-        if "float" in spec.dtype and a.dtype != spec.dtype:
-            with np.errstate(over="ignore"):
-                converted = a.astype(spec.dtype)
-        else:
-            converted = a
-        if converted.dtype.kind == "f" and not np.all(np.isfinite(converted)):
-            bad = int(np.size(converted) - np.count_nonzero(np.isfinite(converted)))
-            was_finite = a.dtype.kind != "f" or bool(np.all(np.isfinite(a)))
-            if was_finite:
-                raise RepresentativeDataError(
-                    f"{label} holds {bad} value(s) beyond the range of {spec.dtype}, the "
-                    f"model input's dtype (largest magnitude {np.max(np.abs(a)):.3g}); they "
-                    "would be Inf in the model. Rescale or clip the data to what the model "
-                    "was trained on."
-                )
-            raise RepresentativeDataError(
-                f"{label} holds {bad} NaN or Inf value(s). Clean or drop those samples; "
-                "calibration ranges would be meaningless."
-            )
-        cast.append(converted)
-    if len(sizes) != 1:
-        raise RepresentativeDataError(
-            f"{where} has inputs with different batch sizes {sorted(sizes)}; every input "
-            "of a batch needs the same number of samples."
-        )
-    return cast, sizes.pop()
-
-
-def _shape_text(shape) -> str:
-    return "(" + ", ".join("batch" if i == 0 else ("any" if d is None else str(d))
-                           for i, d in enumerate(shape)) + ")"
 
 
 def _is_dataset(x) -> bool:
