@@ -135,8 +135,8 @@ class QuantAnalyzer:
 
         `unlabeled_data` is anything PTQ takes as representative data: a
         `tf.data.Dataset`, a generator or iterable of batches, a zero-argument
-        callable returning one, or a NumPy array (batched by 32). About 256
-        samples are enough. The same batches feed the per-layer SQNR analysis.
+        callable returning one, or whole arrays, as `model.fit` takes x or (x, y)
+        (cut into batches of 32). About 256 samples; they feed per-layer SQNR too.
         """
         if isinstance(num_batches, bool) or not isinstance(num_batches, (int, np.integer)) \
                 or num_batches < 1:

@@ -62,7 +62,7 @@ def input_specs(graph) -> list[InputSpec]:
 
 def load_batches(
     data: Any, specs: list[InputSpec], batch_size: int = 32, max_samples: int | None = None,
-    cap_setting: str = CAP_SETTING,
+    cap_setting: str = CAP_SETTING, max_batches: int | None = None,
 ) -> list[list[np.ndarray]]:
     """Reads `data` into batches held in memory: a list of `[array per model input]`.
 
@@ -79,6 +79,8 @@ def load_batches(
             (`mct_logger.dataset_length`).
         cap_setting: where the caller's user sets `max_samples`, named in
             that refusal.
+        max_batches: stop reading after this many batches (a dataset that
+            never ends is then read, not refused).
 
     Returns:
         The batches, each array cast to its input's float dtype.
@@ -91,7 +93,7 @@ def load_batches(
     check_arguments(data, max_samples)
     status: dict = {}
     batches = list(checked_batches(data, specs, batch_size, max_samples, status,
-                                   cap_setting=cap_setting))
+                                   max_batches is None, cap_setting, max_batches))
     samples = num_samples(batches)
     check_not_empty(samples)
     log_loaded(samples, len(batches), max_samples if status["capped"] else None)
@@ -155,20 +157,25 @@ def is_one_shot(data) -> bool:
 
 def checked_batches(data, specs: list[InputSpec], batch_size: int = 32,
                     max_samples: int | None = None, status: dict | None = None,
-                    check_ends: bool = True, cap_setting: str = CAP_SETTING):
+                    check_ends: bool = True, cap_setting: str = CAP_SETTING,
+                    max_batches: int | None = None):
     """Yields the checked batches of one pass over `data` (a callable is called,
-    a dataset or iterable iterated afresh); `status["capped"]` tells, at the
-    end, whether reading stopped at `max_samples`; `check_ends=False` (a later
-    pass) skips refusing, or warning of, an uncapped dataset that may not end."""
+    a dataset or iterable iterated afresh), at most `max_batches`;
+    `status["capped"]` tells, at the end, whether reading stopped at
+    `max_samples`; `check_ends=False` (a later pass) skips refusing, or warning
+    of, an uncapped dataset that may not end."""
     status = {} if status is None else status
     status["capped"] = False
-    whole = whole_arrays(data, specs, max_samples)
+    limit = max_samples if max_batches is None else min(
+        max_batches * batch_size, max_samples or max_batches * batch_size)
+    whole = whole_arrays(data, specs, limit)
     if whole is not None:
-        status["capped"] = whole[1]
+        status["capped"] = whole[1] and limit == max_samples
         yield from slices(whole[0], batch_size)
         return
     total = 0
-    for i, element in enumerate(_iterate(data, max_samples, check_ends, cap_setting)):
+    elements = _iterate(data, max_samples, check_ends, cap_setting)
+    for i, element in enumerate(itertools.islice(elements, max_batches)):
         if max_samples is not None and total >= max_samples:
             status["capped"] = True
             return
@@ -184,16 +191,8 @@ def checked_batches(data, specs: list[InputSpec], batch_size: int = 32,
 
 def first_batches(data, specs: list, num_batches: int) -> list:
     """The first `num_batches` batches of `data` (anything `load_batches` takes;
-    an array is batched by 32), read no further than needed."""
-    if _is_array(data) or isinstance(data, dict):
-        return load_batches(data, specs)
-    if callable(data) and not _is_dataset(data):
-        data = data()
-    if _is_dataset(data):
-        source = data.take(num_batches)
-    else:
-        source = itertools.islice(iter(data), num_batches)
-    return load_batches(source, specs)
+    whole arrays are cut into batches of 32), read no further than needed."""
+    return load_batches(data, specs, max_batches=num_batches)
 
 
 def num_samples(batches) -> int:

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import mct_logger
 from mct_logger import dataset_length
-from mct_logger.data import InputSpec, RepresentativeDataError, load_batches
+from mct_logger.data import InputSpec, RepresentativeDataError, first_batches, load_batches
 
 ONE = [InputSpec("img", (None, 4, 4, 1), "float32")]
 TWO = [InputSpec("img", (None, 4, 4, 1), "float32"), InputSpec("vec", (None, 3), "float32")]
@@ -375,3 +375,47 @@ def test_samples_beyond_the_cap_are_not_read():
     assert sum(len(b[0]) for b in batches) == 8
     with pytest.raises(RepresentativeDataError, match="NaN or Inf"):
         load_batches(x, ONE, batch_size=4, max_samples=11)
+
+
+# ------------------------------------------------ first_batches (enable_per_layer_mse_loss)
+
+
+_X, _Y, _V = _images(70), np.arange(70), np.ones((70, 3), "float32")
+
+
+@pytest.mark.parametrize("specs,data", [
+    (ONE, _X), (ONE, (_X, _Y)), (ONE, [_X, _Y]), (ONE, ({"img": _X}, None)),
+    (TWO, [_X, _V]), (TWO, (_X, _V)), (TWO, {"img": _X, "vec": _V}), (TWO, ((_X, _V), _Y)),
+    (TWO, ([_X, _V], _Y, np.ones(70))),
+], ids=["array", "xy", "xy-list", "dict-x-none", "list", "tuple", "dict", "nested-xy", "xyw"])
+def test_first_batches_takes_every_whole_array_form_ptq_takes(specs, data):
+    batches = first_batches(data, specs, 2)
+    assert [len(b[0]) for b in batches] == [32, 32]
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), _X[:64])
+    if specs is TWO:
+        assert [b[1].shape for b in batches] == [(32, 3), (32, 3)]
+    assert [len(b[0]) for b in first_batches(data, specs, 5)] == [32, 32, 6]
+
+
+def test_first_batches_refuses_whole_arrays_in_the_wrong_order_naming_the_input():
+    with pytest.raises(RepresentativeDataError,
+                       match=r"input 'img' expects \(batch, 4, 4, 1\) but got an array of "
+                             r"shape \(70, 3\)\. It fits input 'vec'"):
+        first_batches([_V, _X], TWO, 2)
+
+
+def test_first_batches_refuses_a_callable_that_takes_arguments():
+    with pytest.raises(RepresentativeDataError, match=r"callable that takes arguments \(m\)"):
+        first_batches(lambda m: m.predict(_X), ONE, 2)
+
+
+def test_first_batches_reads_no_further_than_needed_even_from_endless_data():
+    read = []
+
+    def endless():
+        while True:
+            read.append(1)
+            yield _X[:8]
+    assert len(first_batches(endless(), ONE, 3)) == 3 and len(read) == 3
+    repeated = tf.data.Dataset.from_tensor_slices(_X).batch(8).repeat()
+    assert [len(b[0]) for b in first_batches(repeated, ONE, 2)] == [8, 8]
