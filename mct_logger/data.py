@@ -174,7 +174,7 @@ def checked_batches(data, specs: list[InputSpec], batch_size: int = 32,
         yield from slices(whole[0], batch_size)
         return
     total = 0
-    elements = _iterate(data, max_samples, check_ends, cap_setting)
+    elements = _noted(_iterate(data, max_samples, check_ends, cap_setting))
     for i, element in enumerate(itertools.islice(elements, max_batches)):
         if max_samples is not None and total >= max_samples:
             status["capped"] = True
@@ -351,7 +351,11 @@ def _iterate(data, max_samples=None, check_ends=True, cap_setting: str = CAP_SET
                 f"({', '.join(p.name for p in required)}); pass a zero-argument "
                 "callable that returns an iterable of batches."
             )
-        data = data()
+        try:
+            data = data()
+        except Exception as exc:
+            exc.add_note("(raised while calling representative_data)")
+            raise
     if _is_dataset(data):
         if max_samples is None and check_ends:
             refusal = dataset_length.refusal(data, cap_setting)
@@ -365,6 +369,21 @@ def _iterate(data, max_samples=None, check_ends=True, cap_setting: str = CAP_SET
             f"representative_data of type {type(data).__name__} is not iterable. Pass a "
             "callable returning batches, a generator, a tf.data.Dataset or a NumPy array."
         ) from None
+
+
+def _noted(elements, name: str = "representative_data"):
+    """The elements of an iterator; an error raised while reading one (the user's
+    generator, `__getitem__` or pipeline) keeps its type and gets a note naming
+    `name` and the batch."""
+    for i in itertools.count():
+        try:
+            element = next(elements)
+        except StopIteration:
+            return
+        except Exception as exc:
+            exc.add_note(f"(raised while reading {name} batch {i})")
+            raise
+        yield element
 
 
 def _to_inputs(element, specs, where) -> list[np.ndarray]:

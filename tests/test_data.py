@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import mct_logger
 from mct_logger import dataset_length
+from mct_logger.batches import CalibrationBatches
 from mct_logger.data import InputSpec, RepresentativeDataError, first_batches, load_batches
 
 ONE = [InputSpec("img", (None, 4, 4, 1), "float32")]
@@ -419,3 +420,22 @@ def test_first_batches_reads_no_further_than_needed_even_from_endless_data():
     assert len(first_batches(endless(), ONE, 3)) == 3 and len(read) == 3
     repeated = tf.data.Dataset.from_tensor_slices(_X).batch(8).repeat()
     assert [len(b[0]) for b in first_batches(repeated, ONE, 2)] == [8, 8]
+
+
+def _raises_at_batch_2():
+    for i in range(4):
+        if i == 2:
+            raise OSError("disk read failed")
+        yield _X[i * 8:(i + 1) * 8]
+
+
+@pytest.mark.parametrize("read", [
+    lambda data: load_batches(data, ONE), lambda data: first_batches(data, ONE, 3),
+    lambda data: CalibrationBatches(data, ONE)], ids=["load_batches", "first_batches", "streamed"])
+def test_an_error_raised_while_reading_keeps_its_type_and_names_the_batch(read):
+    with pytest.raises(OSError, match="disk read failed") as caught:
+        read(_raises_at_batch_2())
+    assert "(raised while reading representative_data batch 2)" in caught.value.__notes__
+    with pytest.raises(ZeroDivisionError) as caught:
+        read(lambda: 1 / 0)
+    assert "(raised while calling representative_data)" in caught.value.__notes__
