@@ -39,7 +39,7 @@ def check_batch(arrays: list[np.ndarray], specs: list, where: str,
         label = f"{where}, input {spec.name!r}"
         if spec.dtype == "string" and a.dtype.kind in "USO":
             pass  # text for a string input (StringLookup, TextVectorization)
-        elif a.dtype.kind not in "fiub":
+        elif a.dtype.kind not in "iub" and not is_float(a.dtype):
             raise RepresentativeDataError(
                 f"{label} has dtype {a.dtype}; the model expects {spec.dtype}. "
                 "Convert it to numbers (e.g. array.astype('float32'))."
@@ -59,9 +59,9 @@ def check_batch(arrays: list[np.ndarray], specs: list, where: str,
                 converted = a.astype(spec.dtype)
         else:
             converted = a
-        if converted.dtype.kind == "f" and not np.all(np.isfinite(converted)):
+        if is_float(converted.dtype) and not np.all(np.isfinite(converted)):
             bad = int(np.size(converted) - np.count_nonzero(np.isfinite(converted)))
-            was_finite = a.dtype.kind != "f" or bool(np.all(np.isfinite(a)))
+            was_finite = not is_float(a.dtype) or bool(np.all(np.isfinite(a)))
             if was_finite:
                 raise RepresentativeDataError(
                     f"{label} holds {bad} value(s) beyond the range of {spec.dtype}, the "
@@ -85,3 +85,9 @@ def check_batch(arrays: list[np.ndarray], specs: list, where: str,
 def shape_text(shape) -> str:
     return "(" + ", ".join("batch" if i == 0 else ("any" if d is None else str(d))
                            for i, d in enumerate(shape)) + ")"
+
+
+def is_float(dtype: np.dtype) -> bool:
+    """NumPy's floats and ml_dtypes' (bfloat16, float8_*: NumPy kind "V"), which a
+    bfloat16 `tf.data` pipeline yields and Keras' `predict` takes."""
+    return dtype.kind == "f" or (dtype.type.__module__ == "ml_dtypes" and "float" in dtype.name)

@@ -361,6 +361,29 @@ def test_values_beyond_a_float16_input_are_refused():
     assert load_batches([_images(4)], spec)[0][0].dtype == np.float16
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn", "float8_e5m2"])
+def test_ml_dtypes_floats_are_cast_to_the_input_dtype_and_checked(dtype):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = _images(6).astype(getattr(ml_dtypes, dtype))
+    batches = load_batches(x, ONE)
+    assert batches[0][0].dtype == np.float32
+    np.testing.assert_array_equal(batches[0][0], x.astype("float32"))
+    x[2] = np.nan
+    with pytest.raises(RepresentativeDataError, match=r"input 'img' holds \d+ NaN or Inf"):
+        load_batches(x, ONE)
+    as_tf = tf.data.Dataset.from_tensor_slices(_images(6)).batch(3).map(
+        lambda t: tf.cast(t, tf.bfloat16))
+    assert [b[0].dtype for b in load_batches(as_tf, ONE)] == [np.float32] * 2
+
+
+def test_int4_is_no_float_but_structured_data_is_still_refused():
+    from mct_logger.batch_check import is_float
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    assert not is_float(np.dtype(ml_dtypes.int4)) and is_float(np.dtype(ml_dtypes.bfloat16))
+    with pytest.raises(RepresentativeDataError, match="has dtype .* Convert it to numbers"):
+        load_batches(np.zeros((2, 4, 4, 1), dtype=[("a", "f4")]), ONE)
+
+
 def test_batches_with_inputs_in_the_wrong_order_name_the_input_and_the_shape_it_got():
     x, v = _images(6), np.ones((6, 3), "float32")
     with pytest.raises(RepresentativeDataError,
