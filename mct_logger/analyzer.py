@@ -126,7 +126,7 @@ class QuantAnalyzer:
         self._evaluate = as_callback(eval_callback, "eval_callback")
         self._specs = data_lib.input_specs(self._graph)
         if dummy_input is not None:
-            data_lib.load_batches([dummy_input], self._specs)
+            data_lib.load_batches(dummy_input, self._specs, name="dummy_input")
         self._ignored = ignored_layer_names(self._graph, layers_to_ignore or [])
         self._mse_batches: list | None = None
 
@@ -142,7 +142,7 @@ class QuantAnalyzer:
                 or num_batches < 1:
             raise ValueError(f"num_batches must be a positive integer, got {num_batches!r}.")
         num_batches = int(num_batches)
-        batches = data_lib.first_batches(unlabeled_data, self._specs, num_batches)
+        batches = data_lib.first_batches(unlabeled_data, self._specs, num_batches, "unlabeled_data")
         if len(batches) < num_batches:
             logger.warning(
                 "enable_per_layer_mse_loss: the data holds %d batch(es), fewer than "

@@ -43,6 +43,8 @@ logger = logging.getLogger("mct_logger")
 
 # Where users set `max_samples`, named when data that never ends is refused.
 CAP_SETTING = "QuantizationConfig.num_calibration_samples"
+# The argument named in errors; entry points with another name for it pass theirs.
+NAME = "representative_data"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +64,7 @@ def input_specs(graph) -> list[InputSpec]:
 
 def load_batches(
     data: Any, specs: list[InputSpec], batch_size: int = 32, max_samples: int | None = None,
-    cap_setting: str = CAP_SETTING, max_batches: int | None = None,
+    cap_setting: str = CAP_SETTING, max_batches: int | None = None, name: str = NAME,
 ) -> list[list[np.ndarray]]:
     """Reads `data` into batches held in memory: a list of `[array per model input]`.
 
@@ -81,6 +83,7 @@ def load_batches(
             that refusal.
         max_batches: stop reading after this many batches (a dataset that
             never ends is then read, not refused).
+        name: the caller's argument, named in errors (e.g. "dummy_input").
 
     Returns:
         The batches, each array cast to its input's float dtype.
@@ -90,31 +93,31 @@ def load_batches(
             the cast to the input's dtype) that cannot be used; the message
             names the batch, the input and the fix.
     """
-    check_arguments(data, max_samples)
+    check_arguments(data, max_samples, name)
     status: dict = {}
     batches = list(checked_batches(data, specs, batch_size, max_samples, status,
-                                   max_batches is None, cap_setting, max_batches))
+                                   max_batches is None, cap_setting, max_batches, name))
     samples = num_samples(batches)
-    check_not_empty(samples)
+    check_not_empty(samples, name)
     log_loaded(samples, len(batches), max_samples if status["capped"] else None)
     return batches
 
 
-def check_arguments(data, max_samples) -> None:
+def check_arguments(data, max_samples, name: str = NAME) -> None:
     """Refuses `data=None` and a `max_samples` that is not a positive integer or None."""
     if data is None:
         raise RepresentativeDataError(
-            "representative_data is None. Pass a callable returning batches, a "
+            f"{name} is None. Pass a callable returning batches, a "
             "generator, a tf.data.Dataset or a NumPy array of model inputs."
         )
     if max_samples is not None and (not isinstance(max_samples, int) or max_samples < 1):
         raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}.")
 
 
-def check_not_empty(samples: int) -> None:
+def check_not_empty(samples: int, name: str = NAME) -> None:
     if samples == 0:
         raise RepresentativeDataError(
-            "representative_data is empty: it yielded no samples. Pass a few hundred "
+            f"{name} is empty: it yielded no samples. Pass a few hundred "
             "typical model inputs (e.g. 500 training images)."
         )
 
@@ -128,13 +131,13 @@ def log_loaded(samples: int, batches: int, cap: int | None, how: str = "") -> No
     )
 
 
-def whole_arrays(data, specs: list[InputSpec], max_samples: int | None):
+def whole_arrays(data, specs: list[InputSpec], max_samples: int | None, name: str = NAME):
     """`(arrays, capped)` when `data` is whole arrays (checked, cast, cut to
     `max_samples`), or None when it is a source of batches."""
-    arrays = _as_full_arrays(data, specs)
+    arrays = _as_full_arrays(data, specs, name)
     if arrays is None:
         return None
-    arrays, n = check_batch(arrays, specs, "representative_data", limit=max_samples)
+    arrays, n = check_batch(arrays, specs, name, limit=max_samples)
     return arrays, max_samples is not None and n > max_samples  # arrays hold the first max_samples
 
 
@@ -158,7 +161,7 @@ def is_one_shot(data) -> bool:
 def checked_batches(data, specs: list[InputSpec], batch_size: int = 32,
                     max_samples: int | None = None, status: dict | None = None,
                     check_ends: bool = True, cap_setting: str = CAP_SETTING,
-                    max_batches: int | None = None):
+                    max_batches: int | None = None, name: str = NAME):
     """Yields the checked batches of one pass over `data` (a callable is called,
     a dataset or iterable iterated afresh), at most `max_batches`;
     `status["capped"]` tells, at the end, whether reading stopped at
@@ -168,18 +171,18 @@ def checked_batches(data, specs: list[InputSpec], batch_size: int = 32,
     status["capped"] = False
     limit = max_samples if max_batches is None else min(
         max_batches * batch_size, max_samples or max_batches * batch_size)
-    whole = whole_arrays(data, specs, limit)
+    whole = whole_arrays(data, specs, limit, name)
     if whole is not None:
         status["capped"] = whole[1] and limit == max_samples
         yield from slices(whole[0], batch_size)
         return
     total = 0
-    elements = _noted(_iterate(data, max_samples, check_ends, cap_setting))
+    elements = _noted(_iterate(data, max_samples, check_ends, cap_setting, name), name)
     for i, element in enumerate(itertools.islice(elements, max_batches)):
         if max_samples is not None and total >= max_samples:
             status["capped"] = True
             return
-        where = f"representative_data batch {i}"
+        where = f"{name} batch {i}"
         batch, n = check_batch(_to_inputs(element, specs, where), specs, where)
         if max_samples is not None and total + n > max_samples:
             n, status["capped"] = max_samples - total, True
@@ -189,10 +192,10 @@ def checked_batches(data, specs: list[InputSpec], batch_size: int = 32,
             yield batch
 
 
-def first_batches(data, specs: list, num_batches: int) -> list:
+def first_batches(data, specs: list, num_batches: int, name: str = NAME) -> list:
     """The first `num_batches` batches of `data` (anything `load_batches` takes;
     whole arrays are cut into batches of 32), read no further than needed."""
-    return load_batches(data, specs, max_batches=num_batches)
+    return load_batches(data, specs, max_batches=num_batches, name=name)
 
 
 def num_samples(batches) -> int:
@@ -201,7 +204,7 @@ def num_samples(batches) -> int:
     return counted if counted is not None else sum(len(b[0]) for b in batches)
 
 
-def _as_full_arrays(data, specs) -> list[np.ndarray] | None:
+def _as_full_arrays(data, specs, name: str = NAME) -> list[np.ndarray] | None:
     """Whole-dataset arrays (to be batched here), or None for an iterable of batches.
 
     Besides one array per input (a bare array, a list/tuple in input order, a
@@ -212,32 +215,32 @@ def _as_full_arrays(data, specs) -> list[np.ndarray] | None:
     if _is_array(data):
         if len(specs) != 1:
             raise RepresentativeDataError(
-                f"representative_data is one array but the model has {len(specs)} "
+                f"{name} is one array but the model has {len(specs)} "
                 f"inputs ({', '.join(s.name for s in specs)}); pass a list with one "
                 "array per input."
             )
         return [_numpy(data)]
     if isinstance(data, dict) and all(_is_array(v) for v in data.values()):
-        return _to_inputs(data, specs, "representative_data")
+        return _to_inputs(data, specs, name)
     if isinstance(data, (list, tuple)) and len(specs) > 1 and data and all(
             _is_array(a) for a in data):
         # One array per input: a model with several inputs takes no bare array
         # as a batch, so this is whole data, checked input by input (in the
         # wrong order, the first mismatching input is named with the shape it got).
         if len(data) != len(specs):
-            raise _count_error("representative_data", data, specs)
+            raise _count_error(name, data, specs)
         arrays = [_numpy(a) for a in data]
-        _check_order(arrays, specs, "representative_data")
+        _check_order(arrays, specs, name)
         return arrays
-    labelled = _labelled_inputs(data, specs)
+    labelled = _labelled_inputs(data, specs, name)
     if labelled is not None:
-        logger.info("representative_data is an (x, y%s) pair of whole arrays: "
-                    "calibrating on x, labels ignored", ", sample_weight" * (len(data) == 3))
+        logger.info("%s is an (x, y%s) pair of whole arrays: calibrating on x, labels "
+                    "ignored", name, ", sample_weight" * (len(data) == 3))
         return labelled
     return None
 
 
-def _labelled_inputs(data, specs) -> list[np.ndarray] | None:
+def _labelled_inputs(data, specs, name: str = NAME) -> list[np.ndarray] | None:
     """x of an `(x, y)` / `(x, y, sample_weight)` tuple of whole arrays, else None.
 
     x as `model.fit` takes it (a bare array, one array per input, a dict by input
@@ -255,7 +258,7 @@ def _labelled_inputs(data, specs) -> list[np.ndarray] | None:
             return None
     elif not _is_array(x) and any(not _is_array(a) and _fits_inputs(a, specs) for a in rest):
         return None  # a tuple of two batches, each a list or dict
-    inputs = _whole_x(x, specs)
+    inputs = _whole_x(x, specs, name)
     labels = tree.flatten(rest)
     if inputs is None or not all(_is_array(a) and np.ndim(a) for a in labels):
         return None
@@ -264,16 +267,16 @@ def _labelled_inputs(data, specs) -> list[np.ndarray] | None:
         return inputs
     if all(_fits(a, s) for a, s in zip(inputs, specs)) and not any(
             _fits_inputs(a, specs) for a in rest):
-        _refuse_labels(data, n)
+        _refuse_labels(data, n, name)
     return None
 
 
-def _whole_x(x, specs) -> list[np.ndarray] | None:
+def _whole_x(x, specs, name: str = NAME) -> list[np.ndarray] | None:
     """The arrays x of an `(x, y)` tuple holds, one per input, or None if it holds none."""
     if _is_array(x):
         return [_numpy(x)] if len(specs) == 1 and np.ndim(x) == len(specs[0].shape) else None
     if isinstance(x, dict) and all(_is_array(v) for v in x.values()):
-        return _to_inputs(x, specs, "representative_data[0] (x of an (x, y) tuple)")
+        return _to_inputs(x, specs, f"{name}[0] (x of an (x, y) tuple)")
     if isinstance(x, (list, tuple)) and len(x) == len(specs) and all(_is_array(a) for a in x):
         return [_numpy(a) for a in x]
     return None
@@ -289,12 +292,12 @@ def _fits_inputs(element, specs) -> bool:
         _is_array(a) and _fits(_numpy(a), s) for a, s in zip(arrays, specs))
 
 
-def _refuse_labels(data, n: int) -> None:
+def _refuse_labels(data, n: int, name: str = NAME) -> None:
     """Refuses an `(x, y[, sample_weight])` tuple whose labels are not as long as x."""
     got = [f"{name} has {len(a)}" for name, part in zip(["y", "sample_weight"], data[1:])
            for a in tree.flatten(part) if a is not None and len(a) != n]
     raise RepresentativeDataError(
-        f"representative_data looks like (x, y{', sample_weight' * (len(data) == 3)}) "
+        f"{name} looks like (x, y{', sample_weight' * (len(data) == 3)}) "
         f"as model.fit takes them, but x has {n} samples and {', '.join(got)}: labels "
         "that do not match x (model.fit refuses them too). Calibration needs no labels: "
         "pass x alone, or labels as long as x."
@@ -335,7 +338,8 @@ def _check_order(arrays, specs, where: str) -> None:
     )
 
 
-def _iterate(data, max_samples=None, check_ends=True, cap_setting: str = CAP_SETTING):
+def _iterate(data, max_samples=None, check_ends=True, cap_setting: str = CAP_SETTING,
+             name: str = NAME):
     if callable(data) and not _is_dataset(data) and not inspect.isgenerator(data):
         try:
             signature = inspect.signature(data)
@@ -347,14 +351,14 @@ def _iterate(data, max_samples=None, check_ends=True, cap_setting: str = CAP_SET
             required = []
         if required:
             raise RepresentativeDataError(
-                "representative_data is a callable that takes arguments "
+                f"{name} is a callable that takes arguments "
                 f"({', '.join(p.name for p in required)}); pass a zero-argument "
                 "callable that returns an iterable of batches."
             )
         try:
             data = data()
         except Exception as exc:
-            exc.add_note("(raised while calling representative_data)")
+            exc.add_note(f"(raised while calling {name})")
             raise
     if _is_dataset(data):
         if max_samples is None and check_ends:
@@ -366,12 +370,12 @@ def _iterate(data, max_samples=None, check_ends=True, cap_setting: str = CAP_SET
         return iter(data)
     except TypeError:
         raise RepresentativeDataError(
-            f"representative_data of type {type(data).__name__} is not iterable. Pass a "
+            f"{name} of type {type(data).__name__} is not iterable. Pass a "
             "callable returning batches, a generator, a tf.data.Dataset or a NumPy array."
         ) from None
 
 
-def _noted(elements, name: str = "representative_data"):
+def _noted(elements, name: str = NAME):
     """The elements of an iterator; an error raised while reading one (the user's
     generator, `__getitem__` or pipeline) keeps its type and gets a note naming
     `name` and the batch."""

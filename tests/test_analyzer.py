@@ -343,6 +343,24 @@ def test_resolve_config_accepts_ours_aimet_names_and_enum_members():
         resolve_config(config_file="aimet_config.json")
 
 
+def test_dummy_input_and_unlabeled_data_errors_name_their_argument():
+    img, vec = keras.Input((4, 4, 1), name="img"), keras.Input((3,), name="vec")
+    flat = keras.layers.Concatenate()([keras.layers.Flatten()(img), vec])
+    model = keras.Model([img, vec], keras.layers.Dense(2)(flat))
+    xi, xv = np.zeros((5, 4, 4, 1), "float32"), np.zeros((5, 3), "float32")
+    with pytest.raises(data_lib.RepresentativeDataError,
+                       match=r"^dummy_input, input 'img' expects .* shape \(5, 3\)"):
+        QuantAnalyzer(model, lambda m: None, lambda m: 0.0, dummy_input=[xv, xi])
+    analyzer = QuantAnalyzer(model, lambda m: None, lambda m: 0.0, dummy_input={"img": xi, "vec": xv})
+    with pytest.raises(data_lib.RepresentativeDataError, match=r"^unlabeled_data, input 'img'"):
+        analyzer.enable_per_layer_mse_loss([xv, xi], 2)
+    with pytest.raises(data_lib.RepresentativeDataError,
+                       match=r"^unlabeled_data is a callable that takes arguments \(m\)"):
+        analyzer.enable_per_layer_mse_loss(lambda m: m.predict([xi, xv]), 2)
+    analyzer.enable_per_layer_mse_loss(((xi, xv), np.zeros(5)), 2)
+    assert [[a.shape for a in b] for b in analyzer._mse_batches] == [[(5, 4, 4, 1), (5, 3)]]
+
+
 def test_callbacks_and_inputs_fail_early_with_actionable_errors(tmp_path):
     model = build_broken_model()
     task = Task(model)

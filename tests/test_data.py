@@ -462,3 +462,21 @@ def test_an_error_raised_while_reading_keeps_its_type_and_names_the_batch(read):
     with pytest.raises(ZeroDivisionError) as caught:
         read(lambda: 1 / 0)
     assert "(raised while calling representative_data)" in caught.value.__notes__
+
+
+def test_errors_name_the_argument_of_the_entry_point():
+    with pytest.raises(RepresentativeDataError, match=r"^dummy_input, input 'img' expects"):
+        load_batches([_V, _X], TWO, name="dummy_input")
+    with pytest.raises(RepresentativeDataError, match=r"^dummy_input is one array but"):
+        load_batches(_X, TWO, name="dummy_input")
+    with pytest.raises(RepresentativeDataError, match=r"^unlabeled_data batch 1 is a NoneType"):
+        first_batches(iter([_X[:8], None]), ONE, 2, name="unlabeled_data")
+    with pytest.raises(RepresentativeDataError, match=r"^unlabeled_data is a callable that takes"):
+        first_batches(lambda m: m, ONE, 2, name="unlabeled_data")
+    with pytest.raises(RepresentativeDataError, match=r"^unlabeled_data looks like \(x, y\)"):
+        first_batches((_X, _Y[:5]), ONE, 2, name="unlabeled_data")
+    with pytest.raises(RepresentativeDataError, match=r"^unlabeled_data is empty"):
+        first_batches([], ONE, 2, name="unlabeled_data")
+    with pytest.raises(OSError) as caught:
+        first_batches(_raises_at_batch_2(), ONE, 3, name="unlabeled_data")
+    assert "(raised while reading unlabeled_data batch 2)" in caught.value.__notes__
