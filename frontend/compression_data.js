@@ -77,7 +77,17 @@ export function verdict(scores, selection) {
   const drop = selection.score_before - selection.score_after;
   return `${kept} of ${selection.rows.length} layers compressed: ${metric} ` +
     `${formatCount(selection.cost_before[key])} → ${formatCount(selection.cost_after[key])} ` +
-    `(${ratioLabel(selection.cost_ratio)} kept, target ${ratioLabel(selection.target_comp_ratio)}); ` +
+    `(${ratioLabel(selection.cost_ratio)} kept, target ${ratioLabel(selection.target_comp_ratio)}` +
+    `${nextStep(selection, kept)}); ` +
     `score ${formatScore(selection.score_before)} → ${formatScore(selection.score_after)}` +
     (isNumber(drop) ? ` (${drop >= 0 ? "−" : "+"}${Math.abs(drop).toFixed(4)}).` : ".");
+}
+
+// Why the kept cost is below the target: the next less compressed choice misses it.
+function nextStep(selection, kept) {
+  if (!isNumber(selection.next_cost_ratio)) {
+    return kept === 0 ? "; the uncompressed model meets it" : "";
+  }
+  return selection.target_comp_ratio - selection.cost_ratio > 0.01
+    ? `; the next less compressed choice keeps ${ratioLabel(selection.next_cost_ratio)}` : "";
 }

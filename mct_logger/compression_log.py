@@ -5,7 +5,9 @@
   scores come (at most every `LIVE_INTERVAL_SECONDS`), with the evaluation
   count and time for "N of M evaluations, about T left";
 - `selection`: the chosen per-layer ratios, each layer's MACs and parameters
-  before and after, and the model's cost and score before and after.
+  before and after, the model's cost and score before and after, and the cost
+  ratio of the next less compressed selection (`next_cost_ratio`, above the
+  target; None when nothing was compressed).
 
 It only writes: every number comes from the engine's events
 (`mct_logger.compression.results`). Logging never fails the compression:
@@ -88,7 +90,8 @@ class CompressionTensorBoardListener:
             "target_comp_ratio": stats.target_comp_ratio, "threshold": stats.threshold,
             "cost_before": {"macs": stats.cost_before.macs, "params": stats.cost_before.params},
             "cost_after": {"macs": stats.cost_after.macs, "params": stats.cost_after.params},
-            "cost_ratio": float(stats.cost_ratio), "score_before": stats.score_before,
+            "cost_ratio": float(stats.cost_ratio), "next_cost_ratio": stats.next_cost_ratio,
+            "score_before": stats.score_before,
             "score_after": stats.score_after, "seconds": round(stats.seconds, 3),
             "rows": stats.layers,
         })

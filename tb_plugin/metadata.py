@@ -212,11 +212,13 @@ SHAPES[COMPRESSION] = {
         "rows": "rows",
     },
     "selection": {
-        "doc": '{"model", "scheme", "cost_metric", "target_comp_ratio", "threshold", '
-               '"cost_before", "cost_after": {"macs", "params"}, "cost_ratio", '
-               '"score_before", "score_after", "seconds", "rows": [{"layer", "class", '
-               '"ratio" (null: not compressed), "setting", "macs_before", "macs_after", '
-               '"params_before", "params_after"}]} -- written once the ratios are chosen',
+        "doc": '{"model", "scheme", "cost_metric", "target_comp_ratio", "threshold" (null: '
+               'nothing compressed), "cost_before", "cost_after": {"macs", "params"}, '
+               '"cost_ratio", "next_cost_ratio" (the next less compressed selection\'s, above '
+               'the target; null: nothing compressed), "score_before", "score_after", '
+               '"seconds", "rows": [{"layer", "class", "ratio" (null: not compressed), '
+               '"setting", "macs_before", "macs_after", "params_before", "params_after"}]} '
+               '-- written once the ratios are chosen',
         "required": {"rows": list, "cost_ratio": float},
         "rows": "rows",
     },

@@ -140,6 +140,62 @@ def test_greedy_selection_meets_the_target_within_one_candidate_step():
         greedy.select_ratios(scores, cost_ratio, 0.05)
 
 
+def test_greedy_selection_is_the_least_compressed_one_meeting_the_target():
+    candidates = greedy.candidate_ratios(4)
+    weights = {"a": 5.0, "b": 3.0, "c": 2.0}
+    # scores a hair apart (closer than AIMET's 1e-4 stopping window of the range)
+    scores = {"a": {0.25: 0.1, 0.5: 0.6, 0.75: 0.99990},
+              "b": {0.25: 0.2, 0.5: 0.7, 0.75: 0.99995},
+              "c": {0.25: 0.3, 0.5: None, 0.75: 1.0}}
+
+    def cost_ratio(ratios):
+        return sum(w * (ratios[n] or 1.0) for n, w in weights.items()) / sum(weights.values())
+
+    distinct = sorted({v for by in scores.values() for v in by.values() if v is not None})
+    family = [greedy.ratios_at(scores, t) for t in distinct + [None]]
+    assert family[-1] == {"a": None, "b": None, "c": None}
+    for target in (1.0, 0.99, 0.96, 0.95, 0.9, 0.875, 0.7, 0.5, 0.25):
+        chosen = greedy.select_ratios(scores, cost_ratio, target)
+        meeting = [cost_ratio(r) for r in family if cost_ratio(r) <= target]
+        assert chosen.cost_ratio == max(meeting) <= target, (target, chosen)
+        assert chosen.cost_ratio == cost_ratio(chosen.ratios)
+        above = [cost_ratio(r) for r in family if cost_ratio(r) > target]
+        assert chosen.next_cost_ratio == (min(above) if above else None), (target, chosen)
+    nothing = greedy.select_ratios(scores, cost_ratio, 1.0)
+    assert nothing.ratios == {"a": None, "b": None, "c": None}
+    assert nothing.threshold is None and nothing.cost_ratio == 1.0
+    # near 1 the least compression the candidates allow: c alone at 0.75
+    near = greedy.select_ratios(scores, cost_ratio, 0.99)
+    assert near.ratios == {"a": None, "b": None, "c": 0.75} and near.next_cost_ratio == 1.0
+    assert candidates == [0.25, 0.5, 0.75]
+
+
+def test_a_target_the_uncompressed_model_meets_compresses_nothing(model, caplog):
+    reference = model.predict(X, verbose=0)
+
+    def evaluate(m):
+        return -float(np.mean((m.predict(X, verbose=0) - reference) ** 2))
+
+    for scheme, metric in (("spatial_svd", "mac"), ("weight_svd", "memory")):
+        with caplog.at_level("INFO", logger="mct_logger"):
+            compressed, stats = mct_logger.compress_model(
+                model, evaluate, 1.0, scheme=scheme, cost_metric=metric,
+                num_comp_ratio_candidates=4)
+        assert stats.chosen_ratios == {} and stats.cost_ratio == 1.0, stats
+        assert stats.threshold is None and stats.next_cost_ratio is None
+        assert np.array_equal(compressed.predict(X, verbose=0), reference)
+        assert "nothing compressed" in str(stats).splitlines()[0]
+        assert "already meets target_comp_ratio=1.0" in caplog.text
+    # just below 1: the least compression the candidates allow, and the log says why
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mct_logger"):
+        _, stats = mct_logger.compress_model(model, evaluate, 0.99, scheme="spatial_svd",
+                                             num_comp_ratio_candidates=4)
+    assert len(stats.chosen_ratios) == 1 and stats.cost_ratio <= 0.99, stats
+    assert stats.next_cost_ratio == 1.0
+    assert "the next less compressed one keeps 1.000" in caplog.text
+
+
 @pytest.fixture(scope="module")
 def digits():
     from mct_logger.demo import accuracy, load_digits_split, train_digits_cnn

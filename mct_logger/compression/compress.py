@@ -231,6 +231,7 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
         scores = {n: {r: store.get(n, r) for r in candidates} for n in eligible}
         selection = select_ratios(scores, cost_ratio, float(target_comp_ratio))
         chosen = {n: r for n, r in selection.ratios.items() if r is not None}
+        _log_selection(selection, target_comp_ratio, cost_metric, num_comp_ratio_candidates)
         if scheme == "channel_pruning":
             compressed_graph = prune(graph, layers, {n: params[n][r] for n, r in chosen.items()},
                                       batches)
@@ -250,7 +251,8 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
             threshold=selection.threshold, cost_before=before, cost_after=model_cost(after_costs),
             score_before=score_before, score_after=score_after,
             evaluations=run.done, evaluations_reused=plan.evaluations_reused,
-            seconds=time.time() - started, ineligible=reasons)
+            seconds=time.time() - started, ineligible=reasons,
+            next_cost_ratio=selection.next_cost_ratio)
         run.emit("done", stats)
         return compressed, stats
     except BaseException as exc:
@@ -258,6 +260,20 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
         raise
     finally:
         run.close(error)
+
+
+def _log_selection(selection, target, cost_metric: str, candidates: int) -> None:
+    """Says why the selection keeps less than the target asks, or compresses nothing."""
+    if selection.next_cost_ratio is None:
+        logger.info("compress_model: the uncompressed model already meets target_comp_ratio="
+                    "%s; no layer is compressed.", target)
+    elif target - selection.cost_ratio > 0.01:
+        logger.info(
+            "compress_model: the least compressed greedy selection meeting target_comp_ratio=%s "
+            "keeps %.3f of the %s cost; the next less compressed one keeps %.3f, above the "
+            "target. The steps come from the candidate ratios (k/%d) and the layers' scores; a "
+            "larger num_comp_ratio_candidates gives finer ones.",
+            target, selection.cost_ratio, cost_metric, selection.next_cost_ratio, candidates)
 
 
 def _ignored(graph, layers_to_ignore) -> set:

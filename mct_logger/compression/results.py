@@ -68,13 +68,17 @@ class CompressionStats(_Settings):
     `layers`: per eligible layer `{"layer", "class", "ratio" (None: kept),
     "setting" (rank or kept channels), "macs_before", "macs_after",
     "params_before", "params_after"}`; `eval_scores`: `{layer: {ratio key:
-    score}}`; `evaluations`: evaluations run by this call (the rest were
-    reused from the score file).
+    score}}`; `threshold`: the score threshold of the greedy selection (None:
+    above every score, nothing compressed, the target needing no compression);
+    `next_cost_ratio`: the cost ratio of the next less compressed selection,
+    above the target (None: this one compresses nothing), so the gap between
+    `cost_ratio` and the target is the candidate steps' doing; `evaluations`: evaluations run by this call (the rest were reused from the
+    score file).
     """
 
     layers: list
     eval_scores: dict
-    threshold: float
+    threshold: float | None
     cost_before: LayerCost
     cost_after: LayerCost
     score_before: float
@@ -83,6 +87,7 @@ class CompressionStats(_Settings):
     evaluations_reused: int
     seconds: float
     ineligible: dict = dataclasses.field(default_factory=dict)
+    next_cost_ratio: float | None = None
 
     @property
     def cost_ratio(self) -> float:
@@ -106,13 +111,18 @@ class CompressionStats(_Settings):
         lines = [f"{self.scheme} of {self.model!r}: {self.cost_metric} cost "
                  f"{self.cost_before.of(self.cost_metric):,} -> "
                  f"{self.cost_after.of(self.cost_metric):,} ({self.cost_ratio:.3f}, target "
-                 f"{self.target_comp_ratio}); score {self.score_before:.4f} -> "
+                 f"{self.target_comp_ratio}{self._next_step()}); score {self.score_before:.4f} -> "
                  f"{self.score_after:.4f}"]
         for row in self.layers:
             ratio = "kept" if row["ratio"] is None else f"{row['ratio']:g}"
             lines.append(f"  {row['layer']:<28} {ratio:>5}  MACs {row['macs_before']:>11,} -> "
                          f"{row['macs_after']:>11,}")
         return "\n".join(lines)
+
+    def _next_step(self) -> str:
+        if self.next_cost_ratio is None:
+            return "; nothing compressed" if not self.chosen_ratios else ""
+        return f"; the next less compressed choice keeps {self.next_cost_ratio:.3f}"
 
 
 def layer_rows(graph, eligible: list, before: dict, after: dict, chosen: dict,
