@@ -343,35 +343,69 @@ def adopt_encodings(plan: dict, loaded: dict[str, NodeEncodings], source: str) -
     return adopted
 
 
-def warn_bitwidth_conflicts(adopted: dict[str, NodeEncodings], config, source: str) -> None:
-    """Logs one warning when grids adopted from the encodings file `source` have
-    other bit-widths than `config` gives their nodes (`weight_bits`,
-    `activation_bits` or an override's). The file's grids are used either way:
-    the config's defaults cannot be told from settings made on purpose.
+def _channels(graph, node: str, kernel: str | None) -> int | None:
+    """How many channels a per-channel grid of the tensor has in `graph`: the
+    kernel's output channels, or (`kernel` None) the output's last axis; None
+    when unknown."""
+    n = graph.nodes.get(node)
+    if n is None:
+        return None
+    if kernel is None:
+        shape = n.output_shapes[0] if n.output_shapes else None
+        return int(shape[-1]) if shape and shape[-1] is not None else None
+    axes = quantizable_weights(n.layer).get(kernel) if n.owns_weights else None
+    if axes is None:
+        return None
+    shape = tuple(weight_variable(n.layer, kernel).shape)
+    return int(np.prod([shape[a] for a in axes]))
+
+
+def _grid_settings(kind: str, e: Encoding, channels: int | None):
+    """(config field, the file grid's value, how the grid reads) per setting a
+    grid fixes. Per-channel is left out where one grid and one per channel are
+    the same (a tensor of one channel, or of unknown channels when per-tensor)."""
+    yield f"{kind}_bits", e.bitwidth, f"{e.bitwidth}-bit"
+    yield f"{kind}_symmetric", e.is_symmetric, "symmetric" if e.is_symmetric else "asymmetric"
+    if e.per_channel or (channels or 1) > 1:
+        yield (f"{kind}_per_channel", e.per_channel,
+               f"per-channel ({e.num_channels})" if e.per_channel else "per-tensor")
+
+
+def warn_config_conflicts(adopted: dict[str, NodeEncodings], config, source: str,
+                          graph) -> None:
+    """Logs one warning when grids adopted from the encodings file `source`
+    disagree with the settings `config` gives their nodes (`config.for_node`,
+    overrides included): bit-widths (`weight_bits`, `activation_bits`),
+    symmetry (`weight_symmetric`, `activation_symmetric`) or per-channel versus
+    per-tensor (`weight_per_channel`, `activation_per_channel`; not for a
+    tensor of one channel in `graph`, where both are one grid). It names the
+    file, each setting (or the override that made it) and the first
+    `SHOWN_NAMES` tensors. The file's grids are used either way: the config's
+    defaults cannot be told from settings made on purpose.
     """
     groups: dict[tuple, list[str]] = {}
     for node, enc in adopted.items():
         settings, matched = config.for_node(node)
-        tensors = [("weight", f"{node}/{name}", e) for name, e in enc.weights.items()]
+        tensors = [("weight", f"{node}/{name}", name, e) for name, e in enc.weights.items()]
         if enc.activation is not None:
-            tensors.append(("activation", node, enc.activation))
-        for kind, key, e in tensors:
-            field = f"{kind}_bits"
-            if e.bitwidth == settings[field]:
-                continue
-            setters = [p for p in matched if getattr(config.overrides[p], field) is not None]
-            setting = (f"overrides[{setters[-1]!r}].{field}={settings[field]}" if setters
-                       else f"{field}={settings[field]}")
-            groups.setdefault((setting, kind, e.bitwidth), []).append(key)
+            tensors.append(("activation", node, None, enc.activation))
+        for kind, key, kernel, e in tensors:
+            for field, value, grid in _grid_settings(kind, e, _channels(graph, node, kernel)):
+                if value == settings[field]:
+                    continue
+                setters = [p for p in matched if getattr(config.overrides[p], field) is not None]
+                setting = (f"overrides[{setters[-1]!r}].{field}={settings[field]}" if setters
+                           else f"{field}={settings[field]}")
+                groups.setdefault((setting, kind, grid), []).append(key)
     if not groups:
         return
     parts = []
-    for (setting, kind, bits), keys in groups.items():
+    for (setting, kind, grid), keys in groups.items():
         shown = ", ".join(repr(k) for k in keys[:SHOWN_NAMES])
         more = f" and {len(keys) - SHOWN_NAMES} more" if len(keys) > SHOWN_NAMES else ""
-        parts.append(f"{bits}-bit {kind} grids where the config sets {setting} "
+        parts.append(f"{grid} {kind} grids where the config sets {setting} "
                      f"({len(keys)}: {shown}{more})")
     logger.warning(
-        "The encodings file %r has %s. The file's grids are used; to quantize at the "
-        "config's bit-widths, calibrate instead (leave encodings_file unset) or re-export "
+        "The encodings file %r has %s. The file's grids are used; to quantize with the "
+        "config's settings, calibrate instead (leave encodings_file unset) or re-export "
         "the file from a run with this config.", source, "; ".join(parts))

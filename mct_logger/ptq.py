@@ -252,9 +252,9 @@ def keras_post_training_quantization(
             Checked on data only when the model holds a layer whose clone is
             not exact by construction (`rebuild_check.rebuilt_exactly`).
 
-    An encodings file whose bit-widths differ from the config's, or that has
-    entries for nodes the model lacks, is used with a warning naming the file
-    and them (the file's grids win).
+    An encodings file whose grids differ from the config's settings (bit-width,
+    symmetry, per-channel or per-tensor), or that has entries for nodes the model
+    lacks, is used with a warning naming the file and them (the file's grids win).
 
     Logging (`set_log_folder`) and the similarity analysis never cost the model:
     a log that cannot be written, or a diagnosis that fails, is one warning
@@ -276,7 +276,7 @@ def keras_post_training_quantization(
         # plan needs and the file lacks fails here, before any stage.
         trial = plan_quantization(fold_batch_norms(graph)[0], config, report=False)
         adopted = export.adopt_encodings(trial, loaded, config.encodings_file)
-        export.warn_bitwidth_conflicts(adopted, config, config.encodings_file)
+        export.warn_config_conflicts(adopted, config, config.encodings_file, graph)
     # The rebuild check's, the calibration model's and the quantized model's
     # layers: none changes a clone, so a prototype is cloned once per run.
     clones = CloneCache()

@@ -306,6 +306,58 @@ def test_bitwidths_that_differ_from_the_config_warn_naming_file_and_setting(expo
     assert info.plan["head"].activation.bitwidth == 8
 
 
+def test_grid_shapes_that_differ_from_the_config_warn_naming_file_setting_and_tensors(
+        model_and_data, tmp_path, caplog):
+    model, x = model_and_data
+    QC, files, outputs = mct_logger.QuantizationConfig, {}, {}
+    for name, config in (("per_channel", QC()), ("per_tensor", QC(weight_per_channel=False))):
+        q, info = mct_logger.keras_post_training_quantization(model, x, config)
+        files[name] = info.export_encodings(str(tmp_path / f"{name}.json"))
+        outputs[name] = q.predict(x, verbose=0)
+
+    def warnings_of(name, **settings):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mct_logger"):
+            q, _ = mct_logger.keras_post_training_quantization(
+                model, x, QC(encodings_file=files[name], **settings))
+        np.testing.assert_array_equal(q.predict(x, verbose=0), outputs[name])  # the file wins
+        return _encoding_warnings(caplog)
+
+    assert warnings_of("per_tensor", weight_per_channel=False) == []
+    (warning,) = warnings_of("per_tensor")
+    assert files["per_tensor"] in warning
+    assert ("per-tensor weight grids where the config sets weight_per_channel=True "
+            "(3: 'conv/kernel', 'dw/kernel', 'head/kernel')") in warning
+    (warning,) = warnings_of("per_channel", weight_per_channel=False)
+    assert "per-channel (4) weight grids where the config sets weight_per_channel=False" in warning
+    assert "per-channel (3) weight grids where the config sets weight_per_channel=False" in warning
+    (warning,) = warnings_of("per_channel", activation_symmetric=True,
+                             overrides={"head": mct_logger.LayerOverride(weight_symmetric=False)})
+    assert "asymmetric activation grids where the config sets activation_symmetric=True" in warning
+    assert ("symmetric weight grids where the config sets overrides['head'].weight_symmetric=False "
+            "(1: 'head/kernel')") in warning
+    assert "per-tensor" not in warning and "-bit" not in warning
+
+
+def test_a_one_channel_tensor_has_one_grid_either_way_and_does_not_warn(tmp_path, caplog):
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="out")(keras.layers.Dense(4, name="hidden")(inputs)))
+    x = np.random.default_rng(4).normal(size=(32, 5)).astype("float32")
+    _, info = mct_logger.keras_post_training_quantization(model, x)
+    path = info.export_encodings(str(tmp_path / "enc.json"))
+    assert len(json.loads(open(path).read())["param_encodings"]["out/kernel"]) == 1
+    with caplog.at_level("WARNING", logger="mct_logger"):
+        mct_logger.keras_post_training_quantization(
+            model, x, mct_logger.QuantizationConfig(encodings_file=path))
+    assert _encoding_warnings(caplog) == []
+    with caplog.at_level("WARNING", logger="mct_logger"):
+        mct_logger.keras_post_training_quantization(model, x, mct_logger.QuantizationConfig(
+            encodings_file=path, weight_per_channel=False))
+    (warning,) = _encoding_warnings(caplog)  # the 4-unit layer's grids differ; 'out' does not
+    assert "(1: 'hidden/kernel')" in warning and "out/kernel" not in warning
+
+
 def test_entries_for_nodes_the_model_lacks_warn_naming_them(exported, tmp_path, caplog):
     model, x, content = exported
     clean = tmp_path / "clean.json"

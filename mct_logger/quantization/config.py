@@ -121,7 +121,9 @@ class QuantizationConfig:
         encodings_file: an encodings JSON (`QuantizationInfo.export_encodings`)
             to use instead of calibrating. The file's grids win: their
             bit-widths, symmetry and per-channel counts replace this config's
-            (a warning names the file and each bit-width that differs), and
+            (one warning names the file, each setting that differs, e.g.
+            `weight_per_channel=True` or an override's, and the first
+            tensors; a one-channel tensor is one grid either way), and
             entries for nodes the model lacks are ignored with a warning
             naming them.
         analyze_similarity: compare float and quantized outputs along the
