@@ -72,8 +72,8 @@ class CompressionStats(_Settings):
     above every score, nothing compressed, the target needing no compression);
     `next_cost_ratio`: the cost ratio of the next less compressed selection,
     above the target (None: this one compresses nothing), so the gap between
-    `cost_ratio` and the target is the candidate steps' doing; `evaluations`: evaluations run by this call (the rest were reused from the
-    score file).
+    `cost_ratio` and the target is the candidate steps' doing; `evaluations`:
+    evaluations run by this call (the rest were reused from the score file).
     """
 
     layers: list
