@@ -107,7 +107,9 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
         model: a Keras 3 Functional or Sequential model (never modified).
         eval_callback: `(model) -> float`, higher is better (accuracy, cosine...);
             also a `(func, args)` pair called as `func(model, args)`.
-        target_comp_ratio: the fraction of the cost to keep, in (0, 1].
+        target_comp_ratio: the fraction of the cost to keep, in (0, 1]; the
+            least compressed greedy selection meeting it is returned (1.0, met
+            by the model itself, compresses nothing; the sweep still runs).
         scheme: "spatial_svd" (k x k Conv2D -> k x 1, 1 x k), "weight_svd" (Dense
             or 1x1 Conv2D -> two of rank r) or "channel_pruning" (Conv2D input
             channels, with least-squares reconstruction).
