@@ -368,7 +368,7 @@ def _grid_settings(kind: str, e: Encoding, channels: int | None):
     yield f"{kind}_symmetric", e.is_symmetric, "symmetric" if e.is_symmetric else "asymmetric"
     if e.per_channel or (channels or 1) > 1:
         yield (f"{kind}_per_channel", e.per_channel,
-               f"per-channel ({e.num_channels})" if e.per_channel else "per-tensor")
+               "per-channel" if e.per_channel else "per-tensor")
 
 
 def warn_config_conflicts(adopted: dict[str, NodeEncodings], config, source: str,
