@@ -96,8 +96,11 @@ def read_series(data_provider, ctx, experiment_id: str, plugin_name: str, series
     """The newest table of one series.
 
     Raises:
-        metadata.PayloadError: the datum is missing, not JSON or not shaped as its
-            kind's `metadata.SHAPES` entry says.
+        metadata.PayloadError: the datum is missing, not JSON, holds a number that
+            is not finite (NaN, Infinity or beyond float64 such as 1e999: never
+            written by mct-logger, and JSON responses cannot carry it), is nested
+            too deeply to parse, or is not shaped as its kind's `metadata.SHAPES`
+            entry says.
     """
     tag_filter = provider_lib.RunTagFilter(runs=[series.run], tags=[series.tag])
     try:
@@ -120,11 +123,35 @@ def read_series(data_provider, ctx, experiment_id: str, plugin_name: str, series
             "truncated or written by another tool"
         ) from None
     try:
-        table = json.loads(body)
+        table = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+        metadata.check_shape(plugin_name, series.kind, table)
+    except _NonFinite as exc:
+        raise metadata.PayloadError(
+            f"the payload holds the number {exc}, which is not finite: JSON has no NaN or "
+            "infinities and mct-logger never writes them (another writer?)") from None
     except (TypeError, ValueError) as exc:
         raise metadata.PayloadError(f"the payload is not JSON ({exc})") from None
-    metadata.check_shape(plugin_name, series.kind, table)
+    except RecursionError:
+        raise metadata.PayloadError("the payload is nested too deeply to read "
+                                    "(mct-logger's tables are a few levels deep)") from None
+    except MemoryError:
+        raise metadata.PayloadError("the payload is too large to read in memory") from None
     return table
+
+
+class _NonFinite(Exception):
+    """A NaN, Infinity or out-of-range number in a payload body (its text)."""
+
+
+def _refuse_constant(name: str):
+    raise _NonFinite(name)  # NaN, Infinity, -Infinity: Python's json extensions
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:  # inf or nan: 1e999 overflows to inf
+        raise _NonFinite(text if len(text) <= 40 else text[:40] + "...")
+    return value
 
 
 def read_payloads(data_provider, ctx, experiment_id: str, plugin_name: str,

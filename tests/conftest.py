@@ -224,6 +224,23 @@ MALFORMED_CONTENT = {
     "content_list": b'[{"kind": "summary", "version": 1}]',
 }
 HOSTILE.update({tag: "Malformed quant_analyzer plugin content" for tag in MALFORMED_CONTENT})
+# Payload bodies (under good plugin content) that another writer could leave:
+# tag -> (kind, body, what the problem says); each reported and skipped. One kind
+# each, as the tabs read the newest payload of every kind.
+_DEEP = 100_000
+MALFORMED_BODY = {
+    "body_nan": ("sensitivity", b'{"rows": [{"layer": "l0", "score": NaN}]}',
+                 "holds the number NaN, which is not finite"),
+    "body_infinity": ("per_layer_quant_enabled", b'{"rows": [{"layer": "l0", "x": Infinity}]}',
+                      "holds the number Infinity, which is not finite"),
+    "body_minus_infinity": ("min_max_ranges", b'{"rows": [{"layer": "l0", "x": [-Infinity, 1]}]}',
+                            "holds the number -Infinity, which is not finite"),
+    "body_1e999": ("histograms", b'{"rows": [{"layer": "l0", "x": -1e999}]}',
+                   "holds the number -1e999, which is not finite"),
+    "body_deep": ("layer_table", b'{"rows": ' + b"[" * _DEEP + b"]" * _DEEP + b"}",
+                  "nested too deeply to read"),
+}
+HOSTILE.update({tag: reason for tag, (_, _, reason) in MALFORMED_BODY.items()})
 
 
 def write_hostile_payloads(folder: str) -> None:
@@ -263,3 +280,7 @@ def write_hostile_payloads(folder: str) -> None:
         for tag, content in MALFORMED_CONTENT.items():
             writer.add_summary(relabel(
                 payload_summary("quant_analyzer", "summary", "x", {"status": "x"}), tag, content))
+        for tag, (kind, body, _) in MALFORMED_BODY.items():
+            bad = payload_summary("quant_analyzer", kind, tag, {"rows": []})
+            bad.value[0].tensor.string_val[0] = body
+            writer.add_summary(bad)
