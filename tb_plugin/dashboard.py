@@ -202,9 +202,15 @@ class PayloadDashboard(base_plugin.TBPlugin):
         if kind not in metadata.PAYLOAD_KINDS[self.plugin_name]:
             raise ValueError(f"Unknown {self.plugin_name} table kind {kind!r}; expected one of "
                              f"{sorted(metadata.PAYLOAD_KINDS[self.plugin_name])}.")
-        tables = self.tables(ctx, experiment_id, run, light=False)["tables"]
+        listing = self._groups(ctx, experiment_id)
+        body = self.tables(ctx, experiment_id, run, light=False, listing=listing)
+        tables = body["tables"]
         if kind not in tables:
-            raise LookupError(f"Run {run!r} has no readable {kind!r} table.")
+            series = listing[0][run]["kinds"].get(kind)
+            reasons = [p["reason"] for p in body["problems"] if series is not None
+                       and (p["run"], p["tag"]) == (series.run, series.tag)]
+            raise LookupError(f"Run {run!r} has no readable {kind!r} table"
+                              + (f": {'; '.join(reasons)}" if reasons else "."))
         for rows_key in metadata.row_keys(self.plugin_name, kind):
             for row in tables[kind].get(rows_key) or []:
                 if metadata.row_name(row) == layer and (

@@ -14,7 +14,7 @@ from werkzeug import test as werkzeug_test
 
 from mct_logger.tb_plugin.cle_plugin import CLEPlugin
 from mct_logger.tb_plugin.quant_analyzer_plugin import QuantAnalyzerPlugin
-from tests.conftest import HOSTILE, tensorboard_provider
+from tests.conftest import HOSTILE, MALFORMED_BODY, tensorboard_provider
 
 
 @pytest.fixture(scope="module", params=["python", "rust"])
@@ -59,7 +59,8 @@ def test_runs_group_stage_runs_by_log_folder(client, dashboard_logs):
     assert {"sensitivity", "per_layer_quant_enabled", "per_layer_quant_disabled", "per_layer_sqnr",
             "min_max_ranges", "histograms", "weight_sqnr", "per_layer_mse_loss",
             "summary"} <= set(analyzer["kinds"])
-    assert {p["tag"] for p in qa["problems"]} == set(HOSTILE) - {"not_json", "wrong_shape", "float_tensor"}
+    assert {p["tag"] for p in qa["problems"]} == (
+        set(HOSTILE) - {"not_json", "wrong_shape", "float_tensor"} - set(MALFORMED_BODY))
     cle = get(client, "/data/plugin/cle/runs")
     assert [r["name"] for r in cle["runs"]] == ["ptq_cle", "ptq_default"]
     assert set(cle["runs"][0]["kinds"]) == {"weight_ranges", "scale_factors", "high_bias_fold",
@@ -147,6 +148,60 @@ def test_bad_payloads_are_reported_beside_the_good_one(client):
     body = get(client, "/data/plugin/quant_analyzer/tables?run=broken")
     assert list(body["tables"]) == ["per_layer_mse_loss"]
     assert {p["tag"] for p in body["problems"]} == set(HOSTILE)
+
+
+# A good table of each plugin, and one kind of it whose body another writer filled
+# with numbers JSON has no (NaN, -Infinity, 1e999) or nested 100,000 levels deep.
+GOOD_TABLES = {
+    "quant_analyzer": ("per_layer_sqnr", {"samples": 1, "rows": [{"layer": "l0", "sqnr_isolated_db": 1.0}]}),
+    "cle": ("weight_ranges", {"cle_applied": False, "layers": [{"layer": "l0", "max": [1.0]}]}),
+    "compression": ("eval_scores", {"status": "complete", "candidates": [0.5],
+                                    "rows": [{"layer": "l0", "scores": [1.0]}]}),
+}
+BAD_BODIES = {  # run -> (what replaces the table's one 1.0, what the problem says)
+    "nan": (b"NaN", "holds the number NaN"),
+    "minus_infinity": (b"-Infinity", "holds the number -Infinity"),
+    "1e999": (b"1e999", "holds the number 1e999"),
+    "deep": (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("loader", ["python", "rust"])
+@pytest.mark.parametrize("plugin", sorted(GOOD_TABLES))
+def test_bodies_with_non_finite_numbers_or_deep_nesting_are_problems_not_errors(
+        tmp_path, loader, plugin):
+    from mct_logger.events import EventWriter
+    from mct_logger.tb_plugin.compression_plugin import CompressionPlugin
+    from mct_logger.tb_plugin.summary import payload_summary
+
+    kind, table = GOOD_TABLES[plugin]
+    good = json.dumps(table).encode()
+    assert good.count(b"1.0") == 1
+    for name, (value, _) in [("good", (b"1.0", "")), *BAD_BODIES.items()]:
+        summary = payload_summary(plugin, kind, kind, table)
+        summary.value[0].tensor.string_val[0] = good.replace(b"1.0", value)
+        with EventWriter(str(tmp_path / name / plugin)) as writer:
+            writer.add_summary(summary)
+    cls = {"quant_analyzer": QuantAnalyzerPlugin, "cle": CLEPlugin, "compression": CompressionPlugin}
+    with tensorboard_provider(tmp_path, loader) as (data, ctx, eid):
+        app = application.TensorBoardWSGI(
+            [cls[plugin](base_plugin.TBContext(logdir=str(tmp_path), data_provider=data))],
+            data_provider=data)
+        client = werkzeug_test.Client(app)
+        base = f"/data/plugin/{plugin}"
+        runs = get(client, f"{base}/runs")
+        assert [r["name"] for r in runs["runs"]] == sorted(["good", *BAD_BODIES])
+        body = get(client, f"{base}/tables?run=good")
+        assert body["problems"] == [] and body["tables"] == {kind: table}
+        assert get(client, f"{base}/detail?run=good&kind={kind}&layer=l0")["row"]["layer"] == "l0"
+        for name, (_, reason) in BAD_BODIES.items():
+            body = get(client, f"{base}/tables?run={name}")
+            assert body["tables"] == {}
+            [problem] = body["problems"]
+            assert (problem["run"], problem["tag"]) == (f"{name}/{plugin}", kind)
+            assert reason in problem["reason"], problem
+            error = get(client, f"{base}/detail?run={name}&kind={kind}&layer=l0", 404)["error"]
+            assert f"no readable {kind!r} table: " in error and reason in error, error
 
 
 @pytest.mark.parametrize("url, status, message", [
