@@ -4,6 +4,11 @@ graphs, per-node memory, histograms, scalars, images and text.
 The record writer frames events as TFRecords with a C crc32c (google-crc32c);
 TensorBoard's own writer checksums in pure Python (about 0.2 s per MiB).
 
+TensorBoard keeps scalars and histogram tables in float32, so a value that is
+not finite there (NaN, Inf, or a finite float64 beyond float32's range such as
+1e39, which would read back as Inf) is never written: the writer leaves it out
+and says so in its return value, and the caller names what was left out.
+
 Example:
 
 ```python
@@ -44,6 +49,16 @@ try:
 
 except ImportError:  # pragma: no cover - the dependency is declared; this is a safety net
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c as _crc32c
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def float32_finite(value) -> bool:
+    """Whether `value` is finite as the float32 TensorBoard stores it in: False
+    for NaN, infinities and finite floats beyond float32's range (1e39)."""
+    value = float(value)
+    return -FLOAT32_MAX <= value <= FLOAT32_MAX  # False for NaN too
 
 
 def _masked_crc(data: bytes) -> bytes:
@@ -110,37 +125,58 @@ class EventWriter:
     # ------------------------------------------------------------ summaries
 
     def scalar(self, tag: str, value: float, step: int, timed: bool = True,
-               description: str | None = None) -> None:
+               description: str | None = None) -> bool:
         """`description` (markdown) shows in the chart's info card; both loaders keep
-        the first metadata of a tag, so pass it with the first value."""
+        the first metadata of a tag, so pass it with the first value.
+
+        Returns False, writing nothing, when `value` is not finite in float32
+        (`float32_finite`): the caller names what was left out."""
+        if not float32_finite(value):
+            return False
         value = summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
         if description:
             value.metadata.summary_description = description
             value.metadata.plugin_data.plugin_name = "scalars"
         self.add_summary(summary_pb2.Summary(value=[value]), step, timed)
+        return True
 
-    def scalars(self, step: int, values) -> None:
+    def scalars(self, step: int, values) -> list[str]:
         """`(tag, value)` scalars at one step in one event, without wall time: for
         many series sharing steps (per-channel statistics of every layer), where
-        an event per value would cost most of the writing."""
+        an event per value would cost most of the writing.
+
+        Returns the tags left out, their value not finite in float32."""
         summary = summary_pb2.Summary()
         add = summary.value.add
+        left_out = []
         for tag, value in values:
-            add(tag=tag, simple_value=float(value))
-        self.add_summary(summary, step, timed=False)
+            value = float(value)
+            if -FLOAT32_MAX <= value <= FLOAT32_MAX:  # float32_finite, inlined
+                add(tag=tag, simple_value=value)
+            else:
+                left_out.append(tag)
+        if summary.value:
+            self.add_summary(summary, step, timed=False)
+        return left_out
 
-    def compact_histogram(self, tag: str, edges: np.ndarray, counts: np.ndarray, step: int) -> None:
+    def compact_histogram(self, tag: str, edges: np.ndarray, counts: np.ndarray, step: int) -> bool:
         """A histogram as the histogram plugin's (k, 3) tensor in float32, without wall
-        time: about half the bytes of a HistogramProto, for the many per-channel ones."""
-        self.compact_histograms(step, [(tag, histogram_table(edges, counts))])
+        time: about half the bytes of a HistogramProto, for the many per-channel ones.
+        Returns False, writing nothing, when an edge or count is not finite in float32."""
+        return not self.compact_histograms(step, [(tag, histogram_table(edges, counts))])
 
-    def compact_histograms(self, step: int, histograms) -> None:
+    def compact_histograms(self, step: int, histograms) -> list[str]:
         """`(tag, table)` compact histograms at one step in one event (see
         `compact_histogram` and `scalars`); each table is a (k, 3) float32 array
-        from `histogram_table`."""
+        from `histogram_table`. Returns the tags left out: a table holding NaN or
+        Inf (an edge beyond float32's range turns Inf in `histogram_table`)."""
         summary = summary_pb2.Summary()
         add = summary.value.add
+        left_out = []
         for tag, table in histograms:
+            if not np.isfinite(table).all():
+                left_out.append(tag)
+                continue
             value = add(tag=tag)
             tensor = value.tensor
             tensor.dtype = types_pb2.DT_FLOAT
@@ -150,17 +186,27 @@ class EventWriter:
                 self._described.add(tag)
                 value.metadata.CopyFrom(histogram_metadata.create_summary_metadata(tag, ""))
                 value.metadata.data_class = summary_pb2.DATA_CLASS_TENSOR
-        self.add_summary(summary, step, timed=False)
+        if summary.value:
+            self.add_summary(summary, step, timed=False)
+        return left_out
 
     def histogram(self, tag: str, edges: np.ndarray, counts: np.ndarray, step: int = 0,
-                  total: float | None = None, sum_: float = 0.0, sum_squares: float = 0.0):
-        """A histogram with right-edge bucket limits; `num` is the element count."""
+                  total: float | None = None, sum_: float = 0.0, sum_squares: float = 0.0
+                  ) -> bool:
+        """A histogram with right-edge bucket limits; `num` is the element count.
+
+        Returns False, writing nothing, when an edge or count of its non-empty
+        span is not finite in float32 (TensorBoard reads it as a float32 table);
+        an empty histogram is not written either, but nothing is left out."""
         counts = np.asarray(counts, dtype=np.float64)
         edges = np.asarray(edges, dtype=np.float64)
         nonzero = np.nonzero(counts)[0]
         if len(nonzero) == 0:
-            return
+            return True  # (a NaN count is nonzero: it is in the span below)
         lo, hi = nonzero[0], nonzero[-1]
+        span = np.concatenate([edges[lo: hi + 2], counts[lo: hi + 1]])
+        if not (np.abs(span) <= FLOAT32_MAX).all():  # NaN compares False
+            return False
         histo = summary_pb2.HistogramProto(
             min=float(edges[lo]),
             max=float(edges[hi + 1]),
@@ -173,6 +219,7 @@ class EventWriter:
         self.add_summary(
             summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, histo=histo)]), step
         )
+        return True
 
     def image(self, tag: str, png: bytes, width: int, height: int, step: int = 0) -> None:
         image = summary_pb2.Summary.Image(

@@ -323,3 +323,71 @@ def test_a_later_result_alone_is_written_like_in_the_full_run(logged, provider, 
         assert lone["graph_run"] is None  # this listener wrote no quantized model run
         assert {**lone, "graph_run": logged_table["graph_run"]} == logged_table
         assert [row["layer"] for row in lone["rows"]] == [n.name for n in info.float_graph]
+
+
+@pytest.mark.parametrize("loader", ["python", "rust"])
+def test_the_writer_never_logs_a_value_float32_cannot_hold(tmp_path, loader):
+    """TensorBoard stores scalars and histogram tables as float32: NaN, Inf and finite
+    values beyond its range (1e39 would read back as Inf) are left out and said so."""
+    from mct_logger import events
+
+    edges = np.array([0.0, 1.0, 2.0])
+    with events.EventWriter(str(tmp_path / "run")) as writer:
+        assert writer.scalar("ok", 3.0e38, step=0) is True
+        for value in (1e39, -1e39, float("nan"), float("inf"), np.float64(-np.inf)):
+            assert writer.scalar("bad", value, step=0) is False
+        assert writer.scalars(1, [("ok", -3.0e38), ("bad", 1e39), ("nan", np.nan)]) == ["bad", "nan"]
+        assert writer.scalars(2, [("bad", 1e39)]) == ["bad"]  # no event left empty
+        assert writer.histogram("h_ok", edges, [1, 2]) is True
+        assert writer.histogram("h_huge", np.array([0.0, 1e38, 1e39]), [1, 2]) is False
+        assert writer.histogram("h_nan", edges, [1, np.nan]) is False
+        assert writer.histogram("h_trimmed", np.array([0.0, 1.0, 1e39]), [1, 0]) is True
+        with np.errstate(over="ignore"):
+            huge = events.histogram_table([0.0, 1e39], [1])
+        assert writer.compact_histograms(0, [("c_ok", events.histogram_table(edges, [1, 2])),
+                                             ("c_huge", huge)]) == ["c_huge"]
+        assert writer.compact_histogram("c_nan", np.array([np.nan, 1.0]), [1], step=0) is False
+    with tensorboard_provider(tmp_path, loader) as (data, ctx, eid):
+        scalars = data.read_scalars(ctx, experiment_id=eid, plugin_name="scalars",
+                                    downsample=100)["run"]
+        histograms = data.list_tensors(ctx, experiment_id=eid, plugin_name="histograms")["run"]
+        tables = data.read_tensors(ctx, experiment_id=eid, plugin_name="histograms",
+                                   downsample=100, run_tag_filter=_filter("run"))["run"]
+    assert list(scalars) == ["ok"]
+    assert [(d.step, d.value) for d in scalars["ok"]] == [(0, pytest.approx(3e38)),
+                                                          (1, pytest.approx(-3e38))]
+    assert sorted(histograms) == ["c_ok", "h_ok", "h_trimmed"]
+    assert all(np.isfinite(d.numpy).all() for series in tables.values() for d in series)
+
+
+def test_channel_statistics_holding_nan_are_left_out_and_named(tmp_path, caplog):
+    """A channel range turned NaN (a sample holding NaN its range missed) is not logged
+    as a NaN point or histogram: left out, and the node named in one warning."""
+    from mct_logger.quantization.quantsim import ChannelStatistics
+    from mct_logger.stage_results import StatisticsResult
+    from mct_logger.tensorboard_listener import TensorBoardListener
+
+    rng = np.random.default_rng(3)
+    statistics = {name: ChannelStatistics() for name in ("clean", "broken")}
+    for stats in statistics.values():
+        stats.update(rng.random((16, 4)).astype("float32"))
+    statistics["broken"].max[2] = np.nan  # as HistogramCollector reports such a range
+    listener = TensorBoardListener(str(tmp_path / "folder"))
+    with caplog.at_level("WARNING", logger="mct_logger"):
+        listener._on_statistics_collection(
+            "03_statistics_collection", None,
+            StatisticsResult(num_batches=1, num_samples=16, observers={}, statistics=statistics))
+    listener.log.close()
+    warned = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert len(warned) == 1 and "Activation statistics of broken hold NaN" in warned[0], warned
+    with tensorboard_provider(tmp_path, "python") as (data, ctx, eid):
+        scalars = data.read_scalars(ctx, experiment_id=eid, plugin_name="scalars", downsample=100)
+        tables = data.read_tensors(ctx, experiment_id=eid, plugin_name="histograms", downsample=100)
+    maxima = scalars["folder/03_statistics_collection/max"]
+    assert [d.step for d in maxima["channel_stats/clean"]] == [0, 1, 2, 3]
+    assert [d.step for d in maxima["channel_stats/broken"]] == [0, 1, 3]  # channel 2 left out
+    assert all(np.isfinite(d.value) for run in scalars.values() for tag in run.values() for d in tag)
+    assert all(np.isfinite(d.numpy).all()
+               for run in tables.values() for tag in run.values() for d in tag)
+    per_channel = tables["folder/03_statistics_collection"]["activations_per_channel/clean"]
+    assert [d.step for d in per_channel] == [0, 1, 2, 3]
