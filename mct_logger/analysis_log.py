@@ -8,7 +8,9 @@ the payload k (`tb_plugin.metadata`) in the TensorBoard run
 `<run folder>/quant_analyzer`: step s is its s-th publication, so both loaders
 keep its newest version last and the tab fills in while the analysis runs. The
 finished sensitivity table also becomes scalars, `sensitivity/<label>` (eval
-score, step 0), one per setting whose score is finite.
+score, step 0), one per setting whose score is finite; a finite score beyond
+float32's range (TensorBoard's scalars are float32: 1e39 would read as Inf) is
+left out of the charts and named in one warning (the tab and results_dir have it).
 
 Logging never costs the analysis: the first failure is one warning naming the
 path and the cause (`run_log.LogGuard`) and the listener writes nothing more.
@@ -24,6 +26,7 @@ listener.close()
 
 from __future__ import annotations
 
+import logging
 import math
 
 from mct_logger.live_payloads import PayloadPublisher
@@ -35,6 +38,8 @@ __all__ = ["AnalysisLogListener", "RETURNED", "RUN"]
 RUN = "quant_analyzer"  # the TensorBoard run of the tables, inside the run folder
 RETURNED = "The analysis goes on; its results are in results_dir and returned"
 SENSITIVITY_KEYS = ("fp32", "weights_only", "activations_only", "fully_quantized")
+
+logger = logging.getLogger("mct_logger")
 
 
 class AnalysisLogListener:
@@ -55,9 +60,19 @@ class AnalysisLogListener:
         """Writes `table` as the next step of payload `kind` and flushes it (readable now)."""
         if kind == "sensitivity" and table.get("complete") and not self._sensitivity_scalars:
             self._sensitivity_scalars = True
+            left_out = []
             for key in SENSITIVITY_KEYS:  # a NaN/Inf score (warned about) is no point
                 if table[key] is not None and math.isfinite(table[key]):
-                    self.writer.scalar(f"sensitivity/{table['labels'][key]}", table[key], step=0)
+                    label = table["labels"][key]
+                    # False: beyond float32 (None: the log failed, already warned)
+                    if self.writer.scalar(f"sensitivity/{label}", table[key], step=0) is False:
+                        left_out.append(f"{label} ({table[key]:.6g})")
+            if left_out:
+                logger.warning(
+                    "The eval scores of %s are beyond float32's range (about +-3.4e38), which "
+                    "TensorBoard's scalars are stored in: they are left out of the sensitivity/ "
+                    "charts of %s (they would read as Inf). The QuantAnalyzer tab and "
+                    "results_dir have them.", ", ".join(left_out), self.folder)
         self.publisher.publish(kind, table)  # flushes: readable now
 
     def close(self, error: BaseException | None = None) -> None:

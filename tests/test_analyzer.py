@@ -19,6 +19,7 @@ from mct_logger import logger as log_lib
 from mct_logger.analyzer import QuantAnalyzer, as_callback, resolve_config
 from mct_logger.quantization import Encoding, QuantizationConfig
 from mct_logger.quantization.quantsim import quantizers, set_quantizers_enabled
+from mct_logger.tb_plugin import reader
 
 BROKEN, CHANNEL = "conv2", 5
 LAYERS = ["x", "conv1", "conv2", "conv3", "relu3", "gap", "head"]
@@ -446,6 +447,41 @@ def test_sensitivity_scores_are_tensorboard_scalars(run):
         "sensitivity/W32A8": result.sensitivity["activations_only"],
         "sensitivity/W8A8": result.sensitivity["fully_quantized"],
     }, rel=1e-6)
+
+
+def test_finite_eval_scores_beyond_float32_are_left_out_of_the_scalars_and_named(tmp_path, caplog):
+    """TensorBoard stores scalars as float32: a score of 1e39 would read back as Inf."""
+    model = build_broken_model()
+    task = Task(model)
+    scores = {1: 1e39, 3: -1e39}  # W32A32, W32A8: finite, beyond float32
+
+    def evaluate(m):
+        score = task.evaluate(m)
+        return scores.get(task.evaluations, score)
+
+    log_lib.set_log_folder(tmp_path / "logs")
+    try:
+        with caplog.at_level("WARNING", logger="mct_logger"):
+            result = QuantAnalyzer(model, task.calibrate, evaluate).analyze(
+                results_dir=str(tmp_path / "results"))
+    finally:
+        log_lib.set_log_folder(None)
+    assert result.status == "complete"
+    assert result.sensitivity["fp32"] == 1e39 and result.sensitivity["activations_only"] == -1e39
+    warned = [r.getMessage() for r in caplog.records if "beyond float32" in r.getMessage()]
+    assert len(warned) == 1 and "W32A32 (1e+39), W32A8 (-1e+39)" in warned[0], warned
+    assert load(tmp_path / "results", "sensitivity.json")["fp32"] == 1e39
+    tables_run = os.path.relpath(os.path.join(result.log_folder, "quant_analyzer"),
+                                 tmp_path / "logs")
+    for loader in ("python", "rust"):
+        with tensorboard_provider(tmp_path / "logs", loader) as (provider, ctx, experiment):
+            scalars = provider.read_scalars(ctx, experiment_id=experiment, plugin_name="scalars",
+                                            downsample=10)[tables_run]
+            tables = {tag: table for _, tag, _, table in reader.read_payloads(
+                provider, ctx, experiment, "quant_analyzer", run=tables_run)}
+        assert sorted(scalars) == ["sensitivity/W8A32", "sensitivity/W8A8"]  # never an Inf point
+        assert all(np.isfinite(d[0].value) for d in scalars.values())
+        assert tables["sensitivity"]["fp32"] == 1e39  # the tab has the score (JSON is float64)
 
 
 def test_a_non_finite_eval_score_is_refused_for_fp32_and_otherwise_warned_once(tmp_path, caplog):
