@@ -52,6 +52,7 @@ def rebin(edges: np.ndarray, counts: np.ndarray, lo, hi, bins: int):
     """Histograms (C, B) on even per-row grids, redrawn on `bins` even bins over [lo, hi].
 
     Counts are split by interpolating each row's cumulative counts, so totals are kept.
+    A row whose range or grid is NaN gets NaN edges.
     """
     edges = np.asarray(edges, dtype=np.float64)
     counts = np.asarray(counts, dtype=np.float64)
@@ -60,7 +61,10 @@ def rebin(edges: np.ndarray, counts: np.ndarray, lo, hi, bins: int):
     hi = np.maximum(np.asarray(hi, dtype=np.float64).reshape(rows, 1), lo + 1e-12)
     new_edges = lo + (hi - lo) * np.linspace(0.0, 1.0, bins + 1)
     start, width = edges[:, :1], np.maximum(edges[:, -1:] - edges[:, :1], 1e-300)
-    position = np.clip((new_edges - start) / width * old_bins, 0.0, old_bins)
+    # A NaN range (a sample holding NaN its range missed) keeps its NaN edges, and
+    # so is left out by the writer; its positions are only kept indexable here.
+    position = np.nan_to_num(np.clip((new_edges - start) / width * old_bins, 0.0, old_bins),
+                             nan=0.0)
     index = np.minimum(position.astype(np.int64), old_bins - 1)
     cumulative = np.concatenate([np.zeros((rows, 1)), np.cumsum(counts, axis=1)], axis=1)
     at = (np.take_along_axis(cumulative, index, axis=1)
@@ -216,29 +220,41 @@ class TensorBoardListener:
         per_stat = {k: self.log.writer(f"{run}/{k}") for k in ("min", "max", "mean")}
         # step = channel index: one event per step holds every layer's value at it
         histograms, scalars = {}, {k: {} for k in per_stat}
+        nodes_of = {}  # tag -> node, to name what the writers leave out
+        left_out = set()  # nodes with values not finite in float32 (never logged)
         for node, stats in statistics.items():
             edges, counts = stats.histogram(per_channel=False)
-            writer.histogram(f"activations/{node}", edges[0], counts[0], total=stats.elements)
+            if writer.histogram(f"activations/{node}", edges[0], counts[0],
+                                total=stats.elements) is False:
+                left_out.add(node)
             tables = events.histogram_table(*rebin(
                 *stats.histogram(per_channel=True), stats.min, stats.max, PER_CHANNEL_BINS))
             channels = len(tables)
             for start, stop in _chunks(channels, HISTOGRAM_CHUNK):
                 tag = _chunk_tag(f"activations_per_channel/{node}", start, stop, channels,
                                  HISTOGRAM_CHUNK)
+                nodes_of[tag] = node
                 for c in range(start, stop):
                     histograms.setdefault(c, []).append((tag, tables[c]))
             values = {"min": stats.min, "max": stats.max, "mean": stats.mean}
             for start, stop in _chunks(channels, SCALAR_CHUNK):
                 tag = _chunk_tag(f"channel_stats/{node}", start, stop, channels, SCALAR_CHUNK)
+                nodes_of[tag] = node
                 for key, array in values.items():
                     by_step = scalars[key]
                     for c, value in enumerate(array[start:stop].tolist(), start):
                         by_step.setdefault(c, []).append((tag, value))
         for c, entries in sorted(histograms.items()):
-            writer.compact_histograms(c, entries)
+            left_out.update(nodes_of[tag] for tag in writer.compact_histograms(c, entries) or ())
         for key, by_step in scalars.items():
             for c, entries in sorted(by_step.items()):
-                per_stat[key].scalars(c, entries)
+                left_out.update(nodes_of[tag] for tag in per_stat[key].scalars(c, entries) or ())
+        if left_out:
+            logger.warning(
+                "Activation statistics of %s hold NaN, Inf or values beyond float32's range "
+                "(what TensorBoard stores): those histograms and channel statistics are left "
+                "out of %s (never logged as NaN or Inf).",
+                ", ".join(sorted(left_out)), os.path.join(self.log.folder, run))
 
     def _on_cross_layer_equalization(self, run, graph, result):
         """The CLE dashboard's data: weight ranges (with CLE off too), scale factors, folds."""
@@ -266,14 +282,15 @@ class TensorBoardListener:
             return
         # An SQNR that is not a number (a float output holding Inf or NaN) is left
         # out of the charts and named in the table; never logged as NaN.
+        # (finite in float32, as TensorBoard stores scalars: the writer refuses others)
         undefined = sorted({n for values in (result.sqnr_accumulated_db, result.sqnr_isolated_db)
-                            for n, v in values.items() if not np.isfinite(v)})
+                            for n, v in values.items() if not events.float32_finite(v)})
         for path, values in (("accumulated", result.sqnr_accumulated_db),
                              ("isolated", result.sqnr_isolated_db)):
             sqnr_writer = self.log.writer(f"{run}/{path}")
             described = False
             for index, node in enumerate(result.nodes):
-                if np.isfinite(values[node]):
+                if node not in undefined:
                     sqnr_writer.scalar(
                         "sqnr_db", values[node], step=index,
                         description=None if described else
