@@ -176,8 +176,9 @@ class QuantAnalyzer:
 
         Raises:
             FileExistsError: `results_dir` holds result files, or a `summary.json`,
-                that no QuantAnalyzer `summary.json` claims (another tool's?);
-                nothing is moved. Pass a new folder.
+                that no QuantAnalyzer `summary.json` claims (another tool's?), or
+                a symbolic link where a result goes, or a file where
+                `previous_runs` goes; nothing is moved. Pass a new folder.
             NotADirectoryError, IsADirectoryError: `results_dir` or a result
                 file's path in it cannot be written (checked before any work).
             RuntimeError: another analysis is still writing to `results_dir`.

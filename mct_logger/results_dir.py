@@ -7,7 +7,9 @@ run owns. A run interrupted or killed part way therefore never leaves an
 earlier run's file beside its own. A manifest is recognised by its "format"
 (`MANIFEST_FORMAT`): result files, or a `summary.json`, that no manifest of
 ours claims are another tool's, and the folder is refused with them untouched.
-Every path the run writes is checked before anything is written.
+Every path the run writes is checked before anything is written; a symbolic
+link where a result file or folder (or `previous_runs`) goes is refused, never
+followed, so a user's own files are never moved or overwritten through it.
 
 Example:
 
@@ -64,7 +66,9 @@ def claim(results_dir: str, all_files, owned, manifest_file: str) -> dict:
         IsADirectoryError: a folder stands where a result file goes.
         FileExistsError: result files are present without a manifest saying
             which run wrote them, or `manifest_file` is another tool's (its
-            files are left in place).
+            files are left in place); a symbolic link stands where a result
+            file or folder goes, or a file or link where `previous_runs` goes
+            when an earlier run must be moved there.
         RuntimeError: a manifest says an analysis is still writing there.
     """
     results_dir = output_paths.check_folder(results_dir, "results_dir")
@@ -82,6 +86,7 @@ def claim(results_dir: str, all_files, owned, manifest_file: str) -> dict:
             )
         if earlier is not None:
             names |= {f for f in earlier.get("files", []) if _inside(f)}
+            _check_result_paths(results_dir, names)  # the earlier run's files too
         present = sorted(f for f in names | {f"{n}.tmp" for n in names}
                          if os.path.isfile(os.path.join(results_dir, f)))
         moved_to = None
@@ -101,6 +106,7 @@ def claim(results_dir: str, all_files, owned, manifest_file: str) -> dict:
                     f"another results_dir; if no analysis runs there any more, delete "
                     f"{manifest_file} and analyze again."
                 )
+            _check_previous_runs(results_dir)
             moved_to = _move_aside(results_dir, present, earlier, manifest_file)
             logger.info("QuantAnalyzer: the earlier results in %s (status %s) were moved to %s",
                         results_dir, earlier.get("status"), moved_to)
@@ -174,11 +180,44 @@ def _read_manifest(path: str) -> dict | None:
     return manifest if legacy else None
 
 
+def _linked_part(results_dir: str, relative: str) -> str | None:
+    """The first part of `relative` (a folder on its way, or itself) that is a
+    symbolic link inside `results_dir`, or None."""
+    parts = relative.replace("\\", "/").split("/")
+    for k in range(1, len(parts) + 1):
+        part = "/".join(parts[:k])
+        if os.path.islink(os.path.join(results_dir, part)):
+            return part
+    return None
+
+
+def _check_previous_runs(results_dir: str) -> None:
+    """Refuses a file or a symbolic link where the earlier runs go (`PREVIOUS_RUNS`)."""
+    path = os.path.join(results_dir, PREVIOUS_RUNS)
+    if os.path.islink(path) or (os.path.exists(path) and not os.path.isdir(path)):
+        kind = "a symbolic link" if os.path.islink(path) else "a file"
+        raise FileExistsError(
+            f"{kind.capitalize()} stands at {path!r}, where results_dir {results_dir!r} keeps "
+            f"earlier runs' results (moved into {PREVIOUS_RUNS}/<its start>/); nothing was "
+            "moved or evaluated. Rename or move it away, or pass another results_dir."
+        )
+
+
 def _check_result_paths(results_dir: str, names) -> None:
-    """Refuses, before anything is written, a folder where a result file goes or a
-    file where its folder goes (the run would fail after its work otherwise)."""
+    """Refuses, before anything is written, a symbolic link where a result file or
+    its folder goes (never followed: the user's own files stay untouched), a
+    folder where a result file goes or a file where its folder goes (the run
+    would fail after its work otherwise)."""
     for name in sorted(names | {f"{n}.tmp" for n in names}):
         path = os.path.join(results_dir, name)
+        link = _linked_part(results_dir, name)
+        if link is not None:
+            raise FileExistsError(
+                f"A symbolic link stands at {os.path.join(results_dir, link)!r}, where results_dir "
+                f"{results_dir!r} holds (or moves aside) results; links there are never "
+                "followed, so that no file they point to is moved or overwritten. Remove the "
+                "link (its target stays as it is) or pass another results_dir."
+            )
         if os.path.isdir(path):
             raise IsADirectoryError(
                 f"results_dir {results_dir!r} holds a folder {name!r} where the analysis "

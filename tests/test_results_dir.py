@@ -224,3 +224,57 @@ def test_two_processes_sharing_a_results_dir_never_mix_their_files(tmp_path):
         assert summary["earlier_run_moved_to"] == os.path.join(PREVIOUS_RUNS, earlier)
         first = _load(results / PREVIOUS_RUNS / earlier / "summary.json")
         assert first["status"] == "complete" and first["pid"] != summary["pid"]
+
+
+def test_a_symbolic_link_where_a_result_goes_is_refused_before_any_evaluation(tmp_path):
+    """Never followed: moving the earlier run aside through it would move the
+    user's own files, and the new files would land in the user's folder."""
+    results = tmp_path / "results"
+    QuantAnalyzer(_model(), _forward, lambda m: 0.5).analyze(results_dir=results)
+    earlier = {f: (results / f).read_bytes() for f in _files(results)}
+    user_folder = tmp_path / "mine"
+    user_folder.mkdir()
+    (user_folder / "activations.json").write_text("my own")
+    user_file = tmp_path / "my.json"
+    user_file.write_text("my own too")
+    calls = []
+    for link, target in [("min_max_ranges", user_folder), ("sensitivity.json", user_file),
+                         ("index.html.tmp", tmp_path / "nowhere")]:
+        held = results / (link + ".held")
+        if (results / link).exists():
+            os.rename(results / link, held)
+        os.symlink(target, results / link)
+        with pytest.raises(FileExistsError, match=(
+                rf"A symbolic link stands at '{results / link}', where results_dir "
+                rf"'{results}' .*never followed.* Remove the link")):
+            QuantAnalyzer(_model(), _forward, lambda m: calls.append(1) or 0.5).analyze(
+                results_dir=results)
+        os.unlink(results / link)
+        if held.exists():
+            os.rename(held, results / link)
+    assert calls == [] and not (results / PREVIOUS_RUNS).exists()
+    assert {f: (results / f).read_bytes() for f in _files(results)} == earlier
+    assert os.listdir(user_folder) == ["activations.json"]
+    assert (user_folder / "activations.json").read_text() == "my own"
+    assert user_file.read_text() == "my own too" and not (tmp_path / "nowhere").exists()
+
+
+def test_a_file_or_link_where_previous_runs_goes_is_refused_before_any_evaluation(tmp_path):
+    results = tmp_path / "results"
+    QuantAnalyzer(_model(), _forward, lambda m: 0.5).analyze(results_dir=results)
+    first = _files(results)
+    user_folder = tmp_path / "mine"
+    user_folder.mkdir()
+    calls = []
+    for kind, make in [("A file", lambda p: p.write_text("my notes")),
+                       ("A symbolic link", lambda p: os.symlink(user_folder, p))]:
+        make(results / PREVIOUS_RUNS)
+        with pytest.raises(FileExistsError, match=(
+                rf"{kind} stands at '{results / PREVIOUS_RUNS}', where results_dir '{results}' "
+                r"keeps earlier runs' results .*nothing was moved or evaluated. Rename or move")):
+            QuantAnalyzer(_model(), _forward, lambda m: calls.append(1) or 0.5).analyze(
+                {"default_param_bw": 4}, results_dir=results)
+        assert _files(results) == sorted(first + [PREVIOUS_RUNS] * (kind == "A file"))
+        assert _load(results / "summary.json")["status"] == "complete"
+        os.unlink(results / PREVIOUS_RUNS)
+    assert calls == [] and os.listdir(user_folder) == []
