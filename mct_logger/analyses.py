@@ -65,6 +65,11 @@ class AnalysisResult:
         per_layer_sqnr: layer -> row of the SQNR table (accumulated/isolated dB...).
         weight_sqnr: "layer/kernel" -> row of the weight SQNR table.
         min_max_ranges: {"weights": ..., "activations": ...} in AIMET's shape.
+        report_path: the offline report `index.html` (None when it was not written).
+        files_not_written: result file (relative to `results_dir`) -> why it
+            could not be written (disk full...); empty when every file was.
+            Those files are missing (or hold an earlier state of their table);
+            every result is here all the same, and in `summary.json` too.
         float_model: the FP32 baseline (batch norms folded).
         quantized_model: the quantized model (all quantizers on).
     """
@@ -80,6 +85,7 @@ class AnalysisResult:
     weight_sqnr: dict = dataclasses.field(default_factory=dict)
     min_max_ranges: dict = dataclasses.field(default_factory=dict)
     report_path: str | None = None
+    files_not_written: dict = dataclasses.field(default_factory=dict)
     log_folder: str | None = None
     float_model: keras.Model | None = None
     quantized_model: keras.Model | None = None

@@ -85,7 +85,7 @@ from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.plan import plan_quantization
 from mct_logger.quantization.quantsim import build_quantized_model, set_quantizers_enabled
 from mct_logger.recommend import recommend
-from mct_logger.report import write_report
+from mct_logger.report import REPORT_FILE, write_report
 from mct_logger.worst_layers import annotate
 from mct_logger.json_safe import json_ready
 
@@ -169,7 +169,8 @@ class QuantAnalyzer:
         owns). An interrupted or failed analysis keeps every table finished so
         far on disk (and in TensorBoard), with `summary.json` saying where it
         stopped. A TensorBoard log that cannot be written is one warning; the
-        analysis goes on.
+        analysis goes on, as it does past a result file that cannot be written:
+        a warning names it, and it is in `files_not_written` (and `summary.json`).
 
         A NaN or infinite eval score is refused for the FP32 model (the first
         evaluation) and otherwise kept as missing with one warning.
@@ -210,7 +211,8 @@ class _Analysis:
         self.analyzer = analyzer
         self.config = config
         self.results_dir = os.path.abspath(results_dir)
-        self.result = AnalysisResult(results_dir=self.results_dir)
+        self.files = results_lib.ResultWriter(self.results_dir)  # its warnings name the files
+        self.result = AnalysisResult(self.results_dir, files_not_written=self.files.not_written)
         self.tables: dict[str, dict] = {}
         self.published: set[str] = set()
         self.evaluations_done = 0
@@ -337,11 +339,9 @@ class _Analysis:
         self.result.log_folder = next((f for f in folders if f is not None), None)
 
     def _write_json(self, relative: str, content, compact: bool = False) -> None:
-        """Writes atomically (an interrupt never leaves half a file); `compact`
-        for the large tables, indented (as AIMET's) otherwise."""
-        path = os.path.join(self.results_dir, relative)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        results_lib.write_json_atomically(path, json_ready(content), compact=compact)
+        """Atomically (never half a file), `compact` for the large tables, indented
+        (as AIMET's) otherwise; a failure is a warning, not an error."""
+        self.files.write_json(relative, json_ready(content), compact=compact)
 
     def _publish(self, kind: str, table: dict) -> None:
         """Keeps `table` for the report and gives it, with its "worst_layers"
@@ -391,14 +391,17 @@ class _Analysis:
                     error=None if failure is None else f"{type(failure).__name__}: {failure}",
                     analyses=sorted(k for k in self.tables if k != "summary"),
                 )
-                self._write_json(SUMMARY_FILE, self.summary)
+                self.files.write_manifest(SUMMARY_FILE, self.summary)
                 self._publish("summary", self.summary)
             if "layers" not in self.summary:
                 return  # stopped before planning: nothing to report
-            self.result.report_path = write_report(
-                self.results_dir, {k: annotate(k, t) for k, t in self.tables.items()})
+            tables = {k: annotate(k, t) for k, t in self.tables.items()}
+            self.result.report_path = self.files.attempt(REPORT_FILE, write_report,
+                                                         self.results_dir, tables)
+            self.files.finish(SUMMARY_FILE, self.summary, self.result.status)
             if self.result.status == "complete":
-                logger.info("QuantAnalyzer: report at %s", self.result.report_path)
+                if self.result.report_path:
+                    logger.info("QuantAnalyzer: report at %s", self.result.report_path)
             else:
                 logger.warning(
                     "QuantAnalyzer %s after %d of %s evaluations; the results finished so far "

@@ -30,6 +30,7 @@ import re
 
 from mct_logger.tb_plugin.assets import ENTRY_MODULE, frontend_dir, plotly_bundle_path
 from mct_logger.json_safe import json_ready
+from mct_logger.results_dir import write_atomically
 
 REPORT_FILE = "index.html"
 STYLESHEETS = ("quant_analyzer.css",)
@@ -165,11 +166,14 @@ def render_html(tables: dict, title: str | None = None) -> str:
 
 
 def write_report(results_dir: str, tables: dict, title: str | None = None) -> str:
-    """Writes `results_dir/index.html`; returns its path."""
+    """Writes `results_dir/index.html`; returns its path.
+
+    Raises:
+        OSError: the page cannot be written (disk full, a folder in its way),
+            naming `index.html`'s path; no `index.html.tmp` is left behind.
+    """
     os.makedirs(results_dir, exist_ok=True)
     path = os.path.join(results_dir, REPORT_FILE)
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(render_html(tables, title))
-    os.replace(temporary, path)
+    page = render_html(tables, title)
+    write_atomically(path, lambda f: f.write(page))
     return path

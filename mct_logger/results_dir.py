@@ -11,6 +11,10 @@ Every path the run writes is checked before anything is written; a symbolic
 link where a result file or folder (or `previous_runs`) goes is refused, never
 followed, so a user's own files are never moved or overwritten through it.
 
+During the run `ResultWriter` writes the files: one that cannot be written (disk
+full, a folder put in its way) leaves no `.tmp` behind and is a warning naming
+it, the folder and the cause; the run goes on and lists it as not written.
+
 Example:
 
 ```python
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import logging
 import os
@@ -32,6 +37,7 @@ import socket
 import threading
 
 from mct_logger import output_paths
+from mct_logger.json_safe import json_ready
 
 logger = logging.getLogger("mct_logger")
 
@@ -70,6 +76,8 @@ def claim(results_dir: str, all_files, owned, manifest_file: str) -> dict:
             file or folder goes, or a file or link where `previous_runs` goes
             when an earlier run must be moved there.
         RuntimeError: a manifest says an analysis is still writing there.
+        OSError: moving the earlier run aside or writing the manifest failed
+            (the message names the path and the cause).
     """
     results_dir = output_paths.check_folder(results_dir, "results_dir")
     names = set(all_files) | {manifest_file}
@@ -107,7 +115,8 @@ def claim(results_dir: str, all_files, owned, manifest_file: str) -> dict:
                     f"{manifest_file} and analyze again."
                 )
             _check_previous_runs(results_dir)
-            moved_to = _move_aside(results_dir, present, earlier, manifest_file)
+            moved_to = _claim_step(results_dir, "moving the earlier results aside",
+                                   _move_aside, results_dir, present, earlier, manifest_file)
             logger.info("QuantAnalyzer: the earlier results in %s (status %s) were moved to %s",
                         results_dir, earlier.get("status"), moved_to)
         manifest = {
@@ -120,7 +129,8 @@ def claim(results_dir: str, all_files, owned, manifest_file: str) -> dict:
         }
         if moved_to is not None:
             manifest["earlier_run_moved_to"] = os.path.relpath(moved_to, results_dir)
-        write_json_atomically(os.path.join(results_dir, manifest_file), manifest)
+        _claim_step(results_dir, f"writing {manifest_file}", write_json_atomically,
+                    os.path.join(results_dir, manifest_file), manifest)
         _active.add(results_dir)
     return manifest
 
@@ -154,11 +164,113 @@ def write_json_atomically(path: str, content, compact: bool = False) -> None:
     """Writes `content` as JSON, indented (as AIMET's files) or `compact` (the large
     tables); an interrupt never leaves half a file. ValueError on NaN/Inf: clean
     the content first (`tb_plugin.summary.json_ready`)."""
-    temporary = f"{path}.tmp"
     layout = {"separators": (",", ":")} if compact else {"indent": 2}
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(content, f, allow_nan=False, **layout)
-    os.replace(temporary, path)
+    write_atomically(path, lambda f: json.dump(content, f, allow_nan=False, **layout))
+
+
+def write_atomically(path: str, write) -> None:
+    """Calls `write(f)` on `path + ".tmp"` (text, UTF-8) and then moves it to `path`:
+    an interrupt or a failure never leaves half a file, and the `.tmp` file is
+    removed when it did not become `path`. A symbolic link at the `.tmp` path is
+    never followed.
+
+    Raises:
+        OSError: the file cannot be written (disk full, a folder in the way...),
+            with `path` as its filename whatever the call that failed.
+    """
+    temporary = f"{path}.tmp"
+    created = False
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                             | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        created = True
+        with open(descriptor, "w", encoding="utf-8") as f:
+            write(f)
+        os.replace(temporary, path)
+    except BaseException as exc:
+        if created:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename != path:
+            raise type(exc)(exc.errno, exc.strerror or str(exc), path) from exc
+        raise
+
+
+class ResultWriter:
+    """Writes a run's result files into `results_dir`, never losing the run to one.
+
+    A file that cannot be written (disk full, a folder or a symbolic link put
+    where it goes) is recorded in `not_written` (relative name -> cause) and
+    warned about, the first such file at once; the run goes on, since its
+    results are held in memory and returned. `write_manifest` lists them in the
+    manifest; `warn_at_end` names them all when there were more than the one
+    already warned about. A file written later after all is taken off the list.
+    """
+
+    def __init__(self, results_dir: str):
+        self.results_dir = results_dir
+        self.not_written: dict[str, str] = {}
+        self._warned: str | None = None
+
+    def write_json(self, relative: str, content, compact: bool = False) -> bool:
+        """`write_json_atomically` of `relative`; False when it was not written."""
+        path = os.path.join(self.results_dir, relative)
+        return self.attempt(relative, write_json_atomically, path, content, compact=compact) \
+            is not None
+
+    def write_manifest(self, relative: str, manifest: dict) -> bool:
+        """Writes the manifest with the files not written so far ("files_not_written",
+        relative name -> cause; absent when every file was written)."""
+        manifest.pop("files_not_written", None)
+        if self.not_written:
+            manifest["files_not_written"] = dict(self.not_written)
+        return self.write_json(relative, json_ready(manifest))
+
+    def attempt(self, relative: str, write, *args, **kwargs):
+        """`write(*args, **kwargs)`, which writes `relative`: its return value (True
+        when it returns None), or None when it failed with an OSError."""
+        path = os.path.join(self.results_dir, relative)
+        try:
+            link = _linked_part(self.results_dir, relative)
+            if link is not None:
+                raise FileExistsError(errno.EEXIST, f"{link!r} is a symbolic link (never "
+                                      "followed); remove it", path)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            returned = write(*args, **kwargs)
+        except OSError as exc:
+            cause = f"{type(exc).__name__}: {exc.strerror or exc}"
+            self.not_written[relative] = cause
+            if self._warned is None:
+                self._warned = relative
+                logger.warning(
+                    "QuantAnalyzer cannot write %s in results_dir %s (%s); the analysis goes on "
+                    "and returns its AnalysisResult, and summary.json lists the files not written "
+                    "(\"files_not_written\"). Free space or move what is in the way, then "
+                    "analyze again for the files.", path, self.results_dir, cause)
+            else:
+                logger.info("QuantAnalyzer cannot write %s (%s)", path, cause)
+            return None
+        self.not_written.pop(relative, None)
+        return True if returned is None else returned
+
+    def finish(self, relative: str, manifest: dict, status: str) -> None:
+        """At the run's end, after its last file: rewrites the manifest `relative`
+        when a file failed since it was written (so it lists every file not
+        written), then `warn_at_end(status)`."""
+        if set(self.not_written) - set(manifest.get("files_not_written", {})) - {relative}:
+            self.write_manifest(relative, manifest)
+        self.warn_at_end(status)
+
+    def warn_at_end(self, status: str) -> None:
+        """One warning naming every file not written, unless it is only the one
+        already warned about."""
+        if set(self.not_written) - {self._warned}:
+            logger.warning(
+                "QuantAnalyzer %s, but %d result file(s) in results_dir %s could not be "
+                "written: %s. Their scores and tables (all but the histograms) are in the returned "
+                "AnalysisResult.", status,
+                len(self.not_written), self.results_dir,
+                "; ".join(f"{name} ({cause})" for name, cause in sorted(self.not_written.items())))
 
 
 def _read_manifest(path: str) -> dict | None:
@@ -178,6 +290,18 @@ def _read_manifest(path: str) -> dict | None:
               and isinstance(manifest.get("host"), str) and type(manifest.get("pid")) is int
               and isinstance(manifest.get("files"), list))
     return manifest if legacy else None
+
+
+def _claim_step(results_dir: str, step: str, function, *args):
+    """`function(*args)`; an OSError names results_dir, the step, the path and the fix."""
+    try:
+        return function(*args)
+    except OSError as exc:
+        raise type(exc)(
+            f"results_dir {results_dir!r}: {step} failed at {exc.filename or results_dir!r} "
+            f"({exc.strerror or exc}); nothing was evaluated. Make the folder writable (free "
+            "space, fix its permissions) or pass another results_dir."
+        ) from exc
 
 
 def _linked_part(results_dir: str, relative: str) -> str | None:

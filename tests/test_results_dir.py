@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mct_logger.analyzer import RESULT_FILES, QuantAnalyzer
-from mct_logger.results_dir import PREVIOUS_RUNS
+from mct_logger.results_dir import PREVIOUS_RUNS, ResultWriter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -278,3 +278,87 @@ def test_a_file_or_link_where_previous_runs_goes_is_refused_before_any_evaluatio
         assert _load(results / "summary.json")["status"] == "complete"
         os.unlink(results / PREVIOUS_RUNS)
     assert calls == [] and os.listdir(user_folder) == []
+
+
+def test_a_result_file_that_cannot_be_written_is_a_warning_and_the_result_returned(
+        tmp_path, caplog):
+    results = tmp_path / "results"
+    calls = {"n": 0}
+
+    def evaluate(model):
+        calls["n"] += 1
+        if calls["n"] == 3:  # something puts a folder where the report goes
+            (results / "index.html").mkdir()
+        return 0.5
+
+    with caplog.at_level("WARNING", logger="mct_logger"):
+        result = QuantAnalyzer(_model(), _forward, evaluate).analyze(results_dir=results)
+    assert result.status == "complete" and result.report_path is None
+    assert result.sensitivity["fully_quantized"] == 0.5 and result.per_layer_quant_disabled
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"cannot write {results / 'index.html'} in results_dir {results} (" in warning
+    assert "IsADirectoryError" in warning and "goes on and returns its AnalysisResult" in warning
+    summary = _load(results / "summary.json")
+    assert summary["status"] == "complete"
+    assert list(summary["files_not_written"]) == ["index.html"] == list(result.files_not_written)
+    assert "index.html.tmp" not in os.listdir(results) and os.listdir(results / "index.html") == []
+    assert _load(results / "per_layer_quant_disabled.json") == result.per_layer_quant_disabled
+
+
+def test_a_full_disk_after_the_evaluations_keeps_them_and_leaves_no_temporary_file(tmp_path):
+    """Files capped at a few kB (as on a full disk): the small tables are written,
+    the larger ones and the report are listed, warned about, never half written."""
+    results = tmp_path / "results"
+    script = textwrap.dedent(f"""
+        import json, logging, resource, signal, sys
+        sys.path.insert(0, {ROOT!r})
+        from tests.test_results_dir import QuantAnalyzer, _forward, _model
+        model = _model()
+        warnings = []
+        handler = logging.Handler(logging.WARNING)
+        handler.emit = lambda record: warnings.append(record.getMessage())
+        logging.getLogger("mct_logger").addHandler(handler)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the cap fails (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4000, resource.RLIM_INFINITY))
+        result = QuantAnalyzer(model, _forward, lambda m: 0.5).analyze(results_dir={str(results)!r})
+        print(json.dumps([result.status, result.report_path, result.files_not_written,
+                          result.per_layer_quant_enabled, warnings]))
+    """)
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             cwd=ROOT, timeout=300)
+    assert process.returncode == 0, process.stderr[-2000:]
+    status, report, not_written, enabled, warnings = json.loads(process.stdout.splitlines()[-1])
+    assert status == "complete" and report is None
+    assert {"conv", "fc"} <= set(enabled) and set(enabled.values()) == {0.5}
+    assert {"histograms.json", "index.html"} <= set(not_written)
+    assert all(cause == "OSError: File too large" for cause in not_written.values())
+    first, last = warnings
+    assert f"cannot write {results / 'histograms.json'} in results_dir {results}" in first
+    assert f"complete, but {len(not_written)} result file(s) in results_dir {results}" in last
+    assert all(name in last for name in not_written)
+    summary = _load(results / "summary.json")
+    assert summary["status"] == "complete" and summary["files_not_written"] == not_written
+    on_disk = _files(results)
+    assert not [f for f in on_disk if f.endswith(".tmp")]
+    assert not set(on_disk) & set(not_written)
+    assert _load(results / "per_layer_quant_enabled.json") == enabled
+
+
+def test_result_writer_never_follows_a_link_put_in_its_way_mid_run(tmp_path):
+    user_folder, user_file = tmp_path / "mine", tmp_path / "my.json"
+    user_folder.mkdir()
+    user_file.write_text("my own")
+    results = tmp_path / "results"
+    (results / "tables").mkdir(parents=True)
+    writer = ResultWriter(str(results))
+    os.symlink(user_folder, results / "linked")
+    os.symlink(user_file, results / "a.json.tmp")
+    assert not writer.write_json(os.path.join("linked", "t.json"), {"x": 1})
+    assert not writer.write_json("a.json", {"x": 1})
+    assert os.listdir(user_folder) == [] and user_file.read_text() == "my own"
+    assert os.path.islink(results / "a.json.tmp") and not (results / "a.json").exists()
+    assert "symbolic link" in writer.not_written[os.path.join("linked", "t.json")]
+    assert set(writer.not_written) == {os.path.join("linked", "t.json"), "a.json"}
+    os.unlink(results / "a.json.tmp")
+    assert writer.write_json("a.json", {"x": 2})  # written after all: off the list
+    assert _load(results / "a.json") == {"x": 2} and "a.json" not in writer.not_written
