@@ -340,6 +340,32 @@ def test_an_eval_scores_file_that_cannot_be_written_or_reused_fails_before_any_e
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "other.json"]
 
 
+def test_an_eval_scores_file_that_cannot_be_written_mid_sweep_is_one_warning(
+        model, tmp_path, caplog):
+    scores_file = tmp_path / "scores.json"
+    calls = {"n": 0}
+
+    def evaluate(m):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first sweep score: a folder where the file goes
+            scores_file.mkdir()
+        if calls["n"] == 4:  # gone again: the next score writes them all
+            scores_file.rmdir()
+        return 1.0 - 0.01 * calls["n"]
+
+    with caplog.at_level("WARNING", logger="mct_logger"):
+        _, stats = mct_logger.compress_model(model, evaluate, 0.8, scheme="spatial_svd",
+                                             num_comp_ratio_candidates=3,
+                                             eval_scores_file=scores_file)
+    assert calls["n"] == stats.evaluations + 2 >= 5
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith(f"eval_scores_file {scores_file} cannot be written "
+                              "(IsADirectoryError: ")
+    assert "the sweep goes on with its scores in memory" in warning
+    assert json.loads(scores_file.read_text())["scores"] == stats.eval_scores
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.json"]
+
+
 def test_a_model_the_ir_cannot_read_is_refused(model):
     class Subclassed(keras.Model):
         def call(self, x):

@@ -117,7 +117,9 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
         num_comp_ratio_candidates: N; the candidate ratios are k/N, k = 1..N-1.
         layers_to_ignore: layer names (or layers) never compressed.
         eval_scores_file: JSON file of the sweep's scores, written as they come
-            and reused on the next call (only missing scores are evaluated).
+            and reused on the next call (only missing scores are evaluated). If
+            it cannot be written mid-sweep (disk full...), one warning names it
+            and the sweep goes on.
         forward_pass_callback: `(model) -> None` running representative data
             through the model; required by channel pruning.
         listeners: extra `(event, data)` callables (see the module docs).

@@ -13,6 +13,9 @@ Layout (`FORMAT`, version `VERSION`):
 A ratio's key is its decimal text (`ratio_key`); a candidate that saves
 nothing at that ratio is absent. Reusing a file computed for another scheme,
 cost metric or candidate list is refused (its scores mean something else).
+A file that cannot be written mid-sweep (disk full, a folder put in its way) is
+one warning naming it and the cause: the sweep goes on with its scores in
+memory, and every later score tries again to write them all.
 
 Example:
 
@@ -26,14 +29,19 @@ if not store.has("conv1", 0.5):
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+
+from mct_logger.results_dir import write_atomically
 
 FORMAT = "mct_logger.compression.eval_scores"
 VERSION = 1
 # Fields that must match for a file's scores to be reused (the cost metric
 # too: it sets the rank or channels a ratio means).
 MATCHED = ("model", "scheme", "cost_metric", "candidates")
+
+logger = logging.getLogger("mct_logger")
 
 
 def ratio_key(ratio: float) -> str:
@@ -47,6 +55,7 @@ class EvalScores:
         self.path = None if path is None else os.fspath(path)
         self.meta = dict(meta)
         self.scores: dict[str, dict[str, float]] = scores or {}
+        self.save_failed = False  # warned once; cleared when a later save succeeds
 
     @classmethod
     def open(cls, path, meta: dict) -> "EvalScores":
@@ -97,13 +106,24 @@ class EvalScores:
         self.save()
 
     def save(self) -> None:
+        """Writes every score so far (no `.tmp` is left behind); a failure is one
+        warning naming the file and the cause, and the next save tries again."""
         if self.path is None:
             return
         meta = {k: v for k, v in self.meta.items() if k != "score_before_in_file"}
         content = {"format": FORMAT, "version": VERSION, **meta, "scores": self.scores}
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        temporary = f"{self.path}.tmp"
-        with open(temporary, "w", encoding="utf-8") as f:
-            json.dump(content, f, indent=1, allow_nan=False)
-        os.replace(temporary, self.path)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            write_atomically(self.path, lambda f: json.dump(content, f, indent=1, allow_nan=False))
+        except OSError as exc:
+            if not self.save_failed:
+                logger.warning(
+                    "eval_scores_file %s cannot be written (%s: %s); the sweep goes on with its "
+                    "scores in memory and tries again at each new score, but a resumed sweep "
+                    "recomputes the scores not saved. Free space or move what is in the way.",
+                    os.path.abspath(self.path), type(exc).__name__, exc.strerror or exc)
+            self.save_failed = True
+            return
+        if self.save_failed:
+            logger.info("eval_scores_file %s holds every score again", self.path)
+        self.save_failed = False
