@@ -48,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import numbers
 import re
 
 import numpy as np
@@ -118,10 +119,11 @@ def recommend(analyzer, max_accuracy_drop: float, representative_data=None):
     from mct_logger.quantization.trials import QuantizationTrials
     from mct_logger.techniques.batch_norm_folding import fold_batch_norms
 
-    if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, (int, float)) \
+    if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, numbers.Real) \
             or not math.isfinite(max_accuracy_drop) or max_accuracy_drop < 0:
         raise ValueError(f"max_accuracy_drop must be a number >= 0 (in eval score units), got "
                          f"{max_accuracy_drop!r}.")
+    max_accuracy_drop = float(max_accuracy_drop)  # a NumPy scalar too
     last = getattr(analyzer, "_last_analysis", None)  # the analyzer's last _Analysis
     if last is None or last.result.status != "complete":
         raise RuntimeError("recommend() works from a finished analysis: run "

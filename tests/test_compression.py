@@ -186,6 +186,10 @@ def test_a_target_the_uncompressed_model_meets_compresses_nothing(model, caplog)
         assert np.array_equal(compressed.predict(X, verbose=0), reference)
         assert "nothing compressed" in str(stats).splitlines()[0]
         assert "already meets target_comp_ratio=1.0" in caplog.text
+    # a NumPy scalar target is a number like any other (and is logged as JSON)
+    _, stats = mct_logger.compress_model(model, evaluate, np.float32(1.0), scheme="weight_svd",
+                                         num_comp_ratio_candidates=4)
+    assert stats.chosen_ratios == {} and type(stats.target_comp_ratio) is float
     # just below 1: the least compression the candidates allow, and the log says why
     caplog.clear()
     with caplog.at_level("INFO", logger="mct_logger"):

@@ -218,7 +218,7 @@ def test_recommend_keeps_the_broken_layer_in_higher_precision_and_meets_the_targ
     analysis = analyzer.analyze(results_dir=str(tmp_path / "qa"))
     fp32 = analysis.sensitivity["fp32"]
     assert analysis.sensitivity["fully_quantized"] < fp32 - 0.2  # broken by pw1
-    config, recommendation = analyzer.recommend(max_accuracy_drop=0.02)
+    config, recommendation = analyzer.recommend(max_accuracy_drop=np.float32(0.02))  # NumPy too
     assert config.for_node("pw1")[0]["weight_bits"] == 16
     assert recommendation.meets_target and recommendation.final["score"] >= fp32 - 0.02
     kept = [c for c in recommendation.changes if c["accepted"]]

@@ -31,6 +31,7 @@ stats.cost_ratio, stats.score_before, stats.score_after
 from __future__ import annotations
 
 import logging
+import numbers
 import time
 
 import keras
@@ -78,7 +79,7 @@ def _check_arguments(model, target_comp_ratio, scheme, cost_metric, num_comp_rat
     if cost_metric not in COST_METRICS:
         raise ValueError(f"cost_metric={cost_metric!r} is not supported; use one of "
                          f"{COST_METRICS} (MACs or parameters).")
-    if isinstance(target_comp_ratio, bool) or not isinstance(target_comp_ratio, (int, float)) \
+    if isinstance(target_comp_ratio, bool) or not isinstance(target_comp_ratio, numbers.Real) \
             or not 0 < target_comp_ratio <= 1:
         raise ValueError(f"target_comp_ratio={target_comp_ratio!r} must be a number in (0, 1]: "
                          "the fraction of the model's cost to keep (0.5 halves it).")
@@ -139,6 +140,7 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
     started = time.time()
     _check_arguments(model, target_comp_ratio, scheme, cost_metric, num_comp_ratio_candidates,
                      forward_pass_callback, eval_scores_file)
+    target_comp_ratio = float(target_comp_ratio)  # a NumPy scalar too (logged as JSON)
     evaluate = as_callback(eval_callback, "eval_callback")
     graph = read_model(model)
     ignored = _ignored(graph, layers_to_ignore)
