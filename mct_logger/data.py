@@ -294,7 +294,7 @@ def _fits_inputs(element, specs) -> bool:
 
 def _refuse_labels(data, n: int, name: str = NAME) -> None:
     """Refuses an `(x, y[, sample_weight])` tuple whose labels are not as long as x."""
-    got = [f"{name} has {len(a)}" for name, part in zip(["y", "sample_weight"], data[1:])
+    got = [f"{label} has {len(a)}" for label, part in zip(["y", "sample_weight"], data[1:])
            for a in tree.flatten(part) if a is not None and len(a) != n]
     raise RepresentativeDataError(
         f"{name} looks like (x, y{', sample_weight' * (len(data) == 3)}) "

@@ -197,13 +197,18 @@ def load_encodings(path: str, graph=None) -> dict[str, NodeEncodings]:
         node, name = split
         result.setdefault(node, NodeEncodings()).weights[name] = encoding
     if unknown:
-        shown = ", ".join(repr(name) for name in unknown[:SHOWN_NAMES])
-        more = f" and {len(unknown) - SHOWN_NAMES} more" if len(unknown) > SHOWN_NAMES else ""
         logger.warning(
-            "The encodings file %r has %d entr%s for nodes model %r lacks (%s%s); they are "
+            "The encodings file %r has %d entr%s for nodes model %r lacks (%s); they are "
             "ignored. Was the file written for another model?", path, len(unknown),
-            "y" if len(unknown) == 1 else "ies", graph.name, shown, more)
+            "y" if len(unknown) == 1 else "ies", graph.name, _shown(unknown))
     return result
+
+
+def _shown(names: list) -> str:
+    """The first `SHOWN_NAMES` names, quoted, and how many more there are."""
+    more = len(names) - SHOWN_NAMES
+    shown = ", ".join(repr(n) for n in names[:SHOWN_NAMES])
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def _read_json(path: str) -> dict:
@@ -401,10 +406,8 @@ def warn_config_conflicts(adopted: dict[str, NodeEncodings], config, source: str
         return
     parts = []
     for (setting, kind, grid), keys in groups.items():
-        shown = ", ".join(repr(k) for k in keys[:SHOWN_NAMES])
-        more = f" and {len(keys) - SHOWN_NAMES} more" if len(keys) > SHOWN_NAMES else ""
         parts.append(f"{grid} {kind} grids where the config sets {setting} "
-                     f"({len(keys)}: {shown}{more})")
+                     f"({len(keys)}: {_shown(keys)})")
     logger.warning(
         "The encodings file %r has %s. The file's grids are used; to quantize with the "
         "config's settings, calibrate instead (leave encodings_file unset) or re-export "

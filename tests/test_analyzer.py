@@ -449,14 +449,14 @@ def test_sensitivity_scores_are_tensorboard_scalars(run):
     }, rel=1e-6)
 
 
-def test_finite_eval_scores_beyond_float32_are_left_out_of_the_scalars_and_named(tmp_path, caplog):
-    """TensorBoard stores scalars as float32: a score of 1e39 would read back as Inf."""
+def _analyze_logged(tmp_path, caplog, scores):
+    """A logged analysis of the broken model whose eval scores are `scores` at those
+    evaluations (1-based) and the true ones elsewhere: (result, task, model)."""
     model = build_broken_model()
     task = Task(model)
-    scores = {1: 1e39, 3: -1e39}  # W32A32, W32A8: finite, beyond float32
 
     def evaluate(m):
-        score = task.evaluate(m)
+        score = task.evaluate(m)  # counts the evaluation
         return scores.get(task.evaluations, score)
 
     log_lib.set_log_folder(tmp_path / "logs")
@@ -466,6 +466,13 @@ def test_finite_eval_scores_beyond_float32_are_left_out_of_the_scalars_and_named
                 results_dir=str(tmp_path / "results"))
     finally:
         log_lib.set_log_folder(None)
+    return result, task, model
+
+
+def test_finite_eval_scores_beyond_float32_are_left_out_of_the_scalars_and_named(tmp_path, caplog):
+    """TensorBoard stores scalars as float32: a score of 1e39 would read back as Inf."""
+    result, _, _ = _analyze_logged(  # W32A32, W32A8: finite, beyond float32
+        tmp_path, caplog, {1: 1e39, 3: -1e39})
     assert result.status == "complete"
     assert result.sensitivity["fp32"] == 1e39 and result.sensitivity["activations_only"] == -1e39
     warned = [r.getMessage() for r in caplog.records if "beyond float32" in r.getMessage()]
@@ -485,21 +492,8 @@ def test_finite_eval_scores_beyond_float32_are_left_out_of_the_scalars_and_named
 
 
 def test_a_non_finite_eval_score_is_refused_for_fp32_and_otherwise_warned_once(tmp_path, caplog):
-    model = build_broken_model()
-    task = Task(model)
-    scores = {2: float("nan"), 3: float("inf"), 5: float("nan")}  # W8A32, W32A8, 1st layer alone
-
-    def evaluate(m):
-        score = task.evaluate(m)  # counts the evaluation
-        return scores.get(task.evaluations, score)
-
-    log_lib.set_log_folder(tmp_path / "logs")
-    try:
-        with caplog.at_level("WARNING", logger="mct_logger"):
-            result = QuantAnalyzer(model, task.calibrate, evaluate).analyze(
-                results_dir=str(tmp_path / "results"))
-    finally:
-        log_lib.set_log_folder(None)
+    result, task, model = _analyze_logged(  # W8A32, W32A8, the 1st layer alone
+        tmp_path, caplog, {2: float("nan"), 3: float("inf"), 5: float("nan")})
     assert result.status == "complete"
     warned = [r.getMessage() for r in caplog.records if "eval_callback returned" in r.getMessage()]
     assert warned == [warned[0]] and "nan for the weights_only model (W8A32)" in warned[0]

@@ -130,24 +130,31 @@ def test_the_knapsack_finds_the_brute_force_optimum():
         assert np.all(np.diff(frontier.costs) < 0)
 
 
-def test_the_one_pass_sensitivity_equals_the_paired_activations_isolated_sqnr(digits):
+def _assert_sensitivity_is_the_isolated_sqnr(graph, plan, layers, batches):
+    """The one-pass 4-bit sensitivity of `layers` is PairedActivations' isolated SQNR
+    with only the weights quantized."""
     from dataclasses import replace
 
-    from mct_logger import data as data_lib
     from mct_logger.activations import PairedActivations
     from mct_logger.quantization.quantsim import NodeEncodings, weight_encodings
 
-    model, data = digits
-    graph, _ = fold_batch_norms(read_model(model))
-    plan = plan_quantization(graph, QuantizationConfig(weight_bits=4))
-    layers = [n for n, p in plan.items() if p.weights]
-    batches = data_lib.load_batches(data.x_train[:96], data_lib.input_specs(graph))
     ours = measure_sensitivity(graph, plan, layers, batches, [4])
     weights_only = {n: replace(p, activation=None) for n, p in plan.items()}
     encodings = {n: NodeEncodings(weights=w) for n, w in weight_encodings(graph, plan).items()}
     errors = PairedActivations(graph, weights_only, encodings, nodes=layers).errors(batches)
     for n in layers:
         assert ours[n][0] == pytest.approx(errors[n].sqnr_isolated_db, abs=0.05), n
+
+
+def test_the_one_pass_sensitivity_equals_the_paired_activations_isolated_sqnr(digits):
+    from mct_logger import data as data_lib
+
+    model, data = digits
+    graph, _ = fold_batch_norms(read_model(model))
+    plan = plan_quantization(graph, QuantizationConfig(weight_bits=4))
+    layers = [n for n, p in plan.items() if p.weights]
+    batches = data_lib.load_batches(data.x_train[:96], data_lib.input_specs(graph))
+    _assert_sensitivity_is_the_isolated_sqnr(graph, plan, layers, batches)
 
 
 def test_search_refuses_bad_input_before_any_work(digits):
@@ -383,11 +390,7 @@ def test_every_weight_layer_ptq_quantizes_is_searched_as_ptq_computes_it(build, 
     """Embedding, MultiHeadAttention, EinsumDense and Bidirectional(LSTM) are measured
     through their own computation on fake-quantized kernels (as the similarity stage
     runs them), and the search meets a budget and an accuracy target with them."""
-    from dataclasses import replace
-
     from mct_logger import data as data_lib
-    from mct_logger.activations import PairedActivations
-    from mct_logger.quantization.quantsim import NodeEncodings, weight_encodings
 
     keras.utils.set_random_seed(0)
     model = build()
@@ -400,12 +403,7 @@ def test_every_weight_layer_ptq_quantizes_is_searched_as_ptq_computes_it(build, 
     layers = [n for n, p in plan.items() if p.weights]
     assert layers == searched
     batches = data_lib.load_batches(x, data_lib.input_specs(graph))
-    ours = measure_sensitivity(graph, plan, layers, batches, [4])
-    weights_only = {n: replace(p, activation=None) for n, p in plan.items()}
-    encodings = {n: NodeEncodings(weights=w) for n, w in weight_encodings(graph, plan).items()}
-    errors = PairedActivations(graph, weights_only, encodings, nodes=layers).errors(batches)
-    for n in layers:
-        assert ours[n][0] == pytest.approx(errors[n].sqnr_isolated_db, abs=0.05), n
+    _assert_sensitivity_is_the_isolated_sqnr(graph, plan, layers, batches)
 
     all4 = _memory(model, QuantizationConfig(weight_bits=4))
     all8 = _memory(model, QuantizationConfig())

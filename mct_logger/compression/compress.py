@@ -235,7 +235,7 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
         sweep(graph, layers, params, missing, lambda m, what: _evaluate(evaluate, m, what),
               store, run, plan)
         scores = {n: {r: store.get(n, r) for r in candidates} for n in eligible}
-        selection = select_ratios(scores, cost_ratio, float(target_comp_ratio))
+        selection = select_ratios(scores, cost_ratio, target_comp_ratio)
         chosen = {n: r for n, r in selection.ratios.items() if r is not None}
         _log_selection(selection, target_comp_ratio, cost_metric, num_comp_ratio_candidates)
         if scheme == "channel_pruning":
