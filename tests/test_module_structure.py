@@ -134,3 +134,12 @@ def test_no_module_imports_another_modules_private_names():
                 offenders += [f"{name}: {node.module}.{a.name}" for a in node.names
                               if a.name.startswith("_") and not a.name.startswith("__")]
     assert not offenders, offenders
+
+
+FRONTEND_FILES = sorted(p for p in (ROOT / "frontend").rglob("*") if p.suffix in {".js", ".css"})
+
+
+@pytest.mark.parametrize("path", FRONTEND_FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_no_frontend_file_is_over_500_lines(path):
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines"
