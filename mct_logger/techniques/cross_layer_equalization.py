@@ -467,7 +467,24 @@ def equalize_model(
 
     Returns:
         The equalized model, or `(model, result)` with `return_result=True`.
+
+    Raises (before any work):
+        TypeError: `model` is not a keras.Model, `eval_callback` is not a
+            callable, `high_bias_fold` or `return_result` is not True/False.
+        ValueError: `eval_callback` returns NaN or inf for `model` (the score
+            the equalized one is compared with; `aimet_layout.ScoreCheck`).
     """
+    from mct_logger.aimet_layout import ScoreCheck, as_callback
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}.")
+    evaluate = None if eval_callback is None else as_callback(eval_callback, "eval_callback")
+    for name, value in (("high_bias_fold", high_bias_fold), ("return_result", return_result)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}.")
+    check = ScoreCheck("eval_callback")
+    score_before = None if evaluate is None else check(
+        evaluate(model), "the model before equalization", reference=True)
     graph = read_model(model)
     folded, fold_result = fold_batch_norms(graph)
     equalized, result = equalize_graph(folded, high_bias_fold=high_bias_fold)
@@ -482,9 +499,9 @@ def equalize_model(
         names[n.name]: {k: n.info[k] for k in ("folded_batch_norm", "cle") if k in n.info}
         for n in equalized if n.name in names and n.info
     }
-    if eval_callback is not None:
-        result.float_score_before = float(eval_callback(model))
-        result.float_score_after = float(eval_callback(new_model))
+    if evaluate is not None:
+        result.float_score_before = score_before
+        result.float_score_after = check(evaluate(new_model), "the equalized model")
         if result.relu6_replaced:
             logger.warning("Float score before ReLU6 -> ReLU: %.6g, after: %.6g",
                            result.float_score_before, result.float_score_after)
