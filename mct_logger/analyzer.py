@@ -81,6 +81,7 @@ from mct_logger.aimet_layout import (
 from mct_logger.graph import read_model
 from mct_logger.metrics import MAX_SQNR_DB
 from mct_logger.rebuild_check import check_rebuilt_graph
+from mct_logger.quantization.calibration_size import warn_if_few_samples
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.plan import plan_quantization
 from mct_logger.quantization.quantsim import build_quantized_model, set_quantizers_enabled
@@ -270,16 +271,13 @@ class _Analysis:
         self.plan = plan
         self.layers = [n for n, p in plan.items() if p.quantized]
         if not self.layers:
-            raise ValueError(
-                f"Model {graph.name!r} has no layer to quantize under this configuration; "
-                "nothing to analyze."
-            )
+            raise ValueError(f"Model {graph.name!r} has no layer to quantize under this "
+                             "configuration; nothing to analyze.")
         self.evaluations_total = 2 * len(self.layers) + 4
         self._start_summary(folding)
         self._open_listeners(graph.name)
         if self.listeners:
             self._publish("summary", self.summary)  # the tab shows the run from the start
-
         float_model = graph.to_keras(name=f"{graph.name}_fp32")
         self.result.float_model = float_model
         calibration = analyses.RecordingCalibrationModel(graph, plan, CALIBRATION_SAMPLES_FOR_SQNR)
@@ -291,6 +289,8 @@ class _Analysis:
                 "forward_pass_callback did not run the model it was given: call it (or its "
                 "predict/evaluate) on representative data so the quantizers see values."
             )
+        warn_if_few_samples(calibration.samples_seen, f"the activation ranges of {graph.name!r}"
+                            " (QuantAnalyzer)", "run more samples in forward_pass_callback")
         # the grids first: data that is not finite is named there, as the callback's
         encodings = ptq.calibrated_encodings(graph, plan, calibration)
         if calibration.recorded:  # the float reference must be the user's model

@@ -42,6 +42,7 @@ from mct_logger.rebuild_check import RebuildMismatchError, check_rebuilt_graph
 from mct_logger import listeners as listeners_lib
 from mct_logger.listeners import add_stage_listener, remove_stage_listener
 from mct_logger.memory import activation_bits, graph_memory, model_memory, node_memory
+from mct_logger.quantization.calibration_size import warn_if_few_samples
 from mct_logger.quantization.config import QuantizationConfig
 from mct_logger.quantization.plan import PlanReason, check_overrides, plan_quantization
 from mct_logger.quantization.quantsim import (
@@ -444,6 +445,9 @@ def fold(graph: Graph) -> tuple[Graph, BatchNormFoldingResult]:
 def _collect(graph, calibration: CalibrationModel, batches):
     progress = listeners_lib.progress_bar(len(batches), "calibration batch")
     calibration.collect_all(batches, on_batch=progress.update)
+    if calibration.observers:
+        warn_if_few_samples(calibration.samples_seen, f"the activation ranges of model "
+                            f"{graph.name!r} (PTQ)", "pass more representative_data")
     return graph, StatisticsResult(
         num_batches=len(batches),
         num_samples=data_lib.num_samples(batches),

@@ -27,6 +27,7 @@ import numpy as np
 from keras import tree
 
 from mct_logger.graph import Graph, TensorRef
+from mct_logger.quantization.calibration_size import batch_samples
 from mct_logger.quantization.encodings import Encoding
 from mct_logger.quantization.layers import (
     ActivationQuantizer,
@@ -240,6 +241,7 @@ class CalibrationModel(keras.Model):
             {n: ChannelStatistics(self.observers[n]) for n in self._observed} if statistics else None
         )
         self.batches_seen = 0
+        self.samples_seen = 0  # over the batches the observers saw (calibration_size)
         self._input_names = list(graph.input_names)
         self.nonfinite_inputs: set[str] = set()  # model inputs that held NaN/Inf
         self._compiled = None
@@ -266,6 +268,7 @@ class CalibrationModel(keras.Model):
             )
         values = self._run(inputs)
         self.observe(values[self._num_outputs:])
+        self.samples_seen += batch_samples(inputs)
         return tree.pack_sequence_as(self._outputs_struct, values[: self._num_outputs])
 
     def _run(self, inputs) -> list:
@@ -298,6 +301,7 @@ class CalibrationModel(keras.Model):
         """Runs one batch; returns every observed output (and feeds the observers)."""
         collected = self.forward(batch)
         self.observe(collected)
+        self.samples_seen += batch_samples(batch)
         return collected
 
     def forward(self, batch: list[np.ndarray]) -> list[np.ndarray]:
@@ -330,6 +334,7 @@ class CalibrationModel(keras.Model):
                 self._check_inputs(inputs)
                 self._reduced.update(inputs)
                 self.batches_seen += 1
+                self.samples_seen += batch_samples(inputs)
                 done += 1
                 if on_batch is not None:
                     on_batch(done)
