@@ -1,0 +1,1 @@
+"""Helpers every part of mct-logger shares: argument checks, strict JSON reading."""
