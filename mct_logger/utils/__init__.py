@@ -1,1 +1,2 @@
-"""Helpers every part of mct-logger shares: argument checks, strict JSON reading."""
+"""Small utilities shared by every concept: JSON cleaning, the frozen heap, output paths,
+argument checks, strict JSON reading."""

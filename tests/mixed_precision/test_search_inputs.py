@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import mct_logger
-from mct_logger.graph import read_model
-from mct_logger.mixed_precision_search import plan_weights_memory
+from mct_logger.graph.ir import read_model
+from mct_logger.mixed_precision.search import plan_weights_memory
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.plan import plan_quantization
 
