@@ -65,6 +65,7 @@ from mct_logger import listeners as listeners_lib
 from mct_logger.analyzer import results_dir as results_lib
 from mct_logger.analyzer.analyses import AnalysisResult
 from mct_logger.analyzer.aimet_layout import DISABLED_FILE, ENABLED_FILE, HISTOGRAMS_FILE, MIN_MAX_FOLDER, MIN_MAX_TABLE_FILE, MSE_FILE, RESULT_FILES, SENSITIVITY_FILE, SQNR_FILE, SUMMARY_FILE, WEIGHT_SQNR_FILE, ignored_layer_names, resolve_config
+from mct_logger.utils.arguments import check_model, check_names, check_path
 from mct_logger.utils.callbacks import ScoreCheck, as_callback
 from mct_logger.graph.ir import read_model
 from mct_logger.diagnostics.metrics import MAX_SQNR_DB
@@ -109,14 +110,15 @@ class QuantAnalyzer:
 
     def __init__(self, model: keras.Model, forward_pass_callback, eval_callback,
                  dummy_input=None, layers_to_ignore=None):
-        self.model = model
+        self.model = check_model(model)
         self.graph = read_model(model)
         self.forward_pass_callback = as_callback(forward_pass_callback, "forward_pass_callback")
         self.eval_callback = as_callback(eval_callback, "eval_callback")
         self.input_specs = data_lib.input_specs(self.graph)
         if dummy_input is not None:
             data_lib.load_batches(dummy_input, self.input_specs, name="dummy_input")
-        self.layers_to_ignore = ignored_layer_names(self.graph, layers_to_ignore or [])
+        ignored = check_names("layers_to_ignore", layers_to_ignore, layers=True) or []
+        self.layers_to_ignore = ignored_layer_names(self.graph, ignored)
         self.mse_batches: list | None = None
         self.last_analysis: AnalysisResult | None = None
 
@@ -177,7 +179,7 @@ class QuantAnalyzer:
             ValueError: `eval_callback` returned NaN or Inf for the FP32 model.
         """
         config = resolve_config(config, **aimet_settings)
-        run = _Analysis(self, config, os.fspath(results_dir))
+        run = _Analysis(self, config, check_path("results_dir", results_dir))
         self.last_analysis = run.result  # recommend's default evidence
         return run.run()
 

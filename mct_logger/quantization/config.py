@@ -93,6 +93,8 @@ class LayerOverride:
     keep_float: bool = False
 
     def __post_init__(self):
+        if self.keep_float is None:
+            raise TypeError("LayerOverride.keep_float must be True or False, got None.")
         _check_fields("LayerOverride", dataclasses.asdict(self))
 
 

@@ -37,6 +37,7 @@ from mct_logger.quantization.layers import (
 from mct_logger.quantization.histogram import HistogramCollector, channels_last_2d
 from mct_logger.quantization.observers import make_observer
 from mct_logger.quantization.reduction import ReducedCollection, as_float32
+from mct_logger.utils.arguments import check_bool, check_model, check_names
 
 
 @dataclasses.dataclass
@@ -188,15 +189,24 @@ def set_quantizers_enabled(
         nodes: node names to act on (default: all nodes).
 
     Example: `set_quantizers_enabled(model, activations=False)` evaluates W8A32.
+
+    Raises (before any switch): TypeError naming a wrong argument; ValueError:
+    `model` has no quantizer (not a model PTQ returned); KeyError: a node without.
     """
+    check_model(model)
+    check_bool("weights", weights, optional=True)
+    check_bool("activations", activations, optional=True)
+    nodes = check_names("nodes", nodes)
     found = quantizers(model)
-    names = found.keys() if nodes is None else nodes
+    if not found:
+        raise ValueError(f"model {model.name!r} has no quantizer: pass the model "
+                         "keras_post_training_quantization returned (or QuantAnalyzer's).")
+    names = list(found) if nodes is None else nodes
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise KeyError(f"Node {missing[0]!r} has no quantizer in model {model.name!r}; nodes "
+                       f"with quantizers: {sorted(found)[:10]}{'...' if len(found) > 10 else ''}")
     for name in names:
-        if name not in found:
-            raise KeyError(
-                f"Node {name!r} has no quantizer in model {model.name!r}; nodes with "
-                f"quantizers: {sorted(found)[:10]}{'...' if len(found) > 10 else ''}"
-            )
         if weights is not None and "weights" in found[name]:
             found[name]["weights"].enabled = weights
         if activations is not None and "activation" in found[name]:
