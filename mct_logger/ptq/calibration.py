@@ -42,7 +42,8 @@ def collect(graph, plan: dict, batches, clones, statistics: bool, keep) -> tuple
     saw the data. Returns `(graph, StatisticsResult)`.
 
     Raises:
-        what the pass without statistics raises (its data errors name the input).
+        what the pass without statistics raises (its data errors name the input;
+        a ValueError or TypeError, the data's, is raised at once, never retried).
     """
     if statistics and not address_space.afford(
             "Collecting activation statistics for the log", STATISTICS_RESERVE):
@@ -50,12 +51,12 @@ def collect(graph, plan: dict, batches, clones, statistics: bool, keep) -> tuple
     try:
         calibration = _calibrated(graph, plan, batches, clones, statistics)
     except Exception as exc:  # noqa: BLE001 - with the log's extras only; retried without
-        if not statistics:
-            raise
+        if not statistics or isinstance(exc, (ValueError, TypeError)):
+            raise  # the data's fault (named in the message), not the statistics'
         logger.warning("Calibration with activation statistics for the log failed (%s: %s); "
                        "calibrating again without them: the log has no histograms for this "
                        "run, PTQ goes on and returns the quantized model.",
-                       type(exc).__name__, str(exc).strip().splitlines()[-1][:200])
+                       type(exc).__name__, (str(exc).strip().splitlines() or [""])[-1][:200])
         calibration = _calibrated(graph, plan, batches, clones, False)
     keep(calibration)
     if calibration.observers:
