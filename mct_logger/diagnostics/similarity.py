@@ -72,6 +72,15 @@ class SimilarityResult:
     encodings: dict | None = None
 
 
+def working_set_bytes(graph: Graph, samples: int = 20) -> int:
+    """About the bytes `analyze_similarity` holds at once: every node's float and
+    quantized output and their float64 difference for `samples` samples, plus
+    32 MiB of eager kernels (an upper estimate, for `utils.address_space`)."""
+    elements = sum(int(np.prod([d or 1 for d in shape[1:]]))
+                   for node in graph for shape in node.output_shapes)
+    return elements * samples * (4 + 4 + 8) + (32 << 20)
+
+
 def analyze_similarity(
     graph: Graph,
     plan: dict,

@@ -31,6 +31,7 @@ import logging
 from typing import Callable
 
 from mct_logger.graph.ir import Graph
+from mct_logger.quantization.calibration_size import warn_if_few_samples
 from mct_logger.quantization.config import QuantizationConfig
 from mct_logger.quantization.plan import NodePlan, plan_quantization
 from mct_logger.quantization.quantsim import (
@@ -101,6 +102,11 @@ class QuantizationTrials:
                 "The calibration callback did not run the model it was given: call it (or "
                 "its predict) on representative data so the quantizers see values."
             )
+        if not self._calibrations and needed:  # once: every kind sees the same data
+            warn_if_few_samples(calibration.samples_seen, f"the activation ranges of the trial "
+                                f"configurations of model {self.graph.name!r}",
+                                "give more representative data (or forward_pass_callback "
+                                "samples)")
         self._calibrations[kind] = (calibration, specs)
         return calibration.observers
 

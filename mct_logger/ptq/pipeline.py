@@ -36,14 +36,15 @@ import keras
 from mct_logger.data import sources as data_lib
 from mct_logger.quantization import encodings_file as export
 from mct_logger.data.batches import CalibrationBatches
+from mct_logger.utils import address_space
 from mct_logger.utils.frozen_heap import frozen_heap
 from mct_logger.graph.ir import Graph, read_model
 from mct_logger.graph.clone import REUSE_LAYER, CloneCache
 from mct_logger.diagnostics.rebuild_check import RebuildMismatchError, check_rebuilt_graph
 from mct_logger import listeners as listeners_lib
 from mct_logger.listeners import ListenerSet, RunInfo
-from mct_logger.utils.progress import progress_bar
 from mct_logger.quantization.memory import graph_memory, model_memory
+from mct_logger.ptq.calibration import collect
 from mct_logger.quantization.config import QuantizationConfig
 from mct_logger.quantization.plan import PlanReason, check_overrides, plan_quantization
 from mct_logger.quantization.quantsim import (
@@ -52,7 +53,7 @@ from mct_logger.quantization.quantsim import (
     build_quantized_model,
     weight_encodings,
 )
-from mct_logger.diagnostics.similarity import analyze_similarity
+from mct_logger.diagnostics.similarity import analyze_similarity, working_set_bytes
 from mct_logger.techniques.batch_norm_folding import BatchNormFoldingResult, fold_batch_norms
 from mct_logger.techniques.bias_correction import correct_bias_graph
 from mct_logger.ptq.results import (
@@ -60,7 +61,6 @@ from mct_logger.ptq.results import (
     QuantizationParametersResult,
     QuantizedModelResult,
     SkippedStageResult,
-    StatisticsResult,
 )
 from mct_logger.techniques.cross_layer_equalization import equalize_graph, weight_ranges_only
 
@@ -81,8 +81,6 @@ STAGES = (
     "quantized_model",
     "similarity_analysis",  # only when analyzing similarity (e.g. logging)
 )
-
-# ---------------------------------------------------------------- the info object
 
 
 @dataclasses.dataclass
@@ -161,7 +159,8 @@ class _Run:
         """Starts stage `name` on a thread; `finish` reports it, in the order the
         listeners expect, once the stages in between have run."""
         thread = _StageThread(name, fn, args)
-        thread.start()
+        if not address_space.start_thread(thread):
+            thread.run()  # no room for a thread under the address-space limit: inline
         return thread
 
     def finish(self, thread: "_StageThread"):
@@ -261,9 +260,8 @@ def quantize(model: keras.Model, representative_data, config: QuantizationConfig
     """
     config = config or QuantizationConfig()
     if not isinstance(config, QuantizationConfig):
-        raise TypeError(
-            f"config must be a QuantizationConfig, got {type(config).__name__}."
-        )
+        raise TypeError(f"config must be a QuantizationConfig, got {type(config).__name__}.")
+    address_space.bound_per_thread_memory()  # under ulimit -v: no 64 MiB arena per thread
     graph = read_model(model)
     check_overrides(graph, config)
     loaded = None
@@ -346,11 +344,11 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
             "quantization_parameters", lambda g: (g, _parameters_result(plan, loaded)), graph
         )
     else:
-        calibration = CalibrationModel(
-            graph, plan, statistics=run.listeners.needs(listeners_lib.STATISTICS),
-            clones=clones)
-        graph, stats = run.stage("statistics_collection", _collect, graph, calibration, batches)
-        graph, params = run.stage("quantization_parameters", _parameters, graph, plan, calibration)
+        calibrations: list = []  # the calibration model `collect` fed
+        graph, stats = run.stage("statistics_collection", collect, graph, plan, batches, clones,
+                                 run.listeners.needs(listeners_lib.STATISTICS), calibrations.append)
+        graph, params = run.stage("quantization_parameters", _parameters, graph, plan,
+                                  calibrations[-1])
     # `graph` stays the float reference (biases before correction); the quantized
     # model is built from the corrected copy.
     corrected, _ = run.stage(
@@ -363,6 +361,8 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         logger.info("Similarity analysis skipped: no node of %r is quantized under this "
                     "configuration, so float and quantized outputs are the same.", graph.name)
         analyze = False
+    analyze = analyze and address_space.afford("The similarity analysis", working_set_bytes(
+        graph, config.similarity_samples) + address_space.THREAD_RESERVE)
     similarity = None
     if analyze and batches:
         # The similarity analysis needs only the graphs and the grids: it runs on a
@@ -439,17 +439,6 @@ def fold(graph: Graph) -> tuple[Graph, BatchNormFoldingResult]:
     for bn, reason in result.not_folded.items():
         logger.info("Batch norm %r stays a float affine layer: %s", bn, reason)
     return graph, result
-
-
-def _collect(graph, calibration: CalibrationModel, batches):
-    progress = progress_bar(len(batches), "calibration batch")
-    calibration.collect_all(batches, on_batch=progress.update)
-    return graph, StatisticsResult(
-        num_batches=len(batches),
-        num_samples=data_lib.num_samples(batches),
-        observers=calibration.observers,
-        statistics=calibration.statistics,
-    )
 
 
 def calibrated_encodings(graph: Graph, plan: dict, calibration: CalibrationModel) -> dict:

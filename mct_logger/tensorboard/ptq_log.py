@@ -30,6 +30,7 @@ import numpy as np
 from mct_logger import listeners
 
 from mct_logger.tensorboard import events
+from mct_logger.utils import address_space
 from mct_logger.tensorboard.events import EventWriter
 from mct_logger.tensorboard.run_log import LogGuard, RunLog
 from mct_logger.tensorboard.stage_summary import db, stage_summary
@@ -119,9 +120,8 @@ class TensorBoardListener:
         self.stage_index = 0
         # Writing runs in one worker thread, in stage order, while the engine
         # goes on with the next stage; close() waits for it.
-        self._worker = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="mct_logger_tensorboard"
-        )
+        # (inline instead under an address-space limit with no room for a thread)
+        self._worker = address_space.worker("mct_logger_tensorboard")
         self._pending: list[concurrent.futures.Future] = []
 
     def __call__(self, event) -> None:
