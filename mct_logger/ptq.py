@@ -43,6 +43,7 @@ from mct_logger import listeners as listeners_lib
 from mct_logger.listeners import add_stage_listener, remove_stage_listener
 from mct_logger.memory import activation_bits, graph_memory, model_memory, node_memory
 from mct_logger.quantization.config import QuantizationConfig
+from mct_logger.quantization.mask_check import check_quantizers_off, padded_batch
 from mct_logger.quantization.plan import PlanReason, check_overrides, plan_quantization
 from mct_logger.quantization.quantsim import (
     CalibrationModel,
@@ -288,8 +289,9 @@ def keras_post_training_quantization(
             max_samples=config.num_calibration_samples,
         )
         # A few samples prove the rebuilt graph (eager calls cost per sample).
-        _check_rebuild(model, graph, [x[:REBUILD_CHECK_SAMPLES] for x in batches.first], config,
-                       clones)
+        first = [x[:REBUILD_CHECK_SAMPLES] for x in batches.first]
+        _check_rebuild(model, graph, first, config, clones)
+        _check_masks(model, graph, first, config, clones)
     run = _Run(listeners_lib.open_run_listeners(model.name))
     try:
         model_q, info = _quantize(run, graph, batches, config, loaded, clones)
@@ -320,6 +322,19 @@ def _check_rebuild(model, graph: Graph, batch, config: QuantizationConfig, clone
                         "layer: the quantized model uses your layer object itself.",
                         node.name, node.layer_class)
             node.info[REUSE_LAYER] = True
+
+
+def _check_masks(model, graph: Graph, batch, config: QuantizationConfig, clones) -> None:
+    """When a model input feeds a masking layer (or is a padding mask), the rebuild
+    check again on padded rows, and the quantized model with its quantizers off
+    against the model on them (`mask_check`): a Keras mask lost on the way is a
+    `RebuildMismatchError` naming the node, never a silent drift."""
+    padded = padded_batch(graph, batch)
+    if padded is None:
+        return
+    _check_rebuild(model, graph, padded, config, clones)
+    check_quantizers_off(model, graph, plan_quantization(graph, config, report=False), padded,
+                         clones=clones)
 
 
 def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, loaded=None,

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import ops
+from keras import ops, tree
+from keras.src import backend
 
 from mct_logger import layer_kinds
 from mct_logger.quantization.encodings import Encoding, check_bitwidth, fake_quantize
@@ -164,6 +165,9 @@ class ActivationQuantizer(keras.layers.Layer):
         self._initial_encoding = encoding
         if encoding is not None:
             self._check(encoding)
+        # A Keras mask on the input (Embedding(mask_zero=True), Masking) passes
+        # through unchanged: fake quantization keeps every time step.
+        self.supports_masking = True
 
     def build(self, input_shape):
         self._grid = _Grid(self, "", self.num_channels, self.bitwidth, self.is_symmetric,
@@ -260,6 +264,10 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
         self._channel_axes = supported
         self._linear = bool(linear_weights(layer))
         self._grids: dict[str, _Grid] = {}
+        # The wrapped layer sees the Keras masks of its inputs (they ride on the
+        # tensors, which reach it unchanged) and its output carries the mask the
+        # wrapped layer gives it: masking works as in the float model.
+        self.supports_masking = bool(getattr(layer, "supports_masking", False))
 
     def build(self, input_shape=None):
         if self._linear:
@@ -289,7 +297,14 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
 
     def _call_mapped(self, inputs, *args, **kwargs):
         if not self.layer.built:
-            self.layer(inputs, *args, **kwargs)  # builds it (the first, symbolic call)
+            # builds it (the first, symbolic call); MultiHeadAttention clears its
+            # inputs' Keras masks in place, so they are put back for the real call
+            tensors = [t for t in tree.flatten((inputs, args, kwargs)) if hasattr(t, "shape")]
+            masks = [backend.get_keras_mask(t) for t in tensors]
+            self.layer(inputs, *args, **kwargs)
+            for t, m in zip(tensors, masks):
+                if m is not None:
+                    backend.set_keras_mask(t, m)
         if not self._channel_axes:
             self._channel_axes = quantizable_weights(self.layer)
         variables = named_weights(self.layer)
@@ -309,6 +324,11 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        """The wrapped layer's output mask (for the linear layers, computed here
+        without calling it; others set it on their output in `call`)."""
+        return self.layer.compute_mask(inputs, previous_mask)
 
     def weight_enabled(self, name: str) -> bool:
         return self._grids[name].enabled

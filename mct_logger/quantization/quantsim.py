@@ -124,12 +124,14 @@ class QuantizerFactory:
 
 def build_quantized_model(
     graph: Graph, plan: dict, encodings: dict[str, NodeEncodings], name: str | None = None,
-    clones=None,
+    clones=None, extra_outputs: list[TensorRef] | None = None,
 ) -> keras.Model:
     """A Keras model of `graph` with quantizers where `plan` puts them, set to `encodings`.
 
     `clones`: a `layer_clone.CloneCache` of the same run (the quantized model
-    then shares the float layers of the run's other models).
+    then shares the float layers of the run's other models). `extra_outputs`:
+    node outputs (after their quantizers) appended as a flat list after the
+    model's own outputs, as in `Graph.to_keras`.
     """
     factory = QuantizerFactory(graph, plan, encodings)
 
@@ -137,8 +139,8 @@ def build_quantized_model(
         quantizer = factory.activation(node)
         return outputs if quantizer is None else [quantizer(outputs[0])] + list(outputs[1:])
 
-    return graph.to_keras(name=name or f"{graph.name}_quantized",
-                          make_layer=factory.weights, wrap_outputs=wrap_outputs, clones=clones)
+    return graph.to_keras(name=name or f"{graph.name}_quantized", make_layer=factory.weights,
+                          wrap_outputs=wrap_outputs, clones=clones, extra_outputs=extra_outputs)
 
 
 def _unique(name: str, used: set) -> str:
