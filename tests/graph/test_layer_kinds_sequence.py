@@ -5,8 +5,8 @@ import keras
 import numpy as np
 
 import mct_logger
-from mct_logger import layer_kinds
-from mct_logger.graph import read_model
+from mct_logger.graph import layer_kinds
+from mct_logger.graph.ir import read_model
 
 L = keras.layers
 SEQ, VOCAB = 16, 200
