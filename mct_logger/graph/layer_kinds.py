@@ -39,7 +39,7 @@ import keras
 __all__ = [
     "ARITHMETIC", "AVERAGE_POOLING", "COMPOSITE", "CONV", "DEPTHWISE", "EQUALIZABLE",
     "IDENTITY", "LINEAR", "MAX_POOLING", "PADDING", "PASSTHROUGH", "RNN_CELLS", "SEPARABLE",
-    "TRANSPOSE", "activation_name", "composite_weight_axes", "einsum_channel_axes", "fused_activation_kind",
+    "TRANSPOSE", "activation_name", "composite_weight_axes", "einsum_channel_axes", "sublayer_outputs", "fused_activation_kind",
     "homogeneous_kind", "initializer_attributes", "is_channelwise", "is_relu_family", "kind",
     "linear_weight_axes", "weight_axes",
 ]
@@ -167,6 +167,11 @@ def composite_weight_axes(layer) -> dict[str, tuple[int, ...]]:
     sublayers (at any depth) that the engine knows, named by their path below
     `layer` ("self_attention_layer/query/kernel"); {} for a layer without such
     sublayers (no sublayers, or weights it created itself)."""
+    return {name: axes for name, (axes, _) in _composite_kernels(layer).items()}
+
+
+def _composite_kernels(layer) -> dict[str, tuple]:
+    """`{weight name: (axes, sublayer holding it)}` of `composite_weight_axes`."""
     sublayers = list(layer._flatten_layers(include_self=False, recursive=True))
     if not sublayers:
         return {}
@@ -178,8 +183,23 @@ def composite_weight_axes(layer) -> dict[str, tuple[int, ...]]:
             if not hasattr(variable, "path"):
                 variable = named_variables(sublayer).get(attribute)
             if id(variable) in names:
-                found[names[id(variable)]] = axes
+                found[names[id(variable)]] = (axes, sublayer)
     return found
+
+
+def sublayer_outputs(layer) -> dict:
+    """`{point: sublayer}`: the kernel-holding sublayers of a composite layer that
+    is not one of Keras' own (`COMPOSITE`), whose outputs get activation
+    quantizers, named by their path below `layer` ("self_attention_layer/query").
+    {} for any other layer (Keras' composites keep their output quantizer only:
+    an RNN cell runs inside the time loop)."""
+    if (isinstance(layer, (COMPOSITE, keras.Model)) or not isinstance(layer, L.Layer)
+            or _own_weight_axes(layer) or getattr(layer, "quantization_mode", None)):
+        return {}
+    points = {}
+    for name, (_, sublayer) in _composite_kernels(layer).items():
+        points.setdefault(name.rpartition("/")[0], sublayer)
+    return {p: s for p, s in points.items() if p}
 
 
 def variable_name(variable) -> str:

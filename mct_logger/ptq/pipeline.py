@@ -45,7 +45,8 @@ from mct_logger.listeners import ListenerSet, RunInfo
 from mct_logger.utils.progress import progress_bar
 from mct_logger.quantization.memory import graph_memory, model_memory
 from mct_logger.quantization.config import QuantizationConfig
-from mct_logger.quantization.plan import PlanReason, check_overrides, plan_quantization
+from mct_logger.quantization.plan import (
+    PlanReason, check_overrides, inner_name, plan_quantization)
 from mct_logger.quantization.quantsim import (
     CalibrationModel,
     NodeEncodings,
@@ -446,7 +447,10 @@ def calibrated_encodings(graph: Graph, plan: dict, calibration: CalibrationModel
     weights = weight_encodings(graph, plan)
     activations = calibration.activation_encodings(plan)
     return {
-        name: NodeEncodings(weights=weights.get(name, {}), activation=activations.get(name))
+        name: NodeEncodings(
+            weights=weights.get(name, {}), activation=activations.get(name),
+            inner_activations={point: activations[inner_name(name, point)]
+                               for point in p.inner_activations})
         for name, p in plan.items()
         if p.quantized
     }

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import ops, tree
-from keras.src import backend
+from keras import ops
 
 from mct_logger.graph import layer_kinds
 from mct_logger.quantization.encodings import Encoding, check_bitwidth, fake_quantize
+from mct_logger.quantization.sublayers import build_keeping_masks, intercepted
 
 PACKAGE = "mct_logger"
 
@@ -239,7 +239,9 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
         ValueError: a weight name the layer does not have.
     """
 
-    def __init__(self, layer, node_name, weight_specs, encodings: dict | None = None, **kwargs):
+    def __init__(self, layer, node_name, weight_specs, encodings: dict | None = None,
+                 activation_specs: dict | None = None, activation_encodings: dict | None = None,
+                 **kwargs):
         # Compute like the wrapped layer (a float32 layer in a mixed_float16
         # model stays float32); no autocast scope, so the kernels are read and
         # fake-quantized in float32 and only then cast (see `linear_forward`).
@@ -264,6 +266,15 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
         self._channel_axes = supported
         self._linear = bool(linear_weights(layer))
         self._grids: dict[str, _Grid] = {}
+        # A composite layer's sublayer outputs (point -> spec): fake-quantized
+        # where the sublayer returns, the composite's own call unchanged.
+        self.activation_specs = {k: dict(v) for k, v in (activation_specs or {}).items()}
+        for spec in self.activation_specs.values():
+            check_bitwidth(spec["bitwidth"])
+        self._initial_activations = dict(activation_encodings or {})
+        for point, encoding in self._initial_activations.items():
+            self._adopt_activation(point, encoding)
+        self._inner: dict[str, _Grid] = {}
         # The wrapped layer sees the Keras masks of its inputs (they ride on the
         # tensors, which reach it unchanged) and its output carries the mask the
         # wrapped layer gives it: masking works as in the float model.
@@ -279,7 +290,12 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
                 self, name.replace("/", "__") + "_", spec.get("num_channels"),
                 spec["bitwidth"], spec["is_symmetric"], self._initial_encodings.get(name),
             )
+        for point, spec in self.activation_specs.items():
+            self._inner[point] = _Grid(
+                self, "output__" + point.replace("/", "__") + "_", None, spec["bitwidth"],
+                spec["is_symmetric"], self._initial_activations.get(point))
         self._initial_encodings = {}
+        self._initial_activations = {}
         self.built = True
 
     def call(self, inputs, *args, **kwargs):
@@ -297,14 +313,7 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
 
     def _call_mapped(self, inputs, *args, **kwargs):
         if not self.layer.built:
-            # builds it (the first, symbolic call); MultiHeadAttention clears its
-            # inputs' Keras masks in place, so they are put back for the real call
-            tensors = [t for t in tree.flatten((inputs, args, kwargs)) if hasattr(t, "shape")]
-            masks = [backend.get_keras_mask(t) for t in tensors]
-            self.layer(inputs, *args, **kwargs)
-            for t, m in zip(tensors, masks):
-                if m is not None:
-                    backend.set_keras_mask(t, m)
+            build_keeping_masks(self.layer, inputs, *args, **kwargs)
         if not self._channel_axes:
             self._channel_axes = quantizable_weights(self.layer)
         variables = named_weights(self.layer)
@@ -314,7 +323,9 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
             kernel = ops.cast(ops.convert_to_tensor(variable), "float32")
             shape = broadcast_shape(tuple(kernel.shape), self._channel_axes[name])
             mapping.append((variable, ops.cast(grid.apply(kernel, shape), variable.dtype)))
-        with keras.StatelessScope(state_mapping=mapping):
+        sublayers = layer_kinds.sublayer_outputs(self.layer) if self._inner else {}
+        quantize = {sublayers[p]: _output_quantizer(grid) for p, grid in self._inner.items()}
+        with keras.StatelessScope(state_mapping=mapping), intercepted(quantize):
             return self.layer(inputs, *args, **kwargs)
 
     def compute_output_spec(self, *args, **kwargs):
@@ -349,6 +360,26 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
         self._adopt(name, encoding)
         self._grids[name].assign(encoding)
 
+    def set_activations_enabled(self, value: bool) -> None:
+        """Switches the sublayer-output quantizers of a composite layer."""
+        for grid in self._inner.values():
+            grid.enabled = value
+
+    def activation_enabled(self, point: str) -> bool:
+        return self._inner[point].enabled
+
+    def set_activation_encoding(self, point: str, encoding: Encoding) -> None:
+        self._adopt_activation(point, encoding)
+        self._inner[point].assign(encoding)
+
+    def get_activation_encoding(self, point: str) -> Encoding:
+        spec = self.activation_specs[point]
+        return self._inner[point].encoding(spec["bitwidth"], spec["is_symmetric"])
+
+    def _adopt_activation(self, point: str, encoding: Encoding) -> None:
+        spec = self.activation_specs[point]
+        spec["bitwidth"], spec["is_symmetric"] = encoding.bitwidth, encoding.is_symmetric
+
     def _adopt(self, name: str, encoding: Encoding) -> None:
         """The weight's spec takes `encoding`'s bitwidth and symmetry."""
         spec = self.weight_specs[name]
@@ -363,7 +394,20 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
             **super().get_config(),
             "node_name": self.node_name,
             "weight_specs": self.weight_specs,
+            "activation_specs": self.activation_specs,
         }
+
+
+def _output_quantizer(grid: _Grid):
+    """`fn(y)`: `y` fake-quantized on `grid` in float32, back in its own dtype
+    (a non-float output passes unchanged)."""
+    def quantize(y):
+        if not hasattr(y, "dtype") or "float" not in str(y.dtype):
+            return y
+        if str(y.dtype) == "float32":
+            return grid.apply(y)
+        return ops.cast(grid.apply(ops.cast(y, "float32")), y.dtype)
+    return quantize
 
 
 def linear_forward(layer, x, kernels: dict):

@@ -35,6 +35,8 @@ from mct_logger.quantization.layers import (
 )
 from mct_logger.quantization.histogram import HistogramCollector, channels_last_2d
 from mct_logger.quantization.observers import make_observer
+from mct_logger.quantization.plan import inner_name
+from mct_logger.quantization.sublayers import SublayerTap
 from mct_logger.quantization.reduction import ReducedCollection, as_float32
 
 
@@ -44,12 +46,18 @@ class NodeEncodings:
 
     weights: dict = dataclasses.field(default_factory=dict)  # name -> Encoding
     activation: Encoding | None = None
+    # a composite layer's sublayer outputs: point ("self_attention_layer/query") -> Encoding
+    inner_activations: dict = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {
+        result = {
             "weights": {k: e.as_dict() for k, e in self.weights.items()},
             "activation": self.activation.as_dict() if self.activation else None,
         }
+        if self.inner_activations:
+            result["inner_activations"] = {
+                k: e.as_dict() for k, e in self.inner_activations.items()}
+        return result
 
 
 def weight_encodings(graph: Graph, plan: dict) -> dict[str, dict[str, Encoding]]:
@@ -91,6 +99,7 @@ class QuantizerFactory:
         specs = self.plan[node.name].weights
         if not specs:
             return clone
+        inner = self.plan[node.name].inner_activations
         wrapper = QuantizedWeightsLayer(
             clone,
             node_name=node.name,
@@ -100,6 +109,9 @@ class QuantizerFactory:
                 for k, s in specs.items()
             },
             encodings=self._grids(node.name).weights,
+            activation_specs={k: {"bitwidth": s.bitwidth, "is_symmetric": s.is_symmetric}
+                              for k, s in inner.items()},
+            activation_encodings=self._grids(node.name).inner_activations,
             name=_unique(f"{clone.name}_wq", self._used),
         )
         self._wrappers[id(clone)] = wrapper
@@ -173,6 +185,8 @@ def apply_encodings(model: keras.Model, encodings: dict[str, NodeEncodings]) -> 
             found[node]["activation"].set_encoding(enc.activation)
         for name, e in enc.weights.items():
             found[node]["weights"].set_encoding(name, e)
+        for point, e in enc.inner_activations.items():
+            found[node]["weights"].set_activation_encoding(point, e)
 
 
 def set_quantizers_enabled(
@@ -202,6 +216,8 @@ def set_quantizers_enabled(
             found[name]["weights"].enabled = weights
         if activations is not None and "activation" in found[name]:
             found[name]["activation"].enabled = activations
+        if activations is not None and "weights" in found[name]:
+            found[name]["weights"].set_activations_enabled(activations)  # composite's inner
 
 
 def read_encodings(model: keras.Model) -> dict[str, NodeEncodings]:
@@ -211,6 +227,8 @@ def read_encodings(model: keras.Model) -> dict[str, NodeEncodings]:
         enc = NodeEncodings()
         if "weights" in q:
             enc.weights = {k: q["weights"].get_encoding(k) for k in q["weights"].weight_specs}
+            enc.inner_activations = {k: q["weights"].get_activation_encoding(k)
+                                     for k in q["weights"].activation_specs}
         if "activation" in q:
             enc.activation = q["activation"].get_encoding()
         result[node] = enc
@@ -228,13 +246,18 @@ class CalibrationModel(keras.Model):
     def __init__(self, graph: Graph, plan: dict, statistics: bool = False, clones=None,
                  **kwargs):
         super().__init__(name=kwargs.pop("name", f"{graph.name}_calibration"), **kwargs)
-        self._observed = [n for n in graph.nodes if plan[n].activation is not None]
+        # node outputs, then each composite's sublayer outputs (`node/point`)
+        self._specs = {n: plan[n].activation for n in graph.nodes
+                       if plan[n].activation is not None}
+        inner = [(n, point, spec) for n in graph.nodes
+                 for point, spec in plan[n].inner_activations.items()]
+        self._specs.update({inner_name(n, point): spec for n, point, spec in inner})
+        self._observed = list(self._specs)
         self._num_outputs = len(graph.outputs)
         self._outputs_struct = graph.outputs_struct
         # A per-tensor grid needs one histogram of the whole tensor, not one per channel.
         self.observers = {
-            n: make_observer(plan[n].activation.observer,
-                             (-1,) if plan[n].activation.per_channel else ())
+            n: make_observer(self._specs[n].observer, (-1,) if self._specs[n].per_channel else ())
             for n in self._observed
         }
         # Per-channel min/max/mean and histograms of every observed output, for logs.
@@ -246,12 +269,20 @@ class CalibrationModel(keras.Model):
         self.nonfinite_inputs: set[str] = set()  # model inputs that held NaN/Inf
         self._compiled = None
         self._reduced = None
-        self._shapes = [graph.nodes[n].output_shapes[0] for n in self._observed]
+        refs = [TensorRef(n, 0) for n in graph.nodes if plan[n].activation is not None]
+        points: dict[str, list] = {}
+        for n, point, _ in inner:
+            points.setdefault(n, []).append(point)
+            refs.append(TensorRef(n, len(graph.nodes[n].output_shapes) + len(points[n]) - 1))
+
+        def tap(node, clone):  # a composite's sublayer outputs as extra outputs
+            return SublayerTap(clone, points[node.name]) if node.name in points else clone
+
         self._collector = graph.to_keras(
-            name=f"{graph.name}_collector",
-            extra_outputs=[TensorRef(n, 0) for n in self._observed],
-            clones=clones,
+            name=f"{graph.name}_collector", extra_outputs=refs, clones=clones,
+            make_layer=tap if points else None,
         )
+        self._shapes = [tuple(t.shape) for t in self._collector.outputs[self._num_outputs:]]
 
     @property
     def run_eagerly(self):
@@ -339,7 +370,6 @@ class CalibrationModel(keras.Model):
     def activation_encodings(self, plan: dict) -> dict[str, Encoding]:
         result = {}
         for name in self._observed:
-            spec = plan[name].activation
             observer = self.observers[name]
             if observer.is_empty:
                 raise RuntimeError(
@@ -348,7 +378,7 @@ class CalibrationModel(keras.Model):
                 )
         self._check_finite_ranges()
         for name in self._observed:
-            spec = plan[name].activation
+            spec = self._specs[name]
             result[name] = self.observers[name].encoding(
                 spec.bitwidth, spec.is_symmetric, spec.per_channel)
         return result

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import mct_logger
+from mct_logger.quantization.encodings_file import load_encodings
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -56,6 +57,15 @@ def _gpt2():
         intermediate_dim=2 * HIDDEN, max_sequence_length=SEQ)
 
 
+def test_cle_and_bias_correction_skip_the_blocks_with_a_note():
+    config = mct_logger.QuantizationConfig(cross_layer_equalization=True,
+                                           bias_correction="empirical")
+    _, info = mct_logger.keras_post_training_quantization(_bert(), _padded_inputs(True), config)
+    skipped = info.stage_results["bias_correction"].skipped
+    assert "is not a Conv, DepthwiseConv or Dense layer" in skipped["transformer_layer_0"]
+    assert "pooled_dense" in info.stage_results["bias_correction"].corrections
+
+
 @pytest.mark.parametrize("build,segments", [(_bert, True), (_gpt2, False)], ids=["bert", "gpt2"])
 def test_backbone_is_quantized_inside_its_blocks(build, segments, tmp_path):
     model, x = build(), _padded_inputs(segments)
@@ -68,6 +78,15 @@ def test_backbone_is_quantized_inside_its_blocks(build, segments, tmp_path):
                    "feedforward_intermediate_dense/kernel", "feedforward_output_dense/kernel"):
         assert any(name.endswith(kernel) for name in block.weights), (kernel, block.weights)
     assert block.activation is not None
+    # activation quantizers where the block's sublayers return, calibrated
+    points = set(block.inner_activations)
+    assert any(p.endswith("query") for p in points), points
+    assert "feedforward_output_dense" in points
+    assert set(info.encodings["transformer_layer_0"].inner_activations) == points
+    # the encodings file carries them as <node>/<sublayer> activation encodings
+    saved = info.export_encodings(os.path.join(tmp_path, "model.encodings"))
+    loaded_encodings = load_encodings(saved, info.float_graph)
+    assert set(loaded_encodings["transformer_layer_0"].inner_activations) == points
     assert list(info.plan["position_embedding"].weights) == ["embeddings"]
     want = model.predict(x, verbose=0)
     got = model_q.predict(x, verbose=0)
