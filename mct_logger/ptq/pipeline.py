@@ -39,7 +39,7 @@ from mct_logger.data.batches import CalibrationBatches
 from mct_logger.utils.frozen_heap import frozen_heap
 from mct_logger.graph.ir import Graph, read_model
 from mct_logger.graph.clone import CloneCache
-from mct_logger.ptq.rebuild import REBUILD_CHECK_SAMPLES, check_masks, check_rebuild
+from mct_logger.ptq.rebuild import REBUILD_CHECK_SAMPLES, check_masks
 from mct_logger import listeners as listeners_lib
 from mct_logger.listeners import ListenerSet, RunInfo
 from mct_logger.utils.progress import progress_bar
@@ -288,8 +288,7 @@ def quantize(model: keras.Model, representative_data, config: QuantizationConfig
         )
         # A few samples prove the rebuilt graph (eager calls cost per sample).
         first = [x[:REBUILD_CHECK_SAMPLES] for x in batches.first]
-        check_rebuild(model, graph, first, config, clones)
-        check_masks(model, graph, first, config, clones)
+        check_masks(model, graph, first, config, clones)  # the rebuild check included
     run = _Run(ListenerSet(run_info or RunInfo(listeners_lib.PTQ, model.name)))
     try:
         model_q, info = _quantize(run, graph, batches, config, loaded, clones)

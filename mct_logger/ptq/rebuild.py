@@ -7,14 +7,15 @@ error `||y' - y|| / ||y|| <= 1e-5` on `REBUILD_CHECK_SAMPLES` samples.
 Example:
 
 ```python
-check_rebuild(model, graph, first_batch, config, clones)   # or RebuildMismatchError
-check_masks(model, graph, first_batch, config, clones)
+check_masks(model, graph, first_batch, config, clones)   # or RebuildMismatchError
 ```
 """
 
 from __future__ import annotations
 
 import logging
+
+import numpy as np
 
 from mct_logger.diagnostics.mask_check import check_quantizers_off, padded_batch
 from mct_logger.diagnostics.rebuild_check import RebuildMismatchError, check_rebuilt_graph
@@ -51,13 +52,16 @@ def check_rebuild(model, graph: Graph, batch, config: QuantizationConfig, clones
 
 
 def check_masks(model, graph: Graph, batch, config: QuantizationConfig, clones) -> None:
-    """When a model input feeds a masking layer (or is a padding mask), the rebuild
-    check again on padded rows, and the quantized model with its quantizers off
-    against the model on them (`mask_check`): a Keras mask lost on the way is a
+    """The rebuild check (`check_rebuild`) on `batch`, and, when a model input feeds
+    a masking layer (or is a padding mask), on padded copies of its rows too (one
+    run of both), then the quantized model with its quantizers off against the
+    model on the padded rows (`mask_check`): a Keras mask lost on the way is a
     `RebuildMismatchError` naming the node, never a silent drift."""
     padded = padded_batch(graph, batch)
     if padded is None:
+        check_rebuild(model, graph, batch, config, clones)
         return
-    check_rebuild(model, graph, padded, config, clones)
+    both = [np.concatenate([np.asarray(a), b]) for a, b in zip(batch, padded)]
+    check_rebuild(model, graph, both, config, clones)
     check_quantizers_off(model, graph, plan_quantization(graph, config, report=False), padded,
                          clones=clones)

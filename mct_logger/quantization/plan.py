@@ -144,6 +144,10 @@ def plan_quantization(graph: Graph, config: QuantizationConfig,
             unknown.append(f"{node.name} ({node.layer_class})")
             p.reason = PlanReason.UNSUPPORTED
             p.note = f"stays in float: the engine cannot quantize {node.layer_class}"
+            if getattr(node.layer, "weights", None):
+                p.note += (" (its weights are neither its own kernels of a known kind nor "
+                           "held by sublayers the engine knows: Dense, EinsumDense, "
+                           "Embedding, attention, convolutions)")
         elif kind == "passthrough":
             p.reason, p.note = PlanReason.PASSTHROUGH, "passes values through (no new grid)"
         elif not node.has_single_float_output:

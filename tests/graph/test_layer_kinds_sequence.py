@@ -67,3 +67,22 @@ def test_slicing_passes_values_through():
     graph = read_model(model)
     ops = [n for n in graph if type(n.layer).__name__ == "GetItem"]
     assert ops and layer_kinds.kind(ops[0].layer) == "passthrough"
+
+
+class _DirectWeights(keras.layers.Layer):
+    """A layer whose kernel is made with add_weight, no sublayer: unreachable."""
+
+    def build(self, input_shape):
+        self.table = self.add_weight(shape=(input_shape[-1], 4), name="table")
+
+    def call(self, x):
+        return keras.ops.matmul(x, self.table)
+
+
+def test_weights_outside_known_sublayers_stay_float_with_the_reason():
+    x_in = keras.Input((8,))
+    model = keras.Model(x_in, L.Dense(2)(_DirectWeights(name="direct")(x_in)))
+    x = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
+    _, info = mct_logger.keras_post_training_quantization(model, x)
+    assert not info.plan["direct"].weights
+    assert "held by sublayers the engine knows" in info.plan["direct"].note
