@@ -80,6 +80,9 @@ class SublayerTap(keras.layers.Layer):
         self.points = list(points)
         self.supports_masking = bool(getattr(layer, "supports_masking", False))
 
+    def build(self, *args, **kwargs):
+        self.built = True  # the composite builds on its first call, in `call`
+
     def call(self, *args, **kwargs):
         if not self.layer.built:
             build_keeping_masks(self.layer, *args, **kwargs)
