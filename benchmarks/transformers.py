@@ -4,7 +4,9 @@ float; beside Keras' own `model.quantize("int8")` (weights only).
 
 Models, built from config with small dimensions and random weights (never a
 preset download): KerasHub `BertBackbone`, `GPT2Backbone`, `DistilBertBackbone`
-(2 blocks, hidden 64, 4 heads, feed-forward 128, vocabulary 2000, 32 tokens)
+and `LlamaBackbone` (grouped-query attention, 2 key/value heads; untied
+reverse embeddings) (2 blocks, hidden 64, 4 heads, feed-forward 128,
+vocabulary 2000, 32 tokens)
 and a plain-Keras ViT (Conv2D patch embedding, 2 MultiHeadAttention blocks on
 32x32x3 images, 16 patches).
 
@@ -65,6 +67,9 @@ def keras_hub_models():
     yield "KerasHub BertBackbone", keras_hub.models.BertBackbone(**common), True
     yield "KerasHub GPT2Backbone", keras_hub.models.GPT2Backbone(**common), False
     yield "KerasHub DistilBertBackbone", keras_hub.models.DistilBertBackbone(**common), False
+    common = {**common, "num_query_heads": HEADS, "num_key_value_heads": HEADS // 2}
+    del common["num_heads"], common["max_sequence_length"]
+    yield "KerasHub LlamaBackbone", keras_hub.models.LlamaBackbone(**common), False
 
 
 def vit():

@@ -23,7 +23,7 @@ from keras import ops
 
 from mct_logger.graph import layer_kinds
 from mct_logger.quantization.encodings import Encoding, check_bitwidth, fake_quantize
-from mct_logger.quantization.sublayers import build_keeping_masks, intercepted
+from mct_logger.quantization.sublayers import build_keeping_masks, dense_specs, intercepted
 
 PACKAGE = "mct_logger"
 
@@ -224,7 +224,12 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
     called itself inside a `keras.StatelessScope` that maps each quantized
     variable to its fake-quantized value, so its own code (attention, the
     recurrence, the time loop) runs unchanged. Biases stay in float (32-bit),
-    as on the usual INT8 targets.
+    as on the usual INT8 targets. So is a composite layer (a KerasHub
+    transformer block): its sublayers' kernels are mapped the same way, and
+    the outputs of the sublayers in `activation_specs` are fake-quantized where
+    those sublayers return (`sublayers.intercepted`). Keras masks pass through:
+    the wrapped layer sees its inputs' masks and its output keeps the mask the
+    wrapped layer gives it.
 
     Args:
         layer: the wrapped layer.
@@ -234,6 +239,10 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
             `quantizable_weights` ("kernel", "query/kernel", ...).
         encodings: `{weight name: Encoding}` to start from (their bitwidth and
             symmetry win over the specs'); a weight without one starts at scale 1.
+        activation_specs: `{sublayer point: {"bitwidth": int, "is_symmetric":
+            bool}}` of a composite layer, points as `layer_kinds.sublayer_outputs`
+            names them ("self_attention_layer/query"); per-tensor grids.
+        activation_encodings: `{point: Encoding}` to start from.
 
     Raises:
         ValueError: a weight name the layer does not have.
@@ -331,6 +340,7 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
     def compute_output_spec(self, *args, **kwargs):
         if self._linear:
             return super().compute_output_spec(*args, **kwargs)
+        args, kwargs = dense_specs(args, kwargs)
         return keras.Operation.compute_output_spec(self, *args, **kwargs)  # traces `call`
 
     def compute_output_shape(self, input_shape):

@@ -32,7 +32,7 @@ from keras.src import backend
 
 from mct_logger.graph import layer_kinds
 
-__all__ = ["SublayerTap", "build_keeping_masks", "intercepted"]
+__all__ = ["SublayerTap", "build_keeping_masks", "dense_specs", "intercepted"]
 
 
 @contextlib.contextmanager
@@ -67,6 +67,19 @@ def build_keeping_masks(layer, *args, **kwargs) -> None:
             backend.set_keras_mask(t, m)
 
 
+def dense_specs(args, kwargs) -> tuple:
+    """`(args, kwargs)` with every sparse `KerasTensor` replaced by a dense one of
+    its shape and dtype, for tracing a wrapper's `call` symbolically. Keras marks
+    some dense tensors sparse (a `keras.ops` product of a tensor and a Python
+    number, as in Gemma's embedding scaling), and tracing a layer on a sparse
+    placeholder fails where its real input is dense."""
+    def dense(t):
+        if isinstance(t, keras.KerasTensor) and getattr(t, "sparse", False):
+            return keras.KerasTensor(t.shape, dtype=t.dtype)
+        return t
+    return tree.map_structure(dense, (args, kwargs))
+
+
 class SublayerTap(keras.layers.Layer):
     """Calls a composite layer and returns `[*its flat outputs, *sublayer outputs]`:
     the first output of the sublayer at each of `points` (paths below the layer,
@@ -82,6 +95,10 @@ class SublayerTap(keras.layers.Layer):
 
     def build(self, *args, **kwargs):
         self.built = True  # the composite builds on its first call, in `call`
+
+    def compute_output_spec(self, *args, **kwargs):
+        args, kwargs = dense_specs(args, kwargs)
+        return super().compute_output_spec(*args, **kwargs)  # traces `call`
 
     def call(self, *args, **kwargs):
         if not self.layer.built:

@@ -106,3 +106,30 @@ def test_backbone_is_quantized_inside_its_blocks(build, segments, tmp_path):
     off = off if isinstance(off, dict) else {"out": off}
     for key in want:
         assert np.max(np.abs(off[key] - want[key])) <= 1e-5, key
+
+
+def _llama():
+    keras.utils.set_random_seed(0)
+    return keras_hub.models.LlamaBackbone(
+        vocabulary_size=VOCAB, num_layers=2, num_query_heads=4, num_key_value_heads=2,
+        hidden_dim=HIDDEN, intermediate_dim=2 * HIDDEN)
+
+
+def _gemma():
+    keras.utils.set_random_seed(0)
+    return keras_hub.models.GemmaBackbone(
+        vocabulary_size=VOCAB, num_layers=2, num_query_heads=2, num_key_value_heads=1,
+        hidden_dim=HIDDEN, intermediate_dim=2 * HIDDEN, head_dim=16)
+
+
+@pytest.mark.parametrize("build", [_llama, _gemma], ids=["llama", "gemma"])
+def test_decoder_blocks_with_grouped_attention(build):
+    """Llama (untied reverse embeddings, grouped-query attention, gated feed-forward)
+    and Gemma (an embedding scaled by a keras.ops product, RMS norms) decoder blocks."""
+    model, x = build(), _padded_inputs(False)
+    model_q, info = mct_logger.keras_post_training_quantization(model, x)
+    assert _quantized_parameter_share(model, info) >= 0.95
+    want = model.predict(x, verbose=0)
+    assert _cosine(model_q.predict(x, verbose=0), want) >= 0.99
+    mct_logger.set_quantizers_enabled(model_q, weights=False, activations=False)
+    assert np.max(np.abs(model_q.predict(x, verbose=0) - want)) <= 1e-5
