@@ -140,7 +140,7 @@ def build_quantized_model(
 ) -> keras.Model:
     """A Keras model of `graph` with quantizers where `plan` puts them, set to `encodings`.
 
-    `clones`: a `layer_clone.CloneCache` of the same run (the quantized model
+    `clones`: a `graph.clone.CloneCache` of the same run (the quantized model
     then shares the float layers of the run's other models). `extra_outputs`:
     node outputs (after their quantizers) appended as a flat list after the
     model's own outputs, as in `Graph.to_keras`.

@@ -3,7 +3,7 @@ TensorBoard under `<folder>/<run name>/`, one TensorBoard run per stage.
 
 This module owns the log folder setting, the library's text log and the run
 folders; `set_log_folder` registers the TensorBoard listener
-(`tensorboard_listener.TensorBoardListener`, made fresh for every PTQ run) with
+(`ptq_log.TensorBoardListener`, made fresh for every PTQ run) with
 `mct_logger.listeners`, and the QuantAnalyzer one
 (`analysis_log.AnalysisLogListener`, fresh for every analysis). They only
 write: every number they log comes from a stage result or an analysis table.
