@@ -39,14 +39,15 @@ from mct_logger.data.batches import CalibrationBatches
 from mct_logger.utils import address_space
 from mct_logger.utils.frozen_heap import frozen_heap
 from mct_logger.graph.ir import Graph, read_model
-from mct_logger.graph.clone import REUSE_LAYER, CloneCache
-from mct_logger.diagnostics.rebuild_check import RebuildMismatchError, check_rebuilt_graph
+from mct_logger.graph.clone import CloneCache
+from mct_logger.ptq.rebuild import REBUILD_CHECK_SAMPLES, check_masks
 from mct_logger import listeners as listeners_lib
 from mct_logger.listeners import ListenerSet, RunInfo
 from mct_logger.quantization.memory import graph_memory, model_memory
 from mct_logger.ptq.calibration import collect
 from mct_logger.quantization.config import QuantizationConfig
-from mct_logger.quantization.plan import PlanReason, check_overrides, plan_quantization
+from mct_logger.quantization.plan import (
+    PlanReason, check_overrides, inner_name, plan_quantization)
 from mct_logger.quantization.quantsim import (
     CalibrationModel,
     NodeEncodings,
@@ -284,8 +285,8 @@ def quantize(model: keras.Model, representative_data, config: QuantizationConfig
             max_samples=config.num_calibration_samples,
         )
         # A few samples prove the rebuilt graph (eager calls cost per sample).
-        _check_rebuild(model, graph, [x[:REBUILD_CHECK_SAMPLES] for x in batches.first], config,
-                       clones)
+        first = [x[:REBUILD_CHECK_SAMPLES] for x in batches.first]
+        check_masks(model, graph, first, config, clones)  # the rebuild check included
     run = _Run(ListenerSet(run_info or RunInfo(listeners_lib.PTQ, model.name)))
     try:
         model_q, info = _quantize(run, graph, batches, config, loaded, clones)
@@ -296,28 +297,6 @@ def quantize(model: keras.Model, representative_data, config: QuantizationConfig
         raise
     run.listeners.close()
     return model_q, info
-
-
-REBUILD_CHECK_SAMPLES = 4
-
-
-def _check_rebuild(model, graph: Graph, batch, config: QuantizationConfig, clones) -> None:
-    """`check_rebuilt_graph`, except that a diverging node the config keeps in
-    float is built from the user's own layer object instead of a clone (its
-    state then needs no copying) and the check runs again."""
-    for _ in range(len(graph.nodes) + 1):
-        try:
-            check_rebuilt_graph(model, graph, batch, clones=clones)
-            return
-        except RebuildMismatchError as exc:
-            node = graph.nodes.get(exc.node) if exc.node else None
-            if (node is None or node.info.get(REUSE_LAYER)
-                    or not config.for_node(node.name)[0]["keep_float"]):
-                raise
-            logger.info("Node %r (%s) is kept in float and its clone differs from your "
-                        "layer: the quantized model uses your layer object itself.",
-                        node.name, node.layer_class)
-            node.info[REUSE_LAYER] = True
 
 
 def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, loaded=None,
@@ -456,7 +435,10 @@ def calibrated_encodings(graph: Graph, plan: dict, calibration: CalibrationModel
     weights = weight_encodings(graph, plan)
     activations = calibration.activation_encodings(plan)
     return {
-        name: NodeEncodings(weights=weights.get(name, {}), activation=activations.get(name))
+        name: NodeEncodings(
+            weights=weights.get(name, {}), activation=activations.get(name),
+            inner_activations={point: activations[inner_name(name, point)]
+                               for point in p.inner_activations})
         for name, p in plan.items()
         if p.quantized
     }

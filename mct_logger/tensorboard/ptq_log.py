@@ -375,6 +375,8 @@ def _node_attrs(node, plan, memory: dict) -> dict:
     if plan.activation is not None:
         attrs["activation_bits"] = plan.activation.bitwidth
         attrs["activation_symmetric"] = plan.activation.is_symmetric
+    for point, spec in plan.inner_activations.items():  # a composite's sublayer outputs
+        attrs[f"{point}/output_bits"] = spec.bitwidth
     if plan.note:
         attrs["quantization_note"] = plan.note
     return attrs
@@ -387,6 +389,8 @@ def _attach_encodings(attrs: dict, encodings) -> dict:
         attrs["activation_min_max"] = (
             f"[{float(encodings.activation.min):.6g}, {float(encodings.activation.max):.6g}]"
         )
+    for point, enc in encodings.inner_activations.items():
+        attrs[f"{point}/output_min_max"] = f"[{float(enc.min):.6g}, {float(enc.max):.6g}]"
     for name, enc in encodings.weights.items():
         attrs[f"{name}_min_max"] = (
             f"[{float(enc.min.min()):.6g}, {float(enc.max.max()):.6g}]"
