@@ -17,6 +17,7 @@ setup(
         "mct_logger.quantization",
         "mct_logger.techniques",
         "mct_logger.compression",
+        "mct_logger.tensorboard",
         "mct_logger.tb_plugin",
         "mct_logger.tb_plugin.frontend",
     ],

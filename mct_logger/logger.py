@@ -144,10 +144,13 @@ def _tensorboard_listener(model_name: str):
     logging is off or the folder cannot be created (one warning)."""
     from mct_logger.tensorboard_listener import TensorBoardListener
 
+    named = named_run()
     folder = open_run_folder(model_name, TensorBoardListener.RETURNED)
     if folder is None:
         return None
-    return TensorBoardListener(folder, logdir=get_log_folder())
+    return TensorBoardListener(folder, logdir=get_log_folder(),
+                               origin=named.origin if named else None,
+                               stages=named.stages if named else None)
 
 
 def _compression_listener(model_name: str):
@@ -342,8 +345,8 @@ def new_run_folder(model_name: str) -> str | None:
     if folder is None:
         return None
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    named = named_run()  # (suffix, created folders) inside run_log.runs_named
-    base = f"{run_folder_name(model_name)}{named[0]}" if named else \
+    named = named_run()  # inside run_log.runs_named
+    base = f"{run_folder_name(model_name)}{named.suffix}" if named else \
         run_name or f"{run_folder_name(model_name)}_{stamp}"
     os.makedirs(folder, exist_ok=True)  # it may have been removed since set_log_folder
     for k in range(1, MAX_RUN_SUFFIX + 1):
@@ -353,7 +356,7 @@ def new_run_folder(model_name: str) -> str | None:
         except FileExistsError:
             continue
         if named:
-            named[1].append(candidate)
+            named.created.append(candidate)
         return candidate
     raise FileExistsError(
         errno.EEXIST, f"every run folder {base}, {base}_2 ... {base}_{MAX_RUN_SUFFIX} exists; "

@@ -23,7 +23,7 @@ import threading
 
 from mct_logger.events import EventWriter
 
-__all__ = ["LogGuard", "RunLog", "failure_cause", "named_run", "report_log_failure", "runs_named"]
+__all__ = ["LogGuard", "NamedRuns", "RunLog", "failure_cause", "named_run", "report_log_failure", "runs_named"]
 
 logger = logging.getLogger("mct_logger")
 
@@ -144,19 +144,38 @@ class _GuardedWriter:
 _named = threading.local()
 
 
+class NamedRuns:
+    """What `runs_named` sets for the runs its block logs.
+
+    Attributes:
+        suffix: the run folders are `<model><suffix>` (`_2`... when taken).
+        created: the folders created so far, in order.
+        origin: what logged them, shown in the tabs' run labels (e.g. "search
+            baseline", "recommend recommended"); None for a plain PTQ call.
+        stages: the PTQ stages written as TensorBoard runs; None for all. A
+            comparison run needs only the quantized graph and the layer table.
+    """
+
+    def __init__(self, suffix: str, origin: str | None = None, stages=None):
+        self.suffix, self.origin = suffix, origin
+        self.stages = None if stages is None else frozenset(stages)
+        self.created: list[str] = []
+
+
 @contextlib.contextmanager
-def runs_named(suffix: str):
+def runs_named(suffix: str, origin: str | None = None, stages=None):
     """Inside the block, this thread's run folders are `<model><suffix>` (`_2`...
-    when taken) instead of set_log_folder's run_name or `<model>_<time>`.
+    when taken) instead of set_log_folder's run_name or `<model>_<time>`, with
+    the `origin` label and only the given PTQ `stages` written (see `NamedRuns`).
     Yields the list the created folders are appended to."""
     previous = getattr(_named, "value", None)
-    _named.value = (suffix, [])
+    _named.value = NamedRuns(suffix, origin, stages)
     try:
-        yield _named.value[1]
+        yield _named.value.created
     finally:
         _named.value = previous
 
 
-def named_run():
-    """`(suffix, created folders)` inside `runs_named`, else None."""
+def named_run() -> NamedRuns | None:
+    """The `NamedRuns` of the enclosing `runs_named` block, else None."""
     return getattr(_named, "value", None)

@@ -1,0 +1,1 @@
+"""TensorBoard writing: run folders, event files, one listener per kind of run."""
