@@ -39,6 +39,9 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
+from mct_logger.analyzer import worst_layers
+from mct_logger.utils import liveness
+
 from . import assets, metadata, reader
 
 PLOTLY_FILE = "plotly.min.js"
@@ -186,7 +189,12 @@ class PayloadDashboard(base_plugin.TBPlugin):
             except metadata.PayloadError as exc:
                 problems.append(_problem(reader.Problem(series.run, series.tag, str(exc))))
                 continue
+            # ranked with this version's rules, so logs written before them (without
+            # "worst_layers", or ranked by older rules) read as new ones
+            table = worst_layers.annotate(kind, table) \
+                if self.plugin_name == metadata.QUANT_ANALYZER else table
             tables[kind] = strip_detail(self.plugin_name, kind, table) if light else table
+        mark_interrupted(tables)
         return {"run": run, "tb_runs": sorted(groups[run]["tb_runs"]),
                 "fingerprint": _fingerprint(kinds.values()), "tables": tables,
                 "problems": problems}
@@ -226,7 +234,8 @@ class PayloadDashboard(base_plugin.TBPlugin):
         if run not in groups:
             return self.tables(ctx, experiment_id, run, listing=listing)  # raises LookupError
         key = (run, _fingerprint(groups[run]["kinds"].values()),
-               tuple(p for p in problems if run_group(p.run) == run))
+               tuple(p for p in problems if run_group(p.run) == run),
+               self._liveness(ctx, experiment_id, groups[run]["kinds"]))
         with self._lock:
             cached = self._responses.get(key)
         if cached is None:
@@ -238,6 +247,18 @@ class PayloadDashboard(base_plugin.TBPlugin):
                 self._responses = {k: v for k, v in self._responses.items() if k[0] != run}
                 self._responses[key] = cached
         return cached
+
+    def _liveness(self, ctx, experiment_id: str, kinds: dict) -> str:
+        """Part of a run's cache key: whether its live table still looks alive (a
+        run whose process died changes nothing on disk, only this)."""
+        for kind in LIVE_KINDS:
+            if kind in kinds:
+                try:
+                    table = self._read(ctx, experiment_id, kinds[kind])
+                except metadata.PayloadError:
+                    return ""
+                return "interrupted" if liveness.check(table) else ""
+        return ""
 
     def _read(self, ctx, experiment_id: str, series: reader.Series):
         """One table, parsed once per new step (growing tables change step)."""
@@ -318,6 +339,26 @@ class PayloadDashboard(base_plugin.TBPlugin):
         with self._lock:
             self._static[name] = served
         return served
+
+
+# The tables of a long run that carry its status, process stamp and heartbeat.
+LIVE_KINDS = ("summary", "eval_scores")
+
+
+def mark_interrupted(tables: dict) -> dict:
+    """A live table ("summary", "eval_scores") that says "running" but whose process
+    stopped, or that has not beaten for `liveness.STALE_SECONDS`, is shown as
+    interrupted: its status becomes "interrupted" and "interrupted" says
+    `{"reason", "heartbeat", "detected_by": "tensorboard"}`, so the page stops
+    polling and shows "interrupted at N of M (no progress since T)". Copies
+    the changed tables; `tables` is updated in place and returned."""
+    for kind in LIVE_KINDS:
+        table = tables.get(kind)
+        found = liveness.check(table) if isinstance(table, dict) else None
+        if found is not None:
+            tables[kind] = {**table, "status": "interrupted",
+                            "interrupted": {**found, "detected_by": "tensorboard"}}
+    return tables
 
 
 def _fingerprint(series) -> str:

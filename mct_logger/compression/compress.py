@@ -38,6 +38,7 @@ import keras
 import numpy as np
 
 from mct_logger import listeners as listeners_lib
+from mct_logger.utils import liveness
 from mct_logger.utils.progress import progress_bar
 from mct_logger.utils import output_paths
 from mct_logger.utils.callbacks import as_callback, eval_score
@@ -232,6 +233,9 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
         evaluations_total=len(planned), evaluations_reused=len(planned) - len(missing))
     run = _Listeners(listeners, model.name, len(missing))
     error = None
+    # SIGTERM and SIGINT end the sweep as "interrupted" (listeners told) before exiting
+    signals = liveness.interrupt_on_signals()
+    signals.__enter__()
     try:
         run.emit("start", plan)
         sweep = sweep_pruning if scheme == "channel_pruning" else sweep_svd
@@ -268,7 +272,10 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
         error = exc
         raise
     finally:
-        run.close(error)
+        try:
+            run.close(error)
+        finally:
+            signals.__exit__(None, None, None)
 
 
 def _log_selection(selection, target, cost_metric: str, candidates: int) -> None:
