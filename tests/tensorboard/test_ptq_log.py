@@ -11,6 +11,7 @@ import pytest
 from tensorboard.compat.proto import config_pb2, graph_pb2
 
 import mct_logger
+from mct_logger import listeners
 from mct_logger.ptq.pipeline import STAGES
 from tests.helpers import conv_dense_model, tensorboard_provider
 
