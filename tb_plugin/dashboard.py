@@ -4,7 +4,7 @@ over one plugin's payloads, with its own ES-module frontend.
 Routes, served at `/data/plugin/<plugin_name>/...` (relative URLs only in the
 browser, so `--path_prefix` works):
 
-- `GET /runs`: `{"runs": [{"name", "tb_runs", "kinds", "fingerprint"}],
+- `GET /runs`: `{"runs": [{"name", "tb_runs", "kinds", "fingerprint", "label"}],
   "problems": [{"run", "tag", "reason"}]}`. A "run" here is a log folder of one
   PTQ or QuantAnalyzer call (the TensorBoard runs of its stages grouped by
   their parent folder); `fingerprint` changes whenever one of its payloads gets
@@ -165,8 +165,20 @@ class PayloadDashboard(base_plugin.TBPlugin):
                               "step": s.max_step, "wall_time": s.max_wall_time}
                           for k, s in sorted(kinds.items())},
                 "fingerprint": _fingerprint(kinds.values()),
+                "label": self._label(ctx, experiment_id, kinds),
             })
         return {"runs": listing, "problems": [_problem(p) for p in problems]}
+
+    def _label(self, ctx, experiment_id: str, kinds: dict) -> str:
+        """What tells this run from the others (`run_label`), "" when unknown."""
+        tables = {}
+        for kind in LABEL_KINDS:
+            if kind in kinds:
+                try:
+                    tables[kind] = self._read(ctx, experiment_id, kinds[kind])
+                except metadata.PayloadError:
+                    continue
+        return run_label(tables)
 
     def tables(self, ctx, experiment_id: str, run: str, light: bool = True,
                listing=None) -> dict:
@@ -347,6 +359,33 @@ class PayloadDashboard(base_plugin.TBPlugin):
         with self._lock:
             self._static[name] = served
         return served
+
+
+# The tables a run's label is read from (one parse each, kept per step).
+LABEL_KINDS = ("layer_table", "summary", "weight_ranges", "eval_scores")
+
+
+def run_label(tables: dict) -> str:
+    """A run's label from its tables: a PTQ run's `run_info` label (config and
+    origin, e.g. "search: recommended, W4/8A8"), a QuantAnalyzer run's config,
+    CLE on or off, a compression's scheme and target."""
+    info = (tables.get("layer_table") or {}).get("run_info") or {}
+    if isinstance(info, dict) and info.get("label"):
+        return str(info["label"])
+    summary = tables.get("summary") or {}
+    config = summary.get("config") if isinstance(summary.get("config"), dict) else None
+    if config and config.get("weight_bits"):
+        return f"W{config['weight_bits']}A{config.get('activation_bits', '?')}"
+    ranges = tables.get("weight_ranges")
+    if isinstance(ranges, dict) and "cle_applied" in ranges:
+        return "CLE" if ranges["cle_applied"] else "no CLE"
+    scores = tables.get("eval_scores")
+    if isinstance(scores, dict) and scores.get("scheme"):
+        target = scores.get("target_comp_ratio")
+        target = f", target {target:.0%} of the {scores.get('cost_metric', 'cost')}" \
+            if isinstance(target, (int, float)) else ""
+        return f"{scores['scheme']}{target}"
+    return ""
 
 
 # The tables of a long run that carry its status, process stamp and heartbeat.

@@ -15,6 +15,7 @@
 
 import { h, note } from "../common/dom.js";
 import { formatBytes, isNumber } from "../common/format.js";
+import { interruptedText } from "../common/progress.js";
 import { VIEWS, findings, layerRows, normalizeTables, progressText, suspects } from "./qa_data.js";
 import { buildLayers } from "./qa_layers_view.js";
 import { buildMse, buildPerLayer, buildSensitivity, buildSqnr } from "./qa_score_views.js";
@@ -131,6 +132,9 @@ function header(summary, tables) {
   if (progress) {
     box.append(h("p", { class: "qa-note qa-note-info qa-progress", role: "status" }, progress,
       " — the tables below fill in as evaluations finish."));
+  } else if (status === "interrupted") {
+    box.append(note(`${interruptedText(summary, "Analysis")}: showing the results finished so far.`,
+      "warning"));
   } else if (status !== "complete") {
     box.append(note(
       `Analysis ${status} after ${summary.evaluations_done ?? 0} of ` +
@@ -150,8 +154,8 @@ function findingsSection(found, flagged, go) {
   const ranked = suspects(found).filter((s) => flagged.has(s.layer));
   if (!ranked.length && found.length) {
     section.append(h("p", { class: "qa-suspect" },
-      "Nothing stands out: no layer crosses the thresholds of the Layers view " +
-      "(e.g. isolated SQNR below 30 dB). The rankings below are the relative order only."));
+      "Nothing stands out: no layer crosses the thresholds the cards below state " +
+      "(e.g. isolated SQNR below 30 dB)."));
   }
   if (ranked.length) {
     const top = ranked[0];
@@ -178,6 +182,7 @@ function findingsSection(found, flagged, go) {
     grid.append(h("article", { class: "qa-card", "data-finding": finding.id },
       h("h3", {}, h("button", { class: "qa-card-title", type: "button", onclick: () => go(finding.view) }, finding.title)),
       h("p", { class: "qa-explain" }, finding.explanation),
+      finding.headline && finding.rule ? h("p", { class: "qa-card-rule" }, `Ranks: ${finding.rule}.`) : null,
       list,
       finding.note ? h("p", { class: "qa-card-note" }, finding.note) : null));
   }
