@@ -29,6 +29,7 @@ Imports nothing heavy (no TensorFlow, no Keras): plugin entry points load it.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import posixpath
 import re
@@ -46,6 +47,8 @@ from mct_logger.utils import liveness
 from . import assets, metadata, reader
 
 PLOTLY_FILE = "plotly.min.js"
+# How long a browser keeps the plotly bundle without asking again (a week).
+PLOTLY_MAX_AGE_SECONDS = 7 * 24 * 3600
 # How long one listing of the log folder serves requests. The data server itself
 # reloads every few seconds (--reload_interval), and each listing is one or two
 # ~40 ms gRPC calls under it.
@@ -328,11 +331,20 @@ class PayloadDashboard(base_plugin.TBPlugin):
         served = self._static_file(name)
         if served is None:
             return http_util.Respond(request, f"Not found: {name!r}", "text/plain", code=404)
-        body, content_type = served
-        return http_util.Respond(request, body, content_type, content_encoding="gzip")
+        body, content_type, etag = served
+        # The plotly bundle changes only with the installed plotly: the browser keeps
+        # it (no request at all on the next visit); our modules are revalidated
+        # by ETag (a 304 without a body when unchanged).
+        expires = PLOTLY_MAX_AGE_SECONDS if name == PLOTLY_FILE else 0
+        headers = [("ETag", etag)]
+        if etag in (request.headers.get("If-None-Match") or ""):
+            return http_util.Respond(request, b"", content_type, code=304, expires=expires,
+                                     headers=headers)
+        return http_util.Respond(request, body, content_type, content_encoding="gzip",
+                                 expires=expires, headers=headers)
 
     def _static_file(self, name: str):
-        """(gzipped bytes, content type) of a servable file, or None.
+        """(gzipped bytes, content type, ETag) of a servable file, or None.
 
         Only `.js` and `.css` files of the frontend folder and its subfolders,
         named `file` or `folder/file` (and the plotly bundle), are served: each
@@ -354,8 +366,9 @@ class PayloadDashboard(base_plugin.TBPlugin):
             if (path.suffix not in MIME_TYPES or not path.is_relative_to(folder)
                     or not path.is_file()):
                 return None
-        served = (gzip.compress(path.read_bytes(), compresslevel=6, mtime=0),
-                  MIME_TYPES[path.suffix])
+        body = path.read_bytes()
+        served = (gzip.compress(body, compresslevel=6, mtime=0), MIME_TYPES[path.suffix],
+                  f'"{hashlib.sha1(body).hexdigest()[:20]}"')
         with self._lock:
             self._static[name] = served
         return served

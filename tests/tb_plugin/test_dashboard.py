@@ -233,6 +233,16 @@ def test_static_files_are_served_with_their_types(client):
     assert b"export async function render" in get(client, "/data/plugin/quant_analyzer/static/quant_analyzer/qa_tab.js").get_data()
 
 
+def test_plotly_is_cached_by_the_browser_and_modules_revalidated(client):
+    plotly = get(client, "/data/plugin/quant_analyzer/static/plotly.min.js")
+    assert "max-age=604800" in plotly.headers["Cache-Control"]
+    module = get(client, "/data/plugin/quant_analyzer/static/common/dom.js")
+    assert "no-cache" in module.headers["Cache-Control"] and module.headers["ETag"]
+    again = client.get("/data/plugin/quant_analyzer/static/common/dom.js",
+                       headers={"If-None-Match": module.headers["ETag"]})
+    assert again.status_code == 304 and again.get_data() == b""
+
+
 @pytest.mark.parametrize("path", [
     "../dashboard.py", "..%2fdashboard.py", "%2e%2e/metadata.py", "%2e%2e%2f%2e%2e%2fsetup.py",
     "/etc/passwd", "%2fetc%2fpasswd", "..\\metadata.py", "..%5cmetadata.py", "README.md",
