@@ -258,7 +258,8 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
         stats = CompressionStats(
             model=model.name, scheme=scheme, cost_metric=cost_metric,
             target_comp_ratio=float(target_comp_ratio), candidates=candidates,
-            layers=layer_rows(graph, eligible, costs, after_costs, chosen, params),
+            layers=layer_rows(graph, eligible, costs, after_costs, chosen, params,
+                              compressed_graph),
             eval_scores={n: {ratio_key(r): s for r, s in scores[n].items() if s is not None}
                          for n in eligible},
             threshold=selection.threshold, cost_before=before, cost_after=model_cost(after_costs),

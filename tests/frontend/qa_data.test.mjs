@@ -167,3 +167,14 @@ test("quantizedHistogram moves each bin's count to its grid point, clipped at th
   assert.equal(quantizedHistogram({ ...hist, encoding_max: 2 }, 2), null);
   assert.equal(quantizedHistogram(hist, null), null);
 });
+
+test("score axes: the eval set's 1/N resolution found, constants get a tight range", async () => {
+  const { scoreRange, scoreResolution } = await import("../../frontend/quant_analyzer/qa_charts.js");
+  assert.equal(scoreResolution([448 / 449, 447 / 449, 1]), 1 / 449);
+  assert.equal(scoreResolution([0.93, 0.9312345]), null);  // not counts
+  assert.equal(scoreResolution([1, 1]), null);
+  const [low, high] = scoreRange([1, 1, 1]);
+  assert.ok(low > 0.99 && high < 1.01, `${low}..${high}`);
+  const spanned = scoreRange([0.99, 0.995, 1.0], 1 / 449);
+  assert.ok(spanned[0] < 0.99 && spanned[1] > 1.0);
+});
