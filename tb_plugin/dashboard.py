@@ -395,7 +395,8 @@ def run_label(tables: dict) -> str:
     scores = tables.get("eval_scores")
     if isinstance(scores, dict) and scores.get("scheme"):
         target = scores.get("target_comp_ratio")
-        target = f", target {target:.0%} of the {scores.get('cost_metric', 'cost')}" \
+        metric = {"mac": "MACs", "memory": "parameters"}.get(scores.get("cost_metric"), "cost")
+        target = f", target {target:.0%} of the {metric}" \
             if isinstance(target, (int, float)) else ""
         return f"{scores['scheme']}{target}"
     return ""

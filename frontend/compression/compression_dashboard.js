@@ -98,7 +98,7 @@ export async function renderCompression(root, tables, Plotly) {
     pending.push(plot(Plotly, costs, costSpec(selection)));
   }
   if (Object.keys(scores.ineligible || {}).length) {
-    root.append(section("Layers not compressed by this scheme", dataTable(
+    root.append(section("Layers this scheme cannot compress (a neighbour's pruning may still remove their channels)", dataTable(
       [{ key: "layer", label: "layer" }, { key: "reason", label: "why" }],
       Object.entries(scores.ineligible).map(([layer, reason]) => ({ layer, reason })))));
   }

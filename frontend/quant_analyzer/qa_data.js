@@ -60,7 +60,7 @@ function finish(finding, ranked, k, toItem) {
     return finding;
   }
   if (ranked.headline && ranked.count === 0) {
-    finding.note = `No layer crosses the threshold (${ranked.rule}).`;
+    finding.note = "No layer crosses it.";
     return finding;
   }
   if (ranked.allEqual) {

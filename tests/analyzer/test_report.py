@@ -338,8 +338,8 @@ def test_worst_layers_are_ranked_once_in_python_and_read_by_the_frontend(analysi
     carried = _findings_in_node(tmp_path, cases)
     assert carried[0][0]["items"][0]["layer"] == "dense2"
     assert carried[1][0]["decisive"] is False and carried[1][0]["note"] == "2 layers tie at 0.5."
-    assert carried[2][0]["items"] == [] and carried[2][0]["note"].startswith(
-        "No layer crosses the threshold (score with only this layer quantized more than 0.2%")
+    assert carried[2][0]["items"] == [] and carried[2][0]["note"] == "No layer crosses it."
+    assert carried[2][0]["rule"].startswith("score with only this layer quantized more than 0.2%")
     # without the carried ranking nothing is ranked in the browser
     bare = _findings_in_node(tmp_path, [_without_ranking(t) for t in cases])
     assert all(f["items"] == [] for case in bare for f in case)

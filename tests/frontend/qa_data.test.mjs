@@ -50,8 +50,8 @@ test("findings follow the ranking the analyzer carries, with its rule", () => {
   assert.equal(found[0].items[0].text, "12.0 dB");
   assert.equal(found[0].rule, RULE);
   assert.deepEqual(found[1].items, []);
-  assert.equal(found[1].note,
-    "No layer crosses the threshold (accumulated SQNR dropping by more than 3 dB).");
+  assert.equal(found[1].note, "No layer crosses it.");
+  assert.equal(found[1].rule, "accumulated SQNR dropping by more than 3 dB");
 });
 
 test("a tie past the threshold says how many layers share it and names no first", () => {
