@@ -24,7 +24,8 @@ modules with an ETag); also when Playwright, polling from outside, saw it
 
 Aims (issue 9): p50 <= 50 ms per data route, first chart <= 2 s.
 
-Run: python benchmarks/dashboards.py [--repeats 30] [--load-fast true]
+Run: python benchmarks/dashboards.py [--repeats 30] [--load-fast true] [--only synthetic]
+     python benchmarks/dashboards.py --logdir LOGS   (e.g. mct-logger demo's folder)
 """
 
 import argparse
@@ -310,7 +311,12 @@ def main():
                         help="requests per route each made after the folder listing expired")
     parser.add_argument("--load-fast", default="auto", choices=["auto", "true", "false"])
     parser.add_argument("--only", choices=["real", "synthetic"], default=None)
+    parser.add_argument("--logdir", default=None,
+                        help="measure this log folder instead (e.g. the demo's: mct-logger demo)")
     args = parser.parse_args()
+    if args.logdir:
+        measure(f"{args.logdir}", args.logdir, args.repeats, args.alone, args.load_fast)
+        return
     with tempfile.TemporaryDirectory() as root:
         if args.only in (None, "real"):
             real = os.path.join(root, "real")
