@@ -159,13 +159,16 @@ def test_finding_links_and_selectors_redraw_the_charts(analysis, browser):
     session = Page(browser)
     try:
         page = session.open_report(results / "index.html")
-        link = page.locator(".qa-card[data-finding='weight_sqnr'] li:nth-child(2) button")
+        link = page.locator(".qa-card[data-finding='sqnr_isolated'] li:nth-child(1) button")
         layer = link.inner_text()
         link.click()
-        assert page.get_attribute("#quant-analyzer", "data-view") == "weights"
+        assert page.get_attribute("#quant-analyzer", "data-view") == "sqnr"
+        assert layer == "dense2" and "dense2" in page.inner_text(".qa-panel[data-view='sqnr']")
+        page.click("button.qa-tab[data-view='weights']")
         weights = page.locator(".qa-panel[data-view='weights'] select")
-        assert weights.evaluate("s => s.options[s.selectedIndex].text") == layer
-        assert re.search(rf"{layer}: SQNR of each of \d+ output channels",
+        weights.select_option(index=1)
+        layer = weights.evaluate("s => s.options[s.selectedIndex].text")
+        assert re.search(rf"{re.escape(layer.split(' ')[0])}: SQNR of each of \d+ output channels",
                          page.inner_text(".qa-panel[data-view='weights']"))
         page.click("button.qa-tab[data-view='histograms']")
         panel = page.locator(".qa-panel[data-view='histograms']")
@@ -198,7 +201,7 @@ def test_interrupted_report_shows_what_finished(analysis, browser, tmp_path):
     session = Page(browser)
     try:
         page = session.open_report(report.write_report(str(tmp_path), tables))
-        assert "Analysis interrupted after 3 of 14 evaluations" in page.inner_text(".qa-header")
+        assert "Analysis interrupted at 3 of 14 evaluations" in page.inner_text(".qa-header")
         assert page.locator(".qa-card[data-finding='enabled']").count() == 0
         page.click("button.qa-tab[data-view='per-layer']")
         assert "did not run" in page.inner_text(".qa-panel[data-view='per-layer']")
