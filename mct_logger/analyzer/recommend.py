@@ -178,6 +178,10 @@ def recommend(analyzer, analysis, max_accuracy_drop: float, representative_data=
         model=graph.name, max_accuracy_drop=float(max_accuracy_drop), float_score=fp32,
         target_score=state.target, baseline=baseline, final=final,
         meets_target=comparable(final["score"]) >= state.target, changes=state.changes, config=state.config)
+    if not state.changes and recommendation.meets_target:
+        logger.info("recommend: the baseline already meets the target (score %.6g, target "
+                    "%.6g = FP32 %.6g minus %g): nothing to change.", baseline["score"],
+                    state.target, fp32, max_accuracy_drop)
     if not recommendation.meets_target:
         logger.warning("recommend: the fixes reach %.6g, below the target %.6g (FP32 %.6g "
                        "minus %g).", final["score"], state.target, fp32, max_accuracy_drop)
@@ -189,8 +193,10 @@ def recommend(analyzer, analysis, max_accuracy_drop: float, representative_data=
         if data is None:
             recorded = state.trials.calibration_models[0].recorded
             data = data_lib.load_batches(iter(recorded), analyzer.input_specs)
-        quantize_baseline_and_recommended(analyzer.model, data, analyzed, state.config,
-                                          {"recommendation": recommendation.table()})
+        # nothing changed: the measured baseline is the recommendation, logged once
+        quantize_baseline_and_recommended(analyzer.model, data,
+                                          analyzed if state.changes else state.config,
+                                          state.config, {"recommendation": recommendation.table()})
     return state.config, recommendation
 
 

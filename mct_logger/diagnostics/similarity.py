@@ -57,6 +57,8 @@ class SimilarityResult:
             (`weight_quantization.weight_quantization_rows`).
         plan / encodings: the compared model's `NodePlan`s and `NodeEncodings` by
             node name (set by the PTQ engine, so a listener needs no earlier result).
+        config: the run's QuantizationConfig fields (`config_to_dict(...)["config"]`),
+            set by the PTQ engine for the logs' run labels; None when not given.
     """
 
     nodes: list
@@ -70,6 +72,7 @@ class SimilarityResult:
     version: int = 1
     plan: dict | None = None
     encodings: dict | None = None
+    config: dict | None = None
 
 
 def working_set_bytes(graph: Graph, samples: int = 20) -> int:

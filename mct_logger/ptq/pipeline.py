@@ -45,7 +45,7 @@ from mct_logger import listeners as listeners_lib
 from mct_logger.listeners import ListenerSet, RunInfo
 from mct_logger.quantization.memory import graph_memory, model_memory
 from mct_logger.ptq.calibration import collect
-from mct_logger.quantization.config import QuantizationConfig
+from mct_logger.quantization.config import QuantizationConfig, config_to_dict
 from mct_logger.quantization.plan import (
     PlanReason, check_overrides, inner_name, plan_quantization)
 from mct_logger.quantization.quantsim import (
@@ -351,7 +351,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         histograms = {n: tuple(a[0] for a in s.histogram()) for n, s in statistics.items()}
         similarity = run.start(
             "similarity_analysis", _similarity_stage, graph, plan, params.encodings, batches,
-            config.similarity_samples, histograms, corrected,
+            config.similarity_samples, histograms, corrected, config_to_dict(config)["config"],
         )
     try:
         _, result = run.stage(
@@ -378,7 +378,8 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
     return result.model, info
 
 
-def _similarity_stage(graph: Graph, plan, encodings, batches, samples, histograms, corrected):
+def _similarity_stage(graph: Graph, plan, encodings, batches, samples, histograms, corrected,
+                      config: dict | None = None):
     """The similarity analysis. A diagnosis only: if it fails, the failure is one
     warning and the stage is skipped; the quantized model is still returned."""
     try:
@@ -390,7 +391,7 @@ def _similarity_stage(graph: Graph, plan, encodings, batches, samples, histogram
         return graph, SkippedStageResult(
             f"the similarity analysis failed: {type(exc).__name__}: {exc}", plan=plan,
             encodings=encodings)
-    return graph, dataclasses.replace(result, plan=plan, encodings=encodings)
+    return graph, dataclasses.replace(result, plan=plan, encodings=encodings, config=config)
 
 
 def _cle_stage(graph: Graph, config: QuantizationConfig):
