@@ -146,7 +146,7 @@ class Throttle:
         return True
 
 
-def progress_bar(total: int, unit_name: str):
+def progress_bar(total: int, unit_name: str, stateful_metrics=None):
     """A Keras progress bar of `total` `unit_name`s on the console: live on a
     terminal or in a notebook; elsewhere (a log file, CI, a pipe) one plain line
     when done, since the live bar would fill the file with carriage returns and
@@ -154,4 +154,5 @@ def progress_bar(total: int, unit_name: str):
     import keras
 
     live = (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()) or "ipykernel" in sys.modules
-    return keras.utils.Progbar(total, verbose=1 if live else 2, unit_name=unit_name)
+    return keras.utils.Progbar(total, verbose=1 if live else 2, unit_name=unit_name,
+                               stateful_metrics=stateful_metrics)

@@ -52,6 +52,7 @@ from mct_logger.quantization.quantsim import (
 )
 from mct_logger.similarity import analyze_similarity
 from mct_logger.techniques.batch_norm_folding import BatchNormFoldingResult, fold_batch_norms
+from mct_logger.techniques.adaround import adaround_graph
 from mct_logger.techniques.bias_correction import correct_bias_graph
 from mct_logger.stage_results import (
     InitialGraphResult,
@@ -79,6 +80,7 @@ STAGES = (
     "cross_layer_equalization",
     "statistics_collection",
     "quantization_parameters",
+    "adaround",
     "bias_correction",
     "quantized_model",
     "similarity_analysis",  # only when analyzing similarity (e.g. logging)
@@ -170,8 +172,7 @@ class _Run:
         return self._report(name, graph, result, time.perf_counter() - start)
 
     def start(self, name: str, fn, *args) -> "_StageThread":
-        """Starts stage `name` on a thread; `finish` reports it, in the order the
-        listeners expect, once the stages in between have run."""
+        """Starts stage `name` on a thread; `finish` reports it in order."""
         thread = _StageThread(name, fn, args)
         thread.start()
         return thread
@@ -351,11 +352,13 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
             clones=clones)
         graph, stats = run.stage("statistics_collection", _collect, graph, calibration, batches)
         graph, params = run.stage("quantization_parameters", _parameters, graph, plan, calibration)
-    # `graph` stays the float reference (biases before correction); the quantized
-    # model is built from the corrected copy.
+    # `graph` stays the float reference (kernels before AdaRound, biases before
+    # correction); the quantized model is built from the rounded, corrected copy.
+    rounded, _ = run.stage(
+        "adaround", _adaround_stage, graph, plan, params.encodings, batches, config)
     corrected, _ = run.stage(
-        "bias_correction", _bias_correction_stage, graph, plan, params.encodings, batches, config
-    )
+        "bias_correction", _bias_correction_stage, rounded, plan, params.encodings, batches,
+        config, graph)
     analyze = config.analyze_similarity
     if analyze is None:
         analyze = listeners_lib.needs(run.listeners, listeners_lib.SIMILARITY)
@@ -423,12 +426,28 @@ def _cle_stage(graph: Graph, config: QuantizationConfig):
     return equalize_graph(graph)
 
 
-def _bias_correction_stage(graph: Graph, plan, encodings, batches, config: QuantizationConfig):
+def _adaround_stage(graph: Graph, plan, encodings, batches, config: QuantizationConfig):
+    """AdaRound (`techniques.adaround`) when configured and there is data to learn from."""
+    if config.adaround is None or not batches:
+        reason = ("AdaRound is off (QuantizationConfig.adaround=None): nearest rounding"
+                  if config.adaround is None else "AdaRound needs representative data and "
+                  f"none was given (grids from {config.encodings_file}): nearest rounding")
+        if config.adaround is not None:
+            logger.warning("QuantizationConfig.adaround is set but %s.", reason)
+        return graph, SkippedStageResult(reason, plan=plan, encodings=encodings)
+    rounded, result = adaround_graph(graph, plan, encodings, batches, config.adaround,
+                                     progress_bar=listeners_lib.progress_bar)
+    return rounded, dataclasses.replace(result, plan=plan, encodings=encodings)
+
+
+def _bias_correction_stage(graph: Graph, plan, encodings, batches, config: QuantizationConfig,
+                           float_graph: Graph):
     if config.bias_correction is None:
         return graph, SkippedStageResult(
             "bias correction is off (QuantizationConfig.bias_correction=None)", plan=plan,
             encodings=encodings)
-    graph, result = correct_bias_graph(graph, plan, encodings, batches, config.bias_correction)
+    graph, result = correct_bias_graph(graph, plan, encodings, batches, config.bias_correction,
+                                       float_graph=None if graph is float_graph else float_graph)
     return graph, dataclasses.replace(result, plan=plan, encodings=encodings)
 
 

@@ -43,13 +43,8 @@ from mct_logger.graph import Graph, Node, read_model
 from mct_logger.quantization.encodings import quantize_dequantize
 from mct_logger.quantization.layers import broadcast_shape, linear_weights, quantizable_weights
 from mct_logger.quantization.plan import NodePlan
-from mct_logger.quantization.quantsim import (
-    NodeEncodings,
-    QuantizerFactory,
-    compile_inference,
-    run_over_batches,
-    quantizers,
-)
+from mct_logger.quantization.quantsim import (NodeEncodings, QuantizerFactory, compile_inference,
+                                              quantizers, run_over_batches)
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms, rebuild_layer
 from mct_logger.layer_kinds import fused_activation_kind, homogeneous_kind
 from mct_logger.techniques.cle_results import output_distribution
@@ -129,7 +124,7 @@ class BiasCorrectionResult:
 # ---------------------------------------------------------------- the math
 
 
-def _phi(x):
+def _phi(x):  # the standard normal density
     return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
 
 
@@ -157,10 +152,13 @@ def expected_activation(beta, gamma, activation: str, clip: float = 6.0) -> np.n
     raise ValueError(f"No closed form for activation {activation!r}.")
 
 
-def _kernel_error(node: Node, spec, encoding) -> np.ndarray:
+def _kernel_error(node: Node, spec, encoding, float_node: Node | None = None) -> np.ndarray:
+    """`W_q - W` (W: `float_node`'s kernel when given, e.g. before AdaRound)."""
     kernel = np.asarray(keras.ops.convert_to_numpy(node.layer.kernel), np.float64)
     quantized = quantize_dequantize(
         kernel, encoding, broadcast_shape(kernel.shape, spec.channel_axes))
+    if float_node is not None:
+        kernel = np.asarray(keras.ops.convert_to_numpy(float_node.layer.kernel), np.float64)
     return quantized - kernel
 
 
@@ -191,10 +189,12 @@ def tap_coverage(layer, input_shape) -> np.ndarray | None:
     return coverage
 
 
-def analytical_shift(node: Node, spec, encoding, expected_input, input_shape=None) -> np.ndarray:
+def analytical_shift(node: Node, spec, encoding, expected_input, input_shape=None,
+                     float_node: Node | None = None) -> np.ndarray:
     """`sum_taps(coverage * (W_q - W))^T E[x]`: the mean output shift from quantizing
-    the kernel, with "same"-padding borders counted (`tap_coverage`)."""
-    error = _kernel_error(node, spec, encoding)
+    the kernel, with "same"-padding borders counted (`tap_coverage`); W is
+    `float_node`'s kernel when given (the kernel before AdaRound)."""
+    error = _kernel_error(node, spec, encoding, float_node)
     coverage = tap_coverage(node.layer, input_shape) if input_shape is not None else None
     if coverage is not None:
         error = error * coverage.reshape(coverage.shape + (1, 1))
@@ -347,12 +347,15 @@ def _weight_encodings(encodings, name):
 
 
 def correct_bias_graph(
-    graph: Graph, plan: dict, encodings: dict, batches=None, mode: str = "empirical"
+    graph: Graph, plan: dict, encodings: dict, batches=None, mode: str = "empirical",
+    float_graph: Graph | None = None,
 ) -> tuple[Graph, BiasCorrectionResult]:
     """Bias-corrects `graph` for the weight grids in `encodings`; returns a new graph.
 
     Args:
-        graph: the float graph to be quantized (batch norms folded, CLE applied).
+        graph: the graph to be quantized (batch norms folded, CLE applied).
+        float_graph: the float reference the corrected means match (default
+            `graph`): the graph before AdaRound set its kernels on the grids.
         plan: node -> NodePlan (`plan_quantization`).
         encodings: node -> NodeEncodings, or node -> {kernel name: Encoding}.
         batches: representative data as a list of batches (lists of arrays);
@@ -401,7 +404,8 @@ def correct_bias_graph(
         ref = node.inputs[0]
         shift = analytical_shift(node, plan[name].weights["kernel"],
                                  _weight_encodings(encodings, name)["kernel"], expected,
-                                 graph.nodes[ref.node].output_shapes[ref.index])
+                                 graph.nodes[ref.node].output_shapes[ref.index],
+                                 float_graph.nodes[name] if float_graph is not None else None)
         corrections[name] = LayerCorrection(name, "analytical", shift, source.name, activation)
 
     if empirical:
@@ -409,7 +413,7 @@ def correct_bias_graph(
                        for n in graph.nodes}
         weight_encodings = {n: NodeEncodings(weights=_weight_encodings(encodings, n))
                             for n in graph.nodes if weight_plan[n].weights}
-        reference = _MeanModel(graph, empirical).means(batches)
+        reference = _MeanModel(float_graph or graph, empirical).means(batches)
         probe = _MeanModel(graph, empirical, weight_plan, weight_encodings)
         result.passes = 1
         for name, c in corrections.items():
