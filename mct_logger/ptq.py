@@ -373,9 +373,11 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         # the build's Python needs), and is reported after it.
         statistics = getattr(run.results.get("statistics_collection"), "statistics", None) or {}
         histograms = {n: tuple(a[0] for a in s.histogram()) for n, s in statistics.items()}
+        rounding = run.results.get("adaround")
         similarity = run.start(
             "similarity_analysis", _similarity_stage, graph, plan, params.encodings, batches,
             config.similarity_samples, histograms, corrected,
+            rounding.columns() if hasattr(rounding, "columns") else None,
         )
     try:
         _, result = run.stage(
@@ -402,7 +404,8 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
     return result.model, info
 
 
-def _similarity_stage(graph: Graph, plan, encodings, batches, samples, histograms, corrected):
+def _similarity_stage(graph: Graph, plan, encodings, batches, samples, histograms, corrected,
+                      adaround=None):
     """The similarity analysis. A diagnosis only: if it fails, the failure is one
     warning and the stage is skipped; the quantized model is still returned."""
     try:
@@ -414,7 +417,7 @@ def _similarity_stage(graph: Graph, plan, encodings, batches, samples, histogram
         return graph, SkippedStageResult(
             f"the similarity analysis failed: {type(exc).__name__}: {exc}", plan=plan,
             encodings=encodings)
-    return graph, dataclasses.replace(result, plan=plan, encodings=encodings)
+    return graph, dataclasses.replace(result, plan=plan, encodings=encodings, adaround=adaround)
 
 
 def _cle_stage(graph: Graph, config: QuantizationConfig):

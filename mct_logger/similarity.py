@@ -57,6 +57,8 @@ class SimilarityResult:
             (`weight_quantization.weight_quantization_rows`).
         plan / encodings: the compared model's `NodePlan`s and `NodeEncodings` by
             node name (set by the PTQ engine, so a listener needs no earlier result).
+        adaround: node -> the AdaRound columns of the layer table
+            (`AdaRoundResult.columns`) when the run learned its rounding, else None.
     """
 
     nodes: list
@@ -70,6 +72,7 @@ class SimilarityResult:
     version: int = 1
     plan: dict | None = None
     encodings: dict | None = None
+    adaround: dict | None = None
 
 
 def analyze_similarity(

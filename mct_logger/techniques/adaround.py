@@ -236,7 +236,7 @@ def _optimise(layer, grid: _Kernel, x_pool, y_pool, follow, config: AdaRoundConf
         optimizer.apply_gradients(zip(tape.gradient(loss, [v]), [v]))
         return reconstruction
 
-    step = tf.function(step, autograph=False, reduce_retracing=True)
+    step = _compiled(_Step(step))
     rng = np.random.default_rng(config.seed)
     size = min(config.batch_size, len(y_pool))
     warm = config.warm_start * config.iterations
@@ -261,16 +261,39 @@ def _loss(layer, kernels: list, x_pool, y_pool, follow) -> list[float]:
     return [t / max(y_pool.size, 1) for t in totals]
 
 
-def _compiled_loss(layer, follow):
-    def squared_error(x, y, kernel):
-        out = _forward(layer, x, ops.convert_to_tensor(kernel), follow)
+class _SquaredError:
+    """Summed squared error of one layer's output for a kernel; one object per layer
+    (TensorFlow counts traces per function object, so a shared closure would warn
+    that every new layer's first trace is a retrace)."""
+
+    def __init__(self, layer, follow):
+        self.layer, self.follow = layer, follow
+
+    def __call__(self, x, y, kernel):
+        out = _forward(self.layer, x, ops.convert_to_tensor(kernel), self.follow)
         return ops.sum(ops.square(ops.cast(out, "float32") - y))
 
+
+class _Step:
+    """One Adam step on V (`_optimise`); one object per layer, as `_SquaredError`."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+
+def _compiled(fn):
     if keras.config.backend() == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(squared_error, autograph=False, reduce_retracing=True)
-    return squared_error
+        return tf.function(fn, autograph=False, reduce_retracing=True)
+    return fn
+
+
+def _compiled_loss(layer, follow):
+    return _compiled(_SquaredError(layer, follow))
 
 
 def adaround_graph(graph: Graph, plan: dict, encodings: dict, batches,
