@@ -57,8 +57,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from mct_logger import layer_kinds
-from mct_logger.graph import Graph, TensorRef
+from mct_logger.graph import layer_kinds
+from mct_logger.graph.ir import Graph, TensorRef
 from mct_logger.quantization.config import AdaRoundConfig
 from mct_logger.quantization.layers import broadcast_shape, linear_forward
 from mct_logger.quantization.plan import PlanReason

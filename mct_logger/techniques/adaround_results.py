@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from mct_logger.json_safe import json_number
+from mct_logger.utils.json_safe import json_number
 
 
 @dataclasses.dataclass
