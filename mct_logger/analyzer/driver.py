@@ -181,7 +181,7 @@ class QuantAnalyzer:
         return run.run()
 
     def recommend(self, max_accuracy_drop: float, representative_data=None,
-                  analysis: AnalysisResult | None = None):
+                  analysis: AnalysisResult | None = None, adaround=None):
         """A verified QuantizationConfig from a finished analysis: `mct_logger.analyzer.recommend`.
 
         Args:
@@ -190,6 +190,8 @@ class QuantAnalyzer:
                 `num_calibration_samples` (1000 by default), as PTQ reads it.
             analysis: the `AnalysisResult` of this analyzer's `analyze` to start
                 from; default the last one (`last_analysis`).
+            adaround: the `AdaRoundConfig` proposed where the weights-only score is
+                below the activations-only one (True: the paper's; None: not proposed).
 
         Returns:
             `(config, Recommendation)`.
@@ -200,7 +202,7 @@ class QuantAnalyzer:
             RuntimeError: no finished analysis to start from.
         """
         return recommend(self, analysis or self.last_analysis, max_accuracy_drop,
-                         representative_data)
+                         representative_data, adaround)
 
 
 # ----------------------------------------------------------------------------- one run
