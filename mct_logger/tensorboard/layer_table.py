@@ -7,7 +7,7 @@ similarity); nothing is measured here. The accumulated SQNR step of a node is
 Example:
 
 ```python
-table = layer_table(graph, plan, encodings, similarity_result, "06_quantized_model")
+table = layer_table(graph, plan, encodings, similarity_result, "07_quantized_model")
 table["rows"][0]["sqnr_accumulated_db"]
 ```
 """

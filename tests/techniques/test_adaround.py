@@ -247,21 +247,22 @@ def test_the_stage_is_shown_in_the_logs(tmp_path):
 
 def test_recommend_proposes_adaround_when_weights_lose_more_than_activations(
         trained_digits, tmp_path):
-    """W4A8 per-channel on the digits CNN: the weights-only score (W4A32) is below the
-    activations-only one (W32A8); AdaRound is proposed as a free fix, verified with the
-    eval callback and kept, and the recommended config carries it."""
+    """W4A8 per-channel on the digits CNN (no CLE: per-channel grids): the weights-only
+    score (W4A32) is below the activations-only one (W32A8); AdaRound is proposed as a
+    free fix, verified with the eval callback and kept, and the recommended config
+    carries it."""
     data, model = trained_digits
     x = data.x_train[:256]
     analyzer = mct_logger.QuantAnalyzer(
         model, lambda m: m.predict(x, batch_size=64, verbose=0),
         lambda m: accuracy(m, data.x_test, data.y_test))
-    analysis = analyzer.analyze({"weight_bits": 4, "weight_per_channel": False},
-                                results_dir=str(tmp_path / "qa"))
+    analysis = analyzer.analyze({"weight_bits": 4}, results_dir=str(tmp_path / "qa"))
     assert analysis.sensitivity["weights_only"] < analysis.sensitivity["activations_only"]
     ada = AdaRoundConfig(**FAST)
-    config, recommendation = analyzer.recommend(max_accuracy_drop=0.02, adaround=ada)
-    change = next(c for c in recommendation.changes if c["kind"] == "adaround")
-    assert change["accepted"] and change["score_after"] >= change["score_before"] + 0.02, change
+    config, recommendation = analyzer.recommend(max_accuracy_drop=0.002, adaround=ada)
+    change = recommendation.changes[0]
+    assert change["kind"] == "adaround", recommendation.changes
+    assert change["accepted"] and change["score_after"] > change["score_before"], change
     assert change["memory_after"] == change["memory_before"]  # free: same grids, same bits
     assert "Weights-only score" in change["evidence"]
     assert config.adaround == ada and recommendation.meets_target

@@ -77,7 +77,7 @@ def test_one_run_per_stage_sorted_in_stage_order(logged, provider):
     assert set(stage_runs) <= runs
     assert sorted(stage_runs) == stage_runs
     extras = {f"{run_folder}/03_statistics_collection/{k}" for k in ("min", "max", "mean")}
-    extras |= {f"{run_folder}/07_similarity_analysis/{k}" for k in ("accumulated", "isolated")}
+    extras |= {f"{run_folder}/08_similarity_analysis/{k}" for k in ("accumulated", "isolated")}
     assert runs == set(stage_runs) | extras
 
 
@@ -103,7 +103,7 @@ def test_memory_per_node_matches_the_hand_computed_example(logged, provider):
     # float32: input 16*4; conv (20 params + 8 outputs)*4; flatten 8*4
     assert float_memory["x"] == 64 and float_memory["conv"] == 112 and float_memory["flat"] == 32
     assert float_memory["wide"] == (8 * WIDE + WIDE) * 4 + WIDE * 4
-    quantized = _resources(provider, f"{run_folder}/06_quantized_model")
+    quantized = _resources(provider, f"{run_folder}/07_quantized_model")
     # W8A8: kernel bytes 1 each, bias 4 each, outputs 1 each; flatten keeps conv's grid;
     # wide's output is fused into the ReLU and stored at its 8 bits
     assert quantized["x"] == 16 and quantized["conv"] == 18 + 8 + 8 and quantized["flat"] == 8
@@ -116,7 +116,7 @@ def test_histograms_float_and_quantized_under_the_same_tag(logged, provider):
     data, ctx, eid = provider
     series = data.list_tensors(ctx, experiment_id=eid, plugin_name="histograms")
     stats_tags = set(series[f"{run_folder}/03_statistics_collection"])
-    final_tags = set(series[f"{run_folder}/07_similarity_analysis"])
+    final_tags = set(series[f"{run_folder}/08_similarity_analysis"])
     for node in ("x", "conv", "relu", "head"):
         assert f"activations/{node}" in stats_tags and f"activations/{node}" in final_tags
     read = data.read_tensors(ctx, experiment_id=eid, plugin_name="histograms", downsample=1000,
@@ -169,7 +169,7 @@ def test_every_channel_min_max_mean_is_kept(logged, provider):
 def test_all_twenty_similarity_images_and_sqnr_scalars(logged, provider):
     _, run_folder, info = logged
     data, ctx, eid = provider
-    run = f"{run_folder}/07_similarity_analysis"
+    run = f"{run_folder}/08_similarity_analysis"
     images = data.list_blob_sequences(ctx, experiment_id=eid, plugin_name="images")[run]
     assert sorted(images) == sorted(
         [f"cosine_similarity/sample_{i:02d}" for i in range(20)] + ["cosine_similarity/summary"]
