@@ -261,13 +261,13 @@ class _Analysis:
                 overrides[name if re.escape(name) == name else re.escape(name)] = \
                     LayerOverride(keep_float=True)
             config = dataclasses.replace(config, overrides=overrides)
-        skipped = [f for f in ("cross_layer_equalization", "bias_correction")
+        skipped = [f for f in ("cross_layer_equalization", "bias_correction", "adaround")
                    if getattr(config, f, None)]
         if skipped:
             logger.warning(
                 "QuantAnalyzer analyzes the batch-norm-folded model as given; %s in the "
                 "config are not applied (apply them to the model first, then analyze it).",
-                " and ".join(skipped),
+                ", ".join(skipped),
             )
         plan = plan_quantization(graph, config)
         self.plan = plan

@@ -266,3 +266,37 @@ def test_recommend_proposes_adaround_when_weights_lose_more_than_activations(
     assert change["memory_after"] == change["memory_before"]  # free: same grids, same bits
     assert "Weights-only score" in change["evidence"]
     assert config.adaround == ada and recommendation.meets_target
+
+
+def test_conv1d_depthwise1d_einsum_dense_and_conv3d_kernels_are_learned():
+    keras.utils.set_random_seed(6)
+    inputs = keras.Input((12, 3))
+    h = keras.layers.Conv1D(8, 3, activation="relu", name="c1")(inputs)
+    h = keras.layers.DepthwiseConv1D(3, name="dw")(h)
+    h = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 6), bias_axes="d",
+                                 name="einsum")(h)
+    h = keras.layers.Reshape((8, 6, 1, 1))(h)
+    h = keras.layers.Conv3D(2, (3, 3, 1), name="c3")(h)
+    h = keras.layers.Flatten()(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(h))
+    x = np.random.default_rng(6).normal(size=(96, 12, 3)).astype("float32")
+    quantized, info = _quantize(model, x, weight_bits=4,
+                                adaround=AdaRoundConfig(iterations=60, learning_rate=1e-2))
+    result = info.stage_results["adaround"]
+    assert set(result.layers) == {"c1", "dw", "einsum", "c3", "head"}, result.skipped
+    assert result.layers["c1"].activation == "relu"
+    for name, layer in result.layers.items():
+        assert layer.loss_adaround <= layer.loss_nearest, layer
+        kernel = keras.ops.convert_to_numpy(info.quantized_graph.nodes[name].layer.kernel)
+        grid = info.encodings[name].weights["kernel"]
+        axes = info.plan[name].weights["kernel"].channel_axes
+        shape = broadcast_shape(kernel.shape, axes)
+        again = fake_quantize(kernel, np.reshape(np.float32(grid.scale), shape),
+                              np.reshape(np.float32(grid.offset), shape), np.float32(grid.levels))
+        if layer.kept_nearest:  # no lower loss: the float kernel, rounded to nearest
+            floats = keras.ops.convert_to_numpy(info.float_graph.nodes[name].layer.kernel)
+            np.testing.assert_array_equal(kernel, floats)
+        else:
+            np.testing.assert_array_equal(kernel, again.astype(np.float32))
+    assert sum(not layer.kept_nearest for layer in result.layers.values()) >= 3, result.layers
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(quantized(x))))
