@@ -208,8 +208,10 @@ class _Kernel:
 
 
 def _optimise(layer, grid: _Kernel, x_pool, y_pool, follow, config: AdaRoundConfig,
-              on_step=None) -> np.ndarray:
-    """Learns V for one kernel; returns it (NumPy)."""
+              on_step=None, timing=None) -> np.ndarray:
+    """Learns V for one kernel; returns it (NumPy). `timing` (a dict) gets "steps" and
+    "seconds": the steps after the first (traced) one and their wall time."""
+    timing = {} if timing is None else timing
     if keras.config.backend() != "tensorflow":
         raise NotImplementedError(
             f"AdaRound takes its gradients with TensorFlow; the Keras backend is "
@@ -240,13 +242,19 @@ def _optimise(layer, grid: _Kernel, x_pool, y_pool, follow, config: AdaRoundConf
     rng = np.random.default_rng(config.seed)
     size = min(config.batch_size, len(y_pool))
     warm = config.warm_start * config.iterations
+    timing["steps"], timing["start"] = max(config.iterations - 1, 0), None
     for i in range(config.iterations):
+        if i == 1:  # the first step traces; the steady time runs from the second
+            timing["start"] = time.perf_counter()
         index = ops.convert_to_tensor(rng.integers(0, int(y_pool.shape[0]), size), "int32")
         step(index, ops.convert_to_tensor(beta_at(i, config), "float32"),
              ops.convert_to_tensor(0.0 if i < warm else 1.0, "float32"))
         if on_step is not None:
             on_step(i + 1)
-    return np.asarray(keras.ops.convert_to_numpy(v))
+    v = np.asarray(keras.ops.convert_to_numpy(v))
+    if timing["start"] is not None:
+        timing["seconds"] = time.perf_counter() - timing["start"]
+    return v
 
 
 def _loss(layer, kernels: list, x_pool, y_pool, follow) -> list[float]:
@@ -352,11 +360,13 @@ def adaround_graph(graph: Graph, plan: dict, encodings: dict, batches,
         x_pool, y_pool = _fill_cache(batches, _submodel(quantized, offset + index),
                                      _submodel(floats, offset + index), config)
         nearest = grid.dequantize(grid.nearest_q)
-        flipped, kept, loss_ada = 0.0, False, None
+        flipped, kept, loss_ada, timing = 0.0, False, None, {}
+        layer_start = time.perf_counter()
         if config.iterations:
             progress = (None if on_progress is None else
                         lambda i, k=index: on_progress(k, len(targets), i))
-            v = _optimise(node.layer, grid, x_pool, y_pool, target.follow, config, progress)
+            v = _optimise(node.layer, grid, x_pool, y_pool, target.follow, config, progress,
+                          timing)
             hard_q = grid.hard_q(v)
             candidate = grid.dequantize(hard_q)
             loss_near, loss_ada = _loss(node.layer, [nearest, candidate], x_pool, y_pool,
@@ -376,7 +386,9 @@ def adaround_graph(graph: Graph, plan: dict, encodings: dict, batches,
             node=target.node, kernel="kernel", num_weights=int(grid.float.size),
             iterations=config.iterations, loss_nearest=loss_near, loss_adaround=loss_ada,
             flipped_fraction=flipped, kept_nearest=kept, activation=target.activation,
-            num_samples=int(len(y_pool)))
+            num_samples=int(len(y_pool)), seconds=time.perf_counter() - layer_start,
+            step_seconds=(timing["seconds"] / timing["steps"]) if timing.get("steps")
+            and "seconds" in timing else None)
         logger.info("AdaRound %s: loss %.4g -> %.4g, %.1f%% of the weights rounded away "
                     "from nearest%s", target.node, loss_near, loss_ada, 100 * flipped,
                     " (kept nearest: no lower loss)" if kept else "")

@@ -35,6 +35,9 @@ class AdaRoundLayer:
             keeps nearest rounding (then `flipped_fraction` is 0).
         activation: the activation included in the loss ("linear" when none).
         num_samples: cached samples the layer learned from.
+        seconds: wall seconds of the layer (cache, optimisation, losses).
+        step_seconds: mean wall seconds of one optimisation step once traced
+            (the second step on), None with fewer than 2 iterations.
     """
 
     node: str
@@ -47,6 +50,8 @@ class AdaRoundLayer:
     kept_nearest: bool = False
     activation: str = "linear"
     num_samples: int = 0
+    seconds: float = 0.0
+    step_seconds: float | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -56,7 +61,9 @@ class AdaRoundLayer:
             "loss_adaround": json_number(self.loss_adaround),
             "flipped_fraction": json_number(self.flipped_fraction),
             "kept_nearest": self.kept_nearest, "activation": self.activation,
-            "num_samples": self.num_samples,
+            "num_samples": self.num_samples, "seconds": json_number(self.seconds),
+            "step_seconds": json_number(self.step_seconds)
+            if self.step_seconds is not None else None,
         }
 
 
