@@ -146,3 +146,21 @@ test("quantizedHistogram moves each bin's count to its grid point, clipped at th
   assert.equal(quantizedHistogram({ ...hist, encoding_max: 2 }, 2), null);
   assert.equal(quantizedHistogram(hist, null), null);
 });
+
+test("layerRows carries a PTQ run's AdaRound columns; runs without them have none", () => {
+  const layerTable = {
+    samples: 20, adaround: true,
+    rows: [
+      { layer: "conv", class: "Conv2D", quantized: true, adaround_loss_nearest: 0.02,
+        adaround_loss: 0.01, adaround_flipped: 0.12 },
+      { layer: "flat", class: "Flatten", quantized: false, adaround_loss_nearest: null,
+        adaround_loss: null, adaround_flipped: null },
+    ],
+  };
+  const rows = layerRows({ layer_table: layerTable });
+  assert.equal(rows[0].adaround_loss, 0.01);
+  assert.equal(rows[0].adaround_flipped, 0.12);
+  assert.equal(rows[1].adaround_loss, null);
+  const plain = layerRows({ layer_table: { samples: 20, rows: [{ layer: "conv", quantized: true }] } });
+  assert.equal(plain[0].adaround_loss, undefined);
+});
