@@ -185,7 +185,7 @@ class QuantAnalyzer:
         return run.run()
 
     def recommend(self, max_accuracy_drop: float, representative_data=None,
-                  analysis: AnalysisResult | None = None):
+                  analysis: AnalysisResult | None = None, adaround=None):
         """A verified QuantizationConfig from a finished analysis: `mct_logger.analyzer.recommend`.
 
         Args:
@@ -194,6 +194,8 @@ class QuantAnalyzer:
                 `num_calibration_samples` (1000 by default), as PTQ reads it.
             analysis: the `AnalysisResult` of this analyzer's `analyze` to start
                 from; default the last one (`last_analysis`).
+            adaround: the `AdaRoundConfig` proposed where the weights-only score is
+                below the activations-only one (True: the paper's; None: not proposed).
 
         Returns:
             `(config, Recommendation)`.
@@ -204,7 +206,7 @@ class QuantAnalyzer:
             RuntimeError: no finished analysis to start from.
         """
         return recommend(self, analysis or self.last_analysis, max_accuracy_drop,
-                         representative_data)
+                         representative_data, adaround)
 
 
 # ----------------------------------------------------------------------------- one run
@@ -274,13 +276,13 @@ class _Analysis:
                 overrides[name if re.escape(name) == name else re.escape(name)] = \
                     LayerOverride(keep_float=True)
             config = dataclasses.replace(config, overrides=overrides)
-        skipped = [f for f in ("cross_layer_equalization", "bias_correction")
+        skipped = [f for f in ("cross_layer_equalization", "bias_correction", "adaround")
                    if getattr(config, f, None)]
         if skipped:
             logger.warning(
                 "QuantAnalyzer analyzes the batch-norm-folded model as given; %s in the "
                 "config are not applied (apply them to the model first, then analyze it).",
-                " and ".join(skipped),
+                ", ".join(skipped),
             )
         plan = plan_quantization(graph, config)
         self.plan = plan

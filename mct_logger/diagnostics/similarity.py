@@ -59,6 +59,8 @@ class SimilarityResult:
             node name (set by the PTQ engine, so a listener needs no earlier result).
         config: the run's QuantizationConfig fields (`config_to_dict(...)["config"]`),
             set by the PTQ engine for the logs' run labels; None when not given.
+        adaround: node -> the AdaRound columns of the layer table
+            (`AdaRoundResult.columns`) when the run learned its rounding, else None.
     """
 
     nodes: list
@@ -73,6 +75,7 @@ class SimilarityResult:
     plan: dict | None = None
     encodings: dict | None = None
     config: dict | None = None
+    adaround: dict | None = None
 
 
 def working_set_bytes(graph: Graph, samples: int = 20) -> int:

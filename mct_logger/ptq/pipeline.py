@@ -56,14 +56,13 @@ from mct_logger.quantization.quantsim import (
 )
 from mct_logger.diagnostics.similarity import analyze_similarity, working_set_bytes
 from mct_logger.techniques.batch_norm_folding import BatchNormFoldingResult, fold_batch_norms
-from mct_logger.techniques.bias_correction import correct_bias_graph
+from mct_logger.ptq import technique_stages
 from mct_logger.ptq.results import (
     InitialGraphResult,
     QuantizationParametersResult,
     QuantizedModelResult,
     SkippedStageResult,
 )
-from mct_logger.techniques.cross_layer_equalization import equalize_graph, weight_ranges_only
 
 __all__ = [
     "STAGES", "QuantizationInfo", "calibrated_encodings", "fold",
@@ -78,6 +77,7 @@ STAGES = (
     "cross_layer_equalization",
     "statistics_collection",
     "quantization_parameters",
+    "adaround",
     "bias_correction",
     "quantized_model",
     "similarity_analysis",  # only when analyzing similarity (e.g. logging)
@@ -307,7 +307,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         graph,
     )
     graph, _ = run.stage("batch_norm_folding", fold, graph)
-    graph, _ = run.stage("cross_layer_equalization", _cle_stage, graph, config)
+    graph, _ = run.stage("cross_layer_equalization", technique_stages.cle_stage, graph, config)
     # The float side of the headline is the batch-norm-folded model: folding is
     # free on every target, so it is not counted as a quantization saving.
     memory_before = graph_memory(graph)
@@ -328,11 +328,13 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
                                  run.listeners.needs(listeners_lib.STATISTICS), calibrations.append)
         graph, params = run.stage("quantization_parameters", _parameters, graph, plan,
                                   calibrations[-1])
-    # `graph` stays the float reference (biases before correction); the quantized
-    # model is built from the corrected copy.
+    # `graph` stays the float reference (kernels before AdaRound, biases before
+    # correction); the quantized model is built from the rounded, corrected copy.
+    rounded, _ = run.stage(
+        "adaround", technique_stages.adaround_stage, graph, plan, params.encodings, batches, config)
     corrected, _ = run.stage(
-        "bias_correction", _bias_correction_stage, graph, plan, params.encodings, batches, config
-    )
+        "bias_correction", technique_stages.bias_correction_stage, rounded, plan, params.encodings, batches,
+        config, graph)
     analyze = config.analyze_similarity
     if analyze is None:
         analyze = run.listeners.needs(listeners_lib.SIMILARITY)
@@ -349,9 +351,11 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         # the build's Python needs), and is reported after it.
         statistics = getattr(run.results.get("statistics_collection"), "statistics", None) or {}
         histograms = {n: tuple(a[0] for a in s.histogram()) for n, s in statistics.items()}
+        rounding = run.results.get("adaround")
         similarity = run.start(
             "similarity_analysis", _similarity_stage, graph, plan, params.encodings, batches,
             config.similarity_samples, histograms, corrected, config_to_dict(config)["config"],
+            rounding.columns() if hasattr(rounding, "columns") else None,
         )
     try:
         _, result = run.stage(
@@ -379,7 +383,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
 
 
 def _similarity_stage(graph: Graph, plan, encodings, batches, samples, histograms, corrected,
-                      config: dict | None = None):
+                      config: dict | None = None, adaround=None):
     """The similarity analysis. A diagnosis only: if it fails, the failure is one
     warning and the stage is skipped; the quantized model is still returned."""
     try:
@@ -391,25 +395,8 @@ def _similarity_stage(graph: Graph, plan, encodings, batches, samples, histogram
         return graph, SkippedStageResult(
             f"the similarity analysis failed: {type(exc).__name__}: {exc}", plan=plan,
             encodings=encodings)
-    return graph, dataclasses.replace(result, plan=plan, encodings=encodings, config=config)
-
-
-def _cle_stage(graph: Graph, config: QuantizationConfig):
-    """CLE when configured; the weight-range tables of every weight layer always."""
-    if not config.cross_layer_equalization:
-        return graph, weight_ranges_only(
-            graph, "off (QuantizationConfig.cross_layer_equalization=False); weight "
-            "ranges recorded to help decide")
-    return equalize_graph(graph)
-
-
-def _bias_correction_stage(graph: Graph, plan, encodings, batches, config: QuantizationConfig):
-    if config.bias_correction is None:
-        return graph, SkippedStageResult(
-            "bias correction is off (QuantizationConfig.bias_correction=None)", plan=plan,
-            encodings=encodings)
-    graph, result = correct_bias_graph(graph, plan, encodings, batches, config.bias_correction)
-    return graph, dataclasses.replace(result, plan=plan, encodings=encodings)
+    return graph, dataclasses.replace(result, plan=plan, encodings=encodings, config=config,
+                                      adaround=adaround)
 
 
 def fold(graph: Graph) -> tuple[Graph, BatchNormFoldingResult]:

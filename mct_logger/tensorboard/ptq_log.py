@@ -151,9 +151,11 @@ class TensorBoardListener:
             return
         stage, graph, result = event.name, event.graph, event.data
         run = f"{self.stage_index:02d}_{stage}"
-        self.stage_index += 1
+        self.stage_index += 1  # a stage left out keeps its number: runs line up across configs
         if self.stages is not None and stage not in self.stages:
             return
+        if getattr(result, "off", False):
+            return  # an optional stage the config turned off: nothing to show
         if stage == "similarity_analysis":
             self.similarity_run = run
         if stage == "quantized_model":
@@ -186,9 +188,11 @@ class TensorBoardListener:
         """The extra writer for a result of this type, if any (dispatch on the type)."""
         from mct_logger.diagnostics.similarity import SimilarityResult
         from mct_logger.ptq.results import StatisticsResult
+        from mct_logger.techniques.adaround_results import AdaRoundResult
         from mct_logger.techniques.cle_results import CrossLayerEqualizationResult
 
         handlers = {
+            AdaRoundResult: self._on_adaround,
             StatisticsResult: self._on_statistics_collection,
             CrossLayerEqualizationResult: self._on_cross_layer_equalization,
             SimilarityResult: lambda run, graph, result: self._on_similarity_analysis(
@@ -313,6 +317,22 @@ class TensorBoardListener:
         writer = self.log.writer(run)
         for kind, table in tables.items():
             writer.add_summary(payload_summary(metadata.CLE, kind, kind, table))
+
+    def _on_adaround(self, run, graph, result):
+        """Per learned layer (step = its index in the Text table): the reconstruction
+        MSE with nearest and learned rounding as two runs of one tag (one chart), and
+        the share of weights rounded away from nearest."""
+        writers = {k: self.log.writer(f"{run}/{k}") for k in ("nearest", "adaround")}
+        writer = self.log.writer(run)
+        for step, layer in enumerate(result.layers.values()):
+            for key, value in (("nearest", layer.loss_nearest), ("adaround", layer.loss_adaround)):
+                if events.float32_finite(value):
+                    writers[key].scalar("adaround/reconstruction_mse", value, step=step,
+                                        description="Reconstruction MSE per learned layer "
+                                        "(step = layer index in the Text table)")
+            writer.scalar("adaround/rounded_away_from_nearest", layer.flipped_fraction,
+                          step=step, description="Share of the kernel's weights rounded "
+                          "away from nearest (step = layer index in the Text table)")
 
     def _on_similarity_analysis(self, run, graph, result, graph_run):
         from mct_logger.tensorboard.layer_table import layer_table
