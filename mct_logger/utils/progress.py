@@ -79,7 +79,9 @@ class PlainProgress:
     STEP = 0.1  # of total
     SECONDS = 30.0
 
-    def __init__(self, total: int, unit_name: str, stream=sys.stdout):
+    STDOUT = "stdout"  # the stream: whatever sys.stdout is when a line goes out
+
+    def __init__(self, total: int, unit_name: str, stream=STDOUT):
         self.total, self.unit_name = max(int(total), 1), unit_name
         self.stream = stream
         self.started = self._last_time = time.time()
@@ -109,7 +111,8 @@ class PlainProgress:
     def _emit(self, line: str) -> None:
         self.lines.append(line)
         if self.stream is not None:
-            print(line, file=self.stream, flush=True)
+            print(line, file=sys.stdout if self.stream == self.STDOUT else self.stream,
+                  flush=True)
         logger.info("%s", line)
 
 

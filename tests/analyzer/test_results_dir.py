@@ -295,7 +295,8 @@ def test_a_result_file_that_cannot_be_written_is_a_warning_and_the_result_return
         result = QuantAnalyzer(_model(), _forward, evaluate).analyze(results_dir=results)
     assert result.status == "complete" and result.report_path is None
     assert result.sensitivity["fully_quantized"] == 0.5 and result.per_layer_quant_disabled
-    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+                  and "results_dir" in r.getMessage()]
     assert f"cannot write {results / 'index.html'} in results_dir {results} (" in warning
     assert "IsADirectoryError" in warning and "goes on and returns its AnalysisResult" in warning
     summary = _load(results / "summary.json")
@@ -332,7 +333,7 @@ def test_a_full_disk_after_the_evaluations_keeps_them_and_leaves_no_temporary_fi
     assert {"conv", "fc"} <= set(enabled) and set(enabled.values()) == {0.5}
     assert {"histograms.json", "index.html"} <= set(not_written)
     assert all(cause == "OSError: File too large" for cause in not_written.values())
-    first, last = warnings
+    first, last = [w for w in warnings if "results_dir" in w]  # (also: few calibration samples)
     assert f"cannot write {results / 'histograms.json'} in results_dir {results}" in first
     assert f"complete, but {len(not_written)} result file(s) in results_dir {results}" in last
     assert all(name in last for name in not_written)
