@@ -33,7 +33,7 @@ from typing import Any
 import keras
 
 from mct_logger import data as data_lib
-from mct_logger import export
+from mct_logger.quantization import encodings_file as export
 from mct_logger.batches import CalibrationBatches
 from mct_logger.frozen_heap import frozen_heap
 from mct_logger.graph import Graph, read_model
@@ -50,7 +50,7 @@ from mct_logger.quantization.quantsim import (
     build_quantized_model,
     weight_encodings,
 )
-from mct_logger.similarity import analyze_similarity
+from mct_logger.similarity import analyze_similarity, first_samples
 from mct_logger.techniques.batch_norm_folding import BatchNormFoldingResult, fold_batch_norms
 from mct_logger.techniques.bias_correction import correct_bias_graph
 from mct_logger.stage_results import (
@@ -107,6 +107,8 @@ class QuantizationInfo:
         stage_results: stage name -> the stage's result dataclass.
         quantized_graph: the graph the quantized model is built from: `float_graph`
             with bias-corrected biases (the same graph when bias correction is off).
+        parity_samples: the first `similarity_samples` representative samples (as
+            batches), the default data of `export_litert`'s parity check.
     """
 
     encodings: dict
@@ -120,6 +122,7 @@ class QuantizationInfo:
     stage_results: dict
     listener_seconds: dict = dataclasses.field(default_factory=dict)
     quantized_graph: Graph | None = None
+    parity_samples: list | None = None
 
     @property
     def float_nodes(self) -> list[str]:
@@ -135,6 +138,17 @@ class QuantizationInfo:
                 stands where its folder goes.
         """
         return export.save_encodings(self.encodings, path)
+
+    def export_litert(self, path: str, data=None, io_dtype: str = "float32",
+                      parity_samples: int | None = None):
+        """Writes the quantized model as a fully integer LiteRT `.tflite` from these
+        encodings and checks it node by node against the simulation
+        (`mct_logger.export.litert.export_litert`, which documents the arguments,
+        the `LiteRTExport` it returns and the errors it raises before any work)."""
+        from mct_logger.export.litert import export_litert
+
+        return export_litert(self, path, data=data, io_dtype=io_dtype,
+                             parity_samples=parity_samples)
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -395,6 +409,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         stage_results=dict(run.results),
         listener_seconds=dict(run.listener_seconds),
         quantized_graph=corrected,
+        parity_samples=first_samples(batches, config.similarity_samples) if batches else None,
     )
     return result.model, info
 

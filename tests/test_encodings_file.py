@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mct_logger
-from mct_logger.export import encodings_to_json, load_encodings, split_param_key
+from mct_logger.quantization.encodings_file import encodings_to_json, load_encodings, split_param_key
 from mct_logger.graph import read_model
 
 
