@@ -42,24 +42,17 @@ from mct_logger.rebuild_check import RebuildMismatchError, check_rebuilt_graph
 from mct_logger import listeners as listeners_lib
 from mct_logger.listeners import add_stage_listener, remove_stage_listener
 from mct_logger.memory import activation_bits, graph_memory, model_memory, node_memory
+from mct_logger.quantization import litert_target
 from mct_logger.quantization.config import QuantizationConfig
 from mct_logger.quantization.plan import PlanReason, check_overrides, plan_quantization
 from mct_logger.quantization.quantsim import (
-    CalibrationModel,
-    NodeEncodings,
-    build_quantized_model,
-    weight_encodings,
-)
+    CalibrationModel, NodeEncodings, build_quantized_model, weight_encodings)
 from mct_logger.similarity import analyze_similarity, first_samples
 from mct_logger.techniques.batch_norm_folding import BatchNormFoldingResult, fold_batch_norms
 from mct_logger.techniques.bias_correction import correct_bias_graph
 from mct_logger.stage_results import (
-    InitialGraphResult,
-    QuantizationParametersResult,
-    QuantizedModelResult,
-    SkippedStageResult,
-    StatisticsResult,
-)
+    InitialGraphResult, QuantizationParametersResult, QuantizedModelResult, SkippedStageResult,
+    StatisticsResult)
 from mct_logger.techniques.cross_layer_equalization import equalize_graph, weight_ranges_only
 
 __all__ = [
@@ -67,12 +60,10 @@ __all__ = [
     "keras_post_training_quantization", "remove_stage_listener",
     # re-exported for callers of the former locations
     "InitialGraphResult", "QuantizationParametersResult", "QuantizedModelResult",
-    "SkippedStageResult", "StatisticsResult", "activation_bits", "graph_memory",
-    "model_memory", "node_memory",
-]
+    "SkippedStageResult", "StatisticsResult", "activation_bits", "graph_memory", "model_memory",
+    "node_memory"]
 
 logger = logging.getLogger("mct_logger")
-
 STAGES = (
     "initial_graph",
     "batch_norm_folding",
@@ -85,6 +76,7 @@ STAGES = (
 )
 
 # ---------------------------------------------------------------- the info object
+FLOAT_REASONS = (PlanReason.UNSUPPORTED, PlanReason.TARGET_UNSUPPORTED)  # stays float
 
 
 @dataclasses.dataclass
@@ -107,8 +99,7 @@ class QuantizationInfo:
         stage_results: stage name -> the stage's result dataclass.
         quantized_graph: the graph the quantized model is built from: `float_graph`
             with bias-corrected biases (the same graph when bias correction is off).
-        parity_samples: the first `similarity_samples` representative samples (as
-            batches), the default data of `export_litert`'s parity check.
+        parity_samples: the first `similarity_samples` samples, `export_litert`'s default data.
     """
 
     encodings: dict
@@ -126,7 +117,7 @@ class QuantizationInfo:
 
     @property
     def float_nodes(self) -> list[str]:
-        return [n for n, p in self.plan.items() if p.reason is PlanReason.UNSUPPORTED]
+        return [n for n, p in self.plan.items() if p.reason in FLOAT_REASONS]
 
     def export_encodings(self, path: str) -> str:
         """Writes every tensor's encodings as JSON in AIMET's encodings-file shape.
@@ -139,16 +130,12 @@ class QuantizationInfo:
         """
         return export.save_encodings(self.encodings, path)
 
-    def export_litert(self, path: str, data=None, io_dtype: str = "float32",
-                      parity_samples: int | None = None):
-        """Writes the quantized model as a fully integer LiteRT `.tflite` from these
-        encodings and checks it node by node against the simulation
-        (`mct_logger.export.litert.export_litert`, which documents the arguments,
-        the `LiteRTExport` it returns and the errors it raises before any work)."""
+    def export_litert(self, path: str, data=None, io_dtype: str = "float32", **kwargs):
+        """An int8 LiteRT `.tflite` of these encodings, checked node by node against the
+        simulation: see `mct_logger.export.litert.export_litert` (arguments, errors)."""
         from mct_logger.export.litert import export_litert
 
-        return export_litert(self, path, data=data, io_dtype=io_dtype,
-                             parity_samples=parity_samples)
+        return export_litert(self, path, data=data, io_dtype=io_dtype, **kwargs)
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -364,7 +351,8 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
             graph, plan, statistics=listeners_lib.needs(run.listeners, listeners_lib.STATISTICS),
             clones=clones)
         graph, stats = run.stage("statistics_collection", _collect, graph, calibration, batches)
-        graph, params = run.stage("quantization_parameters", _parameters, graph, plan, calibration)
+        graph, params = run.stage(
+            "quantization_parameters", _parameters, graph, plan, calibration, config.target)
     # `graph` stays the float reference (biases before correction); the quantized
     # model is built from the corrected copy.
     corrected, _ = run.stage(
@@ -488,12 +476,14 @@ def calibrated_encodings(graph: Graph, plan: dict, calibration: CalibrationModel
     }
 
 
-def _parameters(graph, plan, calibration: CalibrationModel):
-    return graph, _parameters_result(plan, calibrated_encodings(graph, plan, calibration))
+def _parameters(graph, plan, calibration: CalibrationModel, target: str | None = None):
+    encodings = calibrated_encodings(graph, plan, calibration)  # + the target's grid rules
+    return graph, _parameters_result(
+        plan, litert_target.target_grids(graph, plan, encodings, target))
 
 
 def _parameters_result(plan, encodings) -> QuantizationParametersResult:
-    float_nodes = [n for n, p in plan.items() if p.reason is PlanReason.UNSUPPORTED]
+    float_nodes = [n for n, p in plan.items() if p.reason in FLOAT_REASONS]
     return QuantizationParametersResult(plan, encodings, float_nodes)
 
 

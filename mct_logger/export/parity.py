@@ -71,7 +71,8 @@ def _feed(it, sample: list) -> None:
             scale, zero = detail["quantization"]
             info = np.iinfo(detail["dtype"])
             x = np.clip(np.round(x / scale) + zero, info.min, info.max)
-        it.set_tensor(detail["index"], np.asarray(x, dtype=detail["dtype"]).reshape(detail["shape"]))
+        x = np.asarray(x, dtype=detail["dtype"]).reshape(detail["shape"])
+        it.set_tensor(detail["index"], x)
 
 
 def _dequantized(it, index: int, detail: dict) -> np.ndarray:
@@ -193,7 +194,8 @@ def _row(node, tensor, details, ops, f, s, lv, info, builder) -> NodeParity:
     op = next((o for o in ops if tensor in o["outputs"]), None)
     encoding = info.encodings[node].activation
     ours = float(np.max(encoding.scale))
-    ours_zero = int(round(-128 - float(np.max(encoding.offset)))) if encoding.bitwidth == 8 else None
+    ours_zero = (int(round(-128 - float(np.max(encoding.offset))))
+                 if encoding.bitwidth == 8 else None)
     step = scale if scale else ours
     beyond = float(np.mean(np.abs(s - lv) > step * 1.0001))
     row = NodeParity(
@@ -220,10 +222,17 @@ def _cause(row, op, details, builder, node) -> str:
                 f"{row.zero_point} vs our {row.sim_scale:.4g}, {row.sim_zero_point}")
     if node in builder.adaptations:
         return "; ".join(builder.adaptations[node])
+    if row.op_name in ("AVERAGE_POOL_2D", "MEAN", "SUM"):
+        return "integer averaging (LiteRT rounds the int32 sum / count; we round in float)"
+    if row.op_name in ("ADD", "SUB", "MUL"):
+        return "integer rescaling of the inputs to a common scale (fixed-point multipliers)"
     if ";" in row.tensor and any(k in row.tensor for k in ("Relu", "relu")):
-        return "a fused activation (clamped in the integer kernel)"
-    return ("bias rounding and integer requantization (int32 bias at s_in*s_w, fixed-point "
-            "output multiplier)")
+        return ("a fused activation clamped in the integer kernel, after bias rounding "
+                "(int32 bias at s_in*s_w)")
+    if row.op_name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+        return ("bias rounding and integer requantization (int32 bias at s_in*s_w, "
+                "fixed-point output multiplier), or error carried from its input")
+    return "error carried from its input (the op itself copies or rescales values)"
 
 
 def _agreement(node, f, s, lv, detail) -> OutputAgreement:

@@ -158,7 +158,8 @@ class LiteRTExport:
         """A few lines: output agreement first, then ops, sizes and flagged nodes."""
         lines = []
         for out in self.parity.outputs:
-            top1 = "" if out.top1_sim_litert is None else f", top-1 agreement {out.top1_sim_litert:.2%}"
+            top1 = ("" if out.top1_sim_litert is None
+                    else f", top-1 agreement {out.top1_sim_litert:.2%}")
             within = "" if out.within_one_step is None else (
                 f", within one output step {out.within_one_step:.2%}")
             lines.append(f"output {out.node}: cosine sim->LiteRT {out.cosine_sim_litert:.5f}"

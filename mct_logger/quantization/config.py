@@ -29,6 +29,7 @@ import os
 import re
 
 from mct_logger.graph import layer_name_of
+from mct_logger.quantization import litert_target
 from mct_logger.quantization.encodings import check_bitwidth
 
 BIAS_CORRECTION_MODES = (None, "empirical", "analytical", "hybrid")
@@ -162,6 +163,7 @@ class QuantizationConfig:
     similarity_samples: int = 20
     cross_layer_equalization: bool = False
     bias_correction: str | None = None
+    target: str | None = None
 
     def __post_init__(self):
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -199,6 +201,10 @@ class QuantizationConfig:
                 "QuantizationConfig.similarity_samples must be a positive integer, "
                 f"got {self.similarity_samples!r}."
             )
+        if self.target not in litert_target.TARGETS:
+            raise ValueError(f"QuantizationConfig.target={self.target!r} is not supported; use "
+                             f"one of {litert_target.TARGETS}.")
+        litert_target.check_config("QuantizationConfig", values, self.target)
         if not isinstance(self.overrides, dict):
             raise TypeError(
                 "QuantizationConfig.overrides must be a dict {layer name or regex: LayerOverride}."
@@ -209,6 +215,9 @@ class QuantizationConfig:
                     f"QuantizationConfig.overrides[{pattern!r}] must be a LayerOverride, "
                     f"got {type(override).__name__}."
                 )
+            if self.target is not None:
+                litert_target.check_config(f"QuantizationConfig.overrides[{pattern!r}]",
+                                           dataclasses.asdict(override), self.target)
             try:
                 re.compile(pattern)
             except re.error as exc:
