@@ -16,7 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import mct_logger  # noqa: E402
 from mobilenet_job import mobilenet_job  # noqa: E402
-from mct_logger import events, logger  # noqa: E402
+from mct_logger.tensorboard import events  # noqa: E402
+from mct_logger.tensorboard import log_folder as logger
 
 MCT_WITH_LOGGING = 19.8
 MCT_LOG_MB = 14.0

@@ -1,7 +1,7 @@
 """Where PTQ stage listeners are registered: the one place the engine asks who listens.
 
 A stage listener is a callable `listener(stage_name, graph, result)` called
-after every stage of every PTQ run (`mct_logger.stage_results` documents the
+after every stage of every PTQ run (`mct_logger.ptq.results` documents the
 results). It may also have:
 
 - `close(error)`: called once when the run ends, with the exception if a stage failed;
@@ -24,7 +24,7 @@ out); `mct_logger.set_log_folder` registers the TensorBoard listener this way.
 Model compression (`mct_logger.compress_model`) and the QuantAnalyzer ask here
 too, for their own kinds of run listener: `kind=COMPRESSION` (`listener(event,
 data)`, see `mct_logger.compression.compress`) and `kind=ANALYSIS` (the tables of
-one analysis, see `mct_logger.analysis_log`); `set_log_folder` registers their
+one analysis, see `mct_logger.tensorboard.analysis_log`); `set_log_folder` registers their
 TensorBoard listeners the same way.
 
 Example:

@@ -38,16 +38,16 @@ import keras
 import numpy as np
 
 from mct_logger import listeners as listeners_lib
-from mct_logger import output_paths
-from mct_logger.aimet_layout import as_callback, eval_score
+from mct_logger.utils import output_paths
+from mct_logger.utils.callbacks import as_callback, eval_score
 from mct_logger.compression import channel_pruning, svd
 from mct_logger.compression.cost import COST_METRICS, LayerCost, layer_costs, model_cost
 from mct_logger.compression.eval_scores import EvalScores, ratio_key
 from mct_logger.compression.greedy import candidate_ratios, select_ratios
 from mct_logger.compression.results import CompressionStats, SweepPlan, layer_rows
 from mct_logger.compression.sweep import prune, sample_pruning_data, sweep_pruning, sweep_svd
-from mct_logger.frozen_heap import frozen_heap
-from mct_logger.graph import read_model
+from mct_logger.utils.frozen_heap import frozen_heap
+from mct_logger.graph.ir import read_model
 
 logger = logging.getLogger("mct_logger")
 

@@ -33,7 +33,7 @@ import logging
 import math
 import os
 
-from mct_logger.results_dir import write_atomically
+from mct_logger.utils.atomic_files import write_atomically
 
 FORMAT = "mct_logger.compression.eval_scores"
 VERSION = 1

@@ -27,6 +27,7 @@ print(result.summary())          # output agreement, op counts, flagged nodes
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -36,12 +37,13 @@ import time
 
 import numpy as np
 
-from mct_logger import data as data_lib
+from mct_logger.data import sources as data_lib
 from mct_logger.export import parity as parity_lib
 from mct_logger.export.grids import range_grid
 from mct_logger.export.model import ExportModelBuilder
 from mct_logger.export.results import LiteRTExport, OpCounts
-from mct_logger.output_paths import check_file
+from mct_logger.utils.atomic_files import write_atomically
+from mct_logger.utils.output_paths import check_file
 
 logger = logging.getLogger("mct_logger")
 
@@ -237,11 +239,10 @@ def _write_bytes(path: str, content: bytes) -> None:
 
 def _write_node_data(path: str, result: LiteRTExport) -> str | None:
     """The Model Explorer node-data JSON next to the `.tflite` (None if it cannot be written)."""
-    from mct_logger.results_dir import write_json_atomically
-
     target = os.path.splitext(path)[0] + ".node_data.json"
+    content = result.model_explorer_node_data()
     try:
-        write_json_atomically(target, result.model_explorer_node_data())
+        write_atomically(target, lambda f: json.dump(content, f, indent=1, allow_nan=False))
     except OSError as exc:
         logger.warning("The Model Explorer node data %s could not be written (%s); the "
                        ".tflite is written.", target, exc)

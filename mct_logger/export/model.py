@@ -33,9 +33,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from mct_logger import layer_kinds
+from mct_logger.graph import layer_kinds
 from mct_logger.export.grids import ActivationGrid, activation_grid, weight_grid
-from mct_logger.graph import Graph, layer_name_of
+from mct_logger.graph.ir import Graph, layer_name_of
 from mct_logger.quantization.layers import linear_forward, weight_variable
 from mct_logger.quantization.plan import PlanReason
 

@@ -35,8 +35,8 @@ import warnings
 import numpy as np
 
 from mct_logger.export.results import NodeParity, OpInfo, OutputAgreement, ParityTable
-from mct_logger.graph import TensorRef
-from mct_logger.metrics import cosine_similarity, sqnr_db
+from mct_logger.graph.ir import TensorRef
+from mct_logger.diagnostics.metrics import cosine_similarity, sqnr_db
 from mct_logger.quantization.quantsim import QuantizerFactory
 
 FLAG_DB = 1.0  # LiteRT losing more than this against the simulation is flagged

@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 
-from mct_logger.json_safe import json_ready
+from mct_logger.utils.json_safe import json_ready
 
 VERSION = 1
 

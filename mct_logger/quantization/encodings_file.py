@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from mct_logger import output_paths
+from mct_logger.utils import output_paths
 from mct_logger.quantization.encodings import Encoding, check_bitwidth
 from mct_logger.quantization.layers import quantizable_weights, weight_variable
 from mct_logger.quantization.quantsim import NodeEncodings

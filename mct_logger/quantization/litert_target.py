@@ -36,7 +36,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from mct_logger import layer_kinds
+from mct_logger.graph import layer_kinds
 from mct_logger.quantization.encodings import Encoding
 
 TARGETS = (None, "litert")

@@ -28,8 +28,8 @@ import logging
 
 import keras
 
-from mct_logger import layer_kinds
-from mct_logger.graph import Graph, Node
+from mct_logger.graph import layer_kinds
+from mct_logger.graph.ir import Graph, Node
 from mct_logger.quantization import litert_target
 from mct_logger.quantization.config import QuantizationConfig
 from mct_logger.quantization.layers import quantizable_weights, weight_variable

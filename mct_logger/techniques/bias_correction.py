@@ -37,9 +37,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from mct_logger import data as data_lib
-from mct_logger import layer_kinds
-from mct_logger.graph import Graph, Node, read_model
+from mct_logger.data import sources as data_lib
+from mct_logger.graph import layer_kinds
+from mct_logger.graph.ir import Graph, Node, read_model
 from mct_logger.quantization.encodings import quantize_dequantize
 from mct_logger.quantization.layers import broadcast_shape, linear_weights, quantizable_weights
 from mct_logger.quantization.plan import NodePlan
@@ -51,10 +51,10 @@ from mct_logger.quantization.quantsim import (
     quantizers,
 )
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms, rebuild_layer
-from mct_logger.layer_kinds import fused_activation_kind, homogeneous_kind
+from mct_logger.graph.layer_kinds import fused_activation_kind, homogeneous_kind
 from mct_logger.techniques.cle_results import output_distribution
 from mct_logger.techniques.cross_layer_equalization import recorded_node_info
-from mct_logger.json_safe import json_number, json_numbers
+from mct_logger.utils.json_safe import json_number, json_numbers
 
 logger = logging.getLogger("mct_logger")
 

@@ -1,7 +1,7 @@
 """The results of cross-layer equalization: what was rescaled, folded and why not.
 
 `CrossLayerEqualizationResult` is the "cross_layer_equalization" stage's result
-(the listener contract, see `mct_logger.stage_results`) and what
+(the listener contract, see `mct_logger.ptq.results`) and what
 `equalize_model(..., return_result=True)` returns; `to_tables()` gives the CLE
 dashboard's payload tables (`tb_plugin.metadata.CLE` kinds).
 
@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from mct_logger.json_safe import json_number, json_numbers
+from mct_logger.utils.json_safe import json_number, json_numbers
 
 __all__ = [
     "CrossLayerEqualizationResult", "EqualizationSet", "HighBiasFold", "output_distribution",

@@ -49,9 +49,9 @@ from typing import Callable
 import keras
 import numpy as np
 
-from mct_logger import layer_kinds
-from mct_logger.graph import Graph, Node, read_model
-from mct_logger.layer_kinds import activation_name, fused_activation_kind, homogeneous_kind
+from mct_logger.graph import layer_kinds
+from mct_logger.graph.ir import Graph, Node, read_model
+from mct_logger.graph.layer_kinds import activation_name, fused_activation_kind, homogeneous_kind
 from mct_logger.quantization.layers import linear_weights
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms, rebuild_layer
 from mct_logger.techniques.cle_results import (
