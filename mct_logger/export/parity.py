@@ -55,6 +55,14 @@ def interpreter(flatbuffer: bytes, preserve: bool = True, threads: int | None = 
     return it
 
 
+def predict(path: str, inputs, threads: int | None = None) -> list[np.ndarray]:
+    """The outputs (dequantized to float64) of the `.tflite` at `path` on `inputs`
+    (an array, or a list with one array per model input), one sample at a time."""
+    with open(path, "rb") as f:
+        it = interpreter(f.read(), preserve=False, threads=threads)
+    return run_interpreter(it, inputs if isinstance(inputs, (list, tuple)) else [inputs])
+
+
 def run_interpreter(it, batch: list) -> list[np.ndarray]:
     """The model outputs (dequantized to float) for `batch`, one sample at a time."""
     outputs = []
@@ -145,9 +153,11 @@ def compare(info, graph, builder, flatbuffer: bytes, batches) -> ParityTable:
             continue
         lv = lv.reshape(s.shape)
         rows.append(_row(node, tensor, details, ops, f, s, lv, info, builder))
+    steps = {r.node: r.scale or r.sim_scale for r in rows}
     outputs = [
         _agreement(graph.outputs[k].node, float_values["outputs"][k], sim_values["outputs"][k],
-                   lite[t].reshape(sim_values["outputs"][k].shape), details[t])
+                   lite[t].reshape(sim_values["outputs"][k].shape),
+                   steps.get(graph.outputs[k].node) or _grid(details[t])[0])
         for k, t in enumerate(output_tensors)
     ]
     return ParityTable(
@@ -235,9 +245,8 @@ def _cause(row, op, details, builder, node) -> str:
     return "error carried from its input (the op itself copies or rescales values)"
 
 
-def _agreement(node, f, s, lv, detail) -> OutputAgreement:
-    scale, _ = _grid(detail)
-    step = scale or None
+def _agreement(node, f, s, lv, step) -> OutputAgreement:
+    """`step`: the output's int8 grid step (None for a float output)."""
     classes = s.ndim == 2 and s.shape[1] > 1
     within = float(np.mean(np.abs(s - lv) <= step * 1.0001)) if step else None
     return OutputAgreement(
