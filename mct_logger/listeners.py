@@ -21,6 +21,11 @@ hears every run, and `set_run_listener_factory(key, factory)` for a listener
 made fresh per run (`factory(model_name)` returns it, or None to sit this run
 out); `mct_logger.set_log_folder` registers the TensorBoard listener this way.
 
+A LiteRT export (`QuantizationInfo.export_litert`) asks for `kind=EXPORT`
+listeners (`listener(graph, plan, result)` with the `LiteRTExport`) with the
+PTQ run's `run_id`, so that a factory registered `with_run_id=True` (called
+`factory(model_name, run_id)`) can log the export beside that run.
+
 Model compression (`mct_logger.compress_model`) and the QuantAnalyzer ask here
 too, for their own kinds of run listener: `kind=COMPRESSION` (`listener(event,
 data)`, see `mct_logger.compression.compress`) and `kind=ANALYSIS` (the tables of
@@ -43,7 +48,7 @@ import time
 from typing import Any, Callable
 
 __all__ = [
-    "ANALYSIS", "COMPRESSION", "PTQ", "SIMILARITY", "STATISTICS", "add_stage_listener", "needs",
+    "ANALYSIS", "COMPRESSION", "EXPORT", "PTQ", "new_run_id", "SIMILARITY", "STATISTICS", "add_stage_listener", "needs",
     "notify_recommendation", "open_run_listeners", "recommendation_listeners",
     "LIVE_INTERVAL_SECONDS", "Throttle", "progress_bar", "remove_stage_listener", "set_recommendation_listener", "set_run_listener_factory",
 ]
@@ -55,12 +60,13 @@ ALL_NEEDS = frozenset({STATISTICS, SIMILARITY})
 PTQ = "ptq"
 COMPRESSION = "compression"
 ANALYSIS = "analysis"
+EXPORT = "export"
 
 # While long work runs, growing tables reach listeners at most this often.
 LIVE_INTERVAL_SECONDS = 1.0
 
 _listeners: list[Callable] = []
-_factories: dict[tuple[str, str], Callable[[str], Any]] = {}
+_factories: dict[tuple[str, str], tuple[Callable, bool]] = {}
 _recommendation: dict[str, Callable] = {}
 _lock = threading.Lock()
 
@@ -79,21 +85,29 @@ def remove_stage_listener(listener: Callable) -> None:
             _listeners.remove(listener)
 
 
-def set_run_listener_factory(key: str, factory: Callable[[str], Any] | None,
-                             kind: str = PTQ) -> None:
+def set_run_listener_factory(key: str, factory: Callable[..., Any] | None,
+                             kind: str = PTQ, with_run_id: bool = False) -> None:
     """Registers (or with None removes) `factory(model_name) -> listener | None`
-    under `key`, for runs of `kind` (PTQ, COMPRESSION or ANALYSIS)."""
-    _register(_factories, (kind, key), factory)
+    under `key`, for runs of `kind` (PTQ, COMPRESSION, ANALYSIS or EXPORT);
+    `with_run_id=True`: called `factory(model_name, run_id)`."""
+    _register(_factories, (kind, key), None if factory is None else (factory, with_run_id))
 
 
-def open_run_listeners(model_name: str, kind: str = PTQ) -> list:
+def new_run_id() -> str:
+    """A fresh identifier for one run (PTQ gives its run one, an export names it)."""
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def open_run_listeners(model_name: str, kind: str = PTQ, run_id: str | None = None) -> list:
     """The listeners of one run of `kind`: for PTQ the added ones first, then one
     per factory of that kind that made one."""
     with _lock:
         listeners = list(_listeners) if kind == PTQ else []
         factories = [f for (k, _), f in _factories.items() if k == kind]
-    for factory in factories:
-        listener = factory(model_name)
+    for factory, with_run_id in factories:
+        listener = factory(model_name, run_id) if with_run_id else factory(model_name)
         if listener is not None:
             listeners.append(listener)
     return listeners
