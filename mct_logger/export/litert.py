@@ -121,7 +121,25 @@ def export_litert(info, path, data=None, io_dtype: str = "float32",
         parity_seconds=time.perf_counter() - start - export_seconds,
     )
     result.node_data_path = _write_node_data(path, result)
+    _tell_listeners(info, graph, result)
     return result
+
+
+def _tell_listeners(info, graph, result) -> None:
+    """The export's run listeners (`listeners.EXPORT`; the TensorBoard one when a
+    log folder is set), told about the finished export."""
+    from mct_logger import listeners
+
+    opened = listeners.open_run_listeners(graph.name, kind=listeners.EXPORT,
+                                          run_id=getattr(info, "run_id", None))
+    try:
+        for listener in opened:
+            listener(graph, info.plan, result)
+    finally:
+        for listener in opened:
+            close = getattr(listener, "close", None)
+            if close is not None:
+                close()
 
 
 def _check_path(path) -> str:

@@ -65,6 +65,7 @@ _run_name: str | None = None
 _file_handler: logging.Handler | None = None
 _console_handler: logging.Handler | None = None
 _state_lock = threading.Lock()
+_run_folders: dict[str, str] = {}  # PTQ run id -> its run folder (for a later export)
 
 
 def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) -> None:
@@ -101,6 +102,7 @@ def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) 
         listeners.set_run_listener_factory(TENSORBOARD, None)
         listeners.set_run_listener_factory(TENSORBOARD, None, kind=listeners.COMPRESSION)
         listeners.set_run_listener_factory(TENSORBOARD, None, kind=listeners.ANALYSIS)
+        listeners.set_run_listener_factory(TENSORBOARD, None, kind=listeners.EXPORT)
         listeners.set_recommendation_listener(TENSORBOARD, None)
         return
     path = os.fspath(path)
@@ -128,7 +130,9 @@ def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) 
         logger.addHandler(_console_handler)
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)
-    listeners.set_run_listener_factory(TENSORBOARD, _tensorboard_listener)
+    listeners.set_run_listener_factory(TENSORBOARD, _tensorboard_listener, with_run_id=True)
+    listeners.set_run_listener_factory(TENSORBOARD, _export_listener, kind=listeners.EXPORT,
+                                       with_run_id=True)
     listeners.set_run_listener_factory(TENSORBOARD, _compression_listener,
                                        kind=listeners.COMPRESSION)
     listeners.set_run_listener_factory(TENSORBOARD, _analysis_listener, kind=listeners.ANALYSIS)
@@ -139,15 +143,33 @@ def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) 
 TENSORBOARD = "tensorboard"  # the key of the TensorBoard listener's factory
 
 
-def _tensorboard_listener(model_name: str):
+def _tensorboard_listener(model_name: str, run_id: str | None = None):
     """A TensorBoard listener for one PTQ run in a fresh run folder; None when
-    logging is off or the folder cannot be created (one warning)."""
+    logging is off or the folder cannot be created (one warning). The folder is
+    remembered under `run_id`, for a later export of that run."""
     from mct_logger.tensorboard.ptq_log import TensorBoardListener
 
     folder = open_run_folder(model_name, TensorBoardListener.RETURNED)
     if folder is None:
         return None
+    if run_id is not None:
+        with _state_lock:
+            _run_folders[run_id] = folder
     return TensorBoardListener(folder, logdir=get_log_folder())
+
+
+def _export_listener(model_name: str, run_id: str | None = None):
+    """A TensorBoard listener for a LiteRT export: in its PTQ run's folder when
+    that run was logged here, else in a fresh one; None when logging is off."""
+    from mct_logger.tensorboard.export_log import RETURNED, ExportTensorBoardListener
+
+    if get_log_folder() is None:
+        return None
+    with _state_lock:
+        folder = _run_folders.get(run_id)
+    if folder is None or not os.path.isdir(folder):
+        folder = open_run_folder(model_name, RETURNED)
+    return None if folder is None else ExportTensorBoardListener(folder)
 
 
 def _compression_listener(model_name: str):
