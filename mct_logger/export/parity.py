@@ -101,12 +101,15 @@ def _grid(detail: dict) -> tuple[float, int]:
 
 
 def layer_scopes(tensor_name: str) -> set[str]:
-    """The Keras layer names in a converter tensor name (`model_1/layer_1/op;...`)."""
+    """The Keras layer names in a converter tensor name (`model_1/layer_1/op;...`):
+    each name scope after the model's, less the numeric suffix TensorFlow made it
+    unique with (layer `re_lu_1` runs in scope `re_lu_1_2` when `re_lu` took
+    `re_lu_1`)."""
     found = set()
     for part in tensor_name.split(";"):
         pieces = part.split("/")
         for piece in pieces[1:-1] or pieces[1:2]:
-            found.add(re.sub(r"_1$", "", piece))
+            found.add(re.sub(r"_\d+$", "", piece))
     return found
 
 

@@ -175,4 +175,5 @@ def test_digits_litert_accuracy_matches_the_simulation(tmp_path):
     probabilities = predict_litert(result.path, data.x_test)[0]
     litert = float(np.mean(np.argmax(probabilities, -1) == data.y_test))
     assert abs(litert - simulated) <= 0.005, (litert, simulated)
+    assert not result.parity.unmatched, result.parity.unmatched  # auto-named re_lu_k layers
     assert result.size_bytes < 0.6 * result.float_size_bytes
