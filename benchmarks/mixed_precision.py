@@ -120,7 +120,7 @@ def run(name, job):
         uniform[b] = score(model_q)
     start = time.perf_counter()
     config, result = mct_logger.search_mixed_precision(
-        model, x_cal, score, weights_memory=budget, bit_candidates=CANDIDATES)
+        model, x_cal, eval_callback=score, weights_memory=budget, bit_candidates=CANDIDATES)
     search_seconds = time.perf_counter() - start
     model_q, _ = mct_logger.keras_post_training_quantization(model, x_cal, config)
     mixed = score(model_q)

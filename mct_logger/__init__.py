@@ -43,7 +43,17 @@ _API = {
     "equalize_model": "mct_logger.techniques.cross_layer_equalization",
     "correct_bias": "mct_logger.techniques.bias_correction",
     "compress_model": "mct_logger.compression.compress",
+    # result types, each named for what it is
+    "AnalysisResult": "mct_logger.analyzer.analyses",
+    "Recommendation": "mct_logger.analyzer.recommend",
+    "MixedPrecisionResult": "mct_logger.mixed_precision.search",
+    "CrossLayerEqualizationResult": "mct_logger.techniques.cle_results",
+    "BiasCorrectionResult": "mct_logger.techniques.bias_correction",
     "CompressionStats": "mct_logger.compression.results",
+    # the listener protocol
+    "Event": "mct_logger.listeners",
+    "RunInfo": "mct_logger.listeners",
+    "set_run_listener_factory": "mct_logger.listeners",
 }
 
 __all__ = sorted(_API)

@@ -238,3 +238,28 @@ def write_hostile_payloads(folder: str) -> None:
             bad = payload_summary("quant_analyzer", kind, tag, {"rows": []})
             bad.value[0].tensor.string_val[0] = body
             writer.add_summary(bad)
+
+
+# ------------------------------------------------------------- the small model the tests share
+
+
+def conv_dense_model(input_shape=(4, 4, 1), filters=2, outputs=3, hidden=None, *,
+                     conv_activation=None, hidden_activation=None, relu_layer=False,
+                     input_name="x", head_name="head", name="tiny", seed=0):
+    """Input -> Conv2D(filters, 3) "conv" -> Flatten "flat" [-> Dense(hidden) "wide"
+    [-> ReLU "relu"]] -> Dense(outputs) `head_name`: the small model most tests quantize.
+
+    `relu_layer` puts the hidden layer's ReLU in its own layer (a fused activation
+    the plan sees) instead of `hidden_activation`; weights are seeded by `seed`.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(input_shape, name=input_name)
+    h = keras.layers.Conv2D(filters, 3, activation=conv_activation, name="conv")(inputs)
+    h = keras.layers.Flatten(name="flat")(h)
+    if hidden is not None:
+        h = keras.layers.Dense(hidden, activation=hidden_activation, name="wide")(h)
+        if relu_layer:
+            h = keras.layers.ReLU(name="relu")(h)
+    return keras.Model(inputs, keras.layers.Dense(outputs, name=head_name)(h), name=name)

@@ -23,6 +23,7 @@ rows = activation_error_rows(graph, plan, encodings, batches)
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 import math
 
 import keras
@@ -70,8 +71,13 @@ class AnalysisResult:
             could not be written (disk full...); empty when every file was.
             Those files are missing (or hold an earlier state of their table);
             every result is here all the same, and in `summary.json` too.
+        log_folder: the run folder a listener logged the analysis to (None when none did).
         float_model: the FP32 baseline (batch norms folded).
         quantized_model: the quantized model (all quantizers on).
+        config: the QuantizationConfig analyzed (AIMET settings resolved,
+            `layers_to_ignore` not yet applied).
+        tables: every table as published, by kind ("sensitivity",
+            "histograms", "min_max_ranges", ...): what `recommend` reads.
     """
 
     results_dir: str
@@ -89,6 +95,8 @@ class AnalysisResult:
     log_folder: str | None = None
     float_model: keras.Model | None = None
     quantized_model: keras.Model | None = None
+    config: Any = None
+    tables: dict = dataclasses.field(default_factory=dict)
 
     def ranking(self, measure: str) -> list[str]:
         """Layers worst first by `measure`:

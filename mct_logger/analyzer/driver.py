@@ -60,6 +60,7 @@ from mct_logger.analyzer import analyses
 from mct_logger.ptq import pipeline as ptq
 from mct_logger.data import sources as data_lib
 from mct_logger.utils.frozen_heap import frozen_heap
+from mct_logger.utils.progress import Throttle, progress_bar
 from mct_logger import listeners as listeners_lib
 from mct_logger.analyzer import results_dir as results_lib
 from mct_logger.analyzer.analyses import AnalysisResult
@@ -107,15 +108,16 @@ class QuantAnalyzer:
 
     def __init__(self, model: keras.Model, forward_pass_callback, eval_callback,
                  dummy_input=None, layers_to_ignore=None):
-        self._model = model
-        self._graph = read_model(model)
-        self._forward_pass = as_callback(forward_pass_callback, "forward_pass_callback")
-        self._evaluate = as_callback(eval_callback, "eval_callback")
-        self._specs = data_lib.input_specs(self._graph)
+        self.model = model
+        self.graph = read_model(model)
+        self.forward_pass_callback = as_callback(forward_pass_callback, "forward_pass_callback")
+        self.eval_callback = as_callback(eval_callback, "eval_callback")
+        self.input_specs = data_lib.input_specs(self.graph)
         if dummy_input is not None:
-            data_lib.load_batches(dummy_input, self._specs, name="dummy_input")
-        self._ignored = ignored_layer_names(self._graph, layers_to_ignore or [])
-        self._mse_batches: list | None = None
+            data_lib.load_batches(dummy_input, self.input_specs, name="dummy_input")
+        self.layers_to_ignore = ignored_layer_names(self.graph, layers_to_ignore or [])
+        self.mse_batches: list | None = None
+        self.last_analysis: AnalysisResult | None = None
 
     def enable_per_layer_mse_loss(self, unlabeled_data, num_batches: int) -> None:
         """Turns on the per-layer MSE analysis over the first `num_batches` batches.
@@ -129,13 +131,14 @@ class QuantAnalyzer:
                 or num_batches < 1:
             raise ValueError(f"num_batches must be a positive integer, got {num_batches!r}.")
         num_batches = int(num_batches)
-        batches = data_lib.first_batches(unlabeled_data, self._specs, num_batches, "unlabeled_data")
+        batches = data_lib.first_batches(unlabeled_data, self.input_specs, num_batches,
+                                         "unlabeled_data")
         if len(batches) < num_batches:
             logger.warning(
                 "enable_per_layer_mse_loss: the data holds %d batch(es), fewer than "
                 "num_batches=%d; using all of them.", len(batches), num_batches,
             )
-        self._mse_batches = batches[:num_batches]
+        self.mse_batches = batches[:num_batches]
 
     @frozen_heap()
     def analyze(self, config=None, results_dir: str = "./quant_analyzer_results",
@@ -173,21 +176,31 @@ class QuantAnalyzer:
             ValueError: `eval_callback` returned NaN or Inf for the FP32 model.
         """
         config = resolve_config(config, **aimet_settings)
-        self._last_analysis = _Analysis(self, config, os.fspath(results_dir))  # for recommend
-        return self._last_analysis.run()
+        run = _Analysis(self, config, os.fspath(results_dir))
+        self.last_analysis = run.result  # recommend's default evidence
+        return run.run()
 
-    def recommend(self, max_accuracy_drop: float, representative_data=None):
-        """A verified QuantizationConfig from the last `analyze`: `mct_logger.analyzer.recommend`.
+    def recommend(self, max_accuracy_drop: float, representative_data=None,
+                  analysis: AnalysisResult | None = None):
+        """A verified QuantizationConfig from a finished analysis: `mct_logger.analyzer.recommend`.
 
-        `representative_data` is read up to the analyzed config's
-        `num_calibration_samples` (1000 by default), as PTQ reads it.
+        Args:
+            max_accuracy_drop: the largest drop from the FP32 score (score units).
+            representative_data: read up to the analyzed config's
+                `num_calibration_samples` (1000 by default), as PTQ reads it.
+            analysis: the `AnalysisResult` of this analyzer's `analyze` to start
+                from; default the last one (`last_analysis`).
+
+        Returns:
+            `(config, Recommendation)`.
 
         Raises:
             ValueError: a bad `max_accuracy_drop`, or `representative_data`
                 that cannot be used (RepresentativeDataError), before any work.
             RuntimeError: no finished analysis to start from.
         """
-        return recommend(self, max_accuracy_drop, representative_data)
+        return recommend(self, analysis or self.last_analysis, max_accuracy_drop,
+                         representative_data)
 
 
 # ----------------------------------------------------------------------------- one run
@@ -199,15 +212,16 @@ class _Analysis:
         self.config = config
         self.results_dir = os.path.abspath(results_dir)
         self.files = results_lib.ResultWriter(self.results_dir)  # its warnings name the files
-        self.result = AnalysisResult(self.results_dir, files_not_written=self.files.not_written)
         self.tables: dict[str, dict] = {}
+        self.result = AnalysisResult(self.results_dir, files_not_written=self.files.not_written,
+                                     config=config, tables=self.tables)
         self.published: set[str] = set()
         self.evaluations_done = 0
         self.evaluations_total = None
         self.summary: dict = {}
-        self.live = listeners_lib.Throttle()
+        self.live = Throttle()
         self._evaluations_started = time.time()
-        self.listeners: list = []
+        self.listeners: listeners_lib.ListenerSet | None = None  # opened once planned
         self.started = time.time()
         self.score = ScoreCheck("eval_callback")  # NaN/Inf: refused for fp32, else one warning
 
@@ -215,7 +229,7 @@ class _Analysis:
 
     def run(self) -> AnalysisResult:
         # The manifest first: results_dir then never shows an earlier run's files as ours.
-        owned = [f for f in RESULT_FILES if f != MSE_FILE or self.analyzer._mse_batches is not None]
+        owned = [f for f in RESULT_FILES if f != MSE_FILE or self.analyzer.mse_batches is not None]
         self.summary = results_lib.claim(self.results_dir, RESULT_FILES, owned, SUMMARY_FILE)
         os.makedirs(os.path.join(self.results_dir, MIN_MAX_FOLDER), exist_ok=True)
         failure: BaseException | None = None
@@ -237,11 +251,11 @@ class _Analysis:
 
     def _run(self) -> None:
         analyzer, config = self.analyzer, self.config
-        graph, folding = ptq.fold(analyzer._graph)
+        graph, folding = ptq.fold(analyzer.graph)
         self.graph = graph
-        if analyzer._ignored:
+        if analyzer.layers_to_ignore:
             overrides = dict(config.overrides)
-            for name in analyzer._ignored:
+            for name in analyzer.layers_to_ignore:
                 overrides[name if re.escape(name) == name else re.escape(name)] = \
                     LayerOverride(keep_float=True)
             config = dataclasses.replace(config, overrides=overrides)
@@ -272,7 +286,7 @@ class _Analysis:
         calibration = analyses.RecordingCalibrationModel(graph, plan, CALIBRATION_SAMPLES_FOR_SQNR)
         logger.info("QuantAnalyzer: calibrating %d quantizers with forward_pass_callback",
                     len(self.layers))
-        analyzer._forward_pass(calibration)
+        analyzer.forward_pass_callback(calibration)
         if calibration.batches_seen == 0:
             raise RuntimeError(
                 "forward_pass_callback did not run the model it was given: call it (or its "
@@ -281,8 +295,8 @@ class _Analysis:
         # the grids first: data that is not finite is named there, as the callback's
         encodings = ptq.calibrated_encodings(graph, plan, calibration)
         if calibration.recorded:  # the float reference must be the user's model
-            first = data_lib.load_batches(iter(calibration.recorded[:1]), analyzer._specs)[0]
-            check_rebuilt_graph(analyzer._model, analyzer._graph, first)
+            first = data_lib.load_batches(iter(calibration.recorded[:1]), analyzer.input_specs)[0]
+            check_rebuilt_graph(analyzer.model, analyzer.graph, first)
         sim = build_quantized_model(graph, plan, encodings, name=f"{graph.name}_quantsim")
         self.result.quantized_model = sim
         self.summary["calibration"] = {
@@ -309,7 +323,7 @@ class _Analysis:
         self._publish("weight_sqnr", table)
         self._activation_errors(encodings, calibration)
 
-        progress = listeners_lib.progress_bar(self.evaluations_total, "QuantAnalyzer evaluation")
+        progress = progress_bar(self.evaluations_total, "QuantAnalyzer evaluation")
         self._evaluations_started = time.time()
         self._sensitivity(float_model, sim, progress)
         self._per_layer(sim, progress, enabled=True)
@@ -319,11 +333,11 @@ class _Analysis:
     # ------------------------------------------------------------- outputs
 
     def _open_listeners(self, model_name: str) -> None:
-        """The analysis listeners (`listeners.open_run_listeners(kind=ANALYSIS)`; with a log
-        folder set, the TensorBoard one, which never fails the analysis)."""
-        self.listeners = listeners_lib.open_run_listeners(model_name, kind=listeners_lib.ANALYSIS)
-        folders = [getattr(listener, "folder", None) for listener in self.listeners]
-        self.result.log_folder = next((f for f in folders if f is not None), None)
+        """The analysis listeners (a `ListenerSet` of kind ANALYSIS; with a log folder
+        set, the TensorBoard one, which never fails the analysis)."""
+        self.listeners = listeners_lib.ListenerSet(
+            listeners_lib.RunInfo(listeners_lib.ANALYSIS, model_name))
+        self.result.log_folder = self.listeners.log_folder
 
     def _write_json(self, relative: str, content, compact: bool = False) -> None:
         """Atomically (never half a file), `compact` for the large tables, indented
@@ -334,14 +348,13 @@ class _Analysis:
         """Keeps `table` for the report and gives it, with its "worst_layers"
         ranking, to every analysis listener (again each time it grows)."""
         self.tables[kind] = table
-        published = annotate(kind, table)
-        for listener in self.listeners:
-            listener(kind, published)
+        if self.listeners:
+            self.listeners.emit(kind, annotate(kind, table))
         self.published.add(kind)
 
     def _publish_progress(self, kind: str, force: bool = False) -> None:
         """Publishes a growing table and the summary's count of evaluations, at
-        most every `listeners.LIVE_INTERVAL_SECONDS` (always when `force`)."""
+        most every `utils.progress.LIVE_INTERVAL_SECONDS` (always when `force`)."""
         if not self.listeners or not self.live.due(force):
             return
         now = time.time()
@@ -359,7 +372,7 @@ class _Analysis:
         self.summary = {
             **self.summary,  # the manifest written at start
             **analyses.summary_header(self.config, self.graph, self.plan, self.layers, folding,
-                                      self.analyzer._ignored, self.evaluations_total),
+                                      self.analyzer.layers_to_ignore, self.evaluations_total),
         }
         self.result.layers = list(self.layers)
 
@@ -396,19 +409,17 @@ class _Analysis:
                     self.evaluations_total, self.results_dir,
                 )
         finally:
-            for listener in self.listeners:
-                close = getattr(listener, "close", None)
-                if close is not None:
-                    close(failure)
+            if self.listeners is not None:
+                self.listeners.close(failure)
 
     # ------------------------------------------------------------- analyses
 
     def _activation_errors(self, encodings, calibration) -> None:
         """Per-layer SQNR (accumulated and isolated) and MSE, one pass per batch."""
-        if self.analyzer._mse_batches is not None:
-            batches, source = self.analyzer._mse_batches, "enable_per_layer_mse_loss data"
+        if self.analyzer.mse_batches is not None:
+            batches, source = self.analyzer.mse_batches, "enable_per_layer_mse_loss data"
         else:
-            batches = data_lib.load_batches(iter(calibration.recorded), self.analyzer._specs)
+            batches = data_lib.load_batches(iter(calibration.recorded), self.analyzer.input_specs)
             source = "calibration data (forward_pass_callback)"
         rows = analyses.activation_error_rows(self.graph, self.plan, encodings, batches)
         samples = data_lib.num_samples(batches)
@@ -418,7 +429,7 @@ class _Analysis:
                                             "rows": rows})
         self._write_json(SQNR_FILE, table)
         self._publish("per_layer_sqnr", table)
-        if self.analyzer._mse_batches is not None:
+        if self.analyzer.mse_batches is not None:
             mse = {r["layer"]: r["mse_accumulated"] for r in rows}
             self.result.per_layer_mse_loss = mse
             self._write_json(MSE_FILE, mse)
@@ -438,7 +449,7 @@ class _Analysis:
             "complete": False,
         }
         self.tables["sensitivity"] = table
-        evaluate = self.analyzer._evaluate
+        evaluate = self.analyzer.eval_callback
         for key, model, switches in runs:
             if switches is not None:
                 set_quantizers_enabled(model, **switches)
@@ -471,7 +482,7 @@ class _Analysis:
         for name in self.layers:
             set_quantizers_enabled(sim, weights=enabled, activations=enabled, nodes=[name])
             try:
-                score = self.score(self.analyzer._evaluate(sim), f"the model with {name} "
+                score = self.score(self.analyzer.eval_callback(sim), f"the model with {name} "
                                    f"{'alone quantized' if enabled else 'alone in float'}")
             finally:
                 set_quantizers_enabled(sim, weights=not enabled, activations=not enabled,

@@ -104,56 +104,63 @@ class Recommendation:
         return fields
 
 
-def recommend(analyzer, max_accuracy_drop: float, representative_data=None):
+def recommend(analyzer, analysis, max_accuracy_drop: float, representative_data=None):
     """See `QuantAnalyzer.recommend` and the module docstring.
+
+    Args:
+        analyzer: the `QuantAnalyzer` whose model and callbacks are used.
+        analysis: the finished `AnalysisResult` (of `analyzer.analyze`) whose
+            evidence and config the fixes start from.
+        max_accuracy_drop: the largest drop from the FP32 score (score units).
+        representative_data: optional data for the logged PTQ runs.
 
     Raises:
         ValueError: `max_accuracy_drop` is not a number >= 0.
-        RuntimeError: the analyzer has no finished analysis.
+        RuntimeError: `analysis` is None or not complete.
         RepresentativeDataError: `representative_data` cannot be used (read
             before any evaluation).
     """
     from mct_logger import listeners
-    from mct_logger.utils.callbacks import eval_score
     from mct_logger.analyzer.analyses import RecordingCalibrationModel
     from mct_logger.mixed_precision.trials import QuantizationTrials
     from mct_logger.techniques.batch_norm_folding import fold_batch_norms
+    from mct_logger.utils.callbacks import eval_score
 
     if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, numbers.Real) \
             or not math.isfinite(max_accuracy_drop) or max_accuracy_drop < 0:
         raise ValueError(f"max_accuracy_drop must be a number >= 0 (in eval score units), got "
                          f"{max_accuracy_drop!r}.")
     max_accuracy_drop = float(max_accuracy_drop)  # a NumPy scalar too
-    last = getattr(analyzer, "_last_analysis", None)  # the analyzer's last _Analysis
-    if last is None or last.result.status != "complete":
+    if analysis is None or analysis.status != "complete":
         raise RuntimeError("recommend() works from a finished analysis: run "
                            "QuantAnalyzer.analyze(...) to completion first.")
-    analyzed, result, tables = last.config, last.result, last.tables
+    analyzed, result, tables = analysis.config, analysis, analysis.tables
     if representative_data is not None:  # checked before any work, read up to PTQ's cap
         from mct_logger.data import sources as data_lib
 
         representative_data = data_lib.load_batches(
-            representative_data, analyzer._specs, analyzed.batch_size,
+            representative_data, analyzer.input_specs, analyzed.batch_size,
             max_samples=analyzed.num_calibration_samples,
             cap_setting="QuantizationConfig.num_calibration_samples in the config given to "
                         "QuantAnalyzer.analyze")
     config = analyzed
     config = dataclasses.replace(config, cross_layer_equalization=False, bias_correction=None)
-    if analyzer._ignored:
+    if analyzer.layers_to_ignore:
         overrides = dict(config.overrides)
-        for name in analyzer._ignored:
+        for name in analyzer.layers_to_ignore:
             overrides[_pattern(name)] = LayerOverride(keep_float=True)
         config = dataclasses.replace(config, overrides=overrides)
-    graph, _ = fold_batch_norms(analyzer._graph)
+    graph, _ = fold_batch_norms(analyzer.graph)
 
     def evaluate(model):
-        return eval_score(analyzer._evaluate(model), "eval_callback")
+        return eval_score(analyzer.eval_callback(model), "eval_callback")
 
     def recording(g, plan):  # keeps the samples the callback runs, for the logged PTQ runs
         return RecordingCalibrationModel(g, plan, LOGGED_SAMPLES)
 
     def make_trials(g):
-        return QuantizationTrials(g, analyzer._forward_pass, evaluate, calibration_model=recording)
+        return QuantizationTrials(g, analyzer.forward_pass_callback, evaluate,
+                                  calibration_model=recording)
 
     fp32 = result.sensitivity["fp32"]
     state = _State(make_trials(graph), config, fp32 - max_accuracy_drop)
@@ -174,15 +181,16 @@ def recommend(analyzer, max_accuracy_drop: float, representative_data=None):
     if not recommendation.meets_target:
         logger.warning("recommend: the fixes reach %.6g, below the target %.6g (FP32 %.6g "
                        "minus %g).", final["score"], state.target, fp32, max_accuracy_drop)
-    if listeners.recommendation_listeners():  # e.g. a log folder is set
+    if listeners.has_run_listeners(listeners.PTQ):  # e.g. a log folder is set
         from mct_logger.data import sources as data_lib
+        from mct_logger.ptq.paired_runs import quantize_baseline_and_recommended
 
         data = representative_data
         if data is None:
             recorded = state.trials.calibration_models[0].recorded
-            data = data_lib.load_batches(iter(recorded), analyzer._specs)
-        listeners.notify_recommendation(analyzer._model, data, analyzed, state.config,
-                                        {"recommendation": recommendation.table()})
+            data = data_lib.load_batches(iter(recorded), analyzer.input_specs)
+        quantize_baseline_and_recommended(analyzer.model, data, analyzed, state.config,
+                                          {"recommendation": recommendation.table()})
     return state.config, recommendation
 
 

@@ -16,8 +16,8 @@ ratio (see `greedy`), each candidate built cheaply:
 
 Scores go to `eval_scores_file` as they come (`eval_scores`), and listeners
 (the console progress bar; with `set_log_folder`, the TensorBoard logger)
-get `(event, data)`: "start" (`SweepPlan`), "score" (`ScoreUpdate`),
-"done" (`CompressionStats`), and `close(error)` at the end.
+hear `mct_logger.listeners.Event`s named "start" (`SweepPlan`), "score"
+(`ScoreUpdate`) and "done" (`CompressionStats`), and `close(error)` at the end.
 
 Example:
 
@@ -38,6 +38,7 @@ import keras
 import numpy as np
 
 from mct_logger import listeners as listeners_lib
+from mct_logger.utils.progress import progress_bar
 from mct_logger.utils import output_paths
 from mct_logger.utils.callbacks import as_callback, eval_score
 from mct_logger.compression import channel_pruning, svd
@@ -123,7 +124,9 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
             and the sweep goes on.
         forward_pass_callback: `(model) -> None` running representative data
             through the model; required by channel pruning.
-        listeners: extra `(event, data)` callables (see the module docs).
+        listeners: extra listeners of this run: callables taking a
+            `mct_logger.listeners.Event` (see the module docs), optionally with
+            `close(error)`.
 
     Returns:
         `(compressed_model, CompressionStats)`; the model saves to `.keras`.
@@ -300,29 +303,25 @@ def _ignored(graph, layers_to_ignore) -> set:
 
 
 class _Listeners:
-    """The console progress bar, the caller's listeners (one that raises stops
-    the compression) and those registered for compression runs in
-    `mct_logger.listeners` (with a log folder set, the TensorBoard logger: it
-    reports its own failures as one warning and never raises)."""
+    """The console progress bar and the run's `ListenerSet`: the caller's listeners
+    (one that raises stops the compression) and those registered for compression
+    runs (with a log folder set, the TensorBoard logger: it reports its own
+    failures as one warning and never raises)."""
 
     def __init__(self, extra, model_name: str, evaluations: int):
         self.done = 0
-        self.listeners = list(extra or []) + listeners_lib.open_run_listeners(
-            model_name, kind=listeners_lib.COMPRESSION)
-        self.progress = listeners_lib.progress_bar(max(evaluations, 1), "compression evaluation")
+        self.listeners = listeners_lib.ListenerSet(
+            listeners_lib.RunInfo(listeners_lib.COMPRESSION, model_name), extra=extra or ())
+        self.progress = progress_bar(max(evaluations, 1), "compression evaluation")
 
     def emit(self, event: str, data) -> None:
         if event == "score":
             self.done += 1
             self.progress.update(self.done)
-        for listener in self.listeners:
-            listener(event, data)
+        self.listeners.emit(event, data)
 
     def close(self, error) -> None:
-        for listener in self.listeners:
-            close = getattr(listener, "close", None)
-            if close is not None:
-                close(error)
+        self.listeners.close(error)
 
 
 def _some(reasons: dict, count: int = 2) -> str:

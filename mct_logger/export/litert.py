@@ -130,16 +130,14 @@ def _tell_listeners(info, graph, result) -> None:
     log folder is set), told about the finished export."""
     from mct_logger import listeners
 
-    opened = listeners.open_run_listeners(graph.name, kind=listeners.EXPORT,
-                                          run_id=getattr(info, "run_id", None))
+    run = listeners.ListenerSet(listeners.RunInfo(
+        listeners.EXPORT, graph.name, run_id=getattr(info, "run_id", None)))
     try:
-        for listener in opened:
-            listener(graph, info.plan, result)
-    finally:
-        for listener in opened:
-            close = getattr(listener, "close", None)
-            if close is not None:
-                close()
+        run.emit("litert_export", result, graph=graph)
+    except BaseException as exc:
+        run.close(exc)
+        raise
+    run.close()
 
 
 def _check_path(path) -> str:

@@ -75,6 +75,7 @@ from mct_logger.quantization.encodings import check_bitwidth
 from mct_logger.quantization.plan import check_overrides, plan_quantization
 from mct_logger.quantization.quantsim import weight_encodings
 from mct_logger.mixed_precision.trials import QuantizationTrials
+from mct_logger.ptq.paired_runs import quantize_baseline_and_recommended
 from mct_logger.diagnostics.rebuild_check import check_rebuilt_graph
 from mct_logger.diagnostics.similarity import call_quantized, fake_quantized_kernel, first_samples
 
@@ -136,9 +137,10 @@ def plan_weights_memory(graph, plan: dict) -> int:
     return int(sum(m["weights"] for m in graph_memory(graph, plan).values()))
 
 
-def search_mixed_precision(model: keras.Model, representative_data, eval_callback=None,
+def search_mixed_precision(model: keras.Model, representative_data,
+                           config: QuantizationConfig | None = None, *, eval_callback=None,
                            weights_memory=None, max_accuracy_drop=None,
-                           bit_candidates=(4, 8, 16), config: QuantizationConfig | None = None):
+                           bit_candidates=(4, 8, 16)):
     """Chooses per-layer weight bit widths under a weights-memory budget or an accuracy target.
 
     Args:
@@ -161,11 +163,11 @@ def search_mixed_precision(model: keras.Model, representative_data, eval_callbac
     Returns:
         `(config, result)`: a `QuantizationConfig` with per-layer
         `LayerOverride(weight_bits=...)` (the most common width as its global
-        `weight_bits`), and a `MixedPrecisionResult`, also passed to every
-        recommendation listener (`listeners`): with a log folder set
-        (`set_log_folder`), PTQ runs of the given config and of the chosen one
-        are logged as `<model>_baseline` and `<model>_recommended`, with the
-        search's tables, for the QuantAnalyzer tab's comparison.
+        `weight_bits`), and a `MixedPrecisionResult`. When per-run listeners
+        listen (a log folder is set), PTQ runs of the given config and of the
+        chosen one are made as `<model>_baseline` and `<model>_recommended`,
+        the search's tables with the latter (`ptq.paired_runs`), for the
+        QuantAnalyzer tab's comparison.
 
     Raises (before any model runs):
         ValueError: neither `weights_memory` nor `max_accuracy_drop`; a bad
@@ -248,8 +250,9 @@ def search_mixed_precision(model: keras.Model, representative_data, eval_callbac
     )
     logger.info("Mixed-precision search: %d layers, weights %d bytes, %s", len(names),
                 result.weights_memory, dict(collections.Counter(r["bits"] for r in rows)))
-    listeners.notify_recommendation(model, batches, config, chosen_config,
-                                    {"mixed_precision_search": result.table()})
+    if listeners.has_run_listeners(listeners.PTQ):  # e.g. a log folder is set
+        quantize_baseline_and_recommended(model, batches, config, chosen_config,
+                                          {"mixed_precision_search": result.table()})
     return chosen_config, result
 
 

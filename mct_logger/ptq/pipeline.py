@@ -1,8 +1,9 @@
 """`keras_post_training_quantization`: an ordered list of named stages over the graph.
 
 Each stage takes the graph, returns a new one plus a typed, versioned result,
-and emits `(stage name, graph, result)` to every registered listener (the
-TensorBoard logger, progress reporting, tests). No stage knows who listens.
+and tells every listener of the run (`mct_logger.listeners.ListenerSet`: the
+TensorBoard logger, your `add_stage_listener` callables, tests) an `Event` with
+the stage's name, result and graph. No stage knows who listens.
 Listeners hear the stages in this order even though one, the similarity
 analysis (a diagnosis), runs on a thread alongside the quantized model's build.
 
@@ -40,8 +41,9 @@ from mct_logger.graph.ir import Graph, read_model
 from mct_logger.graph.clone import REUSE_LAYER, CloneCache
 from mct_logger.diagnostics.rebuild_check import RebuildMismatchError, check_rebuilt_graph
 from mct_logger import listeners as listeners_lib
-from mct_logger.listeners import add_stage_listener, remove_stage_listener
-from mct_logger.quantization.memory import activation_bits, graph_memory, model_memory, node_memory
+from mct_logger.listeners import ListenerSet, RunInfo
+from mct_logger.utils.progress import progress_bar
+from mct_logger.quantization.memory import graph_memory, model_memory
 from mct_logger.quantization import litert_target
 from mct_logger.quantization.config import QuantizationConfig
 from mct_logger.quantization.plan import check_overrides, plan_quantization
@@ -56,12 +58,9 @@ from mct_logger.ptq.results import (
 from mct_logger.techniques.cross_layer_equalization import equalize_graph, weight_ranges_only
 
 __all__ = [
-    "STAGES", "QuantizationInfo", "add_stage_listener", "calibrated_encodings", "fold",
-    "keras_post_training_quantization", "remove_stage_listener",
-    # re-exported for callers of the former locations
-    "InitialGraphResult", "QuantizationParametersResult", "QuantizedModelResult",
-    "SkippedStageResult", "StatisticsResult", "activation_bits", "graph_memory", "model_memory",
-    "node_memory"]
+    "STAGES", "QuantizationInfo", "calibrated_encodings", "fold",
+    "keras_post_training_quantization", "quantize",
+]
 
 logger = logging.getLogger("mct_logger")
 STAGES = (
@@ -79,23 +78,13 @@ STAGES = (
 
 
 class _Run:
-    """One PTQ run: times each stage and tells the listeners.
+    """One PTQ run: times each stage and tells the run's listeners (a `ListenerSet`)."""
 
-    A listener may also have `close(error)`, called once when the run ends,
-    with the exception if a stage failed.
-    """
-
-    def __init__(self, listeners):
-        self.listeners = list(listeners)
+    def __init__(self, listeners: ListenerSet):
+        self.listeners = listeners
         self.seconds: dict[str, float] = {}
         self.listener_seconds: dict[str, float] = {}
         self.results: dict[str, Any] = {}
-
-    def close(self, error: BaseException | None = None) -> None:
-        for listener in self.listeners:
-            close = getattr(listener, "close", None)
-            if close is not None:
-                close(error)
 
     def stage(self, name: str, fn, *args):
         """Runs stage `name` (`fn(*args) -> (graph, result)`) and reports it."""
@@ -127,8 +116,7 @@ class _Run:
         self.results[name] = result
         logger.info("PTQ stage %s done in %.2f s", name, self.seconds[name])
         start = time.perf_counter()
-        for listener in self.listeners:
-            listener(name, graph, result)
+        self.listeners.emit(name, result, graph)
         self.listener_seconds[name] = time.perf_counter() - start
         return graph, result
 
@@ -151,7 +139,6 @@ class _StageThread(threading.Thread):
         self.seconds = time.perf_counter() - start
 
 
-@frozen_heap()
 def keras_post_training_quantization(
     model: keras.Model,
     representative_data,
@@ -199,6 +186,18 @@ def keras_post_training_quantization(
     (the path and the cause) and the model is still returned. A listener added
     with `add_stage_listener` that raises stops the run.
     """
+    return quantize(model, representative_data, config)
+
+
+@frozen_heap()
+def quantize(model: keras.Model, representative_data, config: QuantizationConfig | None = None,
+             *, run_info: RunInfo | None = None,
+             tables: dict | None = None) -> tuple[keras.Model, QuantizationInfo]:
+    """`keras_post_training_quantization` as the engines that make PTQ runs of their
+    own call it: `run_info` names the run for its listeners (e.g. a search's
+    "<model>_baseline"), and `tables` (`{payload kind: table}`) go to them as the
+    `listeners.TABLES` event after the stages. Same arguments, result and errors.
+    """
     config = config or QuantizationConfig()
     if not isinstance(config, QuantizationConfig):
         raise TypeError(
@@ -228,15 +227,19 @@ def keras_post_training_quantization(
         # A few samples prove the rebuilt graph (eager calls cost per sample).
         _check_rebuild(model, graph, [x[:REBUILD_CHECK_SAMPLES] for x in batches.first], config,
                        clones)
-    run_id = listeners_lib.new_run_id()
-    run = _Run(listeners_lib.open_run_listeners(model.name, run_id=run_id))
+    run_info = run_info or RunInfo(listeners_lib.PTQ, model.name)
+    if run_info.run_id is None:  # names this run to a later export's listeners
+        run_info = dataclasses.replace(run_info, run_id=listeners_lib.new_run_id())
+    run = _Run(ListenerSet(run_info))
     try:
         model_q, info = _quantize(run, graph, batches, config, loaded, clones)
-        info.run_id = run_id
+        info.run_id = run_info.run_id
+        if tables:
+            run.listeners.emit(listeners_lib.TABLES, tables)
     except BaseException as exc:
-        run.close(exc)
+        run.listeners.close(exc)
         raise
-    run.close()
+    run.listeners.close()
     return model_q, info
 
 
@@ -287,7 +290,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         )
     else:
         calibration = CalibrationModel(
-            graph, plan, statistics=listeners_lib.needs(run.listeners, listeners_lib.STATISTICS),
+            graph, plan, statistics=run.listeners.needs(listeners_lib.STATISTICS),
             clones=clones)
         graph, stats = run.stage("statistics_collection", _collect, graph, calibration, batches)
         graph, params = run.stage(
@@ -299,7 +302,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
     )
     analyze = config.analyze_similarity
     if analyze is None:
-        analyze = listeners_lib.needs(run.listeners, listeners_lib.SIMILARITY)
+        analyze = run.listeners.needs(listeners_lib.SIMILARITY)
     if analyze and batches and not any(p.quantized for p in plan.values()):
         logger.info("Similarity analysis skipped: no node of %r is quantized under this "
                     "configuration, so float and quantized outputs are the same.", graph.name)
@@ -384,7 +387,7 @@ def fold(graph: Graph) -> tuple[Graph, BatchNormFoldingResult]:
 
 
 def _collect(graph, calibration: CalibrationModel, batches):
-    progress = listeners_lib.progress_bar(len(batches), "calibration batch")
+    progress = progress_bar(len(batches), "calibration batch")
     calibration.collect_all(batches, on_batch=progress.update)
     return graph, StatisticsResult(
         num_batches=len(batches),

@@ -56,8 +56,10 @@ class AnalysisLogListener:
         self.publisher = PayloadPublisher(self.writer, metadata.QUANT_ANALYZER)
         self._sensitivity_scalars = False
 
-    def __call__(self, kind: str, table: dict) -> None:
-        """Writes `table` as the next step of payload `kind` and flushes it (readable now)."""
+    def __call__(self, event) -> None:
+        """Writes the table `event.data` as the next step of payload `event.name` (its
+        kind) and flushes it (readable now)."""
+        kind, table = event.name, event.data
         if kind == "sensitivity" and table.get("complete") and not self._sensitivity_scalars:
             self._sensitivity_scalars = True
             left_out = []

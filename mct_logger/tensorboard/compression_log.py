@@ -34,7 +34,8 @@ RUN = "compression"  # the TensorBoard run inside the run folder
 
 
 class CompressionTensorBoardListener:
-    """`(event, data)` -> payloads; `close(error)` records how the sweep ended.
+    """Compression events ("start", "score", "done") -> payloads; `close(error)`
+    records how the sweep ended.
 
     Registered per compression run by `mct_logger.set_log_folder`
     (`listeners.set_run_listener_factory(..., kind=listeners.COMPRESSION)`).
@@ -50,10 +51,10 @@ class CompressionTensorBoardListener:
         self.table: dict | None = None
         self.fresh = 0
 
-    def __call__(self, event: str, data) -> None:
-        handler = getattr(self, f"_on_{event}", None)
+    def __call__(self, event) -> None:
+        handler = getattr(self, f"_on_{event.name}", None)
         if handler is not None:
-            self.guard.call(handler, data, path=os.path.join(self.folder, RUN))
+            self.guard.call(handler, event.data, path=os.path.join(self.folder, RUN))
 
     def _on_start(self, plan) -> None:
         keys = [ratio_key(r) for r in plan.candidates]

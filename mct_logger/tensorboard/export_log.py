@@ -104,7 +104,8 @@ def node_attributes(result) -> dict:
 
 
 class ExportTensorBoardListener:
-    """`listener(graph, plan, result)` writes one export run (see the module docstring)."""
+    """`listener(event)` writes one export run from the "litert_export" event (see
+    the module docstring)."""
 
     def __init__(self, folder: str, index: int | None = None):
         self.folder = folder
@@ -112,16 +113,18 @@ class ExportTensorBoardListener:
         self.guard = LogGuard(folder, RETURNED)
         self.log = RunLog(folder, guard=self.guard)
 
-    def __call__(self, graph, plan, result) -> None:
+    def __call__(self, event) -> None:
+        if event.name != "litert_export":
+            return
         index = self.index if self.index is not None else next_run_index(self.folder)
         run = f"{index:02d}_{RUN}"
-        self.guard.call(self._write, run, graph, plan, result,
+        self.guard.call(self._write, run, event.graph, event.data,
                         path=os.path.join(self.folder, run))
 
-    def _write(self, run, graph, plan, result) -> None:
+    def _write(self, run, graph, result) -> None:
         writer = self.log.writer(run)
         attrs = node_attributes(result)
-        memory = graph_memory(graph, plan)
+        memory = graph_memory(graph)  # float32 bytes per node (the card's Memory)
         graph_def = events.graph_pb2.GraphDef()
         for node in graph:
             inputs = [events.graph_node_name(r.node) + (f":{r.index}" if r.index else "")

@@ -18,7 +18,7 @@ if publisher.due():                               # throttled live updates
 
 from __future__ import annotations
 
-from mct_logger.listeners import LIVE_INTERVAL_SECONDS, Throttle
+from mct_logger.utils.progress import LIVE_INTERVAL_SECONDS, Throttle
 
 
 class PayloadPublisher:

@@ -41,7 +41,6 @@ from mct_logger.tensorboard.run_log import (
     LogGuard,
     RunLog,
     failure_cause,
-    named_run,
     report_log_failure,
 )
 
@@ -103,7 +102,6 @@ def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) 
         listeners.set_run_listener_factory(TENSORBOARD, None, kind=listeners.COMPRESSION)
         listeners.set_run_listener_factory(TENSORBOARD, None, kind=listeners.ANALYSIS)
         listeners.set_run_listener_factory(TENSORBOARD, None, kind=listeners.EXPORT)
-        listeners.set_recommendation_listener(TENSORBOARD, None)
         return
     path = os.fspath(path)
     if run_name is not None:
@@ -130,35 +128,32 @@ def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) 
         logger.addHandler(_console_handler)
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)
-    listeners.set_run_listener_factory(TENSORBOARD, _tensorboard_listener, with_run_id=True)
-    listeners.set_run_listener_factory(TENSORBOARD, _export_listener, kind=listeners.EXPORT,
-                                       with_run_id=True)
+    listeners.set_run_listener_factory(TENSORBOARD, _tensorboard_listener)
     listeners.set_run_listener_factory(TENSORBOARD, _compression_listener,
                                        kind=listeners.COMPRESSION)
     listeners.set_run_listener_factory(TENSORBOARD, _analysis_listener, kind=listeners.ANALYSIS)
-    listeners.set_recommendation_listener(TENSORBOARD, _log_recommendation)
+    listeners.set_run_listener_factory(TENSORBOARD, _export_listener, kind=listeners.EXPORT)
     logger.info("Logging to %s (tensorboard --logdir %s)", _folder, _folder)
 
 
 TENSORBOARD = "tensorboard"  # the key of the TensorBoard listener's factory
 
 
-def _tensorboard_listener(model_name: str, run_id: str | None = None):
+def _tensorboard_listener(run: listeners.RunInfo):
     """A TensorBoard listener for one PTQ run in a fresh run folder; None when
-    logging is off or the folder cannot be created (one warning). The folder is
-    remembered under `run_id`, for a later export of that run."""
+    logging is off or the folder cannot be created (one warning)."""
     from mct_logger.tensorboard.ptq_log import TensorBoardListener
 
-    folder = open_run_folder(model_name, TensorBoardListener.RETURNED)
+    folder = open_run_folder(run, TensorBoardListener.RETURNED)
     if folder is None:
         return None
-    if run_id is not None:
+    if run.run_id is not None:  # where a later export of this run is logged
         with _state_lock:
-            _run_folders[run_id] = folder
+            _run_folders[run.run_id] = folder
     return TensorBoardListener(folder, logdir=get_log_folder())
 
 
-def _export_listener(model_name: str, run_id: str | None = None):
+def _export_listener(run: listeners.RunInfo):
     """A TensorBoard listener for a LiteRT export: in its PTQ run's folder when
     that run was logged here, else in a fresh one; None when logging is off."""
     from mct_logger.tensorboard.export_log import RETURNED, ExportTensorBoardListener
@@ -166,49 +161,31 @@ def _export_listener(model_name: str, run_id: str | None = None):
     if get_log_folder() is None:
         return None
     with _state_lock:
-        folder = _run_folders.get(run_id)
+        folder = _run_folders.get(run.run_id)
     if folder is None or not os.path.isdir(folder):
-        folder = open_run_folder(model_name, RETURNED)
+        folder = open_run_folder(run, RETURNED)
     return None if folder is None else ExportTensorBoardListener(folder)
 
 
-def _compression_listener(model_name: str):
+def _compression_listener(run: listeners.RunInfo):
     """A TensorBoard listener for one compression run in a fresh run folder (the
     Compression tab); None when logging is off or the folder cannot be made."""
     from mct_logger.tensorboard.compression_log import CompressionTensorBoardListener
 
-    folder = open_run_folder(model_name, CompressionTensorBoardListener.RETURNED)
+    folder = open_run_folder(run, CompressionTensorBoardListener.RETURNED)
     return None if folder is None else CompressionTensorBoardListener(folder)
 
 
-def _analysis_listener(model_name: str):
+def _analysis_listener(run: listeners.RunInfo):
     """A TensorBoard analysis listener for one QuantAnalyzer run in a fresh run
     folder; None when logging is off or the folder cannot be created (one warning)."""
     from mct_logger.tensorboard.analysis_log import RETURNED, RUN, AnalysisLogListener
 
-    folder = open_run_folder(model_name, RETURNED)
+    folder = open_run_folder(run, RETURNED)
     if folder is None:
         return None
     logger.info("QuantAnalyzer: logging to %s", os.path.join(folder, RUN))
     return AnalysisLogListener(folder)
-
-
-def _log_recommendation(*args) -> None:
-    """Logs a search's or recommendation's baseline and recommended PTQ runs and tables."""
-    from mct_logger.tensorboard.recommendation_log import log_recommendation
-
-    log_recommendation(*args)
-
-
-def __getattr__(name):
-    # The listener and its plots load Keras and matplotlib: imported on first use.
-    if name == "TensorBoardListener":
-        from mct_logger.tensorboard.ptq_log import TensorBoardListener
-        return TensorBoardListener
-    if name in ("SamplePlot", "_summary_figure"):
-        from mct_logger.tensorboard import similarity_plots
-        return getattr(similarity_plots, name.lstrip("_"))
-    raise AttributeError(f"module 'mct_logger.tensorboard.log_folder' has no attribute {name!r}")
 
 
 def _remove_handlers() -> None:
@@ -349,8 +326,10 @@ def get_log_folder() -> str | None:
     return _folder
 
 
-def new_run_folder(model_name: str) -> str | None:
-    """A fresh folder for one run under the log folder (None when logging is off).
+def new_run_folder(run: listeners.RunInfo) -> str | None:
+    """A fresh folder for one run under the log folder (None when logging is off):
+    `run.run_name` when the engine names the run, else set_log_folder's run_name,
+    else `<model>_<time>`.
 
     Created atomically: callers racing for one name (threads, processes) each
     get their own folder (`name`, `name_2`...), never an error. Model names
@@ -364,9 +343,8 @@ def new_run_folder(model_name: str) -> str | None:
     if folder is None:
         return None
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    named = named_run()  # (suffix, created folders) inside run_log.runs_named
-    base = f"{run_folder_name(model_name)}{named[0]}" if named else \
-        run_name or f"{run_folder_name(model_name)}_{stamp}"
+    base = run_folder_name(run.run_name) if run.run_name else \
+        run_name or f"{run_folder_name(run.model_name)}_{stamp}"
     os.makedirs(folder, exist_ok=True)  # it may have been removed since set_log_folder
     for k in range(1, MAX_RUN_SUFFIX + 1):
         candidate = os.path.join(folder, base if k == 1 else f"{base}_{k}")
@@ -374,8 +352,6 @@ def new_run_folder(model_name: str) -> str | None:
             os.mkdir(candidate)
         except FileExistsError:
             continue
-        if named:
-            named[1].append(candidate)
         return candidate
     raise FileExistsError(
         errno.EEXIST, f"every run folder {base}, {base}_2 ... {base}_{MAX_RUN_SUFFIX} exists; "
@@ -383,14 +359,14 @@ def new_run_folder(model_name: str) -> str | None:
     )
 
 
-def open_run_folder(model_name: str, returned: str) -> str | None:
+def open_run_folder(run: listeners.RunInfo, returned: str) -> str | None:
     """`new_run_folder`, or None with one warning when it cannot be created.
 
     `returned` says what the caller still delivers (e.g. "PTQ returns the
     quantized model"); it ends the warning.
     """
     try:
-        return new_run_folder(model_name)
+        return new_run_folder(run)
     except OSError as exc:
         report_log_failure(get_log_folder(), exc, returned)
         return None

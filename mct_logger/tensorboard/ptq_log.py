@@ -15,7 +15,7 @@ Example:
 
 ```python
 listener = TensorBoardListener("logs/run")
-add_stage_listener(listener)   # logs every following PTQ run into logs/run
+set_run_listener_factory("mine", lambda run: listener)   # logs the next PTQ run into logs/run
 ```
 """
 
@@ -84,6 +84,11 @@ def _chunk_tag(base: str, start: int, stop: int, count: int, size: int) -> str:
     return base if count <= size and start == 0 else f"{base} [{start}-{stop - 1}]"
 
 
+# The TensorBoard run, in a search's or recommendation's recommended PTQ run folder,
+# of its tables ("mixed_precision_search", "recommendation" payloads).
+TABLES_RUN = "mixed_precision"
+
+
 class TensorBoardListener:
     """Turns PTQ stage results into TensorBoard runs under one run folder.
 
@@ -119,7 +124,17 @@ class TensorBoardListener:
         )
         self._pending: list[concurrent.futures.Future] = []
 
-    def __call__(self, stage: str, graph, result) -> None:
+    def __call__(self, event) -> None:
+        """Writes a stage (`event.name`, `event.data`, `event.graph`) as run
+        `NN_<stage>`, or a search's or recommendation's tables (`listeners.TABLES`)
+        as "quant_analyzer" payloads in the run `TABLES_RUN`."""
+        if event.name == listeners.TABLES:
+            if self.guard.failure is None:
+                self._pending.append(self._worker.submit(
+                    self.guard.call, self._write_tables, event.data,
+                    path=os.path.join(self.folder, TABLES_RUN)))
+            return
+        stage, graph, result = event.name, event.graph, event.data
         run = f"{self.stage_index:02d}_{stage}"
         self.stage_index += 1
         if stage == "quantized_model":
@@ -164,6 +179,15 @@ class TensorBoardListener:
             if kind in handlers:
                 return handlers[kind]
         return None
+
+    def _write_tables(self, tables: dict) -> None:
+        from mct_logger.tb_plugin import metadata
+        from mct_logger.tb_plugin.summary import payload_summary
+
+        writer = self.log.writer(TABLES_RUN)
+        for kind, table in tables.items():
+            writer.add_summary(payload_summary(metadata.QUANT_ANALYZER, kind, kind, table))
+        self.log.flush()
 
     def close(self, error: BaseException | None = None) -> None:
         """Waits for every pending write, records a PTQ failure, closes the files.

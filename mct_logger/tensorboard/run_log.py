@@ -16,14 +16,13 @@ with RunLog("logs/run") as log:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 
 from mct_logger.tensorboard.events import EventWriter
 
-__all__ = ["LogGuard", "RunLog", "failure_cause", "named_run", "report_log_failure", "runs_named"]
+__all__ = ["LogGuard", "RunLog", "failure_cause", "report_log_failure"]
 
 logger = logging.getLogger("mct_logger")
 
@@ -141,22 +140,3 @@ class _GuardedWriter:
 # ---------------------------------------------------------------- the PTQ listener
 
 
-_named = threading.local()
-
-
-@contextlib.contextmanager
-def runs_named(suffix: str):
-    """Inside the block, this thread's run folders are `<model><suffix>` (`_2`...
-    when taken) instead of set_log_folder's run_name or `<model>_<time>`.
-    Yields the list the created folders are appended to."""
-    previous = getattr(_named, "value", None)
-    _named.value = (suffix, [])
-    try:
-        yield _named.value[1]
-    finally:
-        _named.value = previous
-
-
-def named_run():
-    """`(suffix, created folders)` inside `runs_named`, else None."""
-    return getattr(_named, "value", None)

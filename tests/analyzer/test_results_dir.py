@@ -15,15 +15,14 @@ import pytest
 
 from mct_logger.analyzer.driver import RESULT_FILES, QuantAnalyzer
 from mct_logger.analyzer.results_dir import PREVIOUS_RUNS, ResultWriter
+from tests.helpers import conv_dense_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _model():
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((8, 8, 1), name="img")
-    h = keras.layers.Conv2D(4, 3, name="conv")(inputs)
-    return keras.Model(inputs, keras.layers.Dense(10, name="fc")(keras.layers.Flatten()(h)))
+    return conv_dense_model((8, 8, 1), filters=4, outputs=10, input_name="img",
+                            head_name="fc", name="small")
 
 
 X = np.random.default_rng(0).random((64, 8, 8, 1)).astype("float32")

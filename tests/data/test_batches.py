@@ -12,6 +12,7 @@ import tensorflow as tf
 import mct_logger
 from mct_logger.data.batches import CalibrationBatches
 from mct_logger.data.sources import InputSpec, RepresentativeDataError
+from tests.helpers import conv_dense_model
 
 ONE = [InputSpec("img", (None, 4, 4, 1), "float32")]
 
@@ -21,9 +22,7 @@ def _images(n, seed=0):
 
 
 def _model():
-    inputs = keras.Input((4, 4, 1))
-    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
-    return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    return conv_dense_model(filters=4, conv_activation="relu")
 
 
 class Counting:

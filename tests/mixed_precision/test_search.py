@@ -85,7 +85,8 @@ def test_a_budget_between_4_and_8_bit_is_met_and_keeps_the_sensitive_layer_wide(
     budget = int(0.75 * all8)
     assert all4 < budget < all8
     config, result = mct_logger.search_mixed_precision(
-        model, data.x_train[:256], _evaluate(data), weights_memory=budget, bit_candidates=(4, 8))
+        model, data.x_train[:256], eval_callback=_evaluate(data), weights_memory=budget,
+        bit_candidates=(4, 8))
     bits = _bits(model, config)
     assert _memory(model, config) == result.weights_memory <= budget  # PTQ's own plan
     assert set(bits.values()) == {4, 8}
@@ -104,7 +105,8 @@ def test_an_accuracy_target_gives_the_smallest_memory_meeting_it(digits):
     model, data = digits
     evaluate = _evaluate(data)
     config, result = mct_logger.search_mixed_precision(
-        model, data.x_train[:256], evaluate, max_accuracy_drop=0.01, bit_candidates=(2, 4, 8))
+        model, data.x_train[:256], eval_callback=evaluate, max_accuracy_drop=0.01,
+        bit_candidates=(2, 4, 8))
     assert result.target_score == pytest.approx(evaluate(model) - 0.01)
     assert result.score >= result.target_score
     model_q, _ = mct_logger.keras_post_training_quantization(model, data.x_train[:256], config)
@@ -251,7 +253,7 @@ def test_the_recommended_run_is_logged_and_compared_with_the_baseline_in_tensorb
     mct_logger.set_log_folder(tmp_path)
     try:
         config, result = mct_logger.search_mixed_precision(
-            model, data.x_train[:256], _evaluate(data), weights_memory=budget)
+            model, data.x_train[:256], eval_callback=_evaluate(data), weights_memory=budget)
     finally:
         mct_logger.set_log_folder(None)
     baseline, recommended = "digits_cnn_baseline", "digits_cnn_recommended"
@@ -331,8 +333,14 @@ def test_recommend_reads_endless_data_up_to_the_analyzed_cap_and_warns_on_a_nan_
             yield x[:8]
 
     heard = []
-    listeners.set_recommendation_listener("test", lambda model, batches, *rest:
-                                          heard.append(sum(len(b[0]) for b in batches)))
+
+    def baseline_samples(run):  # the samples the baseline PTQ run calibrated on
+        def listener(event):
+            if run.role == "baseline" and event.name == "statistics_collection":
+                heard.append(event.data.num_samples)
+        return listener
+
+    listeners.set_run_listener_factory("test", baseline_samples)
     try:
         analyzer = mct_logger.QuantAnalyzer(model, lambda m: m.predict(x, verbose=0), evaluate)
         analyzer.analyze({"num_calibration_samples": 36, "batch_size": 8},
@@ -357,7 +365,7 @@ def test_recommend_reads_endless_data_up_to_the_analyzed_cap_and_warns_on_a_nan_
             analyzer.recommend(0.5, tf.data.Dataset.from_tensor_slices(x).batch(8).repeat())
         assert calls == []  # refused before any evaluation
     finally:
-        listeners.set_recommendation_listener("test", None)
+        listeners.set_run_listener_factory("test", None)
 
 
 def _attention_model():
@@ -417,7 +425,7 @@ def test_every_weight_layer_ptq_quantizes_is_searched_as_ptq_computes_it(build, 
     assert _memory(model, config) == result.weights_memory <= budget
 
     config, result = mct_logger.search_mixed_precision(
-        model, x, evaluate, max_accuracy_drop=0.01, bit_candidates=(4, 8))
+        model, x, eval_callback=evaluate, max_accuracy_drop=0.01, bit_candidates=(4, 8))
     assert [r["layer"] for r in result.layers] == layers
     assert result.score >= result.target_score
     model_q, _ = mct_logger.keras_post_training_quantization(model, x, config)

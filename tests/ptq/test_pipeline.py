@@ -9,8 +9,10 @@ import pytest
 import mct_logger
 from mct_logger.demo import accuracy, load_digits_split, train_digits_cnn
 from mct_logger.graph.ir import GraphError
-from mct_logger.ptq.pipeline import STAGES, graph_memory
+from mct_logger.ptq.pipeline import STAGES
+from mct_logger.quantization.memory import graph_memory
 from mct_logger.quantization import set_quantizers_enabled
+from tests.helpers import conv_dense_model
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +79,8 @@ def test_input_model_is_never_modified(digits):
 
 
 def _tiny():
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((4, 4, 1), name="x")
-    h = keras.layers.Conv2D(2, 3, name="conv")(inputs)  # 18 + 2 params, output 2x2x2
-    h = keras.layers.Flatten(name="flat")(h)
-    return keras.Model(inputs, keras.layers.Dense(3, name="dense")(h))  # 24 + 3 params
+    # conv: 18 + 2 params, output 2x2x2; dense: 24 + 3 params
+    return conv_dense_model(filters=2, head_name="dense")
 
 
 def test_memory_matches_a_hand_computed_example():

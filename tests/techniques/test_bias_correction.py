@@ -13,11 +13,8 @@ from keras import layers
 import mct_logger
 from mct_logger.diagnostics.activations import PairedActivations
 from mct_logger.quantization import set_quantizers_enabled
-from mct_logger.techniques.bias_correction import (
-    correct_bias,
-    correct_bias_graph,
-    expected_activation,
-)
+from mct_logger.techniques.bias_correction import correct_bias, correct_bias_graph
+from mct_logger.techniques.expected_shift import expected_activation
 
 
 
@@ -106,7 +103,7 @@ def test_analytical_shift_counts_same_padding_borders_exactly(layer):
     from mct_logger.graph.ir import read_model
     from mct_logger.quantization.encodings import Encoding
     from mct_logger.quantization.plan import WeightSpec
-    from mct_logger.techniques.bias_correction import analytical_shift
+    from mct_logger.techniques.expected_shift import analytical_shift
 
     inputs = keras.Input((7, 6, 3))
     model = keras.Model(inputs, layer(inputs))
@@ -178,9 +175,9 @@ def test_each_mode_removes_most_of_the_mean_output_shift(setup, mode, nodes, pat
 def test_standalone_correct_bias_uses_the_batch_norms_equalize_model_recorded(setup):
     model, _, _, calibration, _ = setup
     config = mct_logger.QuantizationConfig(weight_bits=4, weight_per_channel=False)
-    equalized = mct_logger.equalize_model(model)
+    equalized, equalization = mct_logger.equalize_model(model)
     corrected, result = correct_bias(equalized, None, config, mode="analytical",
-                                     return_result=True)
+                                     equalization=equalization)
     assert set(result.corrections) == {"dw", "pw"}
     assert result.corrections["dw"].activation == "relu"  # the ReLU6 became a ReLU
     # only the biases changed, by the corrections

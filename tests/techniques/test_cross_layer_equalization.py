@@ -147,7 +147,7 @@ def test_equalization_preserves_the_float_function(builder, expected_sets):
     spoil_ranges(model, seed=1)
     before = [w.copy() for w in model.get_weights()]
     x = inputs_for(model, scale=0.2)  # small inputs: no ReLU6 clips
-    equalized, result = equalize_model(model, return_result=True)
+    equalized, result = equalize_model(model)
     assert [s.members for s in result.sets] == expected_sets
     error = norm_relative_error(predict(equalized, x), predict(model, x))
     assert error <= TOLERANCE, error
@@ -161,7 +161,7 @@ def test_branch_and_non_relu_activation_block_equalization():
     keras.utils.set_random_seed(4)
     model = with_blockers()
     spoil_ranges(model, seed=2)
-    equalized, result = equalize_model(model, return_result=True)
+    equalized, result = equalize_model(model)
     assert [s.members for s in result.sets] == [["c4", "c5"]]
     assert "feeds 2 layers" in result.not_equalized["c1"]
     assert "sig" in result.not_equalized["c3"] and "not ReLU-like" in result.not_equalized["c3"]
@@ -176,7 +176,7 @@ def test_after_convergence_linked_ranges_are_equal_per_channel():
     keras.utils.set_random_seed(5)
     model = mobilenet_blocks()
     spoil_ranges(model, seed=3, spread=1000.0)
-    equalized, result = equalize_model(model, return_result=True)
+    equalized, result = equalize_model(model)
     assert result.converged and result.iterations > 2  # pw1 is in two sets: several sweeps
     depthwise = {"dw1", "dw2"}
     for st in result.sets:
@@ -212,7 +212,7 @@ def test_high_bias_folding_preserves_the_function_away_from_padded_borders():
     bn = model.get_layer("bn")
     bn.set_weights([gamma, beta, mean, sigma**2 - bn.epsilon])
 
-    equalized, result = equalize_model(model, return_result=True)
+    equalized, result = equalize_model(model)
     [fold] = result.high_bias_folds
     assert (fold.source, fold.target, fold.activation) == ("c1", "c2", "relu")
     assert np.all(fold.amount > 0.1)
@@ -220,7 +220,7 @@ def test_high_bias_folding_preserves_the_function_away_from_padded_borders():
     interior = (slice(None), slice(1, -1), slice(1, -1), slice(None))
     assert norm_relative_error(y_eq[interior], y[interior]) <= TOLERANCE
     assert norm_relative_error(y_eq, y) > 10 * TOLERANCE  # the borders do change
-    without, _ = equalize_model(model, high_bias_fold=False, return_result=True)
+    without, _ = equalize_model(model, high_bias_fold=False)
     assert norm_relative_error(predict(without, x), y) <= TOLERANCE
 
 
@@ -240,7 +240,7 @@ def test_relu6_replacement_is_reported_with_float_scores():
         calls.append(m.name)
         return float(np.mean(predict(m, x)))
 
-    equalized, result = equalize_model(model, eval_callback=score, return_result=True)
+    equalized, result = equalize_model(model, eval_callback=score)
     assert result.relu6_replaced == [
         {"node": "c1", "form": "fused activation='relu6'"},
         {"node": "act6", "form": "Activation('relu6')"},

@@ -12,19 +12,13 @@ from tensorboard.compat.proto import config_pb2, graph_pb2
 
 import mct_logger
 from mct_logger.ptq.pipeline import STAGES
-from tests.helpers import tensorboard_provider
+from tests.helpers import conv_dense_model, tensorboard_provider
 
 WIDE = 1200  # channels of the wide layer: more than one scalar chunk (1000) and histogram chunk (100)
 
 
 def _model():
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((4, 4, 1), name="x")
-    h = keras.layers.Conv2D(2, 3, name="conv")(inputs)  # 18 + 2 params, output 2x2x2
-    h = keras.layers.Flatten(name="flat")(h)
-    h = keras.layers.Dense(WIDE, name="wide")(h)
-    h = keras.layers.ReLU(name="relu")(h)
-    return keras.Model(inputs, keras.layers.Dense(3, name="head")(h), name="tiny")
+    return conv_dense_model(filters=2, hidden=WIDE, relu_layer=True)  # conv: 18 + 2 params
 
 
 @pytest.fixture(scope="module")

@@ -24,21 +24,18 @@ import pytest
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 import mct_logger
+from mct_logger import listeners
 from mct_logger.tensorboard import log_folder as log_lib
 from mct_logger.tensorboard.events import EventWriter
-from tests.helpers import tensorboard_provider
+from mct_logger.tensorboard.ptq_log import TensorBoardListener
+from tests.helpers import conv_dense_model, tensorboard_provider
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICK = mct_logger.QuantizationConfig(analyze_similarity=False)
 
 
 def _model(name="tiny"):
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((4, 4, 1), name="x")
-    h = keras.layers.Conv2D(8, 3, name="conv")(inputs)
-    h = keras.layers.Flatten(name="flat")(h)
-    h = keras.layers.Dense(64, activation="relu", name="wide")(h)
-    return keras.Model(inputs, keras.layers.Dense(3, name="head")(h), name=name)
+    return conv_dense_model(filters=8, hidden=64, hidden_activation="relu", name=name)
 
 
 def _data(samples=40):
@@ -127,7 +124,7 @@ def test_full_disk_mid_run_returns_the_model_with_one_warning(small_disk, caplog
     assert {"r/00_initial_graph", "r/03_statistics_collection", "r/06_quantized_model"} <= runs
 
 
-class _BrokenPlotListener(log_lib.TensorBoardListener):
+class _BrokenPlotListener(TensorBoardListener):
     """The TensorBoard listener with a statistics stage that cannot be drawn."""
 
     def _on_statistics_collection(self, run, graph, result):
@@ -136,12 +133,12 @@ class _BrokenPlotListener(log_lib.TensorBoardListener):
 
 def test_a_logging_listener_that_raises_costs_nothing(tmp_path, caplog):
     listener = _BrokenPlotListener(str(tmp_path / "run"))
-    mct_logger.add_stage_listener(listener)
+    listeners.set_run_listener_factory("broken_plot", lambda run: listener)
     try:
         with caplog.at_level(logging.WARNING, logger="mct_logger"):
             model_q, _ = mct_logger.keras_post_training_quantization(_model(), _data(), QUICK)
     finally:
-        mct_logger.remove_stage_listener(listener)
+        listeners.set_run_listener_factory("broken_plot", None)
     assert model_q.predict(_data(4), verbose=0).shape == (4, 3)
     (warning,) = _log_warnings(caplog)
     assert os.path.join(str(tmp_path), "run", "03_statistics_collection") in warning
