@@ -52,6 +52,7 @@ from mct_logger.quantization.quantsim import (
 from mct_logger.diagnostics.similarity import analyze_similarity, first_samples
 from mct_logger.techniques.batch_norm_folding import BatchNormFoldingResult, fold_batch_norms
 from mct_logger.techniques.bias_correction import correct_bias_graph
+from mct_logger.techniques.int32_bias import round_biases
 from mct_logger.ptq.results import (
     FLOAT_REASONS, InitialGraphResult, QuantizationInfo, QuantizationParametersResult,
     QuantizedModelResult, SkippedStageResult, StatisticsResult)
@@ -300,6 +301,8 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
     corrected, _ = run.stage(
         "bias_correction", _bias_correction_stage, graph, plan, params.encodings, batches, config
     )
+    if config.target == "litert":  # biases as LiteRT's int32 grid holds them
+        corrected = round_biases(corrected, plan, params.encodings)
     analyze = config.analyze_similarity
     if analyze is None:
         analyze = run.listeners.needs(listeners_lib.SIMILARITY)

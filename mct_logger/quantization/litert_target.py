@@ -19,8 +19,8 @@ converter does with FakeQuant ops; see shared/reference/litert.md):
   3-D convolutions, EinsumDense, Embedding, attention, recurrent layers) stay
   float with `PlanReason.TARGET_UNSUPPORTED`.
 
-Biases are int32 at `s_in * s_w` on LiteRT; their rounding error (at most half
-of `s_in * s_w`, far below an output step) is not simulated.
+- biases: int32 at `s_in * s_w[c]`; the PTQ pipeline rounds them so
+  (`techniques.int32_bias.round_biases`) before building the quantized model.
 
 Example:
 
@@ -143,6 +143,13 @@ def apply_grid_rules(graph, plan: dict, encodings: dict) -> dict:
             if holder is not None and result.get(holder) and result[holder].activation:
                 set_grid(node.name, result[holder].activation)
     return result
+
+
+def input_grid(graph, plan, encodings: dict, name: str):
+    """The activation grid `name`'s output carries (through pass-through nodes), or None."""
+    holder = _grid_holder(graph, plan, name)
+    found = encodings.get(holder) if holder is not None else None
+    return found.activation if found is not None else None
 
 
 def _grid_holder(graph, plan, name: str) -> str | None:
