@@ -6,8 +6,9 @@ The steps:
 2. build the quantized graph with TensorFlow FakeQuant ops at our grids
    (`export.model`), calibrating on the data only the few tensors LiteRT needs
    a grid for and the plan leaves without one;
-3. `keras.Model.export(..., format="tf_saved_model")` into a temporary folder,
-   then `tf.lite.TFLiteConverter.from_saved_model` with
+3. the model traced once (batch 1) and converted with
+   `tf.lite.TFLiteConverter.from_concrete_functions` (the graph a Keras
+   `model.export(..., format="tf_saved_model")` would save), with
    `optimizations=[tf.lite.Optimize.DEFAULT]` and no representative dataset:
    the FakeQuant ops put the converter on its quantization-aware path, so the
    `.tflite` carries our scales and zero points, not the converter's own
@@ -31,8 +32,7 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
+import warnings
 import time
 
 import numpy as np
@@ -97,16 +97,16 @@ def export_litert(info, path, data=None, io_dtype: str = "float32",
     if parity_samples is not None:
         batches = _first(batches, parity_samples)
     builder = ExportModelBuilder(graph, info.plan, info.encodings)
-    probe = builder.build(probe=True)
+    probe = builder.build(probe=True) if builder.needs_probe() else None
     if probe is not None:
         builder.export_grids = _calibrate(probe, builder.probe_keys(), batches)
     model = builder.build()
     flatbuffer = convert(model, graph, io_dtype)
-    float_model = info.float_graph.to_keras(name=f"{graph.name}_float")
-    float_flatbuffer = convert(float_model, info.float_graph, None)
+    reference = parity_lib.float_model(info, graph)  # its first outputs: the model's
+    float_flatbuffer = convert(reference, info.float_graph, None, len(graph.outputs))
     _write_bytes(path, flatbuffer)
     export_seconds = time.perf_counter() - start
-    table = parity_lib.compare(info, graph, builder, flatbuffer, batches)
+    table = parity_lib.compare(info, graph, builder, flatbuffer, batches, reference)
     result = LiteRTExport(
         path=path,
         io_dtype=io_dtype,
@@ -183,44 +183,58 @@ def _calibrate(probe, keys: list[str], batches) -> dict:
     return {k: range_grid(lo, hi) for k, lo, hi in zip(keys, low, high)}
 
 
-def convert(model, graph, io_dtype: str | None) -> bytes:
+def convert(model, graph, io_dtype: str | None, num_outputs: int | None = None) -> bytes:
     """The `.tflite` flatbuffer of a Keras model (int8 when it holds FakeQuant ops
-    and `io_dtype` is given; plain float when `io_dtype` is None).
+    and `io_dtype` is given; plain float when `io_dtype` is None), traced once at
+    batch BATCH and converted from that concrete function, frozen in memory (the
+    graph `model.export(..., format="tf_saved_model")` and `from_saved_model`
+    would convert, without writing and reading a SavedModel). `num_outputs`: keep only the first
+    outputs.
 
     Raises:
         LiteRTConversionError: naming the graph layer(s) in the converter's message.
     """
     import tensorflow as tf
 
-    folder = tempfile.mkdtemp(prefix="mct_logger_litert_")
-    try:
-        signature = [tf.TensorSpec((BATCH,) + tuple(s.shape[1:]), s.dtype or tf.float32)
-                     for s in model.inputs]
-        with _quiet():
-            model.export(folder, format="tf_saved_model", input_signature=signature,
-                         verbose=False)
-            converter = tf.lite.TFLiteConverter.from_saved_model(folder)
-            if io_dtype is not None:
-                converter.optimizations = [tf.lite.Optimize.DEFAULT]
-                if io_dtype != "float32":
-                    converter.inference_input_type = getattr(tf, io_dtype)
-                    converter.inference_output_type = getattr(tf, io_dtype)
-            try:
-                return converter.convert()
-            except Exception as exc:  # the converter's own error types vary by version
-                raise LiteRTConversionError(_conversion_message(exc, model, graph)) from exc
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    signature = [tf.TensorSpec((BATCH,) + tuple(s.shape[1:]), s.dtype or tf.float32)
+                 for s in model.inputs]
+
+    def call(*inputs):
+        outputs = model(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+        if num_outputs is not None:
+            outputs = list(outputs)[:num_outputs]
+        return outputs
+
+    with _quiet():
+        function = tf.function(call, input_signature=signature).get_concrete_function()
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+        # Freeze the function in memory instead of saving the whole Keras model as a
+        # SavedModel first (the same ops and names; most of the conversion's time).
+        converter.experimental_lower_to_saved_model = False
+        if io_dtype is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            if io_dtype != "float32":
+                converter.inference_input_type = getattr(tf, io_dtype)
+                converter.inference_output_type = getattr(tf, io_dtype)
+        try:
+            return converter.convert()
+        except Exception as exc:  # the converter's own error types vary by version
+            raise LiteRTConversionError(_conversion_message(exc, model, graph)) from exc
 
 
 def _conversion_message(exc, model, graph) -> str:
-    text = str(exc)
-    names = {layer_name for layer_name in (layer.name for layer in model.layers)}
-    found = [n for n in dict.fromkeys(re.findall(r"/([A-Za-z0-9_.\-]+?)_1/", text)) if n in names]
-    nodes = [n for n in graph.nodes if any(n.split("/")[-1].split(":")[0] == f or
-                                            f.startswith(n.split("/")[-1]) for f in found)]
-    first = next((line.strip() for line in text.splitlines() if "error" in line.lower()),
-                 text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
+    errors = list(getattr(exc, "errors", None) or [])
+    text = str(exc) + "\n" + "\n".join(str(e) for e in errors)  # locations name the scopes
+    names = {layer.name for layer in model.layers}
+    scopes = dict.fromkeys(re.findall(r"/([A-Za-z0-9_.\-]+?)_\d+/", text))
+    found = [n for n in scopes if n in names]
+    nodes = [n for n in graph.nodes
+             if any(f in (n.split("/")[-1], f"{n.split('/')[-1]}_litert") for f in found)]
+    first = next((e.error_message for e in errors if getattr(e, "error_message", "")), "")
+    if not first:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        first = next((line for line in lines if "error" in line.lower()),
+                     lines[0] if lines else type(exc).__name__)
     where = f"layer(s) {nodes or found}" if (nodes or found) else "a layer it does not name"
     return (f"The TFLite converter rejected model {graph.name!r} at {where}: {first[:600]}. "
             "Keep that layer in float (QuantizationConfig overrides={name: "
@@ -229,12 +243,15 @@ def _conversion_message(exc, model, graph) -> str:
 
 @contextlib.contextmanager
 def _quiet():
-    """Keeps TensorFlow's SavedModel/converter chatter at warning level."""
+    """Keeps TensorFlow's converter chatter at error level (its warning that a
+    quantized input has no statistics does not apply: the FakeQuant op carries them)."""
     tf_logger = logging.getLogger("tensorflow")
     level = tf_logger.level
     tf_logger.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            yield
     finally:
         tf_logger.setLevel(level)
 

@@ -156,6 +156,25 @@ class ExportModelBuilder:
                                name=f"{self.graph.name}_litert_probe")
         return model
 
+    def needs_probe(self) -> bool:
+        """Whether some tensor needs an export grid (else the probe model is not built)."""
+        for node in self.graph:
+            plan = self.plan[node.name]
+            activation = getattr(node.layer, "activation", None)
+            if (plan.weights and layer_kinds.linear_weight_axes(node.layer)
+                    and activation is not None
+                    and layer_kinds.activation_name(activation) not in LITERT_FUSED):
+                return True
+            if self._needs_grid(node, plan):
+                return True
+        return False
+
+    def _needs_grid(self, node, plan) -> bool:
+        """An output LiteRT needs a grid for that the plan leaves without one."""
+        return (node.is_input and plan.reason is PlanReason.INPUT_NOT_QUANTIZED) or (
+            plan.reason is PlanReason.FUSED and not all(
+                litert_fusable(c.layer) for c in self.graph.consumers(node.name)))
+
     def probe_keys(self) -> list[str]:
         return list(self._probes)
 
@@ -230,9 +249,6 @@ class ExportModelBuilder:
             name = self._unique(node.name.replace("/", "_").replace(":", "_") + "_fq")
             self.layer_names.setdefault(node.name, set()).add(name)
             return [FakeQuant(grid.minimum, grid.maximum, name=name)(outputs[0])] + outputs[1:]
-        needs = (node.is_input and plan.reason is PlanReason.INPUT_NOT_QUANTIZED) or (
-            plan.reason is PlanReason.FUSED and not all(
-                litert_fusable(c.layer) for c in self.graph.consumers(node.name)))
-        if needs:
+        if self._needs_grid(node, plan):
             return [self._grid(f"{node.name}:output", outputs[0])] + outputs[1:]
         return outputs

@@ -113,16 +113,29 @@ def layer_scopes(tensor_name: str) -> set[str]:
     return found
 
 
-def compare(info, graph, builder, flatbuffer: bytes, batches) -> ParityTable:
-    """The parity table of `flatbuffer` against `info`'s simulation (see module docstring)."""
+def compared_nodes(graph, plan) -> list[str]:
+    """The nodes parity compares: those with an activation quantizer, in graph order."""
+    return [n for n in graph.nodes if plan[n].activation is not None]
+
+
+def float_model(info, graph):
+    """The float reference model with every compared node's output appended to its outputs."""
+    return info.float_graph.to_keras(
+        name=f"{graph.name}_float",
+        extra_outputs=[TensorRef(n, 0) for n in compared_nodes(graph, info.plan)])
+
+
+def compare(info, graph, builder, flatbuffer: bytes, batches, reference=None) -> ParityTable:
+    """The parity table of `flatbuffer` against `info`'s simulation (see module docstring);
+    `reference`: `float_model(info, graph)` if already built."""
     it = interpreter(flatbuffer)
     details = {d["index"]: d for d in it.get_tensor_details()}
     ops = [op for op in it._get_ops_details() if op["op_name"] != "DELEGATE"]
     plan = info.plan
-    compared = [n for n in graph.nodes if plan[n].activation is not None]
+    compared = compared_nodes(graph, plan)
     op_of, unmatched = _match(graph, builder, ops, details, compared, it)
-    float_values = _node_outputs(info.float_graph.to_keras(
-        extra_outputs=[TensorRef(n, 0) for n in compared]), batches, len(graph.outputs))
+    float_values = _node_outputs(reference or float_model(info, graph), batches,
+                                 len(graph.outputs))
     factory = QuantizerFactory(graph, plan, info.encodings)
 
     def wrap(node, outs):
