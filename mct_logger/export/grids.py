@@ -148,6 +148,10 @@ def weight_grid(kernel: np.ndarray, encoding: Encoding, channel_axes: tuple,
     note = None
     if notes:
         note = "weight grid adapted: " + "; ".join(dict.fromkeys(notes))
+    if encoding.bitwidth < 8:
+        stored = (f"{encoding.bitwidth}-bit weights stored on their grid in int8 (LiteRT has "
+                  "no sub-byte weights: no memory saved beyond int8)")
+        note = f"{note}; {stored}" if note else stored
     grid = WeightGrid(values=values.astype(np.float32), scale=scale,
                       flat_shape=flat)
     return grid, note

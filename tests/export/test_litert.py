@@ -177,3 +177,19 @@ def test_digits_litert_accuracy_matches_the_simulation(tmp_path):
     assert abs(litert - simulated) <= 0.005, (litert, simulated)
     assert not result.parity.unmatched, result.parity.unmatched  # auto-named re_lu_k layers
     assert result.size_bytes < 0.6 * result.float_size_bytes
+
+
+def test_4_bit_weights_are_carried_exactly_in_int8_and_the_report_says_no_memory_is_saved():
+    from mct_logger.export.grids import weight_grid
+    from mct_logger.quantization.encodings import Encoding, quantize_dequantize
+
+    kernel = np.random.default_rng(2).normal(size=(3, 3, 4, 6)).astype("float32")
+    magnitude = np.abs(kernel).reshape(-1, 6).max(0)
+    encoding = Encoding.from_range(-magnitude, magnitude, 4, symmetric=True)
+    grid, note = weight_grid(kernel, encoding, (-1,), per_channel_allowed=True)
+    np.testing.assert_allclose(grid.scale, encoding.scale)  # the 4-bit scale, as int8
+    q = grid.values.reshape(-1, 6) / grid.scale
+    assert np.allclose(q, np.round(q), atol=1e-4) and np.abs(q).max() <= 8
+    np.testing.assert_allclose(grid.values, quantize_dequantize(
+        kernel, encoding, (1, 1, 1, 6)), rtol=1e-6)
+    assert "4-bit" in note and "no memory saved" in note
