@@ -49,6 +49,7 @@ logger = logging.getLogger("mct_logger")
 
 IO_DTYPES = ("float32", "int8", "uint8")
 BATCH = 1  # the exported signature's batch: a static shape, as deployed on devices
+DEFAULT_PARITY_SAMPLES = 256  # of user data: the interpreter runs one sample at a time
 
 
 class LiteRTConversionError(RuntimeError):
@@ -65,11 +66,14 @@ def export_litert(info, path, data=None, io_dtype: str = "float32",
         data: inputs to check parity on (any representative-data form); default
             the run's similarity samples.
         io_dtype: "float32" (quantize/dequantize at the edges), "int8" or "uint8".
-        parity_samples: at most this many samples are compared (default: all of
-            `data`, or the similarity samples).
+        parity_samples: at most this many samples are compared (default: the
+            first DEFAULT_PARITY_SAMPLES of `data`, or all the similarity samples).
 
     Returns:
-        `LiteRTExport` (path, op counts, sizes, parity table).
+        `LiteRTExport` (path, op counts, sizes, parity table). Model Explorer node
+        data is written next to the `.tflite` (`<name>.node_data.json`), and with a
+        log folder set (`set_log_folder`) the export is logged as the run
+        `NN_litert_export` beside its PTQ run (`mct_logger.tensorboard.export_log`).
 
     Raises (before anything is written):
         ValueError: `io_dtype` is not one of IO_DTYPES, or there is no data.
@@ -92,7 +96,8 @@ def export_litert(info, path, data=None, io_dtype: str = "float32",
                 "(its grids came from an encodings file without data); pass data=, e.g. a "
                 "few hundred inputs as a NumPy array.")
     else:
-        batches = data_lib.load_batches(data, specs, batch_size=32, max_samples=parity_samples,
+        batches = data_lib.load_batches(data, specs, batch_size=32,
+                                        max_samples=parity_samples or DEFAULT_PARITY_SAMPLES,
                                         name="data")
     if parity_samples is not None:
         batches = _first(batches, parity_samples)

@@ -36,23 +36,13 @@ import numpy as np
 from mct_logger.graph import layer_kinds
 from mct_logger.export.grids import ActivationGrid, activation_grid, weight_grid
 from mct_logger.graph.ir import Graph, layer_name_of
+from mct_logger.quantization import litert_target
 from mct_logger.quantization.layers import linear_forward, weight_variable
 from mct_logger.quantization.plan import PlanReason
 
 # Activations the converter fuses into CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / ADD.
-LITERT_FUSED = frozenset({"linear", "relu", "relu6"})
-
-
-def litert_fusable(layer) -> bool:
-    """Whether the converter fuses this activation layer into its producer."""
-    if isinstance(layer, keras.layers.ReLU):
-        slope = float(getattr(layer, "negative_slope", 0.0) or 0.0)
-        threshold = float(getattr(layer, "threshold", 0.0) or 0.0)
-        top = layer.max_value
-        return slope == 0.0 and threshold == 0.0 and (top is None or float(top) == 6.0)
-    if isinstance(layer, keras.layers.Activation):
-        return layer_kinds.activation_name(layer.activation) in LITERT_FUSED
-    return False
+LITERT_FUSED = litert_target.FUSED_ACTIVATIONS
+litert_fusable = litert_target.fuses  # whether it fuses an activation layer into its producer
 
 
 class FakeQuant(keras.layers.Layer):
