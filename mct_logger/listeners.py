@@ -77,6 +77,9 @@ class RunInfo:
             model's name and the time).
         role: what the run is for, when the engine says ("baseline",
             "recommended"), else None.
+        origin: what made the run, when not a plain call ("search" for
+            `search_mixed_precision`, "recommend" for `QuantAnalyzer.recommend`),
+            else None.
         run_id: a PTQ run's unique id (`new_run_id`); an EXPORT run carries the id
             of the PTQ run it exports (None when unknown).
     """
@@ -85,6 +88,7 @@ class RunInfo:
     model_name: str
     run_name: str | None = None
     role: str | None = None
+    origin: str | None = None
     run_id: str | None = None
 
 
