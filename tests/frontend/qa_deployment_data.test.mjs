@@ -37,7 +37,7 @@ test("headline: one line per output, simulated vs LiteRT agreement", () => {
 
 test("facts: sizes, op counts, flagged and unmatched", () => {
   const facts = deploymentFacts(TABLE).join(" | ");
-  assert.match(facts, /2\.0 KB int8 vs 8\.0 KB float \(0\.25×\)/);
+  assert.match(facts, /2\.0 KiB int8 vs 8\.0 KiB float \(0\.25×\)/);
   assert.match(facts, /5 int8 ops, 1 float op, 2 quantize\/dequantize/);
   assert.match(facts, /2 flagged/);
   assert.match(facts, /1 unmatched/);
