@@ -37,6 +37,10 @@ setup(
         "plotly<8",
         # C crc32c for the event-file writer (TensorBoard's is pure Python).
         "google-crc32c",
+        # The LiteRT interpreter: export_litert checks every exported .tflite
+        # node by node against the simulation on the runtime users deploy with
+        # (tf.lite.Interpreter is deprecated). The converter is TensorFlow's.
+        "ai-edge-litert",
     ],
     extras_require={
         # The demo trains on scikit-learn's bundled digits (no download).

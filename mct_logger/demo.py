@@ -89,6 +89,13 @@ def accuracy(model, x, y) -> float:
     return float(np.mean(np.argmax(probabilities, axis=-1) == y))
 
 
+def litert_accuracy_of(path: str, x, y) -> float:
+    """Accuracy of the `.tflite` at `path` run by the LiteRT interpreter."""
+    from mct_logger.export import predict_litert
+
+    return float(np.mean(np.argmax(predict_litert(path, x)[0], axis=-1) == y))
+
+
 def run_demo(logdir: str, epochs: int = 30) -> dict:
     """Trains, quantizes (W8A8) with TensorBoard logging, runs QuantAnalyzer,
     compresses by channel pruning, and prints float vs quantized accuracy, the
@@ -109,6 +116,10 @@ def run_demo(logdir: str, epochs: int = 30) -> dict:
         path = os.path.join(logdir, "digits_cnn_quantized.keras")
         quantized.save(path)
         info.export_encodings(os.path.join(logdir, "digits_cnn.encodings.json"))
+
+        print("Exporting the W8A8 model to LiteRT int8, checked layer by layer...")
+        litert = info.export_litert(os.path.join(logdir, "digits_cnn_int8.tflite"))
+        litert_accuracy = litert_accuracy_of(litert.path, data.x_test, data.y_test)
 
         print("Quantizing again with cross-layer equalization, to compare the two runs...")
         mct_logger.set_log_folder(logdir, run_name="digits_cnn_w8a8_cle")
@@ -139,6 +150,9 @@ def run_demo(logdir: str, epochs: int = 30) -> dict:
     print(f"Float accuracy:      {float_accuracy:.2%}")
     print(f"Quantized (W8A8):    {quantized_accuracy:.2%}")
     print(f"Quantized with CLE:  {cle_accuracy:.2%}")
+    print(f"LiteRT int8:         {litert_accuracy:.2%} (simulated {quantized_accuracy:.2%}); "
+          f".tflite {litert.size_bytes / 1024:.1f} KiB vs float {litert.float_size_bytes / 1024:.1f}"
+          f" KiB; {len(litert.parity.flagged)} node(s) flagged")
     print(f"Memory: {info.memory_before:,} -> {info.memory_after:,} bytes "
           "(weights + activations at batch 1)")
     for line in analysis.headlines():  # as the tab's headline findings say it
@@ -153,6 +167,8 @@ def run_demo(logdir: str, epochs: int = 30) -> dict:
         "float_accuracy": float_accuracy,
         "quantized_accuracy": quantized_accuracy,
         "cle_accuracy": cle_accuracy,
+        "litert_accuracy": litert_accuracy,
+        "litert": litert,
         "model_path": path,
         "report_path": analysis.report_path,
         "compression": compression,

@@ -21,6 +21,9 @@ The events of each kind of run (`Event.name`, `Event.data`):
 - `ANALYSIS`: the QuantAnalyzer's table kind and the table (again each time it grows).
 - `COMPRESSION`: "start" (the sweep's plan), "score" (one evaluation), "done"
   (the `CompressionStats`).
+- `EXPORT`: "litert_export" with the `LiteRTExport` (`mct_logger.export`) and the
+  exported graph; its `RunInfo.run_id` is the exported PTQ run's, so a listener
+  can log the export beside that run.
 
 Registration: `add_stage_listener(fn)` for a callable that hears every PTQ stage as
 `fn(stage_name, graph, result)`, and `set_run_listener_factory(key, factory, kind)`
@@ -43,7 +46,7 @@ import threading
 from typing import Any, Callable, Iterable
 
 __all__ = [
-    "ANALYSIS", "COMPRESSION", "PTQ", "SIMILARITY", "STATISTICS", "TABLES", "Event",
+    "ANALYSIS", "COMPRESSION", "EXPORT", "PTQ", "new_run_id", "SIMILARITY", "STATISTICS", "TABLES", "Event",
     "ListenerSet", "RunInfo", "add_stage_listener", "has_run_listeners", "remove_stage_listener",
     "set_run_listener_factory",
 ]
@@ -55,7 +58,8 @@ ALL_NEEDS = frozenset({STATISTICS, SIMILARITY})
 PTQ = "ptq"
 COMPRESSION = "compression"
 ANALYSIS = "analysis"
-KINDS = (PTQ, COMPRESSION, ANALYSIS)
+EXPORT = "export"
+KINDS = (PTQ, COMPRESSION, ANALYSIS, EXPORT)
 # The event after a PTQ run's stages that carries a search's or recommendation's tables.
 TABLES = "tables"
 
@@ -76,6 +80,8 @@ class RunInfo:
         origin: what made the run, when not a plain call ("search" for
             `search_mixed_precision`, "recommend" for `QuantAnalyzer.recommend`),
             else None.
+        run_id: a PTQ run's unique id (`new_run_id`); an EXPORT run carries the id
+            of the PTQ run it exports (None when unknown).
     """
 
     kind: str
@@ -83,6 +89,14 @@ class RunInfo:
     run_name: str | None = None
     role: str | None = None
     origin: str | None = None
+    run_id: str | None = None
+
+
+def new_run_id() -> str:
+    """A fresh unique id for one run."""
+    import uuid
+
+    return uuid.uuid4().hex
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +227,7 @@ def remove_stage_listener(listener: Callable) -> None:
 def set_run_listener_factory(key: str, factory: Callable[[RunInfo], Any] | None,
                              kind: str = PTQ) -> None:
     """Registers (or with None removes) `factory(run_info) -> listener | None`
-    under `key`, for runs of `kind` (PTQ, COMPRESSION or ANALYSIS).
+    under `key`, for runs of `kind` (PTQ, COMPRESSION, ANALYSIS or EXPORT).
 
     Raises:
         ValueError: `kind` is not one of them.

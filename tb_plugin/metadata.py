@@ -42,6 +42,7 @@ PAYLOAD_KINDS = {
         "layer_table": 1,
         "mixed_precision_search": 1,
         "recommendation": 1,
+        "deployment": 1,
     },
     CLE: {
         "weight_ranges": 1,
@@ -162,6 +163,22 @@ SHAPES = {
                    '"score_before", "score_after", "memory_before", "memory_after", '
                    '"accepted"}]} -- memory in bytes (weights plus activations at batch 1)',
             "required": {"changes": list},
+        },
+        "deployment": {
+            "doc": '{"model", "path", "io_dtype", "size_bytes", "float_size_bytes", '
+                   '"num_samples", "graph_run", "node_data_path", "outputs": [{"node", '
+                   '"cosine_sim_litert", "cosine_float_litert", "cosine_float_sim", '
+                   '"top1_sim_litert", "top1_float_litert", "within_one_step", '
+                   '"sqnr_sim_litert_db"}], "op_counts": {"int8": {op: count}, "float_ops": '
+                   '[{"op", "reason"}], "conversions", "other"}, "rows": [{"layer", "op", '
+                   '"op_index", "dtype", "scale", "zero_point", "sim_scale", "sim_zero_point", '
+                   '"sqnr_float_sim_db", "sqnr_float_litert_db", "sqnr_sim_litert_db", '
+                   '"beyond_one_step", "flagged", "cause"}], "flagged": [layer, worst first], '
+                   '"unmatched": [{"layer", "reason"}], "adaptations": {layer: [note]}} -- a '
+                   "LiteRT int8 export (export_litert) checked against the simulation; SQNR "
+                   "in dB, sizes in bytes, rows in graph order",
+            "required": {"rows": list, "outputs": list, "op_counts": dict},
+            "rows": "rows",
         },
     },
     CLE: {

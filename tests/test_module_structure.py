@@ -25,6 +25,7 @@ LAYERS = [
     {"graph"},                                  # the model IR
     {"quantization"},                           # config, plan, encodings, observers, quantsim
     {"diagnostics", "techniques"},              # error measures; BN folding, CLE, bias correction
+    {"export"},                                 # LiteRT int8 export and parity (ptq delegates)
     {"ptq", "compression"},                     # the PTQ pipeline; model compression
     {"mixed_precision"},                        # search over bit widths (runs PTQ trials)
     {"analyzer"},                               # QuantAnalyzer, its report and recommend
@@ -51,6 +52,7 @@ THIRD_PARTY_PRIVATE = {
     ("mct_logger.quantization.quantsim", "_flatten_layers"): "every sublayer",
     ("mct_logger.quantization.layers", "_compute_causal_padding"): "Conv1D's causal padding",
     ("mct_logger.data.dataset_length", "_as_serialized_graph"): "a tf.data pipeline's graph",
+    ("mct_logger.export.parity", "_get_ops_details"): "the LiteRT interpreter's op list",
 }
 
 

@@ -69,6 +69,7 @@ def test_demo_command_trains_quantizes_and_reports(tmp_path, capsys):
     assert cli.main(["demo", "--logdir", str(tmp_path), "--epochs", "4"]) == 0
     out = capsys.readouterr().out
     assert "Float accuracy:" in out and "Quantized (W8A8):" in out
+    assert "LiteRT int8:" in out and (tmp_path / "digits_cnn_int8.tflite").exists()
     assert f"tensorboard --logdir {tmp_path}" in out
     assert (tmp_path / "digits_cnn_quantized.keras").exists()
     assert (tmp_path / "quant_analyzer_results" / "index.html").exists()

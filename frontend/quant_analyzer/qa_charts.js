@@ -4,6 +4,7 @@
 
 import { isNumber, weightLabel } from "../common/format.js";
 import { COLORS } from "../common/plot.js";
+import { sqnrCurves } from "./qa_deployment_data.js";
 
 function baseLayout(title, yTitle, options = {}) {
   const legend = options.showlegend !== false;
@@ -387,5 +388,39 @@ export function channelSqnrSpec(row) {
     layout: baseLayout(`${weightLabel(row)}: SQNR of each of ${values.length} output channels`, "SQNR (dB)", {
       showlegend: false, xType: "linear", xTitle: "output channel", height: 320,
     }),
+  };
+}
+
+const CURVE_COLORS = {
+  sqnr_float_sim_db: "#1f77b4",
+  sqnr_float_litert_db: "#d62728",
+  sqnr_sim_litert_db: "#2ca02c",
+};
+
+// The Deployment view's three SQNR curves along the network, flagged nodes marked.
+export function deploymentCurvesSpec(table) {
+  const { layers, flagged, curves } = sqnrCurves(table);
+  const data = curves.map((c) => ({
+    type: "scatter", mode: "lines+markers", name: c.name, x: layers, y: c.values,
+    line: { color: CURVE_COLORS[c.id] }, marker: { size: 5 }, connectgaps: false,
+  }));
+  const marked = layers.filter((_, i) => flagged[i]);
+  if (marked.length) {
+    const litert = curves.find((c) => c.id === "sqnr_float_litert_db").values;
+    data.push({
+      type: "scatter", mode: "markers", name: "flagged",
+      x: marked, y: layers.map((_, i) => litert[i]).filter((_, i) => flagged[i]),
+      marker: { symbol: "x", size: 11, color: "#111111" },
+    });
+  }
+  return {
+    data,
+    layout: {
+      title: { text: "SQNR along the network (higher is better)", x: 0.01, xanchor: "left" },
+      height: 400, margin: { l: 60, r: 20, t: 70, b: 120 },
+      xaxis: { type: "category", tickangle: -45, automargin: true },
+      yaxis: { title: { text: "SQNR (dB)" } },
+      legend: { orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom" },
+    },
   };
 }

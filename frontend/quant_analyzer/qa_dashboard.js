@@ -17,6 +17,8 @@ import { h, note } from "../common/dom.js";
 import { formatBytes, isNumber } from "../common/format.js";
 import { interruptedText } from "../common/progress.js";
 import { VIEWS, findings, normalizeTables, progressText, suspects } from "./qa_data.js";
+import { buildDeployment } from "./qa_deployment.js";
+import { deploymentHeadline } from "./qa_deployment_data.js";
 import { buildLayers } from "./qa_layers_view.js";
 import { buildMse, buildPerLayer, buildSensitivity, buildSqnr } from "./qa_score_views.js";
 import { buildHistograms, buildRanges, buildWeights } from "./qa_tensor_views.js";
@@ -36,6 +38,9 @@ export function renderQuantAnalyzer(root, rawTables, Plotly, options = {}) {
   root.append(header(summary, tables));
   const found = findings(tables);
   root.append(findingsSection(found, (view, layer) => activate(view, layer)));
+  if (tables.deployment) {
+    root.append(deploymentLink(tables.deployment, () => activate("deployment")));
+  }
 
   const nav = h("nav", { class: "qa-tabs", role: "tablist" });
   const panels = h("div", { class: "qa-panels" });
@@ -64,6 +69,7 @@ export function renderQuantAnalyzer(root, rawTables, Plotly, options = {}) {
     ranges: buildRanges,
     histograms: buildHistograms,
     weights: buildWeights,
+    deployment: buildDeployment,
   };
 
   function activate(viewId, layer = null) {
@@ -93,6 +99,16 @@ export function renderQuantAnalyzer(root, rawTables, Plotly, options = {}) {
     VIEWS[0]).id;
   activate(options.view && state.panels.has(options.view) ? options.view : firstView);
   return { activate, findings: found, view: () => root.dataset.view };
+}
+
+// A run with a LiteRT export: its output agreement and a link to the Deployment view.
+function deploymentLink(table, go) {
+  const flagged = (table.flagged || []).length;
+  const [first] = deploymentHeadline(table);
+  return h("p", { class: "qa-suspect qa-deploy-link" },
+    "LiteRT int8 export: ", first ? first.text : "no output compared",
+    `; ${flagged ? `${flagged} node${flagged > 1 ? "s" : ""} flagged` : "no node flagged"}. `,
+    h("button", { class: "qa-layer-link", type: "button", onclick: go }, "Deployment view"));
 }
 
 function header(summary, tables) {

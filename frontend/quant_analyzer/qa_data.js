@@ -22,6 +22,7 @@ export const VIEWS = [
   { id: "ranges", title: "Min/max ranges", kinds: ["min_max_ranges"] },
   { id: "histograms", title: "Histograms", kinds: ["histograms"] },
   { id: "weights", title: "Weight SQNR", kinds: ["weight_sqnr"] },
+  { id: "deployment", title: "Deployment", kinds: ["deployment"] },
 ];
 
 // A measure's ranking as the analyzer publishes it in its table ("worst_layers",

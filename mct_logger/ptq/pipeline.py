@@ -45,24 +45,22 @@ from mct_logger import listeners as listeners_lib
 from mct_logger.listeners import ListenerSet, RunInfo
 from mct_logger.quantization.memory import graph_memory, model_memory
 from mct_logger.ptq.calibration import collect
+from mct_logger.quantization import litert_target
 from mct_logger.quantization.config import QuantizationConfig, config_to_dict
 from mct_logger.quantization.plan import (
-    PlanReason, check_overrides, inner_name, plan_quantization)
+    check_overrides, inner_name, plan_quantization)
 from mct_logger.quantization.quantsim import (
     CalibrationModel,
     NodeEncodings,
     build_quantized_model,
     weight_encodings,
 )
-from mct_logger.diagnostics.similarity import analyze_similarity, working_set_bytes
+from mct_logger.diagnostics.similarity import analyze_similarity, first_samples, working_set_bytes
 from mct_logger.techniques.batch_norm_folding import BatchNormFoldingResult, fold_batch_norms
 from mct_logger.ptq import technique_stages
+from mct_logger.techniques.int32_bias import round_biases
 from mct_logger.ptq.results import (
-    InitialGraphResult,
-    QuantizationParametersResult,
-    QuantizedModelResult,
-    SkippedStageResult,
-)
+    FLOAT_REASONS, InitialGraphResult, QuantizationInfo, QuantizationParametersResult, QuantizedModelResult, SkippedStageResult)
 
 __all__ = [
     "STAGES", "QuantizationInfo", "calibrated_encodings", "fold",
@@ -82,56 +80,6 @@ STAGES = (
     "quantized_model",
     "similarity_analysis",  # only when analyzing similarity (e.g. logging)
 )
-
-
-@dataclasses.dataclass
-class QuantizationInfo:
-    """What a PTQ run produced, besides the model.
-
-    Attributes:
-        encodings: node name -> NodeEncodings (weights by kernel name, activation).
-        plan: node name -> NodePlan (what was quantized and why not).
-        float_graph: the reference graph (batch norms folded, CLE applied, biases
-            before bias correction) with every quantizer off.
-        memory_before / memory_after: model bytes (weights + activations at batch 1,
-            `model_memory`): the batch-norm-folded float32 model, and the quantized
-            one; an output fused into its activation is counted once.
-        node_memory_before / node_memory_after: node name -> {"weights", "activations",
-            "total"} of the batch-norm-folded graph, float32 / as quantized.
-        stage_seconds: stage name -> wall seconds of the stage's own work (the
-            similarity analysis runs alongside the quantized model's build).
-        listener_seconds: stage name -> wall seconds its listeners took (logging).
-        stage_results: stage name -> the stage's result dataclass.
-        quantized_graph: the graph the quantized model is built from: `float_graph`
-            with bias-corrected biases (the same graph when bias correction is off).
-    """
-
-    encodings: dict
-    plan: dict
-    float_graph: Graph
-    memory_before: int
-    memory_after: int
-    node_memory_before: dict
-    node_memory_after: dict
-    stage_seconds: dict
-    stage_results: dict
-    listener_seconds: dict = dataclasses.field(default_factory=dict)
-    quantized_graph: Graph | None = None
-
-    @property
-    def float_nodes(self) -> list[str]:
-        return [n for n, p in self.plan.items() if p.reason is PlanReason.UNSUPPORTED]
-
-    def export_encodings(self, path: str) -> str:
-        """Writes every tensor's encodings as JSON in AIMET's encodings-file shape.
-
-        Load it back with `QuantizationConfig(encodings_file=path)` to skip calibration.
-
-        Raises:
-            IsADirectoryError, NotADirectoryError: `path` is a folder, or a file
-                stands where its folder goes.
-        """
-        return export.save_encodings(self.encodings, path)
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -287,9 +235,13 @@ def quantize(model: keras.Model, representative_data, config: QuantizationConfig
         # A few samples prove the rebuilt graph (eager calls cost per sample).
         first = [x[:REBUILD_CHECK_SAMPLES] for x in batches.first]
         check_masks(model, graph, first, config, clones)  # the rebuild check included
-    run = _Run(ListenerSet(run_info or RunInfo(listeners_lib.PTQ, model.name)))
+    run_info = run_info or RunInfo(listeners_lib.PTQ, model.name)
+    if run_info.run_id is None:  # names this run to a later export's listeners
+        run_info = dataclasses.replace(run_info, run_id=listeners_lib.new_run_id())
+    run = _Run(ListenerSet(run_info))
     try:
         model_q, info = _quantize(run, graph, batches, config, loaded, clones)
+        info.run_id = run_info.run_id
         if tables:
             run.listeners.emit(listeners_lib.TABLES, tables)
     except BaseException as exc:
@@ -327,7 +279,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         graph, stats = run.stage("statistics_collection", collect, graph, plan, batches, clones,
                                  run.listeners.needs(listeners_lib.STATISTICS), calibrations.append)
         graph, params = run.stage("quantization_parameters", _parameters, graph, plan,
-                                  calibrations[-1])
+                                  calibrations[-1], config.target)
     # `graph` stays the float reference (kernels before AdaRound, biases before
     # correction); the quantized model is built from the rounded, corrected copy.
     rounded, _ = run.stage(
@@ -335,6 +287,8 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
     corrected, _ = run.stage(
         "bias_correction", technique_stages.bias_correction_stage, rounded, plan, params.encodings, batches,
         config, graph)
+    if config.target == "litert":  # biases as LiteRT's int32 grid holds them
+        corrected = round_biases(corrected, plan, params.encodings)
     analyze = config.analyze_similarity
     if analyze is None:
         analyze = run.listeners.needs(listeners_lib.SIMILARITY)
@@ -378,6 +332,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         stage_results=dict(run.results),
         listener_seconds=dict(run.listener_seconds),
         quantized_graph=corrected,
+        parity_samples=first_samples(batches, config.similarity_samples) if batches else None,
     )
     return result.model, info
 
@@ -432,12 +387,14 @@ def calibrated_encodings(graph: Graph, plan: dict, calibration: CalibrationModel
     }
 
 
-def _parameters(graph, plan, calibration: CalibrationModel):
-    return graph, _parameters_result(plan, calibrated_encodings(graph, plan, calibration))
+def _parameters(graph, plan, calibration: CalibrationModel, target: str | None = None):
+    encodings = calibrated_encodings(graph, plan, calibration)  # + the target's grid rules
+    return graph, _parameters_result(
+        plan, litert_target.target_grids(graph, plan, encodings, target))
 
 
 def _parameters_result(plan, encodings) -> QuantizationParametersResult:
-    float_nodes = [n for n, p in plan.items() if p.reason is PlanReason.UNSUPPORTED]
+    float_nodes = [n for n, p in plan.items() if p.reason in FLOAT_REASONS]
     return QuantizationParametersResult(plan, encodings, float_nodes)
 
 

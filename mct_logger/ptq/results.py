@@ -33,9 +33,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from mct_logger.graph.ir import Graph
+from mct_logger.quantization import encodings_file as export
+from mct_logger.quantization.plan import PlanReason
+
 __all__ = [
-    "InitialGraphResult", "QuantizationParametersResult", "QuantizedModelResult",
-    "SkippedStageResult", "StatisticsResult",
+    "FLOAT_REASONS", "InitialGraphResult", "QuantizationInfo", "QuantizationParametersResult",
+    "QuantizedModelResult", "SkippedStageResult", "StatisticsResult",
 ]
 
 
@@ -125,3 +129,67 @@ class QuantizedModelResult:
     version: int = 1
     plan: dict | None = None
     encodings: dict | None = None
+
+
+FLOAT_REASONS = (PlanReason.UNSUPPORTED, PlanReason.TARGET_UNSUPPORTED)  # stays float
+
+
+@dataclasses.dataclass
+class QuantizationInfo:
+    """What a PTQ run produced, besides the model.
+
+    Attributes:
+        encodings: node name -> NodeEncodings (weights by kernel name, activation).
+        plan: node name -> NodePlan (what was quantized and why not).
+        float_graph: the reference graph (batch norms folded, CLE applied, biases
+            before bias correction) with every quantizer off.
+        memory_before / memory_after: model bytes (weights + activations at batch 1,
+            `model_memory`): the batch-norm-folded float32 model, and the quantized
+            one; an output fused into its activation is counted once.
+        node_memory_before / node_memory_after: node name -> {"weights", "activations",
+            "total"} of the batch-norm-folded graph, float32 / as quantized.
+        stage_seconds: stage name -> wall seconds of the stage's own work (the
+            similarity analysis runs alongside the quantized model's build).
+        listener_seconds: stage name -> wall seconds its listeners took (logging).
+        stage_results: stage name -> the stage's result dataclass.
+        quantized_graph: the graph the quantized model is built from: `float_graph`
+            with bias-corrected biases (the same graph when bias correction is off).
+        parity_samples: the first `similarity_samples` samples, `export_litert`'s default data.
+        run_id: this run's id for listeners of later events on it (`listeners.new_run_id`).
+    """
+
+    encodings: dict
+    plan: dict
+    float_graph: Graph
+    memory_before: int
+    memory_after: int
+    node_memory_before: dict
+    node_memory_after: dict
+    stage_seconds: dict
+    stage_results: dict
+    listener_seconds: dict = dataclasses.field(default_factory=dict)
+    quantized_graph: Graph | None = None
+    parity_samples: list | None = None
+    run_id: str | None = None
+
+    @property
+    def float_nodes(self) -> list[str]:
+        return [n for n, p in self.plan.items() if p.reason in FLOAT_REASONS]
+
+    def export_encodings(self, path: str) -> str:
+        """Writes every tensor's encodings as JSON in AIMET's encodings-file shape.
+
+        Load it back with `QuantizationConfig(encodings_file=path)` to skip calibration.
+
+        Raises:
+            IsADirectoryError, NotADirectoryError: `path` is a folder, or a file
+                stands where its folder goes.
+        """
+        return export.save_encodings(self.encodings, path)
+
+    def export_litert(self, path: str, data=None, io_dtype: str = "float32", **kwargs):
+        """An int8 LiteRT `.tflite` of these encodings, checked node by node against the
+        simulation: see `mct_logger.export.litert.export_litert` (arguments, errors)."""
+        from mct_logger.export.litert import export_litert
+
+        return export_litert(self, path, data=data, io_dtype=io_dtype, **kwargs)

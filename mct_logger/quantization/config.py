@@ -29,6 +29,7 @@ import os
 import re
 
 from mct_logger.graph.ir import layer_name_of
+from mct_logger.quantization import litert_target
 from mct_logger.quantization.encodings import check_bitwidth
 from mct_logger.utils.arguments import check_path, described
 from mct_logger.utils.strict_json import load_strict
@@ -266,6 +267,7 @@ class QuantizationConfig:
     cross_layer_equalization: bool = False
     bias_correction: str | None = None
     adaround: AdaRoundConfig | bool | None = None
+    target: str | None = None
 
     def __post_init__(self):
         self.adaround = _adaround_config(self.adaround)
@@ -311,6 +313,10 @@ class QuantizationConfig:
                 "QuantizationConfig.similarity_samples must be a positive integer, "
                 f"got {self.similarity_samples!r}."
             )
+        if self.target not in litert_target.TARGETS:
+            raise ValueError(f"QuantizationConfig.target={self.target!r} is not supported; use "
+                             f"one of {litert_target.TARGETS}.")
+        litert_target.check_config("QuantizationConfig", values, self.target)
         if not isinstance(self.overrides, dict):
             raise TypeError(
                 "QuantizationConfig.overrides must be a dict {layer name or regex: LayerOverride}."
@@ -329,6 +335,9 @@ class QuantizationConfig:
                     f"QuantizationConfig.overrides[{pattern!r}] must be a LayerOverride, "
                     f"got {type(override).__name__}."
                 )
+            if self.target is not None:
+                litert_target.check_config(f"QuantizationConfig.overrides[{pattern!r}]",
+                                           dataclasses.asdict(override), self.target)
             try:
                 re.compile(pattern)
             except re.error as exc:

@@ -26,8 +26,11 @@ import dataclasses
 import enum
 import logging
 
+import keras
+
 from mct_logger.graph import layer_kinds
 from mct_logger.graph.ir import Graph, Node
+from mct_logger.quantization import litert_target
 from mct_logger.quantization.config import QuantizationConfig
 from mct_logger.quantization.layers import quantizable_weights, weight_variable
 
@@ -62,6 +65,7 @@ class PlanReason(enum.Enum):
     NOT_FLOAT_TENSOR = "not_float_tensor"  # output is not one floating-point tensor
     INPUT_NOT_QUANTIZED = "input_not_quantized"  # quantize_inputs=False
     FUSED = "fused"  # fused into the following ReLU-family activation
+    TARGET_UNSUPPORTED = "target_unsupported"  # the target cannot run it quantized: float
 
 
 @dataclasses.dataclass
@@ -117,15 +121,24 @@ def plan_quantization(graph: Graph, config: QuantizationConfig,
             p.reason, p.note = PlanReason.KEPT_FLOAT, f"kept in float by override {matched[-1]}"
             plan[node.name] = p
             continue
+        if (config.target == "litert" and kind == "weights"
+                and not litert_target.runs_int8(node.layer)):
+            p.reason = PlanReason.TARGET_UNSUPPORTED
+            p.note = (f"stays in float: LiteRT int8 (target='litert') does not run "
+                      f"{node.layer_class} from this export")
+            plan[node.name] = p
+            continue
         if kind == "weights" and node.owns_weights:
             for name, axes in quantizable_weights(node.layer).items():
                 kernel = weight_variable(node.layer, name)
                 channels = 1
                 for a in axes:
                     channels *= int(kernel.shape[a])
+                per_channel = settings["weight_per_channel"] and not (
+                    config.target == "litert" and isinstance(node.layer, keras.layers.Dense))
                 p.weights[name] = WeightSpec(
                     channel_axes=tuple(axes),
-                    num_channels=channels if settings["weight_per_channel"] else None,
+                    num_channels=channels if per_channel else None,
                     bitwidth=settings["weight_bits"],
                     is_symmetric=settings["weight_symmetric"],
                     observer=settings["weight_observer"],
@@ -157,7 +170,7 @@ def plan_quantization(graph: Graph, config: QuantizationConfig,
             p.reason = PlanReason.INPUT_NOT_QUANTIZED
             p.note = "model inputs are not quantized (quantize_inputs=False)"
         else:
-            fused = _fused_activation(graph, node)
+            fused = _fused_activation(graph, node, config.target)
             if fused is not None:
                 p.reason = PlanReason.FUSED
                 p.note = f"fused with the following activation {fused}"
@@ -204,11 +217,14 @@ def is_relu_family(node: Node) -> bool:
     return layer_kinds.is_relu_family(node.layer)
 
 
-def _fused_activation(graph: Graph, node: Node) -> str | None:
-    """The ReLU-family node that alone consumes `node`'s output, if any."""
+def _fused_activation(graph: Graph, node: Node, target: str | None = None) -> str | None:
+    """The ReLU-family node that alone consumes `node`'s output, if any (for
+    target "litert", only a ReLU or ReLU6, which the converter fuses)."""
     if node.is_input or graph.is_model_output(node.name):
         return None
     consumers = graph.consumers(node.name)
     if len(consumers) == 1 and is_relu_family(consumers[0]):
+        if target == "litert" and not litert_target.fuses(consumers[0].layer):
+            return None
         return consumers[0].name
     return None

@@ -65,6 +65,7 @@ _run_name: str | None = None
 _file_handler: logging.Handler | None = None
 _console_handler: logging.Handler | None = None
 _state_lock = threading.Lock()
+_run_folders: dict[str, str] = {}  # PTQ run id -> its run folder (for a later export)
 
 
 def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) -> None:
@@ -101,6 +102,7 @@ def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) 
         listeners.set_run_listener_factory(TENSORBOARD, None)
         listeners.set_run_listener_factory(TENSORBOARD, None, kind=listeners.COMPRESSION)
         listeners.set_run_listener_factory(TENSORBOARD, None, kind=listeners.ANALYSIS)
+        listeners.set_run_listener_factory(TENSORBOARD, None, kind=listeners.EXPORT)
         return
     path = check_path("path", path)
     if run_name is not None:
@@ -131,6 +133,7 @@ def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) 
     listeners.set_run_listener_factory(TENSORBOARD, _compression_listener,
                                        kind=listeners.COMPRESSION)
     listeners.set_run_listener_factory(TENSORBOARD, _analysis_listener, kind=listeners.ANALYSIS)
+    listeners.set_run_listener_factory(TENSORBOARD, _export_listener, kind=listeners.EXPORT)
     logger.info("Logging to %s (tensorboard --logdir %s)", _folder, _folder)
 
 
@@ -145,12 +148,29 @@ def _tensorboard_listener(run: listeners.RunInfo):
     folder = open_run_folder(run, TensorBoardListener.RETURNED)
     if folder is None:
         return None
+    if run.run_id is not None:  # where a later export of this run is logged
+        with _state_lock:
+            _run_folders[run.run_id] = folder
     # a search's or recommendation's baseline/recommended run is there to be
     # compared: its graph and layer table only
     compared = run.role is not None
     origin = ": ".join(p for p in (run.origin, run.role) if p) or None
     return TensorBoardListener(folder, logdir=get_log_folder(), origin=origin,
                                stages=TensorBoardListener.COMPARISON_STAGES if compared else None)
+
+
+def _export_listener(run: listeners.RunInfo):
+    """A TensorBoard listener for a LiteRT export: in its PTQ run's folder when
+    that run was logged here, else in a fresh one; None when logging is off."""
+    from mct_logger.tensorboard.export_log import RETURNED, ExportTensorBoardListener
+
+    if get_log_folder() is None:
+        return None
+    with _state_lock:
+        folder = _run_folders.get(run.run_id)
+    if folder is None or not os.path.isdir(folder):
+        folder = open_run_folder(run, RETURNED)
+    return None if folder is None else ExportTensorBoardListener(folder)
 
 
 def _compression_listener(run: listeners.RunInfo):
