@@ -30,7 +30,9 @@ import keras
 import numpy as np
 from keras import tree
 
+from mct_logger.data import sources as data_lib
 from mct_logger.diagnostics import metrics
+from mct_logger.diagnostics.metrics import MAX_SQNR_DB
 from mct_logger.diagnostics.activations import PairedActivations
 from mct_logger.analyzer.aimet_layout import aimet_range, range_fields
 from mct_logger.graph.ir import Graph
@@ -40,7 +42,7 @@ from mct_logger.quantization.layers import weight_variable
 from mct_logger.quantization.histogram import HistogramCollector, channels_last_2d
 from mct_logger.quantization.quantsim import CalibrationModel
 from mct_logger.diagnostics.weight_error import weight_quantization_rows
-from mct_logger.analyzer.worst_layers import rank
+from mct_logger.analyzer.worst_layers import headline_lines, rank
 
 __all__ = [
     "AnalysisResult", "ObserverWithHistogram", "RecordingCalibrationModel", "activation_error_rows",
@@ -97,6 +99,12 @@ class AnalysisResult:
     quantized_model: keras.Model | None = None
     config: Any = None
     tables: dict = dataclasses.field(default_factory=dict)
+
+    def headlines(self) -> list[str]:
+        """The headline findings as the tab and report state them, one line per
+        measure whose rule some layer crosses, or one line saying none does
+        (`worst_layers.headline_lines`)."""
+        return headline_lines(self.tables)
 
     def ranking(self, measure: str) -> list[str]:
         """Layers worst first by `measure`:
@@ -292,6 +300,26 @@ def weight_sqnr_table(graph: Graph, plan: dict, encodings: dict) -> dict:
          "channel_sqnr_db": r["channel_sqnr_db"]}
         for r in weight_quantization_rows(graph, plan, encodings)
     ]}
+
+
+def activation_error_tables(graph: Graph, plan: dict, encodings: dict, mse_batches,
+                            calibration_batches):
+    """The "per_layer_sqnr" table (`activation_error_rows` over `mse_batches`, the
+    data given to `enable_per_layer_mse_loss`, else over `calibration_batches`)
+    and, with `mse_batches`, the "per_layer_mse_loss" table (else None)."""
+    with_mse = mse_batches is not None
+    batches = mse_batches if with_mse else calibration_batches
+    source = ("the unlabeled data given for the MSE analysis" if with_mse
+              else "calibration data (forward_pass_callback)")
+    rows = activation_error_rows(graph, plan, encodings, batches)
+    samples = data_lib.num_samples(batches)
+    sqnr = {"samples": samples, "batches": len(batches), "data": source,
+            "max_sqnr_db": MAX_SQNR_DB, "rows": rows}
+    mse = None if not with_mse else {
+        "samples": samples, "batches": len(batches),
+        "normalization": "mean over every element of the layer output",
+        "rows": [{"layer": r["layer"], "mse": r["mse_accumulated"]} for r in rows]}
+    return sqnr, mse
 
 
 def activation_error_rows(graph: Graph, plan: dict, encodings: dict, batches) -> list[dict]:

@@ -33,6 +33,8 @@ from mct_logger.quantization.encodings import Encoding, check_bitwidth
 from mct_logger.quantization.layers import quantizable_weights, weight_variable
 from mct_logger.quantization.plan import inner_name
 from mct_logger.quantization.quantsim import NodeEncodings
+from mct_logger.utils.arguments import check_path
+from mct_logger.utils.strict_json import load_strict
 
 FORMAT_VERSION = "0.6.1"  # AIMET's encodings-file version this shape follows
 SHOWN_NAMES = 5  # how many names a warning lists
@@ -86,6 +88,7 @@ def save_encodings(encodings: dict[str, NodeEncodings], path: str) -> str:
         IsADirectoryError, NotADirectoryError: `path` is a folder, or a file
             stands where its folder goes (checked before anything is written).
     """
+    path = check_path("export_encodings path", path)
     output_paths.check_file(path, "export_encodings path")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -178,10 +181,14 @@ def load_encodings(path: str, graph=None) -> dict[str, NodeEncodings]:
         FileNotFoundError: no such file.
         ValueError: the path cannot be read as a file (a directory, no
             permission), the file is not UTF-8 text, not JSON, not an
-            encodings file, a `param_encodings` key is not `<node>/<weight>`,
-            or an entry is malformed or inconsistent; the message names the
-            file and the key.
+            encodings file, a key appears twice in one object, the nesting is
+            deeper than Python's recursion limit, a `param_encodings` key is
+            not `<node>/<weight>`, or an entry is malformed or inconsistent;
+            the message names the file and the key.
+        TypeError: `path` is not a str or os.PathLike (an int is never read
+            as a file descriptor).
     """
+    path = check_path("encodings_file", path)
     content = _read_json(path)
     result: dict[str, NodeEncodings] = {}
     unknown: list[str] = []
@@ -225,7 +232,7 @@ def _read_json(path: str) -> dict:
     """The JSON object of an encodings file, checked to have an encodings file's sections."""
     try:
         with open(path, encoding="utf-8") as f:
-            content = json.load(f)
+            content = load_strict(f, f"Encodings file {path!r}")
     except FileNotFoundError:
         raise FileNotFoundError(f"Encodings file {path!r} does not exist.") from None
     except UnicodeDecodeError as exc:

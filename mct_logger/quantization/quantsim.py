@@ -27,6 +27,7 @@ import numpy as np
 from keras import tree
 
 from mct_logger.graph.ir import Graph, TensorRef
+from mct_logger.quantization.calibration_size import batch_samples
 from mct_logger.quantization.encodings import Encoding
 from mct_logger.quantization.layers import (
     ActivationQuantizer,
@@ -38,6 +39,7 @@ from mct_logger.quantization.observers import make_observer
 from mct_logger.quantization.plan import inner_name
 from mct_logger.quantization.sublayers import SublayerTap
 from mct_logger.quantization.reduction import ReducedCollection, as_float32
+from mct_logger.utils.arguments import check_bool, check_model, check_names
 
 
 @dataclasses.dataclass
@@ -203,15 +205,24 @@ def set_quantizers_enabled(
         nodes: node names to act on (default: all nodes).
 
     Example: `set_quantizers_enabled(model, activations=False)` evaluates W8A32.
+
+    Raises (before any switch): TypeError naming a wrong argument; ValueError:
+    `model` has no quantizer (not a model PTQ returned); KeyError: a node without.
     """
+    check_model(model)
+    check_bool("weights", weights, optional=True)
+    check_bool("activations", activations, optional=True)
+    nodes = check_names("nodes", nodes)
     found = quantizers(model)
-    names = found.keys() if nodes is None else nodes
+    if not found:
+        raise ValueError(f"model {model.name!r} has no quantizer: pass the model "
+                         "keras_post_training_quantization returned (or QuantAnalyzer's).")
+    names = list(found) if nodes is None else nodes
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise KeyError(f"Node {missing[0]!r} has no quantizer in model {model.name!r}; nodes "
+                       f"with quantizers: {sorted(found)[:10]}{'...' if len(found) > 10 else ''}")
     for name in names:
-        if name not in found:
-            raise KeyError(
-                f"Node {name!r} has no quantizer in model {model.name!r}; nodes with "
-                f"quantizers: {sorted(found)[:10]}{'...' if len(found) > 10 else ''}"
-            )
         if weights is not None and "weights" in found[name]:
             found[name]["weights"].enabled = weights
         if activations is not None and "activation" in found[name]:
@@ -265,6 +276,7 @@ class CalibrationModel(keras.Model):
             {n: ChannelStatistics(self.observers[n]) for n in self._observed} if statistics else None
         )
         self.batches_seen = 0
+        self.samples_seen = 0  # over the batches the observers saw (calibration_size)
         self._input_names = list(graph.input_names)
         self.nonfinite_inputs: set[str] = set()  # model inputs that held NaN/Inf
         self._compiled = None
@@ -299,6 +311,7 @@ class CalibrationModel(keras.Model):
             )
         values = self._run(inputs)
         self.observe(values[self._num_outputs:])
+        self.samples_seen += batch_samples(inputs)
         return tree.pack_sequence_as(self._outputs_struct, values[: self._num_outputs])
 
     def _run(self, inputs) -> list:
@@ -331,6 +344,7 @@ class CalibrationModel(keras.Model):
         """Runs one batch; returns every observed output (and feeds the observers)."""
         collected = self.forward(batch)
         self.observe(collected)
+        self.samples_seen += batch_samples(batch)
         return collected
 
     def forward(self, batch: list[np.ndarray]) -> list[np.ndarray]:
@@ -363,6 +377,7 @@ class CalibrationModel(keras.Model):
                 self._check_inputs(inputs)
                 self._reduced.update(inputs)
                 self.batches_seen += 1
+                self.samples_seen += batch_samples(inputs)
                 done += 1
                 if on_batch is not None:
                     on_batch(done)
