@@ -219,7 +219,7 @@ export function renderComparison(root, entries, Plotly) {
   return { order };
 }
 
-// "+1.2 KB (+4.0%)" from the first run's quantized memory to the last's, or null.
+// "+1.2 KiB (+4.0%)" from the first run's quantized memory to the last's, or null.
 function memoryDelta(first, last) {
   if (!isNumber(first.memory_after) || !isNumber(last.memory_after) || first.memory_after <= 0) {
     return null;

@@ -56,7 +56,7 @@ import re
 
 import numpy as np
 
-from mct_logger.utils.callbacks import ScoreCheck
+from mct_logger.utils.callbacks import ScoreCheck, comparable
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.plan import PlanReason
 
@@ -185,7 +185,11 @@ def recommend(analyzer, analysis, max_accuracy_drop: float, representative_data=
     recommendation = Recommendation(
         model=graph.name, max_accuracy_drop=float(max_accuracy_drop), float_score=fp32,
         target_score=state.target, baseline=baseline, final=final,
-        meets_target=final["score"] >= state.target, changes=state.changes, config=state.config)
+        meets_target=comparable(final["score"]) >= state.target, changes=state.changes, config=state.config)
+    if not state.changes and recommendation.meets_target:
+        logger.info("recommend: the baseline already meets the target (score %.6g, target "
+                    "%.6g = FP32 %.6g minus %g): nothing to change.", baseline["score"],
+                    state.target, fp32, max_accuracy_drop)
     if not recommendation.meets_target:
         logger.warning("recommend: the fixes reach %.6g, below the target %.6g (FP32 %.6g "
                        "minus %g).", final["score"], state.target, fp32, max_accuracy_drop)
@@ -197,8 +201,10 @@ def recommend(analyzer, analysis, max_accuracy_drop: float, representative_data=
         if data is None:
             recorded = state.trials.calibration_models[0].recorded
             data = data_lib.load_batches(iter(recorded), analyzer.input_specs)
-        quantize_baseline_and_recommended(analyzer.model, data, analyzed, state.config,
-                                          {"recommendation": recommendation.table()})
+        # nothing changed: the measured baseline is the recommendation, logged once
+        quantize_baseline_and_recommended(analyzer.model, data,
+                                          analyzed if state.changes else state.config,
+                                          state.config, {"recommendation": recommendation.table()})
     return state.config, recommendation
 
 
@@ -212,7 +218,7 @@ class _State:
         self.check = ScoreCheck("eval_callback")  # NaN/Inf: one warning; no change is kept on it
 
     def met(self) -> bool:
-        return self.score >= self.target
+        return comparable(self.score) >= self.target
 
     def measure(self, config: QuantizationConfig, trials=None, what: str = "") -> dict:
         from mct_logger.quantization.memory import graph_memory, model_memory
@@ -227,7 +233,7 @@ class _State:
     def attempt(self, kind: str, layer, change: str, evidence: str, config, trials=None) -> bool:
         """Scores `config`; keeps it if the score rises. Records the change either way."""
         measured = self.measure(config, trials, what=f"the config with {change}")
-        accepted = measured["score"] > self.score
+        accepted = comparable(measured["score"]) > comparable(self.score)
         self.changes.append({
             "step": len(self.changes) + 1, "kind": kind, "layer": layer, "change": change,
             "evidence": evidence, "score_before": self.score, "score_after": measured["score"],

@@ -61,12 +61,16 @@ class SkippedStageResult:
         reason: a sentence naming the cause (e.g. the config field that turned it off).
         plan / encodings: the run's `NodePlan`s and `NodeEncodings` by node name when
             the slot comes after "quantization_parameters", else None.
+        off: True when the config turned an optional stage off (AdaRound, bias
+            correction): there is nothing to show, and the TensorBoard log writes
+            no run for it (the other runs keep their stage numbers).
     """
 
     reason: str
     version: int = 1
     plan: dict | None = None
     encodings: dict | None = None
+    off: bool = False
 
 
 @dataclasses.dataclass

@@ -49,7 +49,8 @@ def adaround_stage(graph: Graph, plan, encodings, batches, config: QuantizationC
                   f"none was given (grids from {config.encodings_file}): nearest rounding")
         if config.adaround is not None:
             logger.warning("QuantizationConfig.adaround is set but %s.", reason)
-        return graph, SkippedStageResult(reason, plan=plan, encodings=encodings)
+        return graph, SkippedStageResult(reason, plan=plan, encodings=encodings,
+                                         off=config.adaround is None)
     rounded, result = adaround_graph(graph, plan, encodings, batches, config.adaround,
                                      progress_bar=progress_bar)
     return rounded, dataclasses.replace(result, plan=plan, encodings=encodings)
@@ -60,7 +61,7 @@ def bias_correction_stage(graph: Graph, plan, encodings, batches, config: Quanti
     if config.bias_correction is None:
         return graph, SkippedStageResult(
             "bias correction is off (QuantizationConfig.bias_correction=None)", plan=plan,
-            encodings=encodings)
+            encodings=encodings, off=True)
     graph, result = correct_bias_graph(graph, plan, encodings, batches, config.bias_correction,
                                        float_graph=None if graph is float_graph else float_graph)
     return graph, dataclasses.replace(result, plan=plan, encodings=encodings)

@@ -30,6 +30,8 @@ import re
 
 from mct_logger.graph.ir import layer_name_of
 from mct_logger.quantization.encodings import check_bitwidth
+from mct_logger.utils.arguments import check_path, described
+from mct_logger.utils.strict_json import load_strict
 
 BIAS_CORRECTION_MODES = (None, "empirical", "analytical", "hybrid")
 
@@ -156,7 +158,7 @@ def _check_fields(owner: str, values: dict) -> None:
             raise TypeError(f"{owner}.{field} must be True or False, got {value!r}.")
     for field in ("weight_observer", "activation_observer"):
         value = values.get(field)
-        if value is not None and value not in _observer_names():
+        if value is not None and (not isinstance(value, str) or value not in _observer_names()):
             raise ValueError(
                 f"{owner}.{field}={value!r} is not an observer; use one of {_observer_names()}."
             )
@@ -185,6 +187,8 @@ class LayerOverride:
     keep_float: bool = False
 
     def __post_init__(self):
+        if self.keep_float is None:
+            raise TypeError("LayerOverride.keep_float must be True or False, got None.")
         _check_fields("LayerOverride", dataclasses.asdict(self))
 
 
@@ -269,18 +273,24 @@ class QuantizationConfig:
         for field in ("weight_bits", "activation_bits") + _BOOL_FIELDS + ("quantize_inputs",):
             if values[field] is None:
                 raise TypeError(f"QuantizationConfig.{field} cannot be None.")
+        for field in ("weight_observer", "activation_observer"):
+            if values[field] is None:  # None means "the global value" only in a LayerOverride
+                raise ValueError(f"QuantizationConfig.{field} cannot be None; use one of "
+                                 f"{_observer_names()}.")
         _check_fields("QuantizationConfig", values)
         if not isinstance(self.cross_layer_equalization, bool):
             raise TypeError(
                 "QuantizationConfig.cross_layer_equalization must be True or False, "
                 f"got {self.cross_layer_equalization!r}."
             )
-        if self.bias_correction not in BIAS_CORRECTION_MODES:
+        if not (self.bias_correction is None or isinstance(self.bias_correction, str)) \
+                or self.bias_correction not in BIAS_CORRECTION_MODES:
             raise ValueError(
                 f"QuantizationConfig.bias_correction={self.bias_correction!r} is not "
                 f"supported; use one of {BIAS_CORRECTION_MODES}."
             )
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
+                or self.batch_size < 1:
             raise ValueError(
                 f"QuantizationConfig.batch_size must be a positive integer, got {self.batch_size!r}."
             )
@@ -295,7 +305,8 @@ class QuantizationConfig:
             )
         if self.analyze_similarity is not None and not isinstance(self.analyze_similarity, bool):
             raise TypeError("QuantizationConfig.analyze_similarity must be True, False or None.")
-        if not isinstance(self.similarity_samples, int) or self.similarity_samples < 1:
+        if isinstance(self.similarity_samples, bool) \
+                or not isinstance(self.similarity_samples, int) or self.similarity_samples < 1:
             raise ValueError(
                 "QuantizationConfig.similarity_samples must be a positive integer, "
                 f"got {self.similarity_samples!r}."
@@ -304,7 +315,15 @@ class QuantizationConfig:
             raise TypeError(
                 "QuantizationConfig.overrides must be a dict {layer name or regex: LayerOverride}."
             )
+        if self.encodings_file is not None:
+            self.encodings_file = check_path("QuantizationConfig.encodings_file",
+                                             self.encodings_file)
         for pattern, override in self.overrides.items():
+            if not isinstance(pattern, str):
+                raise TypeError(
+                    f"QuantizationConfig.overrides keys must be layer names or regular "
+                    f"expressions (str); got {described(pattern)} for {override!r:.60}."
+                )
             if not isinstance(override, LayerOverride):
                 raise TypeError(
                     f"QuantizationConfig.overrides[{pattern!r}] must be a LayerOverride, "
@@ -324,7 +343,7 @@ class QuantizationConfig:
         Raises:
             OSError: the file cannot be written.
         """
-        path = os.fspath(path)
+        path = check_path("path", path)
         with open(path, "w", encoding="utf-8") as f:
             json.dump(config_to_dict(self), f, indent=2)
             f.write("\n")
@@ -340,10 +359,10 @@ class QuantizationConfig:
                 version, an unknown field, or a value the constructor refuses;
                 the message names the file and the field.
         """
-        path = os.fspath(path)
+        path = check_path("path", path)
         try:
             with open(path, encoding="utf-8") as f:
-                content = json.load(f)
+                content = load_strict(f, path)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: not a UTF-8 JSON file ({exc}); write it with "
                              "QuantizationConfig.to_json.") from None

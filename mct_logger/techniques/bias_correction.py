@@ -402,9 +402,18 @@ def correct_bias(
     from mct_logger.quantization.plan import plan_quantization
     from mct_logger.quantization.quantsim import weight_encodings
 
-    if mode not in MODES:
+    from mct_logger.techniques.cle_results import CrossLayerEqualizationResult
+    from mct_logger.utils.arguments import check_model
+
+    check_model(model)
+    if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"mode={mode!r} is not one of {MODES}.")
-    config = config or QuantizationConfig()
+    config = QuantizationConfig() if config is None else config
+    if not isinstance(config, QuantizationConfig):
+        raise TypeError(f"config must be a QuantizationConfig, got {type(config).__name__}.")
+    if equalization is not None and not isinstance(equalization, CrossLayerEqualizationResult):
+        raise TypeError("equalization must be the CrossLayerEqualizationResult of "
+                        f"equalize_model, got {type(equalization).__name__}.")
     graph = read_model(model)
     recorded = equalization.node_info if equalization is not None else {}
     for node in graph:

@@ -76,6 +76,9 @@ def stage_summary(stage: str, graph, result, memory: dict, plan=None) -> str:
             a = (f"{enc.activation.bitwidth} bit [{float(enc.activation.min):.4g}, "
                  f"{float(enc.activation.max):.4g}]") if enc.activation is not None else "-"
             lines.append(f"| `{node}` | {w} | {a} |")
+            for point, e in enc.inner_activations.items():  # a composite's sublayer outputs
+                lines.append(f"| `{node}/{point}` | - | {e.bitwidth} bit [{float(e.min):.4g}, "
+                             f"{float(e.max):.4g}] |")
     if isinstance(result, sr.QuantizedModelResult):
         lines.append(f"- model memory: {result.memory_before:,} -> {result.memory_after:,} bytes "
                      f"({result.memory_after / max(result.memory_before, 1):.1%})")
