@@ -120,6 +120,9 @@ def mobilenet_rows(args, rows, costs):
     print(f"  {improved} of {len(result.layers)} layers lowered their reconstruction loss "
           f"(mean share flipped {flipped:.2%}; {sum(l.kept_nearest for l in layers)} kept "
           f"nearest); {len(result.skipped)} not learned: {sorted(set(result.skipped.values()))}")
+    for layer in list(layers)[:: max(len(result.layers) // 8, 1)]:
+        print(f"    {layer.node:<26} reconstruction MSE {layer.loss_nearest:.3e} -> "
+              f"{layer.loss_adaround:.3e}, {layer.flipped_fraction:.2%} flipped")
     costs.append(_cost(name, info, seconds_with, seconds_without))
 
 

@@ -156,9 +156,11 @@ def _forward(layer, x, kernel, follow):
     return follow(out) if follow is not None else out
 
 
-def _submodel(model, k: int):
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return compile_inference(keras.Model(inputs, model.outputs[k]))
+def _output(run, k: int):
+    """`batch -> output k` of the compiled model `run` (all outputs computed: one
+    trace for every layer, where a sub-model per layer would trace a growing
+    prefix each time, which costs more than running the whole model)."""
+    return lambda inputs: run(inputs)[k]
 
 
 def _feed(batch):
@@ -349,6 +351,7 @@ def adaround_graph(graph: Graph, plan: dict, encodings: dict, batches,
     floats = graph.to_keras(name=f"{graph.name}_adaround_targets",
                             extra_outputs=[t.output_ref for t in targets])
     offset = len(graph.outputs)
+    run_quantized, run_float = compile_inference(quantized), compile_inference(floats)
     wrappers = {n: q["weights"] for n, q in quantizers(quantized).items() if "weights" in q}
     on_progress = _progress(progress_bar, len(targets), config.iterations)
     learned = {}
@@ -357,11 +360,11 @@ def adaround_graph(graph: Graph, plan: dict, encodings: dict, batches,
         spec = plan[target.node].weights["kernel"]
         grid = _Kernel(np.asarray(keras.ops.convert_to_numpy(node.layer.kernel)),
                        encodings[target.node].weights["kernel"], spec.channel_axes)
-        x_pool, y_pool = _fill_cache(batches, _submodel(quantized, offset + index),
-                                     _submodel(floats, offset + index), config)
+        layer_start = time.perf_counter()
+        x_pool, y_pool = _fill_cache(batches, _output(run_quantized, offset + index),
+                                     _output(run_float, offset + index), config)
         nearest = grid.dequantize(grid.nearest_q)
         flipped, kept, loss_ada, timing = 0.0, False, None, {}
-        layer_start = time.perf_counter()
         if config.iterations:
             progress = (None if on_progress is None else
                         lambda i, k=index: on_progress(k, len(targets), i))
