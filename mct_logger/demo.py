@@ -141,8 +141,8 @@ def run_demo(logdir: str, epochs: int = 30) -> dict:
     print(f"Quantized with CLE:  {cle_accuracy:.2%}")
     print(f"Memory: {info.memory_before:,} -> {info.memory_after:,} bytes "
           "(weights + activations at batch 1)")
-    worst = ", ".join(analysis.ranking("sqnr_isolated")[:3])
-    print(f"QuantAnalyzer: lowest isolated SQNR at {worst}")
+    for line in analysis.headlines():  # as the tab's headline findings say it
+        print(f"QuantAnalyzer: {line}")
     print(f"QuantAnalyzer report: {analysis.report_path}")
     print(f"Channel pruning:     {compression.cost_ratio:.0%} of the MACs kept, accuracy "
           f"{compression.score_before:.2%} -> {compression.score_after:.2%}")

@@ -73,12 +73,16 @@ class RunInfo:
             model's name and the time).
         role: what the run is for, when the engine says ("baseline",
             "recommended"), else None.
+        origin: what made the run, when not a plain call ("search" for
+            `search_mixed_precision`, "recommend" for `QuantAnalyzer.recommend`),
+            else None.
     """
 
     kind: str
     model_name: str
     run_name: str | None = None
     role: str | None = None
+    origin: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,7 @@ over one plugin's payloads, with its own ES-module frontend.
 Routes, served at `/data/plugin/<plugin_name>/...` (relative URLs only in the
 browser, so `--path_prefix` works):
 
-- `GET /runs`: `{"runs": [{"name", "tb_runs", "kinds", "fingerprint"}],
+- `GET /runs`: `{"runs": [{"name", "tb_runs", "kinds", "fingerprint", "label"}],
   "problems": [{"run", "tag", "reason"}]}`. A "run" here is a log folder of one
   PTQ or QuantAnalyzer call (the TensorBoard runs of its stages grouped by
   their parent folder); `fingerprint` changes whenever one of its payloads gets
@@ -29,6 +29,7 @@ Imports nothing heavy (no TensorFlow, no Keras): plugin entry points load it.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import posixpath
 import re
@@ -40,9 +41,14 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
+from mct_logger.analyzer import worst_layers
+from mct_logger.utils import liveness
+
 from . import assets, metadata, reader
 
 PLOTLY_FILE = "plotly.min.js"
+# How long a browser keeps the plotly bundle without asking again (a week).
+PLOTLY_MAX_AGE_SECONDS = 7 * 24 * 3600
 # How long one listing of the log folder serves requests. The data server itself
 # reloads every few seconds (--reload_interval), and each listing is one or two
 # ~40 ms gRPC calls under it.
@@ -162,8 +168,20 @@ class PayloadDashboard(base_plugin.TBPlugin):
                               "step": s.max_step, "wall_time": s.max_wall_time}
                           for k, s in sorted(kinds.items())},
                 "fingerprint": _fingerprint(kinds.values()),
+                "label": self._label(ctx, experiment_id, kinds),
             })
         return {"runs": listing, "problems": [_problem(p) for p in problems]}
+
+    def _label(self, ctx, experiment_id: str, kinds: dict) -> str:
+        """What tells this run from the others (`run_label`), "" when unknown."""
+        tables = {}
+        for kind in LABEL_KINDS:
+            if kind in kinds:
+                try:
+                    tables[kind] = self._read(ctx, experiment_id, kinds[kind])
+                except metadata.PayloadError:
+                    continue
+        return run_label(tables)
 
     def tables(self, ctx, experiment_id: str, run: str, light: bool = True,
                listing=None) -> dict:
@@ -189,7 +207,12 @@ class PayloadDashboard(base_plugin.TBPlugin):
             except metadata.PayloadError as exc:
                 problems.append(_problem(reader.Problem(series.run, series.tag, str(exc))))
                 continue
+            # ranked with this version's rules, so logs written before them (without
+            # "worst_layers", or ranked by older rules) read as new ones
+            table = worst_layers.annotate(kind, table) \
+                if self.plugin_name == metadata.QUANT_ANALYZER else table
             tables[kind] = strip_detail(self.plugin_name, kind, table) if light else table
+        mark_interrupted(tables)
         return {"run": run, "tb_runs": sorted(groups[run]["tb_runs"]),
                 "fingerprint": _fingerprint(kinds.values()), "tables": tables,
                 "problems": problems}
@@ -229,7 +252,8 @@ class PayloadDashboard(base_plugin.TBPlugin):
         if run not in groups:
             return self.tables(ctx, experiment_id, run, listing=listing)  # raises LookupError
         key = (run, _fingerprint(groups[run]["kinds"].values()),
-               tuple(p for p in problems if run_group(p.run) == run))
+               tuple(p for p in problems if run_group(p.run) == run),
+               self._liveness(ctx, experiment_id, groups[run]["kinds"]))
         with self._lock:
             cached = self._responses.get(key)
         if cached is None:
@@ -241,6 +265,18 @@ class PayloadDashboard(base_plugin.TBPlugin):
                 self._responses = {k: v for k, v in self._responses.items() if k[0] != run}
                 self._responses[key] = cached
         return cached
+
+    def _liveness(self, ctx, experiment_id: str, kinds: dict) -> str:
+        """Part of a run's cache key: whether its live table still looks alive (a
+        run whose process died changes nothing on disk, only this)."""
+        for kind in LIVE_KINDS:
+            if kind in kinds:
+                try:
+                    table = self._read(ctx, experiment_id, kinds[kind])
+                except metadata.PayloadError:
+                    return ""
+                return "interrupted" if liveness.check(table) else ""
+        return ""
 
     def _read(self, ctx, experiment_id: str, series: reader.Series):
         """One table, parsed once per new step (growing tables change step)."""
@@ -295,11 +331,20 @@ class PayloadDashboard(base_plugin.TBPlugin):
         served = self._static_file(name)
         if served is None:
             return http_util.Respond(request, f"Not found: {name!r}", "text/plain", code=404)
-        body, content_type = served
-        return http_util.Respond(request, body, content_type, content_encoding="gzip")
+        body, content_type, etag = served
+        # The plotly bundle changes only with the installed plotly: the browser keeps
+        # it (no request at all on the next visit); our modules are revalidated
+        # by ETag (a 304 without a body when unchanged).
+        expires = PLOTLY_MAX_AGE_SECONDS if name == PLOTLY_FILE else 0
+        headers = [("ETag", etag)]
+        if etag in (request.headers.get("If-None-Match") or ""):
+            return http_util.Respond(request, b"", content_type, code=304, expires=expires,
+                                     headers=headers)
+        return http_util.Respond(request, body, content_type, content_encoding="gzip",
+                                 expires=expires, headers=headers)
 
     def _static_file(self, name: str):
-        """(gzipped bytes, content type) of a servable file, or None.
+        """(gzipped bytes, content type, ETag) of a servable file, or None.
 
         Only `.js` and `.css` files of the frontend folder and its subfolders,
         named `file` or `folder/file` (and the plotly bundle), are served: each
@@ -321,11 +366,60 @@ class PayloadDashboard(base_plugin.TBPlugin):
             if (path.suffix not in MIME_TYPES or not path.is_relative_to(folder)
                     or not path.is_file()):
                 return None
-        served = (gzip.compress(path.read_bytes(), compresslevel=6, mtime=0),
-                  MIME_TYPES[path.suffix])
+        body = path.read_bytes()
+        served = (gzip.compress(body, compresslevel=6, mtime=0), MIME_TYPES[path.suffix],
+                  f'"{hashlib.sha1(body).hexdigest()[:20]}"')
         with self._lock:
             self._static[name] = served
         return served
+
+
+# The tables a run's label is read from (one parse each, kept per step).
+LABEL_KINDS = ("layer_table", "summary", "weight_ranges", "eval_scores")
+
+
+def run_label(tables: dict) -> str:
+    """A run's label from its tables: a PTQ run's `run_info` label (config and
+    origin, e.g. "search: recommended, W4/8A8"), a QuantAnalyzer run's config,
+    CLE on or off, a compression's scheme and target."""
+    info = (tables.get("layer_table") or {}).get("run_info") or {}
+    if isinstance(info, dict) and info.get("label"):
+        return str(info["label"])
+    summary = tables.get("summary") or {}
+    config = summary.get("config") if isinstance(summary.get("config"), dict) else None
+    if config and config.get("weight_bits"):
+        return f"W{config['weight_bits']}A{config.get('activation_bits', '?')}"
+    ranges = tables.get("weight_ranges")
+    if isinstance(ranges, dict) and "cle_applied" in ranges:
+        return "CLE" if ranges["cle_applied"] else "no CLE"
+    scores = tables.get("eval_scores")
+    if isinstance(scores, dict) and scores.get("scheme"):
+        target = scores.get("target_comp_ratio")
+        metric = {"mac": "MACs", "memory": "parameters"}.get(scores.get("cost_metric"), "cost")
+        target = f", target {target:.0%} of the {metric}" \
+            if isinstance(target, (int, float)) else ""
+        return f"{scores['scheme']}{target}"
+    return ""
+
+
+# The tables of a long run that carry its status, process stamp and heartbeat.
+LIVE_KINDS = ("summary", "eval_scores")
+
+
+def mark_interrupted(tables: dict) -> dict:
+    """A live table ("summary", "eval_scores") that says "running" but whose process
+    stopped, or that has not beaten for `liveness.STALE_SECONDS`, is shown as
+    interrupted: its status becomes "interrupted" and "interrupted" says
+    `{"reason", "heartbeat", "detected_by": "tensorboard"}`, so the page stops
+    polling and shows "interrupted at N of M (no progress since T)". Copies
+    the changed tables; `tables` is updated in place and returned."""
+    for kind in LIVE_KINDS:
+        table = tables.get(kind)
+        found = liveness.check(table) if isinstance(table, dict) else None
+        if found is not None:
+            tables[kind] = {**table, "status": "interrupted",
+                            "interrupted": {**found, "detected_by": "tensorboard"}}
+    return tables
 
 
 def _fingerprint(series) -> str:

@@ -24,8 +24,10 @@ PLUGIN_NAMES = (QUANT_ANALYZER, CLE, COMPRESSION)
 # Schema version of every payload kind; bump one when its table changes shape.
 # An optional key added to a table keeps its version: "worst_layers" (measure
 # id -> the ranking of the table's rows, `mct_logger.analyzer.worst_layers`) in the
-# per-layer QuantAnalyzer tables and "layer_table"; a reader of a payload
-# without it ranks the rows itself.
+# per-layer QuantAnalyzer tables and "layer_table" (the plugin ranks every table
+# again with the current rules, so older payloads read alike); "run_info" (the
+# run's label, config and origin) in "layer_table"; "pid", "host" and
+# "heartbeat" (`mct_logger.utils.liveness`) in "summary" and "eval_scores".
 PAYLOAD_KINDS = {
     QUANT_ANALYZER: {
         "sensitivity": 1,
@@ -133,7 +135,10 @@ SHAPES = {
                    '"weight_min", "weight_max", "activation_bits", "encoding_min", '
                    '"encoding_max", "memory_before", "memory_after" (bytes, a fused output '
                    'counted once), "sqnr_accumulated_db", "sqnr_isolated_db", '
-                   '"accumulated_step_db", "cosine"}], "worst_layers"} -- written by every '
+                   '"accumulated_step_db", "cosine", and where "adaround" is true '
+                   '"adaround_loss_nearest", "adaround_loss" (reconstruction MSE), '
+                   '"adaround_flipped" (share 0 to 1, null for layers not learned)}], '
+                   '"adaround": bool, "worst_layers"} -- written by every '
                    "logged PTQ run, in graph order",
             "required": {"rows": list, "samples": int},
             "rows": "rows",

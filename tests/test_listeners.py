@@ -1,5 +1,5 @@
 """A quiet, labelled console: progress bars say what they count (live on a
-terminal, one plain line elsewhere), and the library's own compiled functions
+terminal, plain lines elsewhere, as the work goes and in the text log), and the library's own compiled functions
 never make TensorFlow warn about retracing."""
 
 import os
@@ -17,6 +17,9 @@ def test_progress_bars_are_labelled_and_repeated_runs_never_warn_about_retracing
         sys.path.insert(0, {ROOT!r})
         import keras, numpy as np
         import mct_logger
+        from mct_logger.utils import progress
+        progress.PlainProgress.SECONDS = 0.0  # a line every 10%, however fast the run
+        mct_logger.set_log_folder({str(tmp_path / "logs")!r})
 
         x = np.random.default_rng(0).random((48, 8, 8, 1)).astype("float32")
         for i in range(6):  # e.g. a sweep over candidate models, each traced once
@@ -25,13 +28,21 @@ def test_progress_bars_are_labelled_and_repeated_runs_never_warn_about_retracing
             model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
             mct_logger.keras_post_training_quantization(model, x)
         mct_logger.QuantAnalyzer(model, lambda m: m.predict(x, verbose=0),
-                                 lambda m: 1.0).analyze(results_dir={str(tmp_path)!r})
+                                 lambda m: 1.0).analyze(results_dir={str(tmp_path / "qa")!r})
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("/calibration batch") >= 6, done.stdout[-2000:]
-    assert "/QuantAnalyzer evaluation" in done.stdout, done.stdout[-2000:]
+    assert done.stdout.count("calibration batch: 2 of 2 (100%)") >= 6, done.stdout[-2000:]
+    # off a terminal, plain lines as the run goes (every 10% and 30 s; 30 s made 0
+    # here), on stdout and in the text log
+    lines = [line for line in done.stdout.splitlines()
+             if line.startswith("QuantAnalyzer evaluation: ")]
+    assert len(lines) >= 5 and lines[-1].startswith("QuantAnalyzer evaluation: 10 of 10 (100%)")
+    assert "left" in lines[0], lines
+    with open(tmp_path / "logs" / "mct_logger.log", encoding="utf-8") as f:
+        text = f.read()
+    assert all(line in text for line in lines), text[-2000:]
     assert "retracing" not in done.stderr, done.stderr[-3000:]
     # stdout is a pipe here, as in CI or a log file: one plain line per bar, no
     # carriage returns or ANSI colour codes

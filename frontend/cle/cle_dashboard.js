@@ -97,9 +97,9 @@ export async function renderCle(root, tables, Plotly, options = {}) {
       plot(Plotly, rangesChart, channelRangesSpec(layer));
       plot(Plotly, relativeChart, relativeRangesSpec(layer));
       const b = layer.before || {};
-      flagged.textContent = `Outlier channels: ${(b.outlier_channels || []).join(", ") || "none"}. ` +
-        `Dead channels: ${(b.dead_channels || []).join(", ") || "none"}.` +
-        (layer.after ? ` After CLE: outliers ${(layer.after.outlier_channels || []).join(", ") || "none"}.` : "");
+      flagged.textContent = `${channelList("Outlier", b.outlier_channels)} ` +
+        `${channelList("Dead", b.dead_channels)}` +
+        (layer.after ? ` After CLE: ${channelList("outlier", layer.after.outlier_channels)}` : "");
     }).catch((error) => failure(rangesChart, error));
     const pick = chooser(ranked.map((l) => `${l.label} (${formatRatio(l.spread_before)})`), draw, "weight layer");
     root.append(section("Per-channel weight ranges",
@@ -191,4 +191,14 @@ export async function renderCle(root, tables, Plotly, options = {}) {
   }
   await Promise.all(pending);
   return {};
+}
+
+// "Outlier channels: 2 (7, 12)." -- a count, then which (channel indices).
+function channelList(what, channels) {
+  const list = channels || [];
+  if (!list.length) {
+    return `${what} channels: none.`;
+  }
+  const shown = list.length > 12 ? `${list.slice(0, 12).join(", ")}, ...` : list.join(", ");
+  return `${what} channels: ${list.length} (${list.length > 1 ? "indices" : "index"} ${shown}).`;
 }

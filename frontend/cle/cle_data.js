@@ -65,12 +65,14 @@ export function verdict(tables) {
   const maxBefore = before.length ? Math.max(...before.map((l) => l.spread_before)) : null;
   const maxAfter = after.length ? Math.max(...after.map((l) => l.spread_after)) : null;
   const still = after.filter((l) => l.spread_after >= SPREAD_LIMIT);
+  const was = before.filter((l) => l.spread_before >= SPREAD_LIMIT).length;
   let text = `Cross-layer equalization was applied: the widest spread went from ${formatRatio(maxBefore)} ` +
     `to ${formatRatio(maxAfter)}.`;
   text += still.length
     ? ` ${still.length} layer${still.length > 1 ? "s are" : " is"} still over 100x (${still.slice(0, 3).map((l) => l.label).join(", ")}): ` +
       "they are outside any equalized pair (see the sets below) or limited by a non-ReLU activation."
-    : " No layer is over 100x any more.";
+    : was ? ` No layer is over 100x any more (${was} ${was > 1 ? "were" : "was"} before).`
+      : " No layer was over 100x before either.";
   return text + weightNote;
 }
 

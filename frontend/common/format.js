@@ -3,7 +3,7 @@
 // tensor's row is shown under. Pure functions, no DOM.
 //
 //   formatDb(31.26)      // "31.3 dB"
-//   formatBytes(2048)    // "2.0 KB"
+//   formatBytes(2048)    // "2.0 KiB"
 //   formatNumber(1e-5)   // "1.00e-5"
 
 export function isNumber(value) {
@@ -25,7 +25,7 @@ export function formatBytes(value) {
   if (!isNumber(value)) {
     return "n/a";
   }
-  const units = ["B", "KB", "MB", "GB"];
+  const units = ["B", "KiB", "MiB", "GiB"]; // powers of 1024: binary prefixes
   let index = 0;
   let scaled = value;
   while (Math.abs(scaled) >= 1024 && index < units.length - 1) {

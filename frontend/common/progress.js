@@ -24,6 +24,32 @@ export function evaluationProgress(status, label, preparing) {
   return text;
 }
 
+// "<label> interrupted at N of M evaluations (no progress since 20:31:05; process
+// 123 on host stopped)": a run that stopped without finishing, marked by itself
+// (SIGTERM, Ctrl-C) or by the server (its process is gone or stopped beating,
+// `interrupted`). null for any other status.
+export function interruptedText(status, label) {
+  if (!status || status.status !== "interrupted") {
+    return null;
+  }
+  const done = status.evaluations_done ?? 0;
+  const total = status.evaluations_total ?? "?";
+  const found = status.interrupted || {};
+  const since = Number.isFinite(found.heartbeat ?? status.heartbeat)
+    ? `no progress since ${formatClock(found.heartbeat ?? status.heartbeat)}` : null;
+  const why = found.reason || status.error || null;
+  const detail = [since, why].filter(Boolean).join("; ");
+  return `${label} interrupted at ${done} of ${total} evaluations${detail ? ` (${detail})` : ""}`;
+}
+
+// A Unix time as the browser's local time, with the date when not today.
+export function formatClock(seconds) {
+  const when = new Date(seconds * 1000);
+  const time = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return when.toDateString() === new Date().toDateString()
+    ? time : `${when.toLocaleDateString()} ${time}`;
+}
+
 export function formatDuration(seconds) {
   if (!Number.isFinite(seconds) || seconds < 0) {
     return "?";

@@ -61,6 +61,18 @@ export function useStylesheet(href) {
   }
 }
 
+// The run written to last (its newest payload), not the last by name.
+export function newestRun(runs) {
+  const wallTime = (run) => Math.max(...Object.values(run.kinds).map((k) => k.wall_time));
+  return runs.reduce((a, b) => (wallTime(b) > wallTime(a) ? b : a));
+}
+
+// What a run is, then what tells it apart (the server's `label`: config, CLE,
+// search or recommend, compression scheme and target).
+export function runDescription(kind, run) {
+  return run.label ? `${kind}: ${run.label}` : kind;
+}
+
 // Checkboxes, one per run; `describe(run)` labels it. Several may be checked
 // (`multiple`), else they act as radio buttons.
 export function runPicker(container, runs, selected, describe, onChange, multiple = true) {
@@ -126,7 +138,7 @@ export async function renderSingleRunTab(id, options) {
     state.runs = listing.runs;
     const names = listing.runs.map((r) => r.name);
     if (!names.includes(state.selected)) {
-      state.selected = names.length ? names[names.length - 1] : null;
+      state.selected = names.length ? newestRun(listing.runs).name : null;
     }
     runPicker(picker, listing.runs, state.selected ? [state.selected] : [], options.describe,
       ([name]) => {

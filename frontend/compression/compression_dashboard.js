@@ -86,19 +86,33 @@ export async function renderCompression(root, tables, Plotly) {
     root.append(section("Cost per layer", costs,
       dataTable([
         { key: "layer", label: "layer" },
-        { key: "ratio", label: "ratio", numeric: true, format: (v) => ratioLabel(v) },
+        { key: "ratio", label: "own ratio", numeric: true, format: (v) => (v === null ? "not chosen" : ratioLabel(v)) },
         { key: "setting", label: "rank / channels", numeric: true, format: (v) => v ?? "" },
         { key: "macs_before", label: "MACs before", numeric: true, format: formatCount },
         { key: "macs_after", label: "MACs after", numeric: true, format: formatCount },
+        { key: "macs_kept", label: "MACs kept", numeric: true, format: (v) => ratioLabel(v) },
+        { key: "channels_lost", label: "output channels lost to the layers it feeds", format: (v) => v },
         { key: "params_before", label: "params before", numeric: true, format: formatCount },
         { key: "params_after", label: "params after", numeric: true, format: formatCount },
-      ], selection.rows)));
+      ], selection.rows.map(costRow))));
     pending.push(plot(Plotly, costs, costSpec(selection)));
   }
   if (Object.keys(scores.ineligible || {}).length) {
-    root.append(section("Layers not compressed by this scheme", dataTable(
+    root.append(section("Layers this scheme cannot compress (a neighbour's pruning may still remove their channels)", dataTable(
       [{ key: "layer", label: "layer" }, { key: "reason", label: "why" }],
       Object.entries(scores.ineligible).map(([layer, reason]) => ({ layer, reason })))));
   }
   await Promise.all(pending);
+}
+
+// A row of the cost table: its own ratio, and the cost its neighbours' pruning
+// took too (channel pruning of a layer removes the output channels of the
+// layers feeding it, so a layer's MACs can fall below its own ratio).
+function costRow(row) {
+  const before = row.out_channels_before;
+  const after = row.out_channels_after;
+  const lost = Number.isFinite(before) && Number.isFinite(after) && after < before
+    ? `${before - after} of ${before} (${before} → ${after})` : "none";
+  return { ...row, macs_kept: row.macs_before ? row.macs_after / row.macs_before : null,
+    channels_lost: lost };
 }

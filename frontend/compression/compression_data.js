@@ -3,7 +3,7 @@
 // rows, the progress line, the chosen ratios and the verdict. No DOM, no charts.
 
 import { isNumber } from "../common/format.js";
-import { evaluationProgress } from "../common/progress.js";
+import { evaluationProgress, interruptedText } from "../common/progress.js";
 
 // "Sweep running: N of M evaluations, about T left", or null once it ended.
 export function sweepProgress(scores) {
@@ -69,7 +69,9 @@ export function verdict(scores, selection) {
     if (scores.status === "running") {
       return "The ratios are chosen once every layer has been evaluated at every candidate ratio.";
     }
-    return `The sweep ${scores.status}${scores.error ? ` (${scores.error})` : ""}: no ratios were chosen.`;
+    const stopped = interruptedText(scores, "The sweep");
+    return stopped ? `${stopped}: no ratios were chosen.`
+      : `The sweep ${scores.status}${scores.error ? ` (${scores.error})` : ""}: no ratios were chosen.`;
   }
   const metric = selection.cost_metric === "mac" ? "MACs" : "parameters";
   const key = selection.cost_metric === "mac" ? "macs" : "params";

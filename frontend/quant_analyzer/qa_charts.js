@@ -114,7 +114,22 @@ export function perLayerSpec(table, title, color) {
     line.annotation.yanchor = "top";
     levels.push(line);
   }
+  const scores = table.rows.map((r) => r.score).filter(isNumber);
+  const resolution = scoreResolution([...scores, table.fp32, table.fully_quantized].filter(isNumber));
+  if (resolution && isNumber(table.fp32)) {
+    // one sample of the eval set either side of FP32: a difference inside it is
+    // one sample, not a cliff
+    levels.push({
+      shape: { type: "rect", xref: "paper", x0: 0, x1: 1, yref: "y", y0: table.fp32 - resolution,
+        y1: table.fp32 + resolution, fillcolor: COLORS.fp32, opacity: 0.12, line: { width: 0 } },
+      annotation: { xref: "paper", x: 0, xanchor: "left", yref: "y", y: table.fp32 - resolution,
+        yanchor: "top", showarrow: false, font: { color: COLORS.fp32, size: 11 },
+        text: `± 1 sample (1/${Math.round(1 / resolution)}) of FP32` },
+    });
+  }
   withLines(layout, levels);
+  layout.yaxis.range = scoreRange([...scores, table.fp32, table.fully_quantized].filter(isNumber),
+    resolution);
   return {
     data: [{
       type: "scatter",
@@ -128,6 +143,38 @@ export function perLayerSpec(table, title, color) {
     }],
     layout,
   };
+}
+
+// The eval set's resolution when the scores are counts over N samples
+// (accuracy): every difference between them a whole multiple of 1/N, N >= 10;
+// else null.
+export function scoreResolution(values) {
+  const distinct = [...new Set(values)].sort((a, b) => a - b);
+  const gaps = distinct.slice(1).map((v, i) => v - distinct[i]);
+  if (!gaps.length) {
+    return null;
+  }
+  const step = Math.min(...gaps);
+  const samples = Math.round(1 / step);
+  if (!(samples >= 10) || Math.abs(1 / samples - step) > 1e-6) {
+    return null;
+  }
+  const whole = (gap) => Math.abs(gap * samples - Math.round(gap * samples)) < 1e-3;
+  return gaps.every(whole) && values.every((v) => whole(v)) ? 1 / samples : null;
+}
+
+// A y range spanning the FP32 level, the fully quantized one and the data, with
+// a margin; a constant series gets a tight range around its value (not 0..1.5).
+export function scoreRange(values, resolution = null) {
+  if (!values.length) {
+    return undefined;
+  }
+  const low = Math.min(...values);
+  const high = Math.max(...values);
+  const span = high - low;
+  const pad = span > 0 ? Math.max(0.08 * span, (resolution || 0) * 1.5)
+    : Math.max(Math.abs(high) * 1e-3, (resolution || 0) * 1.5, 1e-9);
+  return [low - pad, high + pad];
 }
 
 // ------------------------------------------------------------------ SQNR / MSE

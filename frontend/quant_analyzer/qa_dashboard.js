@@ -15,7 +15,8 @@
 
 import { h, note } from "../common/dom.js";
 import { formatBytes, isNumber } from "../common/format.js";
-import { VIEWS, findings, layerRows, normalizeTables, progressText, suspects } from "./qa_data.js";
+import { interruptedText } from "../common/progress.js";
+import { VIEWS, findings, normalizeTables, progressText, suspects } from "./qa_data.js";
 import { buildLayers } from "./qa_layers_view.js";
 import { buildMse, buildPerLayer, buildSensitivity, buildSqnr } from "./qa_score_views.js";
 import { buildHistograms, buildRanges, buildWeights } from "./qa_tensor_views.js";
@@ -34,8 +35,7 @@ export function renderQuantAnalyzer(root, rawTables, Plotly, options = {}) {
 
   root.append(header(summary, tables));
   const found = findings(tables);
-  const flagged = new Set(layerRows(tables).filter((r) => r.severity > 0).map((r) => r.layer));
-  root.append(findingsSection(found, flagged, (view, layer) => activate(view, layer)));
+  root.append(findingsSection(found, (view, layer) => activate(view, layer)));
 
   const nav = h("nav", { class: "qa-tabs", role: "tablist" });
   const panels = h("div", { class: "qa-panels" });
@@ -131,6 +131,9 @@ function header(summary, tables) {
   if (progress) {
     box.append(h("p", { class: "qa-note qa-note-info qa-progress", role: "status" }, progress,
       " — the tables below fill in as evaluations finish."));
+  } else if (status === "interrupted") {
+    box.append(note(`${interruptedText(summary, "Analysis")}: showing the results finished so far.`,
+      "warning"));
   } else if (status !== "complete") {
     box.append(note(
       `Analysis ${status} after ${summary.evaluations_done ?? 0} of ` +
@@ -144,14 +147,15 @@ function header(summary, tables) {
 
 // The "most suspicious layer" line names a layer only when it crosses one of
 // the stated thresholds (THRESHOLDS, shown in the Layers view).
-function findingsSection(found, flagged, go) {
+function findingsSection(found, go) {
   const section = h("section", { class: "qa-findings", "aria-label": "Headline findings" });
   section.append(h("h2", {}, "Headline findings"));
-  const ranked = suspects(found).filter((s) => flagged.has(s.layer));
-  if (!ranked.length && found.length) {
+  // the headline findings hold only layers past their rules: the suspects too
+  const ranked = suspects(found);
+  if (!ranked.length && found.length && !found.some((f) => f.headline && f.items.length)) {
     section.append(h("p", { class: "qa-suspect" },
-      "Nothing stands out: no layer crosses the thresholds of the Layers view " +
-      "(e.g. isolated SQNR below 30 dB). The rankings below are the relative order only."));
+      "Nothing stands out: no layer crosses the thresholds the cards below state " +
+      "(e.g. isolated SQNR below 30 dB)."));
   }
   if (ranked.length) {
     const top = ranked[0];
@@ -178,6 +182,7 @@ function findingsSection(found, flagged, go) {
     grid.append(h("article", { class: "qa-card", "data-finding": finding.id },
       h("h3", {}, h("button", { class: "qa-card-title", type: "button", onclick: () => go(finding.view) }, finding.title)),
       h("p", { class: "qa-explain" }, finding.explanation),
+      finding.headline && finding.rule ? h("p", { class: "qa-card-rule" }, `Ranks: ${finding.rule}.`) : null,
       list,
       finding.note ? h("p", { class: "qa-card-note" }, finding.note) : null));
   }

@@ -24,34 +24,16 @@ export const VIEWS = [
   { id: "weights", title: "Weight SQNR", kinds: ["weight_sqnr"] },
 ];
 
-// Rows sorted worst first by `valueOf`, rows without a number dropped.
-export function rankRows(rows, valueOf, worstIsHigh) {
-  const known = (rows || [])
-    .map((row) => ({ row, value: valueOf(row) }))
-    .filter((entry) => isNumber(entry.value));
-  known.sort((a, b) => (worstIsHigh ? b.value - a.value : a.value - b.value));
-  return known;
-}
-
-function nearlyEqual(a, b) {
-  return Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(a), Math.abs(b));
-}
-
 // A measure's ranking as the analyzer publishes it in its table ("worst_layers",
-// computed once by mct_logger.worst_layers): { count, entries: [{ row, value }]
-// (worst first), decisive, allEqual }. A table from an older payload has no
-// "worst_layers": its rows are ranked here the same way (`fallback`).
-function ranking(table, id, rows, fallback) {
+// computed once by mct_logger.analyzer.worst_layers; the TensorBoard plugin ranks
+// older logs' tables again with the same rules): { count, entries: [{ row, value }]
+// (worst first), decisive, allEqual, ties, headline, rule }. A table without it is
+// not ranked here (never ranked by a second copy of the rules).
+function ranking(table, id, rows) {
   const carried = table.worst_layers && table.worst_layers[id];
   if (!carried) {
-    const ranked = fallback();
-    const count = ranked.length;
-    return {
-      count,
-      entries: ranked,
-      decisive: count === 1 || (count > 1 && !nearlyEqual(ranked[0].value, ranked[1].value)),
-      allEqual: count > 1 && nearlyEqual(ranked[0].value, ranked[count - 1].value),
-    };
+    return { count: 0, entries: [], decisive: false, allEqual: false, ties: 0, headline: false,
+      rule: null, unranked: true };
   }
   const entries = carried.layers
     .map((entry) => ({
@@ -60,22 +42,41 @@ function ranking(table, id, rows, fallback) {
       value: entry.value,
     }))
     .filter((entry) => entry.row);
-  return { count: carried.count, entries, decisive: carried.decisive, allEqual: carried.all_equal };
+  return {
+    count: carried.count, entries, decisive: carried.decisive, allEqual: carried.all_equal,
+    ties: carried.ties ?? 0, headline: carried.headline ?? true, rule: carried.rule ?? null,
+  };
 }
 
-// A finding's worst layers, unless every layer measures the same: a ranking of
-// ties would name an arbitrary layer. `decisive` is false when the first two tie.
+// A finding's worst layers past its stated rule, or a plain sentence saying none
+// is; a tie says how many layers share the first value (it names no layer first).
 function finish(finding, ranked, k, toItem) {
+  finding.headline = ranked.headline;
+  finding.rule = ranked.rule;
+  finding.items = [];
+  finding.decisive = false;
+  if (ranked.unranked) {
+    finding.note = "Not ranked: this table carries no ranking.";
+    return finding;
+  }
+  if (ranked.headline && ranked.count === 0) {
+    finding.note = "No layer crosses it.";
+    return finding;
+  }
   if (ranked.allEqual) {
-    finding.items = [];
-    finding.note = `Every layer measures the same (${formatNumber(ranked.entries[0].value, 6)}): nothing stands out.`;
-    finding.decisive = false;
+    finding.note = `All ${ranked.count} layers${ranked.headline ? " past the threshold" : ""} ` +
+      `measure the same (${formatNumber(ranked.entries[0].value, 6)}): none stands out.`;
     return finding;
   }
   finding.items = ranked.entries.slice(0, k).map(toItem);
   finding.decisive = ranked.decisive;
-  if (ranked.count > 1 && !finding.decisive) {
-    finding.note = "The first layers tie.";
+  if (ranked.ties > 1) {
+    finding.note = `${ranked.ties} layers tie at ${formatNumber(ranked.entries[0].value, 6)}.`;
+  }
+  if (!ranked.headline) {
+    finding.note = "For reference (no threshold: it depends on each output's scale).";
+  } else if (ranked.rule) {
+    finding.rule = ranked.rule;
   }
   return finding;
 }
@@ -94,18 +95,16 @@ export function findings(tables, k = 5) {
       title: "Lowest isolated SQNR",
       explanation:
         "Only this layer quantized, fed the float input: where the quantization noise comes from.",
-    }, ranking(sqnr, "sqnr_isolated", sqnr.rows, () =>
-      rankRows(sqnr.rows.filter((row) => row.quantized), (row) => row.sqnr_isolated_db, false)), k,
+    }, ranking(sqnr, "sqnr_isolated", sqnr.rows), k,
     ({ row, value }) => item(row.layer, value, formatDb(value))));
     result.push(finish({
       id: "sqnr_step",
       view: "sqnr",
       title: "Sharpest drop of the accumulated SQNR",
       explanation:
-        "Whole model quantized: how many dB the SQNR loses at this layer compared with its inputs.",
-    }, ranking(sqnr, "sqnr_step", sqnr.rows, () =>
-      rankRows(sqnr.rows, (row) => row.accumulated_step_db, true)
-        .filter(({ value }) => value > 0)), k,
+        "Whole model quantized: how many dB the SQNR loses at this layer compared with its " +
+        "inputs, counted at most 49.9 dB (what an 8-bit grid gives), so a lossless layer never ranks.",
+    }, ranking(sqnr, "sqnr_step", sqnr.rows), k,
     ({ row, value }) => item(row.layer, value, `${value.toFixed(1)} dB lost`)));
   }
   const enabled = tables.per_layer_quant_enabled;
@@ -115,8 +114,7 @@ export function findings(tables, k = 5) {
       view: "per-layer",
       title: "Lowest score with only this layer quantized",
       explanation: "Quantizing this layer alone costs the most. Score (change vs FP32).",
-    }, ranking(enabled, "enabled", enabled.rows, () =>
-      rankRows(enabled.rows, (row) => row.score, false)), k,
+    }, ranking(enabled, "enabled", enabled.rows), k,
     ({ row, value }) => item(row.layer, value, scoreText(value, enabled.fp32))));
   }
   const disabled = tables.per_layer_quant_disabled;
@@ -126,8 +124,7 @@ export function findings(tables, k = 5) {
       view: "per-layer",
       title: "Highest score with this layer left in float",
       explanation: "Keeping this layer in float recovers the most. Score (change vs FP32).",
-    }, ranking(disabled, "disabled", disabled.rows, () =>
-      rankRows(disabled.rows, (row) => row.score, true)), k,
+    }, ranking(disabled, "disabled", disabled.rows), k,
     ({ row, value }) => item(row.layer, value, scoreText(value, disabled.fp32))));
   }
   const mse = tables.per_layer_mse_loss;
@@ -138,7 +135,7 @@ export function findings(tables, k = 5) {
       title: "Largest MSE (per element)",
       explanation:
         "Whole model quantized. MSE depends on each output's scale: compare layers by SQNR.",
-    }, ranking(mse, "mse", mse.rows, () => rankRows(mse.rows, (row) => row.mse, true)), k,
+    }, ranking(mse, "mse", mse.rows), k,
     ({ row, value }) => item(row.layer, value, formatNumber(value, 3))));
   }
   const weights = tables.weight_sqnr;
@@ -148,8 +145,7 @@ export function findings(tables, k = 5) {
       view: "weights",
       title: "Lowest weight SQNR",
       explanation: "Quantized kernel against the float kernel.",
-    }, ranking(weights, "weight_sqnr", weights.rows, () =>
-      rankRows(weights.rows, (row) => row.sqnr_db, false)), k,
+    }, ranking(weights, "weight_sqnr", weights.rows), k,
     ({ row, value }) => item(row.layer, value, formatDb(value), weightLabel(row))));
   }
   const ranges = tables.min_max_ranges;
@@ -159,8 +155,7 @@ export function findings(tables, k = 5) {
       view: "ranges",
       title: "Widest activation encodings",
       explanation: "A wide range means a coarse grid for the values that matter.",
-    }, ranking(ranges, "widest_range", ranges.activations, () =>
-      rankRows(ranges.activations, (row) => row.max - row.min, true)), k,
+    }, ranking(ranges, "widest_range", ranges.activations), k,
     ({ row, value }) =>
       item(row.layer, value, `[${formatNumber(row.min, 3)}, ${formatNumber(row.max, 3)}]`)));
   }
@@ -171,13 +166,22 @@ function item(layer, value, text, label = layer) {
   return { layer, label, value, text };
 }
 
+// The score with enough digits to show its change from FP32 (0.99997, not "1"),
+// and the change itself.
 function scoreText(score, fp32) {
   if (!isNumber(fp32)) {
     return formatNumber(score);
   }
   const change = score - fp32;
   const sign = change >= 0 ? "+" : "−";
-  return `${formatNumber(score)} (${sign}${formatNumber(Math.abs(change), 3)})`;
+  return `${formatScoreBeside(score, change)} (${sign}${formatNumber(Math.abs(change), 3)})`;
+}
+
+export function formatScoreBeside(score, change) {
+  const scale = Math.max(Math.abs(score), 1e-300);
+  const digits = change !== 0 && isNumber(change)
+    ? Math.min(12, Math.max(4, Math.ceil(Math.log10(scale / Math.abs(change))) + 2)) : 4;
+  return formatNumber(score, digits);
 }
 
 // Layers ranked worst by the most measures (the measures that count the
@@ -355,6 +359,9 @@ export function layerRows(tables) {
       memory_before: r.memory_before, memory_after: r.memory_after,
       sqnr_accumulated_db: r.sqnr_accumulated_db, sqnr_isolated_db: r.sqnr_isolated_db,
       accumulated_step_db: r.accumulated_step_db, cosine: r.cosine,
+      // runs that learned their rounding (AdaRound): loss nearest vs learned, share flipped
+      adaround_loss_nearest: r.adaround_loss_nearest, adaround_loss: r.adaround_loss,
+      adaround_flipped: r.adaround_flipped,
     });
   }
   const sqnr = tables.per_layer_sqnr;

@@ -5,7 +5,7 @@
 // running, every few seconds.
 
 import { h } from "../common/dom.js";
-import { mountTab, problemsBox, runPicker, showError } from "../common/tab_page.js";
+import { mountTab, newestRun, problemsBox, runDescription, runPicker, showError } from "../common/tab_page.js";
 import { graphsHref, openGraphsOn, watch } from "../common/tensorboard.js";
 import { renderComparison } from "./qa_compare.js";
 import { renderQuantAnalyzer } from "./qa_dashboard.js";
@@ -104,22 +104,16 @@ function describe(run) {
   const kinds = Object.keys(run.kinds);
   const kind = kinds.includes("summary") || kinds.includes("sensitivity") ? "QuantAnalyzer"
     : kinds.includes("layer_table") ? "PTQ" : kinds.join(", ");
-  const recommended = kinds.includes("mixed_precision_search") || kinds.includes("recommendation");
-  return recommended ? `${kind}, recommended` : kind;
+  return runDescription(kind, run);
 }
 
 // The newest QuantAnalyzer run, else the newest PTQ run, else the newest run.
 function defaultRun(runs) {
-  const newest = (list) => list.reduce((a, b) => (wallTime(b) > wallTime(a) ? b : a));
   for (const kind of ["per_layer_sqnr", "layer_table"]) {
     const having = runs.filter((r) => kind in r.kinds);
     if (having.length) {
-      return newest(having).name;
+      return newestRun(having).name;
     }
   }
-  return newest(runs).name;
-}
-
-function wallTime(run) {
-  return Math.max(...Object.values(run.kinds).map((k) => k.wall_time));
+  return newestRun(runs).name;
 }

@@ -30,7 +30,9 @@ import keras
 import numpy as np
 from keras import tree
 
+from mct_logger.data import sources as data_lib
 from mct_logger.diagnostics import metrics
+from mct_logger.diagnostics.metrics import MAX_SQNR_DB
 from mct_logger.diagnostics.activations import PairedActivations
 from mct_logger.analyzer.aimet_layout import aimet_range, range_fields
 from mct_logger.graph.ir import Graph
@@ -40,7 +42,7 @@ from mct_logger.quantization.layers import weight_variable
 from mct_logger.quantization.histogram import HistogramCollector, channels_last_2d
 from mct_logger.quantization.quantsim import CalibrationModel
 from mct_logger.diagnostics.weight_error import weight_quantization_rows
-from mct_logger.analyzer.worst_layers import rank
+from mct_logger.analyzer.worst_layers import headline_lines, rank
 
 __all__ = [
     "AnalysisResult", "ObserverWithHistogram", "RecordingCalibrationModel", "activation_error_rows",
@@ -97,6 +99,12 @@ class AnalysisResult:
     quantized_model: keras.Model | None = None
     config: Any = None
     tables: dict = dataclasses.field(default_factory=dict)
+
+    def headlines(self) -> list[str]:
+        """The headline findings as the tab and report state them, one line per
+        measure whose rule some layer crosses, or one line saying none does
+        (`worst_layers.headline_lines`)."""
+        return headline_lines(self.tables)
 
     def ranking(self, measure: str) -> list[str]:
         """Layers worst first by `measure`:
@@ -224,6 +232,14 @@ def min_max_ranges(graph: Graph, layers, encodings: dict, observers: dict) -> tu
                 "observed_min": float(np.min(observer.min)),
                 "observed_max": float(np.max(observer.max)),
             })
+        for point, encoding in enc.inner_activations.items():  # a composite's sublayers
+            inner, key = f"{name}/{point}", f"{name}/{point}_output_0"
+            aimet_activations[key] = aimet_range(encoding, key)
+            activation_rows.append({
+                "layer": inner, "key": key, **range_fields(encoding),
+                "observed_min": float(np.min(observers[inner].min)),
+                "observed_max": float(np.max(observers[inner].max)),
+            })
         for kernel_name, encoding in enc.weights.items():
             key = f"{name}_{(node.layer.name + '/' + kernel_name).replace('/', '-')}"
             kernel = keras.ops.convert_to_numpy(weight_variable(node.layer, kernel_name))
@@ -253,6 +269,16 @@ def histograms(graph: Graph, plan: dict, layers, encodings: dict, observers: dic
                 "encoding_max": float(np.max(enc.activation.max)),
                 "per_channel_encoding": enc.activation.per_channel,
             })
+        for point, encoding in enc.inner_activations.items():  # a composite's sublayers
+            edges, counts = observers[f"{name}/{point}"].histogram(per_channel=False)
+            lo, width, counts = _trim(edges[0], counts[0])
+            activation_rows.append({
+                "layer": f"{name}/{point}", "lo": lo, "width": width,
+                "counts": [round(float(c), 2) for c in counts],
+                "encoding_min": float(np.min(encoding.min)),
+                "encoding_max": float(np.max(encoding.max)),
+                "per_channel_encoding": False,
+            })
         node = graph.nodes[name]
         for kernel_name, encoding in enc.weights.items():
             spec = plan[name].weights[kernel_name]
@@ -274,6 +300,26 @@ def weight_sqnr_table(graph: Graph, plan: dict, encodings: dict) -> dict:
          "channel_sqnr_db": r["channel_sqnr_db"]}
         for r in weight_quantization_rows(graph, plan, encodings)
     ]}
+
+
+def activation_error_tables(graph: Graph, plan: dict, encodings: dict, mse_batches,
+                            calibration_batches):
+    """The "per_layer_sqnr" table (`activation_error_rows` over `mse_batches`, the
+    data given to `enable_per_layer_mse_loss`, else over `calibration_batches`)
+    and, with `mse_batches`, the "per_layer_mse_loss" table (else None)."""
+    with_mse = mse_batches is not None
+    batches = mse_batches if with_mse else calibration_batches
+    source = ("the unlabeled data given for the MSE analysis" if with_mse
+              else "calibration data (forward_pass_callback)")
+    rows = activation_error_rows(graph, plan, encodings, batches)
+    samples = data_lib.num_samples(batches)
+    sqnr = {"samples": samples, "batches": len(batches), "data": source,
+            "max_sqnr_db": MAX_SQNR_DB, "rows": rows}
+    mse = None if not with_mse else {
+        "samples": samples, "batches": len(batches),
+        "normalization": "mean over every element of the layer output",
+        "rows": [{"layer": r["layer"], "mse": r["mse_accumulated"]} for r in rows]}
+    return sqnr, mse
 
 
 def activation_error_rows(graph: Graph, plan: dict, encodings: dict, batches) -> list[dict]:
@@ -330,6 +376,7 @@ def summary_header(config, graph: Graph, plan: dict, layers, folding, ignored,
                 "class": graph.nodes[n].layer_class,
                 "weights": sorted(plan[n].weights),
                 "activation": plan[n].activation is not None,
+                "sublayer_outputs": sorted(plan[n].inner_activations),
             }
             for n in layers
         ],

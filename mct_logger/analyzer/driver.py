@@ -50,6 +50,7 @@ import dataclasses
 import logging
 import os
 import re
+import threading
 import time
 
 import keras
@@ -59,6 +60,7 @@ from mct_logger.analyzer import analyses
 
 from mct_logger.ptq import pipeline as ptq
 from mct_logger.data import sources as data_lib
+from mct_logger.utils import liveness
 from mct_logger.utils.frozen_heap import frozen_heap
 from mct_logger.utils.progress import Throttle, progress_bar
 from mct_logger import listeners as listeners_lib
@@ -68,7 +70,6 @@ from mct_logger.analyzer.aimet_layout import DISABLED_FILE, ENABLED_FILE, HISTOG
 from mct_logger.utils.arguments import check_model, check_names, check_path
 from mct_logger.utils.callbacks import ScoreCheck, as_callback
 from mct_logger.graph.ir import read_model
-from mct_logger.diagnostics.metrics import MAX_SQNR_DB
 from mct_logger.diagnostics.rebuild_check import check_rebuilt_graph
 from mct_logger.quantization.calibration_size import warn_if_few_samples
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
@@ -184,7 +185,7 @@ class QuantAnalyzer:
         return run.run()
 
     def recommend(self, max_accuracy_drop: float, representative_data=None,
-                  analysis: AnalysisResult | None = None):
+                  analysis: AnalysisResult | None = None, adaround=None):
         """A verified QuantizationConfig from a finished analysis: `mct_logger.analyzer.recommend`.
 
         Args:
@@ -193,6 +194,8 @@ class QuantAnalyzer:
                 `num_calibration_samples` (1000 by default), as PTQ reads it.
             analysis: the `AnalysisResult` of this analyzer's `analyze` to start
                 from; default the last one (`last_analysis`).
+            adaround: the `AdaRoundConfig` proposed where the weights-only score is
+                below the activations-only one (True: the paper's; None: not proposed).
 
         Returns:
             `(config, Recommendation)`.
@@ -203,7 +206,7 @@ class QuantAnalyzer:
             RuntimeError: no finished analysis to start from.
         """
         return recommend(self, analysis or self.last_analysis, max_accuracy_drop,
-                         representative_data)
+                         representative_data, adaround)
 
 
 # ----------------------------------------------------------------------------- one run
@@ -227,6 +230,7 @@ class _Analysis:
         self.listeners: listeners_lib.ListenerSet | None = None  # opened once planned
         self.started = time.time()
         self.score = ScoreCheck("eval_callback")  # NaN/Inf: refused for fp32, else one warning
+        self._lock = threading.RLock()  # the heartbeat thread publishes the summary too
 
     # ------------------------------------------------------------- driver
 
@@ -237,7 +241,9 @@ class _Analysis:
         os.makedirs(os.path.join(self.results_dir, MIN_MAX_FOLDER), exist_ok=True)
         failure: BaseException | None = None
         try:
-            self._run()
+            # a heartbeat (a killed run reads as interrupted); SIGTERM/SIGINT interrupt
+            with liveness.running(self._beat):
+                self._run()
             self.result.status = "complete"
         except KeyboardInterrupt as exc:
             self.result.status, failure = "interrupted", exc
@@ -252,6 +258,14 @@ class _Analysis:
                 results_lib.release(self.results_dir)
         return self.result
 
+    def _beat(self) -> None:
+        """The heartbeat: the summary, stamped now, to summary.json and the listeners."""
+        with self._lock:
+            if self.summary.get("status") == "running":
+                self.files.write_manifest(SUMMARY_FILE, liveness.stamp(self.summary))
+                if "summary" in self.published:
+                    self._publish("summary", self.summary)
+
     def _run(self) -> None:
         analyzer, config = self.analyzer, self.config
         graph, folding = ptq.fold(analyzer.graph)
@@ -262,13 +276,13 @@ class _Analysis:
                 overrides[name if re.escape(name) == name else re.escape(name)] = \
                     LayerOverride(keep_float=True)
             config = dataclasses.replace(config, overrides=overrides)
-        skipped = [f for f in ("cross_layer_equalization", "bias_correction")
+        skipped = [f for f in ("cross_layer_equalization", "bias_correction", "adaround")
                    if getattr(config, f, None)]
         if skipped:
             logger.warning(
                 "QuantAnalyzer analyzes the batch-norm-folded model as given; %s in the "
                 "config are not applied (apply them to the model first, then analyze it).",
-                " and ".join(skipped),
+                ", ".join(skipped),
             )
         plan = plan_quantization(graph, config)
         self.plan = plan
@@ -348,11 +362,14 @@ class _Analysis:
 
     def _publish(self, kind: str, table: dict) -> None:
         """Keeps `table` for the report and gives it, with its "worst_layers"
-        ranking, to every analysis listener (again each time it grows)."""
-        self.tables[kind] = table
-        if self.listeners:
-            self.listeners.emit(kind, annotate(kind, table))
-        self.published.add(kind)
+        ranking, to every analysis listener (again each time it grows); the summary stamped."""
+        with self._lock:
+            if kind == "summary":
+                liveness.stamp(table)
+            self.tables[kind] = table
+            if self.listeners:
+                self.listeners.emit(kind, annotate(kind, table))
+            self.published.add(kind)
 
     def _publish_progress(self, kind: str, force: bool = False) -> None:
         """Publishes a growing table and the summary's count of evaluations, at
@@ -360,15 +377,12 @@ class _Analysis:
         if not self.listeners or not self.live.due(force):
             return
         now = time.time()
-        self._publish(kind, self.tables[kind])
-        self.summary.update(evaluations_done=self.evaluations_done,
-                            seconds=round(now - self.started, 3),
-                            evaluation_seconds=round(now - self._evaluations_started, 3))
-        self._publish("summary", self.summary)
-
-    def _count_evaluation(self, progress) -> None:
-        self.evaluations_done += 1
-        progress.update(self.evaluations_done)
+        with self._lock:
+            self._publish(kind, self.tables[kind])
+            self.summary.update(evaluations_done=self.evaluations_done,
+                                seconds=round(now - self.started, 3),
+                                evaluation_seconds=round(now - self._evaluations_started, 3))
+            self._publish("summary", self.summary)
 
     def _start_summary(self, folding) -> None:
         self.summary = {
@@ -418,28 +432,17 @@ class _Analysis:
 
     def _activation_errors(self, encodings, calibration) -> None:
         """Per-layer SQNR (accumulated and isolated) and MSE, one pass per batch."""
-        if self.analyzer.mse_batches is not None:
-            batches, source = self.analyzer.mse_batches, "enable_per_layer_mse_loss data"
-        else:
-            batches = data_lib.load_batches(iter(calibration.recorded), self.analyzer.input_specs)
-            source = "calibration data (forward_pass_callback)"
-        rows = analyses.activation_error_rows(self.graph, self.plan, encodings, batches)
-        samples = data_lib.num_samples(batches)
-        self.result.per_layer_sqnr = {r["layer"]: r for r in rows}
-        table = annotate("per_layer_sqnr", {"samples": samples, "batches": len(batches),
-                                            "data": source, "max_sqnr_db": MAX_SQNR_DB,
-                                            "rows": rows})
+        sqnr, mse = analyses.activation_error_tables(
+            self.graph, self.plan, encodings, self.analyzer.mse_batches,
+            data_lib.load_batches(iter(calibration.recorded), self.analyzer.input_specs))
+        self.result.per_layer_sqnr = {r["layer"]: r for r in sqnr["rows"]}
+        table = annotate("per_layer_sqnr", sqnr)
         self._write_json(SQNR_FILE, table)
         self._publish("per_layer_sqnr", table)
-        if self.analyzer.mse_batches is not None:
-            mse = {r["layer"]: r["mse_accumulated"] for r in rows}
-            self.result.per_layer_mse_loss = mse
-            self._write_json(MSE_FILE, mse)
-            self._publish("per_layer_mse_loss", {
-                "samples": samples, "batches": len(batches),
-                "normalization": "mean over every element of the layer output",
-                "rows": [{"layer": k, "mse": v} for k, v in mse.items()],
-            })
+        if mse is not None:
+            self.result.per_layer_mse_loss = {r["layer"]: r["mse"] for r in mse["rows"]}
+            self._write_json(MSE_FILE, self.result.per_layer_mse_loss)
+            self._publish("per_layer_mse_loss", mse)
 
     def _sensitivity(self, float_model, sim, progress) -> None:
         labels, runs = analyses.sensitivity_runs(
@@ -460,7 +463,8 @@ class _Analysis:
             self.result.sensitivity[key] = table[key]
             logger.info("QuantAnalyzer: %s eval score (%s): %.6g",
                         key, table["labels"][key], table[key])
-            self._count_evaluation(progress)
+            self.evaluations_done += 1
+            progress.update(self.evaluations_done)
             self._write_json(SENSITIVITY_FILE, table)
             self._publish_progress("sensitivity")
         table["complete"] = True
@@ -492,7 +496,8 @@ class _Analysis:
             scores[name] = score
             table["rows"].append({"layer": name, "class": self.graph.nodes[name].layer_class,
                                   "score": score})
-            self._count_evaluation(progress)
+            self.evaluations_done += 1
+            progress.update(self.evaluations_done)
             self._write_json(filename, scores)
             self._publish_progress(kind)
         table["complete"] = True

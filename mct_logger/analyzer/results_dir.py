@@ -34,9 +34,10 @@ import json
 import logging
 import os
 import socket
+import time
 import threading
 
-from mct_logger.utils import output_paths
+from mct_logger.utils import liveness, output_paths
 from mct_logger.utils.atomic_files import write_atomically
 from mct_logger.utils.json_safe import json_ready
 
@@ -126,6 +127,7 @@ def claim(results_dir: str, all_files, owned, manifest_file: str) -> dict:
             "started": datetime.datetime.now().isoformat(timespec="seconds"),
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "heartbeat": round(time.time(), 3),  # refreshed while it runs (utils.liveness)
             "files": sorted(set(owned) | {manifest_file}),
         }
         if moved_to is not None:
@@ -343,13 +345,7 @@ def _still_running(manifest: dict, results_dir: str) -> bool:
         return True  # cannot check another machine's process: assume it runs
     if pid == os.getpid():
         return results_dir in _active  # another thread of this process
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False  # killed: its files are an earlier run's
-    except PermissionError:
-        return True
-    return True
+    return liveness.process_alive(pid)  # killed: its files are an earlier run's
 
 
 def _move_aside(results_dir: str, present: list, earlier: dict, manifest_file: str) -> str:

@@ -35,6 +35,7 @@ import numbers
 import time
 
 from mct_logger import listeners as listeners_lib
+from mct_logger.utils import liveness
 from mct_logger.utils.progress import progress_bar
 from mct_logger.utils import output_paths
 from mct_logger.utils.callbacks import ScoreCheck, as_callback
@@ -229,6 +230,9 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
         evaluations_total=len(planned), evaluations_reused=len(planned) - len(missing))
     run = _Listeners(listeners, model.name, len(missing))
     error = None
+    # SIGTERM and SIGINT end the sweep as "interrupted" (listeners told) before exiting
+    signals = liveness.interrupt_on_signals()
+    signals.__enter__()
     try:
         run.emit("start", plan)
         sweep = sweep_pruning if scheme == "channel_pruning" else sweep_svd
@@ -251,7 +255,8 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
         stats = CompressionStats(
             model=model.name, scheme=scheme, cost_metric=cost_metric,
             target_comp_ratio=float(target_comp_ratio), candidates=candidates,
-            layers=layer_rows(graph, eligible, costs, after_costs, chosen, params),
+            layers=layer_rows(graph, eligible, costs, after_costs, chosen, params,
+                              compressed_graph),
             eval_scores={n: {ratio_key(r): s for r, s in scores[n].items() if s is not None}
                          for n in eligible},
             threshold=selection.threshold, cost_before=before, cost_after=model_cost(after_costs),
@@ -265,7 +270,10 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
         error = exc
         raise
     finally:
-        run.close(error)
+        try:
+            run.close(error)
+        finally:
+            signals.__exit__(None, None, None)
 
 
 def _log_selection(selection, target, cost_metric: str, candidates: int) -> None:

@@ -126,11 +126,17 @@ class CompressionStats(_Settings):
 
 
 def layer_rows(graph, eligible: list, before: dict, after: dict, chosen: dict,
-               settings: dict) -> list:
-    """Per eligible layer: its chosen ratio and own cost before and after (an SVD
-    pair `<name>_a` + `<name>_b` counted as the layer it replaced)."""
+               settings: dict, compressed_graph=None) -> list:
+    """Per eligible layer: its own chosen ratio, its cost before and after (an SVD
+    pair `<name>_a` + `<name>_b` counted as the layer it replaced; the cost also
+    falls when a neighbour's pruning removes this layer's channels), and its
+    output channels before and after (`out_channels_*`: channel pruning of the
+    layers it feeds removes its output channels too; None for SVD pairs)."""
     rows = []
     for name in eligible:
+        out_before = _out_channels(graph, name)
+        out_after = _out_channels(compressed_graph, name) if compressed_graph is not None \
+            else out_before
         if name in after:
             now = after[name]
         else:
@@ -141,5 +147,14 @@ def layer_rows(graph, eligible: list, before: dict, after: dict, chosen: dict,
             "setting": None if ratio is None else settings[name][ratio],
             "macs_before": before[name].macs, "macs_after": now.macs,
             "params_before": before[name].params, "params_after": now.params,
+            "out_channels_before": out_before, "out_channels_after": out_after,
         })
     return rows
+
+
+def _out_channels(graph, name: str):
+    node = graph.nodes.get(name) if graph is not None else None
+    if node is None or not node.output_shapes:
+        return None
+    last = node.output_shapes[0][-1]
+    return int(last) if last is not None else None

@@ -275,15 +275,18 @@ def _pair_sums_numpy(f, q, i) -> np.ndarray:
     f, q, i = (np.asarray(t, np.float32).reshape(samples, -1) for t in (f, q, i))
     sums = np.zeros((samples, len(SUMS)), np.float64)
     buffer = np.empty(f.shape[1], np.float32)
-    for k in range(samples):
-        a, b, c = f[k], q[k], i[k]
-        sums[k] = _row_sums(a, b, c, buffer)
-        if np.all(np.isfinite(sums[k])):
-            continue
-        scale = max(float(a.max()), -float(a.min())) if a.size else 0.0  # no |a| copy
-        if np.isfinite(scale) and scale > 0:
-            sums[k] = _row_sums(*(x / np.float32(scale) for x in (a, b, c)), buffer)
-            sums[k] *= scale * scale
+    # an overflow of the unscaled sums is expected and handled (the row is scaled
+    # and summed again): no NumPy warning reaches the user for it
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(samples):
+            a, b, c = f[k], q[k], i[k]
+            sums[k] = _row_sums(a, b, c, buffer)
+            if np.all(np.isfinite(sums[k])):
+                continue
+            scale = max(float(a.max()), -float(a.min())) if a.size else 0.0  # no |a| copy
+            if np.isfinite(scale) and scale > 0:
+                sums[k] = _row_sums(*(x / np.float32(scale) for x in (a, b, c)), buffer)
+                sums[k] *= scale * scale
     return sums
 
 

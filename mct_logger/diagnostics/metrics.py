@@ -14,6 +14,9 @@ import numpy as np
 
 # SQNR of a bit-exact pair: reported as this many dB instead of infinity.
 MAX_SQNR_DB = 200.0
+# The SQNR an 8-bit grid gives a full-scale signal (6.02 dB per bit + 1.76 dB):
+# the most an input counts for in `accumulated_step_db`.
+INPUT_CAP_DB = 6.02 * 8 + 1.76
 
 
 def sqnr_from_powers(signal_power, noise_power):
@@ -29,15 +32,20 @@ def sqnr_from_powers(signal_power, noise_power):
 
 def accumulated_step_db(upstream_db, accumulated_db):
     """dB the accumulated SQNR loses at a node: the lowest accumulated SQNR of its
-    inputs minus its own (positive: the node adds error; negative: it hides some).
+    inputs, counted at most `INPUT_CAP_DB` (49.9 dB, what an 8-bit grid gives),
+    minus its own (positive: the node adds error; negative: it hides some). An
+    input at 186 dB leaving at 138 dB loses nothing that matters: -88 dB here,
+    not a 48 dB "drop".
 
-    None without a measured input, or when the node or an input is bit-exact
-    (at `MAX_SQNR_DB`) or not finite: there is no meaningful step to or from it.
+    None without a measured input, when the node is bit-exact (at
+    `MAX_SQNR_DB`: there is no step to it) or a value is not finite; a bit-exact
+    input counts as the cap.
     """
     values = list(upstream_db) + [accumulated_db]
-    if not upstream_db or any(v is None or not np.isfinite(v) or v >= MAX_SQNR_DB for v in values):
+    if not upstream_db or any(v is None or not np.isfinite(v) for v in values) \
+            or accumulated_db >= MAX_SQNR_DB:
         return None
-    return float(min(upstream_db) - accumulated_db)
+    return float(min(min(upstream_db), INPUT_CAP_DB) - accumulated_db)
 
 
 def sqnr_db(reference, quantized) -> float:

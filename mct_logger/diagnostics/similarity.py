@@ -57,6 +57,10 @@ class SimilarityResult:
             (`weight_quantization.weight_quantization_rows`).
         plan / encodings: the compared model's `NodePlan`s and `NodeEncodings` by
             node name (set by the PTQ engine, so a listener needs no earlier result).
+        config: the run's QuantizationConfig fields (`config_to_dict(...)["config"]`),
+            set by the PTQ engine for the logs' run labels; None when not given.
+        adaround: node -> the AdaRound columns of the layer table
+            (`AdaRoundResult.columns`) when the run learned its rounding, else None.
     """
 
     nodes: list
@@ -70,6 +74,8 @@ class SimilarityResult:
     version: int = 1
     plan: dict | None = None
     encodings: dict | None = None
+    config: dict | None = None
+    adaround: dict | None = None
 
 
 def working_set_bytes(graph: Graph, samples: int = 20) -> int:

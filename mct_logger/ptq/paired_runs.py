@@ -2,8 +2,9 @@
 
 A search (`search_mixed_precision`) or a recommendation (`QuantAnalyzer.recommend`)
 returns a config; to be seen, it needs PTQ runs to compare: one of the baseline
-config, run `<model>_baseline`, and one of the recommended config, run
-`<model>_recommended`, whose listeners also get the tables (`listeners.TABLES`).
+config, run `<model>_<origin>_baseline`, and one of the recommended config, run
+`<model>_<origin>_recommended` (origin "search" or "recommend", from the
+tables), whose listeners also get the tables (`listeners.TABLES`).
 The engines make these runs themselves, only when a per-run listener (such as
 `set_log_folder`'s TensorBoard one) would see them; a listener never runs PTQ.
 When the recommendation is the baseline itself, the one baseline run carries the
@@ -24,7 +25,10 @@ import logging
 from mct_logger import listeners
 from mct_logger.ptq.pipeline import quantize
 
-__all__ = ["quantize_baseline_and_recommended"]
+__all__ = ["ORIGINS", "quantize_baseline_and_recommended"]
+
+# table kind -> what made the runs, in their names and labels
+ORIGINS = {"mixed_precision_search": "search", "recommendation": "recommend"}
 
 logger = logging.getLogger("mct_logger")
 
@@ -34,18 +38,19 @@ def quantize_baseline_and_recommended(model, representative_data, baseline_confi
     """Runs PTQ of both configs as runs `<model>_baseline` and `<model>_recommended`
     (or only the baseline when the two are equal), the tables going with the
     recommended one. `representative_data` is read as PTQ reads it."""
+    origin = next((ORIGINS[k] for k in tables if k in ORIGINS), None)
+    prefix = f"{model.name}_{origin}" if origin else model.name
     same = recommended_config == baseline_config
     runs = [("baseline", baseline_config, tables if same else None)]
     if not same:
         runs.append(("recommended", recommended_config, tables))
     for role, config, run_tables in runs:
-        info = listeners.RunInfo(listeners.PTQ, model.name, run_name=f"{model.name}_{role}",
-                                 role=role)
+        info = listeners.RunInfo(listeners.PTQ, model.name, run_name=f"{prefix}_{role}",
+                                 role=role, origin=origin)
         quantize(model, representative_data, config, run_info=info, tables=run_tables)
     if same:
         logger.info("The baseline already meets the target: the recommended config is the "
-                    "baseline, logged once as %s_baseline.", model.name)
+                    "baseline, logged once as %s_baseline.", prefix)
     else:
         logger.info("Baseline and recommended runs logged as %s_baseline and %s_recommended "
-                    "(tick both in the QuantAnalyzer tab to compare them)", model.name,
-                    model.name)
+                    "(tick both in the QuantAnalyzer tab to compare them)", prefix, prefix)

@@ -35,6 +35,100 @@ from mct_logger.utils.strict_json import load_strict
 
 BIAS_CORRECTION_MODES = (None, "empirical", "analytical", "hybrid")
 
+
+def _positive_int(owner: str, field: str, value, zero: bool = False) -> None:
+    low = 0 if zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{owner}.{field} must be an integer >= {low}, got {value!r}.")
+
+
+def _positive_number(owner: str, field: str, value, zero: bool = False) -> None:
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float))
+          and (value >= 0 if zero else value > 0) and value == value and value != float("inf"))
+    if not ok:
+        raise ValueError(f"{owner}.{field} must be a finite number {'>= 0' if zero else '> 0'}, "
+                         f"got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaRoundConfig:
+    """Adaptive rounding of the weights (AdaRound: Nagel et al., "Up or Down? Adaptive
+    Rounding for Post-Training Quantization", ICML 2020). The defaults are the
+    paper's and AIMET's (`AdaroundParameters`): 10,000 iterations per layer,
+    regularisation weight 0.01, beta annealed from 20 to 2 after a 20% warm start,
+    Adam at learning rate 1e-3.
+
+    Attributes:
+        iterations: optimisation steps per layer (0: nearest rounding, exactly).
+        batch_size: samples per step, drawn at random from the layer's cached
+            inputs and float outputs.
+        reg_weight: lambda, the weight of the rounding regulariser
+            `sum(1 - |2 h(V) - 1| ** beta)` against the reconstruction loss.
+        beta_range: (start, end) of beta, annealed (cosine) after the warm start.
+        warm_start: share of the iterations run without the regulariser (0 to < 1).
+        learning_rate: Adam's step size.
+        num_samples: representative samples AdaRound learns from (None: all that
+            PTQ read, `QuantizationConfig.num_calibration_samples`); fewer are
+            used when one layer's inputs and outputs for them would pass `cache_mib`.
+        cache_mib: MiB one layer's cached (quantized input, float output) pairs
+            may take: peak memory stays flat however much data there is.
+        seed: seeds the minibatch draws (runs are repeatable).
+    """
+
+    iterations: int = 10000
+    batch_size: int = 32
+    reg_weight: float = 0.01
+    beta_range: tuple = (20.0, 2.0)
+    warm_start: float = 0.2
+    learning_rate: float = 1e-3
+    num_samples: int | None = None
+    cache_mib: float = 256.0
+    seed: int = 0
+
+    def __post_init__(self):
+        owner = "AdaRoundConfig"
+        _positive_int(owner, "iterations", self.iterations, zero=True)
+        _positive_int(owner, "batch_size", self.batch_size)
+        _positive_number(owner, "reg_weight", self.reg_weight, zero=True)
+        _positive_number(owner, "learning_rate", self.learning_rate)
+        _positive_number(owner, "cache_mib", self.cache_mib)
+        _positive_int(owner, "seed", self.seed, zero=True)
+        if self.num_samples is not None:
+            _positive_int(owner, "num_samples", self.num_samples)
+        if (isinstance(self.warm_start, bool) or not isinstance(self.warm_start, (int, float))
+                or not 0 <= self.warm_start < 1):
+            raise ValueError(f"{owner}.warm_start must be a number from 0 to below 1 (the "
+                             f"share of iterations without the regulariser), got "
+                             f"{self.warm_start!r}.")
+        beta = self.beta_range
+        if (not isinstance(beta, (tuple, list)) or len(beta) != 2
+                or any(isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0
+                       for b in beta)):
+            raise ValueError(f"{owner}.beta_range must be (start, end), two positive numbers "
+                             f"such as the paper's (20, 2), got {beta!r}.")
+        object.__setattr__(self, "beta_range", (float(beta[0]), float(beta[1])))
+
+
+def _adaround_config(value) -> "AdaRoundConfig | None":
+    """`QuantizationConfig.adaround` normalised: True -> the defaults, a dict (from
+    JSON) -> its fields; None/False -> off."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return AdaRoundConfig()
+    if isinstance(value, AdaRoundConfig):
+        return value
+    if isinstance(value, dict):
+        known = {f.name for f in dataclasses.fields(AdaRoundConfig)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"QuantizationConfig.adaround: unknown AdaRoundConfig field(s) "
+                             f"{unknown}; known: {sorted(known)}.")
+        return AdaRoundConfig(**value)
+    raise TypeError(
+        "QuantizationConfig.adaround must be an AdaRoundConfig, True (the paper's "
+        f"defaults) or None (nearest rounding), got {type(value).__name__} {value!r}.")
+
 # The "format" and "version" of a QuantizationConfig JSON file.
 JSON_FORMAT = "mct_logger.QuantizationConfig"
 JSON_VERSION = 1
@@ -147,6 +241,11 @@ class QuantizationConfig:
             (from the preceding folded batch norm, no data), "hybrid"
             (analytical where a batch norm precedes, empirical elsewhere) or
             None (off).
+        adaround: learn each quantized kernel's rounding (up or down per weight)
+            layer by layer on the representative data instead of rounding to
+            nearest (`AdaRoundConfig`; True for the paper's defaults; None: off).
+            Runs after the grids are set and before bias correction; the grids
+            stay the observers'.
     """
 
     weight_bits: int = 8
@@ -166,8 +265,10 @@ class QuantizationConfig:
     similarity_samples: int = 20
     cross_layer_equalization: bool = False
     bias_correction: str | None = None
+    adaround: AdaRoundConfig | bool | None = None
 
     def __post_init__(self):
+        self.adaround = _adaround_config(self.adaround)
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for field in ("weight_bits", "activation_bits") + _BOOL_FIELDS + ("quantize_inputs",):
             if values[field] is None:
@@ -293,6 +394,9 @@ def config_to_dict(config: QuantizationConfig) -> dict:
     """The JSON-ready form `to_json` writes."""
     fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
               if f.name != "overrides"}
+    if config.adaround is not None:
+        fields["adaround"] = {**dataclasses.asdict(config.adaround),
+                              "beta_range": list(config.adaround.beta_range)}
     fields["overrides"] = [
         {"pattern": pattern,
          **{k: v for k, v in dataclasses.asdict(o).items()

@@ -6,7 +6,9 @@ ours: `activation_encodings` keyed by the node whose output is quantized,
 tensor, or one per output channel for per-channel grids. Node and kernel names
 may both hold '/' (`outer/inner/kernel` in a nested model,
 `attention/query/kernel` in MultiHeadAttention): a key is split against the
-model's node names when the file is loaded for a model.
+model's node names when the file is loaded for a model. A composite layer's
+sublayer outputs (a KerasHub transformer block's query projection) are
+`activation_encodings` keyed `<node>/<sublayer path>`.
 
 Example:
 
@@ -25,9 +27,11 @@ import os
 
 import numpy as np
 
+from mct_logger.graph import layer_kinds
 from mct_logger.utils import output_paths
 from mct_logger.quantization.encodings import Encoding, check_bitwidth
 from mct_logger.quantization.layers import quantizable_weights, weight_variable
+from mct_logger.quantization.plan import inner_name
 from mct_logger.quantization.quantsim import NodeEncodings
 from mct_logger.utils.arguments import check_path
 from mct_logger.utils.strict_json import load_strict
@@ -62,6 +66,8 @@ def encodings_to_json(encodings: dict[str, NodeEncodings]) -> dict:
     for node, enc in encodings.items():
         if enc.activation is not None:
             activations[node] = _entries(enc.activation)
+        for point, e in enc.inner_activations.items():  # a composite's sublayer outputs
+            activations[inner_name(node, point)] = _entries(e)
         for name, e in enc.weights.items():
             params[f"{node}/{name}"] = _entries(e)
     return {
@@ -189,7 +195,11 @@ def load_encodings(path: str, graph=None) -> dict[str, NodeEncodings]:
     for node, entries in content.get("activation_encodings", {}).items():
         encoding = _encoding(entries, f"{path}: activation_encodings[{node!r}]")
         if graph is not None and node not in graph.nodes:
-            unknown.append(node)
+            inner = split_inner_key(node, graph)
+            if inner is None:
+                unknown.append(node)
+            else:
+                result.setdefault(inner[0], NodeEncodings()).inner_activations[inner[1]] = encoding
             continue
         result.setdefault(node, NodeEncodings()).activation = encoding
     for key, entries in content.get("param_encodings", {}).items():
@@ -274,6 +284,17 @@ def split_param_key(key: str, graph=None) -> tuple[str, str] | None:
     return candidates[-1] if candidates else None
 
 
+def split_inner_key(key: str, graph) -> tuple[str, str] | None:
+    """`(node, point)` of an `activation_encodings` key naming a composite layer's
+    sublayer output (`transformer_layer_0/self_attention_layer/query`), else None."""
+    parts = key.split("/")
+    for cut in range(len(parts) - 1, 0, -1):
+        node, point = "/".join(parts[:cut]), "/".join(parts[cut:])
+        if node in graph.nodes and point in layer_kinds.sublayer_outputs(graph.nodes[node].layer):
+            return node, point
+    return None
+
+
 def check_encodings_fit(graph, loaded: dict[str, NodeEncodings], source: str) -> None:
     """Checks every per-channel grid in `loaded` against the graph's tensors.
 
@@ -330,6 +351,7 @@ def adopt_encodings(plan: dict, loaded: dict[str, NodeEncodings], source: str) -
         missing = [k for k in p.weights if k not in enc.weights]
         if p.activation is not None and enc.activation is None:
             missing.append("output")
+        missing += [f"output of {k}" for k in p.inner_activations if k not in enc.inner_activations]
         if missing:
             raise ValueError(
                 f"The encodings file {source!r} has no grid for node {node!r} "
@@ -348,9 +370,15 @@ def adopt_encodings(plan: dict, loaded: dict[str, NodeEncodings], source: str) -
                 p.activation, bitwidth=a.bitwidth, is_symmetric=a.is_symmetric,
                 per_channel=a.per_channel,
             )
+        for point, a in enc.inner_activations.items():
+            if point in p.inner_activations:
+                p.inner_activations[point] = dataclasses.replace(
+                    p.inner_activations[point], bitwidth=a.bitwidth, is_symmetric=a.is_symmetric)
         adopted[node] = NodeEncodings(
             weights={k: v for k, v in enc.weights.items() if k in p.weights},
             activation=enc.activation if p.activation is not None else None,
+            inner_activations={k: v for k, v in enc.inner_activations.items()
+                               if k in p.inner_activations},
         )
     return adopted
 

@@ -25,9 +25,11 @@ compressed, stats = mct_logger.compress_model(model, evaluate, 0.5)
 from __future__ import annotations
 
 import os
+import threading
 
 from mct_logger.compression.eval_scores import ratio_key
 from mct_logger.tensorboard.live_payloads import PayloadPublisher
+from mct_logger.utils import liveness
 from mct_logger.tensorboard.run_log import LogGuard, RunLog
 
 RUN = "compression"  # the TensorBoard run inside the run folder
@@ -50,11 +52,24 @@ class CompressionTensorBoardListener:
         self.publisher = PayloadPublisher(self.log.writer(RUN), "compression")
         self.table: dict | None = None
         self.fresh = 0
+        # the score table says which process runs the sweep, and beats while it
+        # does (`utils.liveness`): a killed sweep then reads as interrupted
+        self._lock = threading.Lock()
+        self.heartbeat = None
 
     def __call__(self, event) -> None:
         handler = getattr(self, f"_on_{event.name}", None)
         if handler is not None:
-            self.guard.call(handler, event.data, path=os.path.join(self.folder, RUN))
+            with self._lock:
+                self.guard.call(handler, event.data, path=os.path.join(self.folder, RUN))
+
+    def _publish_scores(self) -> None:
+        self.publisher.publish("eval_scores", liveness.stamp(self.table))
+
+    def _beat(self) -> None:
+        with self._lock:
+            if self.table is not None and self.table["status"] == "running":
+                self.guard.call(self._publish_scores, path=os.path.join(self.folder, RUN))
 
     def _on_start(self, plan) -> None:
         keys = [ratio_key(r) for r in plan.candidates]
@@ -73,7 +88,8 @@ class CompressionTensorBoardListener:
             "ineligible": dict(plan.ineligible),
         }
         self.rows = {row["layer"]: row for row in self.table["rows"]}
-        self.publisher.publish("eval_scores", self.table)
+        self._publish_scores()
+        self.heartbeat = liveness.Heartbeat(self._beat)
 
     def _on_score(self, update) -> None:
         row = self.rows[update.layer]
@@ -81,11 +97,11 @@ class CompressionTensorBoardListener:
         self.table["evaluations_done"] = self.table["evaluations_reused"] + update.done
         self.table["evaluation_seconds"] = round(update.seconds, 3)
         if self.publisher.due():
-            self.publisher.publish("eval_scores", self.table)
+            self._publish_scores()
 
     def _on_done(self, stats) -> None:
         self.table["status"] = "complete"
-        self.publisher.publish("eval_scores", self.table)
+        self._publish_scores()
         self.publisher.publish("selection", {
             "model": stats.model, "scheme": stats.scheme, "cost_metric": stats.cost_metric,
             "target_comp_ratio": stats.target_comp_ratio, "threshold": stats.threshold,
@@ -98,11 +114,14 @@ class CompressionTensorBoardListener:
         })
 
     def close(self, error: BaseException | None = None) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if error is not None and self.table is not None and self.table["status"] == "running":
             self.table["status"] = ("interrupted" if isinstance(error, KeyboardInterrupt)
                                     else "failed")
             self.table["error"] = f"{type(error).__name__}: {error}"
-            self.guard.call(self.publisher.publish, "eval_scores", self.table)
+            with self._lock:
+                self.guard.call(self._publish_scores)
         try:
             self.log.close()
         except OSError as exc:

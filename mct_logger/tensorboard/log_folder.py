@@ -3,7 +3,7 @@ TensorBoard under `<folder>/<run name>/`, one TensorBoard run per stage.
 
 This module owns the log folder setting, the library's text log and the run
 folders; `set_log_folder` registers the TensorBoard listener
-(`tensorboard_listener.TensorBoardListener`, made fresh for every PTQ run) with
+(`ptq_log.TensorBoardListener`, made fresh for every PTQ run) with
 `mct_logger.listeners`, and the QuantAnalyzer one
 (`analysis_log.AnalysisLogListener`, fresh for every analysis). They only
 write: every number they log comes from a stage result or an analysis table.
@@ -145,7 +145,12 @@ def _tensorboard_listener(run: listeners.RunInfo):
     folder = open_run_folder(run, TensorBoardListener.RETURNED)
     if folder is None:
         return None
-    return TensorBoardListener(folder, logdir=get_log_folder())
+    # a search's or recommendation's baseline/recommended run is there to be
+    # compared: its graph and layer table only
+    compared = run.role is not None
+    origin = ": ".join(p for p in (run.origin, run.role) if p) or None
+    return TensorBoardListener(folder, logdir=get_log_folder(), origin=origin,
+                               stages=TensorBoardListener.COMPARISON_STAGES if compared else None)
 
 
 def _compression_listener(run: listeners.RunInfo):

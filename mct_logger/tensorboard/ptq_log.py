@@ -24,12 +24,13 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import re
 
 import numpy as np
 
 from mct_logger import listeners
 
-from mct_logger.tensorboard import events
+from mct_logger.tensorboard import custom_scalars, events, run_labels
 from mct_logger.utils import address_space
 from mct_logger.tensorboard.events import EventWriter
 from mct_logger.tensorboard.run_log import LogGuard, RunLog
@@ -45,6 +46,9 @@ logger = logging.getLogger("mct_logger")
 SCALAR_CHUNK = 1000  # loaders keep 1000 scalar steps per tag
 HISTOGRAM_CHUNK = 100  # and 100 histogram steps per tag (the Rust loader; Python keeps 500)
 RESOURCES_TAG = "Resources"
+# custom-scalars categories that overlay the min/max/mean and accumulated/isolated tags
+CHANNEL_STATS_CATEGORY = "channel_stats: min, max and mean per channel (step = channel)"
+SQNR_CATEGORY = "sqnr_db: accumulated and isolated per node (step = node index)"
 # Per-channel histograms are redrawn with this many bins over each channel's own
 # range: enough to see a channel's shape in the offset view, and it keeps a
 # MobileNet's ~10k channel histograms to a few MB.
@@ -104,19 +108,30 @@ class TensorBoardListener:
     """
 
     RETURNED = "PTQ goes on and returns the quantized model"
+    # The stages a comparison run (a search's or recommendation's baseline or
+    # recommended run) writes: its graph (bits per node) and its layer table.
+    COMPARISON_STAGES = frozenset({"quantized_model", "similarity_analysis"})
     # Extra work this listener asks of the engine (see `mct_logger.listeners`).
     needs = frozenset({listeners.STATISTICS, listeners.SIMILARITY})
 
-    def __init__(self, folder: str, logdir: str | None = None):
+    def __init__(self, folder: str, logdir: str | None = None, origin: str | None = None,
+                 stages=None):
         """Args:
             folder: the run folder; stage k is written to `folder/NN_<stage>`.
             logdir: the `tensorboard --logdir` folder named when the run ends, if any.
+            origin: what logged this run, in its label (`run_labels`): e.g.
+                "search: baseline"; None for a plain PTQ call.
+            stages: the stages written (their runs keep their numbers); None for
+                every stage.
         """
         self.logdir = logdir
+        self.origin = origin
+        self.stages = None if stages is None else frozenset(stages)
         self.guard = LogGuard(folder, self.RETURNED)
         self.log = RunLog(folder)
         self.folder = folder
         self.graph_run = None
+        self.similarity_run = None  # where the tables go (TABLES_RUN without it)
         self.stage_index = 0
         # Writing runs in one worker thread, in stage order, while the engine
         # goes on with the next stage; close() waits for it.
@@ -136,7 +151,13 @@ class TensorBoardListener:
             return
         stage, graph, result = event.name, event.graph, event.data
         run = f"{self.stage_index:02d}_{stage}"
-        self.stage_index += 1
+        self.stage_index += 1  # a stage left out keeps its number: runs line up across configs
+        if self.stages is not None and stage not in self.stages:
+            return
+        if getattr(result, "off", False):
+            return  # an optional stage the config turned off: nothing to show
+        if stage == "similarity_analysis":
+            self.similarity_run = run
         if stage == "quantized_model":
             # where the layer table's rows link to in the Graphs tab (None when this
             # listener wrote no quantized model run: the rows then link nowhere)
@@ -167,9 +188,11 @@ class TensorBoardListener:
         """The extra writer for a result of this type, if any (dispatch on the type)."""
         from mct_logger.diagnostics.similarity import SimilarityResult
         from mct_logger.ptq.results import StatisticsResult
+        from mct_logger.techniques.adaround_results import AdaRoundResult
         from mct_logger.techniques.cle_results import CrossLayerEqualizationResult
 
         handlers = {
+            AdaRoundResult: self._on_adaround,
             StatisticsResult: self._on_statistics_collection,
             CrossLayerEqualizationResult: self._on_cross_layer_equalization,
             SimilarityResult: lambda run, graph, result: self._on_similarity_analysis(
@@ -184,7 +207,8 @@ class TensorBoardListener:
         from mct_logger.tb_plugin import metadata
         from mct_logger.tb_plugin.summary import payload_summary
 
-        writer = self.log.writer(TABLES_RUN)
+        # in the layer table's run when it was written: no TensorBoard run of its own
+        writer = self.log.writer(self.similarity_run or TABLES_RUN)
         for kind, table in tables.items():
             writer.add_summary(payload_summary(metadata.QUANT_ANALYZER, kind, kind, table))
         self.log.flush()
@@ -243,11 +267,13 @@ class TensorBoardListener:
         if not statistics:
             return
         writer = self.log.writer(run)
-        per_stat = {k: self.log.writer(f"{run}/{k}") for k in ("min", "max", "mean")}
-        # step = channel index: one event per step holds every layer's value at it
-        histograms, scalars = {}, {k: {} for k in per_stat}
+        # step = channel index: one event per step holds every layer's value at it;
+        # min, max and mean are tags of this stage run (`channel_stats/<node>/min`),
+        # overlaid in one chart per layer by the custom-scalars layout
+        histograms, scalars = {}, {}
         nodes_of = {}  # tag -> node, to name what the writers leave out
         left_out = set()  # nodes with values not finite in float32 (never logged)
+        charts = []
         for node, stats in statistics.items():
             edges, counts = stats.histogram(per_channel=False)
             if writer.histogram(f"activations/{node}", edges[0], counts[0],
@@ -264,17 +290,20 @@ class TensorBoardListener:
                     histograms.setdefault(c, []).append((tag, tables[c]))
             values = {"min": stats.min, "max": stats.max, "mean": stats.mean}
             for start, stop in _chunks(channels, SCALAR_CHUNK):
-                tag = _chunk_tag(f"channel_stats/{node}", start, stop, channels, SCALAR_CHUNK)
-                nodes_of[tag] = node
+                base = _chunk_tag(f"channel_stats/{node}", start, stop, channels, SCALAR_CHUNK)
+                charts.append(base)
                 for key, array in values.items():
-                    by_step = scalars[key]
+                    tag = f"{base}/{key}"
+                    nodes_of[tag] = node
                     for c, value in enumerate(array[start:stop].tolist(), start):
-                        by_step.setdefault(c, []).append((tag, value))
+                        scalars.setdefault(c, []).append((tag, value))
         for c, entries in sorted(histograms.items()):
             left_out.update(nodes_of[tag] for tag in writer.compact_histograms(c, entries) or ())
-        for key, by_step in scalars.items():
-            for c, entries in sorted(by_step.items()):
-                left_out.update(nodes_of[tag] for tag in per_stat[key].scalars(c, entries) or ())
+        for c, entries in sorted(scalars.items()):
+            left_out.update(nodes_of[tag] for tag in writer.scalars(c, entries) or ())
+        writer.add_summary(custom_scalars.layout_summary([
+            (CHANNEL_STATS_CATEGORY, [(chart, [f"^{re.escape(chart)}/(min|max|mean)$"])
+                                      for chart in charts])]))
         if left_out:
             logger.warning(
                 "Activation statistics of %s hold NaN, Inf or values beyond float32's range "
@@ -289,6 +318,22 @@ class TensorBoardListener:
         for kind, table in tables.items():
             writer.add_summary(payload_summary(metadata.CLE, kind, kind, table))
 
+    def _on_adaround(self, run, graph, result):
+        """Per learned layer (step = its index in the Text table): the reconstruction
+        MSE with nearest and learned rounding as two runs of one tag (one chart), and
+        the share of weights rounded away from nearest."""
+        writers = {k: self.log.writer(f"{run}/{k}") for k in ("nearest", "adaround")}
+        writer = self.log.writer(run)
+        for step, layer in enumerate(result.layers.values()):
+            for key, value in (("nearest", layer.loss_nearest), ("adaround", layer.loss_adaround)):
+                if events.float32_finite(value):
+                    writers[key].scalar("adaround/reconstruction_mse", value, step=step,
+                                        description="Reconstruction MSE per learned layer "
+                                        "(step = layer index in the Text table)")
+            writer.scalar("adaround/rounded_away_from_nearest", layer.flipped_fraction,
+                          step=step, description="Share of the kernel's weights rounded "
+                          "away from nearest (step = layer index in the Text table)")
+
     def _on_similarity_analysis(self, run, graph, result, graph_run):
         from mct_logger.tensorboard.layer_table import layer_table
         from mct_logger.quantization.memory import elements_per_sample
@@ -297,7 +342,8 @@ class TensorBoardListener:
         writer = self.log.writer(run)
         writer.add_summary(payload_summary(
             metadata.QUANT_ANALYZER, "layer_table", "layer_table",
-            layer_table(graph, result.plan, result.encodings, result, graph_run)))
+            {**layer_table(graph, result.plan, result.encodings, result, graph_run),
+             "run_info": run_labels.run_info(result.config, self.origin)}))
         writer.add_summary(payload_summary(
             metadata.CLE, "weight_quantization", "weight_quantization", {"rows": result.weights}))
         for node, (edges, counts) in result.quantized_histograms.items():
@@ -313,16 +359,18 @@ class TensorBoardListener:
                             for n, v in values.items() if not events.float32_finite(v)})
         for path, values in (("accumulated", result.sqnr_accumulated_db),
                              ("isolated", result.sqnr_isolated_db)):
-            sqnr_writer = self.log.writer(f"{run}/{path}")
             described = False
             for index, node in enumerate(result.nodes):
                 if node not in undefined:
-                    sqnr_writer.scalar(
-                        "sqnr_db", values[node], step=index,
+                    writer.scalar(
+                        f"sqnr_db/{path}", values[node], step=index,
                         description=None if described else
                         f"SQNR in dB ({path}) per quantized node (step = node index, see the "
                         f"Text tab), over the first {result.num_samples} representative samples.")
                     described = True
+        writer.add_summary(custom_scalars.layout_summary([
+            (SQNR_CATEGORY, [("sqnr_db: accumulated and isolated",
+                              [r"^sqnr_db/(accumulated|isolated)$"])])]))
         plot = SamplePlot(result)
         for sample in range(result.num_samples):
             png, width, height = plot.png(sample)
@@ -375,6 +423,8 @@ def _node_attrs(node, plan, memory: dict) -> dict:
     if plan.activation is not None:
         attrs["activation_bits"] = plan.activation.bitwidth
         attrs["activation_symmetric"] = plan.activation.is_symmetric
+    for point, spec in plan.inner_activations.items():  # a composite's sublayer outputs
+        attrs[f"{point}/output_bits"] = spec.bitwidth
     if plan.note:
         attrs["quantization_note"] = plan.note
     return attrs
@@ -387,6 +437,8 @@ def _attach_encodings(attrs: dict, encodings) -> dict:
         attrs["activation_min_max"] = (
             f"[{float(encodings.activation.min):.6g}, {float(encodings.activation.max):.6g}]"
         )
+    for point, enc in encodings.inner_activations.items():
+        attrs[f"{point}/output_min_max"] = f"[{float(enc.min):.6g}, {float(enc.max):.6g}]"
     for name, enc in encodings.weights.items():
         attrs[f"{name}_min_max"] = (
             f"[{float(enc.min.min()):.6g}, {float(enc.max.max()):.6g}]"

@@ -159,13 +159,16 @@ def test_finding_links_and_selectors_redraw_the_charts(analysis, browser):
     session = Page(browser)
     try:
         page = session.open_report(results / "index.html")
-        link = page.locator(".qa-card[data-finding='weight_sqnr'] li:nth-child(2) button")
+        link = page.locator(".qa-card[data-finding='sqnr_isolated'] li:nth-child(1) button")
         layer = link.inner_text()
         link.click()
-        assert page.get_attribute("#quant-analyzer", "data-view") == "weights"
+        assert page.get_attribute("#quant-analyzer", "data-view") == "sqnr"
+        assert layer == "dense2" and "dense2" in page.inner_text(".qa-panel[data-view='sqnr']")
+        page.click("button.qa-tab[data-view='weights']")
         weights = page.locator(".qa-panel[data-view='weights'] select")
-        assert weights.evaluate("s => s.options[s.selectedIndex].text") == layer
-        assert re.search(rf"{layer}: SQNR of each of \d+ output channels",
+        weights.select_option(index=1)
+        layer = weights.evaluate("s => s.options[s.selectedIndex].text")
+        assert re.search(rf"{re.escape(layer.split(' ')[0])}: SQNR of each of \d+ output channels",
                          page.inner_text(".qa-panel[data-view='weights']"))
         page.click("button.qa-tab[data-view='histograms']")
         panel = page.locator(".qa-panel[data-view='histograms']")
@@ -198,7 +201,7 @@ def test_interrupted_report_shows_what_finished(analysis, browser, tmp_path):
     session = Page(browser)
     try:
         page = session.open_report(report.write_report(str(tmp_path), tables))
-        assert "Analysis interrupted after 3 of 14 evaluations" in page.inner_text(".qa-header")
+        assert "Analysis interrupted at 3 of 14 evaluations" in page.inner_text(".qa-header")
         assert page.locator(".qa-card[data-finding='enabled']").count() == 0
         page.click("button.qa-tab[data-view='per-layer']")
         assert "did not run" in page.inner_text(".qa-panel[data-view='per-layer']")
@@ -310,9 +313,10 @@ def _without_ranking(tables):
 
 
 def test_worst_layers_are_ranked_once_in_python_and_read_by_the_frontend(analysis, tmp_path):
-    """The report's tables carry the ranking (`mct_logger.analyzer.worst_layers`); the
-    frontend's findings from it equal those it computes for an older payload
-    without it, on the analysis, on a tie and on a table where every layer is equal."""
+    """The report's tables carry the ranking (`mct_logger.analyzer.worst_layers`),
+    with each headline measure's rule; the frontend shows it as carried and never
+    ranks a table again itself (one copy of the rules): on the analysis, on a tie
+    past the threshold and on a table where no layer crosses it."""
     from mct_logger.analyzer.worst_layers import annotate
 
     html = (analysis[1] / "index.html").read_text()
@@ -324,20 +328,24 @@ def test_worst_layers_are_ranked_once_in_python_and_read_by_the_frontend(analysi
                            "per_layer_quant_disabled", "per_layer_mse_loss", "weight_sqnr",
                            "min_max_ranges"}
     assert ranked["per_layer_sqnr"]["sqnr_isolated"]["layers"][0]["layer"] == "dense2"
+    crossing = ranked["per_layer_sqnr"]["sqnr_isolated"]["count"]
     assert [e["layer"] for e in ranked["per_layer_sqnr"]["sqnr_isolated"]["layers"]] == \
-        analysis[0].ranking("sqnr_isolated")[:10]
+        analysis[0].ranking("sqnr_isolated")[:min(crossing, 10)]
     rows = lambda scores: {"fp32": 1.0, "rows": [{"layer": n, "score": s}  # noqa: E731
                                                  for n, s in scores.items()]}
     tie = {"per_layer_quant_enabled": annotate(
         "per_layer_quant_enabled", rows({"a": 0.5, "b": 0.5, "c": 0.9}))}
-    flat = {"per_layer_quant_disabled": annotate(
-        "per_layer_quant_disabled", rows({"a": 0.7, "b": 0.7 + 1e-12, "c": None}))}
-    cases = [tables, tie, flat]
+    inside = {"per_layer_quant_enabled": annotate(
+        "per_layer_quant_enabled", rows({"a": 0.9999, "b": 0.99995, "c": None}))}
+    cases = [tables, tie, inside]
     carried = _findings_in_node(tmp_path, cases)
-    assert carried == _findings_in_node(tmp_path, [_without_ranking(t) for t in cases])
     assert carried[0][0]["items"][0]["layer"] == "dense2"
-    assert carried[1][0]["decisive"] is False and carried[1][0]["note"] == "The first layers tie."
-    assert carried[2][0]["items"] == [] and "Every layer measures the same" in carried[2][0]["note"]
+    assert carried[1][0]["decisive"] is False and carried[1][0]["note"] == "2 layers tie at 0.5."
+    assert carried[2][0]["items"] == [] and carried[2][0]["note"] == "No layer crosses it."
+    assert carried[2][0]["rule"].startswith("score with only this layer quantized more than 0.2%")
+    # without the carried ranking nothing is ranked in the browser
+    bare = _findings_in_node(tmp_path, [_without_ranking(t) for t in cases])
+    assert all(f["items"] == [] for case in bare for f in case)
     # the frontend follows the carried ranking (it does not rank again)
     told = annotate("per_layer_quant_enabled", rows({"a": 0.5, "b": 0.6}))
     told["worst_layers"]["enabled"]["layers"].reverse()

@@ -113,16 +113,16 @@ def test_a_ptq_run_has_its_layer_table_linked_to_the_graphs_tab(server, dashboar
         assert all(n > 0 for n in chart_points(frame, ".qa-panel[data-view='sqnr']"))
         frame.locator("button.qa-tab[data-view='layers']").click()
         link = panel.locator("a.qa-graph-link", has_text="stem")
-        assert "run=ptq_cle%2F06_quantized_model" in link.get_attribute("href")
+        assert "run=ptq_cle%2F07_quantized_model" in link.get_attribute("href")
         link.click()
-        page.wait_for_url("**#graphs&run=ptq_cle%2F06_quantized_model", timeout=20_000)
+        page.wait_for_url("**#graphs&run=ptq_cle%2F07_quantized_model", timeout=20_000)
         # the graph drawn is the quantized model's (the run menu says so, and the
         # folded batch norm of the first stage's graph is gone)
         page.wait_for_function(
             """() => { const d = document.querySelector('tf-graph-dashboard');
-                       return d && d._selection && d._selection.run === 'ptq_cle/06_quantized_model'; }""",
+                       return d && d._selection && d._selection.run === 'ptq_cle/07_quantized_model'; }""",
             timeout=60_000)
-        page.locator("paper-dropdown-menu", has_text="ptq_cle/06_quantized_model").first.wait_for(
+        page.locator("paper-dropdown-menu", has_text="ptq_cle/07_quantized_model").first.wait_for(
             state="visible", timeout=30_000)
         page.locator('g.node[data-name="stem"]').first.wait_for(timeout=60_000)
         expect(page.locator('g.node[data-name^="batch_normalization"]')).to_have_count(0)

@@ -31,7 +31,7 @@ def test_graphs_histograms_scalars_and_images_show_data(logdir, load_fast):
         page.goto(url + "#graphs")
         page.wait_for_selector("tf-graph-dashboard paper-dropdown-menu", timeout=60_000)
         page.locator("paper-dropdown-menu", has_text="digits/00_initial_graph").click()
-        page.locator("paper-item", has_text="digits/06_quantized_model").click()
+        page.locator("paper-item", has_text="digits/07_quantized_model").click()
         # the run's tags load before the tag menu offers "Resources": open it until it does
         resources = page.locator("paper-item", has_text="Resources")
         retry(lambda: (page.locator("paper-dropdown-menu", has_text="Default").click(),

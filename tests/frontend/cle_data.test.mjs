@@ -57,7 +57,7 @@ test("verdict with CLE applied reports the widest spread before and after", () =
     weight_ranges: applied,
     weight_quantization: { rows: [{ per_channel: true }] },
   });
-  assert.match(text, /went from 1\.0e\+3× to 10×\. No layer is over 100x any more\./);
+  assert.match(text, /went from 1\.0e\+3× to 10×\. No layer is over 100x any more \(1 was before\)\./);
   assert.match(text, /quantized per channel here/);
 });
 

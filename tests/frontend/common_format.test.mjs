@@ -26,11 +26,11 @@ test("formatNumber keeps `digits` significant digits, exponent outside [1e-3, 1e
   assert.equal(formatNumber(null), "n/a");
 });
 
-test("formatBytes scales by 1024 up to GB", () => {
+test("formatBytes scales by 1024 up to GiB (binary prefixes)", () => {
   assert.equal(formatBytes(512), "512 B");
-  assert.equal(formatBytes(2048), "2.0 KB");
-  assert.equal(formatBytes(150 * 1024 * 1024), "150 MB");
-  assert.equal(formatBytes(3 * 1024 ** 4), "3072 GB");
+  assert.equal(formatBytes(2048), "2.0 KiB");
+  assert.equal(formatBytes(150 * 1024 * 1024), "150 MiB");
+  assert.equal(formatBytes(3 * 1024 ** 4), "3072 GiB");
   assert.equal(formatBytes(undefined), "n/a");
 });
 

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
-  VIEWS, findings, layerRows, normalizeTables, progressText, quantizedHistogram, rankRows,
+  VIEWS, findings, layerRows, normalizeTables, progressText, quantizedHistogram,
   runKind, sensitivityVerdict, suspects,
 } from "../../frontend/quant_analyzer/qa_data.js";
 
@@ -25,41 +25,62 @@ test("VIEWS lists each view once with the payload kinds it shows", () => {
   assert.deepEqual(VIEWS.find((v) => v.id === "sqnr").kinds, ["per_layer_sqnr"]);
 });
 
-test("rankRows: worst first, rows without a number dropped", () => {
-  const rows = [{ v: 3 }, { v: null }, { v: 1 }, { v: NaN }, { v: 2 }];
-  assert.deepEqual(rankRows(rows, (r) => r.v, false).map((e) => e.value), [1, 2, 3]);
-  assert.deepEqual(rankRows(rows, (r) => r.v, true).map((e) => e.value), [3, 2, 1]);
-  assert.deepEqual(rankRows(undefined, (r) => r.v, true), []);
-});
-
-test("findings rank an older payload's rows here: quantized layers only, worst first", () => {
+test("findings never rank a table without the analyzer's ranking (one copy of the rules)", () => {
   const found = findings({ per_layer_sqnr: SQNR }, 2);
-  const isolated = found.find((f) => f.id === "sqnr_isolated");
-  assert.deepEqual(isolated.items.map((i) => i.layer), ["conv2", "dense"]);
-  assert.equal(isolated.items[0].text, "12.0 dB");
-  assert.equal(isolated.decisive, true);
-  const step = found.find((f) => f.id === "sqnr_step");
-  assert.deepEqual(step.items.map((i) => i.text), ["25.0 dB lost", "1.0 dB lost"]);
-  assert.equal(step.decisive, true);
-  assert.equal(step.note, undefined);
-  const tied = { ...SQNR, rows: SQNR.rows.map((r) => ({ ...r, sqnr_isolated_db: r.layer === "conv1" ? 30 : 12 })) };
-  const first = findings({ per_layer_sqnr: tied })[0];
-  assert.equal(first.decisive, false);
-  assert.equal(first.note, "The first layers tie.");
+  for (const finding of found) {
+    assert.deepEqual(finding.items, []);
+    assert.equal(finding.note, "Not ranked: this table carries no ranking.");
+  }
 });
 
-test("findings follow the ranking the analyzer carries (worst_layers), not their own", () => {
+const RULE = "isolated SQNR below 30 dB (8 bits give about 40 dB)";
+
+test("findings follow the ranking the analyzer carries, with its rule", () => {
   const carried = {
     ...SQNR,
     worst_layers: {
-      sqnr_isolated: { count: 3, decisive: true, all_equal: false, layers: [{ layer: "dense", value: 28 }] },
-      sqnr_step: { count: 3, decisive: false, all_equal: true, layers: [{ layer: "conv1", value: 1 }] },
+      sqnr_isolated: { count: 2, ranked: 3, decisive: true, all_equal: false, ties: 1, headline: true,
+        rule: RULE, layers: [{ layer: "conv2", value: 12 }, { layer: "dense", value: 28 }] },
+      sqnr_step: { count: 0, ranked: 3, decisive: false, all_equal: false, ties: 0, headline: true,
+        rule: "accumulated SQNR dropping by more than 3 dB", layers: [] },
     },
   };
   const found = findings({ per_layer_sqnr: carried });
-  assert.deepEqual(found[0].items.map((i) => i.layer), ["dense"]);
+  assert.deepEqual(found[0].items.map((i) => i.layer), ["conv2", "dense"]);
+  assert.equal(found[0].items[0].text, "12.0 dB");
+  assert.equal(found[0].rule, RULE);
   assert.deepEqual(found[1].items, []);
-  assert.match(found[1].note, /^Every layer measures the same \(1\): nothing stands out\.$/);
+  assert.equal(found[1].note, "No layer crosses it.");
+  assert.equal(found[1].rule, "accumulated SQNR dropping by more than 3 dB");
+});
+
+test("a tie past the threshold says how many layers share it and names no first", () => {
+  const tied = {
+    rows: [1, 2, 3, 4, 5].map((k) => ({ layer: `conv${k}`, kernel: "kernel", sqnr_db: 20 })),
+    worst_layers: { weight_sqnr: { count: 5, ranked: 5, decisive: false, all_equal: true, ties: 5,
+      headline: true, rule: "weight SQNR below 35 dB",
+      layers: [1, 2, 3, 4, 5].map((k) => ({ layer: `conv${k}`, kernel: "kernel", value: 20 })) } },
+  };
+  const [finding] = findings({ weight_sqnr: tied });
+  assert.deepEqual(finding.items, []);
+  assert.equal(finding.note, "All 5 layers past the threshold measure the same (20): none stands out.");
+  assert.deepEqual(suspects([finding]), []);
+  const two = structuredClone(tied);
+  Object.assign(two.worst_layers.weight_sqnr, { count: 3, all_equal: false, ties: 2 });
+  two.worst_layers.weight_sqnr.layers[2].value = 30;
+  const [partial] = findings({ weight_sqnr: two });
+  assert.equal(partial.note, "2 layers tie at 20.");
+  assert.equal(partial.decisive, false);
+});
+
+test("a score shows the digits its change from FP32 needs", () => {
+  const enabled = {
+    fp32: 1.0, fully_quantized: 0.99, rows: [{ layer: "a", score: 0.999975 }],
+    worst_layers: { enabled: { count: 1, ranked: 1, decisive: true, all_equal: false, ties: 1,
+      headline: true, rule: "r", layers: [{ layer: "a", value: 0.999975 }] } },
+  };
+  const [finding] = findings({ per_layer_quant_enabled: enabled });
+  assert.equal(finding.items[0].text, "0.999975 (−2.50e-5)");
 });
 
 test("suspects: layers worst by the most decisive layer-level measures", () => {
@@ -145,4 +166,33 @@ test("quantizedHistogram moves each bin's count to its grid point, clipped at th
   assert.equal(q.counts.reduce((a, b) => a + b), 8);
   assert.equal(quantizedHistogram({ ...hist, encoding_max: 2 }, 2), null);
   assert.equal(quantizedHistogram(hist, null), null);
+});
+
+test("score axes: the eval set's 1/N resolution found, constants get a tight range", async () => {
+  const { scoreRange, scoreResolution } = await import("../../frontend/quant_analyzer/qa_charts.js");
+  assert.equal(scoreResolution([448 / 449, 447 / 449, 1]), 1 / 449);
+  assert.equal(scoreResolution([0.93, 0.9312345]), null);  // not counts
+  assert.equal(scoreResolution([1, 1]), null);
+  const [low, high] = scoreRange([1, 1, 1]);
+  assert.ok(low > 0.99 && high < 1.01, `${low}..${high}`);
+  const spanned = scoreRange([0.99, 0.995, 1.0], 1 / 449);
+  assert.ok(spanned[0] < 0.99 && spanned[1] > 1.0);
+});
+
+test("layerRows carries a PTQ run's AdaRound columns; runs without them have none", () => {
+  const layerTable = {
+    samples: 20, adaround: true,
+    rows: [
+      { layer: "conv", class: "Conv2D", quantized: true, adaround_loss_nearest: 0.02,
+        adaround_loss: 0.01, adaround_flipped: 0.12 },
+      { layer: "flat", class: "Flatten", quantized: false, adaround_loss_nearest: null,
+        adaround_loss: null, adaround_flipped: null },
+    ],
+  };
+  const rows = layerRows({ layer_table: layerTable });
+  assert.equal(rows[0].adaround_loss, 0.01);
+  assert.equal(rows[0].adaround_flipped, 0.12);
+  assert.equal(rows[1].adaround_loss, null);
+  const plain = layerRows({ layer_table: { samples: 20, rows: [{ layer: "conv", quantized: true }] } });
+  assert.equal(plain[0].adaround_loss, undefined);
 });

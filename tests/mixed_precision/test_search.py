@@ -6,6 +6,8 @@ import itertools
 import json
 
 import keras
+import os
+
 import numpy as np
 import pytest
 from playwright.sync_api import expect
@@ -257,13 +259,18 @@ def test_the_recommended_run_is_logged_and_compared_with_the_baseline_in_tensorb
             model, data.x_train[:256], eval_callback=_evaluate(data), weights_memory=budget)
     finally:
         mct_logger.set_log_folder(None)
-    baseline, recommended = "digits_cnn_baseline", "digits_cnn_recommended"
+    baseline, recommended = "digits_cnn_search_baseline", "digits_cnn_search_recommended"
     with tensorboard_provider(tmp_path, "python") as (provider, ctx, eid):
         problems = []
         kinds = {(run, info["kind"]): table for run, _, info, table in
                  read_payloads(provider, ctx, eid, "quant_analyzer", problems=problems)}
     assert not problems
-    assert kinds[(f"{recommended}/mixed_precision", "mixed_precision_search")]["layers"] == \
+    # a comparison run writes its graph and its layer table only, labelled by origin
+    assert sorted(n for n in os.listdir(tmp_path / recommended) if n[0] != ".") == \
+        ["06_quantized_model", "07_similarity_analysis"]
+    assert kinds[(f"{recommended}/07_similarity_analysis", "layer_table")]["run_info"][
+        "label"].startswith("search: recommended, W")
+    assert kinds[(f"{recommended}/07_similarity_analysis", "mixed_precision_search")]["layers"] == \
         result.table()["layers"]
     tables = {run.split("/")[0]: t for (run, kind), t in kinds.items() if kind == "layer_table"}
     bits = {run: {r["layer"]: r["weight_bits"] for r in t["rows"] if r["weight_bits"]}

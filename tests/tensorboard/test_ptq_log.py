@@ -71,15 +71,19 @@ def _filter(run, tags=None):
 
 
 def test_one_run_per_stage_sorted_in_stage_order(logged, provider):
-    _, run_folder, _ = logged
+    _, run_folder, info = logged
     data, ctx, eid = provider
     runs = {r.run_name for r in data.list_runs(ctx, experiment_id=eid)}
-    stage_runs = [f"{run_folder}/{i:02d}_{s}" for i, s in enumerate(STAGES)]
+    # a stage the config turned off (AdaRound, bias correction) writes no run;
+    # the others keep their stage numbers
+    stage_runs = [f"{run_folder}/{i:02d}_{s}" for i, s in enumerate(STAGES)
+                  if not getattr(info.stage_results[s], "off", False)]
+    assert len(stage_runs) < len(STAGES)
     assert set(stage_runs) <= runs
     assert sorted(stage_runs) == stage_runs
-    extras = {f"{run_folder}/03_statistics_collection/{k}" for k in ("min", "max", "mean")}
-    extras |= {f"{run_folder}/07_similarity_analysis/{k}" for k in ("accumulated", "isolated")}
-    assert runs == set(stage_runs) | extras
+    # min/max/mean and accumulated/isolated are tags of the stage runs, not runs:
+    # one PTQ call is at most 8 TensorBoard runs
+    assert runs == set(stage_runs) and len(runs) <= 8
 
 
 def test_graph_nodes_are_named_like_the_ir_with_readable_attributes(logged, provider):
@@ -104,7 +108,7 @@ def test_memory_per_node_matches_the_hand_computed_example(logged, provider):
     # float32: input 16*4; conv (20 params + 8 outputs)*4; flatten 8*4
     assert float_memory["x"] == 64 and float_memory["conv"] == 112 and float_memory["flat"] == 32
     assert float_memory["wide"] == (8 * WIDE + WIDE) * 4 + WIDE * 4
-    quantized = _resources(provider, f"{run_folder}/06_quantized_model")
+    quantized = _resources(provider, f"{run_folder}/07_quantized_model")
     # W8A8: kernel bytes 1 each, bias 4 each, outputs 1 each; flatten keeps conv's grid;
     # wide's output is fused into the ReLU and stored at its 8 bits
     assert quantized["x"] == 16 and quantized["conv"] == 18 + 8 + 8 and quantized["flat"] == 8
@@ -117,7 +121,7 @@ def test_histograms_float_and_quantized_under_the_same_tag(logged, provider):
     data, ctx, eid = provider
     series = data.list_tensors(ctx, experiment_id=eid, plugin_name="histograms")
     stats_tags = set(series[f"{run_folder}/03_statistics_collection"])
-    final_tags = set(series[f"{run_folder}/07_similarity_analysis"])
+    final_tags = set(series[f"{run_folder}/08_similarity_analysis"])
     for node in ("x", "conv", "relu", "head"):
         assert f"activations/{node}" in stats_tags and f"activations/{node}" in final_tags
     read = data.read_tensors(ctx, experiment_id=eid, plugin_name="histograms", downsample=1000,
@@ -150,27 +154,46 @@ def test_histograms_float_and_quantized_under_the_same_tag(logged, provider):
 def test_every_channel_min_max_mean_is_kept(logged, provider):
     _, run_folder, info = logged
     data, ctx, eid = provider
+    run = f"{run_folder}/03_statistics_collection"
+    tags = data.list_scalars(ctx, experiment_id=eid, plugin_name="scalars")[run]
     for kind in ("min", "max", "mean"):
-        run = f"{run_folder}/03_statistics_collection/{kind}"
-        tags = data.list_scalars(ctx, experiment_id=eid, plugin_name="scalars")[run]
-        relu_tags = [t for t in tags if t.startswith("channel_stats/relu")]
-        assert sorted(relu_tags) == ["channel_stats/relu [0-999]", "channel_stats/relu [1000-1199]"]
+        relu_tags = [t for t in tags if t.startswith("channel_stats/relu") and t.endswith(kind)]
+        assert sorted(relu_tags) == [f"channel_stats/relu [0-999]/{kind}",
+                                     f"channel_stats/relu [1000-1199]/{kind}"]
         read = data.read_scalars(ctx, experiment_id=eid, plugin_name="scalars", downsample=1000,
                                  run_tag_filter=_filter(run, relu_tags))
         steps = sorted(d.step for tag in relu_tags for d in read[run][tag])
         assert steps == list(range(WIDE))
     observer = info.stage_results["statistics_collection"].statistics["conv"]
-    run = f"{run_folder}/03_statistics_collection/max"
     read = data.read_scalars(ctx, experiment_id=eid, plugin_name="scalars", downsample=1000,
-                             run_tag_filter=_filter(run, ["channel_stats/conv"]))
-    values = [d.value for d in sorted(read[run]["channel_stats/conv"], key=lambda d: d.step)]
+                             run_tag_filter=_filter(run, ["channel_stats/conv/max"]))
+    values = [d.value for d in sorted(read[run]["channel_stats/conv/max"], key=lambda d: d.step)]
     np.testing.assert_allclose(values, observer.max, rtol=1e-6)
+    # the custom-scalars layout overlays each layer's min, max and mean in one chart
+    charts = _layout(provider, run)
+    assert charts["channel_stats/conv"] == [r"^channel_stats/conv/(min|max|mean)$"]
+    assert charts["channel_stats/relu [1000-1199]"] == [
+        r"^channel_stats/relu\ \[1000\-1199\]/(min|max|mean)$"]
+    sqnr = _layout(provider, f"{run_folder}/07_similarity_analysis")
+    assert list(sqnr.values()) == [[r"^sqnr_db/(accumulated|isolated)$"]]
+
+
+def _layout(provider, run):
+    """Chart title -> tag regexes of the custom-scalars layout written in `run`."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    data, ctx, eid = provider
+    read = data.read_tensors(ctx, experiment_id=eid, plugin_name="custom_scalars", downsample=1,
+                             run_tag_filter=_filter(run, ["custom_scalars__config__"]))
+    layout = layout_pb2.Layout.FromString(
+        read[run]["custom_scalars__config__"][0].numpy.item())
+    return {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
 
 
 def test_all_twenty_similarity_images_and_sqnr_scalars(logged, provider):
     _, run_folder, info = logged
     data, ctx, eid = provider
-    run = f"{run_folder}/07_similarity_analysis"
+    run = f"{run_folder}/08_similarity_analysis"
     images = data.list_blob_sequences(ctx, experiment_id=eid, plugin_name="images")[run]
     assert sorted(images) == sorted(
         [f"cosine_similarity/sample_{i:02d}" for i in range(20)] + ["cosine_similarity/summary"]
@@ -184,8 +207,8 @@ def test_all_twenty_similarity_images_and_sqnr_scalars(logged, provider):
     for path, values in (("accumulated", result.sqnr_accumulated_db),
                          ("isolated", result.sqnr_isolated_db)):
         got = data.read_scalars(ctx, experiment_id=eid, plugin_name="scalars", downsample=1000,
-                                run_tag_filter=_filter(f"{run}/{path}", ["sqnr_db"]))
-        points = sorted(got[f"{run}/{path}"]["sqnr_db"], key=lambda d: d.step)
+                                run_tag_filter=_filter(run, [f"sqnr_db/{path}"]))
+        points = sorted(got[run][f"sqnr_db/{path}"], key=lambda d: d.step)
         assert [d.value for d in points] == pytest.approx([values[n] for n in result.nodes], rel=1e-5)
 
 
@@ -285,12 +308,13 @@ def test_cle_weight_ranges_are_logged_with_cle_off(logged, provider):
     assert len(layers["wide"]["before"]["max"]) == WIDE and layers["wide"]["after"] is None
 
 
-@pytest.mark.parametrize("stage", ["bias_correction", "quantized_model", "similarity_analysis"])
+@pytest.mark.parametrize("stage", ["quantization_parameters", "quantized_model", "similarity_analysis"])
 def test_a_later_result_alone_is_written_like_in_the_full_run(logged, provider, tmp_path, stage):
     """A listener fed one result from after "quantization_parameters", without the
     earlier ones, writes the same graph (bits, encodings, memory) and, for the
     similarity analysis, the same layer table: no listener depends on stage order."""
     from mct_logger.tb_plugin import reader
+    from mct_logger import listeners
     from mct_logger.tensorboard.ptq_log import TensorBoardListener
 
     _, run_folder, info = logged
@@ -378,9 +402,9 @@ def test_channel_statistics_holding_nan_are_left_out_and_named(tmp_path, caplog)
     with tensorboard_provider(tmp_path, "python") as (data, ctx, eid):
         scalars = data.read_scalars(ctx, experiment_id=eid, plugin_name="scalars", downsample=100)
         tables = data.read_tensors(ctx, experiment_id=eid, plugin_name="histograms", downsample=100)
-    maxima = scalars["folder/03_statistics_collection/max"]
-    assert [d.step for d in maxima["channel_stats/clean"]] == [0, 1, 2, 3]
-    assert [d.step for d in maxima["channel_stats/broken"]] == [0, 1, 3]  # channel 2 left out
+    maxima = scalars["folder/03_statistics_collection"]
+    assert [d.step for d in maxima["channel_stats/clean/max"]] == [0, 1, 2, 3]
+    assert [d.step for d in maxima["channel_stats/broken/max"]] == [0, 1, 3]  # channel 2 left out
     assert all(np.isfinite(d.value) for run in scalars.values() for tag in run.values() for d in tag)
     assert all(np.isfinite(d.numpy).all()
                for run in tables.values() for tag in run.values() for d in tag)
