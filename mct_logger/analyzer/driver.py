@@ -118,8 +118,8 @@ class QuantAnalyzer:
         self.input_specs = data_lib.input_specs(self.graph)
         if dummy_input is not None:
             data_lib.load_batches(dummy_input, self.input_specs, name="dummy_input")
-        ignored = check_names("layers_to_ignore", layers_to_ignore, layers=True) or []
-        self.layers_to_ignore = ignored_layer_names(self.graph, ignored)
+        self.layers_to_ignore = ignored_layer_names(self.graph, check_names(
+            "layers_to_ignore", layers_to_ignore, layers=True) or [])
         self.mse_batches: list | None = None
         self.last_analysis: AnalysisResult | None = None
 
@@ -302,10 +302,9 @@ class _Analysis:
                     len(self.layers))
         analyzer.forward_pass_callback(calibration)
         if calibration.batches_seen == 0:
-            raise RuntimeError(
-                "forward_pass_callback did not run the model it was given: call it (or its "
-                "predict/evaluate) on representative data so the quantizers see values."
-            )
+            raise RuntimeError("forward_pass_callback did not run the model it was given: call "
+                               "it (or its predict/evaluate) on representative data so the "
+                               "quantizers see values.")
         warn_if_few_samples(calibration.samples_seen, f"the activation ranges of {graph.name!r}"
                             " (QuantAnalyzer)", "run more samples in forward_pass_callback")
         # the grids first: data that is not finite is named there, as the callback's

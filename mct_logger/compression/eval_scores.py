@@ -34,6 +34,7 @@ import math
 import os
 
 from mct_logger.utils.atomic_files import write_atomically
+from mct_logger.utils.strict_json import load_strict
 
 FORMAT = "mct_logger.compression.eval_scores"
 VERSION = 1
@@ -68,8 +69,8 @@ class EvalScores:
         if path is None or not os.path.exists(path):
             return cls(path, meta)
         try:
-            with open(path, encoding="utf-8") as f:
-                content = json.load(f)
+            with open(path, encoding="utf-8") as f:  # a key twice, or too deep: refused
+                content = load_strict(f, f"eval_scores_file {os.fspath(path)!r}")
         except (OSError, ValueError) as exc:
             raise ValueError(f"eval_scores_file {os.fspath(path)!r} cannot be read as JSON "
                              f"({exc}); delete it or pass another path.") from None
