@@ -137,7 +137,7 @@ def _cle_lines(result) -> list[str]:
         lines.append("- high-bias fold skipped:")
         lines += _limited([f"  - `{pair}`: {why}"
                            for pair, why in result.high_bias_fold_skipped.items()])
-    lines.append(f"- ReLU6 replaced by ReLU (changes the float model): "
+    lines.append("- ReLU6 replaced by ReLU (changes the float model): "
                  + (", ".join(f"`{r['node']}` ({r['form']})" for r in result.relu6_replaced)
                     or "none"))
     if result.not_equalized:
