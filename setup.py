@@ -17,6 +17,7 @@ setup(
         "mct_logger.quantization",
         "mct_logger.techniques",
         "mct_logger.compression",
+        "mct_logger.evaluators",
         "mct_logger.tb_plugin",
         "mct_logger.tb_plugin.frontend",
     ],
@@ -43,7 +44,10 @@ setup(
     extras_require={
         # The demo trains on scikit-learn's bundled digits (no download).
         "demo": ["scikit-learn"],
-        "test": ["pytest", "scikit-learn", "playwright"],
+        # Sweeps (QuantAnalyzer, mixed precision, compression) on Ray actors,
+        # on one machine or a cluster (mct_logger.evaluators.Ray); imported lazily.
+        "ray": ["ray>=2.9"],
+        "test": ["pytest", "scikit-learn", "playwright", "ray>=2.9"],
     },
     entry_points={
         "console_scripts": ["mct-logger = mct_logger.cli:main"],

@@ -83,7 +83,9 @@ from mct_logger.metrics import MAX_SQNR_DB
 from mct_logger.rebuild_check import check_rebuilt_graph
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.plan import plan_quantization
-from mct_logger.quantization.quantsim import build_quantized_model, set_quantizers_enabled
+from mct_logger.quantization.quantsim import build_quantized_model
+from mct_logger import analyzer_evaluations as evaluations
+from mct_logger.evaluators import Sweep, check_evaluator, run_jobs
 from mct_logger.recommend import recommend
 from mct_logger.report import REPORT_FILE, write_report
 from mct_logger.worst_layers import annotate
@@ -116,10 +118,15 @@ class QuantAnalyzer:
         dummy_input: optional model input, checked against the model's inputs
             before any work.
         layers_to_ignore: layers (names or layer objects) to leave in float.
+        evaluator: where the evaluations run: `mct_logger.evaluators.Local()`
+            (default, in this process) or `evaluators.Ray(...)` (Ray workers, each
+            rebuilding the simulation once); `recommend` uses it too.
     """
 
     def __init__(self, model: keras.Model, forward_pass_callback, eval_callback,
-                 dummy_input=None, layers_to_ignore=None):
+                 dummy_input=None, layers_to_ignore=None, evaluator=None):
+        self._evaluator = check_evaluator(evaluator)
+        self._eval_callback = eval_callback  # as given: it travels to Ray workers
         self._model = model
         self._graph = read_model(model)
         self._forward_pass = as_callback(forward_pass_callback, "forward_pass_callback")
@@ -152,7 +159,7 @@ class QuantAnalyzer:
 
     @frozen_heap()
     def analyze(self, config=None, results_dir: str = "./quant_analyzer_results",
-                **aimet_settings) -> AnalysisResult:
+                resume: bool = False, **aimet_settings) -> AnalysisResult:
         """Runs every analysis; writes the JSON files and `index.html` into `results_dir`.
 
         Args:
@@ -162,6 +169,10 @@ class QuantAnalyzer:
             results_dir: where the results go (created if needed). The result
                 files of an earlier analysis there are moved into
                 `previous_runs/<its start time>/` first.
+            resume: reuse the evaluations recorded in `results_dir/evaluations.json`
+                by an earlier analysis of the same model and config (killed,
+                interrupted or finished) and evaluate only the missing ones.
+                Every evaluation is recorded there as it finishes, either way.
             **aimet_settings: AIMET's keyword arguments of `analyze`
                 (`quant_scheme=...`, `default_param_bw=...`...), merged into `config`.
 
@@ -183,10 +194,12 @@ class QuantAnalyzer:
             NotADirectoryError, IsADirectoryError: `results_dir` or a result
                 file's path in it cannot be written (checked before any work).
             RuntimeError: another analysis is still writing to `results_dir`.
-            ValueError: `eval_callback` returned NaN or Inf for the FP32 model.
+            ValueError: `eval_callback` returned NaN or Inf for the FP32 model;
+                with `resume`, the record is of another model, config or
+                calibration (before any evaluation).
         """
         config = resolve_config(config, **aimet_settings)
-        self._last_analysis = _Analysis(self, config, os.fspath(results_dir))  # for recommend
+        self._last_analysis = _Analysis(self, config, os.fspath(results_dir), bool(resume))  # for recommend
         return self._last_analysis.run()
 
     def recommend(self, max_accuracy_drop: float, representative_data=None):
@@ -207,8 +220,11 @@ class QuantAnalyzer:
 
 
 class _Analysis:
-    def __init__(self, analyzer: QuantAnalyzer, config: QuantizationConfig, results_dir: str):
+    def __init__(self, analyzer: QuantAnalyzer, config: QuantizationConfig, results_dir: str,
+                 resume: bool = False):
         self.analyzer = analyzer
+        self.resume = resume
+        self.evaluations_reused = 0
         self.config = config
         self.results_dir = os.path.abspath(results_dir)
         self.files = results_lib.ResultWriter(self.results_dir)  # its warnings name the files
@@ -229,6 +245,10 @@ class _Analysis:
     def run(self) -> AnalysisResult:
         # The manifest first: results_dir then never shows an earlier run's files as ours.
         owned = [f for f in RESULT_FILES if f != MSE_FILE or self.analyzer._mse_batches is not None]
+        # read before the claim moves an earlier run aside; refused before any work
+        self.records = evaluations.open_records(
+            self.results_dir, self.analyzer._model, self.analyzer._graph.name, self.config,
+            self.analyzer._ignored, self.resume)
         self.summary = results_lib.claim(self.results_dir, RESULT_FILES, owned, SUMMARY_FILE)
         os.makedirs(os.path.join(self.results_dir, MIN_MAX_FOLDER), exist_ok=True)
         failure: BaseException | None = None
@@ -324,10 +344,7 @@ class _Analysis:
 
         progress = listeners_lib.progress_bar(self.evaluations_total, "QuantAnalyzer evaluation")
         self._evaluations_started = time.time()
-        self._sensitivity(float_model, sim, progress)
-        self._per_layer(sim, progress, enabled=True)
-        self._per_layer(sim, progress, enabled=False)
-        set_quantizers_enabled(sim, weights=True, activations=True)
+        self._evaluations(float_model, sim, encodings, progress)
 
     # ------------------------------------------------------------- outputs
 
@@ -387,6 +404,7 @@ class _Analysis:
                 self.summary.update(
                     status=self.result.status,
                     evaluations_done=self.evaluations_done,
+                    evaluations_reused=self.evaluations_reused,
                     seconds=round(time.time() - self.started, 3),
                     error=None if failure is None else f"{type(failure).__name__}: {failure}",
                     analyses=sorted(k for k in self.tables if k != "summary"),
@@ -441,59 +459,42 @@ class _Analysis:
                 "rows": [{"layer": k, "mse": v} for k, v in mse.items()],
             })
 
-    def _sensitivity(self, float_model, sim, progress) -> None:
-        labels, runs = analyses.sensitivity_runs(
+    def _evaluations(self, float_model, sim, encodings, progress) -> None:
+        """Sensitivity and per-layer analyses: one sweep of masks (`analyzer_evaluations`)."""
+        labels, _ = analyses.sensitivity_runs(
             float_model, sim, self.config.weight_bits, self.config.activation_bits)
-        table = {
-            "labels": labels,
-            "fp32": None, "weights_only": None, "activations_only": None,
-            "fully_quantized": None,
-            "complete": False,
-        }
-        self.tables["sensitivity"] = table
-        evaluate = self.analyzer._evaluate
-        for key, model, switches in runs:
-            if switches is not None:
-                set_quantizers_enabled(model, **switches)
-            table[key] = self.score(evaluate(model), f"the {key} model ({labels[key]})",
-                                    reference=key == "fp32")
-            self.result.sensitivity[key] = table[key]
-            logger.info("QuantAnalyzer: %s eval score (%s): %.6g",
-                        key, table["labels"][key], table[key])
-            self._count_evaluation(progress)
-            self._write_json(SENSITIVITY_FILE, table)
-            self._publish_progress("sensitivity")
-        table["complete"] = True
-        self._write_json(SENSITIVITY_FILE, table)
-        self._publish("sensitivity", table)
+        self.records.check("encodings", evaluations.encodings_fingerprint(encodings))
+        self.records.save()  # the record is there (again) before any evaluation
+        masks = evaluations.MaskTables(labels, self.layers, self.graph, self.result)
+        self.tables.update(masks.tables)
+        jobs = evaluations.mask_jobs(labels, self.layers)
+        workspaces = []
 
-    def _per_layer(self, sim, progress, enabled: bool) -> None:
-        kind = "per_layer_quant_enabled" if enabled else "per_layer_quant_disabled"
-        filename = ENABLED_FILE if enabled else DISABLED_FILE
-        scores = self.result.per_layer_quant_enabled if enabled \
-            else self.result.per_layer_quant_disabled
-        table = {
-            "fp32": self.tables["sensitivity"]["fp32"],
-            "fully_quantized": self.tables["sensitivity"]["fully_quantized"],
-            "layers_total": len(self.layers),
-            "rows": [],
-            "complete": False,
-        }
-        self.tables[kind] = table
-        set_quantizers_enabled(sim, weights=not enabled, activations=not enabled)
-        for name in self.layers:
-            set_quantizers_enabled(sim, weights=enabled, activations=enabled, nodes=[name])
-            try:
-                score = self.score(self.analyzer._evaluate(sim), f"the model with {name} "
-                                   f"{'alone quantized' if enabled else 'alone in float'}")
-            finally:
-                set_quantizers_enabled(sim, weights=not enabled, activations=not enabled,
-                                       nodes=[name])
-            scores[name] = score
-            table["rows"].append({"layer": name, "class": self.graph.nodes[name].layer_class,
-                                  "score": score})
+        def local():
+            workspaces.append(evaluations.MaskWorkspace(float_model, sim, self.analyzer._evaluate))
+            return workspaces[-1]
+
+        def on_result(job, score, reused):
+            score = self.score(score, job.what, reference=job.key == jobs[0].key)
+            kind, filename, content = masks.take(job, score)
+            logger.debug("QuantAnalyzer: eval score of %s: %.6g", job.what, score)
+            self.evaluations_reused += reused
             self._count_evaluation(progress)
-            self._write_json(filename, scores)
-            self._publish_progress(kind)
-        table["complete"] = True
-        self._publish(kind, table)
+            self._write_json(filename, content)
+            if self.tables[kind]["complete"]:
+                masks.order()
+                self._publish(kind, self.tables[kind])
+            else:
+                self._publish_progress(kind)
+
+        sweep = Sweep("QuantAnalyzer", local, evaluations.rebuild_workspace,
+                      lambda: evaluations.shipment(float_model, sim), self.analyzer._eval_callback)
+        try:
+            with self.analyzer._evaluator.open(sweep, jobs_hint=len(jobs)) as session:
+                # fp32 first: the reference score is checked before any other evaluation
+                run_jobs(session, jobs[:1], self.records, on_result)
+                run_jobs(session, jobs[1:], self.records, on_result)
+        finally:
+            for workspace in workspaces:
+                workspace.restore()
+            masks.order()
