@@ -73,7 +73,15 @@ from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.encodings import check_bitwidth
 from mct_logger.quantization.plan import check_overrides, plan_quantization
 from mct_logger.quantization.quantsim import weight_encodings
-from mct_logger.quantization.trials import QuantizationTrials
+from mct_logger.quantization.config import config_to_dict
+from mct_logger.quantization.trials import (
+    QuantizationTrials,
+    TrialWorkspace,
+    rebuild_trial_workspace,
+    trial_shipment,
+)
+from mct_logger.evaluators import Job, ScoreRecords, Sweep, check_evaluator, run_jobs
+from mct_logger.evaluators.records import fingerprint, model_fingerprint
 from mct_logger.rebuild_check import check_rebuilt_graph
 from mct_logger.similarity import call_quantized, fake_quantized_kernel, first_samples
 
@@ -137,7 +145,8 @@ def plan_weights_memory(graph, plan: dict) -> int:
 
 def search_mixed_precision(model: keras.Model, representative_data, eval_callback=None,
                            weights_memory=None, max_accuracy_drop=None,
-                           bit_candidates=(4, 8, 16), config: QuantizationConfig | None = None):
+                           bit_candidates=(4, 8, 16), config: QuantizationConfig | None = None,
+                           evaluator=None, scores_file=None):
     """Chooses per-layer weight bit widths under a weights-memory budget or an accuracy target.
 
     Args:
@@ -156,6 +165,13 @@ def search_mixed_precision(model: keras.Model, representative_data, eval_callbac
         bit_candidates: the widths each layer's kernels may get (2 to 16).
         config: the rest of the quantization (activations, observers, grids,
             layers kept in float); default `QuantizationConfig()`.
+        evaluator: where the verifying evaluations run: `evaluators.Local()`
+            (default) or `evaluators.Ray(...)`; independent steps (the uniform
+            widths) run at once, the bisection one step after another.
+        scores_file: JSON record of every evaluation as it finishes
+            (`evaluators.records`), reused on the next call with the same model,
+            data, config and candidates (only missing ones are evaluated); one
+            of another model or config is refused.
 
     Returns:
         `(config, result)`: a `QuantizationConfig` with per-layer
@@ -186,11 +202,15 @@ def search_mixed_precision(model: keras.Model, representative_data, eval_callbac
     budget = _check_positive("weights_memory", weights_memory)
     drop = _check_positive("max_accuracy_drop", max_accuracy_drop, allow_zero=True)
     evaluate = None
+    evaluator = check_evaluator(evaluator)
     if eval_callback is not None:
-        from mct_logger.aimet_layout import as_callback, eval_score
+        from mct_logger.aimet_layout import as_callback
 
-        user_eval = as_callback(eval_callback, "eval_callback")
-        evaluate = lambda m: eval_score(user_eval(m), "eval_callback")  # noqa: E731
+        evaluate = as_callback(eval_callback, "eval_callback")
+    if scores_file is not None:
+        from mct_logger import output_paths
+
+        output_paths.check_file(scores_file, "scores_file")
     if drop is not None and evaluate is None:
         raise ValueError("max_accuracy_drop needs eval_callback to measure the score.")
 
@@ -222,12 +242,22 @@ def search_mixed_precision(model: keras.Model, representative_data, eval_callbac
     frontier = Frontier(costs, mems, None if budget is None else budget - fixed)
     t2 = time.perf_counter()
 
-    search = _Search(model, graph, config, batches, evaluate, names, candidates, costs, mems,
-                     fixed, budget)
-    if drop is not None:
-        choice = search.by_target(frontier, drop)
-    else:
-        choice = search.by_budget(frontier)
+    records = ScoreRecords.open(scores_file, {
+        "model": graph.name, "fingerprint": model_fingerprint(model),
+        "data": fingerprint(*[np.asarray(x) for b in batches for x in b]),
+        "config": config_to_dict(config)["config"], "bit_candidates": list(candidates),
+        "layers": names}, what="scores_file") if evaluate is not None else None
+    trials = QuantizationTrials(graph, lambda m: m.collect_all(batches), None, batches)
+    sweep = Sweep("search_mixed_precision",
+                  lambda: TrialWorkspace(model, trials, evaluate), rebuild_trial_workspace,
+                  lambda: trial_shipment(model, graph, batches), eval_callback)
+    with evaluator.open(sweep, jobs_hint=len(candidates) + 1) as session:
+        search = _Search(graph, config, session, records, evaluate, names, candidates, costs,
+                         mems, fixed, budget)
+        if drop is not None:
+            choice = search.by_target(frontier, drop)
+        else:
+            choice = search.by_budget(frontier)
     chosen_config = search.config_of(choice)
     rows = [{"layer": n, "class": graph.nodes[n].layer_class,
              "parameters": int(sum(graph.nodes[n].weight_sizes()[k] for k in plan[n].weights)),
@@ -239,8 +269,7 @@ def search_mixed_precision(model: keras.Model, representative_data, eval_callbac
         model=graph.name, bit_candidates=list(candidates), layers=rows, steps=search.steps,
         weights_memory=search.memory_of(choice), budget=None if budget is None else int(budget),
         max_accuracy_drop=drop, float_score=search.float_score, target_score=search.target,
-        score=search.score_of(choice), evaluations=search.trials.evaluations + (
-            search.float_score is not None),
+        score=search.score_of(choice), evaluations=search.evaluations,
         seconds={"sensitivity": round(t1 - t0, 3), "solve": round(t2 - t1, 3),
                  "evaluation": round(end - t2, 3), "total": round(end - started, 3)},
         config=chosen_config,
@@ -293,16 +322,35 @@ def measure_sensitivity(graph, plan: dict, nodes: list, batches, bit_candidates)
 class _Search:
     """The evaluations of one search and the steps table they fill."""
 
-    def __init__(self, model, graph, config, batches, evaluate, names, candidates, costs, mems,
-                 fixed, budget):
+    def __init__(self, graph, config, session, records, evaluate, names, candidates, costs,
+                 mems, fixed, budget):
         self.graph, self.config, self.names, self.candidates = graph, config, names, candidates
         self.costs, self.mems, self.fixed, self.budget = costs, mems, fixed, budget
-        self.trials = QuantizationTrials(graph, lambda m: m.collect_all(batches), evaluate, batches)
+        self.session, self.records = session, records
         self.evaluate = evaluate
-        self.float_score = evaluate(model) if evaluate is not None else None
+        self.evaluations = 0  # evaluations run or reused (the float model's included)
         self.target = None
         self.steps: list[dict] = []
         self.scores: dict[tuple, float] = {}
+        self.float_score = None
+        if evaluate is not None:
+            job = Job(("float",), ("float", None), "the float model")
+            self.float_score = self._run([job])[job.key]
+
+    def _run(self, jobs) -> dict:
+        self.evaluations += len(jobs)
+        return run_jobs(self.session, jobs, self.records)
+
+    def prefetch(self, choices) -> None:
+        """Scores every choice not scored yet, at once (on several workers)."""
+        todo = {tuple(c): None for c in choices if tuple(c) not in self.scores}
+        jobs = [Job(("trial", ",".join(str(self.candidates[k]) for k in key)),
+                    ("trial", self.config_of(list(key))),
+                    "the config with weight bits " + ", ".join(
+                        f"{n}={self.candidates[k]}" for n, k in zip(self.names, key)))
+                for key in todo]
+        for key, score in zip(todo, self._run(jobs).values()):
+            self.scores[key] = score
 
     def memory_of(self, choice) -> int:
         return int(self.fixed + sum(self.mems[i, k] for i, k in enumerate(choice)))
@@ -330,7 +378,7 @@ class _Search:
     def step(self, label: str, choice, evaluate: bool) -> dict:
         key = tuple(choice)
         if evaluate and self.evaluate is not None and key not in self.scores:
-            self.scores[key] = self.trials.score(self.config_of(choice))
+            self.prefetch([choice])
         memory = self.memory_of(choice)
         score = self.scores.get(key)
         row = {
@@ -360,13 +408,16 @@ class _Search:
         best = frontier.choice(len(frontier) - 1)
         evaluate = self.evaluate is not None
         uniform = [c for c in self.uniform() if self.memory_of(c) <= self.budget]
+        if evaluate:
+            self.prefetch(uniform)  # independent: all at once
         rows = [self.step(f"uniform {self.candidates[c[0]]}-bit", c, evaluate) for c in uniform]
         mixed = self.step("mixed (least predicted noise within the budget)", best, False)
         if rows and mixed["predicted_sqnr_db"] - rows[-1]["predicted_sqnr_db"] < MIN_GAIN_DB:
             mixed["label"] += f": less than {MIN_GAIN_DB:g} dB over uniform, not kept"
             return self._choose(uniform[-1])
         if evaluate:
-            self.scores[tuple(best)] = mixed["score"] = self.trials.score(self.config_of(best))
+            self.prefetch([best])
+            mixed["score"] = self.scores[tuple(best)]
             top = max(uniform + [best], key=lambda c: (self.score_of(c), c != best))
             if top != best:  # a tie goes to the uniform width: simpler to deploy
                 logger.warning("Mixed-precision search: uniform %d-bit scores %.6g, at least the "

@@ -184,9 +184,10 @@ class ScoreRecords:
         return sum(1 for _ in _leaves(self.scores))
 
     def has(self, key: tuple) -> bool:
-        return self.get(key) is not None
+        return ScoreRecords.get(self, key) is not None
 
     def get(self, key: tuple):
+        """The score recorded under `key`, or None."""
         node = self.scores
         for part in key:
             if not isinstance(node, dict) or str(part) not in node:
