@@ -1,0 +1,19 @@
+"""A Ray runtime started once for the evaluator tests (2 CPUs, no dashboard)."""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_runtime():
+    ray = pytest.importorskip("ray")
+    import ray.cloudpickle
+
+    import sweep_models  # tests/evaluators is on sys.path (pytest rootdir-less import)
+
+    ray.cloudpickle.register_pickle_by_value(sweep_models)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
