@@ -1,6 +1,6 @@
 """Packaging for mct-logger: the library, its TensorBoard plugins and their browser code."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="mct-logger",
@@ -12,12 +12,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=[
-        "mct_logger",
-        "mct_logger.quantization",
-        "mct_logger.techniques",
-        "mct_logger.compression",
-        "mct_logger.evaluators",
+    # One subpackage per concept (graph, data, quantization, ...), found from the tree.
+    packages=find_packages(include=["mct_logger", "mct_logger.*"]) + [
         "mct_logger.tb_plugin",
         "mct_logger.tb_plugin.frontend",
     ],

@@ -29,11 +29,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import mct_logger  # noqa: E402
-from mct_logger.analyzer import as_callback  # noqa: E402
+from mct_logger.utils.callbacks import as_callback  # noqa: E402
 from mct_logger.compression import channel_pruning, sweep  # noqa: E402
 from mct_logger.compression.greedy import candidate_ratios  # noqa: E402
 from mct_logger.demo import accuracy, load_digits_split, train_digits_cnn  # noqa: E402
-from mct_logger.graph import read_model  # noqa: E402
+from mct_logger.graph.ir import read_model  # noqa: E402
 
 
 def cosine_score(model, x):

@@ -72,7 +72,7 @@ def real_logs(folder: str, samples: int = 128) -> None:
 
 def synthetic_logs(folder: str, layers: int = 600, channels: int = 1024, bins: int = 16) -> None:
     """Every payload kind of a 600-layer, 1024-channel model, written as the library writes them."""
-    from mct_logger.events import EventWriter
+    from mct_logger.tensorboard.events import EventWriter
     from mct_logger.tb_plugin.summary import payload_summary
 
     rng = np.random.default_rng(0)

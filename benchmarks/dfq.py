@@ -109,7 +109,7 @@ def main():
     print("(a) training the MobileNet-style CNN (BN + ReLU6)...", flush=True)
     mobile = train_digits_cnn(data, epochs=30, seed=0)
     mobile_float = accuracy(mobile, data.x_test, data.y_test)
-    equalized = mct_logger.equalize_model(mobile)
+    equalized, _ = mct_logger.equalize_model(mobile)
     relu_float = accuracy(equalized, data.x_test, data.y_test)
     print(f"  float {mobile_float:.2%}; after ReLU6 -> ReLU + CLE (float) {relu_float:.2%}")
     name = "(a) MobileNet-style"

@@ -16,7 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import mct_logger  # noqa: E402
 from mobilenet_job import mobilenet_job  # noqa: E402
-from mct_logger import events, logger  # noqa: E402
+from mct_logger.tensorboard import events  # noqa: E402
+from mct_logger.tensorboard import similarity_plots  # noqa: E402
 
 MCT_WITH_LOGGING = 19.8
 MCT_LOG_MB = 14.0
@@ -52,10 +53,10 @@ def main():
         shutil.rmtree(folder)
         result = info.stage_results["similarity_analysis"]
         start = time.perf_counter()  # the images' rendering, as the listener does it
-        plot = logger.SamplePlot(result)
+        plot = similarity_plots.SamplePlot(result)
         for sample in range(result.num_samples):
             plot.png(sample)
-        events.figure_png(logger._summary_figure(result))
+        events.figure_png(similarity_plots.summary_figure(result))
         images.append(time.perf_counter() - start)
         similarity.append(info.stage_seconds["similarity_analysis"])
 

@@ -11,7 +11,7 @@ Two models:
   calibrate and 128 others to score.
 
 Score: cosine similarity of the model's output with the float model's (all
-outputs flattened, `mct_logger.metrics.cosine_similarity`). Every score comes
+outputs flattened, `mct_logger.diagnostics.metrics.cosine_similarity`). Every score comes
 from `keras_post_training_quantization` with the configuration (W8A8 default
 otherwise): uniform 8-bit, uniform 4-bit where it fits, and the config the
 search returns (searched over 4/8/16 bits, eval_callback = the score).
@@ -39,10 +39,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import mct_logger  # noqa: E402
-from mct_logger import data as data_lib  # noqa: E402
-from mct_logger import metrics  # noqa: E402
-from mct_logger.graph import read_model  # noqa: E402
-from mct_logger.mixed_precision_search import (  # noqa: E402
+from mct_logger.data import sources as data_lib  # noqa: E402
+from mct_logger.diagnostics import metrics  # noqa: E402
+from mct_logger.graph.ir import read_model  # noqa: E402
+from mct_logger.mixed_precision.search import (  # noqa: E402
     prepared_graph,
     measure_sensitivity,
     plan_weights_memory,
@@ -120,7 +120,7 @@ def run(name, job):
         uniform[b] = score(model_q)
     start = time.perf_counter()
     config, result = mct_logger.search_mixed_precision(
-        model, x_cal, score, weights_memory=budget, bit_candidates=CANDIDATES)
+        model, x_cal, eval_callback=score, weights_memory=budget, bit_candidates=CANDIDATES)
     search_seconds = time.perf_counter() - start
     model_q, _ = mct_logger.keras_post_training_quantization(model, x_cal, config)
     mixed = score(model_q)

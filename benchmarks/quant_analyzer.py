@@ -28,8 +28,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import mct_logger  # noqa: E402
-from mct_logger.activations import PairedActivations  # noqa: E402
-from mct_logger.analyzer import error_nodes  # noqa: E402
+from mct_logger.diagnostics.activations import PairedActivations  # noqa: E402
+from mct_logger.analyzer.driver import error_nodes  # noqa: E402
 from mct_logger.quantization.quantsim import quantizers  # noqa: E402
 
 

@@ -1,31 +1,32 @@
-"""Where PTQ stage listeners are registered: the one place the engine asks who listens.
+"""Who listens to a run: one listener protocol for PTQ, QuantAnalyzer and compression runs.
 
-A stage listener is a callable `listener(stage_name, graph, result)` called
-after every stage of every PTQ run (`mct_logger.stage_results` documents the
-results). It may also have:
+A run (a PTQ call, an analysis, a compression sweep) tells its listeners what it
+produces as `Event`s, in order, and closes them once when it ends. A listener is
+any callable `listener(event)`; it may also have
 
-- `close(error)`: called once when the run ends, with the exception if a stage failed;
-- `needs`: a set of the extra work it wants from the engine, among `STATISTICS`
+- `close(error)`: called once when the run ends, with the exception if it failed;
+- `needs`: the extra work it wants from the engine, among `STATISTICS`
   (per-channel statistics and histograms kept during calibration) and
-  `SIMILARITY` (the float-vs-quantized similarity stage). A listener without
-  `needs` gets everything.
+  `SIMILARITY` (the float-vs-quantized similarity stage). Without `needs` a
+  listener gets everything.
 
-A recommendation listener (`set_recommendation_listener`) hears the end of a
-mixed-precision search or a QuantAnalyzer recommendation, as
-`listener(model, representative_batches, baseline_config, recommended_config,
-tables)`; `set_log_folder` registers the one that logs both PTQ runs and the
-tables.
+Listeners only write: what they are told never changes the run's result, and a
+run's engine never reads anything back from them.
 
-Two kinds of registration: `add_stage_listener(listener)` for one object that
-hears every run, and `set_run_listener_factory(key, factory)` for a listener
-made fresh per run (`factory(model_name)` returns it, or None to sit this run
-out); `mct_logger.set_log_folder` registers the TensorBoard listener this way.
+The events of each kind of run (`Event.name`, `Event.data`):
 
-Model compression (`mct_logger.compress_model`) and the QuantAnalyzer ask here
-too, for their own kinds of run listener: `kind=COMPRESSION` (`listener(event,
-data)`, see `mct_logger.compression.compress`) and `kind=ANALYSIS` (the tables of
-one analysis, see `mct_logger.analysis_log`); `set_log_folder` registers their
-TensorBoard listeners the same way.
+- `PTQ`: each stage's name and its result (`mct_logger.ptq.results`), with the
+  graph after it in `Event.graph`; then, for the PTQ runs a mixed-precision
+  search or a recommendation makes, `TABLES` with `{payload kind: table}`.
+- `ANALYSIS`: the QuantAnalyzer's table kind and the table (again each time it grows).
+- `COMPRESSION`: "start" (the sweep's plan), "score" (one evaluation), "done"
+  (the `CompressionStats`).
+
+Registration: `add_stage_listener(fn)` for a callable that hears every PTQ stage as
+`fn(stage_name, graph, result)`, and `set_run_listener_factory(key, factory, kind)`
+for a listener made fresh per run (`factory(RunInfo)` returns it, or None to
+sit the run out); `mct_logger.set_log_folder` registers the TensorBoard ones
+this way. An engine opens one `ListenerSet` per run.
 
 Example:
 
@@ -37,121 +38,194 @@ add_stage_listener(lambda stage, graph, result: seen.append(stage))
 
 from __future__ import annotations
 
-import sys
+import dataclasses
 import threading
-import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 __all__ = [
-    "ANALYSIS", "COMPRESSION", "PTQ", "SIMILARITY", "STATISTICS", "add_stage_listener", "needs",
-    "notify_recommendation", "open_run_listeners", "recommendation_listeners",
-    "LIVE_INTERVAL_SECONDS", "Throttle", "progress_bar", "remove_stage_listener", "set_recommendation_listener", "set_run_listener_factory",
+    "ANALYSIS", "COMPRESSION", "PTQ", "SIMILARITY", "STATISTICS", "TABLES", "Event",
+    "ListenerSet", "RunInfo", "add_stage_listener", "has_run_listeners", "remove_stage_listener",
+    "set_run_listener_factory",
 ]
 
 STATISTICS = "statistics"
 SIMILARITY = "similarity"
 ALL_NEEDS = frozenset({STATISTICS, SIMILARITY})
-# The kinds of run that ask for listeners.
+# The kinds of run.
 PTQ = "ptq"
 COMPRESSION = "compression"
 ANALYSIS = "analysis"
+KINDS = (PTQ, COMPRESSION, ANALYSIS)
+# The event after a PTQ run's stages that carries a search's or recommendation's tables.
+TABLES = "tables"
 
-# While long work runs, growing tables reach listeners at most this often.
-LIVE_INTERVAL_SECONDS = 1.0
 
-_listeners: list[Callable] = []
-_factories: dict[tuple[str, str], Callable[[str], Any]] = {}
-_recommendation: dict[str, Callable] = {}
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What a listener factory is told of the run it makes a listener for.
+
+    Attributes:
+        kind: PTQ, ANALYSIS or COMPRESSION.
+        model_name: the model's name.
+        run_name: the run's name when the engine gives one (e.g.
+            "<model>_baseline" for a search's baseline PTQ run), else None: the
+            listener names the run itself (set_log_folder's run_name, or the
+            model's name and the time).
+        role: what the run is for, when the engine says ("baseline",
+            "recommended"), else None.
+    """
+
+    kind: str
+    model_name: str
+    run_name: str | None = None
+    role: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One thing a run tells its listeners.
+
+    Attributes:
+        kind: the kind of run (PTQ, ANALYSIS, COMPRESSION).
+        name: the stage, table kind or event name (see the module docs).
+        data: the stage result, table, plan or score.
+        graph: for a PTQ stage, the graph after it; else None.
+    """
+
+    kind: str
+    name: str
+    data: Any
+    graph: Any = None
+
+
+class ListenerSet:
+    """The listeners of one run: the added stage listeners (PTQ runs), the caller's
+    own, then one per registered factory of the run's kind that made one.
+
+    A listener that raises stops the run (the run then closes every listener
+    with the error); the TensorBoard listeners report their own failures as one
+    warning and never raise.
+    """
+
+    def __init__(self, run: RunInfo, extra: Iterable[Callable] = ()):
+        self.run = run
+        with _lock:
+            added = list(_stage_listeners) if run.kind == PTQ else []
+            factories = [f for (kind, _), f in _factories.items() if kind == run.kind]
+        self.listeners: list = added + list(extra)
+        for factory in factories:
+            listener = factory(run)
+            if listener is not None:
+                self.listeners.append(listener)
+
+    def __bool__(self) -> bool:
+        return bool(self.listeners)
+
+    def __len__(self) -> int:
+        return len(self.listeners)
+
+    def needs(self, what: str) -> bool:
+        """True if any listener declared (or, without `needs`, implies) `what`."""
+        return any(what in getattr(listener, "needs", ALL_NEEDS) for listener in self.listeners)
+
+    def emit(self, name: str, data, graph=None) -> None:
+        """Tells every listener `Event(self.run.kind, name, data, graph)`."""
+        event = Event(self.run.kind, name, data, graph)
+        for listener in self.listeners:
+            listener(event)
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Closes every listener that has `close`, once, with the run's error if any;
+        every one is closed even when one of them raises (the first error is raised)."""
+        first = None
+        for listener in self.listeners:
+            close = getattr(listener, "close", None)
+            if close is None:
+                continue
+            try:
+                close(error)
+            except Exception as exc:  # the others still close; the first is re-raised
+                first = first or exc
+        if first is not None:
+            raise first
+
+    @property
+    def log_folder(self) -> str | None:
+        """The folder the first listener that says so (`folder`) writes this run to."""
+        return next((f for f in (getattr(x, "folder", None) for x in self.listeners)
+                     if f is not None), None)
+
+
+class StageCallback:
+    """A plain `fn(stage_name, graph, result)` as a PTQ listener: it hears the stages
+    (not the tables after them)."""
+
+    def __init__(self, fn: Callable[[str, Any, Any], None]):
+        self.fn = fn
+        self.needs = getattr(fn, "needs", ALL_NEEDS)
+
+    def __call__(self, event: Event) -> None:
+        if event.name != TABLES:
+            self.fn(event.name, event.graph, event.data)
+
+    def close(self, error: BaseException | None) -> None:
+        close = getattr(self.fn, "close", None)
+        if close is not None:
+            close(error)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, StageCallback) and other.fn == self.fn
+
+    def __hash__(self) -> int:
+        return hash(self.fn)
+
+
+_stage_listeners: list[StageCallback] = []
+_factories: dict[tuple[str, str], Callable[[RunInfo], Any]] = {}
 _lock = threading.Lock()
 
 
 def add_stage_listener(listener: Callable[[str, Any, Any], None]) -> None:
-    """Calls `listener(stage_name, graph, result)` after every stage of every PTQ run."""
+    """Calls `listener(stage_name, graph, result)` after every stage of every PTQ run.
+
+    Raises:
+        TypeError: `listener` is not callable.
+    """
+    if not callable(listener):
+        raise TypeError(f"add_stage_listener takes a callable fn(stage_name, graph, result), "
+                        f"got {type(listener).__name__}.")
     with _lock:
-        if listener not in _listeners:
-            _listeners.append(listener)
+        if StageCallback(listener) not in _stage_listeners:
+            _stage_listeners.append(StageCallback(listener))
 
 
 def remove_stage_listener(listener: Callable) -> None:
     """Stops calling `listener` (nothing happens if it was not added)."""
     with _lock:
-        if listener in _listeners:
-            _listeners.remove(listener)
+        if StageCallback(listener) in _stage_listeners:
+            _stage_listeners.remove(StageCallback(listener))
 
 
-def set_run_listener_factory(key: str, factory: Callable[[str], Any] | None,
+def set_run_listener_factory(key: str, factory: Callable[[RunInfo], Any] | None,
                              kind: str = PTQ) -> None:
-    """Registers (or with None removes) `factory(model_name) -> listener | None`
-    under `key`, for runs of `kind` (PTQ, COMPRESSION or ANALYSIS)."""
-    _register(_factories, (kind, key), factory)
+    """Registers (or with None removes) `factory(run_info) -> listener | None`
+    under `key`, for runs of `kind` (PTQ, COMPRESSION or ANALYSIS).
 
-
-def open_run_listeners(model_name: str, kind: str = PTQ) -> list:
-    """The listeners of one run of `kind`: for PTQ the added ones first, then one
-    per factory of that kind that made one."""
+    Raises:
+        ValueError: `kind` is not one of them.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
     with _lock:
-        listeners = list(_listeners) if kind == PTQ else []
-        factories = [f for (k, _), f in _factories.items() if k == kind]
-    for factory in factories:
-        listener = factory(model_name)
-        if listener is not None:
-            listeners.append(listener)
-    return listeners
-
-
-def needs(listeners, what: str) -> bool:
-    """True if any of `listeners` declared (or, without `needs`, implies) `what`."""
-    return any(what in getattr(listener, "needs", ALL_NEEDS) for listener in listeners)
-
-
-def set_recommendation_listener(key: str, listener: Callable | None) -> None:
-    """Registers (or with None removes) a recommendation listener under `key`."""
-    _register(_recommendation, key, listener)
-
-
-def recommendation_listeners() -> list:
-    with _lock:
-        return list(_recommendation.values())
-
-
-def notify_recommendation(model, batches, baseline_config, recommended_config,
-                          tables: dict) -> None:
-    """Tells every recommendation listener about a finished search or recommendation."""
-    for listener in recommendation_listeners():
-        listener(model, batches, baseline_config, recommended_config, tables)
-
-
-def _register(registry: dict, key, value) -> None:
-    with _lock:
-        if value is None:
-            registry.pop(key, None)
+        if factory is None:
+            _factories.pop((kind, key), None)
         else:
-            registry[key] = value
+            _factories[(kind, key)] = factory
 
 
-class Throttle:
-    """True at most every `interval` seconds: how often live updates go out."""
-
-    def __init__(self, interval: float = LIVE_INTERVAL_SECONDS):
-        self.interval = interval
-        self._last = 0.0
-
-    def due(self, force: bool = False) -> bool:
-        """True when `interval` has passed since the last True (always when
-        `force`); a True starts the next interval."""
-        now = time.time()
-        if not force and now - self._last < self.interval:
-            return False
-        self._last = now
-        return True
-
-
-def progress_bar(total: int, unit_name: str):
-    """A Keras progress bar of `total` `unit_name`s on the console: live on a
-    terminal or in a notebook; elsewhere (a log file, CI, a pipe) one plain line
-    when done, since the live bar would fill the file with carriage returns and
-    ANSI colour codes (Keras takes any POSIX stdout for a terminal)."""
-    import keras
-
-    live = (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()) or "ipykernel" in sys.modules
-    return keras.utils.Progbar(total, verbose=1 if live else 2, unit_name=unit_name)
+def has_run_listeners(kind: str) -> bool:
+    """True when a per-run listener factory is registered for runs of `kind` (e.g.
+    `set_log_folder`'s): the runs an engine makes only to be seen are then worth
+    making (see `mct_logger.ptq.paired_runs`)."""
+    with _lock:
+        return any(k == kind for k, _ in _factories)

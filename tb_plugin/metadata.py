@@ -23,7 +23,7 @@ PLUGIN_NAMES = (QUANT_ANALYZER, CLE, COMPRESSION)
 
 # Schema version of every payload kind; bump one when its table changes shape.
 # An optional key added to a table keeps its version: "worst_layers" (measure
-# id -> the ranking of the table's rows, `mct_logger.worst_layers`) in the
+# id -> the ranking of the table's rows, `mct_logger.analyzer.worst_layers`) in the
 # per-layer QuantAnalyzer tables and "layer_table"; a reader of a payload
 # without it ranks the rows itself.
 PAYLOAD_KINDS = {

@@ -16,7 +16,7 @@ import json
 
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
-from mct_logger.json_safe import json_ready  # noqa: F401  (re-exported)
+from mct_logger.utils.json_safe import json_ready  # noqa: F401  (re-exported)
 
 from . import metadata
 

@@ -42,8 +42,8 @@ import dataclasses
 import keras
 import numpy as np
 
-from mct_logger.graph import Graph, Node, variable_name
-from mct_logger.layer_kinds import is_channelwise
+from mct_logger.graph.ir import Graph, Node, variable_name
+from mct_logger.graph.layer_kinds import is_channelwise
 from mct_logger.techniques.batch_norm_folding import rebuild_layer
 
 # Output positions sampled per image for the least-squares reconstruction.

@@ -16,8 +16,8 @@ ratio (see `greedy`), each candidate built cheaply:
 
 Scores go to `eval_scores_file` as they come (`eval_scores`), and listeners
 (the console progress bar; with `set_log_folder`, the TensorBoard logger)
-get `(event, data)`: "start" (`SweepPlan`), "score" (`ScoreUpdate`),
-"done" (`CompressionStats`), and `close(error)` at the end.
+hear `mct_logger.listeners.Event`s named "start" (`SweepPlan`), "score"
+(`ScoreUpdate`) and "done" (`CompressionStats`), and `close(error)` at the end.
 
 Example:
 
@@ -38,8 +38,9 @@ import keras
 import numpy as np
 
 from mct_logger import listeners as listeners_lib
-from mct_logger import output_paths
-from mct_logger.aimet_layout import as_callback
+from mct_logger.utils.progress import progress_bar
+from mct_logger.utils import output_paths
+from mct_logger.utils.callbacks import as_callback
 from mct_logger.compression import channel_pruning, svd
 from mct_logger.compression.cost import COST_METRICS, LayerCost, layer_costs, model_cost
 from mct_logger.compression.eval_scores import EvalScores, ratio_key
@@ -49,8 +50,8 @@ from mct_logger.compression import sweep as sweep_lib
 from mct_logger.compression.sweep import evaluate_model as _evaluate
 from mct_logger.compression.sweep import prune, sample_pruning_data
 from mct_logger.evaluators import Sweep, check_evaluator, model_fingerprint, run_jobs
-from mct_logger.frozen_heap import frozen_heap
-from mct_logger.graph import read_model
+from mct_logger.utils.frozen_heap import frozen_heap
+from mct_logger.graph.ir import read_model
 
 logger = logging.getLogger("mct_logger")
 
@@ -110,7 +111,9 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
             and the sweep goes on.
         forward_pass_callback: `(model) -> None` running representative data
             through the model; required by channel pruning.
-        listeners: extra `(event, data)` callables (see the module docs).
+        listeners: extra listeners of this run: callables taking a
+            `mct_logger.listeners.Event` (see the module docs), optionally with
+            `close(error)`.
         evaluator: where the candidates are evaluated: `evaluators.Local()`
             (default) or `evaluators.Ray(...)` (workers rebuilding the model
             once; scores are the same, listeners hear them as they finish).
@@ -307,29 +310,25 @@ def _ignored(graph, layers_to_ignore) -> set:
 
 
 class _Listeners:
-    """The console progress bar, the caller's listeners (one that raises stops
-    the compression) and those registered for compression runs in
-    `mct_logger.listeners` (with a log folder set, the TensorBoard logger: it
-    reports its own failures as one warning and never raises)."""
+    """The console progress bar and the run's `ListenerSet`: the caller's listeners
+    (one that raises stops the compression) and those registered for compression
+    runs (with a log folder set, the TensorBoard logger: it reports its own
+    failures as one warning and never raises)."""
 
     def __init__(self, extra, model_name: str, evaluations: int):
         self.done = 0
-        self.listeners = list(extra or []) + listeners_lib.open_run_listeners(
-            model_name, kind=listeners_lib.COMPRESSION)
-        self.progress = listeners_lib.progress_bar(max(evaluations, 1), "compression evaluation")
+        self.listeners = listeners_lib.ListenerSet(
+            listeners_lib.RunInfo(listeners_lib.COMPRESSION, model_name), extra=extra or ())
+        self.progress = progress_bar(max(evaluations, 1), "compression evaluation")
 
     def emit(self, event: str, data) -> None:
         if event == "score":
             self.done += 1
             self.progress.update(self.done)
-        for listener in self.listeners:
-            listener(event, data)
+        self.listeners.emit(event, data)
 
     def close(self, error) -> None:
-        for listener in self.listeners:
-            close = getattr(listener, "close", None)
-            if close is not None:
-                close(error)
+        self.listeners.close(error)
 
 
 def _some(reasons: dict, count: int = 2) -> str:

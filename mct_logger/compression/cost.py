@@ -60,7 +60,7 @@ def positions(shape) -> int:
 
 
 def layer_cost(node, input_shape=None) -> LayerCost:
-    """The cost of one graph node (`mct_logger.graph.Node`); zero without a kernel.
+    """The cost of one graph node (`mct_logger.graph.ir.Node`); zero without a kernel.
 
     `input_shape` is needed for transposed convolutions only (their positions
     are the input's)."""

@@ -41,7 +41,7 @@ import keras
 import numpy as np
 
 from mct_logger.compression.cost import LayerCost, layer_cost, positions
-from mct_logger.graph import Graph, Node, TensorRef
+from mct_logger.graph.ir import Graph, Node, TensorRef
 from mct_logger.techniques.batch_norm_folding import rebuild_layer
 
 SCHEMES = ("spatial_svd", "weight_svd")

@@ -37,13 +37,13 @@ import keras
 import numpy as np
 from keras import tree
 
-from mct_logger.aimet_layout import as_callback, eval_score
+from mct_logger.utils.callbacks import as_callback, eval_score
 from mct_logger.compression import channel_pruning
 from mct_logger.compression.eval_scores import ratio_key
 from mct_logger.compression.results import ScoreUpdate
 from mct_logger.evaluators.jobs import Job
 from mct_logger.evaluators.shipment import model_from_bytes, model_to_bytes
-from mct_logger.graph import read_model
+from mct_logger.graph.ir import read_model
 from mct_logger.quantization.quantsim import compile_inference, run_over_batches
 
 # Images whose activations channel pruning samples for its reconstruction.

@@ -208,7 +208,7 @@ class ScoreRecords:
         warning naming the file and the cause, and the next save tries again."""
         if self.path is None:
             return
-        from mct_logger.results_dir import write_atomically
+        from mct_logger.utils.atomic_files import write_atomically
 
         content = {"format": self.format_name, "version": VERSION, **self.extra, **self.meta,
                    "scores": _write_scores(self.scores)}

@@ -28,7 +28,7 @@ import json
 import os
 import re
 
-from mct_logger.graph import layer_name_of
+from mct_logger.graph.ir import layer_name_of
 from mct_logger.quantization.encodings import check_bitwidth
 
 BIAS_CORRECTION_MODES = (None, "empirical", "analytical", "hybrid")

@@ -21,13 +21,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from mct_logger import layer_kinds
+from mct_logger.graph import layer_kinds
 from mct_logger.quantization.encodings import Encoding, check_bitwidth, fake_quantize
 
 PACKAGE = "mct_logger"
 
 # Which kernels of which layers are quantized, and their per-channel axes: the
-# layer taxonomy's answer (`mct_logger.layer_kinds`).
+# layer taxonomy's answer (`mct_logger.graph.layer_kinds`).
 quantizable_weights = layer_kinds.weight_axes
 linear_weights = layer_kinds.linear_weight_axes
 

@@ -26,8 +26,8 @@ import dataclasses
 import enum
 import logging
 
-from mct_logger import layer_kinds
-from mct_logger.graph import Graph, Node
+from mct_logger.graph import layer_kinds
+from mct_logger.graph.ir import Graph, Node
 from mct_logger.quantization.config import QuantizationConfig
 from mct_logger.quantization.layers import quantizable_weights, weight_variable
 

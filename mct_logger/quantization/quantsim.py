@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import tree
 
-from mct_logger.graph import Graph, TensorRef
+from mct_logger.graph.ir import Graph, TensorRef
 from mct_logger.quantization.encodings import Encoding
 from mct_logger.quantization.layers import (
     ActivationQuantizer,

@@ -24,8 +24,8 @@ import dataclasses
 import keras
 import numpy as np
 
-from mct_logger.graph import Graph, Node, TensorRef, variable_name
-from mct_logger.layer_clone import preset_initializers
+from mct_logger.graph.ir import Graph, Node, TensorRef, variable_name
+from mct_logger.graph.clone import preset_initializers
 from mct_logger.quantization.layers import broadcast_shape, linear_weights
 
 

@@ -21,8 +21,8 @@ Modes (for Conv1D/2D/3D, DepthwiseConv1D/2D and Dense layers with quantized kern
 Example:
 
 ```python
-model_bc = correct_bias(model, x_calibration, QuantizationConfig(weight_bits=4),
-                        mode="hybrid")
+model_bc, result = correct_bias(model, x_calibration, QuantizationConfig(weight_bits=4),
+                                mode="hybrid")
 model_q, info = keras_post_training_quantization(model_bc, x_calibration, config)
 ```
 """
@@ -31,17 +31,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 
 import keras
 import numpy as np
 from keras import ops
 
-from mct_logger import data as data_lib
-from mct_logger import layer_kinds
-from mct_logger.graph import Graph, Node, read_model
-from mct_logger.quantization.encodings import quantize_dequantize
-from mct_logger.quantization.layers import broadcast_shape, linear_weights, quantizable_weights
+from mct_logger.data import sources as data_lib
+from mct_logger.graph import layer_kinds
+from mct_logger.graph.ir import Graph, Node, read_model
+from mct_logger.quantization.layers import linear_weights, quantizable_weights
 from mct_logger.quantization.plan import NodePlan
 from mct_logger.quantization.quantsim import (
     NodeEncodings,
@@ -51,10 +49,10 @@ from mct_logger.quantization.quantsim import (
     quantizers,
 )
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms, rebuild_layer
-from mct_logger.layer_kinds import fused_activation_kind, homogeneous_kind
+from mct_logger.graph.layer_kinds import fused_activation_kind, homogeneous_kind
 from mct_logger.techniques.cle_results import output_distribution
-from mct_logger.techniques.cross_layer_equalization import recorded_node_info
-from mct_logger.json_safe import json_number, json_numbers
+from mct_logger.techniques.expected_shift import analytical_shift, expected_activation
+from mct_logger.utils.json_safe import json_number, json_numbers
 
 logger = logging.getLogger("mct_logger")
 
@@ -124,84 +122,6 @@ class BiasCorrectionResult:
                 "skipped": dict(self.skipped),
             }
         }
-
-
-# ---------------------------------------------------------------- the math
-
-
-def _phi(x):
-    return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-
-
-def _cdf(x):
-    erf = np.vectorize(math.erf, otypes=[np.float64])
-    return 0.5 * (1.0 + erf(np.asarray(x, np.float64) / math.sqrt(2.0)))
-
-
-def expected_activation(beta, gamma, activation: str, clip: float = 6.0) -> np.ndarray:
-    """`E[act(z)]` for `z ~ N(beta, gamma^2)` per channel; act is "none", "relu" or "relu6"."""
-    beta = np.asarray(beta, np.float64)
-    gamma = np.abs(np.asarray(gamma, np.float64))
-    if activation == "none":
-        return beta.copy()
-    safe = np.where(gamma > 0, gamma, 1.0)
-    if activation == "relu":
-        a = beta / safe
-        value = beta * _cdf(a) + gamma * _phi(a)
-        return np.where(gamma > 0, value, np.maximum(beta, 0.0))
-    if activation == "relu6":
-        low, high = -beta / safe, (clip - beta) / safe
-        value = (gamma * (_phi(low) - _phi(high)) + beta * (_cdf(high) - _cdf(low))
-                 + clip * (1.0 - _cdf(high)))
-        return np.where(gamma > 0, value, np.clip(beta, 0.0, clip))
-    raise ValueError(f"No closed form for activation {activation!r}.")
-
-
-def _kernel_error(node: Node, spec, encoding) -> np.ndarray:
-    kernel = np.asarray(keras.ops.convert_to_numpy(node.layer.kernel), np.float64)
-    quantized = quantize_dequantize(
-        kernel, encoding, broadcast_shape(kernel.shape, spec.channel_axes))
-    return quantized - kernel
-
-
-def tap_coverage(layer, input_shape) -> np.ndarray | None:
-    """Per kernel tap, the fraction of output positions where it reads real input.
-
-    1 everywhere for "valid" padding; below 1 at the edge taps for "same"
-    padding, whose zeros add nothing to the mean. None for Dense layers.
-    """
-    kernel_size = getattr(layer, "kernel_size", None)
-    if kernel_size is None:
-        return None
-    coverage = np.ones(tuple(kernel_size))
-    if getattr(layer, "padding", "valid") != "same":
-        return coverage
-    spatial = list(input_shape[1:-1])
-    for axis, (n, k, s, r) in enumerate(zip(spatial, kernel_size, layer.strides,
-                                            layer.dilation_rate)):
-        if n is None:
-            continue  # dynamic size: no correction for the borders
-        out = -(-n // s)
-        pad_before = max((out - 1) * s + (k - 1) * r + 1 - n, 0) // 2
-        positions = np.arange(out)[:, None] * s - pad_before + np.arange(k)[None, :] * r
-        fraction = ((positions >= 0) & (positions < n)).mean(axis=0)
-        shape = [1] * len(kernel_size)
-        shape[axis] = k
-        coverage = coverage * fraction.reshape(shape)
-    return coverage
-
-
-def analytical_shift(node: Node, spec, encoding, expected_input, input_shape=None) -> np.ndarray:
-    """`sum_taps(coverage * (W_q - W))^T E[x]`: the mean output shift from quantizing
-    the kernel, with "same"-padding borders counted (`tap_coverage`)."""
-    error = _kernel_error(node, spec, encoding)
-    coverage = tap_coverage(node.layer, input_shape) if input_shape is not None else None
-    if coverage is not None:
-        error = error * coverage.reshape(coverage.shape + (1, 1))
-    summed = error.reshape(-1, error.shape[-2], error.shape[-1]).sum(axis=0)
-    if isinstance(node.layer, layer_kinds.DEPTHWISE):
-        return (summed * expected_input[:, None]).reshape(-1)  # (channels, multiplier)
-    return expected_input @ summed  # (in, out)
 
 
 # ---------------------------------------------------------------- graph facts
@@ -448,14 +368,14 @@ def correct_bias(
     config=None,
     mode: str = "empirical",
     *,
-    return_result: bool = False,
+    equalization=None,
 ):
-    """Standalone bias correction; returns a new float model with corrected biases.
+    """Standalone bias correction; returns a new float model with corrected biases and the result.
 
     The corrected model has its batch norms folded (quantization acts on folded
     kernels); quantize it with the same `config` and `bias_correction=None`.
-    For a model from `equalize_model`, the batch-norm statistics that
-    analytical correction needs are the ones `equalize_model` recorded.
+    For a model from `equalize_model`, pass its result as `equalization`: the
+    batch-norm statistics analytical correction needs are the ones it recorded.
 
     Args:
         model: a Functional or Sequential Keras model; not modified.
@@ -464,7 +384,15 @@ def correct_bias(
         config: the `QuantizationConfig` whose weight grids to correct for
             (default W8 per-channel).
         mode: "empirical", "analytical" or "hybrid".
-        return_result: also return the `BiasCorrectionResult`.
+        equalization: the `CrossLayerEqualizationResult` of `equalize_model`
+            when `model` is its equalized model, else None.
+
+    Returns:
+        `(corrected_model, BiasCorrectionResult)`.
+
+    Raises:
+        ValueError: an unknown `mode`, or "empirical"/"hybrid" without
+            `representative_data`.
     """
     from mct_logger.quantization.config import QuantizationConfig
     from mct_logger.quantization.plan import plan_quantization
@@ -474,7 +402,7 @@ def correct_bias(
         raise ValueError(f"mode={mode!r} is not one of {MODES}.")
     config = config or QuantizationConfig()
     graph = read_model(model)
-    recorded = recorded_node_info(model)
+    recorded = equalization.node_info if equalization is not None else {}
     for node in graph:
         if node.layer.name in recorded:
             node.info.update(recorded[node.layer.name])
@@ -493,4 +421,4 @@ def correct_bias(
     encodings = weight_encodings(graph, plan)
     corrected, result = correct_bias_graph(graph, plan, encodings, batches, mode)
     new_model = corrected.to_keras(name=f"{model.name}_bias_corrected")
-    return (new_model, result) if return_result else new_model
+    return new_model, result

@@ -1,8 +1,8 @@
 """The results of cross-layer equalization: what was rescaled, folded and why not.
 
 `CrossLayerEqualizationResult` is the "cross_layer_equalization" stage's result
-(the listener contract, see `mct_logger.stage_results`) and what
-`equalize_model(..., return_result=True)` returns; `to_tables()` gives the CLE
+(the listener contract, see `mct_logger.ptq.results`) and what
+`equalize_model` returns beside its model; `to_tables()` gives the CLE
 dashboard's payload tables (`tb_plugin.metadata.CLE` kinds).
 
 Example:
@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from mct_logger.json_safe import json_number, json_numbers
+from mct_logger.utils.json_safe import json_number, json_numbers
 
 __all__ = [
     "CrossLayerEqualizationResult", "EqualizationSet", "HighBiasFold", "output_distribution",
@@ -96,6 +96,10 @@ class CrossLayerEqualizationResult:
         float_score_before / float_score_after: `eval_callback` on the model
             before and after (None without a callback).
         reason: why CLE did not run, when it did not.
+        node_info: for `equalize_model`'s model, `{layer name: {"folded_batch_norm",
+            "cle"}}`: the batch norms folded into each layer (their statistics) and
+            its CLE scales, which `correct_bias(..., equalization=result)` reads
+            (the equalized model has no batch norms left to read them from).
     """
 
     applied: bool
@@ -111,6 +115,7 @@ class CrossLayerEqualizationResult:
     float_score_before: float | None = None
     float_score_after: float | None = None
     reason: str = ""
+    node_info: dict = dataclasses.field(default_factory=dict)
     version: int = 1
 
     def to_tables(self) -> dict:

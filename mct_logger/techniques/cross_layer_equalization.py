@@ -32,8 +32,8 @@ Steps, on a graph whose batch norms are already folded:
 Example:
 
 ```python
-model_eq = equalize_model(model)  # new model; BNs folded, CLE applied
-model_eq, result = equalize_model(model, eval_callback=score, return_result=True)
+model_eq, result = equalize_model(model)  # new model; BNs folded, CLE applied
+model_eq, result = equalize_model(model, eval_callback=score)
 result.relu6_replaced, result.float_score_before, result.float_score_after
 result.to_tables()["scale_factors"]
 ```
@@ -43,15 +43,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import weakref
 from typing import Callable
 
 import keras
 import numpy as np
 
-from mct_logger import layer_kinds
-from mct_logger.graph import Graph, Node, read_model
-from mct_logger.layer_kinds import activation_name, fused_activation_kind, homogeneous_kind
+from mct_logger.graph import layer_kinds
+from mct_logger.graph.ir import Graph, Node, read_model
+from mct_logger.graph.layer_kinds import activation_name, fused_activation_kind, homogeneous_kind
 from mct_logger.quantization.layers import linear_weights
 from mct_logger.techniques.batch_norm_folding import fold_batch_norms, rebuild_layer
 from mct_logger.techniques.cle_results import (
@@ -68,10 +67,6 @@ L = keras.layers
 
 DEFAULT_TOLERANCE = 1e-6
 DEFAULT_MAX_ITERATIONS = 500
-
-# Models returned by equalize_model -> {layer name: node info} (folded BN, CLE scales),
-# so correct_bias can still find the batch-norm statistics of an equalized model.
-_MODEL_INFO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 # ---------------------------------------------------------------- graph facts
@@ -449,13 +444,14 @@ def equalize_model(
     eval_callback: Callable[[keras.Model], float] | None = None,
     *,
     high_bias_fold: bool = True,
-    return_result: bool = False,
 ):
-    """Data-free cross-layer equalization of a Keras model; returns a new model.
+    """Data-free cross-layer equalization of a Keras model; returns a new model and what changed.
 
     Folds batch norms, replaces the ReLU6s linking equalized layers with ReLU,
     rescales conv -> conv and conv -> depthwise -> conv sets to equal
-    per-channel weight ranges, and folds high biases. `model` is not changed.
+    per-channel weight ranges, and folds high biases (Nagel et al., "Data-Free
+    Quantization Through Weight Equalization and Bias Correction", ICCV 2019).
+    `model` is not changed.
 
     Args:
         model: a Functional or Sequential Keras model.
@@ -463,10 +459,11 @@ def equalize_model(
             when given, it runs on `model` and on the result so the effect of
             ReLU6 -> ReLU (the only change of the float function) is measured.
         high_bias_fold: see `equalize_graph`.
-        return_result: also return the `CrossLayerEqualizationResult`.
 
     Returns:
-        The equalized model, or `(model, result)` with `return_result=True`.
+        `(equalized_model, CrossLayerEqualizationResult)`; the result's
+        `node_info` holds the batch-norm statistics analytical bias correction
+        needs (`correct_bias(equalized_model, ..., equalization=result)`).
     """
     graph = read_model(model)
     folded, fold_result = fold_batch_norms(graph)
@@ -478,7 +475,7 @@ def equalize_model(
         return clone
 
     new_model = equalized.to_keras(name=f"{model.name}_equalized", make_layer=remember)
-    _MODEL_INFO[new_model] = {
+    result.node_info = {
         names[n.name]: {k: n.info[k] for k in ("folded_batch_norm", "cle") if k in n.info}
         for n in equalized if n.name in names and n.info
     }
@@ -488,9 +485,4 @@ def equalize_model(
         if result.relu6_replaced:
             logger.warning("Float score before ReLU6 -> ReLU: %.6g, after: %.6g",
                            result.float_score_before, result.float_score_after)
-    return (new_model, result) if return_result else new_model
-
-
-def recorded_node_info(model: keras.Model) -> dict:
-    """`{layer name: node info}` that `equalize_model` recorded for `model` (or {})."""
-    return _MODEL_INFO.get(model, {})
+    return new_model, result

@@ -26,8 +26,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from mct_logger.graph import Graph, Node
-from mct_logger.json_safe import json_number, json_numbers
+from mct_logger.graph.ir import Graph, Node
+from mct_logger.utils.json_safe import json_number, json_numbers
 from mct_logger.quantization.layers import quantizable_weights, weight_variable
 
 # A channel whose range is at most this fraction of the layer's largest range is dead.

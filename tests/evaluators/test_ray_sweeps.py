@@ -10,8 +10,8 @@ import pytest
 import mct_logger
 import sweep_models
 from mct_logger import evaluators
-from mct_logger.analyzer import QuantAnalyzer
-from mct_logger.mixed_precision_search import search_mixed_precision
+from mct_logger import QuantAnalyzer
+from mct_logger import search_mixed_precision
 
 TABLES = ("sensitivity.json", "per_layer_quant_enabled.json", "per_layer_quant_disabled.json")
 

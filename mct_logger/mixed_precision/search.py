@@ -1,0 +1,500 @@
+"""Mixed-precision search: per-layer weight bit widths under a memory budget or an
+accuracy-drop target (MCT's mixed-precision search, AIMET's AMP).
+
+Sensitivity, in one pass per batch. For every searched layer l and candidate
+width b, the layer's kernel is fake-quantized at b bits (the config's weight
+observer and grid) and the layer is run on its *float* input, beside the float
+layer, so each (l, b) costs one extra layer call, never a model. Every weight
+layer PTQ quantizes is searched, as the similarity stage computes it
+(`similarity.call_quantized`): a Conv or Dense layer runs its own computation
+on the quantized kernels, any other (Embedding, EinsumDense, MultiHeadAttention,
+RNNs, TimeDistributed, Bidirectional) reads them through a `StatelessScope`:
+
+    SQNR(l, b) = 10 log10( sum y_l^2 / sum (y_l - y_l,b)^2 )        (dB, isolated)
+
+The model's output noise is modelled as the sum of the layers' relative noise
+powers (the additive model of Lin, Talathi & Annapureddy, "Fixed point
+quantization of deep convolutional networks", ICML 2016):
+
+    1 / SQNR_out  ~=  sum_l 10^(-SQNR(l, b_l) / 10)
+
+Choice, exactly: minimise that sum subject to
+
+    fixed + sum_l memory(l, b_l) <= weights_memory
+
+a multiple-choice knapsack, solved by dynamic programming over memory in
+bytes (`quantization.bit_allocation`). MCT states the same problem as an
+integer linear program over its sensitivity metric and solves it with PuLP;
+the DP gives the optimum of this objective without a solver, and the whole
+Pareto frontier at once. Memory of
+a layer: its kernels at b bits plus its other weights (biases) at 32 bits.
+
+With `max_accuracy_drop`, the frontier (least predicted noise for each memory)
+is walked by bisection with `eval_callback`: the smallest memory whose model
+scores within the drop of the float model. A mixed choice within a budget
+must predict at least `MIN_GAIN_DB` (1 dB) more output SQNR than the widest
+uniform width that fits, else that uniform width is returned. With
+`eval_callback`, the choice is checked against the uniform widths, and a
+uniform width that does as well (within budget, or meeting the target with
+less memory) is returned instead.
+
+Activation bit widths are not searched: they follow `config` (and its
+overrides), as does everything else about the grids.
+
+Example:
+
+```python
+config, result = search_mixed_precision(
+    model, x_train[:512], eval_callback=lambda m: accuracy(m, x_val, y_val),
+    weights_memory=0.75 * all_8bit_bytes, bit_candidates=(4, 8, 16))
+model_q, info = keras_post_training_quantization(model, x_train[:512], config)
+result.layers[0]     # {"layer", "bits", "sqnr_db": [per candidate], "memory": [...]}
+```
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+import re
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+from mct_logger.data import sources as data_lib
+from mct_logger import listeners
+from mct_logger.diagnostics import metrics
+from mct_logger.graph.ir import TensorRef, layer_name_of, read_model
+from mct_logger.mixed_precision.bit_allocation import Frontier
+from mct_logger.quantization.config import LayerOverride, QuantizationConfig, config_to_dict
+from mct_logger.quantization.encodings import check_bitwidth
+from mct_logger.quantization.plan import check_overrides, plan_quantization
+from mct_logger.quantization.quantsim import weight_encodings
+from mct_logger.mixed_precision.trials import (
+    QuantizationTrials,
+    TrialWorkspace,
+    rebuild_trial_workspace,
+    trial_shipment,
+)
+from mct_logger.ptq.paired_runs import quantize_baseline_and_recommended
+from mct_logger.diagnostics.rebuild_check import check_rebuilt_graph
+from mct_logger.diagnostics.similarity import call_quantized, fake_quantized_kernel, first_samples
+from mct_logger.evaluators import (Job, ScoreRecords, Sweep, check_evaluator, fingerprint,
+                                   model_fingerprint, run_jobs)
+from mct_logger.utils import output_paths
+
+logger = logging.getLogger("mct_logger")
+
+# Representative samples the sensitivity pass reads (the rest only calibrates).
+SENSITIVITY_SAMPLES = 256
+# A mixed choice within a budget replaces the widest uniform width that fits
+# only if the additive model predicts at least this much more output SQNR (a
+# sixth of a bit; less is within the model's error, and uniform is simpler).
+MIN_GAIN_DB = 1.0
+
+
+@dataclasses.dataclass
+class MixedPrecisionResult:
+    """What the search measured and chose.
+
+    Attributes:
+        bit_candidates: the widths tried, ascending.
+        layers: one row per searched layer, in graph order: `layer`, `class`,
+            `parameters` (kernel elements), `bits` (chosen), `sqnr_db` (isolated
+            SQNR per candidate, dB), `memory` (bytes per candidate).
+        steps: every configuration considered, in order: `step`, `label`,
+            `weights_memory` (bytes), `predicted_sqnr_db` (additive model),
+            `score` (eval score or None), `fits_budget`, `meets_target`,
+            `chosen`, `bits` ({layer: bits}).
+        weights_memory: bytes of the chosen configuration's weights.
+        budget: the `weights_memory` asked for (bytes) or None.
+        max_accuracy_drop, float_score, target_score: the accuracy target, if any.
+        score: the chosen configuration's eval score (None without eval_callback).
+        seconds: {"sensitivity", "solve", "evaluation", "total"} wall seconds.
+    """
+
+    model: str
+    bit_candidates: list
+    layers: list
+    steps: list
+    weights_memory: int
+    budget: int | None
+    max_accuracy_drop: float | None
+    float_score: float | None
+    target_score: float | None
+    score: float | None
+    evaluations: int
+    seconds: dict
+    config: QuantizationConfig | None = None
+
+    def table(self) -> dict:
+        """The "mixed_precision_search" payload (tb_plugin.metadata.SHAPES)."""
+        fields = dataclasses.asdict(self)
+        fields.pop("config")
+        return fields
+
+
+def plan_weights_memory(graph, plan: dict) -> int:
+    """Bytes of every node's weights under `plan` (kernels at their bits, the rest float32)."""
+    from mct_logger.quantization.memory import graph_memory
+
+    return int(sum(m["weights"] for m in graph_memory(graph, plan).values()))
+
+
+def search_mixed_precision(model: keras.Model, representative_data,
+                           config: QuantizationConfig | None = None, *, eval_callback=None,
+                           weights_memory=None, max_accuracy_drop=None,
+                           bit_candidates=(4, 8, 16), evaluator=None, scores_file=None):
+    """Chooses per-layer weight bit widths under a weights-memory budget or an accuracy target.
+
+    Args:
+        model: a Functional or Sequential Keras model (never modified).
+        representative_data: as for `keras_post_training_quantization`; the
+            first 256 samples measure the sensitivities, all of them calibrate.
+        eval_callback: `(model) -> float`, higher is better; checks the choice.
+            Required with `max_accuracy_drop`.
+        weights_memory: budget in bytes for the weights of the whole model
+            (searched kernels at their bits, biases and unsearched weights at
+            float32 or their configured bits).
+        max_accuracy_drop: the largest drop of the eval score from the float
+            model's (in the score's units) the choice may have; the search then
+            returns the smallest memory meeting it (within `weights_memory`
+            when both are given).
+        bit_candidates: the widths each layer's kernels may get (2 to 16).
+        config: the rest of the quantization (activations, observers, grids,
+            layers kept in float); default `QuantizationConfig()`.
+        evaluator: where the verifying evaluations run: `evaluators.Local()`
+            (default) or `evaluators.Ray(...)`; independent steps (the uniform
+            widths) run at once, the bisection one step after another.
+        scores_file: JSON record of every evaluation as it finishes
+            (`evaluators.records`), reused on the next call with the same model,
+            data, config and candidates (only missing ones are evaluated); one
+            of another model or config is refused.
+
+    Returns:
+        `(config, result)`: a `QuantizationConfig` with per-layer
+        `LayerOverride(weight_bits=...)` (the most common width as its global
+        `weight_bits`), and a `MixedPrecisionResult`. When per-run listeners
+        listen (a log folder is set), PTQ runs of the given config and of the
+        chosen one are made as `<model>_baseline` and `<model>_recommended`,
+        the search's tables with the latter (`ptq.paired_runs`), for the
+        QuantAnalyzer tab's comparison.
+
+    Raises (before any model runs):
+        ValueError: neither `weights_memory` nor `max_accuracy_drop`; a bad
+            candidate width; a budget below the smallest memory the candidates
+            reach (the message gives it); `max_accuracy_drop` without
+            `eval_callback`. RepresentativeDataError: unusable data.
+    """
+    started = time.perf_counter()
+    config = config or QuantizationConfig()
+    if not isinstance(config, QuantizationConfig):
+        raise TypeError(f"config must be a QuantizationConfig, got {type(config).__name__}.")
+    if config.encodings_file:
+        raise ValueError("search_mixed_precision calibrates grids for every width it tries; "
+                         "pass a config without encodings_file.")
+    candidates = _check_candidates(bit_candidates)
+    if weights_memory is None and max_accuracy_drop is None:
+        raise ValueError("Give weights_memory (a budget in bytes) or max_accuracy_drop (with "
+                         "eval_callback), or both.")
+    budget = _check_positive("weights_memory", weights_memory)
+    drop = _check_positive("max_accuracy_drop", max_accuracy_drop, allow_zero=True)
+    evaluate = None
+    evaluator = check_evaluator(evaluator)
+    if eval_callback is not None:
+        from mct_logger.utils.callbacks import as_callback
+
+        evaluate = as_callback(eval_callback, "eval_callback")
+    if scores_file is not None:  # writable, so no score is computed in vain
+        output_paths.check_file(scores_file, "scores_file")
+    if drop is not None and evaluate is None:
+        raise ValueError("max_accuracy_drop needs eval_callback to measure the score.")
+
+    graph = read_model(model)
+    check_overrides(graph, config)
+    batches = data_lib.load_batches(representative_data, data_lib.input_specs(graph),
+                                    config.batch_size, max_samples=config.num_calibration_samples)
+    check_rebuilt_graph(model, graph, batches[0])
+    graph = prepared_graph(graph, config)
+    plan = plan_quantization(graph, config)
+    units = [n for n in graph if plan[n.name].weights and n.owns_weights]
+    if not units:
+        raise ValueError(f"Model {graph.name!r} has no weight layer to search under this config.")
+    memory = {n.name: [_unit_memory(n, plan, b) for b in candidates] for n in units}
+    fixed = plan_weights_memory(graph, plan) - sum(_unit_memory(n, plan, None) for n in units)
+    smallest = fixed + sum(m[0] for m in memory.values())
+    if budget is not None and budget < smallest:
+        raise ValueError(
+            f"weights_memory={budget:.0f} bytes is below the smallest memory the candidates "
+            f"reach ({smallest} bytes: every searched layer at {candidates[0]} bits); raise "
+            "the budget or add a lower bit width.")
+
+    t0 = time.perf_counter()
+    sqnr = measure_sensitivity(graph, plan, [n.name for n in units], batches, candidates)
+    t1 = time.perf_counter()
+    names = [n.name for n in units]
+    costs = np.array([[10.0 ** (-s / 10.0) for s in sqnr[n]] for n in names])
+    mems = np.array([memory[n] for n in names], dtype=np.int64)
+    frontier = Frontier(costs, mems, None if budget is None else budget - fixed)
+    t2 = time.perf_counter()
+
+    records = ScoreRecords.open(scores_file, {
+        "model": graph.name, "fingerprint": model_fingerprint(model),
+        "data": fingerprint(*[np.asarray(x) for b in batches for x in b]),
+        "config": config_to_dict(config)["config"], "bit_candidates": list(candidates),
+        "layers": names}, what="scores_file") if evaluate is not None else None
+    trials = QuantizationTrials(graph, lambda m: m.collect_all(batches), None, batches)
+    sweep = Sweep("search_mixed_precision",
+                  lambda: TrialWorkspace(model, trials, evaluate), rebuild_trial_workspace,
+                  lambda: trial_shipment(model, graph, batches), eval_callback)
+    with evaluator.open(sweep, jobs_hint=len(candidates) + 1) as session:
+        search = _Search(graph, config, session, records, evaluate, names, candidates, costs,
+                         mems, fixed, budget)
+        if drop is not None:
+            choice = search.by_target(frontier, drop)
+        else:
+            choice = search.by_budget(frontier)
+    chosen_config = search.config_of(choice)
+    rows = [{"layer": n, "class": graph.nodes[n].layer_class,
+             "parameters": int(sum(graph.nodes[n].weight_sizes()[k] for k in plan[n].weights)),
+             "bits": candidates[k], "sqnr_db": [round(float(s), 3) for s in sqnr[n]],
+             "memory": [int(m) for m in memory[n]]}
+            for n, k in zip(names, choice)]
+    end = time.perf_counter()
+    result = MixedPrecisionResult(
+        model=graph.name, bit_candidates=list(candidates), layers=rows, steps=search.steps,
+        weights_memory=search.memory_of(choice), budget=None if budget is None else int(budget),
+        max_accuracy_drop=drop, float_score=search.float_score, target_score=search.target,
+        score=search.score_of(choice), evaluations=search.evaluations,
+        seconds={"sensitivity": round(t1 - t0, 3), "solve": round(t2 - t1, 3),
+                 "evaluation": round(end - t2, 3), "total": round(end - started, 3)},
+        config=chosen_config,
+    )
+    logger.info("Mixed-precision search: %d layers, weights %d bytes, %s", len(names),
+                result.weights_memory, dict(collections.Counter(r["bits"] for r in rows)))
+    if listeners.has_run_listeners(listeners.PTQ):  # e.g. a log folder is set
+        quantize_baseline_and_recommended(model, batches, config, chosen_config,
+                                          {"mixed_precision_search": result.table()})
+    return chosen_config, result
+
+
+def measure_sensitivity(graph, plan: dict, nodes: list, batches, bit_candidates) -> dict:
+    """`{node: [isolated SQNR (dB) at each candidate width]}`, one eager pass per batch
+    over the first `SENSITIVITY_SAMPLES` samples (see the module docstring)."""
+    kernels = {}
+    for b in bit_candidates:
+        plan_b = {n: dataclasses.replace(p, weights={
+            k: dataclasses.replace(spec, bitwidth=b) for k, spec in p.weights.items()}
+            if n in nodes else {}) for n, p in plan.items()}
+        grids = weight_encodings(graph, plan_b)
+        for n in nodes:
+            values = graph.nodes[n].weights()
+            kernels.setdefault(n, []).append({
+                k: ops.convert_to_tensor(fake_quantized_kernel(
+                    values[k], grid, plan[n].weights[k].channel_axes))
+                for k, grid in grids[n].items()})
+    report = set(nodes)
+    signal = dict.fromkeys(nodes, 0.0)
+    noise = {n: np.zeros(len(bit_candidates)) for n in nodes}
+    for batch in first_samples(batches, SENSITIVITY_SAMPLES):
+        values = {}
+        for node in graph:
+            if node.is_input:
+                values[TensorRef(node.name, 0)] = ops.convert_to_tensor(
+                    batch[graph.input_names.index(node.name)])
+                continue
+            outputs = node.call(node.layer, values)
+            for i, out in enumerate(outputs):
+                values[TensorRef(node.name, i)] = out
+            if node.name in report:
+                reference = ops.cast(outputs[0], "float64")
+                signal[node.name] += float(ops.sum(reference * reference))
+                for k, quantized in enumerate(kernels[node.name]):
+                    output = call_quantized(node, {id(node.layer): quantized}, values)[0]
+                    error = reference - ops.cast(output, "float64")
+                    noise[node.name][k] += float(ops.sum(error * error))
+    return {n: [float(metrics.sqnr_from_powers(signal[n], v)) for v in noise[n]] for n in nodes}
+
+
+class _Search:
+    """The evaluations of one search and the steps table they fill."""
+
+    def __init__(self, graph, config, session, records, evaluate, names, candidates, costs,
+                 mems, fixed, budget):
+        self.graph, self.config, self.names, self.candidates = graph, config, names, candidates
+        self.costs, self.mems, self.fixed, self.budget = costs, mems, fixed, budget
+        self.session, self.records = session, records
+        self.evaluate = evaluate
+        self.evaluations = 0  # evaluations run or reused (the float model's included)
+        self.target = None
+        self.steps: list[dict] = []
+        self.scores: dict[tuple, float] = {}
+        self.float_score = None
+        if evaluate is not None:
+            job = Job(("float",), ("float", None), "the float model")
+            self.float_score = self._run([job])[job.key]
+
+    def _run(self, jobs) -> dict:
+        self.evaluations += len(jobs)
+        return run_jobs(self.session, jobs, self.records)
+
+    def prefetch(self, choices) -> None:
+        """Scores every choice not scored yet, at once (on several workers)."""
+        todo = {tuple(c): None for c in choices if tuple(c) not in self.scores}
+        jobs = [Job(("trial", ",".join(str(self.candidates[k]) for k in key)),
+                    ("trial", self.config_of(list(key))),
+                    "the config with weight bits " + ", ".join(
+                        f"{n}={self.candidates[k]}" for n, k in zip(self.names, key)))
+                for key in todo]
+        for key, score in zip(todo, self._run(jobs).values()):
+            self.scores[key] = score
+
+    def memory_of(self, choice) -> int:
+        return int(self.fixed + sum(self.mems[i, k] for i, k in enumerate(choice)))
+
+    def score_of(self, choice):
+        return self.scores.get(tuple(choice))
+
+    def config_of(self, choice) -> QuantizationConfig:
+        bits = [self.candidates[k] for k in choice]
+        common = max(collections.Counter(bits).items(), key=lambda kv: (kv[1], kv[0]))[0]
+        base = dataclasses.replace(self.config, weight_bits=common)
+        overrides = dict(self.config.overrides)
+        for name, b in zip(self.names, bits):
+            if base.for_node(name)[0]["weight_bits"] != b:
+                layer = layer_name_of(name)
+                overrides[layer if re.escape(layer) == layer else re.escape(layer)] = \
+                    LayerOverride(weight_bits=b)
+        chosen = dataclasses.replace(base, overrides=overrides)
+        planned = plan_quantization(self.graph, chosen, report=False)
+        for name, b in zip(self.names, bits):
+            if any(s.bitwidth != b for s in planned[name].weights.values()):
+                raise RuntimeError(f"The chosen config does not give {name!r} {b} bits.")
+        return chosen
+
+    def step(self, label: str, choice, evaluate: bool) -> dict:
+        key = tuple(choice)
+        if evaluate and self.evaluate is not None and key not in self.scores:
+            self.prefetch([choice])
+        memory = self.memory_of(choice)
+        score = self.scores.get(key)
+        row = {
+            "step": len(self.steps), "label": label, "weights_memory": memory,
+            "predicted_sqnr_db": round(float(metrics.sqnr_from_powers(
+                1.0, sum(self.costs[i, k] for i, k in enumerate(choice)))), 3),
+            "score": score,
+            "fits_budget": None if self.budget is None else bool(memory <= self.budget),
+            "meets_target": None if self.target is None or score is None
+            else bool(score >= self.target),
+            "chosen": False,
+            "bits": {n: self.candidates[k] for n, k in zip(self.names, choice)},
+        }
+        self.steps.append(row)
+        return row
+
+    def uniform(self) -> list:
+        return [[k] * len(self.names) for k in range(len(self.candidates))]
+
+    def _choose(self, choice):
+        for row in self.steps:
+            row["chosen"] = row["bits"] == {n: self.candidates[k]
+                                            for n, k in zip(self.names, choice)}
+        return choice
+
+    def by_budget(self, frontier):
+        best = frontier.choice(len(frontier) - 1)
+        evaluate = self.evaluate is not None
+        uniform = [c for c in self.uniform() if self.memory_of(c) <= self.budget]
+        if evaluate:
+            self.prefetch(uniform)  # independent: all at once
+        rows = [self.step(f"uniform {self.candidates[c[0]]}-bit", c, evaluate) for c in uniform]
+        mixed = self.step("mixed (least predicted noise within the budget)", best, False)
+        if rows and mixed["predicted_sqnr_db"] - rows[-1]["predicted_sqnr_db"] < MIN_GAIN_DB:
+            mixed["label"] += f": less than {MIN_GAIN_DB:g} dB over uniform, not kept"
+            return self._choose(uniform[-1])
+        if evaluate:
+            self.prefetch([best])
+            mixed["score"] = self.scores[tuple(best)]
+            top = max(uniform + [best], key=lambda c: (self.score_of(c), c != best))
+            if top != best:  # a tie goes to the uniform width: simpler to deploy
+                logger.warning("Mixed-precision search: uniform %d-bit scores %.6g, at least the "
+                               "mixed choice's %.6g; returning the uniform one.",
+                               self.candidates[top[0]], self.score_of(top), self.score_of(best))
+                best = top
+        return self._choose(best)
+
+    def by_target(self, frontier, drop: float):
+        self.target = self.float_score - drop
+        hi = len(frontier) - 1
+        top = frontier.choice(hi)
+        if self.step("frontier: most memory", top, True)["meets_target"] is False:
+            logger.warning("Mixed-precision search: even the largest widths score %.6g, below "
+                           "the target %.6g; returning them.", self.score_of(top), self.target)
+            return self._choose(top)
+        lo = 0
+        while lo < hi:  # bisection on the frontier: the smallest memory meeting the target
+            mid = (lo + hi) // 2
+            if self.step(f"frontier point {mid + 1} of {len(frontier)}", frontier.choice(mid),
+                         True)["meets_target"]:
+                hi = mid
+            else:
+                lo = mid + 1
+        best = frontier.choice(hi)
+        for c in self.uniform():
+            if self.budget is None or self.memory_of(c) <= self.budget:
+                row = self.step(f"uniform {self.candidates[c[0]]}-bit", c,
+                                self.memory_of(c) < self.memory_of(best))
+                if row["meets_target"] and self.memory_of(c) < self.memory_of(best):
+                    best = c
+        return self._choose(best)
+
+
+def prepared_graph(graph, config: QuantizationConfig):
+    """The graph PTQ quantizes under `config`: batch norms folded, CLE if asked."""
+    from mct_logger.techniques.batch_norm_folding import fold_batch_norms
+
+    graph, _ = fold_batch_norms(graph)
+    if config.cross_layer_equalization:
+        from mct_logger.techniques.cross_layer_equalization import equalize_graph
+
+        graph, _ = equalize_graph(graph)
+    return graph
+
+
+def _unit_memory(node, plan: dict, bits) -> int:
+    from mct_logger.quantization.memory import node_memory
+
+    specs = plan[node.name].weights
+    return node_memory(node, {k: (s.bitwidth if bits is None else bits)
+                              for k, s in specs.items()})["weights"]
+
+
+def _check_candidates(bit_candidates) -> list:
+    try:
+        values = list(bit_candidates)
+    except TypeError:
+        raise TypeError(
+            f"bit_candidates must be a sequence of widths, got {bit_candidates!r}.") from None
+    if not values:
+        raise ValueError("bit_candidates is empty; give widths such as (4, 8, 16).")
+    for b in values:
+        try:
+            check_bitwidth(b)
+        except ValueError as exc:
+            raise ValueError(f"bit_candidates: {exc}") from None
+    if len(set(values)) != len(values):
+        raise ValueError(f"bit_candidates {values} repeats a width.")
+    return sorted(int(b) for b in values)
+
+
+def _check_positive(name: str, value, allow_zero: bool = False):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a positive number, got {value!r}.")
+    return float(value)

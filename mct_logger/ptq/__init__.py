@@ -1,0 +1,2 @@
+"""Post-training quantization: the ordered stages (`pipeline`) and the typed results they
+return to listeners (`results`)."""

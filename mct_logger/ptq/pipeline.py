@@ -1,0 +1,495 @@
+"""`keras_post_training_quantization`: an ordered list of named stages over the graph.
+
+Each stage takes the graph, returns a new one plus a typed, versioned result,
+and tells every listener of the run (`mct_logger.listeners.ListenerSet`: the
+TensorBoard logger, your `add_stage_listener` callables, tests) an `Event` with
+the stage's name, result and graph. No stage knows who listens.
+Listeners hear the stages in this order even though one, the similarity
+analysis (a diagnosis), runs on a thread alongside the quantized model's build.
+
+The steps QuantAnalyzer shares with PTQ (it calibrates through the user's
+forward-pass callback instead of a data set, and does no CLE or bias
+correction): `fold` (batch-norm folding), `plan_quantization`, a
+`CalibrationModel`'s calibration, `calibrated_encodings` (the grids) and
+`build_quantized_model`.
+
+Example:
+
+```python
+seen = []
+add_stage_listener(lambda stage, graph, result: seen.append(stage))
+model_q, info = keras_post_training_quantization(model, x_calibration)
+info.memory_after / info.memory_before   # about 0.25 for W8A8
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from typing import Any
+
+import keras
+
+from mct_logger.data import sources as data_lib
+from mct_logger.quantization import encodings_file as export
+from mct_logger.data.batches import CalibrationBatches
+from mct_logger.utils.frozen_heap import frozen_heap
+from mct_logger.graph.ir import Graph, read_model
+from mct_logger.graph.clone import REUSE_LAYER, CloneCache
+from mct_logger.diagnostics.rebuild_check import RebuildMismatchError, check_rebuilt_graph
+from mct_logger import listeners as listeners_lib
+from mct_logger.listeners import ListenerSet, RunInfo
+from mct_logger.utils.progress import progress_bar
+from mct_logger.quantization.memory import graph_memory, model_memory
+from mct_logger.quantization.config import QuantizationConfig
+from mct_logger.quantization.plan import PlanReason, check_overrides, plan_quantization
+from mct_logger.quantization.quantsim import (
+    CalibrationModel,
+    NodeEncodings,
+    build_quantized_model,
+    weight_encodings,
+)
+from mct_logger.diagnostics.similarity import analyze_similarity
+from mct_logger.techniques.batch_norm_folding import BatchNormFoldingResult, fold_batch_norms
+from mct_logger.techniques.bias_correction import correct_bias_graph
+from mct_logger.ptq.results import (
+    InitialGraphResult,
+    QuantizationParametersResult,
+    QuantizedModelResult,
+    SkippedStageResult,
+    StatisticsResult,
+)
+from mct_logger.techniques.cross_layer_equalization import equalize_graph, weight_ranges_only
+
+__all__ = [
+    "STAGES", "QuantizationInfo", "calibrated_encodings", "fold",
+    "keras_post_training_quantization", "quantize",
+]
+
+logger = logging.getLogger("mct_logger")
+
+STAGES = (
+    "initial_graph",
+    "batch_norm_folding",
+    "cross_layer_equalization",
+    "statistics_collection",
+    "quantization_parameters",
+    "bias_correction",
+    "quantized_model",
+    "similarity_analysis",  # only when analyzing similarity (e.g. logging)
+)
+
+# ---------------------------------------------------------------- the info object
+
+
+@dataclasses.dataclass
+class QuantizationInfo:
+    """What a PTQ run produced, besides the model.
+
+    Attributes:
+        encodings: node name -> NodeEncodings (weights by kernel name, activation).
+        plan: node name -> NodePlan (what was quantized and why not).
+        float_graph: the reference graph (batch norms folded, CLE applied, biases
+            before bias correction) with every quantizer off.
+        memory_before / memory_after: model bytes (weights + activations at batch 1,
+            `model_memory`): the batch-norm-folded float32 model, and the quantized
+            one; an output fused into its activation is counted once.
+        node_memory_before / node_memory_after: node name -> {"weights", "activations",
+            "total"} of the batch-norm-folded graph, float32 / as quantized.
+        stage_seconds: stage name -> wall seconds of the stage's own work (the
+            similarity analysis runs alongside the quantized model's build).
+        listener_seconds: stage name -> wall seconds its listeners took (logging).
+        stage_results: stage name -> the stage's result dataclass.
+        quantized_graph: the graph the quantized model is built from: `float_graph`
+            with bias-corrected biases (the same graph when bias correction is off).
+    """
+
+    encodings: dict
+    plan: dict
+    float_graph: Graph
+    memory_before: int
+    memory_after: int
+    node_memory_before: dict
+    node_memory_after: dict
+    stage_seconds: dict
+    stage_results: dict
+    listener_seconds: dict = dataclasses.field(default_factory=dict)
+    quantized_graph: Graph | None = None
+
+    @property
+    def float_nodes(self) -> list[str]:
+        return [n for n, p in self.plan.items() if p.reason is PlanReason.UNSUPPORTED]
+
+    def export_encodings(self, path: str) -> str:
+        """Writes every tensor's encodings as JSON in AIMET's encodings-file shape.
+
+        Load it back with `QuantizationConfig(encodings_file=path)` to skip calibration.
+
+        Raises:
+            IsADirectoryError, NotADirectoryError: `path` is a folder, or a file
+                stands where its folder goes.
+        """
+        return export.save_encodings(self.encodings, path)
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+class _Run:
+    """One PTQ run: times each stage and tells the run's listeners (a `ListenerSet`)."""
+
+    def __init__(self, listeners: ListenerSet):
+        self.listeners = listeners
+        self.seconds: dict[str, float] = {}
+        self.listener_seconds: dict[str, float] = {}
+        self.results: dict[str, Any] = {}
+
+    def stage(self, name: str, fn, *args):
+        """Runs stage `name` (`fn(*args) -> (graph, result)`) and reports it."""
+        start = time.perf_counter()
+        try:
+            graph, result = fn(*args)
+        except Exception as exc:
+            exc.add_note(f"(mct_logger PTQ stage {name!r} failed)")
+            raise
+        return self._report(name, graph, result, time.perf_counter() - start)
+
+    def start(self, name: str, fn, *args) -> "_StageThread":
+        """Starts stage `name` on a thread; `finish` reports it, in the order the
+        listeners expect, once the stages in between have run."""
+        thread = _StageThread(name, fn, args)
+        thread.start()
+        return thread
+
+    def finish(self, thread: "_StageThread"):
+        """Waits for a started stage and reports it (raises what it raised)."""
+        thread.join()
+        if thread.error is not None:
+            thread.error.add_note(f"(mct_logger PTQ stage {thread.stage!r} failed)")
+            raise thread.error
+        return self._report(thread.stage, *thread.output, thread.seconds)
+
+    def _report(self, name: str, graph, result, seconds: float):
+        self.seconds[name] = seconds
+        self.results[name] = result
+        logger.info("PTQ stage %s done in %.2f s", name, self.seconds[name])
+        start = time.perf_counter()
+        self.listeners.emit(name, result, graph)
+        self.listener_seconds[name] = time.perf_counter() - start
+        return graph, result
+
+
+class _StageThread(threading.Thread):
+    """A stage running alongside the main thread's stages (see `_Run.start`)."""
+
+    def __init__(self, name: str, fn, args):
+        super().__init__(name=f"mct_logger-{name}", daemon=True)
+        self.stage, self.fn, self.args = name, fn, args
+        self.output = self.error = None
+        self.seconds = 0.0
+
+    def run(self):
+        start = time.perf_counter()
+        try:
+            self.output = self.fn(*self.args)
+        except BaseException as exc:  # handed to the main thread by `_Run.finish`
+            self.error = exc
+        self.seconds = time.perf_counter() - start
+
+
+def keras_post_training_quantization(
+    model: keras.Model,
+    representative_data,
+    config: QuantizationConfig | None = None,
+) -> tuple[keras.Model, QuantizationInfo]:
+    """Quantizes a Keras model after training; returns the fake-quantized model and info.
+
+    Args:
+        model: a Functional or Sequential Keras model (nested models are fine).
+            It is never modified.
+        representative_data: typical inputs for calibration: a zero-argument
+            callable returning batches, a generator, a `tf.data.Dataset` or a
+            NumPy array (labels in `(x, y)` batches, or in an `(x, y)` tuple of
+            whole arrays, are ignored). At most
+            `config.num_calibration_samples` samples are read. May be None
+            when `config.encodings_file` provides the grids.
+        config: a `QuantizationConfig`; default W8A8, weights symmetric
+            per-channel, activations asymmetric per-tensor.
+
+    Returns:
+        `(quantized_model, info)`: a Keras model whose quantizers can be switched
+        (`set_quantizers_enabled`) and saved to `.keras`, and a `QuantizationInfo`.
+
+    Raises (all before any stage runs or logs):
+        RepresentativeDataError: the data cannot be used (the message names the
+            batch, the input and the fix).
+        GraphError: the model has no graph to read (e.g. a subclassed model).
+        ValueError: an override pattern matches no node; the encodings file
+            cannot be read (e.g. it is a directory), is not UTF-8 JSON, has an
+            inconsistent entry, lacks a grid the plan needs, or has per-channel
+            counts that do not fit the model (naming the file, the key or node,
+            and both counts). FileNotFoundError: no such encodings file.
+        RebuildMismatchError: the float graph rebuilt from the model does not
+            compute the model's outputs on the first 4 calibration samples
+            (norm-relative error above 1e-5); it names the first diverging node.
+            Checked on data only when the model holds a layer whose clone is
+            not exact by construction (`rebuild_check.rebuilt_exactly`).
+
+    An encodings file whose grids differ from the config's settings (bit-width,
+    symmetry, per-channel or per-tensor), or that has entries for nodes the model
+    lacks, is used with a warning naming the file and them (the file's grids win).
+
+    Logging (`set_log_folder`) and the similarity analysis never cost the model:
+    a log that cannot be written, or a diagnosis that fails, is one warning
+    (the path and the cause) and the model is still returned. A listener added
+    with `add_stage_listener` that raises stops the run.
+    """
+    return quantize(model, representative_data, config)
+
+
+@frozen_heap()
+def quantize(model: keras.Model, representative_data, config: QuantizationConfig | None = None,
+             *, run_info: RunInfo | None = None,
+             tables: dict | None = None) -> tuple[keras.Model, QuantizationInfo]:
+    """`keras_post_training_quantization` as the engines that make PTQ runs of their
+    own call it: `run_info` names the run for its listeners (e.g. a search's
+    "<model>_baseline"), and `tables` (`{payload kind: table}`) go to them as the
+    `listeners.TABLES` event after the stages. Same arguments, result and errors.
+    """
+    config = config or QuantizationConfig()
+    if not isinstance(config, QuantizationConfig):
+        raise TypeError(
+            f"config must be a QuantizationConfig, got {type(config).__name__}."
+        )
+    graph = read_model(model)
+    check_overrides(graph, config)
+    loaded = None
+    if config.encodings_file:
+        loaded = export.load_encodings(config.encodings_file, graph)
+        export.check_encodings_fit(graph, loaded, config.encodings_file)
+        # A trial plan on the folded graph (weights only, no data): a grid the
+        # plan needs and the file lacks fails here, before any stage.
+        trial = plan_quantization(fold_batch_norms(graph)[0], config, report=False)
+        adopted = export.adopt_encodings(trial, loaded, config.encodings_file)
+        export.warn_config_conflicts(adopted, config, config.encodings_file, graph)
+    # The rebuild check's, the calibration model's and the quantized model's
+    # layers: none changes a clone, so a prototype is cloned once per run.
+    clones = CloneCache()
+    if representative_data is None and config.encodings_file:
+        batches = None  # the grids come from the file; nothing to calibrate
+    else:
+        batches = CalibrationBatches(
+            representative_data, data_lib.input_specs(graph), config.batch_size,
+            max_samples=config.num_calibration_samples,
+        )
+        # A few samples prove the rebuilt graph (eager calls cost per sample).
+        _check_rebuild(model, graph, [x[:REBUILD_CHECK_SAMPLES] for x in batches.first], config,
+                       clones)
+    run = _Run(ListenerSet(run_info or RunInfo(listeners_lib.PTQ, model.name)))
+    try:
+        model_q, info = _quantize(run, graph, batches, config, loaded, clones)
+        if tables:
+            run.listeners.emit(listeners_lib.TABLES, tables)
+    except BaseException as exc:
+        run.listeners.close(exc)
+        raise
+    run.listeners.close()
+    return model_q, info
+
+
+REBUILD_CHECK_SAMPLES = 4
+
+
+def _check_rebuild(model, graph: Graph, batch, config: QuantizationConfig, clones) -> None:
+    """`check_rebuilt_graph`, except that a diverging node the config keeps in
+    float is built from the user's own layer object instead of a clone (its
+    state then needs no copying) and the check runs again."""
+    for _ in range(len(graph.nodes) + 1):
+        try:
+            check_rebuilt_graph(model, graph, batch, clones=clones)
+            return
+        except RebuildMismatchError as exc:
+            node = graph.nodes.get(exc.node) if exc.node else None
+            if (node is None or node.info.get(REUSE_LAYER)
+                    or not config.for_node(node.name)[0]["keep_float"]):
+                raise
+            logger.info("Node %r (%s) is kept in float and its clone differs from your "
+                        "layer: the quantized model uses your layer object itself.",
+                        node.name, node.layer_class)
+            node.info[REUSE_LAYER] = True
+
+
+def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, loaded=None,
+              clones=None):
+    graph, _ = run.stage(
+        "initial_graph",
+        lambda g: (g, InitialGraphResult(len(g.nodes), g.parameter_count())),
+        graph,
+    )
+    graph, _ = run.stage("batch_norm_folding", fold, graph)
+    graph, _ = run.stage("cross_layer_equalization", _cle_stage, graph, config)
+    # The float side of the headline is the batch-norm-folded model: folding is
+    # free on every target, so it is not counted as a quantization saving.
+    memory_before = graph_memory(graph)
+    plan = plan_quantization(graph, config)
+    if config.encodings_file:
+        loaded = export.adopt_encodings(plan, loaded, config.encodings_file)
+        graph, _ = run.stage(
+            "statistics_collection",
+            lambda g: (g, SkippedStageResult(f"encodings loaded from {config.encodings_file}")),
+            graph,
+        )
+        graph, params = run.stage(
+            "quantization_parameters", lambda g: (g, _parameters_result(plan, loaded)), graph
+        )
+    else:
+        calibration = CalibrationModel(
+            graph, plan, statistics=run.listeners.needs(listeners_lib.STATISTICS),
+            clones=clones)
+        graph, stats = run.stage("statistics_collection", _collect, graph, calibration, batches)
+        graph, params = run.stage("quantization_parameters", _parameters, graph, plan, calibration)
+    # `graph` stays the float reference (biases before correction); the quantized
+    # model is built from the corrected copy.
+    corrected, _ = run.stage(
+        "bias_correction", _bias_correction_stage, graph, plan, params.encodings, batches, config
+    )
+    analyze = config.analyze_similarity
+    if analyze is None:
+        analyze = run.listeners.needs(listeners_lib.SIMILARITY)
+    if analyze and batches and not any(p.quantized for p in plan.values()):
+        logger.info("Similarity analysis skipped: no node of %r is quantized under this "
+                    "configuration, so float and quantized outputs are the same.", graph.name)
+        analyze = False
+    similarity = None
+    if analyze and batches:
+        # The similarity analysis needs only the graphs and the grids: it runs on a
+        # thread while the quantized model is built (its kernels release the GIL
+        # the build's Python needs), and is reported after it.
+        statistics = getattr(run.results.get("statistics_collection"), "statistics", None) or {}
+        histograms = {n: tuple(a[0] for a in s.histogram()) for n, s in statistics.items()}
+        similarity = run.start(
+            "similarity_analysis", _similarity_stage, graph, plan, params.encodings, batches,
+            config.similarity_samples, histograms, corrected,
+        )
+    try:
+        _, result = run.stage(
+            "quantized_model", _build, corrected, plan, params.encodings, memory_before, clones
+        )
+    finally:
+        if similarity is not None:
+            similarity.join()  # no analysis outlives a failed run
+    if similarity is not None:
+        graph, _ = run.finish(similarity)
+    info = QuantizationInfo(
+        encodings=params.encodings,
+        plan=plan,
+        float_graph=graph,
+        memory_before=result.memory_before,
+        memory_after=result.memory_after,
+        node_memory_before=memory_before,
+        node_memory_after=graph_memory(corrected, plan),
+        stage_seconds=dict(run.seconds),
+        stage_results=dict(run.results),
+        listener_seconds=dict(run.listener_seconds),
+        quantized_graph=corrected,
+    )
+    return result.model, info
+
+
+def _similarity_stage(graph: Graph, plan, encodings, batches, samples, histograms, corrected):
+    """The similarity analysis. A diagnosis only: if it fails, the failure is one
+    warning and the stage is skipped; the quantized model is still returned."""
+    try:
+        result = analyze_similarity(graph, plan, encodings, batches, samples, histograms,
+                                    quantized_graph=corrected)
+    except Exception as exc:  # reported here, as the one warning of this stage
+        logger.warning("The similarity analysis failed (%s: %s); PTQ goes on and returns the "
+                       "quantized model without it.", type(exc).__name__, exc)
+        return graph, SkippedStageResult(
+            f"the similarity analysis failed: {type(exc).__name__}: {exc}", plan=plan,
+            encodings=encodings)
+    return graph, dataclasses.replace(result, plan=plan, encodings=encodings)
+
+
+def _cle_stage(graph: Graph, config: QuantizationConfig):
+    """CLE when configured; the weight-range tables of every weight layer always."""
+    if not config.cross_layer_equalization:
+        return graph, weight_ranges_only(
+            graph, "off (QuantizationConfig.cross_layer_equalization=False); weight "
+            "ranges recorded to help decide")
+    return equalize_graph(graph)
+
+
+def _bias_correction_stage(graph: Graph, plan, encodings, batches, config: QuantizationConfig):
+    if config.bias_correction is None:
+        return graph, SkippedStageResult(
+            "bias correction is off (QuantizationConfig.bias_correction=None)", plan=plan,
+            encodings=encodings)
+    graph, result = correct_bias_graph(graph, plan, encodings, batches, config.bias_correction)
+    return graph, dataclasses.replace(result, plan=plan, encodings=encodings)
+
+
+def fold(graph: Graph) -> tuple[Graph, BatchNormFoldingResult]:
+    """Batch-norm folding (`fold_batch_norms`), each batch norm left unfolded named in
+    the log with why; returns the folded graph and the stage's result."""
+    graph, result = fold_batch_norms(graph)
+    for bn, reason in result.not_folded.items():
+        logger.info("Batch norm %r stays a float affine layer: %s", bn, reason)
+    return graph, result
+
+
+def _collect(graph, calibration: CalibrationModel, batches):
+    progress = progress_bar(len(batches), "calibration batch")
+    calibration.collect_all(batches, on_batch=progress.update)
+    return graph, StatisticsResult(
+        num_batches=len(batches),
+        num_samples=data_lib.num_samples(batches),
+        observers=calibration.observers,
+        statistics=calibration.statistics,
+    )
+
+
+def calibrated_encodings(graph: Graph, plan: dict, calibration: CalibrationModel) -> dict:
+    """The grids of every quantized node once `calibration` has seen the data.
+
+    Args:
+        graph: the graph the plan was made for (its weights give the weight grids).
+        plan: node name -> `NodePlan`.
+        calibration: a `CalibrationModel` of `graph` and `plan` whose observers were updated.
+
+    Returns:
+        node name -> `NodeEncodings` (weights by kernel name, activation or None), for
+        the nodes the plan quantizes.
+    """
+    weights = weight_encodings(graph, plan)
+    activations = calibration.activation_encodings(plan)
+    return {
+        name: NodeEncodings(weights=weights.get(name, {}), activation=activations.get(name))
+        for name, p in plan.items()
+        if p.quantized
+    }
+
+
+def _parameters(graph, plan, calibration: CalibrationModel):
+    return graph, _parameters_result(plan, calibrated_encodings(graph, plan, calibration))
+
+
+def _parameters_result(plan, encodings) -> QuantizationParametersResult:
+    float_nodes = [n for n, p in plan.items() if p.reason is PlanReason.UNSUPPORTED]
+    return QuantizationParametersResult(plan, encodings, float_nodes)
+
+
+def _build(graph, plan, encodings, memory_before, clones=None):
+    model = build_quantized_model(graph, plan, encodings, clones=clones)
+    after = graph_memory(graph, plan)
+    return graph, QuantizedModelResult(
+        model=model,
+        memory_before=model_memory(memory_before, plan),
+        memory_after=model_memory(after, plan),
+        plan=plan,
+        encodings=encodings,
+    )
+

@@ -1,0 +1,122 @@
+"""The PTQ stage results: the contract between the engine and its listeners.
+
+Every stage of `keras_post_training_quantization` returns `(graph, result)` and
+the engine calls each listener with `(stage name, graph, result)`. A listener
+dispatches on the result's type; every result carries a `version` (bumped when
+a field changes meaning) so a reader of logged results can refuse what it does
+not know. Besides the types here, stages return
+`techniques.batch_norm_folding.BatchNormFoldingResult`,
+`techniques.cross_layer_equalization.CrossLayerEqualizationResult`,
+`techniques.bias_correction.BiasCorrectionResult` and
+`similarity.SimilarityResult`.
+
+From "quantization_parameters" on, every result carries the run's `plan` and
+`encodings` (the bias-correction result and its skipped form, the quantized
+model, the similarity analysis and its skipped form), so a listener writes any
+of them on its own, without remembering an earlier stage's result.
+
+Units: memory in bytes at batch 1 (`mct_logger.quantization.memory`), counts as integers.
+
+Example:
+
+```python
+def listener(stage, graph, result):
+    if isinstance(result, QuantizedModelResult):
+        print(result.memory_after / result.memory_before)
+add_stage_listener(listener)
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+__all__ = [
+    "InitialGraphResult", "QuantizationParametersResult", "QuantizedModelResult",
+    "SkippedStageResult", "StatisticsResult",
+]
+
+
+@dataclasses.dataclass
+class InitialGraphResult:
+    """The graph read from the model ("initial_graph").
+
+    Attributes:
+        num_nodes: nodes of the graph (layer calls and model inputs).
+        num_parameters: weights of every layer, counted once per layer object.
+    """
+
+    num_nodes: int
+    num_parameters: int
+    version: int = 1
+
+
+@dataclasses.dataclass
+class SkippedStageResult:
+    """A stage slot that did nothing in this run, and why.
+
+    Attributes:
+        reason: a sentence naming the cause (e.g. the config field that turned it off).
+        plan / encodings: the run's `NodePlan`s and `NodeEncodings` by node name when
+            the slot comes after "quantization_parameters", else None.
+    """
+
+    reason: str
+    version: int = 1
+    plan: dict | None = None
+    encodings: dict | None = None
+
+
+@dataclasses.dataclass
+class StatisticsResult:
+    """Calibration ("statistics_collection").
+
+    Attributes:
+        num_batches / num_samples: the calibration data read.
+        observers: node name -> the observer of its output (its encoding search).
+        statistics: node name -> `quantsim.ChannelStatistics` (per-channel min, max, mean,
+            histograms) when a listener declared it needs them, else None.
+    """
+
+    num_batches: int
+    num_samples: int
+    observers: dict
+    statistics: dict | None = None
+    version: int = 1
+
+
+@dataclasses.dataclass
+class QuantizationParametersResult:
+    """The grids ("quantization_parameters").
+
+    Attributes:
+        plan: node name -> `NodePlan` (quantizers and, where none, a `PlanReason`).
+        encodings: node name -> `NodeEncodings` (weights by kernel name, activation).
+        float_nodes: nodes the engine cannot quantize (`PlanReason.UNSUPPORTED`).
+    """
+
+    plan: dict
+    encodings: dict
+    float_nodes: list
+    version: int = 1
+
+
+@dataclasses.dataclass
+class QuantizedModelResult:
+    """The fake-quantized Keras model ("quantized_model").
+
+    Attributes:
+        model: the quantized `keras.Model`.
+        memory_before / memory_after: `memory.model_memory` bytes of the
+            batch-norm-folded float32 model and of the quantized one.
+        plan / encodings: the `NodePlan`s and `NodeEncodings` the model was built
+            with, by node name.
+    """
+
+    model: Any
+    memory_before: int
+    memory_after: int
+    version: int = 1
+    plan: dict | None = None
+    encodings: dict | None = None

@@ -1,0 +1,395 @@
+"""The TensorBoard stage listener: PTQ stage results in, TensorBoard runs out.
+
+Stage k becomes the TensorBoard run `NN_<stage>` under the run folder, with the
+graph at that stage (every node's bits, encodings and memory as attributes),
+per-node memory under the "Resources" tag and a text summary
+(`stage_summary`); results of some types add their own data, chosen by the
+result's type: calibration statistics (histograms, per-channel scalars), the
+CLE dashboard's tables, and the similarity analysis (SQNR scalars, cosine
+plots, the QuantAnalyzer tab's layer table).
+
+Registered per run by `mct_logger.set_log_folder` (`listeners.set_run_listener_factory`);
+the engine never names it.
+
+Example:
+
+```python
+listener = TensorBoardListener("logs/run")
+set_run_listener_factory("mine", lambda run: listener)   # logs the next PTQ run into logs/run
+```
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+
+import numpy as np
+
+from mct_logger import listeners
+
+from mct_logger.tensorboard import events
+from mct_logger.tensorboard.events import EventWriter
+from mct_logger.tensorboard.run_log import LogGuard, RunLog
+from mct_logger.tensorboard.stage_summary import db, stage_summary
+from mct_logger.tb_plugin import metadata
+from mct_logger.tb_plugin.summary import payload_summary
+
+__all__ = ["TensorBoardListener", "rebin"]
+
+logger = logging.getLogger("mct_logger")
+
+
+SCALAR_CHUNK = 1000  # loaders keep 1000 scalar steps per tag
+HISTOGRAM_CHUNK = 100  # and 100 histogram steps per tag (the Rust loader; Python keeps 500)
+RESOURCES_TAG = "Resources"
+# Per-channel histograms are redrawn with this many bins over each channel's own
+# range: enough to see a channel's shape in the offset view, and it keeps a
+# MobileNet's ~10k channel histograms to a few MB.
+PER_CHANNEL_BINS = 16
+
+
+def rebin(edges: np.ndarray, counts: np.ndarray, lo, hi, bins: int):
+    """Histograms (C, B) on even per-row grids, redrawn on `bins` even bins over [lo, hi].
+
+    Counts are split by interpolating each row's cumulative counts, so totals are kept.
+    A row whose range or grid is NaN gets NaN edges.
+    """
+    edges = np.asarray(edges, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    rows, old_bins = counts.shape
+    lo = np.asarray(lo, dtype=np.float64).reshape(rows, 1)
+    hi = np.maximum(np.asarray(hi, dtype=np.float64).reshape(rows, 1), lo + 1e-12)
+    new_edges = lo + (hi - lo) * np.linspace(0.0, 1.0, bins + 1)
+    start, width = edges[:, :1], np.maximum(edges[:, -1:] - edges[:, :1], 1e-300)
+    # A NaN range (a sample holding NaN its range missed) keeps its NaN edges, and
+    # so is left out by the writer; its positions are only kept indexable here.
+    position = np.nan_to_num(np.clip((new_edges - start) / width * old_bins, 0.0, old_bins),
+                             nan=0.0)
+    index = np.minimum(position.astype(np.int64), old_bins - 1)
+    cumulative = np.concatenate([np.zeros((rows, 1)), np.cumsum(counts, axis=1)], axis=1)
+    at = (np.take_along_axis(cumulative, index, axis=1)
+          + (position - index) * np.take_along_axis(counts, index, axis=1))
+    at[:, 0], at[:, -1] = 0.0, cumulative[:, -1]  # every count lies within [min, max]
+    return new_edges, np.diff(at, axis=1)
+
+
+def _chunks(count: int, size: int):
+    for start in range(0, count, size):
+        yield start, min(start + size, count)
+
+
+def _chunk_tag(base: str, start: int, stop: int, count: int, size: int) -> str:
+    return base if count <= size and start == 0 else f"{base} [{start}-{stop - 1}]"
+
+
+# The TensorBoard run, in a search's or recommendation's recommended PTQ run folder,
+# of its tables ("mixed_precision_search", "recommendation" payloads).
+TABLES_RUN = "mixed_precision"
+
+
+class TensorBoardListener:
+    """Turns PTQ stage results into TensorBoard runs under one run folder.
+
+    Stage k becomes the TensorBoard run `NN_<stage>` (zero-padded, so runs sort
+    in stage order) with the graph at that stage, its per-node memory under the
+    "Resources" tag and a text summary; stages add their own data (histograms,
+    per-channel scalars, similarity images, plugin payloads).
+
+    Logging never fails the PTQ run: the first failure (disk full, permission
+    denied, a plot that cannot be drawn...) is one warning naming the path and
+    the cause; logging then stops for this run and PTQ returns the model.
+    """
+
+    RETURNED = "PTQ goes on and returns the quantized model"
+    # Extra work this listener asks of the engine (see `mct_logger.listeners`).
+    needs = frozenset({listeners.STATISTICS, listeners.SIMILARITY})
+
+    def __init__(self, folder: str, logdir: str | None = None):
+        """Args:
+            folder: the run folder; stage k is written to `folder/NN_<stage>`.
+            logdir: the `tensorboard --logdir` folder named when the run ends, if any.
+        """
+        self.logdir = logdir
+        self.guard = LogGuard(folder, self.RETURNED)
+        self.log = RunLog(folder)
+        self.folder = folder
+        self.graph_run = None
+        self.stage_index = 0
+        # Writing runs in one worker thread, in stage order, while the engine
+        # goes on with the next stage; close() waits for it.
+        self._worker = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="mct_logger_tensorboard"
+        )
+        self._pending: list[concurrent.futures.Future] = []
+
+    def __call__(self, event) -> None:
+        """Writes a stage (`event.name`, `event.data`, `event.graph`) as run
+        `NN_<stage>`, or a search's or recommendation's tables (`listeners.TABLES`)
+        as "quant_analyzer" payloads in the run `TABLES_RUN`."""
+        if event.name == listeners.TABLES:
+            if self.guard.failure is None:
+                self._pending.append(self._worker.submit(
+                    self.guard.call, self._write_tables, event.data,
+                    path=os.path.join(self.folder, TABLES_RUN)))
+            return
+        stage, graph, result = event.name, event.graph, event.data
+        run = f"{self.stage_index:02d}_{stage}"
+        self.stage_index += 1
+        if stage == "quantized_model":
+            # where the layer table's rows link to in the Graphs tab (None when this
+            # listener wrote no quantized model run: the rows then link nowhere)
+            self.graph_run = run
+        if self.guard.failure is None:
+            self._pending.append(
+                self._worker.submit(self._write, run, stage, graph, result, self.graph_run)
+            )
+
+    def _write(self, run, stage, graph, result, graph_run) -> None:
+        self.guard.call(self._write_stage, run, stage, graph, result, graph_run,
+                        path=os.path.join(self.folder, run))
+
+    def _write_stage(self, run, stage, graph, result, graph_run) -> None:
+        # Results from "quantization_parameters" on carry the plan and encodings
+        # (`stage_results`): each result is written from itself alone.
+        plan = getattr(result, "plan", None)
+        encodings = getattr(result, "encodings", None)
+        writer = self.log.writer(run)
+        memory = self._write_graph(writer, graph, plan, encodings)
+        writer.text("summary", stage_summary(stage, graph, result, memory, plan))
+        handler = self._handler(result, graph_run)
+        if handler is not None:
+            handler(run, graph, result)
+        self.log.flush()  # what is logged so far stays readable if a later stage fails
+
+    def _handler(self, result, graph_run):
+        """The extra writer for a result of this type, if any (dispatch on the type)."""
+        from mct_logger.diagnostics.similarity import SimilarityResult
+        from mct_logger.ptq.results import StatisticsResult
+        from mct_logger.techniques.cle_results import CrossLayerEqualizationResult
+
+        handlers = {
+            StatisticsResult: self._on_statistics_collection,
+            CrossLayerEqualizationResult: self._on_cross_layer_equalization,
+            SimilarityResult: lambda run, graph, result: self._on_similarity_analysis(
+                run, graph, result, graph_run),
+        }
+        for kind in type(result).__mro__:
+            if kind in handlers:
+                return handlers[kind]
+        return None
+
+    def _write_tables(self, tables: dict) -> None:
+        from mct_logger.tb_plugin import metadata
+        from mct_logger.tb_plugin.summary import payload_summary
+
+        writer = self.log.writer(TABLES_RUN)
+        for kind, table in tables.items():
+            writer.add_summary(payload_summary(metadata.QUANT_ANALYZER, kind, kind, table))
+        self.log.flush()
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Waits for every pending write, records a PTQ failure, closes the files.
+
+        Never raises: a failed write was already reported as the one warning.
+        """
+        self._worker.shutdown(wait=True)
+        if error is not None and self.stage_index:
+            run = f"{self.stage_index:02d}_failed"
+            self.guard.call(
+                lambda: self.log.writer(run).text(
+                    "summary", f"**Quantization failed** after {self.stage_index} "
+                               f"stage(s):\n\n`{type(error).__name__}: {error}`"),
+                path=os.path.join(self.folder, run),
+            )
+        try:
+            self.log.close()
+        except OSError as exc:
+            self.guard.fail(exc)
+        if error is None and self.logdir is not None:
+            logger.info("To see the logs run: tensorboard --logdir %s", self.logdir)
+
+    # ------------------------------------------------------------ graph + memory
+
+    def _write_graph(self, writer: EventWriter, graph, plan, encodings) -> dict:
+        from mct_logger.quantization.memory import graph_memory
+
+        memory = graph_memory(graph, plan)
+        graph_def = events.graph_pb2.GraphDef()
+        for node in graph:
+            attrs = _node_attrs(node, plan.get(node.name) if plan else None, memory[node.name])
+            if encodings is not None:
+                _attach_encodings(attrs, encodings.get(node.name))
+            inputs = [
+                events.graph_node_name(r.node) + (f":{r.index}" if r.index else "")
+                for r in node.inputs
+            ]
+            graph_def.node.append(events.node_def(
+                events.graph_node_name(node.name), node.layer_class, inputs, attrs,
+                node.output_shapes,
+            ))
+        writer.graph(
+            graph_def,
+            {events.graph_node_name(n): m["total"] for n, m in memory.items()},
+            RESOURCES_TAG,
+        )
+        return memory
+
+    # ------------------------------------------------------------ stage extras
+
+    def _on_statistics_collection(self, run, graph, result):
+        statistics = getattr(result, "statistics", None)
+        if not statistics:
+            return
+        writer = self.log.writer(run)
+        per_stat = {k: self.log.writer(f"{run}/{k}") for k in ("min", "max", "mean")}
+        # step = channel index: one event per step holds every layer's value at it
+        histograms, scalars = {}, {k: {} for k in per_stat}
+        nodes_of = {}  # tag -> node, to name what the writers leave out
+        left_out = set()  # nodes with values not finite in float32 (never logged)
+        for node, stats in statistics.items():
+            edges, counts = stats.histogram(per_channel=False)
+            if writer.histogram(f"activations/{node}", edges[0], counts[0],
+                                total=stats.elements) is False:
+                left_out.add(node)
+            tables = events.histogram_table(*rebin(
+                *stats.histogram(per_channel=True), stats.min, stats.max, PER_CHANNEL_BINS))
+            channels = len(tables)
+            for start, stop in _chunks(channels, HISTOGRAM_CHUNK):
+                tag = _chunk_tag(f"activations_per_channel/{node}", start, stop, channels,
+                                 HISTOGRAM_CHUNK)
+                nodes_of[tag] = node
+                for c in range(start, stop):
+                    histograms.setdefault(c, []).append((tag, tables[c]))
+            values = {"min": stats.min, "max": stats.max, "mean": stats.mean}
+            for start, stop in _chunks(channels, SCALAR_CHUNK):
+                tag = _chunk_tag(f"channel_stats/{node}", start, stop, channels, SCALAR_CHUNK)
+                nodes_of[tag] = node
+                for key, array in values.items():
+                    by_step = scalars[key]
+                    for c, value in enumerate(array[start:stop].tolist(), start):
+                        by_step.setdefault(c, []).append((tag, value))
+        for c, entries in sorted(histograms.items()):
+            left_out.update(nodes_of[tag] for tag in writer.compact_histograms(c, entries) or ())
+        for key, by_step in scalars.items():
+            for c, entries in sorted(by_step.items()):
+                left_out.update(nodes_of[tag] for tag in per_stat[key].scalars(c, entries) or ())
+        if left_out:
+            logger.warning(
+                "Activation statistics of %s hold NaN, Inf or values beyond float32's range "
+                "(what TensorBoard stores): those histograms and channel statistics are left "
+                "out of %s (never logged as NaN or Inf).",
+                ", ".join(sorted(left_out)), os.path.join(self.log.folder, run))
+
+    def _on_cross_layer_equalization(self, run, graph, result):
+        """The CLE dashboard's data: weight ranges (with CLE off too), scale factors, folds."""
+        tables = result.to_tables()
+        writer = self.log.writer(run)
+        for kind, table in tables.items():
+            writer.add_summary(payload_summary(metadata.CLE, kind, kind, table))
+
+    def _on_similarity_analysis(self, run, graph, result, graph_run):
+        from mct_logger.tensorboard.layer_table import layer_table
+        from mct_logger.quantization.memory import elements_per_sample
+        from mct_logger.tensorboard.similarity_plots import SamplePlot, summary_figure
+
+        writer = self.log.writer(run)
+        writer.add_summary(payload_summary(
+            metadata.QUANT_ANALYZER, "layer_table", "layer_table",
+            layer_table(graph, result.plan, result.encodings, result, graph_run)))
+        writer.add_summary(payload_summary(
+            metadata.CLE, "weight_quantization", "weight_quantization", {"rows": result.weights}))
+        for node, (edges, counts) in result.quantized_histograms.items():
+            writer.histogram(f"activations/{node}", edges, counts, total=counts.sum())
+        if not result.nodes:
+            writer.text("nodes", "No node is quantized (every layer stays in float): "
+                                 "nothing to compare.")
+            return
+        # An SQNR that is not a number (a float output holding Inf or NaN) is left
+        # out of the charts and named in the table; never logged as NaN.
+        # (finite in float32, as TensorBoard stores scalars: the writer refuses others)
+        undefined = sorted({n for values in (result.sqnr_accumulated_db, result.sqnr_isolated_db)
+                            for n, v in values.items() if not events.float32_finite(v)})
+        for path, values in (("accumulated", result.sqnr_accumulated_db),
+                             ("isolated", result.sqnr_isolated_db)):
+            sqnr_writer = self.log.writer(f"{run}/{path}")
+            described = False
+            for index, node in enumerate(result.nodes):
+                if node not in undefined:
+                    sqnr_writer.scalar(
+                        "sqnr_db", values[node], step=index,
+                        description=None if described else
+                        f"SQNR in dB ({path}) per quantized node (step = node index, see the "
+                        f"Text tab), over the first {result.num_samples} representative samples.")
+                    described = True
+        plot = SamplePlot(result)
+        for sample in range(result.num_samples):
+            png, width, height = plot.png(sample)
+            writer.image(f"cosine_similarity/sample_{sample:02d}", png, width, height)
+        if result.num_samples:
+            png, width, height = events.figure_png(summary_figure(result))
+            writer.image("cosine_similarity/summary", png, width, height)
+        single = {n for n in result.nodes if elements_per_sample(graph.nodes[n]) == 1}
+        rows = "\n".join(
+            f"| {i} | `{n}` | {db(result.sqnr_accumulated_db[n])} | "
+            f"{db(result.sqnr_isolated_db[n])} | {np.nanmean(result.cosine[:, i]):.5f} |"
+            if result.num_samples and n not in single else
+            f"| {i} | `{n}` | {db(result.sqnr_accumulated_db[n])} | "
+            f"{db(result.sqnr_isolated_db[n])} | n/a |"
+            for i, n in enumerate(result.nodes)
+        )
+        note = (f"SQNR n/a: the float output of {', '.join(f'`{n}`' for n in undefined)} holds "
+                "Inf or NaN, so its SQNR is undefined and left out of the charts.\n\n"
+                if undefined else "")
+        writer.text(
+            "nodes",
+            "Step = node index in the SQNR charts and similarity plots. SQNR and cosine "
+            f"over the first {result.num_samples} representative samples (the "
+            "QuantAnalyzer tab's layer table shows the same numbers; a QuantAnalyzer run "
+            "measures on its own data and says on how many samples). The cosine of a "
+            "single-element output is always 1 and is not reported.\n\n" + note +
+            "| index | node | SQNR accumulated (dB) | SQNR isolated (dB) | mean cosine |\n"
+            "|---:|---|---:|---:|---:|\n" + rows,
+        )
+
+
+
+def _node_attrs(node, plan, memory: dict) -> dict:
+    attrs = {
+        "layer_class": node.layer_class,
+        "output_shape": ", ".join(str(tuple(s)) for s in node.output_shapes),
+        "parameters": node.parameter_count(),
+        "memory_bytes": f"{memory['total']} (weights {memory['weights']}, "
+                        f"activations {memory['activations']} at batch 1)",
+    }
+    activation = getattr(node.layer, "activation", None)
+    if activation is not None and getattr(activation, "__name__", "linear") != "linear":
+        attrs["fused_activation"] = activation.__name__
+    if plan is None:
+        return attrs
+    for name, spec in plan.weights.items():
+        attrs[f"{name}_bits"] = spec.bitwidth
+        attrs[f"{name}_per_channel"] = spec.num_channels is not None
+        attrs[f"{name}_symmetric"] = spec.is_symmetric
+    if plan.activation is not None:
+        attrs["activation_bits"] = plan.activation.bitwidth
+        attrs["activation_symmetric"] = plan.activation.is_symmetric
+    if plan.note:
+        attrs["quantization_note"] = plan.note
+    return attrs
+
+
+def _attach_encodings(attrs: dict, encodings) -> dict:
+    if encodings is None:
+        return attrs
+    if encodings.activation is not None:
+        attrs["activation_min_max"] = (
+            f"[{float(encodings.activation.min):.6g}, {float(encodings.activation.max):.6g}]"
+        )
+    for name, enc in encodings.weights.items():
+        attrs[f"{name}_min_max"] = (
+            f"[{float(enc.min.min()):.6g}, {float(enc.max.max()):.6g}]"
+            + (f" over {enc.num_channels} channels" if enc.per_channel else "")
+        )
+    return attrs

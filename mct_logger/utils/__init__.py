@@ -1,0 +1,1 @@
+"""Small utilities shared by every concept: JSON cleaning, the frozen heap, output paths."""
