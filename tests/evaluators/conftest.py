@@ -8,7 +8,7 @@ def ray_runtime():
     ray = pytest.importorskip("ray")
     import ray.cloudpickle
 
-    import sweep_models  # tests/evaluators is on sys.path (pytest rootdir-less import)
+    from tests.evaluators import sweep_models
 
     ray.cloudpickle.register_pickle_by_value(sweep_models)
     started = not ray.is_initialized()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mct_logger
-import sweep_models
+from tests.evaluators import sweep_models
 from mct_logger import evaluators
 from mct_logger import QuantAnalyzer
 from mct_logger import search_mixed_precision
