@@ -104,7 +104,11 @@ class Ray:
         self.max_retries = int(max_retries)
         self.runtime_env = dict(runtime_env or {})
         self.started_runtime = False
-        self.startup_seconds: float | None = None
+        self.startup_seconds: float | None = None  # ray.init, when this evaluator called it
+        # the last sweep: workers, seconds to its first result (workers starting,
+        # importing TensorFlow, rebuilding the simulation, one evaluation), evaluations,
+        # workers replaced after dying
+        self.last_sweep: dict = {}
 
     def __repr__(self) -> str:
         return (f"Ray(address={self.address!r}, num_workers={self.num_workers}, "
@@ -179,6 +183,7 @@ class _RaySession:
     # ------------------------------------------------------------- actors
 
     def _start(self) -> None:
+        self.started = time.perf_counter()
         ray = self.ray = self.evaluator.connect()
         try:
             shipment = ray.put(self.sweep.shipment())
@@ -188,6 +193,9 @@ class _RaySession:
         self.refs = [shipment, callback]
         count = self.evaluator.workers_for(ray, self.jobs_hint)
         self.actors = [self._new_actor() for _ in range(count)]
+        self.evaluator.last_sweep = {"sweep": self.sweep.name, "workers": count,
+                                     "first_result_seconds": None, "evaluations": 0,
+                                     "workers_replaced": 0}
         logger.info("%s: %d Ray worker(s) rebuilding the simulation", self.sweep.name, count)
 
     def _new_actor(self):
@@ -237,6 +245,10 @@ class _RaySession:
                 pending.appendleft(job)
                 continue
             idle.append(actor)
+            stats = self.evaluator.last_sweep
+            if stats["first_result_seconds"] is None:
+                stats["first_result_seconds"] = round(time.perf_counter() - self.started, 3)
+            stats["evaluations"] += 1
             yield job, value
 
     def _replace(self, actor, job, err):
@@ -261,6 +273,7 @@ class _RaySession:
         fresh = self._new_actor()
         self.actors = [a for a in self.actors if a is not actor] + [fresh]
         self.replaced += 1
+        self.evaluator.last_sweep["workers_replaced"] = self.replaced
         return fresh
 
 

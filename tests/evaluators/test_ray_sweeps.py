@@ -98,3 +98,26 @@ def test_mixed_precision_search_on_ray_matches_local(ray_runtime, tmp_path):
     assert remote.steps == local.steps and remote.layers == local.layers
     assert remote.score == local.score and remote.evaluations == local.evaluations
     assert np.isfinite(remote.score)
+
+
+def test_ctrl_c_on_the_driver_stops_the_workers_and_keeps_the_finished_scores(ray_runtime,
+                                                                            tmp_path):
+    import time
+
+    def interrupt_at_third_score(event):
+        if event.name == "score" and event.data.done == 3:
+            raise KeyboardInterrupt
+
+    scores_file = tmp_path / "scores.json"
+    with pytest.raises(KeyboardInterrupt):
+        mct_logger.compress_model(sweep_models.model(), sweep_models.score, 0.7,
+                                  scheme="weight_svd", num_comp_ratio_candidates=4,
+                                  eval_scores_file=scores_file,
+                                  listeners=[interrupt_at_third_score],
+                                  evaluator=evaluators.Ray(num_workers=2))
+    saved = json.loads(scores_file.read_text())["scores"]
+    assert sum(len(v) for v in saved.values()) == 3
+    deadline = time.time() + 30
+    while ray_runtime.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
+        time.sleep(0.5)
+    assert ray_runtime.available_resources().get("CPU", 0) == 2  # both workers are gone
