@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from mct_logger import QuantAnalyzer, search_mixed_precision
+from mct_logger.analyzer.evaluations import RECORD_FORMAT
 from mct_logger.evaluators import ScoreRecords
 from tests.evaluators import sweep_models
 
@@ -36,7 +37,7 @@ def test_a_sigkilled_analysis_resumes_with_only_the_missing_evaluations(tmp_path
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
-    record = ScoreRecords.open(results / "evaluations.json", {}, matched=())
+    record = ScoreRecords.open(results / "evaluations.json", {}, format_name=RECORD_FORMAT)
     assert len(record) == 6  # the 7th evaluation died with its process
 
     counted = sweep_models.Counting()
@@ -45,7 +46,7 @@ def test_a_sigkilled_analysis_resumes_with_only_the_missing_evaluations(tmp_path
     assert resumed.status == "complete" and counted.calls == total - 6
     summary = json.loads((results / "summary.json").read_text())
     assert summary["evaluations_reused"] == 6 and summary["evaluations_done"] == total
-    assert len(ScoreRecords.open(results / "evaluations.json", {}, matched=())) == total
+    assert len(ScoreRecords.open(results / "evaluations.json", {}, format_name=RECORD_FORMAT)) == total
 
     fresh = _analyzer(sweep_models.score).analyze(CONFIG, results_dir=str(tmp_path / "fresh"))
     for name in TABLES:
