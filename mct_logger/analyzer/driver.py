@@ -251,6 +251,7 @@ class _Analysis:
             self.results_dir, self.analyzer.model, self.analyzer.graph.name, self.config,
             self.analyzer.layers_to_ignore, self.resume)
         self.summary = results_lib.claim(self.results_dir, RESULT_FILES, owned, SUMMARY_FILE)
+        self.records.save()  # back in results_dir at once (the claim moved an earlier run's)
         os.makedirs(os.path.join(self.results_dir, MIN_MAX_FOLDER), exist_ok=True)
         failure: BaseException | None = None
         try:
@@ -462,7 +463,6 @@ class _Analysis:
         labels, _ = analyses.sensitivity_runs(
             float_model, sim, self.config.weight_bits, self.config.activation_bits)
         self.records.check("encodings", evaluations.encodings_fingerprint(encodings))
-        self.records.save()  # the record is there (again) before any evaluation
         masks = evaluations.MaskTables(labels, self.layers, self.graph, self.result)
         self.tables.update(masks.tables)
         jobs = evaluations.mask_jobs(labels, self.layers)

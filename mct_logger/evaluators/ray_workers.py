@@ -288,6 +288,8 @@ class _Worker:
 
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(threads)
+            for gpu in tf.config.list_physical_devices("GPU"):  # shared GPUs (0.5 each)
+                tf.config.experimental.set_memory_growth(gpu, True)
         except Exception:  # already initialized, or no TensorFlow: keep its defaults
             pass
         try:

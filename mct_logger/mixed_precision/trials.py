@@ -171,13 +171,16 @@ class TrialWorkspace:
         return eval_score(self.callback(model), "eval_callback")
 
 
-def trial_shipment(model, graph: Graph, batches) -> dict:
-    """What a worker needs to rebuild the trials: the user's model and the
-    prepared float graph as `.keras` bytes, and the calibration batches."""
+def trial_shipment(model, graph: Graph, batches, calibrate: Callable | None = None) -> dict:
+    """What a worker needs to rebuild the trials: the user's model (None when
+    only trials are scored) and the prepared float graph as `.keras` bytes, and
+    the calibration batches, or the callback that calibrates (it travels by
+    Ray's serialization, as the eval callback)."""
     from mct_logger.evaluators.shipment import model_to_bytes
 
-    return {"model": model_to_bytes(model), "graph": model_to_bytes(graph.to_keras()),
-            "nodes": list(graph.nodes), "batches": batches}
+    return {"model": None if model is None else model_to_bytes(model),
+            "graph": model_to_bytes(graph.to_keras()), "nodes": list(graph.nodes),
+            "batches": batches, "calibrate": calibrate}
 
 
 def rebuild_trial_workspace(content: dict, eval_callback) -> TrialWorkspace:
@@ -190,7 +193,8 @@ def rebuild_trial_workspace(content: dict, eval_callback) -> TrialWorkspace:
     if list(graph.nodes) != content["nodes"]:
         raise RuntimeError("The graph read on the Ray worker has other nodes than on the "
                            f"driver ({list(graph.nodes)[:5]}... vs {content['nodes'][:5]}...).")
-    batches = content["batches"]
-    trials = QuantizationTrials(graph, lambda m: m.collect_all(batches), None, batches)
-    return TrialWorkspace(model_from_bytes(content["model"]), trials,
-                          as_callback(eval_callback, "eval_callback"))
+    batches, calibrate = content["batches"], content.get("calibrate")
+    trials = QuantizationTrials(graph, calibrate or (lambda m: m.collect_all(batches)), None,
+                                batches)
+    model = None if content["model"] is None else model_from_bytes(content["model"])
+    return TrialWorkspace(model, trials, as_callback(eval_callback, "eval_callback"))

@@ -16,10 +16,14 @@ from mct_logger import search_mixed_precision
 TABLES = ("sensitivity.json", "per_layer_quant_enabled.json", "per_layer_quant_disabled.json")
 
 
+def _analyzer(evaluate, evaluator=None):
+    return QuantAnalyzer(sweep_models.model(), sweep_models.calibrate, evaluate,
+                         evaluator=evaluator)
+
+
 def _analyze(folder, evaluate, evaluator=None, **kwargs):
-    analyzer = QuantAnalyzer(sweep_models.model(), sweep_models.calibrate, evaluate,
-                             evaluator=evaluator)
-    return analyzer.analyze({"default_param_bw": 4}, results_dir=str(folder), **kwargs)
+    return _analyzer(evaluate, evaluator).analyze({"default_param_bw": 4},
+                                                  results_dir=str(folder), **kwargs)
 
 
 def _tables(folder) -> dict:
@@ -29,14 +33,16 @@ def _tables(folder) -> dict:
 @pytest.fixture(scope="module")
 def local_analysis(tmp_path_factory):
     folder = tmp_path_factory.mktemp("local")
-    return _analyze(folder, sweep_models.score), folder
+    analyzer = _analyzer(sweep_models.score)
+    return analyzer.analyze({"default_param_bw": 4}, results_dir=str(folder)), folder, analyzer
 
 
 def test_analyzer_on_two_ray_workers_with_one_killed_matches_local(ray_runtime, local_analysis,
                                                                    tmp_path):
-    local, local_folder = local_analysis
+    local, local_folder, local_analyzer = local_analysis
     killer = sweep_models.KillAt(str(tmp_path), at=4)  # the 4th evaluation's worker dies
-    result = _analyze(tmp_path / "ray", killer, evaluators.Ray(num_workers=2))
+    analyzer = _analyzer(killer, evaluators.Ray(num_workers=2))
+    result = analyzer.analyze({"default_param_bw": 4}, results_dir=str(tmp_path / "ray"))
     assert (tmp_path / "killed").exists()  # a worker did die mid-evaluation
     assert result.status == "complete"
     assert result.sensitivity == local.sensitivity
@@ -121,3 +127,15 @@ def test_ctrl_c_on_the_driver_stops_the_workers_and_keeps_the_finished_scores(ra
     while ray_runtime.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
         time.sleep(0.5)
     assert ray_runtime.available_resources().get("CPU", 0) == 2  # both workers are gone
+
+
+def test_recommend_on_ray_verifies_the_same_fixes_as_locally(ray_runtime, local_analysis,
+                                                            tmp_path):
+    _, _, local_analyzer = local_analysis
+    analyzer = _analyzer(sweep_models.score, evaluators.Ray(num_workers=1))
+    analyzer.analyze({"default_param_bw": 4}, results_dir=str(tmp_path))
+    local_config, local = local_analyzer.recommend(max_accuracy_drop=0.5)
+    config, remote = analyzer.recommend(max_accuracy_drop=0.5)
+    assert remote.changes == local.changes and remote.final == local.final
+    assert config == local_config and local.changes  # fixes were tried
+
