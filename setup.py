@@ -24,7 +24,8 @@ setup(
         "mct_logger.tb_plugin": "tb_plugin",
         "mct_logger.tb_plugin.frontend": "frontend",
     },
-    package_data={"mct_logger.tb_plugin.frontend": ["*.js", "*.css", "*.html"]},
+    # frontend/common/ and one folder per tab; "**" keeps a new tab folder shipping.
+    package_data={"mct_logger.tb_plugin.frontend": ["**/*.js", "**/*.css", "**/*.html"]},
     install_requires=[
         "tensorflow>=2.17",
         "keras>=3,<4",

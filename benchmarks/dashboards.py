@@ -272,7 +272,7 @@ def measure(label: str, folder: str, repeats: int, alone: int, load_fast: str) -
             "CLE /tables": f"data/plugin/cle/tables?run={q(cle_run)}",
             "CLE /detail weight_ranges": f"data/plugin/cle/detail?run={q(cle_run)}&kind=weight_ranges"
                                          f"&layer={q(cle_layer)}",
-            "static qa_tab.js": "data/plugin/quant_analyzer/static/qa_tab.js",
+            "static qa_tab.js": "data/plugin/quant_analyzer/static/quant_analyzer/qa_tab.js",
             "static plotly.min.js": "data/plugin/quant_analyzer/static/plotly.min.js",
         }
         rows = route_table(base, routes, repeats, alone)

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 import mct_logger  # noqa: E402
 from mct_logger.diagnostics.activations import PairedActivations  # noqa: E402
-from mct_logger.analyzer.driver import error_nodes  # noqa: E402
+from mct_logger.analyzer.analyses import error_nodes  # noqa: E402
 from mct_logger.quantization.quantsim import quantizers  # noqa: E402
 
 

@@ -6,7 +6,7 @@ Imports nothing heavy: plugin entry points load this module.
 Example:
 
 ```python
-(frontend_dir() / "quant_analyzer.js").read_text()
+(frontend_dir() / "quant_analyzer" / "qa_dashboard.js").read_text()
 ```
 """
 
@@ -15,7 +15,9 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 
-ENTRY_MODULE = "report_main.js"
+# The offline report's entry module, relative to the frontend folder (its
+# subfolders: common/ and one per tab).
+ENTRY_MODULE = "quant_analyzer/report_main.js"
 
 
 def frontend_dir() -> pathlib.Path:
@@ -23,7 +25,8 @@ def frontend_dir() -> pathlib.Path:
 
     Installed from a wheel it is `mct_logger/tb_plugin/frontend/` (package
     data); from a checkout or an editable install, the repository's top-level
-    `frontend/` beside `tb_plugin/`.
+    `frontend/` beside `tb_plugin/`. Either holds `common/` and one folder per
+    tab (`quant_analyzer/`, `cle/`, `compression/`).
 
     Raises:
         FileNotFoundError: neither folder holds the frontend (a broken install).

@@ -22,4 +22,4 @@ class CLEPlugin(PayloadDashboard):
 
     plugin_name = metadata.CLE
     tab_name = "CLE"
-    entry_module = "cle_tab.js"
+    entry_module = "cle/cle_tab.js"

@@ -21,4 +21,4 @@ class CompressionPlugin(PayloadDashboard):
 
     plugin_name = metadata.COMPRESSION
     tab_name = "Compression"
-    entry_module = "compression_tab.js"
+    entry_module = "compression/compression_tab.js"

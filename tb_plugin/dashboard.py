@@ -14,8 +14,9 @@ browser, so `--path_prefix` works):
   without its per-channel `detail` fields, so a 600-layer model stays light.
 - `GET /detail?run=R&kind=K&layer=L[&kernel=N]`: the whole row of that layer
   (per-channel lists included) from table K.
-- `GET /static/<file>`: the frontend's modules and stylesheet, and
-  `plotly.min.js` from the `plotly` wheel. Only those names are served.
+- `GET /static/<folder>/<file>`: the frontend's modules and stylesheet
+  (`common/dom.js`, `cle/cle_tab.js`...), and `GET /static/plotly.min.js`, the
+  bundle from the `plotly` wheel. Only those files are served.
 
 Unknown runs, kinds or layers get a 4xx with a JSON message, never a 500.
 Payloads are read only through `context.data_provider` (the multiplexer is
@@ -47,7 +48,9 @@ PLOTLY_FILE = "plotly.min.js"
 # ~40 ms gRPC calls under it.
 LISTING_SECONDS = 1.0
 MIME_TYPES = {".js": "text/javascript", ".css": "text/css"}
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_SAFE_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# A served frontend path: `file` or `folder/file` (common/ and one folder per tab).
+MAX_STATIC_DEPTH = 2
 
 
 def run_group(tb_run: str) -> str:
@@ -298,10 +301,14 @@ class PayloadDashboard(base_plugin.TBPlugin):
     def _static_file(self, name: str):
         """(gzipped bytes, content type) of a servable file, or None.
 
-        Only plain file names of the frontend folder (and the plotly bundle) are
-        served: no separators, no `..`, nothing outside that folder.
+        Only `.js` and `.css` files of the frontend folder and its subfolders,
+        named `file` or `folder/file` (and the plotly bundle), are served: each
+        part a plain name (no `..`, no backslash, no leading dot), nothing that
+        resolves outside that folder.
         """
-        if not _SAFE_NAME.match(name) or ".." in name:
+        parts = name.split("/")
+        if (len(parts) > MAX_STATIC_DEPTH or ".." in name
+                or not all(_SAFE_PART.match(part) for part in parts)):
             return None
         with self._lock:
             if name in self._static:
@@ -309,9 +316,10 @@ class PayloadDashboard(base_plugin.TBPlugin):
         if name == PLOTLY_FILE:
             path = assets.plotly_bundle_path()
         else:
-            folder = assets.frontend_dir()
-            path = folder / name
-            if path.suffix not in MIME_TYPES or path.parent != folder or not path.is_file():
+            folder = assets.frontend_dir().resolve()
+            path = folder.joinpath(*parts).resolve()
+            if (path.suffix not in MIME_TYPES or not path.is_relative_to(folder)
+                    or not path.is_file()):
                 return None
         served = (gzip.compress(path.read_bytes(), compresslevel=6, mtime=0),
                   MIME_TYPES[path.suffix])

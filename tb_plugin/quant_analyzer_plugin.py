@@ -22,4 +22,4 @@ class QuantAnalyzerPlugin(PayloadDashboard):
 
     plugin_name = metadata.QUANT_ANALYZER
     tab_name = "QuantAnalyzer"
-    entry_module = "qa_tab.js"
+    entry_module = "quant_analyzer/qa_tab.js"

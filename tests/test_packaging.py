@@ -27,7 +27,8 @@ def wheel(tmp_path_factory):
 
 def test_wheel_holds_both_packages(wheel):
     names = set(wheel.namelist())
-    for module in ["mct_logger/__init__.py", "mct_logger/graph.py", "mct_logger/ptq.py",
+    for module in ["mct_logger/__init__.py", "mct_logger/graph/ir.py", "mct_logger/ptq/pipeline.py",
+                   "mct_logger/tensorboard/events.py", "mct_logger/utils/callbacks.py",
                    "mct_logger/quantization/layers.py",
                    "mct_logger/techniques/batch_norm_folding.py", "mct_logger/tb_plugin/__init__.py",
                    "mct_logger/compression/compress.py"]:

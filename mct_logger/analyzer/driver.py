@@ -79,7 +79,7 @@ from mct_logger.analyzer.report import REPORT_FILE, write_report
 from mct_logger.analyzer.worst_layers import annotate
 from mct_logger.utils.json_safe import json_ready
 
-__all__ = ["AnalysisResult", "QuantAnalyzer", "RESULT_FILES", "as_callback", "resolve_config"]
+__all__ = ["QuantAnalyzer"]
 
 logger = logging.getLogger("mct_logger")
 

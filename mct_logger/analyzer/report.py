@@ -3,13 +3,16 @@ Imports neither TensorFlow nor Keras.
 
 The page inlines the plotly.js bundle (from the `plotly` wheel) once as a
 classic script, the analysis tables as JSON, the stylesheet, and the
-dashboard's ES modules from `frontend/` bundled into one inline module script
-(browsers refuse to load module files over file://). The TensorBoard tab
-serves the same modules as files.
+dashboard's ES modules from `frontend/` (the entry
+`quant_analyzer/report_main.js` and what it imports from `quant_analyzer/`
+and `common/`) bundled into one inline module script (browsers refuse to load
+module files over file://). The TensorBoard tab serves the same modules as
+files.
 
 The bundler understands the subset of module syntax the frontend uses: named
-relative imports (`import { a, b as c } from "./x.js";`) and `export` in front
-of `function`, `async function`, `class`, `const` or `let` declarations.
+relative imports (`import { a, b as c } from "./x.js";`, or from
+`"../common/x.js"` within the frontend folder) and `export` in front of
+`function`, `async function`, `class`, `const` or `let` declarations.
 Anything else raises, so a module written otherwise fails here, not in a
 browser.
 
@@ -33,12 +36,12 @@ from mct_logger.utils.json_safe import json_ready
 from mct_logger.utils.atomic_files import write_atomically
 
 REPORT_FILE = "index.html"
-STYLESHEETS = ("quant_analyzer.css",)
+STYLESHEETS = ("common/dashboard.css",)
 DATA_ELEMENT_ID = "quant-analyzer-data"
 ROOT_ELEMENT_ID = "quant-analyzer"
 
 _IMPORT = re.compile(
-    r"""^[ \t]*import\s*\{(?P<names>[^}]*)\}\s*from\s*(?P<q>["'])(?P<path>\./[\w./-]+\.js)(?P=q)\s*;?[ \t]*$""",
+    r"""^[ \t]*import\s*\{(?P<names>[^}]*)\}\s*from\s*(?P<q>["'])(?P<path>\.\.?/[\w./-]+\.js)(?P=q)\s*;?[ \t]*$""",
     re.M,
 )
 _ANY_IMPORT = re.compile(r"^[ \t]*import\b", re.M)

@@ -16,7 +16,8 @@ import pytest
 from tests.helpers import tensorboard_provider
 from mct_logger.data import sources as data_lib
 from mct_logger.tensorboard import log_folder as log_lib
-from mct_logger.analyzer.driver import QuantAnalyzer, resolve_config
+from mct_logger.analyzer.aimet_layout import resolve_config
+from mct_logger.analyzer.driver import QuantAnalyzer
 from mct_logger.utils.callbacks import as_callback
 from mct_logger.quantization import Encoding, QuantizationConfig
 from mct_logger.quantization.quantsim import quantizers, set_quantizers_enabled
@@ -360,7 +361,7 @@ def test_dummy_input_and_unlabeled_data_errors_name_their_argument():
                        match=r"^unlabeled_data is a callable that takes arguments \(m\)"):
         analyzer.enable_per_layer_mse_loss(lambda m: m.predict([xi, xv]), 2)
     analyzer.enable_per_layer_mse_loss(((xi, xv), np.zeros(5)), 2)
-    assert [[a.shape for a in b] for b in analyzer._mse_batches] == [[(5, 4, 4, 1), (5, 3)]]
+    assert [[a.shape for a in b] for b in analyzer.mse_batches] == [[(5, 4, 4, 1), (5, 3)]]
 
 
 def test_callbacks_and_inputs_fail_early_with_actionable_errors(tmp_path):
@@ -385,7 +386,7 @@ def test_callbacks_and_inputs_fail_early_with_actionable_errors(tmp_path):
     with pytest.raises(ValueError, match="num_batches"):
         analyzer.enable_per_layer_mse_loss(task.x, 0)
     analyzer.enable_per_layer_mse_loss((task.x[i:i + 8] for i in range(0, 256, 8)), num_batches=2)
-    assert [len(b[0]) for b in analyzer._mse_batches] == [8, 8]
+    assert [len(b[0]) for b in analyzer.mse_batches] == [8, 8]
     with pytest.raises(RuntimeError, match="forward_pass_callback did not run"):
         QuantAnalyzer(model, lambda m: None, task.evaluate).analyze(results_dir=str(tmp_path / "a"))
     with pytest.raises(TypeError, match="must return one number"):
@@ -402,11 +403,11 @@ def test_tables_leave_through_the_registered_analysis_listeners(tmp_path):
     class Recorder:
         folder = str(tmp_path / "elsewhere")
 
-        def __init__(self, model_name):
-            self.model_name, self.heard, self.closed = model_name, [], []
+        def __init__(self, run):
+            self.model_name, self.heard, self.closed = run.model_name, [], []
 
-        def __call__(self, kind, table):
-            self.heard.append((kind, json.loads(json.dumps(table))))
+        def __call__(self, event):
+            self.heard.append((event.name, json.loads(json.dumps(event.data))))
 
         def close(self, error=None):
             self.closed.append(error)

@@ -217,15 +217,15 @@ def test_modules_work_unbundled_over_http_under_a_strict_csp(analysis, browser):
     tables = {p.stem: json.loads(p.read_text()) for p in results.glob("*.json")}
     tables["min_max_ranges"] = json.loads((results / "min_max_ranges/encodings.json").read_text())
     entry = (
-        'import { loadPlotly } from "./plotly_loader.js";\n'
-        'import { renderQuantAnalyzer } from "./quant_analyzer.js";\n'
+        'import { loadPlotly } from "./common/plotly_loader.js";\n'
+        'import { renderQuantAnalyzer } from "./quant_analyzer/qa_dashboard.js";\n'
         'const tables = await (await fetch("./tables.json")).json();\n'
         'const Plotly = await loadPlotly("./plotly.min.js");\n'
         'renderQuantAnalyzer(document.getElementById("root"), tables, Plotly);\n'
         'document.body.dataset.ready = "true";\n'
     )
     files = {
-        "index.html": ('<!DOCTYPE html><html><head><link rel="stylesheet" href="quant_analyzer.css">'
+        "index.html": ('<!DOCTYPE html><html><head><link rel="stylesheet" href="common/dashboard.css">'
                        '<script type="module" src="entry.js"></script></head>'
                        '<body><div id="root"></div></body></html>', "text/html"),
         "entry.js": (entry, "text/javascript"),
@@ -256,8 +256,9 @@ def test_modules_work_unbundled_over_http_under_a_strict_csp(analysis, browser):
         page.wait_for_selector("body[data-ready='true']", timeout=30000)
         page.click("button.qa-tab[data-view='sqnr']")
         assert drawn_traces(page, "sqnr")["charts"] == 2
-        assert {"quant_analyzer.js", "qa_data.js", "qa_charts.js", "plotly_loader.js",
-                "plotly.min.js"} <= set(served)
+        assert {"common/dashboard.css", "common/dom.js", "common/plot.js", "common/plotly_loader.js",
+                "quant_analyzer/qa_dashboard.js", "quant_analyzer/qa_data.js",
+                "quant_analyzer/qa_charts.js", "plotly.min.js"} <= set(served)
         assert session.errors == []
     finally:
         session.close()
@@ -290,10 +291,10 @@ def _findings_in_node(tmp_path, tables_list):
     import subprocess
 
     frontend = pathlib.Path(report.__file__).resolve().parents[2] / "frontend"
-    shutil.copytree(frontend, tmp_path, dirs_exist_ok=True)  # qa_data.js imports its siblings
+    shutil.copytree(frontend, tmp_path, dirs_exist_ok=True)  # qa_data.js imports common/
     (tmp_path / "package.json").write_text('{"type": "module"}')
     (tmp_path / "tables.json").write_text(json.dumps(tables_list))
-    script = ("import { findings, normalizeTables } from './qa_data.js';\n"
+    script = ("import { findings, normalizeTables } from './quant_analyzer/qa_data.js';\n"
               "import { readFileSync } from 'node:fs';\n"
               "const all = JSON.parse(readFileSync('tables.json', 'utf8'));\n"
               "console.log(JSON.stringify(all.map((t) => findings(normalizeTables(t)))));\n")

@@ -13,7 +13,8 @@ import keras
 import numpy as np
 import pytest
 
-from mct_logger.analyzer.driver import RESULT_FILES, QuantAnalyzer
+from mct_logger.analyzer.aimet_layout import RESULT_FILES
+from mct_logger.analyzer.driver import QuantAnalyzer
 from mct_logger.analyzer.results_dir import PREVIOUS_RUNS, ResultWriter
 from tests.helpers import conv_dense_model
 

@@ -230,9 +230,9 @@ def _nested_model():
 
 COMPOSITE_MODELS = {
     "MultiHeadAttention": (_mha_model, (5, 6), "attention/query/kernel"),
-    "Bidirectional(GRU)": (lambda: _rnn_model(keras.layers.GRU(3)), (5, 6),
+    "Bidirectional(GRU)": (lambda: _rnn_model(keras.layers.GRU(3, name="gru")), (5, 6),
                            "bi/forward_gru/gru_cell/kernel"),
-    "Bidirectional(LSTM)": (lambda: _rnn_model(keras.layers.LSTM(3)), (5, 6),
+    "Bidirectional(LSTM)": (lambda: _rnn_model(keras.layers.LSTM(3, name="lstm")), (5, 6),
                             "bi/backward_lstm/lstm_cell/recurrent_kernel"),
     "TimeDistributed(Conv2D)": (_time_distributed_model, (3, 6, 6, 2), "td/kernel"),
     "EinsumDense": (_einsum_model, (5, 6), "einsum/kernel"),

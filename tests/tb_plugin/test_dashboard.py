@@ -41,7 +41,8 @@ def results_file(dashboard_logs, name):
 
 def test_both_tabs_are_listed_enabled_with_their_modules(client):
     listing = get(client, "/data/plugins_listing")
-    for name, tab, module in [("quant_analyzer", "QuantAnalyzer", "qa_tab.js"), ("cle", "CLE", "cle_tab.js")]:
+    for name, tab, module in [("quant_analyzer", "QuantAnalyzer", "quant_analyzer/qa_tab.js"),
+                              ("cle", "CLE", "cle/cle_tab.js")]:
         assert listing[name]["enabled"] is True
         assert listing[name]["tab_name"] == tab
         assert listing[name]["loading_mechanism"] == {
@@ -219,19 +220,24 @@ def test_unknown_runs_kinds_and_layers_are_4xx_with_a_message(client, url, statu
 
 
 def test_static_files_are_served_with_their_types(client):
-    for name, mime in [("qa_tab.js", "text/javascript"), ("cle_tab.js", "text/javascript"),
-                       ("quant_analyzer.css", "text/css"), ("plotly.min.js", "text/javascript")]:
+    for name, mime in [("quant_analyzer/qa_tab.js", "text/javascript"),
+                       ("cle/cle_tab.js", "text/javascript"), ("common/dom.js", "text/javascript"),
+                       ("common/dashboard.css", "text/css"), ("plotly.min.js", "text/javascript")]:
         response = get(client, f"/data/plugin/cle/static/{name}")
         assert response.mimetype == mime
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert len(response.get_data()) > 100
-    assert b"export async function render" in get(client, "/data/plugin/quant_analyzer/static/qa_tab.js").get_data()
+    assert b"export async function render" in get(client, "/data/plugin/quant_analyzer/static/quant_analyzer/qa_tab.js").get_data()
 
 
 @pytest.mark.parametrize("path", [
     "../dashboard.py", "..%2fdashboard.py", "%2e%2e/metadata.py", "%2e%2e%2f%2e%2e%2fsetup.py",
     "/etc/passwd", "%2fetc%2fpasswd", "..\\metadata.py", "..%5cmetadata.py", "README.md",
     "nonexistent.js", "", ".", "frontend/qa_tab.js", "qa_tab.js/..", "__init__.py",
+    "qa_tab.js", "common/../cle/cle_tab.js", "common/..%2fcle/cle_tab.js", "./common/dom.js",
+    "common/./dom.js", "common//dom.js", "common/dom.js/", "common", "quant_analyzer/",
+    "common/.hidden.js", "cle/cle_tab.js/../../setup.py", "a/common/dom.js", "common%2fdom.js%00",
+    "common\\dom.js", "common%5cdom.js", "../frontend/common/dom.js",
 ])
 def test_static_route_refuses_traversal_and_unknown_files(client, path):
     response = client.get(f"/data/plugin/quant_analyzer/static/{path}")

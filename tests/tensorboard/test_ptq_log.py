@@ -11,6 +11,7 @@ import pytest
 from tensorboard.compat.proto import config_pb2, graph_pb2
 
 import mct_logger
+from mct_logger import listeners
 from mct_logger.ptq.pipeline import STAGES
 from tests.helpers import conv_dense_model, tensorboard_provider
 
@@ -296,7 +297,7 @@ def test_a_later_result_alone_is_written_like_in_the_full_run(logged, provider, 
     index = STAGES.index(stage)
     graph = info.quantized_graph if stage == "quantized_model" else info.float_graph
     listener = TensorBoardListener(str(tmp_path / "alone"))
-    listener(stage, graph, info.stage_results[stage])
+    listener(listeners.Event(listeners.PTQ, stage, info.stage_results[stage], graph))
     listener.close()
 
     def nodes(graph_def):

@@ -254,7 +254,8 @@ def test_two_processes_racing_for_one_run_name_each_get_their_own_folders(tmp_pa
         open(os.path.join({str(tmp_path)!r}, "ready_" + sys.argv[1]), "w").close()
         while not os.path.exists({str(go)!r}):
             time.sleep(0.001)
-        print("\\n".join(logger.new_run_folder("model") for _ in range(50)))
+        from mct_logger.listeners import PTQ, RunInfo
+        print("\\n".join(logger.new_run_folder(RunInfo(PTQ, "model")) for _ in range(50)))
     """)
     processes = [subprocess.Popen([sys.executable, "-c", script, str(k)], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for k in range(2)]
@@ -279,7 +280,7 @@ def test_run_name_outside_the_log_folder_is_refused_and_the_setting_kept(tmp_pat
         mct_logger.set_log_folder(tmp_path / "a" / "logs", run_name=run_name)
     assert sorted(os.listdir(tmp_path)) == ["kept"]
     assert mct_logger.get_log_folder() == str(kept)
-    assert log_lib.new_run_folder("m") == str(kept / "ok")
+    assert log_lib.new_run_folder(listeners.RunInfo(listeners.PTQ, "m")) == str(kept / "ok")
     logging.getLogger("mct_logger").warning("still logged here")
     assert "still logged here" in (kept / "mct_logger.log").read_text()
 

@@ -3,9 +3,9 @@
 // render(). Redraws on TensorBoard's reloads and, while a sweep runs, every
 // few seconds.
 
+import { renderSingleRunTab } from "../common/tab_page.js";
 import { renderCompression } from "./compression_dashboard.js";
 import { sweepProgress } from "./compression_data.js";
-import { renderSingleRunTab } from "./tab_common.js";
 
 export function render() {
   return renderSingleRunTab("compression", {

@@ -1,40 +1,9 @@
 // Chart specifications for the QuantAnalyzer views: each function turns a
 // payload table into plotly.js `{ data, layout }`. SVG trace types only (bar,
-// scatter): WebGL needs a GPU. `plot` draws a spec with the shared config.
+// scatter): WebGL needs a GPU. common/plot.js draws them with the shared config.
 
-import { isNumber, weightLabel } from "./qa_data.js";
-
-export const COLORS = {
-  fp32: "#7f7f7f",
-  enabled: "#1f77b4",
-  disabled: "#ff7f0e",
-  accumulated: "#d62728",
-  isolated: "#1f77b4",
-  step: "#9467bd",
-  mse: "#8c564b",
-  range: "#4c78a8",
-  weightRange: "#72b7b2",
-  observed: "#222222",
-  histogram: "#4c78a8",
-  encodingMin: "#2ca02c",
-  encodingMax: "#d62728",
-  weightSqnr: "#54a24b",
-  quantized: "#e45756",
-  before: "#9d9d9d",
-  after: "#4c78a8",
-  outlier: "#d62728",
-  dead: "#111111",
-};
-
-export const PLOT_CONFIG = {
-  responsive: true,
-  displaylogo: false,
-  modeBarButtonsToRemove: ["lasso2d", "select2d"],
-};
-
-export function plot(Plotly, element, spec) {
-  return Plotly.newPlot(element, spec.data, spec.layout, PLOT_CONFIG);
-}
+import { isNumber, weightLabel } from "../common/format.js";
+import { COLORS } from "../common/plot.js";
 
 function baseLayout(title, yTitle, options = {}) {
   const legend = options.showlegend !== false;

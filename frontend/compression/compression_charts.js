@@ -2,8 +2,8 @@
 // SVG traces only): the chosen ratio per layer, each layer's score against its
 // ratio, and the cost before and after per layer.
 
+import { isNumber } from "../common/format.js";
 import { chosenLayers } from "./compression_data.js";
-import { isNumber } from "./qa_data.js";
 
 const BLUE = "#4c78a8";
 const GREY = "#9d9d9d";

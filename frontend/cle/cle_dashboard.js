@@ -9,7 +9,6 @@
 // and the per-layer charts: a 600-layer model's page shows its answer first.
 // The returned promise resolves once every chart is drawn.
 
-import { formatRatio, rankedLayers, verdict } from "./cle_data.js";
 import {
   channelRangesSpec,
   channelSqnrSpec,
@@ -19,20 +18,13 @@ import {
   weightHistogramSpec,
   weightSqnrSpec,
 } from "./cle_charts.js";
-import { plot } from "./qa_charts.js";
-import { formatDb, formatNumber, weightLabel } from "./qa_data.js";
-import { dataTable, h } from "./quant_analyzer.js";
-
-function section(title, ...children) {
-  return h("section", { class: "qa-compare-section" }, h("h2", {}, title), ...children);
-}
+import { formatRatio, rankedLayers, verdict } from "./cle_data.js";
+import { dataTable, h, note, section } from "../common/dom.js";
+import { formatDb, formatNumber, weightLabel } from "../common/format.js";
+import { plot } from "../common/plot.js";
 
 function chart() {
   return h("div", { class: "qa-chart" });
-}
-
-function note(text, kind = "info") {
-  return h("p", { class: `qa-note qa-note-${kind}` }, text);
 }
 
 function failure(element, error) {

@@ -2,8 +2,8 @@
 // embedded in the page as JSON and the chart library is inlined, so the file
 // opens from disk with no server.
 
-import { loadPlotly } from "./plotly_loader.js";
-import { renderQuantAnalyzer } from "./quant_analyzer.js";
+import { loadPlotly } from "../common/plotly_loader.js";
+import { renderQuantAnalyzer } from "./qa_dashboard.js";
 
 function showError(root, error) {
   const box = document.createElement("p");

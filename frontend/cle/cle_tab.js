@@ -1,8 +1,8 @@
 // Entry point of the "CLE" TensorBoard tab (tb_plugin's cle plugin):
 // TensorBoard imports this module in the tab's iframe and calls render().
 
+import { renderSingleRunTab } from "../common/tab_page.js";
 import { renderCle } from "./cle_dashboard.js";
-import { renderSingleRunTab } from "./tab_common.js";
 
 export function render() {
   return renderSingleRunTab("cle", {

@@ -4,12 +4,13 @@
 // side by side. Redraws on TensorBoard's reloads and, while an analysis is
 // running, every few seconds.
 
-import { normalizeTables, progressText } from "./qa_data.js";
-import { h, renderQuantAnalyzer } from "./quant_analyzer.js";
+import { h } from "../common/dom.js";
+import { mountTab, problemsBox, runPicker, showError } from "../common/tab_page.js";
+import { graphsHref, openGraphsOn, watch } from "../common/tensorboard.js";
 import { renderComparison } from "./qa_compare.js";
+import { renderQuantAnalyzer } from "./qa_dashboard.js";
+import { normalizeTables, progressText } from "./qa_data.js";
 import { placeMixedPrecision } from "./qa_mixed_precision.js";
-import { graphsHref, openGraphsOn, watch } from "./tb_data.js";
-import { mountTab, problemsBox, runPicker, showError } from "./tab_common.js";
 
 export async function render() {
   const tab = mountTab("quant-analyzer");

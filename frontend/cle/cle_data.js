@@ -2,7 +2,7 @@
 // high_bias_fold, weight_quantization as tb_plugin/metadata.py documents
 // them): layers ranked by spread, and the verdict line. No DOM, no charts.
 
-import { formatNumber, isNumber } from "./qa_data.js";
+import { formatNumber, isNumber } from "../common/format.js";
 
 // A layer whose largest live channel range is this many times its smallest
 // (spread score = log10 of the ratio) is hard to quantize with one per-tensor grid.

@@ -1,11 +1,13 @@
 // Pure functions over the QuantAnalyzer payload tables: rankings, headline
-// findings and number formatting. No DOM and no chart library, so the offline
-// report and the TensorBoard tab compute the same findings.
+// findings and the layer table's flags (number formatting is common/format.js).
+// No DOM and no chart library, so the offline report and the TensorBoard tab
+// compute the same findings.
 //
 // `tables` maps a payload kind ("per_layer_sqnr", "sensitivity"...) to its
 // table, exactly as mct_logger.analyzer writes it.
 
-import { evaluationProgress } from "./progress.js";
+import { formatDb, formatNumber, isNumber, weightLabel } from "../common/format.js";
+import { evaluationProgress } from "../common/progress.js";
 
 export const VIEWS = [
   { id: "layers", title: "Layers", kinds: ["layer_table", "per_layer_sqnr", "min_max_ranges"] },
@@ -21,49 +23,6 @@ export const VIEWS = [
   { id: "histograms", title: "Histograms", kinds: ["histograms"] },
   { id: "weights", title: "Weight SQNR", kinds: ["weight_sqnr"] },
 ];
-
-export function isNumber(value) {
-  return typeof value === "number" && Number.isFinite(value);
-}
-
-export function formatNumber(value, digits = 4) {
-  if (!isNumber(value)) {
-    return "n/a";
-  }
-  const magnitude = Math.abs(value);
-  if (magnitude !== 0 && (magnitude >= 1e5 || magnitude < 1e-3)) {
-    return value.toExponential(2);
-  }
-  return String(Number(value.toPrecision(digits)));
-}
-
-export function formatBytes(value) {
-  if (!isNumber(value)) {
-    return "n/a";
-  }
-  const units = ["B", "KB", "MB", "GB"];
-  let index = 0;
-  let scaled = value;
-  while (Math.abs(scaled) >= 1024 && index < units.length - 1) {
-    scaled /= 1024;
-    index += 1;
-  }
-  return `${index ? scaled.toFixed(scaled >= 100 ? 0 : 1) : scaled} ${units[index]}`;
-}
-
-export function formatDb(value) {
-  if (!isNumber(value)) {
-    return "n/a";
-  }
-  const text = value.toFixed(1);
-  return `${text === "-0.0" ? "0.0" : text} dB`;
-}
-
-// The name a weight row is shown under: the layer, plus the kernel when the
-// layer has more than the usual one (separable convolutions).
-export function weightLabel(row) {
-  return row.kernel === "kernel" ? row.layer : `${row.layer}/${row.kernel}`;
-}
 
 // Rows sorted worst first by `valueOf`, rows without a number dropped.
 export function rankRows(rows, valueOf, worstIsHigh) {

@@ -2,8 +2,8 @@
 // selection, as tb_plugin/metadata.py documents them): the score table's
 // rows, the progress line, the chosen ratios and the verdict. No DOM, no charts.
 
-import { evaluationProgress } from "./progress.js";
-import { isNumber } from "./qa_data.js";
+import { isNumber } from "../common/format.js";
+import { evaluationProgress } from "../common/progress.js";
 
 // "Sweep running: N of M evaluations, about T left", or null once it ended.
 export function sweepProgress(scores) {

@@ -4,22 +4,18 @@
 //
 //   await renderCompression(root, tables, Plotly)
 
+import { dataTable, h, section } from "../common/dom.js";
+import { plot } from "../common/plot.js";
 import { costSpec, ratioSpec, scoreCurvesSpec } from "./compression_charts.js";
 import {
   chosenLayers, formatCount, formatScore, ratioLabel, scoreRows, sweepProgress, verdict,
 } from "./compression_data.js";
-import { plot } from "./qa_charts.js";
-import { dataTable, h } from "./quant_analyzer.js";
 
 const SCHEMES = {
   spatial_svd: "spatial SVD",
   weight_svd: "weight SVD",
   channel_pruning: "channel pruning",
 };
-
-function section(title, ...children) {
-  return h("section", { class: "qa-compare-section" }, h("h2", {}, title), ...children);
-}
 
 function scoreTable(scores, selection) {
   const { rows, waiting } = scoreRows(scores, selection);

@@ -1,6 +1,7 @@
-// Data access for the TensorBoard tabs: the plugin's routes (relative URLs
-// only: the iframe's <base> points at /data/plugin/<name>/, so --path_prefix
-// works) and TensorBoard's reload notifications.
+// TensorBoard access for the tabs: the plugin's routes (relative URLs only:
+// the iframe's <base> points at /data/plugin/<name>/, so --path_prefix works),
+// TensorBoard's reload notifications and links to its Graphs tab. Not pure (it
+// fetches and talks to the host page), unlike the tabs' *_data.js modules.
 //
 //   const source = new PluginSource();
 //   const { runs, problems } = await source.runs();

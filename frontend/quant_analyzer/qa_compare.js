@@ -5,9 +5,10 @@
 //
 // `tables` are a run's payload tables after normalizeTables (qa_data.js).
 
-import { formatBytes, formatDb, formatNumber, isNumber, layerRows, runKind } from "./qa_data.js";
-import { plot } from "./qa_charts.js";
-import { dataTable, h } from "./quant_analyzer.js";
+import { dataTable, h } from "../common/dom.js";
+import { formatBytes, formatDb, formatNumber, isNumber } from "../common/format.js";
+import { plot } from "../common/plot.js";
+import { layerRows, runKind } from "./qa_data.js";
 import { placeMixedPrecision } from "./qa_mixed_precision.js";
 
 const PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d"];

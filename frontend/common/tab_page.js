@@ -3,14 +3,14 @@
 // and the page of a tab that shows one run at a time.
 
 import { loadPlotly } from "./plotly_loader.js";
-import { h } from "./quant_analyzer.js";
-import { PluginSource, watch } from "./tb_data.js";
+import { h } from "./dom.js";
+import { PluginSource, watch } from "./tensorboard.js";
 
 // The page of a tab: a run picker, a box for unreadable payloads, the board
 // the dashboard is drawn on, the plugin's routes, and the chart library,
 // which loads while the first tables are fetched (`plotly()` awaits it).
 export function mountTab(id) {
-  useStylesheet("static/quant_analyzer.css");
+  useStylesheet("static/common/dashboard.css");
   const root = h("main", { id, class: "qa-tab-page" });
   const picker = h("div", { class: "qa-run-picker" });
   const problems = h("div", {});

@@ -10,9 +10,9 @@
 // Used by the single-run dashboard's "Mixed precision" view and by the
 // comparison of the baseline and recommended runs.
 
-import { formatBytes, formatDb, formatNumber, isNumber } from "./qa_data.js";
-import { plot } from "./qa_charts.js";
-import { dataTable, h } from "./quant_analyzer.js";
+import { dataTable, h } from "../common/dom.js";
+import { formatBytes, formatDb, formatNumber, isNumber } from "../common/format.js";
+import { plot } from "../common/plot.js";
 
 const BITS_COLORS = { 2: "#b2182b", 3: "#d6604d", 4: "#f4a582", 6: "#92c5de", 8: "#4393c3", 16: "#2166ac" };
 

@@ -1,8 +1,8 @@
 // Chart specifications of the CLE tab: each function turns a CLE table (or a
 // layer's detail row) into plotly.js `{ data, layout }`. SVG traces only.
 
-import { COLORS } from "./qa_charts.js";
-import { isNumber, weightLabel } from "./qa_data.js";
+import { isNumber, weightLabel } from "../common/format.js";
+import { COLORS } from "../common/plot.js";
 import { channelMarks } from "./cle_data.js";
 
 function layout(title, yTitle, options = {}) {
