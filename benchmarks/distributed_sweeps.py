@@ -83,6 +83,12 @@ def analyze(results_dir, evaluator=None, resume=False):
     return result, time.perf_counter() - started
 
 
+def evaluation_seconds(result) -> float:
+    """Seconds from the first evaluation's start (Ray start-up included) to the end."""
+    with open(os.path.join(result.results_dir, "summary.json")) as f:
+        return json.load(f)["evaluation_seconds"]
+
+
 def tables(folder) -> dict:
     return {n: json.loads(open(os.path.join(folder, n)).read()) for n in TABLES}
 
@@ -133,15 +139,18 @@ def main() -> None:
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
     cluster_seconds = time.perf_counter() - started
 
-    rows = [("local", local_seconds, 1.0, None, "-")]
+    local_eval = evaluation_seconds(local)
+    rows = [("local", local_seconds, 1.0, local_eval, 1.0, None, "-")]
     for n in args.workers:
         evaluator = evaluators.Ray(address=cluster.address, num_workers=n)
         out = os.path.join(folder, f"ray{n}")
         result, seconds = analyze(out, evaluator)
         same = tables(out) == tables(os.path.join(folder, "local"))
         assert result.status == "complete"
-        rows.append((f"Ray, {n} worker(s)", seconds, local_seconds / seconds,
-                     evaluator.last_sweep["first_result_seconds"], "yes" if same else "NO"))
+        phase = evaluation_seconds(result)
+        rows.append((f"Ray, {n} worker(s)", seconds, local_seconds / seconds, phase,
+                     local_eval / phase, evaluator.last_sweep["first_result_seconds"],
+                     "yes" if same else "NO"))
 
     # a driver killed halfway, then resumed
     out = os.path.join(folder, "killed")
@@ -157,14 +166,22 @@ def main() -> None:
     result, resume_seconds = analyze(out, evaluator, resume=True)
     same = tables(out) == tables(os.path.join(folder, "local"))
     rows.append((f"resume after SIGKILL ({done_before} of {total} kept), 2 workers",
-                 resume_seconds, None, evaluator.last_sweep["first_result_seconds"],
-                 "yes" if same else "NO"))
+                 resume_seconds, None, evaluation_seconds(result), None,
+                 evaluator.last_sweep["first_result_seconds"], "yes" if same else "NO"))
 
     print(f"\nRay two-node cluster start + connect: {cluster_seconds:.1f} s")
-    print(f"{'run':<48} {'wall s':>8} {'speedup':>8} {'first result s':>15} {'same tables':>12}")
-    for name, seconds, speedup, first, same in rows:
-        print(f"{name:<48} {seconds:8.1f} {'' if speedup is None else f'{speedup:.2f}x':>8} "
-              f"{'' if first is None else f'{first:.1f}':>15} {same:>12}")
+    print("wall: the whole analyze (calibration and the analyses without evaluations, which "
+          "run on the driver, included); evaluations: from the sweep's start (Ray start-up "
+          "included) to its end")
+    print(f"{'run':<50} {'wall s':>7} {'speedup':>8} {'evals s':>8} {'speedup':>8} "
+          f"{'1st result s':>12} {'same tables':>11}")
+
+    def num(v, unit=""):
+        return "" if v is None else f"{v:.2f}{unit}" if unit else f"{v:.1f}"
+
+    for name, seconds, speedup, phase, phase_speedup, first, same in rows:
+        print(f"{name:<50} {seconds:7.1f} {num(speedup, 'x'):>8} {phase:8.1f} "
+              f"{num(phase_speedup, 'x'):>8} {num(first):>12} {same:>11}")
     ray.shutdown()
     cluster.shutdown()
 

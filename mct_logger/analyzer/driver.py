@@ -251,7 +251,7 @@ class _Analysis:
             self.results_dir, self.analyzer.model, self.analyzer.graph.name, self.config,
             self.analyzer.layers_to_ignore, self.resume)
         self.summary = results_lib.claim(self.results_dir, RESULT_FILES, owned, SUMMARY_FILE)
-        self.records.save()  # back in results_dir at once (the claim moved an earlier run's)
+        self.records.save()  # back in results_dir at once (the claim moved an earlier one)
         os.makedirs(os.path.join(self.results_dir, MIN_MAX_FOLDER), exist_ok=True)
         failure: BaseException | None = None
         try:
@@ -406,6 +406,7 @@ class _Analysis:
                     status=self.result.status,
                     evaluations_done=self.evaluations_done,
                     evaluations_reused=self.evaluations_reused,
+                    evaluation_seconds=round(time.time() - self._evaluations_started, 3),
                     seconds=round(time.time() - self.started, 3),
                     error=None if failure is None else f"{type(failure).__name__}: {failure}",
                     analyses=sorted(k for k in self.tables if k != "summary"),
@@ -476,7 +477,6 @@ class _Analysis:
         def on_result(job, score, reused):
             score = self.score(score, job.what, reference=job.key == jobs[0].key)
             kind, filename, content = masks.take(job, score)
-            logger.debug("QuantAnalyzer: eval score of %s: %.6g", job.what, score)
             self.evaluations_reused += reused
             self._count_evaluation(progress)
             self._write_json(filename, content)
