@@ -36,6 +36,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# On a shared machine Ray's memory monitor kills workers for other processes' memory
+# (a worker OOM-killed is retried, but it muddles the timings): off for this run.
+os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
 
 import numpy as np  # noqa: E402
 
@@ -47,6 +50,7 @@ _cache = {}
 def build_model():
     import keras
 
+    keras.backend.clear_session()  # the same automatic names (input_layer...) every time
     keras.utils.set_random_seed(0)
     return keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None)
 

@@ -16,8 +16,8 @@ the tables are the same whatever the number of workers or the finishing order.
 
 Faults:
 
-- a worker that dies (its process killed, its node lost) fails its job with a
-  `RayActorError`; the job is given to a new worker, at most `max_retries`
+- a worker that dies (its process killed, by Ray's memory monitor too; its
+  node lost) fails its job with a `RayActorError` (or `OutOfMemoryError`...); the job is given to a new worker, at most `max_retries`
   times, then `EvaluationFailed` names the evaluation (finished scores stay
   recorded);
 - an exception raised on a worker (by `eval_callback`, say) is raised again on
@@ -225,7 +225,11 @@ class _RaySession:
         if self.ray is None:
             self._start()
         ray = self.ray
-        from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+        from ray.exceptions import (NodeDiedError, ObjectLostError, OutOfMemoryError,
+                                    RayActorError, RayTaskError, WorkerCrashedError)
+
+        died = (RayActorError, WorkerCrashedError, OutOfMemoryError, NodeDiedError,
+                ObjectLostError)  # the worker, its node or its result is gone: retry
 
         pending = collections.deque(jobs)
         idle = list(self.actors)
@@ -240,7 +244,7 @@ class _RaySession:
                 value = ray.get(done[0])
             except RayTaskError as err:
                 raise _raised_on_worker(err) from None
-            except (RayActorError, WorkerCrashedError) as err:
+            except died as err:
                 idle.append(self._replace(actor, job, err))
                 pending.appendleft(job)
                 continue
