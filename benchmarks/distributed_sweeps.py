@@ -47,10 +47,11 @@ TABLES = ("sensitivity.json", "per_layer_quant_enabled.json", "per_layer_quant_d
 _cache = {}
 
 
-def build_model():
+def build_model(fresh_names: bool = True):
     import keras
 
-    keras.backend.clear_session()  # the same automatic names (input_layer...) every time
+    if fresh_names:  # the same automatic names (input_layer...) in every analysis
+        keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     return keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None)
 
@@ -72,7 +73,7 @@ def evaluate(model):
     if "labels" not in _cache:
         _cache["x"] = images(16, 2)
         _cache["labels"] = np.argmax(keras.ops.convert_to_numpy(
-            build_model()(_cache["x"], training=False)), -1)
+            build_model(fresh_names=False)(_cache["x"], training=False)), -1)
     # predict traces once per model: the masks are variables, so never again
     out = model.predict(_cache["x"], batch_size=16, verbose=0)
     return float(np.mean(np.argmax(out, -1) == _cache["labels"]))
