@@ -13,7 +13,8 @@ def ray_runtime():
     ray.cloudpickle.register_pickle_by_value(sweep_models)
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # "local": a new runtime, never another local cluster found on the machine
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     if started:
         ray.shutdown()
