@@ -45,9 +45,12 @@ setup(
     extras_require={
         # The demo trains on scikit-learn's bundled digits (no download).
         "demo": ["scikit-learn"],
+        # Sweeps (QuantAnalyzer, mixed precision, compression) on Ray actors,
+        # on one machine or a cluster (mct_logger.evaluators.Ray); imported lazily.
+        "ray": ["ray>=2.9"],
         # keras-hub: the KerasHub backbones (built from config, no download) whose
         # composite transformer blocks the quantization tests reach into.
-        "test": ["pytest", "scikit-learn", "playwright", "keras-hub"],
+        "test": ["pytest", "scikit-learn", "playwright", "keras-hub", "ray>=2.9"],
     },
     entry_points={
         "console_scripts": ["mct-logger = mct_logger.cli:main"],

@@ -22,6 +22,7 @@ TOP_LEVEL = {"__init__", "cli", "demo", "listeners"}
 LAYERS = [
     {"utils"},                                  # JSON, atomic files, callbacks, heap, paths
     {"tb_plugin", "listeners", "data"},         # payload formats, who listens, the data
+    {"evaluators"},                             # where sweeps evaluate (Local, Ray); records
     {"graph"},                                  # the model IR
     {"quantization"},                           # config, plan, encodings, observers, quantsim
     {"diagnostics", "techniques"},              # error measures; BN folding, CLE, bias correction

@@ -68,12 +68,15 @@ WEIGHT_SQNR_FILE = "weight_sqnr.json"
 HISTOGRAMS_FILE = "histograms.json"
 MIN_MAX_TABLE_FILE = os.path.join(MIN_MAX_FOLDER, "encodings.json")
 SUMMARY_FILE = "summary.json"
+# Every evaluation as it finishes, for `analyze(resume=True)` (evaluators.records).
+EVALUATIONS_FILE = "evaluations.json"
 # Every file an analysis writes into results_dir; an earlier run's are moved
 # aside at start (see mct_logger.analyzer.results_dir).
 RESULT_FILES = (
     ENABLED_FILE, DISABLED_FILE, MSE_FILE, SENSITIVITY_FILE, SQNR_FILE, WEIGHT_SQNR_FILE,
     HISTOGRAMS_FILE, MIN_MAX_TABLE_FILE, os.path.join(MIN_MAX_FOLDER, "weights.json"),
     os.path.join(MIN_MAX_FOLDER, "activations.json"), SUMMARY_FILE, REPORT_FILE,
+    EVALUATIONS_FILE,
 )
 
 # ----------------------------------------------------------------------------- config

@@ -48,6 +48,7 @@ config.to_json("recommended.json")
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -169,19 +170,20 @@ def recommend(analyzer, analysis, max_accuracy_drop: float, representative_data=
                                   calibration_model=recording)
 
     fp32 = result.sensitivity["fp32"]
-    state = _State(make_trials(graph), config, fp32 - max_accuracy_drop)
-    baseline = state.measure(config, what="the analyzed config")
-    state.score, state.memory = baseline["score"], baseline["memory"]
-
-    if not state.met():
-        _try_cle(state, graph, result, make_trials)
-    if not state.met():
-        _try_adaround(state, result, adaround)
-    if not state.met():
-        _try_observers(state, tables, result)
-    if not state.met():
-        _try_precision(state, result)
-    final = state.measure(state.config, what="the recommended config")
+    with contextlib.ExitStack() as sessions:  # the analyzer's evaluator, one session per graph
+        state = _State(make_trials(graph), config, fp32 - max_accuracy_drop,
+                       _Scorer(analyzer, sessions))
+        baseline = state.measure(config, what="the analyzed config")
+        state.score, state.memory = baseline["score"], baseline["memory"]
+        if not state.met():
+            _try_cle(state, graph, result, make_trials)
+        if not state.met():
+            _try_adaround(state, result, adaround)
+        if not state.met():
+            _try_observers(state, tables, result)
+        if not state.met():
+            _try_precision(state, result)
+        final = state.measure(state.config, what="the recommended config")
     recommendation = Recommendation(
         model=graph.name, max_accuracy_drop=float(max_accuracy_drop), float_score=fp32,
         target_score=state.target, baseline=baseline, final=final,
@@ -199,6 +201,8 @@ def recommend(analyzer, analysis, max_accuracy_drop: float, representative_data=
 
         data = representative_data
         if data is None:
+            if not state.trials.calibration_models:  # scored on workers: calibrate here
+                state.trials.build(state.config)
             recorded = state.trials.calibration_models[0].recorded
             data = data_lib.load_batches(iter(recorded), analyzer.input_specs)
         # nothing changed: the measured baseline is the recommendation, logged once
@@ -211,8 +215,8 @@ def recommend(analyzer, analysis, max_accuracy_drop: float, representative_data=
 class _State:
     """The configuration so far, its score and memory, and the changes tried."""
 
-    def __init__(self, trials, config: QuantizationConfig, target: float):
-        self.trials, self.config, self.target = trials, config, target
+    def __init__(self, trials, config: QuantizationConfig, target: float, scorer):
+        self.trials, self.config, self.target, self.scorer = trials, config, target, scorer
         self.score = self.memory = None
         self.changes: list[dict] = []
         self.check = ScoreCheck("eval_callback")  # NaN/Inf: one warning; no change is kept on it
@@ -224,11 +228,11 @@ class _State:
         from mct_logger.quantization.memory import graph_memory, model_memory
         from mct_logger.mixed_precision.search import plan_weights_memory
 
-        trial = (trials or self.trials).run(config)
-        graph = (trials or self.trials).graph
-        return {"score": self.check(trial.score, what),
-                "memory": model_memory(graph_memory(graph, trial.plan), trial.plan),
-                "weights_memory": plan_weights_memory(graph, trial.plan)}
+        trials = trials or self.trials
+        plan, graph = trials.plan(config), trials.graph
+        return {"score": self.check(self.scorer(trials, config, what), what),
+                "memory": model_memory(graph_memory(graph, plan), plan),
+                "weights_memory": plan_weights_memory(graph, plan)}
 
     def attempt(self, kind: str, layer, change: str, evidence: str, config, trials=None) -> bool:
         """Scores `config`; keeps it if the score rises. Records the change either way."""
@@ -246,6 +250,35 @@ class _State:
             if trials is not None:
                 self.trials = trials
         return accepted
+
+
+class _Scorer:
+    """Scores a config of a `QuantizationTrials` on the analyzer's evaluator: in
+    process (`Local`), or on a Ray worker that rebuilds those trials once
+    (calibrated by the forward_pass_callback) and builds each config's model."""
+
+    def __init__(self, analyzer, sessions: contextlib.ExitStack):
+        self.analyzer, self.stack, self.sessions = analyzer, sessions, {}
+
+    def __call__(self, trials, config: QuantizationConfig, what: str) -> float:
+        from mct_logger.evaluators import Job, Sweep, run_jobs
+        from mct_logger.mixed_precision.trials import (
+            TrialWorkspace,
+            rebuild_trial_workspace,
+            trial_shipment,
+        )
+
+        analyzer = self.analyzer
+        if id(trials) not in self.sessions:
+            sweep = Sweep("recommend", lambda: TrialWorkspace(None, trials, analyzer.eval_callback),
+                          rebuild_trial_workspace,
+                          lambda: trial_shipment(None, trials.graph, None,
+                                                 analyzer.forward_pass_callback),
+                          analyzer.raw_eval_callback)
+            self.sessions[id(trials)] = (trials, self.stack.enter_context(
+                analyzer.evaluator.open(sweep, jobs_hint=1)))
+        job = Job(("trial",), ("trial", config), what)
+        return run_jobs(self.sessions[id(trials)][1], [job])[job.key]
 
 
 def _try_cle(state: _State, graph, result, make_trials) -> None:

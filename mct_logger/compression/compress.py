@@ -38,13 +38,16 @@ from mct_logger import listeners as listeners_lib
 from mct_logger.utils import liveness
 from mct_logger.utils.progress import progress_bar
 from mct_logger.utils import output_paths
-from mct_logger.utils.callbacks import ScoreCheck, as_callback
+from mct_logger.utils.callbacks import as_callback
 from mct_logger.compression import channel_pruning, svd
 from mct_logger.compression.cost import COST_METRICS, LayerCost, layer_costs, model_cost
 from mct_logger.compression.eval_scores import EvalScores, ratio_key
 from mct_logger.compression.greedy import candidate_ratios, select_ratios
 from mct_logger.compression.results import CompressionStats, SweepPlan, layer_rows
-from mct_logger.compression.sweep import prune, sample_pruning_data, sweep_pruning, sweep_svd
+from mct_logger.compression import sweep as sweep_lib
+from mct_logger.compression.sweep import evaluate_model as _evaluate
+from mct_logger.compression.sweep import prune, sample_pruning_data
+from mct_logger.evaluators import Sweep, check_evaluator, model_fingerprint, run_jobs
 from mct_logger.utils.frozen_heap import frozen_heap
 from mct_logger.graph.ir import read_model
 from mct_logger.utils.arguments import (check_callables, check_choice, check_model, check_names,
@@ -53,17 +56,6 @@ from mct_logger.utils.arguments import (check_callables, check_choice, check_mod
 logger = logging.getLogger("mct_logger")
 
 SCHEMES = ("spatial_svd", "weight_svd", "channel_pruning")
-
-
-def _evaluate(evaluate, model, what: str) -> float:
-    try:
-        value = evaluate(model)
-    except Exception as exc:
-        raise RuntimeError(f"eval_callback failed on {what} ({type(exc).__name__}: {exc}); "
-                           "it must take a Keras model and return a number.") from exc
-    # the shared rule, strict: every score picks a ratio, so none may be NaN/Inf
-    return ScoreCheck("eval_callback", strict=True)(value, what,
-                                                    reference=what == "the uncompressed model")
 
 
 def _check_arguments(model, target_comp_ratio, scheme, cost_metric, num_comp_ratio_candidates,
@@ -96,7 +88,7 @@ def _check_arguments(model, target_comp_ratio, scheme, cost_metric, num_comp_rat
 def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str = "spatial_svd",
                    cost_metric: str = "mac", num_comp_ratio_candidates: int = 10,
                    layers_to_ignore=None, eval_scores_file=None, forward_pass_callback=None,
-                   listeners=None):
+                   listeners=None, evaluator=None):
     """Compresses `model` to `target_comp_ratio` of its cost, greedily per layer.
 
     Args:
@@ -121,6 +113,9 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
         listeners: extra listeners of this run: callables taking a
             `mct_logger.listeners.Event` (see the module docs), optionally with
             `close(error)`.
+        evaluator: where the candidates are evaluated: `evaluators.Local()`
+            (default) or `evaluators.Ray(...)` (workers rebuilding the model
+            once; scores are the same, listeners hear them as they finish).
 
     Returns:
         `(compressed_model, CompressionStats)`; the model saves to `.keras`.
@@ -143,6 +138,7 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
     listeners = check_callables("listeners", listeners)
     if eval_scores_file is not None:
         eval_scores_file = check_path("eval_scores_file", eval_scores_file)
+    evaluator = check_evaluator(evaluator)
     graph = read_model(model)
     ignored = _ignored(graph, layers_to_ignore)
     costs = layer_costs(graph)
@@ -208,7 +204,7 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
         )
     # the file first: one of another sweep is refused before any evaluation
     store = EvalScores.open(eval_scores_file, {
-        "model": model.name, "scheme": scheme, "cost_metric": cost_metric,
+        "model": model.name, "fingerprint": model_fingerprint(model), "scheme": scheme, "cost_metric": cost_metric,
         "candidates": candidates})
     score_before = _evaluate(evaluate, model, "the uncompressed model")
     store.meta["score_before"] = score_before
@@ -235,9 +231,9 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
     signals.__enter__()
     try:
         run.emit("start", plan)
-        sweep = sweep_pruning if scheme == "channel_pruning" else sweep_svd
-        sweep(graph, layers, params, missing, lambda m, what: _evaluate(evaluate, m, what),
-              store, run, plan)
+        _sweep(model, graph, scheme, layers, params, missing, evaluate, eval_callback, evaluator,
+               lambda name, ratio, score: sweep_lib.emit_score(run, plan, store, name, ratio,
+                                                               score, started))
         scores = {n: {r: store.get(n, r) for r in candidates} for n in eligible}
         selection = select_ratios(scores, cost_ratio, target_comp_ratio)
         chosen = {n: r for n, r in selection.ratios.items() if r is not None}
@@ -274,6 +270,22 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
             run.close(error)
         finally:
             signals.__exit__(None, None, None)
+
+
+def _sweep(model, graph, scheme, layers, params, missing, evaluate, eval_callback, evaluator,
+           emit) -> None:
+    """Every missing candidate's score, on `evaluator`, emitted as each finishes."""
+    def masked(name, ratio, keep):
+        return layers[name].masked_kernel(*layers[name].reconstruct(keep))
+
+    sweep = Sweep(
+        f"compress_model ({scheme})",
+        lambda: sweep_lib.CandidateWorkspace(graph, scheme, layers, evaluate, masked),
+        sweep_lib.rebuild_workspace,
+        lambda: sweep_lib.shipment(model, scheme, layers, missing, params), eval_callback)
+    jobs = sweep_lib.candidate_jobs(missing, params)
+    with evaluator.open(sweep, jobs_hint=len(jobs)) as session:
+        run_jobs(session, jobs, None, lambda job, score, _: emit(job.spec[0], job.spec[1], score))
 
 
 def _log_selection(selection, target, cost_metric: str, candidates: int) -> None:

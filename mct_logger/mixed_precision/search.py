@@ -61,7 +61,6 @@ import collections
 import dataclasses
 import logging
 import math
-import re
 import time
 
 import keras
@@ -71,26 +70,32 @@ from keras import ops
 from mct_logger.data import sources as data_lib
 from mct_logger import listeners
 from mct_logger.diagnostics import metrics
-from mct_logger.graph.ir import TensorRef, layer_name_of, read_model
+from mct_logger.graph.ir import TensorRef, read_model
 from mct_logger.mixed_precision.bit_allocation import Frontier
-from mct_logger.utils.callbacks import ScoreCheck, as_callback, comparable
-from mct_logger.quantization.config import LayerOverride, QuantizationConfig
+from mct_logger.mixed_precision.search_steps import SearchSteps
+from mct_logger.utils.arguments import check_path
+from mct_logger.utils.callbacks import as_callback
+from mct_logger.quantization.config import QuantizationConfig, config_to_dict
 from mct_logger.quantization.encodings import check_bitwidth
 from mct_logger.quantization.plan import check_overrides, plan_quantization
 from mct_logger.quantization.quantsim import weight_encodings
-from mct_logger.mixed_precision.trials import QuantizationTrials
+from mct_logger.mixed_precision.trials import (
+    QuantizationTrials,
+    TrialWorkspace,
+    rebuild_trial_workspace,
+    trial_shipment,
+)
 from mct_logger.ptq.paired_runs import quantize_baseline_and_recommended
 from mct_logger.diagnostics.rebuild_check import check_rebuilt_graph
 from mct_logger.diagnostics.similarity import call_quantized, fake_quantized_kernel, first_samples
+from mct_logger.evaluators import (ScoreRecords, Sweep, check_evaluator, fingerprint,
+                                   model_fingerprint)
+from mct_logger.utils import output_paths
 
 logger = logging.getLogger("mct_logger")
 
 # Representative samples the sensitivity pass reads (the rest only calibrates).
 SENSITIVITY_SAMPLES = 256
-# A mixed choice within a budget replaces the widest uniform width that fits
-# only if the additive model predicts at least this much more output SQNR (a
-# sixth of a bit; less is within the model's error, and uniform is simpler).
-MIN_GAIN_DB = 1.0
 
 
 @dataclasses.dataclass
@@ -144,7 +149,7 @@ def plan_weights_memory(graph, plan: dict) -> int:
 def search_mixed_precision(model: keras.Model, representative_data,
                            config: QuantizationConfig | None = None, *, eval_callback=None,
                            weights_memory=None, max_accuracy_drop=None,
-                           bit_candidates=(4, 8, 16)):
+                           bit_candidates=(4, 8, 16), evaluator=None, scores_file=None):
     """Chooses per-layer weight bit widths under a weights-memory budget or an accuracy target.
 
     Args:
@@ -163,6 +168,13 @@ def search_mixed_precision(model: keras.Model, representative_data,
         bit_candidates: the widths each layer's kernels may get (2 to 16).
         config: the rest of the quantization (activations, observers, grids,
             layers kept in float); default `QuantizationConfig()`.
+        evaluator: where the verifying evaluations run: `evaluators.Local()`
+            (default) or `evaluators.Ray(...)`; independent steps (the uniform
+            widths) run at once, the bisection one step after another.
+        scores_file: JSON record of every evaluation as it finishes
+            (`evaluators.records`), reused on the next call with the same model,
+            data, config and candidates (only missing ones are evaluated); one
+            of another model or config is refused.
 
     Returns:
         `(config, result)`: a `QuantizationConfig` with per-layer
@@ -194,8 +206,12 @@ def search_mixed_precision(model: keras.Model, representative_data,
     budget = _check_positive("weights_memory", weights_memory)
     drop = _check_positive("max_accuracy_drop", max_accuracy_drop, allow_zero=True)
     evaluate = None
+    evaluator = check_evaluator(evaluator)
     if eval_callback is not None:
         evaluate = as_callback(eval_callback, "eval_callback")
+    if scores_file is not None:  # writable, so no score is computed in vain
+        scores_file = check_path("scores_file", scores_file)
+        output_paths.check_file(scores_file, "scores_file")
     if drop is not None and evaluate is None:
         raise ValueError("max_accuracy_drop needs eval_callback to measure the score.")
 
@@ -245,12 +261,22 @@ def search_mixed_precision(model: keras.Model, representative_data,
     frontier = Frontier(costs, mems, None if budget is None else max(budget, smallest) - fixed)
     t2 = time.perf_counter()
 
-    search = _Search(model, graph, config, batches, evaluate, names, candidates, costs, mems,
-                     fixed, budget)
-    if drop is not None:
-        choice = search.by_target(frontier, drop)
-    else:
-        choice = search.by_budget(frontier)
+    records = ScoreRecords.open(scores_file, {
+        "model": graph.name, "fingerprint": model_fingerprint(model),
+        "data": fingerprint(*[np.asarray(x) for b in batches for x in b]),
+        "config": config_to_dict(config)["config"], "bit_candidates": list(candidates),
+        "layers": names}, what="scores_file") if evaluate is not None else None
+    trials = QuantizationTrials(graph, lambda m: m.collect_all(batches), None, batches)
+    sweep = Sweep("search_mixed_precision",
+                  lambda: TrialWorkspace(model, trials, evaluate), rebuild_trial_workspace,
+                  lambda: trial_shipment(model, graph, batches), eval_callback)
+    with evaluator.open(sweep, jobs_hint=len(candidates) + 1) as session:
+        search = SearchSteps(graph, config, session, records, evaluate, names, candidates, costs,
+                         mems, fixed, budget)
+        if drop is not None:
+            choice = search.by_target(frontier, drop)
+        else:
+            choice = search.by_budget(frontier)
     chosen_config = search.config_of(choice)
     rows = [{"layer": n, "class": graph.nodes[n].layer_class,
              "parameters": int(sum(graph.nodes[n].weight_sizes()[k] for k in plan[n].weights)),
@@ -262,8 +288,7 @@ def search_mixed_precision(model: keras.Model, representative_data,
         model=graph.name, bit_candidates=list(candidates), layers=rows, steps=search.steps,
         weights_memory=search.memory_of(choice), budget=None if budget is None else int(budget),
         max_accuracy_drop=drop, float_score=search.float_score, target_score=search.target,
-        score=search.score_of(choice), evaluations=search.trials.evaluations + (
-            search.float_score is not None),
+        score=search.score_of(choice), evaluations=search.evaluations,
         seconds={"sensitivity": round(t1 - t0, 3), "solve": round(t2 - t1, 3),
                  "evaluation": round(end - t2, 3), "total": round(end - started, 3)},
         config=chosen_config,
@@ -312,124 +337,6 @@ def measure_sensitivity(graph, plan: dict, nodes: list, batches, bit_candidates)
                     error = reference - ops.cast(output, "float64")
                     noise[node.name][k] += float(ops.sum(error * error))
     return {n: [float(metrics.sqnr_from_powers(signal[n], v)) for v in noise[n]] for n in nodes}
-
-
-class _Search:
-    """The evaluations of one search and the steps table they fill."""
-
-    def __init__(self, model, graph, config, batches, evaluate, names, candidates, costs, mems,
-                 fixed, budget):
-        self.graph, self.config, self.names, self.candidates = graph, config, names, candidates
-        self.costs, self.mems, self.fixed, self.budget = costs, mems, fixed, budget
-        self.check = ScoreCheck("eval_callback")  # NaN/Inf: refused for float, else missing
-        self.trials = QuantizationTrials(graph, lambda m: m.collect_all(batches), evaluate, batches)
-        self.evaluate = evaluate
-        self.float_score = None if evaluate is None else self.check(
-            evaluate(model), "the float model", reference=True)
-        self.target = None
-        self.steps: list[dict] = []
-        self.scores: dict[tuple, float] = {}
-
-    def memory_of(self, choice) -> int:
-        return int(self.fixed + sum(self.mems[i, k] for i, k in enumerate(choice)))
-
-    def score_of(self, choice):
-        return self.scores.get(tuple(choice))
-
-    def config_of(self, choice) -> QuantizationConfig:
-        bits = [self.candidates[k] for k in choice]
-        common = max(collections.Counter(bits).items(), key=lambda kv: (kv[1], kv[0]))[0]
-        base = dataclasses.replace(self.config, weight_bits=common)
-        overrides = dict(self.config.overrides)
-        for name, b in zip(self.names, bits):
-            if base.for_node(name)[0]["weight_bits"] != b:
-                layer = layer_name_of(name)
-                key = layer if re.escape(layer) == layer else re.escape(layer)
-                # an override the user keyed by this name keeps every other field
-                overrides[key] = dataclasses.replace(overrides[key], weight_bits=b) \
-                    if key in overrides else LayerOverride(weight_bits=b)
-        chosen = dataclasses.replace(base, overrides=overrides)
-        planned = plan_quantization(self.graph, chosen, report=False)
-        for name, b in zip(self.names, bits):
-            if any(s.bitwidth != b for s in planned[name].weights.values()):
-                raise RuntimeError(f"The chosen config does not give {name!r} {b} bits.")
-        return chosen
-
-    def step(self, label: str, choice, evaluate: bool) -> dict:
-        key = tuple(choice)
-        if evaluate and self.evaluate is not None and key not in self.scores:
-            self.scores[key] = self._score(choice, label)
-        memory = self.memory_of(choice)
-        score = self.scores.get(key)
-        row = {
-            "step": len(self.steps), "label": label, "weights_memory": memory,
-            "predicted_sqnr_db": round(float(metrics.sqnr_from_powers(
-                1.0, sum(self.costs[i, k] for i, k in enumerate(choice)))), 3),
-            "score": score,
-            "fits_budget": None if self.budget is None else bool(memory <= self.budget),
-            "meets_target": None if self.target is None or key not in self.scores
-            else comparable(score) >= self.target,
-            "chosen": False,
-            "bits": {n: self.candidates[k] for n, k in zip(self.names, choice)},
-        }
-        self.steps.append(row)
-        return row
-
-    def _score(self, choice, label: str) -> float:
-        return self.check(self.trials.score(self.config_of(choice)), f"the {label} configuration")
-
-    def uniform(self) -> list:
-        return [[k] * len(self.names) for k in range(len(self.candidates))]
-
-    def _choose(self, choice):
-        for row in self.steps:
-            row["chosen"] = row["bits"] == {n: self.candidates[k]
-                                            for n, k in zip(self.names, choice)}
-        return choice
-
-    def by_budget(self, frontier):
-        best = frontier.choice(len(frontier) - 1)
-        evaluate = self.evaluate is not None
-        uniform = [c for c in self.uniform() if self.memory_of(c) <= self.budget]
-        rows = [self.step(f"uniform {self.candidates[c[0]]}-bit", c, evaluate) for c in uniform]
-        mixed = self.step("mixed (least predicted noise within the budget)", best, False)
-        if rows and mixed["predicted_sqnr_db"] - rows[-1]["predicted_sqnr_db"] < MIN_GAIN_DB:
-            mixed["label"] += f": less than {MIN_GAIN_DB:g} dB over uniform, not kept"
-            return self._choose(uniform[-1])
-        if evaluate:
-            self.scores[tuple(best)] = mixed["score"] = self._score(best, "mixed")
-            top = max(uniform + [best], key=lambda c: (comparable(self.score_of(c)), c != best))
-            if top != best:  # a tie goes to the uniform width: simpler to deploy
-                logger.warning("Mixed-precision search: uniform %d-bit scores %.6g, at least the "
-                               "mixed choice's %.6g; returning the uniform one.",
-                               self.candidates[top[0]], self.score_of(top), self.score_of(best))
-                best = top
-        return self._choose(best)
-
-    def by_target(self, frontier, drop: float):
-        self.target = self.float_score - drop
-        hi = len(frontier) - 1
-        top = frontier.choice(hi)
-        if self.step("frontier: most memory", top, True)["meets_target"] is False:
-            logger.warning("Mixed-precision search: even the largest widths score %.6g, below "
-                           "the target %.6g; returning them.", self.score_of(top), self.target)
-            return self._choose(top)
-        lo = 0
-        while lo < hi:  # bisection on the frontier: the smallest memory meeting the target
-            mid = (lo + hi) // 2
-            if self.step(f"frontier point {mid + 1} of {len(frontier)}", frontier.choice(mid),
-                         True)["meets_target"]:
-                hi = mid
-            else:
-                lo = mid + 1
-        best = frontier.choice(hi)
-        for c in self.uniform():
-            if self.budget is None or self.memory_of(c) <= self.budget:
-                row = self.step(f"uniform {self.candidates[c[0]]}-bit", c,
-                                self.memory_of(c) < self.memory_of(best))
-                if row["meets_target"] and self.memory_of(c) < self.memory_of(best):
-                    best = c
-        return self._choose(best)
 
 
 def _pinned_weight_bits(config: QuantizationConfig, node_name: str) -> bool:

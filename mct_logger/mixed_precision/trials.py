@@ -189,3 +189,49 @@ class QuantizationTrials:
         trial.score = self._evaluate(trial.model)
         self.evaluations += 1
         return trial
+
+
+class TrialWorkspace:
+    """Evaluates configurations of one float graph (a sweep's workspace): the
+    calibration is done once per observer kind, each configuration's quantized
+    model is built from those observers and scored. Specs: `("float", None)`,
+    the user's float model; `("trial", config)`, a QuantizationConfig."""
+
+    def __init__(self, model, trials: QuantizationTrials, evaluate: Callable):
+        self.model, self.trials, self.callback = model, trials, evaluate
+
+    def evaluate(self, spec) -> float:
+        from mct_logger.utils.callbacks import eval_score
+
+        kind, config = spec
+        model = self.model if kind == "float" else self.trials.build(config).model
+        return eval_score(self.callback(model), "eval_callback")
+
+
+def trial_shipment(model, graph: Graph, batches, calibrate: Callable | None = None) -> dict:
+    """What a worker needs to rebuild the trials: the user's model (None when
+    only trials are scored) and the prepared float graph as `.keras` bytes, and
+    the calibration batches, or the callback that calibrates (it travels by
+    Ray's serialization, as the eval callback)."""
+    from mct_logger.evaluators.shipment import model_to_bytes
+
+    return {"model": None if model is None else model_to_bytes(model),
+            "graph": model_to_bytes(graph.to_keras()), "nodes": list(graph.nodes),
+            "batches": batches, "calibrate": calibrate}
+
+
+def rebuild_trial_workspace(content: dict, eval_callback) -> TrialWorkspace:
+    """On a worker: the trials of `trial_shipment`'s content, calibrated on first use."""
+    from mct_logger.utils.callbacks import as_callback
+    from mct_logger.evaluators.shipment import model_from_bytes
+    from mct_logger.graph.ir import read_model
+
+    graph = read_model(model_from_bytes(content["graph"]))
+    if list(graph.nodes) != content["nodes"]:
+        raise RuntimeError("The graph read on the Ray worker has other nodes than on the "
+                           f"driver ({list(graph.nodes)[:5]}... vs {content['nodes'][:5]}...).")
+    batches, calibrate = content["batches"], content.get("calibrate")
+    trials = QuantizationTrials(graph, calibrate or (lambda m: m.collect_all(batches)), None,
+                                batches)
+    model = None if content["model"] is None else model_from_bytes(content["model"])
+    return TrialWorkspace(model, trials, as_callback(eval_callback, "eval_callback"))

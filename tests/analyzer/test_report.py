@@ -106,8 +106,8 @@ def drawn_traces(page, view):
 def test_results_are_a_few_files_and_one_copy_of_the_chart_library(analysis):
     _, results = analysis
     files = sorted(p.relative_to(results).as_posix() for p in results.rglob("*") if p.is_file())
-    assert files == [
-        "histograms.json", "index.html", "min_max_ranges/activations.json",
+    assert files == [  # evaluations.json: the resumable record of the eval scores
+        "evaluations.json", "histograms.json", "index.html", "min_max_ranges/activations.json",
         "min_max_ranges/encodings.json", "min_max_ranges/weights.json",
         "per_layer_mse_loss.json", "per_layer_quant_disabled.json",
         "per_layer_quant_enabled.json", "per_layer_sqnr.json", "sensitivity.json",
