@@ -156,6 +156,16 @@ def test_no_import_cycle_among_the_project_modules():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+# Imports up the layers, each with why. The plugins' routes run in TensorBoard's
+# process, above the engine: they rank every table with the analyzer's one copy
+# of the ranking rules, so logs of older versions read like new ones.
+UPWARD = {
+    ("mct_logger.tb_plugin.dashboard", "mct_logger.analyzer"): "the package of worst_layers",
+    ("mct_logger.tb_plugin.dashboard", "mct_logger.analyzer.worst_layers"):
+        "older logs ranked again with today's rules",
+}
+
+
 def test_the_folders_form_layers():
     offenders = []
     for name, targets in GRAPH.items():
@@ -164,7 +174,7 @@ def test_the_folders_form_layers():
             continue
         for target in targets:
             folder = _folder(target)
-            if folder in (None, source):
+            if folder in (None, source) or (name, target) in UPWARD:
                 continue
             if LAYER_OF[folder] >= LAYER_OF[source]:
                 offenders.append(f"{name} -> {target}")
