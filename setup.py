@@ -41,7 +41,9 @@ setup(
     extras_require={
         # The demo trains on scikit-learn's bundled digits (no download).
         "demo": ["scikit-learn"],
-        "test": ["pytest", "scikit-learn", "playwright"],
+        # keras-hub: the KerasHub backbones (built from config, no download) whose
+        # composite transformer blocks the quantization tests reach into.
+        "test": ["pytest", "scikit-learn", "playwright", "keras-hub"],
     },
     entry_points={
         "console_scripts": ["mct-logger = mct_logger.cli:main"],

@@ -36,6 +36,7 @@ _API = {
     "RepresentativeDataError": "mct_logger.data.sources",
     "QuantizationConfig": "mct_logger.quantization.config",
     "LayerOverride": "mct_logger.quantization.config",
+    "AdaRoundConfig": "mct_logger.quantization.config",
     "Encoding": "mct_logger.quantization.encodings",
     "set_quantizers_enabled": "mct_logger.quantization.quantsim",
     "QuantAnalyzer": "mct_logger.analyzer.driver",

@@ -135,7 +135,10 @@ SHAPES = {
                    '"weight_min", "weight_max", "activation_bits", "encoding_min", '
                    '"encoding_max", "memory_before", "memory_after" (bytes, a fused output '
                    'counted once), "sqnr_accumulated_db", "sqnr_isolated_db", '
-                   '"accumulated_step_db", "cosine"}], "worst_layers"} -- written by every '
+                   '"accumulated_step_db", "cosine", and where "adaround" is true '
+                   '"adaround_loss_nearest", "adaround_loss" (reconstruction MSE), '
+                   '"adaround_flipped" (share 0 to 1, null for layers not learned)}], '
+                   '"adaround": bool, "worst_layers"} -- written by every '
                    "logged PTQ run, in graph order",
             "required": {"rows": list, "samples": int},
             "rows": "rows",

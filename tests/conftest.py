@@ -10,7 +10,20 @@ from tests.helpers import write_hostile_payloads  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def dashboard_logs(tmp_path_factory):
+def trained_digits():
+    """`(data, model)`: the digits split and the demo CNN trained 20 epochs, seeded
+    (0.99 held-out accuracy; trained once per session, never modified by a test)."""
+    import keras
+
+    from mct_logger.demo import load_digits_split, train_digits_cnn
+
+    keras.utils.set_random_seed(0)
+    data = load_digits_split()
+    return data, train_digits_cnn(data, epochs=20)
+
+
+@pytest.fixture(scope="session")
+def dashboard_logs(tmp_path_factory, trained_digits):
     """A log folder as a user makes it: a PTQ run with CLE, a default PTQ run and a
     QuantAnalyzer run of one trained digits CNN, plus a run of hostile payloads.
 
@@ -20,12 +33,11 @@ def dashboard_logs(tmp_path_factory):
     import keras
 
     import mct_logger
-    from mct_logger.demo import accuracy, load_digits_split, train_digits_cnn
+    from mct_logger.demo import accuracy
 
     logdir = tmp_path_factory.mktemp("dashboards")
     keras.utils.set_random_seed(0)
-    data = load_digits_split()
-    model = train_digits_cnn(data, epochs=20)  # trained (0.995 test accuracy), not at chance
+    data, model = trained_digits  # trained (0.99 test accuracy), not at chance
     results_dir = str(tmp_path_factory.mktemp("qa_results"))
     try:
         mct_logger.set_log_folder(logdir, run_name="ptq_cle")

@@ -2,6 +2,7 @@
 headless Chromium, and hostile plugin payloads. Fixtures are in conftest.py."""
 
 import contextlib
+import glob
 import os
 import time
 
@@ -53,10 +54,17 @@ def tensorboard_provider(logdir, loader):
     )
     ingester.start()
     provider = ingester.data_provider
+    # the server loads the folder once, in the background: wait until it lists every
+    # run folder (one holding an event file) that is on disk
+    expected = {os.path.relpath(os.path.dirname(p), str(logdir)).replace(os.sep, "/")
+                for p in glob.glob(os.path.join(str(logdir), "**", "events.out.tfevents.*"),
+                                   recursive=True)}
     deadline = time.time() + 60
-    while not provider.list_runs(ctx, experiment_id="") and time.time() < deadline:
-        time.sleep(0.2)  # the server loads the folder once, in the background
-    time.sleep(0.5)
+    while time.time() < deadline:
+        listed = {run.run_name for run in provider.list_runs(ctx, experiment_id="")}
+        if listed and expected <= listed:
+            break
+        time.sleep(0.2)  # polling the condition, not a pause
     yield provider, ctx, ""
 
 
@@ -123,6 +131,60 @@ def plugin_frame(page, name):
     return page.frame_locator(f'iframe[src*="plugin_entry.html?name={name}"]')
 
 
+def tab_frame(page, name, timeout_s: float = 60):
+    """The `Frame` of our plugin tab `name` (for `wait_for_function`: a condition
+    read in one JavaScript turn, so no element can vanish between two reads)."""
+    import time
+
+    deadline = time.time() + timeout_s
+    while True:
+        for frame in page.frames:
+            if f"plugin_entry.html?name={name}" in frame.url:
+                return frame
+        assert time.time() < deadline, f"no {name} tab frame in {[f.url for f in page.frames]}"
+        page.wait_for_event("frameattached", timeout=timeout_s * 1000)
+
+
+def until(frame, condition: str, timeout_s: float = 120, arg=None):
+    """Waits until the JavaScript `condition` (a function of `arg`) is truthy in
+    `frame`; returns its value (a state read at one instant)."""
+    return frame.wait_for_function(condition, arg=arg, timeout=timeout_s * 1000).json_value()
+
+
+# A script's eval callback gated by the test: `gate()` (in the script) blocks the
+# n-th call until the file `open_<k>` with k >= n exists in the gate folder, so a
+# live test holds a run at a chosen point instead of racing it with pauses.
+GATE_CODE = """
+import glob as _glob, os as _os, time as _time
+_calls = [0]
+def gate(folder):
+    _calls[0] += 1
+    while _calls[0] > max([int(p.rsplit("_", 1)[1]) for p in _glob.glob(_os.path.join(
+            folder, "open_*"))] or [0]):
+        _time.sleep(0.02)
+"""
+
+
+def open_gate(folder, calls: int) -> None:
+    """Lets a gated script (GATE_CODE) run its eval callback up to `calls` times."""
+    open(os.path.join(str(folder), f"open_{calls}"), "w").close()
+
+
+def retry(action, timeout_s: float = 120):
+    """Runs `action` (which waits on a condition and raises on timeout) until it
+    succeeds: for a UI step that can be undone by a late reload (a menu opened
+    before its items arrived). Raises its last error after `timeout_s`."""
+    import time
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            return action()
+        except Exception:
+            if time.time() > deadline:
+                raise
+
+
 def wait_for_tab(page, url, name, ready, deadline, writer=None):
     """Reloads `url#name` until the tab shows `ready` (a selector): TensorBoard lists
     a plugin only once it has read its first payload. While waiting, the process
@@ -137,7 +199,7 @@ def wait_for_tab(page, url, name, ready, deadline, writer=None):
             frame.locator(ready).wait_for(timeout=5_000)
             break
         except Exception:
-            time.sleep(1)
+            continue  # not listed yet: reload and wait again
     return frame
 
 

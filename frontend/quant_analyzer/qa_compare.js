@@ -41,6 +41,7 @@ function summaryRow(entry) {
   return {
     run: entry.name,
     kind: runKind(tables),
+    rounding: lt ? (lt.adaround ? "AdaRound" : "nearest") : null,
     quantized: rows.filter((r) => r.quantized).length,
     flagged: rows.filter((r) => r.severity > 0).length,
     memory_before: lt ? lt.memory_before : null,
@@ -86,6 +87,7 @@ export function renderComparison(root, entries, Plotly) {
   const runColumns = [
       { key: "run", label: "run" },
       { key: "kind", label: "kind" },
+      { key: "rounding", label: "weight rounding" },
       { key: "quantized", label: "quantized layers", numeric: true },
       { key: "flagged", label: "flagged layers", numeric: true },
       { key: "memory_before", label: "memory FP32", numeric: true, format: formatBytes },

@@ -359,6 +359,9 @@ export function layerRows(tables) {
       memory_before: r.memory_before, memory_after: r.memory_after,
       sqnr_accumulated_db: r.sqnr_accumulated_db, sqnr_isolated_db: r.sqnr_isolated_db,
       accumulated_step_db: r.accumulated_step_db, cosine: r.cosine,
+      // runs that learned their rounding (AdaRound): loss nearest vs learned, share flipped
+      adaround_loss_nearest: r.adaround_loss_nearest, adaround_loss: r.adaround_loss,
+      adaround_flipped: r.adaround_flipped,
     });
   }
   const sqnr = tables.per_layer_sqnr;

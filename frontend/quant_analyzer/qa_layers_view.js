@@ -25,11 +25,18 @@ const LAYER_COLUMNS = [
   { key: "sqnr_accumulated_db", label: "SQNR accumulated", numeric: true, format: formatDb },
   { key: "accumulated_step_db", label: "SQNR drop here", numeric: true, format: formatDb },
   { key: "weight_sqnr_db", label: "weight SQNR", numeric: true, format: formatDb },
+  { key: "adaround_loss_nearest", label: "AdaRound: loss nearest", numeric: true, format: (v) => formatNumber(v, 4) },
+  { key: "adaround_loss", label: "AdaRound: loss learned", numeric: true, format: (v) => formatNumber(v, 4) },
+  { key: "adaround_flipped", label: "AdaRound: rounded away from nearest", numeric: true, format: percent },
   { key: "mse_accumulated", label: "MSE", numeric: true, format: (v) => formatNumber(v, 3) },
   { key: "cosine", label: "cosine", numeric: true, format: (v) => (isNumber(v) ? v.toFixed(5) : "n/a") },
   { key: "score_enabled", label: "score, only this quantized", numeric: true, format: (v) => formatNumber(v, 5) },
   { key: "score_disabled", label: "score, this in float", numeric: true, format: (v) => formatNumber(v, 5) },
 ];
+
+function percent(value) {
+  return isNumber(value) ? `${(100 * value).toFixed(1)}%` : "";
+}
 
 function bits(value) {
   return isNumber(value) ? String(value) : "float";

@@ -232,6 +232,14 @@ def min_max_ranges(graph: Graph, layers, encodings: dict, observers: dict) -> tu
                 "observed_min": float(np.min(observer.min)),
                 "observed_max": float(np.max(observer.max)),
             })
+        for point, encoding in enc.inner_activations.items():  # a composite's sublayers
+            inner, key = f"{name}/{point}", f"{name}/{point}_output_0"
+            aimet_activations[key] = aimet_range(encoding, key)
+            activation_rows.append({
+                "layer": inner, "key": key, **range_fields(encoding),
+                "observed_min": float(np.min(observers[inner].min)),
+                "observed_max": float(np.max(observers[inner].max)),
+            })
         for kernel_name, encoding in enc.weights.items():
             key = f"{name}_{(node.layer.name + '/' + kernel_name).replace('/', '-')}"
             kernel = keras.ops.convert_to_numpy(weight_variable(node.layer, kernel_name))
@@ -260,6 +268,16 @@ def histograms(graph: Graph, plan: dict, layers, encodings: dict, observers: dic
                 "encoding_min": float(np.min(enc.activation.min)),
                 "encoding_max": float(np.max(enc.activation.max)),
                 "per_channel_encoding": enc.activation.per_channel,
+            })
+        for point, encoding in enc.inner_activations.items():  # a composite's sublayers
+            edges, counts = observers[f"{name}/{point}"].histogram(per_channel=False)
+            lo, width, counts = _trim(edges[0], counts[0])
+            activation_rows.append({
+                "layer": f"{name}/{point}", "lo": lo, "width": width,
+                "counts": [round(float(c), 2) for c in counts],
+                "encoding_min": float(np.min(encoding.min)),
+                "encoding_max": float(np.max(encoding.max)),
+                "per_channel_encoding": False,
             })
         node = graph.nodes[name]
         for kernel_name, encoding in enc.weights.items():
@@ -358,6 +376,7 @@ def summary_header(config, graph: Graph, plan: dict, layers, folding, ignored,
                 "class": graph.nodes[n].layer_class,
                 "weights": sorted(plan[n].weights),
                 "activation": plan[n].activation is not None,
+                "sublayer_outputs": sorted(plan[n].inner_activations),
             }
             for n in layers
         ],

@@ -67,9 +67,11 @@ from mct_logger import listeners as listeners_lib
 from mct_logger.analyzer import results_dir as results_lib
 from mct_logger.analyzer.analyses import AnalysisResult
 from mct_logger.analyzer.aimet_layout import DISABLED_FILE, ENABLED_FILE, HISTOGRAMS_FILE, MIN_MAX_FOLDER, MIN_MAX_TABLE_FILE, MSE_FILE, RESULT_FILES, SENSITIVITY_FILE, SQNR_FILE, SUMMARY_FILE, WEIGHT_SQNR_FILE, ignored_layer_names, resolve_config
+from mct_logger.utils.arguments import check_model, check_names, check_path
 from mct_logger.utils.callbacks import ScoreCheck, as_callback
 from mct_logger.graph.ir import read_model
 from mct_logger.diagnostics.rebuild_check import check_rebuilt_graph
+from mct_logger.quantization.calibration_size import warn_if_few_samples
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.plan import plan_quantization
 from mct_logger.quantization.quantsim import build_quantized_model, set_quantizers_enabled
@@ -109,14 +111,15 @@ class QuantAnalyzer:
 
     def __init__(self, model: keras.Model, forward_pass_callback, eval_callback,
                  dummy_input=None, layers_to_ignore=None):
-        self.model = model
+        self.model = check_model(model)
         self.graph = read_model(model)
         self.forward_pass_callback = as_callback(forward_pass_callback, "forward_pass_callback")
         self.eval_callback = as_callback(eval_callback, "eval_callback")
         self.input_specs = data_lib.input_specs(self.graph)
         if dummy_input is not None:
             data_lib.load_batches(dummy_input, self.input_specs, name="dummy_input")
-        self.layers_to_ignore = ignored_layer_names(self.graph, layers_to_ignore or [])
+        ignored = check_names("layers_to_ignore", layers_to_ignore, layers=True) or []
+        self.layers_to_ignore = ignored_layer_names(self.graph, ignored)
         self.mse_batches: list | None = None
         self.last_analysis: AnalysisResult | None = None
 
@@ -177,12 +180,12 @@ class QuantAnalyzer:
             ValueError: `eval_callback` returned NaN or Inf for the FP32 model.
         """
         config = resolve_config(config, **aimet_settings)
-        run = _Analysis(self, config, os.fspath(results_dir))
+        run = _Analysis(self, config, check_path("results_dir", results_dir))
         self.last_analysis = run.result  # recommend's default evidence
         return run.run()
 
     def recommend(self, max_accuracy_drop: float, representative_data=None,
-                  analysis: AnalysisResult | None = None):
+                  analysis: AnalysisResult | None = None, adaround=None):
         """A verified QuantizationConfig from a finished analysis: `mct_logger.analyzer.recommend`.
 
         Args:
@@ -191,6 +194,8 @@ class QuantAnalyzer:
                 `num_calibration_samples` (1000 by default), as PTQ reads it.
             analysis: the `AnalysisResult` of this analyzer's `analyze` to start
                 from; default the last one (`last_analysis`).
+            adaround: the `AdaRoundConfig` proposed where the weights-only score is
+                below the activations-only one (True: the paper's; None: not proposed).
 
         Returns:
             `(config, Recommendation)`.
@@ -201,7 +206,7 @@ class QuantAnalyzer:
             RuntimeError: no finished analysis to start from.
         """
         return recommend(self, analysis or self.last_analysis, max_accuracy_drop,
-                         representative_data)
+                         representative_data, adaround)
 
 
 # ----------------------------------------------------------------------------- one run
@@ -271,28 +276,25 @@ class _Analysis:
                 overrides[name if re.escape(name) == name else re.escape(name)] = \
                     LayerOverride(keep_float=True)
             config = dataclasses.replace(config, overrides=overrides)
-        skipped = [f for f in ("cross_layer_equalization", "bias_correction")
+        skipped = [f for f in ("cross_layer_equalization", "bias_correction", "adaround")
                    if getattr(config, f, None)]
         if skipped:
             logger.warning(
                 "QuantAnalyzer analyzes the batch-norm-folded model as given; %s in the "
                 "config are not applied (apply them to the model first, then analyze it).",
-                " and ".join(skipped),
+                ", ".join(skipped),
             )
         plan = plan_quantization(graph, config)
         self.plan = plan
         self.layers = [n for n, p in plan.items() if p.quantized]
         if not self.layers:
-            raise ValueError(
-                f"Model {graph.name!r} has no layer to quantize under this configuration; "
-                "nothing to analyze."
-            )
+            raise ValueError(f"Model {graph.name!r} has no layer to quantize under this "
+                             "configuration; nothing to analyze.")
         self.evaluations_total = 2 * len(self.layers) + 4
         self._start_summary(folding)
         self._open_listeners(graph.name)
         if self.listeners:
             self._publish("summary", self.summary)  # the tab shows the run from the start
-
         float_model = graph.to_keras(name=f"{graph.name}_fp32")
         self.result.float_model = float_model
         calibration = analyses.RecordingCalibrationModel(graph, plan, CALIBRATION_SAMPLES_FOR_SQNR)
@@ -304,6 +306,8 @@ class _Analysis:
                 "forward_pass_callback did not run the model it was given: call it (or its "
                 "predict/evaluate) on representative data so the quantizers see values."
             )
+        warn_if_few_samples(calibration.samples_seen, f"the activation ranges of {graph.name!r}"
+                            " (QuantAnalyzer)", "run more samples in forward_pass_callback")
         # the grids first: data that is not finite is named there, as the callback's
         encodings = ptq.calibrated_encodings(graph, plan, calibration)
         if calibration.recorded:  # the float reference must be the user's model

@@ -10,18 +10,21 @@ score is within `max_accuracy_drop` of the FP32 score:
    range >= 10x, `techniques.weight_ranges`'s spread score >= 1): the grid is
    then sized by the widest channel (Nagel et al., "Data-Free Quantization",
    ICCV 2019; AIMET's CLE).
-2. A non-clipping activation observer ("min_max") for the outputs whose
+2. AdaRound (learned weight rounding on the same grids, Nagel et al., ICML 2020)
+   when the weights-only score is below the activations-only score and the
+   caller passed `adaround` (each later trial learns its rounding anew).
+3. A non-clipping activation observer ("min_max") for the outputs whose
    expected clipping error exceeds their rounding error on the calibration
    histogram, largest excess first (the two parts of the squared error the
    observers minimise, `quantization.observers`) and whose isolated SQNR is
    below 30 dB.
-3. Higher precision (16-bit weights and output; float if 16 bits do not
+4. Higher precision (16-bit weights and output; float if 16 bits do not
    raise the score) for one layer at a time, the layers whose leaving in
    float recovered most first
    (`per_layer_quant_disabled`, AIMET's per-layer analysis), added greedily
    as NNCF's accuracy-aware quantization reverts layers to float.
 
-Free fixes (CLE, observers) come before the ones that cost memory. Each change
+Free fixes (CLE, AdaRound, observers) come before the ones that cost memory. Each change
 is reported with its evidence, and the score and memory (bytes, weights plus
 activations at batch 1 as the PTQ headline) before and after it. A NaN or
 infinite score is one warning naming `eval_callback` and the configuration; a
@@ -53,7 +56,7 @@ import re
 
 import numpy as np
 
-from mct_logger.utils.callbacks import ScoreCheck
+from mct_logger.utils.callbacks import ScoreCheck, comparable
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.plan import PlanReason
 
@@ -78,7 +81,7 @@ class Recommendation:
     Attributes:
         config: the recommended QuantizationConfig.
         changes: one row per change tried, in order: `step`, `kind` ("cle",
-            "activation_observer", "precision"), `layer` (None for CLE),
+            "adaround", "activation_observer", "precision"), `layer` (None for CLE),
             `change`, `evidence`, `score_before`, `score_after`, `memory_before`,
             `memory_after` (bytes), `accepted`.
         float_score, target_score: the FP32 score and FP32 minus the drop.
@@ -104,7 +107,8 @@ class Recommendation:
         return fields
 
 
-def recommend(analyzer, analysis, max_accuracy_drop: float, representative_data=None):
+def recommend(analyzer, analysis, max_accuracy_drop: float, representative_data=None,
+              adaround=None):
     """See `QuantAnalyzer.recommend` and the module docstring.
 
     Args:
@@ -113,6 +117,8 @@ def recommend(analyzer, analysis, max_accuracy_drop: float, representative_data=
             evidence and config the fixes start from.
         max_accuracy_drop: the largest drop from the FP32 score (score units).
         representative_data: optional data for the logged PTQ runs.
+        adaround: the `AdaRoundConfig` proposed when the evidence points at weight
+            rounding (True: the paper's defaults; None: not proposed).
 
     Raises:
         ValueError: `max_accuracy_drop` is not a number >= 0.
@@ -170,6 +176,8 @@ def recommend(analyzer, analysis, max_accuracy_drop: float, representative_data=
     if not state.met():
         _try_cle(state, graph, result, make_trials)
     if not state.met():
+        _try_adaround(state, result, adaround)
+    if not state.met():
         _try_observers(state, tables, result)
     if not state.met():
         _try_precision(state, result)
@@ -177,7 +185,7 @@ def recommend(analyzer, analysis, max_accuracy_drop: float, representative_data=
     recommendation = Recommendation(
         model=graph.name, max_accuracy_drop=float(max_accuracy_drop), float_score=fp32,
         target_score=state.target, baseline=baseline, final=final,
-        meets_target=final["score"] >= state.target, changes=state.changes, config=state.config)
+        meets_target=comparable(final["score"]) >= state.target, changes=state.changes, config=state.config)
     if not state.changes and recommendation.meets_target:
         logger.info("recommend: the baseline already meets the target (score %.6g, target "
                     "%.6g = FP32 %.6g minus %g): nothing to change.", baseline["score"],
@@ -210,7 +218,7 @@ class _State:
         self.check = ScoreCheck("eval_callback")  # NaN/Inf: one warning; no change is kept on it
 
     def met(self) -> bool:
-        return self.score >= self.target
+        return comparable(self.score) >= self.target
 
     def measure(self, config: QuantizationConfig, trials=None, what: str = "") -> dict:
         from mct_logger.quantization.memory import graph_memory, model_memory
@@ -225,7 +233,7 @@ class _State:
     def attempt(self, kind: str, layer, change: str, evidence: str, config, trials=None) -> bool:
         """Scores `config`; keeps it if the score rises. Records the change either way."""
         measured = self.measure(config, trials, what=f"the config with {change}")
-        accepted = measured["score"] > self.score
+        accepted = comparable(measured["score"]) > comparable(self.score)
         self.changes.append({
             "step": len(self.changes) + 1, "kind": kind, "layer": layer, "change": change,
             "evidence": evidence, "score_before": self.score, "score_after": measured["score"],
@@ -265,6 +273,25 @@ def _try_cle(state: _State, graph, result, make_trials) -> None:
     config = dataclasses.replace(state.config, cross_layer_equalization=True)
     state.attempt("cle", None, "cross-layer equalization", evidence, config,
                   trials=make_trials(equalized))
+
+
+def _try_adaround(state: _State, result, adaround) -> None:
+    """AdaRound, free (no memory), where the weights-only score is below the
+    activations-only one: the weights' rounding loses more than the outputs' grids."""
+    from mct_logger.quantization.config import AdaRoundConfig
+
+    adaround = AdaRoundConfig() if adaround is True else adaround or None
+    sensitivity = result.sensitivity
+    weights, activations = sensitivity.get("weights_only"), sensitivity.get("activations_only")
+    if adaround is None or state.config.adaround is not None or weights is None \
+            or activations is None or not weights < activations:
+        return
+    evidence = (f"Weights-only score {weights:.6g} below activations-only score "
+                f"{activations:.6g}: weight rounding loses more than the activation grids; "
+                "AdaRound learns each weight's rounding on the same grids (no memory cost).")
+    config = dataclasses.replace(state.config, adaround=adaround)
+    state.attempt("adaround", None, f"AdaRound ({adaround.iterations} iterations per layer)",
+                  evidence, config)
 
 
 def _try_observers(state: _State, tables: dict, result) -> None:

@@ -34,14 +34,11 @@ import logging
 import numbers
 import time
 
-import keras
-import numpy as np
-
 from mct_logger import listeners as listeners_lib
 from mct_logger.utils import liveness
 from mct_logger.utils.progress import progress_bar
 from mct_logger.utils import output_paths
-from mct_logger.utils.callbacks import as_callback, eval_score
+from mct_logger.utils.callbacks import ScoreCheck, as_callback
 from mct_logger.compression import channel_pruning, svd
 from mct_logger.compression.cost import COST_METRICS, LayerCost, layer_costs, model_cost
 from mct_logger.compression.eval_scores import EvalScores, ratio_key
@@ -50,17 +47,12 @@ from mct_logger.compression.results import CompressionStats, SweepPlan, layer_ro
 from mct_logger.compression.sweep import prune, sample_pruning_data, sweep_pruning, sweep_svd
 from mct_logger.utils.frozen_heap import frozen_heap
 from mct_logger.graph.ir import read_model
+from mct_logger.utils.arguments import (check_callables, check_choice, check_model, check_names,
+                                        check_path)
 
 logger = logging.getLogger("mct_logger")
 
 SCHEMES = ("spatial_svd", "weight_svd", "channel_pruning")
-
-
-def _score(value, what: str) -> float:
-    score = eval_score(value, what)
-    if not np.isfinite(score):
-        raise ValueError(f"{what} returned {score}; it must return a finite number.")
-    return score
 
 
 def _evaluate(evaluate, model, what: str) -> float:
@@ -69,16 +61,16 @@ def _evaluate(evaluate, model, what: str) -> float:
     except Exception as exc:
         raise RuntimeError(f"eval_callback failed on {what} ({type(exc).__name__}: {exc}); "
                            "it must take a Keras model and return a number.") from exc
-    return _score(value, "eval_callback")
+    # the shared rule, strict: every score picks a ratio, so none may be NaN/Inf
+    return ScoreCheck("eval_callback", strict=True)(value, what,
+                                                    reference=what == "the uncompressed model")
 
 
 def _check_arguments(model, target_comp_ratio, scheme, cost_metric, num_comp_ratio_candidates,
                      forward_pass_callback, eval_scores_file) -> None:
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model; got {type(model).__name__}.")
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme={scheme!r} is not supported; use one of {SCHEMES}.")
-    if cost_metric not in COST_METRICS:
+    check_model(model)
+    check_choice("scheme", scheme, SCHEMES)
+    if not isinstance(cost_metric, str) or cost_metric not in COST_METRICS:
         raise ValueError(f"cost_metric={cost_metric!r} is not supported; use one of "
                          f"{COST_METRICS} (MACs or parameters).")
     if isinstance(target_comp_ratio, bool) or not isinstance(target_comp_ratio, numbers.Real) \
@@ -96,7 +88,8 @@ def _check_arguments(model, target_comp_ratio, scheme, cost_metric, num_comp_rat
     if forward_pass_callback is not None:
         as_callback(forward_pass_callback, "forward_pass_callback")
     if eval_scores_file is not None:  # writable, so no score is computed in vain
-        output_paths.check_file(eval_scores_file, "eval_scores_file")
+        output_paths.check_file(check_path("eval_scores_file", eval_scores_file),
+                                "eval_scores_file")
 
 
 @frozen_heap()
@@ -146,6 +139,10 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
                      forward_pass_callback, eval_scores_file)
     target_comp_ratio = float(target_comp_ratio)  # a NumPy scalar too (logged as JSON)
     evaluate = as_callback(eval_callback, "eval_callback")
+    layers_to_ignore = check_names("layers_to_ignore", layers_to_ignore, layers=True)
+    listeners = check_callables("listeners", listeners)
+    if eval_scores_file is not None:
+        eval_scores_file = check_path("eval_scores_file", eval_scores_file)
     graph = read_model(model)
     ignored = _ignored(graph, layers_to_ignore)
     costs = layer_costs(graph)
@@ -294,12 +291,7 @@ def _log_selection(selection, target, cost_metric: str, candidates: int) -> None
 
 
 def _ignored(graph, layers_to_ignore) -> set:
-    names = set()
-    for item in layers_to_ignore or ():
-        name = item if isinstance(item, str) else getattr(item, "name", None)
-        if name is None:
-            raise TypeError(f"layers_to_ignore holds {item!r}; give layer names or layers.")
-        names.add(name)
+    names = set(layers_to_ignore or ())  # names: checked by check_names
     known = {n for n in graph.nodes} | {graph.nodes[n].layer.name for n in graph.nodes
                                         if hasattr(graph.nodes[n].layer, "name")}
     unknown = sorted(names - known)

@@ -68,7 +68,7 @@ def rebuilt_exactly(model: keras.Model, graph: Graph) -> bool:
     every model in it (nested ones included) is a plain Functional or Sequential
     model, so its graph is what its `call` runs, and every node is a
     `keras.ops` operation or a layer of exactly an `EXACT_LAYERS` class, whose
-    clone (config plus variables, `layer_clone`) is the same function."""
+    clone (config plus variables, `graph.clone`) is the same function."""
     for m in model._flatten_layers(include_self=True, recursive=True):
         if isinstance(m, keras.Model) and not (
                 type(m).__name__ in ("Functional", "Sequential")

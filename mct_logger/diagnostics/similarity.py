@@ -59,6 +59,8 @@ class SimilarityResult:
             node name (set by the PTQ engine, so a listener needs no earlier result).
         config: the run's QuantizationConfig fields (`config_to_dict(...)["config"]`),
             set by the PTQ engine for the logs' run labels; None when not given.
+        adaround: node -> the AdaRound columns of the layer table
+            (`AdaRoundResult.columns`) when the run learned its rounding, else None.
     """
 
     nodes: list
@@ -73,6 +75,16 @@ class SimilarityResult:
     plan: dict | None = None
     encodings: dict | None = None
     config: dict | None = None
+    adaround: dict | None = None
+
+
+def working_set_bytes(graph: Graph, samples: int = 20) -> int:
+    """About the bytes `analyze_similarity` holds at once: every node's float and
+    quantized output and their float64 difference for `samples` samples, plus
+    32 MiB of eager kernels (an upper estimate, for `utils.address_space`)."""
+    elements = sum(int(np.prod([d or 1 for d in shape[1:]]))
+                   for node in graph for shape in node.output_shapes)
+    return elements * samples * (4 + 4 + 8) + (32 << 20)
 
 
 def analyze_similarity(

@@ -7,7 +7,9 @@ Every question the engine asks about a layer's class is answered here:
   each the axes that index its output channels (`{}` for anything else):
   Conv/Depthwise/Separable/Transpose/Dense (`linear_weight_axes`, the layers
   the techniques transform), EinsumDense, Embedding, and the kernels inside
-  MultiHeadAttention, TimeDistributed, Bidirectional and RNN layers;
+  MultiHeadAttention, GroupQueryAttention, TimeDistributed, Bidirectional, RNN
+  and ConvLSTM layers, and any other layer whose tracked sublayers hold such
+  kernels (KerasHub's transformer blocks: `composite_weight_axes`);
 - `kind(layer)`: `"weights"`, `"passthrough"` (the output holds only values of
   the input: no new grid), `"arithmetic"` (new values, weight-free) or `"unknown"`;
 - `is_relu_family(layer)`: an activation a target fuses into the preceding layer;
@@ -37,7 +39,7 @@ import keras
 __all__ = [
     "ARITHMETIC", "AVERAGE_POOLING", "COMPOSITE", "CONV", "DEPTHWISE", "EQUALIZABLE",
     "IDENTITY", "LINEAR", "MAX_POOLING", "PADDING", "PASSTHROUGH", "RNN_CELLS", "SEPARABLE",
-    "TRANSPOSE", "activation_name", "einsum_channel_axes", "fused_activation_kind",
+    "TRANSPOSE", "activation_name", "composite_weight_axes", "einsum_channel_axes", "sublayer_outputs", "fused_activation_kind",
     "homogeneous_kind", "initializer_attributes", "is_channelwise", "is_relu_family", "kind",
     "linear_weight_axes", "weight_axes",
 ]
@@ -55,9 +57,22 @@ EQUALIZABLE = (*CONV, *DEPTHWISE, L.Dense)
 
 
 LINEAR = (*SEPARABLE, *DEPTHWISE, *TRANSPOSE, *CONV, L.Dense)
-RNN_CELLS = (L.LSTMCell, L.GRUCell, L.SimpleRNNCell)
-# Layers whose weights live in sublayers; each sublayer's kernels are quantized.
-COMPOSITE = (L.MultiHeadAttention, L.TimeDistributed, L.Bidirectional, L.RNN)
+try:  # ConvLSTM1D/2D/3D's cell (not exported by keras.layers)
+    from keras.src.layers.rnn.conv_lstm import ConvLSTMCell as _ConvLSTMCell
+    CONV_RNN_CELLS = (_ConvLSTMCell,)
+except ImportError:  # pragma: no cover - another Keras layout
+    CONV_RNN_CELLS = ()
+RNN_CELLS = (L.LSTMCell, L.GRUCell, L.SimpleRNNCell, *CONV_RNN_CELLS)
+GROUPED_ATTENTION = tuple(getattr(L, n) for n in ("GroupQueryAttention",) if hasattr(L, n))
+# Keras layers whose weights live in sublayers; each sublayer's kernels are
+# quantized. Any other layer whose tracked sublayers hold kernels the engine
+# knows (KerasHub's TransformerEncoder/Decoder, decoder blocks, a user's own
+# block) is a composite too (`composite_weight_axes`).
+COMPOSITE = (L.MultiHeadAttention, *GROUPED_ATTENTION, L.TimeDistributed, L.Bidirectional,
+             L.RNN)
+# Layers (by class name: KerasHub is optional) holding one table made directly
+# with add_weight, quantized like an Embedding (one grid per row): attribute -> name.
+TABLE_LAYERS = {"PositionEmbedding": ("position_embeddings", "embeddings")}
 
 
 def linear_weight_axes(layer) -> dict[str, tuple[int, ...]]:
@@ -112,8 +127,16 @@ def _own_weight_axes(layer) -> dict[str, tuple[int, ...]]:
     if isinstance(layer, L.EinsumDense):
         return {"kernel": einsum_channel_axes(layer.equation)}
     if isinstance(layer, L.Embedding):
-        # one grid per table row (per token), as Keras' own int8 Embedding
-        return {"embeddings": (0,)}
+        # one grid per table row (per token), as Keras' own int8 Embedding;
+        # KerasHub's ReversibleEmbedding may hold an untied reverse projection
+        # (hidden, vocabulary): one grid per vocabulary column
+        axes = {"embeddings": (0,)}
+        if getattr(layer, "reverse_embeddings", None) is not None:
+            axes["reverse_embeddings"] = (-1,)
+        return axes
+    table = TABLE_LAYERS.get(type(layer).__name__)
+    if table and getattr(layer, table[0], None) is not None:
+        return {table[1]: (0,)}
     if isinstance(layer, RNN_CELLS):
         return {"kernel": (-1,), "recurrent_kernel": (-1,)}
     return {}
@@ -133,16 +156,50 @@ def weight_axes(layer) -> dict[str, tuple[int, ...]]:
     quantized (`quantization_mode` set) has none.
     """
     own = _own_weight_axes(layer)
-    if own or not isinstance(layer, COMPOSITE) or getattr(layer, "quantization_mode", None):
+    if (own or getattr(layer, "quantization_mode", None) or isinstance(layer, keras.Model)
+            or not isinstance(layer, L.Layer)):
         return own
+    return composite_weight_axes(layer)
+
+
+def composite_weight_axes(layer) -> dict[str, tuple[int, ...]]:
+    """`{weight name: per-channel axes}` of the kernels held by `layer`'s tracked
+    sublayers (at any depth) that the engine knows, named by their path below
+    `layer` ("self_attention_layer/query/kernel"); {} for a layer without such
+    sublayers (no sublayers, or weights it created itself)."""
+    return {name: axes for name, (axes, _) in _composite_kernels(layer).items()}
+
+
+def _composite_kernels(layer) -> dict[str, tuple]:
+    """`{weight name: (axes, sublayer holding it)}` of `composite_weight_axes`."""
+    sublayers = list(layer._flatten_layers(include_self=False, recursive=True))
+    if not sublayers:
+        return {}
     names = {id(v): name for name, v in named_variables(layer).items()}
     found = {}
-    for sublayer in layer._flatten_layers(include_self=False, recursive=True):
+    for sublayer in sublayers:
         for attribute, axes in _own_weight_axes(sublayer).items():
             variable = getattr(sublayer, attribute, None)
+            if not hasattr(variable, "path"):
+                variable = named_variables(sublayer).get(attribute)
             if id(variable) in names:
-                found[names[id(variable)]] = axes
+                found[names[id(variable)]] = (axes, sublayer)
     return found
+
+
+def sublayer_outputs(layer) -> dict:
+    """`{point: sublayer}`: the kernel-holding sublayers of a composite layer that
+    is not one of Keras' own (`COMPOSITE`), whose outputs get activation
+    quantizers, named by their path below `layer` ("self_attention_layer/query").
+    {} for any other layer (Keras' composites keep their output quantizer only:
+    an RNN cell runs inside the time loop)."""
+    if (isinstance(layer, (COMPOSITE, keras.Model)) or not isinstance(layer, L.Layer)
+            or _own_weight_axes(layer) or getattr(layer, "quantization_mode", None)):
+        return {}
+    points = {}
+    for name, (_, sublayer) in _composite_kernels(layer).items():
+        points.setdefault(name.rpartition("/")[0], sublayer)
+    return {p: s for p, s in points.items() if p}
 
 
 def variable_name(variable) -> str:
@@ -207,8 +264,12 @@ ARITHMETIC = (
 )
 
 # keras.ops functions used in a Functional model appear as bare operations.
-OPS_PASSTHROUGH = frozenset(
-    {"Reshape", "Transpose", "Squeeze", "ExpandDims", "Flatten", "Max", "Min"})
+OPS_PASSTHROUGH = frozenset({
+    "Reshape", "Transpose", "Squeeze", "ExpandDims", "Flatten", "Max", "Min",
+    # indexing and slicing (`x[:, 0]` is GetItem), and other value-moving operations
+    "GetItem", "Slice", "Take", "TakeAlongAxis", "Tile", "Repeat", "BroadcastTo", "Roll",
+    "Flip", "Swapaxes", "Moveaxis", "Pad", "Amax", "Amin",
+})
 OPS_ARITHMETIC = frozenset({
     "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Concatenate", "Mean", "Sum",
     "Relu", "Relu6", "Sigmoid", "HardSigmoid", "HardSwish", "Silu", "Gelu", "Tanh",

@@ -39,7 +39,10 @@ uniform width that does as well (within budget, or meeting the target with
 less memory) is returned instead.
 
 Activation bit widths are not searched: they follow `config` (and its
-overrides), as does everything else about the grids.
+overrides), as does everything else about the grids. A layer whose override
+sets `weight_bits` is pinned: it is not searched, keeps that width (its memory
+counts as fixed), and every override of `config` comes back unchanged; a
+searched layer's own override gets only its `weight_bits` set.
 
 Example:
 
@@ -70,6 +73,7 @@ from mct_logger import listeners
 from mct_logger.diagnostics import metrics
 from mct_logger.graph.ir import TensorRef, layer_name_of, read_model
 from mct_logger.mixed_precision.bit_allocation import Frontier
+from mct_logger.utils.callbacks import ScoreCheck, as_callback, comparable
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.encodings import check_bitwidth
 from mct_logger.quantization.plan import check_overrides, plan_quantization
@@ -163,7 +167,8 @@ def search_mixed_precision(model: keras.Model, representative_data,
     Returns:
         `(config, result)`: a `QuantizationConfig` with per-layer
         `LayerOverride(weight_bits=...)` (the most common width as its global
-        `weight_bits`), and a `MixedPrecisionResult`. When per-run listeners
+        `weight_bits`; `config`'s overrides kept, those setting `weight_bits`
+        unsearched), and a `MixedPrecisionResult`. When per-run listeners
         listen (a log folder is set), PTQ runs of the given config and of the
         chosen one are made as `<model>_baseline` and `<model>_recommended`,
         the search's tables with the latter (`ptq.paired_runs`), for the
@@ -190,10 +195,7 @@ def search_mixed_precision(model: keras.Model, representative_data,
     drop = _check_positive("max_accuracy_drop", max_accuracy_drop, allow_zero=True)
     evaluate = None
     if eval_callback is not None:
-        from mct_logger.utils.callbacks import as_callback, eval_score
-
-        user_eval = as_callback(eval_callback, "eval_callback")
-        evaluate = lambda m: eval_score(user_eval(m), "eval_callback")  # noqa: E731
+        evaluate = as_callback(eval_callback, "eval_callback")
     if drop is not None and evaluate is None:
         raise ValueError("max_accuracy_drop needs eval_callback to measure the score.")
 
@@ -205,12 +207,30 @@ def search_mixed_precision(model: keras.Model, representative_data,
     graph = prepared_graph(graph, config)
     plan = plan_quantization(graph, config)
     units = [n for n in graph if plan[n.name].weights and n.owns_weights]
+    pinned = [n.name for n in units if _pinned_weight_bits(config, n.name)]
+    units = [n for n in units if n.name not in pinned]
+    if pinned:
+        logger.info("Mixed-precision search: %d layer(s) keep the weight_bits of their "
+                    "LayerOverride and are not searched: %s", len(pinned), pinned[:5])
     if not units:
-        raise ValueError(f"Model {graph.name!r} has no weight layer to search under this config.")
+        raise ValueError(
+            f"Model {graph.name!r} has no weight layer to search under this config"
+            + (f" (every weight layer's weight_bits is fixed by an override: {pinned[:5]}); "
+               "remove weight_bits from the overrides of the layers to search." if pinned
+               else "."))
     memory = {n.name: [_unit_memory(n, plan, b) for b in candidates] for n in units}
     fixed = plan_weights_memory(graph, plan) - sum(_unit_memory(n, plan, None) for n in units)
     smallest = fixed + sum(m[0] for m in memory.values())
-    if budget is not None and budget < smallest:
+    pinned_savings = sum(_unit_memory(graph.nodes[p], plan, None)
+                         - _unit_memory(graph.nodes[p], plan, candidates[0]) for p in pinned)
+    if budget is not None and budget < smallest and budget >= smallest - pinned_savings:
+        logger.warning(
+            "Mixed-precision search: weights_memory=%.0f bytes cannot be met while the layers "
+            "pinned by a LayerOverride(weight_bits=...) keep their widths (%s); the smallest "
+            "reachable, %d bytes (every searched layer at %d bits), is returned. Raise the "
+            "budget or remove weight_bits from those overrides.",
+            budget, pinned[:5], smallest, candidates[0])
+    elif budget is not None and budget < smallest:
         raise ValueError(
             f"weights_memory={budget:.0f} bytes is below the smallest memory the candidates "
             f"reach ({smallest} bytes: every searched layer at {candidates[0]} bits); raise "
@@ -222,7 +242,7 @@ def search_mixed_precision(model: keras.Model, representative_data,
     names = [n.name for n in units]
     costs = np.array([[10.0 ** (-s / 10.0) for s in sqnr[n]] for n in names])
     mems = np.array([memory[n] for n in names], dtype=np.int64)
-    frontier = Frontier(costs, mems, None if budget is None else budget - fixed)
+    frontier = Frontier(costs, mems, None if budget is None else max(budget, smallest) - fixed)
     t2 = time.perf_counter()
 
     search = _Search(model, graph, config, batches, evaluate, names, candidates, costs, mems,
@@ -301,9 +321,11 @@ class _Search:
                  fixed, budget):
         self.graph, self.config, self.names, self.candidates = graph, config, names, candidates
         self.costs, self.mems, self.fixed, self.budget = costs, mems, fixed, budget
+        self.check = ScoreCheck("eval_callback")  # NaN/Inf: refused for float, else missing
         self.trials = QuantizationTrials(graph, lambda m: m.collect_all(batches), evaluate, batches)
         self.evaluate = evaluate
-        self.float_score = evaluate(model) if evaluate is not None else None
+        self.float_score = None if evaluate is None else self.check(
+            evaluate(model), "the float model", reference=True)
         self.target = None
         self.steps: list[dict] = []
         self.scores: dict[tuple, float] = {}
@@ -322,8 +344,10 @@ class _Search:
         for name, b in zip(self.names, bits):
             if base.for_node(name)[0]["weight_bits"] != b:
                 layer = layer_name_of(name)
-                overrides[layer if re.escape(layer) == layer else re.escape(layer)] = \
-                    LayerOverride(weight_bits=b)
+                key = layer if re.escape(layer) == layer else re.escape(layer)
+                # an override the user keyed by this name keeps every other field
+                overrides[key] = dataclasses.replace(overrides[key], weight_bits=b) \
+                    if key in overrides else LayerOverride(weight_bits=b)
         chosen = dataclasses.replace(base, overrides=overrides)
         planned = plan_quantization(self.graph, chosen, report=False)
         for name, b in zip(self.names, bits):
@@ -334,7 +358,7 @@ class _Search:
     def step(self, label: str, choice, evaluate: bool) -> dict:
         key = tuple(choice)
         if evaluate and self.evaluate is not None and key not in self.scores:
-            self.scores[key] = self.trials.score(self.config_of(choice))
+            self.scores[key] = self._score(choice, label)
         memory = self.memory_of(choice)
         score = self.scores.get(key)
         row = {
@@ -343,13 +367,16 @@ class _Search:
                 1.0, sum(self.costs[i, k] for i, k in enumerate(choice)))), 3),
             "score": score,
             "fits_budget": None if self.budget is None else bool(memory <= self.budget),
-            "meets_target": None if self.target is None or score is None
-            else bool(score >= self.target),
+            "meets_target": None if self.target is None or key not in self.scores
+            else comparable(score) >= self.target,
             "chosen": False,
             "bits": {n: self.candidates[k] for n, k in zip(self.names, choice)},
         }
         self.steps.append(row)
         return row
+
+    def _score(self, choice, label: str) -> float:
+        return self.check(self.trials.score(self.config_of(choice)), f"the {label} configuration")
 
     def uniform(self) -> list:
         return [[k] * len(self.names) for k in range(len(self.candidates))]
@@ -370,8 +397,8 @@ class _Search:
             mixed["label"] += f": less than {MIN_GAIN_DB:g} dB over uniform, not kept"
             return self._choose(uniform[-1])
         if evaluate:
-            self.scores[tuple(best)] = mixed["score"] = self.trials.score(self.config_of(best))
-            top = max(uniform + [best], key=lambda c: (self.score_of(c), c != best))
+            self.scores[tuple(best)] = mixed["score"] = self._score(best, "mixed")
+            top = max(uniform + [best], key=lambda c: (comparable(self.score_of(c)), c != best))
             if top != best:  # a tie goes to the uniform width: simpler to deploy
                 logger.warning("Mixed-precision search: uniform %d-bit scores %.6g, at least the "
                                "mixed choice's %.6g; returning the uniform one.",
@@ -403,6 +430,13 @@ class _Search:
                 if row["meets_target"] and self.memory_of(c) < self.memory_of(best):
                     best = c
         return self._choose(best)
+
+
+def _pinned_weight_bits(config: QuantizationConfig, node_name: str) -> bool:
+    """Whether an override of `config` that matches the node sets its weight_bits (the
+    user pinned the width: the search leaves the node as configured)."""
+    _, matched = config.for_node(node_name)
+    return any(config.overrides[p].weight_bits is not None for p in matched)
 
 
 def prepared_graph(graph, config: QuantizationConfig):

@@ -10,8 +10,8 @@ trial takes its grids from them:
     weight grid of a kernel                  = its weight observer on the kernel (no data)
 
 so a trial costs only building the fake-quantized model and evaluating it.
-Bias correction, when the config asks for it, runs per trial (it depends on
-the weight grids). The models are the ones `keras_post_training_quantization`
+Bias correction and AdaRound, when the config asks for them, run per trial
+(they depend on the weight grids). The models are the ones `keras_post_training_quantization`
 builds for the same config from the same graph.
 
 Example:
@@ -31,8 +31,9 @@ import logging
 from typing import Callable
 
 from mct_logger.graph.ir import Graph
+from mct_logger.quantization.calibration_size import warn_if_few_samples
 from mct_logger.quantization.config import QuantizationConfig
-from mct_logger.quantization.plan import NodePlan, plan_quantization
+from mct_logger.quantization.plan import NodePlan, inner_name, plan_quantization
 from mct_logger.quantization.quantsim import (
     CalibrationModel,
     NodeEncodings,
@@ -86,14 +87,20 @@ class QuantizationTrials:
 
     def _observers(self, plan: dict, kind: str):
         """The observers of `kind`, fed the calibration data, of every node `plan` quantizes."""
-        needed = {n: p for n, p in plan.items() if p.activation is not None}
+        needed = {n: p for n, p in plan.items()
+                  if p.activation is not None or p.inner_activations}
         cached = self._calibrations.get(kind)
         if cached is not None and set(needed) <= set(cached[1]):
             return cached[0].observers
         specs = dict(cached[1]) if cached is not None else {}
-        specs.update({n: dataclasses.replace(p.activation, observer=kind)
+        # node -> (its output's spec or None, {sublayer point: spec} of a composite)
+        specs.update({n: (dataclasses.replace(p.activation, observer=kind)
+                          if p.activation is not None else None,
+                          {k: dataclasses.replace(a, observer=kind)
+                           for k, a in p.inner_activations.items()})
                       for n, p in needed.items()})
-        calibration_plan = {n: NodePlan(activation=specs.get(n)) for n in self.graph.nodes}
+        calibration_plan = {n: NodePlan(activation=specs[n][0], inner_activations=specs[n][1])
+                            if n in specs else NodePlan() for n in self.graph.nodes}
         calibration = self._calibration_model(self.graph, calibration_plan)
         self._calibrate(calibration)
         if calibration.batches_seen == 0:
@@ -101,6 +108,11 @@ class QuantizationTrials:
                 "The calibration callback did not run the model it was given: call it (or "
                 "its predict) on representative data so the quantizers see values."
             )
+        if not self._calibrations and needed:  # once: every kind sees the same data
+            warn_if_few_samples(calibration.samples_seen, f"the activation ranges of the trial "
+                                f"configurations of model {self.graph.name!r}",
+                                "give more representative data (or forward_pass_callback "
+                                "samples)")
         self._calibrations[kind] = (calibration, specs)
         return calibration.observers
 
@@ -120,7 +132,12 @@ class QuantizationTrials:
                 spec = p.activation
                 observer = self._observers(plan, spec.observer)[name]
                 activation = observer.encoding(spec.bitwidth, spec.is_symmetric, spec.per_channel)
-            result[name] = NodeEncodings(weights=weights.get(name, {}), activation=activation)
+            inner = {}
+            for point, spec in p.inner_activations.items():  # a composite's sublayer outputs
+                observer = self._observers(plan, spec.observer)[inner_name(name, point)]
+                inner[point] = observer.encoding(spec.bitwidth, spec.is_symmetric, False)
+            result[name] = NodeEncodings(weights=weights.get(name, {}), activation=activation,
+                                         inner_activations=inner)
         return result
 
     def build(self, config: QuantizationConfig) -> Trial:
@@ -128,6 +145,11 @@ class QuantizationTrials:
         plan = self.plan(config)
         encodings = self.encodings(plan)
         graph = self.graph
+        if config.adaround is not None:
+            from mct_logger.techniques.adaround import adaround_graph
+
+            graph, _ = adaround_graph(graph, plan, encodings, self._learning_batches(),
+                                      config.adaround)
         if config.bias_correction is not None:
             from mct_logger.techniques.bias_correction import correct_bias_graph
 
@@ -136,9 +158,24 @@ class QuantizationTrials:
                 logger.warning("Trial models get analytical bias correction: no "
                                "representative batches were given for %r.", mode)
                 mode = "analytical"
-            graph, _ = correct_bias_graph(graph, plan, encodings, self._batches, mode)
+            graph, _ = correct_bias_graph(graph, plan, encodings, self._batches, mode,
+                                          float_graph=self.graph)
         model = build_quantized_model(graph, plan, encodings, name=f"{self.graph.name}_trial")
         return Trial(config, plan, encodings, model)
+
+    def _learning_batches(self):
+        """Batches AdaRound learns from: `batches`, else the samples a recording
+        calibration model kept (QuantAnalyzer's `RecordingCalibrationModel`)."""
+        if self._batches:
+            return self._batches
+        from mct_logger.data import sources as data_lib
+
+        for model in self.calibration_models:
+            recorded = getattr(model, "recorded", None)
+            if recorded:
+                return data_lib.load_batches(iter(recorded), data_lib.input_specs(self.graph))
+        raise ValueError("AdaRound learns from data: these trials have no representative "
+                         "batches and their calibration kept no samples; pass batches.")
 
     def score(self, config: QuantizationConfig) -> float:
         """The eval score of `config`'s quantized model."""

@@ -36,33 +36,33 @@ import keras
 from mct_logger.data import sources as data_lib
 from mct_logger.quantization import encodings_file as export
 from mct_logger.data.batches import CalibrationBatches
+from mct_logger.utils import address_space
 from mct_logger.utils.frozen_heap import frozen_heap
 from mct_logger.graph.ir import Graph, read_model
-from mct_logger.graph.clone import REUSE_LAYER, CloneCache
-from mct_logger.diagnostics.rebuild_check import RebuildMismatchError, check_rebuilt_graph
+from mct_logger.graph.clone import CloneCache
+from mct_logger.ptq.rebuild import REBUILD_CHECK_SAMPLES, check_masks
 from mct_logger import listeners as listeners_lib
 from mct_logger.listeners import ListenerSet, RunInfo
-from mct_logger.utils.progress import progress_bar
 from mct_logger.quantization.memory import graph_memory, model_memory
+from mct_logger.ptq.calibration import collect
 from mct_logger.quantization.config import QuantizationConfig, config_to_dict
-from mct_logger.quantization.plan import PlanReason, check_overrides, plan_quantization
+from mct_logger.quantization.plan import (
+    PlanReason, check_overrides, inner_name, plan_quantization)
 from mct_logger.quantization.quantsim import (
     CalibrationModel,
     NodeEncodings,
     build_quantized_model,
     weight_encodings,
 )
-from mct_logger.diagnostics.similarity import analyze_similarity
+from mct_logger.diagnostics.similarity import analyze_similarity, working_set_bytes
 from mct_logger.techniques.batch_norm_folding import BatchNormFoldingResult, fold_batch_norms
-from mct_logger.techniques.bias_correction import correct_bias_graph
+from mct_logger.ptq import technique_stages
 from mct_logger.ptq.results import (
     InitialGraphResult,
     QuantizationParametersResult,
     QuantizedModelResult,
     SkippedStageResult,
-    StatisticsResult,
 )
-from mct_logger.techniques.cross_layer_equalization import equalize_graph, weight_ranges_only
 
 __all__ = [
     "STAGES", "QuantizationInfo", "calibrated_encodings", "fold",
@@ -77,12 +77,11 @@ STAGES = (
     "cross_layer_equalization",
     "statistics_collection",
     "quantization_parameters",
+    "adaround",
     "bias_correction",
     "quantized_model",
     "similarity_analysis",  # only when analyzing similarity (e.g. logging)
 )
-
-# ---------------------------------------------------------------- the info object
 
 
 @dataclasses.dataclass
@@ -161,7 +160,8 @@ class _Run:
         """Starts stage `name` on a thread; `finish` reports it, in the order the
         listeners expect, once the stages in between have run."""
         thread = _StageThread(name, fn, args)
-        thread.start()
+        if not address_space.start_thread(thread):
+            thread.run()  # no room for a thread under the address-space limit: inline
         return thread
 
     def finish(self, thread: "_StageThread"):
@@ -261,9 +261,8 @@ def quantize(model: keras.Model, representative_data, config: QuantizationConfig
     """
     config = config or QuantizationConfig()
     if not isinstance(config, QuantizationConfig):
-        raise TypeError(
-            f"config must be a QuantizationConfig, got {type(config).__name__}."
-        )
+        raise TypeError(f"config must be a QuantizationConfig, got {type(config).__name__}.")
+    address_space.bound_per_thread_memory()  # under ulimit -v: no 64 MiB arena per thread
     graph = read_model(model)
     check_overrides(graph, config)
     loaded = None
@@ -286,8 +285,8 @@ def quantize(model: keras.Model, representative_data, config: QuantizationConfig
             max_samples=config.num_calibration_samples,
         )
         # A few samples prove the rebuilt graph (eager calls cost per sample).
-        _check_rebuild(model, graph, [x[:REBUILD_CHECK_SAMPLES] for x in batches.first], config,
-                       clones)
+        first = [x[:REBUILD_CHECK_SAMPLES] for x in batches.first]
+        check_masks(model, graph, first, config, clones)  # the rebuild check included
     run = _Run(ListenerSet(run_info or RunInfo(listeners_lib.PTQ, model.name)))
     try:
         model_q, info = _quantize(run, graph, batches, config, loaded, clones)
@@ -300,28 +299,6 @@ def quantize(model: keras.Model, representative_data, config: QuantizationConfig
     return model_q, info
 
 
-REBUILD_CHECK_SAMPLES = 4
-
-
-def _check_rebuild(model, graph: Graph, batch, config: QuantizationConfig, clones) -> None:
-    """`check_rebuilt_graph`, except that a diverging node the config keeps in
-    float is built from the user's own layer object instead of a clone (its
-    state then needs no copying) and the check runs again."""
-    for _ in range(len(graph.nodes) + 1):
-        try:
-            check_rebuilt_graph(model, graph, batch, clones=clones)
-            return
-        except RebuildMismatchError as exc:
-            node = graph.nodes.get(exc.node) if exc.node else None
-            if (node is None or node.info.get(REUSE_LAYER)
-                    or not config.for_node(node.name)[0]["keep_float"]):
-                raise
-            logger.info("Node %r (%s) is kept in float and its clone differs from your "
-                        "layer: the quantized model uses your layer object itself.",
-                        node.name, node.layer_class)
-            node.info[REUSE_LAYER] = True
-
-
 def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, loaded=None,
               clones=None):
     graph, _ = run.stage(
@@ -330,7 +307,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         graph,
     )
     graph, _ = run.stage("batch_norm_folding", fold, graph)
-    graph, _ = run.stage("cross_layer_equalization", _cle_stage, graph, config)
+    graph, _ = run.stage("cross_layer_equalization", technique_stages.cle_stage, graph, config)
     # The float side of the headline is the batch-norm-folded model: folding is
     # free on every target, so it is not counted as a quantization saving.
     memory_before = graph_memory(graph)
@@ -346,16 +323,18 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
             "quantization_parameters", lambda g: (g, _parameters_result(plan, loaded)), graph
         )
     else:
-        calibration = CalibrationModel(
-            graph, plan, statistics=run.listeners.needs(listeners_lib.STATISTICS),
-            clones=clones)
-        graph, stats = run.stage("statistics_collection", _collect, graph, calibration, batches)
-        graph, params = run.stage("quantization_parameters", _parameters, graph, plan, calibration)
-    # `graph` stays the float reference (biases before correction); the quantized
-    # model is built from the corrected copy.
+        calibrations: list = []  # the calibration model `collect` fed
+        graph, stats = run.stage("statistics_collection", collect, graph, plan, batches, clones,
+                                 run.listeners.needs(listeners_lib.STATISTICS), calibrations.append)
+        graph, params = run.stage("quantization_parameters", _parameters, graph, plan,
+                                  calibrations[-1])
+    # `graph` stays the float reference (kernels before AdaRound, biases before
+    # correction); the quantized model is built from the rounded, corrected copy.
+    rounded, _ = run.stage(
+        "adaround", technique_stages.adaround_stage, graph, plan, params.encodings, batches, config)
     corrected, _ = run.stage(
-        "bias_correction", _bias_correction_stage, graph, plan, params.encodings, batches, config
-    )
+        "bias_correction", technique_stages.bias_correction_stage, rounded, plan, params.encodings, batches,
+        config, graph)
     analyze = config.analyze_similarity
     if analyze is None:
         analyze = run.listeners.needs(listeners_lib.SIMILARITY)
@@ -363,6 +342,8 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         logger.info("Similarity analysis skipped: no node of %r is quantized under this "
                     "configuration, so float and quantized outputs are the same.", graph.name)
         analyze = False
+    analyze = analyze and address_space.afford("The similarity analysis", working_set_bytes(
+        graph, config.similarity_samples) + address_space.THREAD_RESERVE)
     similarity = None
     if analyze and batches:
         # The similarity analysis needs only the graphs and the grids: it runs on a
@@ -370,9 +351,11 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         # the build's Python needs), and is reported after it.
         statistics = getattr(run.results.get("statistics_collection"), "statistics", None) or {}
         histograms = {n: tuple(a[0] for a in s.histogram()) for n, s in statistics.items()}
+        rounding = run.results.get("adaround")
         similarity = run.start(
             "similarity_analysis", _similarity_stage, graph, plan, params.encodings, batches,
             config.similarity_samples, histograms, corrected, config_to_dict(config)["config"],
+            rounding.columns() if hasattr(rounding, "columns") else None,
         )
     try:
         _, result = run.stage(
@@ -400,7 +383,7 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
 
 
 def _similarity_stage(graph: Graph, plan, encodings, batches, samples, histograms, corrected,
-                      config: dict | None = None):
+                      config: dict | None = None, adaround=None):
     """The similarity analysis. A diagnosis only: if it fails, the failure is one
     warning and the stage is skipped; the quantized model is still returned."""
     try:
@@ -412,25 +395,8 @@ def _similarity_stage(graph: Graph, plan, encodings, batches, samples, histogram
         return graph, SkippedStageResult(
             f"the similarity analysis failed: {type(exc).__name__}: {exc}", plan=plan,
             encodings=encodings)
-    return graph, dataclasses.replace(result, plan=plan, encodings=encodings, config=config)
-
-
-def _cle_stage(graph: Graph, config: QuantizationConfig):
-    """CLE when configured; the weight-range tables of every weight layer always."""
-    if not config.cross_layer_equalization:
-        return graph, weight_ranges_only(
-            graph, "off (QuantizationConfig.cross_layer_equalization=False); weight "
-            "ranges recorded to help decide")
-    return equalize_graph(graph)
-
-
-def _bias_correction_stage(graph: Graph, plan, encodings, batches, config: QuantizationConfig):
-    if config.bias_correction is None:
-        return graph, SkippedStageResult(
-            "bias correction is off (QuantizationConfig.bias_correction=None)", plan=plan,
-            encodings=encodings)
-    graph, result = correct_bias_graph(graph, plan, encodings, batches, config.bias_correction)
-    return graph, dataclasses.replace(result, plan=plan, encodings=encodings)
+    return graph, dataclasses.replace(result, plan=plan, encodings=encodings, config=config,
+                                      adaround=adaround)
 
 
 def fold(graph: Graph) -> tuple[Graph, BatchNormFoldingResult]:
@@ -440,17 +406,6 @@ def fold(graph: Graph) -> tuple[Graph, BatchNormFoldingResult]:
     for bn, reason in result.not_folded.items():
         logger.info("Batch norm %r stays a float affine layer: %s", bn, reason)
     return graph, result
-
-
-def _collect(graph, calibration: CalibrationModel, batches):
-    progress = progress_bar(len(batches), "calibration batch")
-    calibration.collect_all(batches, on_batch=progress.update)
-    return graph, StatisticsResult(
-        num_batches=len(batches),
-        num_samples=data_lib.num_samples(batches),
-        observers=calibration.observers,
-        statistics=calibration.statistics,
-    )
 
 
 def calibrated_encodings(graph: Graph, plan: dict, calibration: CalibrationModel) -> dict:
@@ -468,7 +423,10 @@ def calibrated_encodings(graph: Graph, plan: dict, calibration: CalibrationModel
     weights = weight_encodings(graph, plan)
     activations = calibration.activation_encodings(plan)
     return {
-        name: NodeEncodings(weights=weights.get(name, {}), activation=activations.get(name))
+        name: NodeEncodings(
+            weights=weights.get(name, {}), activation=activations.get(name),
+            inner_activations={point: activations[inner_name(name, point)]
+                               for point in p.inner_activations})
         for name, p in plan.items()
         if p.quantized
     }

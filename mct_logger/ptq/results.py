@@ -7,6 +7,7 @@ a field changes meaning) so a reader of logged results can refuse what it does
 not know. Besides the types here, stages return
 `techniques.batch_norm_folding.BatchNormFoldingResult`,
 `techniques.cross_layer_equalization.CrossLayerEqualizationResult`,
+`techniques.adaround_results.AdaRoundResult`,
 `techniques.bias_correction.BiasCorrectionResult` and
 `similarity.SimilarityResult`.
 
@@ -60,12 +61,16 @@ class SkippedStageResult:
         reason: a sentence naming the cause (e.g. the config field that turned it off).
         plan / encodings: the run's `NodePlan`s and `NodeEncodings` by node name when
             the slot comes after "quantization_parameters", else None.
+        off: True when the config turned an optional stage off (AdaRound, bias
+            correction): there is nothing to show, and the TensorBoard log writes
+            no run for it (the other runs keep their stage numbers).
     """
 
     reason: str
     version: int = 1
     plan: dict | None = None
     encodings: dict | None = None
+    off: bool = False
 
 
 @dataclasses.dataclass

@@ -1,6 +1,6 @@
 """Quantization simulation: config, encodings, observers and fake-quant layers."""
 
-from mct_logger.quantization.config import LayerOverride, QuantizationConfig
+from mct_logger.quantization.config import AdaRoundConfig, LayerOverride, QuantizationConfig
 from mct_logger.quantization.encodings import Encoding, quantize_dequantize
 from mct_logger.quantization.layers import ActivationQuantizer, QuantizedWeightsLayer
 from mct_logger.quantization.observers import (

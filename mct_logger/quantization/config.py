@@ -30,8 +30,104 @@ import re
 
 from mct_logger.graph.ir import layer_name_of
 from mct_logger.quantization.encodings import check_bitwidth
+from mct_logger.utils.arguments import check_path, described
+from mct_logger.utils.strict_json import load_strict
 
 BIAS_CORRECTION_MODES = (None, "empirical", "analytical", "hybrid")
+
+
+def _positive_int(owner: str, field: str, value, zero: bool = False) -> None:
+    low = 0 if zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{owner}.{field} must be an integer >= {low}, got {value!r}.")
+
+
+def _positive_number(owner: str, field: str, value, zero: bool = False) -> None:
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float))
+          and (value >= 0 if zero else value > 0) and value == value and value != float("inf"))
+    if not ok:
+        raise ValueError(f"{owner}.{field} must be a finite number {'>= 0' if zero else '> 0'}, "
+                         f"got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaRoundConfig:
+    """Adaptive rounding of the weights (AdaRound: Nagel et al., "Up or Down? Adaptive
+    Rounding for Post-Training Quantization", ICML 2020). The defaults are the
+    paper's and AIMET's (`AdaroundParameters`): 10,000 iterations per layer,
+    regularisation weight 0.01, beta annealed from 20 to 2 after a 20% warm start,
+    Adam at learning rate 1e-3.
+
+    Attributes:
+        iterations: optimisation steps per layer (0: nearest rounding, exactly).
+        batch_size: samples per step, drawn at random from the layer's cached
+            inputs and float outputs.
+        reg_weight: lambda, the weight of the rounding regulariser
+            `sum(1 - |2 h(V) - 1| ** beta)` against the reconstruction loss.
+        beta_range: (start, end) of beta, annealed (cosine) after the warm start.
+        warm_start: share of the iterations run without the regulariser (0 to < 1).
+        learning_rate: Adam's step size.
+        num_samples: representative samples AdaRound learns from (None: all that
+            PTQ read, `QuantizationConfig.num_calibration_samples`); fewer are
+            used when one layer's inputs and outputs for them would pass `cache_mib`.
+        cache_mib: MiB one layer's cached (quantized input, float output) pairs
+            may take: peak memory stays flat however much data there is.
+        seed: seeds the minibatch draws (runs are repeatable).
+    """
+
+    iterations: int = 10000
+    batch_size: int = 32
+    reg_weight: float = 0.01
+    beta_range: tuple = (20.0, 2.0)
+    warm_start: float = 0.2
+    learning_rate: float = 1e-3
+    num_samples: int | None = None
+    cache_mib: float = 256.0
+    seed: int = 0
+
+    def __post_init__(self):
+        owner = "AdaRoundConfig"
+        _positive_int(owner, "iterations", self.iterations, zero=True)
+        _positive_int(owner, "batch_size", self.batch_size)
+        _positive_number(owner, "reg_weight", self.reg_weight, zero=True)
+        _positive_number(owner, "learning_rate", self.learning_rate)
+        _positive_number(owner, "cache_mib", self.cache_mib)
+        _positive_int(owner, "seed", self.seed, zero=True)
+        if self.num_samples is not None:
+            _positive_int(owner, "num_samples", self.num_samples)
+        if (isinstance(self.warm_start, bool) or not isinstance(self.warm_start, (int, float))
+                or not 0 <= self.warm_start < 1):
+            raise ValueError(f"{owner}.warm_start must be a number from 0 to below 1 (the "
+                             f"share of iterations without the regulariser), got "
+                             f"{self.warm_start!r}.")
+        beta = self.beta_range
+        if (not isinstance(beta, (tuple, list)) or len(beta) != 2
+                or any(isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0
+                       for b in beta)):
+            raise ValueError(f"{owner}.beta_range must be (start, end), two positive numbers "
+                             f"such as the paper's (20, 2), got {beta!r}.")
+        object.__setattr__(self, "beta_range", (float(beta[0]), float(beta[1])))
+
+
+def _adaround_config(value) -> "AdaRoundConfig | None":
+    """`QuantizationConfig.adaround` normalised: True -> the defaults, a dict (from
+    JSON) -> its fields; None/False -> off."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return AdaRoundConfig()
+    if isinstance(value, AdaRoundConfig):
+        return value
+    if isinstance(value, dict):
+        known = {f.name for f in dataclasses.fields(AdaRoundConfig)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"QuantizationConfig.adaround: unknown AdaRoundConfig field(s) "
+                             f"{unknown}; known: {sorted(known)}.")
+        return AdaRoundConfig(**value)
+    raise TypeError(
+        "QuantizationConfig.adaround must be an AdaRoundConfig, True (the paper's "
+        f"defaults) or None (nearest rounding), got {type(value).__name__} {value!r}.")
 
 # The "format" and "version" of a QuantizationConfig JSON file.
 JSON_FORMAT = "mct_logger.QuantizationConfig"
@@ -62,7 +158,7 @@ def _check_fields(owner: str, values: dict) -> None:
             raise TypeError(f"{owner}.{field} must be True or False, got {value!r}.")
     for field in ("weight_observer", "activation_observer"):
         value = values.get(field)
-        if value is not None and value not in _observer_names():
+        if value is not None and (not isinstance(value, str) or value not in _observer_names()):
             raise ValueError(
                 f"{owner}.{field}={value!r} is not an observer; use one of {_observer_names()}."
             )
@@ -91,6 +187,8 @@ class LayerOverride:
     keep_float: bool = False
 
     def __post_init__(self):
+        if self.keep_float is None:
+            raise TypeError("LayerOverride.keep_float must be True or False, got None.")
         _check_fields("LayerOverride", dataclasses.asdict(self))
 
 
@@ -143,6 +241,11 @@ class QuantizationConfig:
             (from the preceding folded batch norm, no data), "hybrid"
             (analytical where a batch norm precedes, empirical elsewhere) or
             None (off).
+        adaround: learn each quantized kernel's rounding (up or down per weight)
+            layer by layer on the representative data instead of rounding to
+            nearest (`AdaRoundConfig`; True for the paper's defaults; None: off).
+            Runs after the grids are set and before bias correction; the grids
+            stay the observers'.
     """
 
     weight_bits: int = 8
@@ -162,24 +265,32 @@ class QuantizationConfig:
     similarity_samples: int = 20
     cross_layer_equalization: bool = False
     bias_correction: str | None = None
+    adaround: AdaRoundConfig | bool | None = None
 
     def __post_init__(self):
+        self.adaround = _adaround_config(self.adaround)
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for field in ("weight_bits", "activation_bits") + _BOOL_FIELDS + ("quantize_inputs",):
             if values[field] is None:
                 raise TypeError(f"QuantizationConfig.{field} cannot be None.")
+        for field in ("weight_observer", "activation_observer"):
+            if values[field] is None:  # None means "the global value" only in a LayerOverride
+                raise ValueError(f"QuantizationConfig.{field} cannot be None; use one of "
+                                 f"{_observer_names()}.")
         _check_fields("QuantizationConfig", values)
         if not isinstance(self.cross_layer_equalization, bool):
             raise TypeError(
                 "QuantizationConfig.cross_layer_equalization must be True or False, "
                 f"got {self.cross_layer_equalization!r}."
             )
-        if self.bias_correction not in BIAS_CORRECTION_MODES:
+        if not (self.bias_correction is None or isinstance(self.bias_correction, str)) \
+                or self.bias_correction not in BIAS_CORRECTION_MODES:
             raise ValueError(
                 f"QuantizationConfig.bias_correction={self.bias_correction!r} is not "
                 f"supported; use one of {BIAS_CORRECTION_MODES}."
             )
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
+                or self.batch_size < 1:
             raise ValueError(
                 f"QuantizationConfig.batch_size must be a positive integer, got {self.batch_size!r}."
             )
@@ -194,7 +305,8 @@ class QuantizationConfig:
             )
         if self.analyze_similarity is not None and not isinstance(self.analyze_similarity, bool):
             raise TypeError("QuantizationConfig.analyze_similarity must be True, False or None.")
-        if not isinstance(self.similarity_samples, int) or self.similarity_samples < 1:
+        if isinstance(self.similarity_samples, bool) \
+                or not isinstance(self.similarity_samples, int) or self.similarity_samples < 1:
             raise ValueError(
                 "QuantizationConfig.similarity_samples must be a positive integer, "
                 f"got {self.similarity_samples!r}."
@@ -203,7 +315,15 @@ class QuantizationConfig:
             raise TypeError(
                 "QuantizationConfig.overrides must be a dict {layer name or regex: LayerOverride}."
             )
+        if self.encodings_file is not None:
+            self.encodings_file = check_path("QuantizationConfig.encodings_file",
+                                             self.encodings_file)
         for pattern, override in self.overrides.items():
+            if not isinstance(pattern, str):
+                raise TypeError(
+                    f"QuantizationConfig.overrides keys must be layer names or regular "
+                    f"expressions (str); got {described(pattern)} for {override!r:.60}."
+                )
             if not isinstance(override, LayerOverride):
                 raise TypeError(
                     f"QuantizationConfig.overrides[{pattern!r}] must be a LayerOverride, "
@@ -223,7 +343,7 @@ class QuantizationConfig:
         Raises:
             OSError: the file cannot be written.
         """
-        path = os.fspath(path)
+        path = check_path("path", path)
         with open(path, "w", encoding="utf-8") as f:
             json.dump(config_to_dict(self), f, indent=2)
             f.write("\n")
@@ -239,10 +359,10 @@ class QuantizationConfig:
                 version, an unknown field, or a value the constructor refuses;
                 the message names the file and the field.
         """
-        path = os.fspath(path)
+        path = check_path("path", path)
         try:
             with open(path, encoding="utf-8") as f:
-                content = json.load(f)
+                content = load_strict(f, path)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: not a UTF-8 JSON file ({exc}); write it with "
                              "QuantizationConfig.to_json.") from None
@@ -274,6 +394,9 @@ def config_to_dict(config: QuantizationConfig) -> dict:
     """The JSON-ready form `to_json` writes."""
     fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
               if f.name != "overrides"}
+    if config.adaround is not None:
+        fields["adaround"] = {**dataclasses.asdict(config.adaround),
+                              "beta_range": list(config.adaround.beta_range)}
     fields["overrides"] = [
         {"pattern": pattern,
          **{k: v for k, v in dataclasses.asdict(o).items()

@@ -6,7 +6,9 @@ ours: `activation_encodings` keyed by the node whose output is quantized,
 tensor, or one per output channel for per-channel grids. Node and kernel names
 may both hold '/' (`outer/inner/kernel` in a nested model,
 `attention/query/kernel` in MultiHeadAttention): a key is split against the
-model's node names when the file is loaded for a model.
+model's node names when the file is loaded for a model. A composite layer's
+sublayer outputs (a KerasHub transformer block's query projection) are
+`activation_encodings` keyed `<node>/<sublayer path>`.
 
 Example:
 
@@ -25,10 +27,14 @@ import os
 
 import numpy as np
 
+from mct_logger.graph import layer_kinds
 from mct_logger.utils import output_paths
 from mct_logger.quantization.encodings import Encoding, check_bitwidth
 from mct_logger.quantization.layers import quantizable_weights, weight_variable
+from mct_logger.quantization.plan import inner_name
 from mct_logger.quantization.quantsim import NodeEncodings
+from mct_logger.utils.arguments import check_path
+from mct_logger.utils.strict_json import load_strict
 
 FORMAT_VERSION = "0.6.1"  # AIMET's encodings-file version this shape follows
 SHOWN_NAMES = 5  # how many names a warning lists
@@ -60,6 +66,8 @@ def encodings_to_json(encodings: dict[str, NodeEncodings]) -> dict:
     for node, enc in encodings.items():
         if enc.activation is not None:
             activations[node] = _entries(enc.activation)
+        for point, e in enc.inner_activations.items():  # a composite's sublayer outputs
+            activations[inner_name(node, point)] = _entries(e)
         for name, e in enc.weights.items():
             params[f"{node}/{name}"] = _entries(e)
     return {
@@ -80,6 +88,7 @@ def save_encodings(encodings: dict[str, NodeEncodings], path: str) -> str:
         IsADirectoryError, NotADirectoryError: `path` is a folder, or a file
             stands where its folder goes (checked before anything is written).
     """
+    path = check_path("export_encodings path", path)
     output_paths.check_file(path, "export_encodings path")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -172,17 +181,25 @@ def load_encodings(path: str, graph=None) -> dict[str, NodeEncodings]:
         FileNotFoundError: no such file.
         ValueError: the path cannot be read as a file (a directory, no
             permission), the file is not UTF-8 text, not JSON, not an
-            encodings file, a `param_encodings` key is not `<node>/<weight>`,
-            or an entry is malformed or inconsistent; the message names the
-            file and the key.
+            encodings file, a key appears twice in one object, the nesting is
+            deeper than Python's recursion limit, a `param_encodings` key is
+            not `<node>/<weight>`, or an entry is malformed or inconsistent;
+            the message names the file and the key.
+        TypeError: `path` is not a str or os.PathLike (an int is never read
+            as a file descriptor).
     """
+    path = check_path("encodings_file", path)
     content = _read_json(path)
     result: dict[str, NodeEncodings] = {}
     unknown: list[str] = []
     for node, entries in content.get("activation_encodings", {}).items():
         encoding = _encoding(entries, f"{path}: activation_encodings[{node!r}]")
         if graph is not None and node not in graph.nodes:
-            unknown.append(node)
+            inner = split_inner_key(node, graph)
+            if inner is None:
+                unknown.append(node)
+            else:
+                result.setdefault(inner[0], NodeEncodings()).inner_activations[inner[1]] = encoding
             continue
         result.setdefault(node, NodeEncodings()).activation = encoding
     for key, entries in content.get("param_encodings", {}).items():
@@ -215,7 +232,7 @@ def _read_json(path: str) -> dict:
     """The JSON object of an encodings file, checked to have an encodings file's sections."""
     try:
         with open(path, encoding="utf-8") as f:
-            content = json.load(f)
+            content = load_strict(f, f"Encodings file {path!r}")
     except FileNotFoundError:
         raise FileNotFoundError(f"Encodings file {path!r} does not exist.") from None
     except UnicodeDecodeError as exc:
@@ -265,6 +282,17 @@ def split_param_key(key: str, graph=None) -> tuple[str, str] | None:
         if n.owns_weights and name in quantizable_weights(n.layer):
             return node, name
     return candidates[-1] if candidates else None
+
+
+def split_inner_key(key: str, graph) -> tuple[str, str] | None:
+    """`(node, point)` of an `activation_encodings` key naming a composite layer's
+    sublayer output (`transformer_layer_0/self_attention_layer/query`), else None."""
+    parts = key.split("/")
+    for cut in range(len(parts) - 1, 0, -1):
+        node, point = "/".join(parts[:cut]), "/".join(parts[cut:])
+        if node in graph.nodes and point in layer_kinds.sublayer_outputs(graph.nodes[node].layer):
+            return node, point
+    return None
 
 
 def check_encodings_fit(graph, loaded: dict[str, NodeEncodings], source: str) -> None:
@@ -323,6 +351,7 @@ def adopt_encodings(plan: dict, loaded: dict[str, NodeEncodings], source: str) -
         missing = [k for k in p.weights if k not in enc.weights]
         if p.activation is not None and enc.activation is None:
             missing.append("output")
+        missing += [f"output of {k}" for k in p.inner_activations if k not in enc.inner_activations]
         if missing:
             raise ValueError(
                 f"The encodings file {source!r} has no grid for node {node!r} "
@@ -341,9 +370,15 @@ def adopt_encodings(plan: dict, loaded: dict[str, NodeEncodings], source: str) -
                 p.activation, bitwidth=a.bitwidth, is_symmetric=a.is_symmetric,
                 per_channel=a.per_channel,
             )
+        for point, a in enc.inner_activations.items():
+            if point in p.inner_activations:
+                p.inner_activations[point] = dataclasses.replace(
+                    p.inner_activations[point], bitwidth=a.bitwidth, is_symmetric=a.is_symmetric)
         adopted[node] = NodeEncodings(
             weights={k: v for k, v in enc.weights.items() if k in p.weights},
             activation=enc.activation if p.activation is not None else None,
+            inner_activations={k: v for k, v in enc.inner_activations.items()
+                               if k in p.inner_activations},
         )
     return adopted
 

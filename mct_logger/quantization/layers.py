@@ -23,6 +23,7 @@ from keras import ops
 
 from mct_logger.graph import layer_kinds
 from mct_logger.quantization.encodings import Encoding, check_bitwidth, fake_quantize
+from mct_logger.quantization.sublayers import build_keeping_masks, dense_specs, intercepted
 
 PACKAGE = "mct_logger"
 
@@ -164,6 +165,9 @@ class ActivationQuantizer(keras.layers.Layer):
         self._initial_encoding = encoding
         if encoding is not None:
             self._check(encoding)
+        # A Keras mask on the input (Embedding(mask_zero=True), Masking) passes
+        # through unchanged: fake quantization keeps every time step.
+        self.supports_masking = True
 
     def build(self, input_shape):
         self._grid = _Grid(self, "", self.num_channels, self.bitwidth, self.is_symmetric,
@@ -220,7 +224,12 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
     called itself inside a `keras.StatelessScope` that maps each quantized
     variable to its fake-quantized value, so its own code (attention, the
     recurrence, the time loop) runs unchanged. Biases stay in float (32-bit),
-    as on the usual INT8 targets.
+    as on the usual INT8 targets. So is a composite layer (a KerasHub
+    transformer block): its sublayers' kernels are mapped the same way, and
+    the outputs of the sublayers in `activation_specs` are fake-quantized where
+    those sublayers return (`sublayers.intercepted`). Keras masks pass through:
+    the wrapped layer sees its inputs' masks and its output keeps the mask the
+    wrapped layer gives it.
 
     Args:
         layer: the wrapped layer.
@@ -230,12 +239,18 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
             `quantizable_weights` ("kernel", "query/kernel", ...).
         encodings: `{weight name: Encoding}` to start from (their bitwidth and
             symmetry win over the specs'); a weight without one starts at scale 1.
+        activation_specs: `{sublayer point: {"bitwidth": int, "is_symmetric":
+            bool}}` of a composite layer, points as `layer_kinds.sublayer_outputs`
+            names them ("self_attention_layer/query"); per-tensor grids.
+        activation_encodings: `{point: Encoding}` to start from.
 
     Raises:
         ValueError: a weight name the layer does not have.
     """
 
-    def __init__(self, layer, node_name, weight_specs, encodings: dict | None = None, **kwargs):
+    def __init__(self, layer, node_name, weight_specs, encodings: dict | None = None,
+                 activation_specs: dict | None = None, activation_encodings: dict | None = None,
+                 **kwargs):
         # Compute like the wrapped layer (a float32 layer in a mixed_float16
         # model stays float32); no autocast scope, so the kernels are read and
         # fake-quantized in float32 and only then cast (see `linear_forward`).
@@ -260,6 +275,19 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
         self._channel_axes = supported
         self._linear = bool(linear_weights(layer))
         self._grids: dict[str, _Grid] = {}
+        # A composite layer's sublayer outputs (point -> spec): fake-quantized
+        # where the sublayer returns, the composite's own call unchanged.
+        self.activation_specs = {k: dict(v) for k, v in (activation_specs or {}).items()}
+        for spec in self.activation_specs.values():
+            check_bitwidth(spec["bitwidth"])
+        self._initial_activations = dict(activation_encodings or {})
+        for point, encoding in self._initial_activations.items():
+            self._adopt_activation(point, encoding)
+        self._inner: dict[str, _Grid] = {}
+        # The wrapped layer sees the Keras masks of its inputs (they ride on the
+        # tensors, which reach it unchanged) and its output carries the mask the
+        # wrapped layer gives it: masking works as in the float model.
+        self.supports_masking = bool(getattr(layer, "supports_masking", False))
 
     def build(self, input_shape=None):
         if self._linear:
@@ -271,7 +299,12 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
                 self, name.replace("/", "__") + "_", spec.get("num_channels"),
                 spec["bitwidth"], spec["is_symmetric"], self._initial_encodings.get(name),
             )
+        for point, spec in self.activation_specs.items():
+            self._inner[point] = _Grid(
+                self, "output__" + point.replace("/", "__") + "_", None, spec["bitwidth"],
+                spec["is_symmetric"], self._initial_activations.get(point))
         self._initial_encodings = {}
+        self._initial_activations = {}
         self.built = True
 
     def call(self, inputs, *args, **kwargs):
@@ -289,7 +322,7 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
 
     def _call_mapped(self, inputs, *args, **kwargs):
         if not self.layer.built:
-            self.layer(inputs, *args, **kwargs)  # builds it (the first, symbolic call)
+            build_keeping_masks(self.layer, inputs, *args, **kwargs)
         if not self._channel_axes:
             self._channel_axes = quantizable_weights(self.layer)
         variables = named_weights(self.layer)
@@ -299,16 +332,24 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
             kernel = ops.cast(ops.convert_to_tensor(variable), "float32")
             shape = broadcast_shape(tuple(kernel.shape), self._channel_axes[name])
             mapping.append((variable, ops.cast(grid.apply(kernel, shape), variable.dtype)))
-        with keras.StatelessScope(state_mapping=mapping):
+        sublayers = layer_kinds.sublayer_outputs(self.layer) if self._inner else {}
+        quantize = {sublayers[p]: _output_quantizer(grid) for p, grid in self._inner.items()}
+        with keras.StatelessScope(state_mapping=mapping), intercepted(quantize):
             return self.layer(inputs, *args, **kwargs)
 
     def compute_output_spec(self, *args, **kwargs):
         if self._linear:
             return super().compute_output_spec(*args, **kwargs)
+        args, kwargs = dense_specs(args, kwargs)
         return keras.Operation.compute_output_spec(self, *args, **kwargs)  # traces `call`
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        """The wrapped layer's output mask (for the linear layers, computed here
+        without calling it; others set it on their output in `call`)."""
+        return self.layer.compute_mask(inputs, previous_mask)
 
     def weight_enabled(self, name: str) -> bool:
         return self._grids[name].enabled
@@ -329,6 +370,26 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
         self._adopt(name, encoding)
         self._grids[name].assign(encoding)
 
+    def set_activations_enabled(self, value: bool) -> None:
+        """Switches the sublayer-output quantizers of a composite layer."""
+        for grid in self._inner.values():
+            grid.enabled = value
+
+    def activation_enabled(self, point: str) -> bool:
+        return self._inner[point].enabled
+
+    def set_activation_encoding(self, point: str, encoding: Encoding) -> None:
+        self._adopt_activation(point, encoding)
+        self._inner[point].assign(encoding)
+
+    def get_activation_encoding(self, point: str) -> Encoding:
+        spec = self.activation_specs[point]
+        return self._inner[point].encoding(spec["bitwidth"], spec["is_symmetric"])
+
+    def _adopt_activation(self, point: str, encoding: Encoding) -> None:
+        spec = self.activation_specs[point]
+        spec["bitwidth"], spec["is_symmetric"] = encoding.bitwidth, encoding.is_symmetric
+
     def _adopt(self, name: str, encoding: Encoding) -> None:
         """The weight's spec takes `encoding`'s bitwidth and symmetry."""
         spec = self.weight_specs[name]
@@ -343,7 +404,20 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
             **super().get_config(),
             "node_name": self.node_name,
             "weight_specs": self.weight_specs,
+            "activation_specs": self.activation_specs,
         }
+
+
+def _output_quantizer(grid: _Grid):
+    """`fn(y)`: `y` fake-quantized on `grid` in float32, back in its own dtype
+    (a non-float output passes unchanged)."""
+    def quantize(y):
+        if not hasattr(y, "dtype") or "float" not in str(y.dtype):
+            return y
+        if str(y.dtype) == "float32":
+            return grid.apply(y)
+        return ops.cast(grid.apply(ops.cast(y, "float32")), y.dtype)
+    return quantize
 
 
 def linear_forward(layer, x, kernels: dict):

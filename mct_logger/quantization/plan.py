@@ -71,18 +71,31 @@ class NodePlan:
     Attributes:
         weights: kernel attribute -> WeightSpec of each quantized kernel.
         activation: the output's ActivationSpec, or None.
+        inner_activations: for a composite layer (a KerasHub transformer
+            block), each kernel-holding sublayer's output (its path below the
+            layer, "self_attention_layer/query") -> ActivationSpec, per tensor;
+            the quantizer's full name is `node/point` (`inner_name`).
         reason: why the output has no quantizer (a PlanReason), None if it has one.
         note: the human-readable detail of `reason` ("" when there is none).
     """
 
     weights: dict = dataclasses.field(default_factory=dict)  # kernel name -> WeightSpec
     activation: ActivationSpec | None = None
+    # A composite layer's sublayer outputs ("self_attention_layer/query") ->
+    # their ActivationSpec (per tensor), quantized where the sublayer returns.
+    inner_activations: dict = dataclasses.field(default_factory=dict)
     note: str = ""  # why the output has no quantizer, if it has none
     reason: PlanReason | None = None
 
     @property
     def quantized(self) -> bool:
-        return bool(self.weights) or self.activation is not None
+        return bool(self.weights) or self.activation is not None or bool(self.inner_activations)
+
+
+def inner_name(node: str, point: str) -> str:
+    """The full name of a composite's sublayer-output quantizer:
+    `transformer_layer_0/self_attention_layer/query`."""
+    return f"{node}/{point}"
 
 
 def plan_quantization(graph: Graph, config: QuantizationConfig,
@@ -117,6 +130,13 @@ def plan_quantization(graph: Graph, config: QuantizationConfig,
                     is_symmetric=settings["weight_symmetric"],
                     observer=settings["weight_observer"],
                 )
+            for point in layer_kinds.sublayer_outputs(node.layer):
+                p.inner_activations[point] = ActivationSpec(
+                    bitwidth=settings["activation_bits"],
+                    is_symmetric=settings["activation_symmetric"],
+                    per_channel=False,
+                    observer=settings["activation_observer"],
+                )
         if kind == "unknown" and not node.has_single_float_output:
             p.reason = PlanReason.NOT_FLOAT_TENSOR
             p.note = "output is not a single floating-point tensor"
@@ -124,6 +144,10 @@ def plan_quantization(graph: Graph, config: QuantizationConfig,
             unknown.append(f"{node.name} ({node.layer_class})")
             p.reason = PlanReason.UNSUPPORTED
             p.note = f"stays in float: the engine cannot quantize {node.layer_class}"
+            if getattr(node.layer, "weights", None):
+                p.note += (" (its weights are neither its own kernels of a known kind nor "
+                           "held by sublayers the engine knows: Dense, EinsumDense, "
+                           "Embedding, attention, convolutions)")
         elif kind == "passthrough":
             p.reason, p.note = PlanReason.PASSTHROUGH, "passes values through (no new grid)"
         elif not node.has_single_float_output:

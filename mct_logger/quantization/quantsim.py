@@ -27,15 +27,19 @@ import numpy as np
 from keras import tree
 
 from mct_logger.graph.ir import Graph, TensorRef
+from mct_logger.quantization.calibration_size import batch_samples
 from mct_logger.quantization.encodings import Encoding
 from mct_logger.quantization.layers import (
     ActivationQuantizer,
     QuantizedWeightsLayer,
     weight_variable,
 )
-from mct_logger.quantization.histogram import HistogramCollector, channels_last_2d
+from mct_logger.quantization.channel_statistics import ChannelStatistics
 from mct_logger.quantization.observers import make_observer
+from mct_logger.quantization.plan import inner_name
+from mct_logger.quantization.sublayers import SublayerTap
 from mct_logger.quantization.reduction import ReducedCollection, as_float32
+from mct_logger.utils.arguments import check_bool, check_model, check_names
 
 
 @dataclasses.dataclass
@@ -44,12 +48,18 @@ class NodeEncodings:
 
     weights: dict = dataclasses.field(default_factory=dict)  # name -> Encoding
     activation: Encoding | None = None
+    # a composite layer's sublayer outputs: point ("self_attention_layer/query") -> Encoding
+    inner_activations: dict = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {
+        result = {
             "weights": {k: e.as_dict() for k, e in self.weights.items()},
             "activation": self.activation.as_dict() if self.activation else None,
         }
+        if self.inner_activations:
+            result["inner_activations"] = {
+                k: e.as_dict() for k, e in self.inner_activations.items()}
+        return result
 
 
 def weight_encodings(graph: Graph, plan: dict) -> dict[str, dict[str, Encoding]]:
@@ -91,6 +101,7 @@ class QuantizerFactory:
         specs = self.plan[node.name].weights
         if not specs:
             return clone
+        inner = self.plan[node.name].inner_activations
         wrapper = QuantizedWeightsLayer(
             clone,
             node_name=node.name,
@@ -100,6 +111,9 @@ class QuantizerFactory:
                 for k, s in specs.items()
             },
             encodings=self._grids(node.name).weights,
+            activation_specs={k: {"bitwidth": s.bitwidth, "is_symmetric": s.is_symmetric}
+                              for k, s in inner.items()},
+            activation_encodings=self._grids(node.name).inner_activations,
             name=_unique(f"{clone.name}_wq", self._used),
         )
         self._wrappers[id(clone)] = wrapper
@@ -124,12 +138,14 @@ class QuantizerFactory:
 
 def build_quantized_model(
     graph: Graph, plan: dict, encodings: dict[str, NodeEncodings], name: str | None = None,
-    clones=None,
+    clones=None, extra_outputs: list[TensorRef] | None = None,
 ) -> keras.Model:
     """A Keras model of `graph` with quantizers where `plan` puts them, set to `encodings`.
 
-    `clones`: a `layer_clone.CloneCache` of the same run (the quantized model
-    then shares the float layers of the run's other models).
+    `clones`: a `graph.clone.CloneCache` of the same run (the quantized model
+    then shares the float layers of the run's other models). `extra_outputs`:
+    node outputs (after their quantizers) appended as a flat list after the
+    model's own outputs, as in `Graph.to_keras`.
     """
     factory = QuantizerFactory(graph, plan, encodings)
 
@@ -137,8 +153,8 @@ def build_quantized_model(
         quantizer = factory.activation(node)
         return outputs if quantizer is None else [quantizer(outputs[0])] + list(outputs[1:])
 
-    return graph.to_keras(name=name or f"{graph.name}_quantized",
-                          make_layer=factory.weights, wrap_outputs=wrap_outputs, clones=clones)
+    return graph.to_keras(name=name or f"{graph.name}_quantized", make_layer=factory.weights,
+                          wrap_outputs=wrap_outputs, clones=clones, extra_outputs=extra_outputs)
 
 
 def _unique(name: str, used: set) -> str:
@@ -171,6 +187,8 @@ def apply_encodings(model: keras.Model, encodings: dict[str, NodeEncodings]) -> 
             found[node]["activation"].set_encoding(enc.activation)
         for name, e in enc.weights.items():
             found[node]["weights"].set_encoding(name, e)
+        for point, e in enc.inner_activations.items():
+            found[node]["weights"].set_activation_encoding(point, e)
 
 
 def set_quantizers_enabled(
@@ -187,19 +205,30 @@ def set_quantizers_enabled(
         nodes: node names to act on (default: all nodes).
 
     Example: `set_quantizers_enabled(model, activations=False)` evaluates W8A32.
+
+    Raises (before any switch): TypeError naming a wrong argument; ValueError:
+    `model` has no quantizer (not a model PTQ returned); KeyError: a node without.
     """
+    check_model(model)
+    check_bool("weights", weights, optional=True)
+    check_bool("activations", activations, optional=True)
+    nodes = check_names("nodes", nodes)
     found = quantizers(model)
-    names = found.keys() if nodes is None else nodes
+    if not found:
+        raise ValueError(f"model {model.name!r} has no quantizer: pass the model "
+                         "keras_post_training_quantization returned (or QuantAnalyzer's).")
+    names = list(found) if nodes is None else nodes
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise KeyError(f"Node {missing[0]!r} has no quantizer in model {model.name!r}; nodes "
+                       f"with quantizers: {sorted(found)[:10]}{'...' if len(found) > 10 else ''}")
     for name in names:
-        if name not in found:
-            raise KeyError(
-                f"Node {name!r} has no quantizer in model {model.name!r}; nodes with "
-                f"quantizers: {sorted(found)[:10]}{'...' if len(found) > 10 else ''}"
-            )
         if weights is not None and "weights" in found[name]:
             found[name]["weights"].enabled = weights
         if activations is not None and "activation" in found[name]:
             found[name]["activation"].enabled = activations
+        if activations is not None and "weights" in found[name]:
+            found[name]["weights"].set_activations_enabled(activations)  # composite's inner
 
 
 def read_encodings(model: keras.Model) -> dict[str, NodeEncodings]:
@@ -209,6 +238,8 @@ def read_encodings(model: keras.Model) -> dict[str, NodeEncodings]:
         enc = NodeEncodings()
         if "weights" in q:
             enc.weights = {k: q["weights"].get_encoding(k) for k in q["weights"].weight_specs}
+            enc.inner_activations = {k: q["weights"].get_activation_encoding(k)
+                                     for k in q["weights"].activation_specs}
         if "activation" in q:
             enc.activation = q["activation"].get_encoding()
         result[node] = enc
@@ -226,13 +257,18 @@ class CalibrationModel(keras.Model):
     def __init__(self, graph: Graph, plan: dict, statistics: bool = False, clones=None,
                  **kwargs):
         super().__init__(name=kwargs.pop("name", f"{graph.name}_calibration"), **kwargs)
-        self._observed = [n for n in graph.nodes if plan[n].activation is not None]
+        # node outputs, then each composite's sublayer outputs (`node/point`)
+        self._specs = {n: plan[n].activation for n in graph.nodes
+                       if plan[n].activation is not None}
+        inner = [(n, point, spec) for n in graph.nodes
+                 for point, spec in plan[n].inner_activations.items()]
+        self._specs.update({inner_name(n, point): spec for n, point, spec in inner})
+        self._observed = list(self._specs)
         self._num_outputs = len(graph.outputs)
         self._outputs_struct = graph.outputs_struct
         # A per-tensor grid needs one histogram of the whole tensor, not one per channel.
         self.observers = {
-            n: make_observer(plan[n].activation.observer,
-                             (-1,) if plan[n].activation.per_channel else ())
+            n: make_observer(self._specs[n].observer, (-1,) if self._specs[n].per_channel else ())
             for n in self._observed
         }
         # Per-channel min/max/mean and histograms of every observed output, for logs.
@@ -240,16 +276,25 @@ class CalibrationModel(keras.Model):
             {n: ChannelStatistics(self.observers[n]) for n in self._observed} if statistics else None
         )
         self.batches_seen = 0
+        self.samples_seen = 0  # over the batches the observers saw (calibration_size)
         self._input_names = list(graph.input_names)
         self.nonfinite_inputs: set[str] = set()  # model inputs that held NaN/Inf
         self._compiled = None
         self._reduced = None
-        self._shapes = [graph.nodes[n].output_shapes[0] for n in self._observed]
+        refs = [TensorRef(n, 0) for n in graph.nodes if plan[n].activation is not None]
+        points: dict[str, list] = {}
+        for n, point, _ in inner:
+            points.setdefault(n, []).append(point)
+            refs.append(TensorRef(n, len(graph.nodes[n].output_shapes) + len(points[n]) - 1))
+
+        def tap(node, clone):  # a composite's sublayer outputs as extra outputs
+            return SublayerTap(clone, points[node.name]) if node.name in points else clone
+
         self._collector = graph.to_keras(
-            name=f"{graph.name}_collector",
-            extra_outputs=[TensorRef(n, 0) for n in self._observed],
-            clones=clones,
+            name=f"{graph.name}_collector", extra_outputs=refs, clones=clones,
+            make_layer=tap if points else None,
         )
+        self._shapes = [tuple(t.shape) for t in self._collector.outputs[self._num_outputs:]]
 
     @property
     def run_eagerly(self):
@@ -266,6 +311,7 @@ class CalibrationModel(keras.Model):
             )
         values = self._run(inputs)
         self.observe(values[self._num_outputs:])
+        self.samples_seen += batch_samples(inputs)
         return tree.pack_sequence_as(self._outputs_struct, values[: self._num_outputs])
 
     def _run(self, inputs) -> list:
@@ -298,6 +344,7 @@ class CalibrationModel(keras.Model):
         """Runs one batch; returns every observed output (and feeds the observers)."""
         collected = self.forward(batch)
         self.observe(collected)
+        self.samples_seen += batch_samples(batch)
         return collected
 
     def forward(self, batch: list[np.ndarray]) -> list[np.ndarray]:
@@ -330,6 +377,7 @@ class CalibrationModel(keras.Model):
                 self._check_inputs(inputs)
                 self._reduced.update(inputs)
                 self.batches_seen += 1
+                self.samples_seen += batch_samples(inputs)
                 done += 1
                 if on_batch is not None:
                     on_batch(done)
@@ -337,7 +385,6 @@ class CalibrationModel(keras.Model):
     def activation_encodings(self, plan: dict) -> dict[str, Encoding]:
         result = {}
         for name in self._observed:
-            spec = plan[name].activation
             observer = self.observers[name]
             if observer.is_empty:
                 raise RuntimeError(
@@ -346,7 +393,7 @@ class CalibrationModel(keras.Model):
                 )
         self._check_finite_ranges()
         for name in self._observed:
-            spec = plan[name].activation
+            spec = self._specs[name]
             result[name] = self.observers[name].encoding(
                 spec.bitwidth, spec.is_symmetric, spec.per_channel)
         return result
@@ -420,66 +467,3 @@ class _Inference:
 
     def __call__(self, x):
         return self.model(x, training=False)
-
-
-class ChannelStatistics:
-    """Per-channel min, max and mean and the histograms of one layer output, for logs.
-
-    The whole-tensor histogram is the observer's when the observer keeps one
-    for the whole tensor (no second pass over the data); the per-channel
-    histograms are coarse (`CHANNEL_BINS`), as the logs draw them in 16 bins.
-    """
-
-    CHANNEL_BINS = 64
-
-    def __init__(self, observer=None):
-        shared = isinstance(observer, HistogramCollector) and not tuple(observer.channel_axes)
-        self._shared = shared
-        self.tensor_histogram = observer if shared else HistogramCollector(channel_axes=())
-        self.channel_histograms = HistogramCollector(bins=self.CHANNEL_BINS)
-        self.min: np.ndarray | None = None  # (C,) running per-channel min, float64
-        self.max: np.ndarray | None = None
-        self._sum: np.ndarray | None = None
-        self._count = 0
-
-    def collectors(self) -> list:
-        """The histograms this statistics object keeps (the shared one included)."""
-        return [self.tensor_histogram, self.channel_histograms]
-
-    def update(self, x: np.ndarray) -> None:
-        """Takes a whole output; call after the observer has seen it (a shared
-        histogram is already updated)."""
-        flat = channels_last_2d(x)
-        if flat.size == 0:
-            return
-        # float32 accumulation: fast, ample for a mean
-        self.add_batch(flat.min(axis=0), flat.max(axis=0), flat.sum(axis=0), flat.shape[0])
-        for histogram in self.collectors()[1 if self._shared else 0:]:
-            histogram.update(x)
-
-    def add_batch(self, minimum, maximum, sums, rows: int) -> None:
-        """Takes one batch's per-channel min, max and sums over `rows` values each
-        (reduced in-graph, `reduction`); the histograms are updated by their owner."""
-        minimum = np.asarray(minimum, dtype=np.float64).reshape(-1)
-        maximum = np.asarray(maximum, dtype=np.float64).reshape(-1)
-        sums = np.asarray(sums, dtype=np.float64).reshape(-1)
-        if self.min is None:
-            self.min, self.max, self._sum = minimum.copy(), maximum.copy(), sums.copy()
-        else:
-            np.minimum(self.min, minimum, out=self.min)
-            np.maximum(self.max, maximum, out=self.max)
-            self._sum += sums
-        self._count += int(rows)
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self._sum / max(self._count, 1)
-
-    @property
-    def elements(self) -> int:
-        """Values seen in the whole tensor (all channels)."""
-        return int(self._count * (len(self._sum) if self._sum is not None else 0))
-
-    def histogram(self, per_channel: bool = False):
-        histograms = self.channel_histograms if per_channel else self.tensor_histogram
-        return histograms.histogram(per_channel=per_channel)

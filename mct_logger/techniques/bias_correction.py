@@ -267,12 +267,15 @@ def _weight_encodings(encodings, name):
 
 
 def correct_bias_graph(
-    graph: Graph, plan: dict, encodings: dict, batches=None, mode: str = "empirical"
+    graph: Graph, plan: dict, encodings: dict, batches=None, mode: str = "empirical",
+    float_graph: Graph | None = None,
 ) -> tuple[Graph, BiasCorrectionResult]:
     """Bias-corrects `graph` for the weight grids in `encodings`; returns a new graph.
 
     Args:
-        graph: the float graph to be quantized (batch norms folded, CLE applied).
+        graph: the graph to be quantized (batch norms folded, CLE applied).
+        float_graph: the float reference the corrected means match (default
+            `graph`): the graph before AdaRound set its kernels on the grids.
         plan: node -> NodePlan (`plan_quantization`).
         encodings: node -> NodeEncodings, or node -> {kernel name: Encoding}.
         batches: representative data as a list of batches (lists of arrays);
@@ -321,7 +324,8 @@ def correct_bias_graph(
         ref = node.inputs[0]
         shift = analytical_shift(node, plan[name].weights["kernel"],
                                  _weight_encodings(encodings, name)["kernel"], expected,
-                                 graph.nodes[ref.node].output_shapes[ref.index])
+                                 graph.nodes[ref.node].output_shapes[ref.index],
+                                 float_graph.nodes[name] if float_graph is not None else None)
         corrections[name] = LayerCorrection(name, "analytical", shift, source.name, activation)
 
     if empirical:
@@ -329,7 +333,7 @@ def correct_bias_graph(
                        for n in graph.nodes}
         weight_encodings = {n: NodeEncodings(weights=_weight_encodings(encodings, n))
                             for n in graph.nodes if weight_plan[n].weights}
-        reference = _MeanModel(graph, empirical).means(batches)
+        reference = _MeanModel(float_graph or graph, empirical).means(batches)
         probe = _MeanModel(graph, empirical, weight_plan, weight_encodings)
         result.passes = 1
         for name, c in corrections.items():
@@ -398,9 +402,18 @@ def correct_bias(
     from mct_logger.quantization.plan import plan_quantization
     from mct_logger.quantization.quantsim import weight_encodings
 
-    if mode not in MODES:
+    from mct_logger.techniques.cle_results import CrossLayerEqualizationResult
+    from mct_logger.utils.arguments import check_model
+
+    check_model(model)
+    if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"mode={mode!r} is not one of {MODES}.")
-    config = config or QuantizationConfig()
+    config = QuantizationConfig() if config is None else config
+    if not isinstance(config, QuantizationConfig):
+        raise TypeError(f"config must be a QuantizationConfig, got {type(config).__name__}.")
+    if equalization is not None and not isinstance(equalization, CrossLayerEqualizationResult):
+        raise TypeError("equalization must be the CrossLayerEqualizationResult of "
+                        f"equalize_model, got {type(equalization).__name__}.")
     graph = read_model(model)
     recorded = equalization.node_info if equalization is not None else {}
     for node in graph:

@@ -464,7 +464,19 @@ def equalize_model(
         `(equalized_model, CrossLayerEqualizationResult)`; the result's
         `node_info` holds the batch-norm statistics analytical bias correction
         needs (`correct_bias(equalized_model, ..., equalization=result)`).
+
+    Raises (before any work): TypeError naming a wrong argument; ValueError when
+        `eval_callback` returns NaN or inf for `model` (`utils.callbacks.ScoreCheck`).
     """
+    from mct_logger.utils.arguments import check_bool, check_model
+    from mct_logger.utils.callbacks import ScoreCheck, as_callback
+
+    check_model(model)
+    check_bool("high_bias_fold", high_bias_fold)
+    evaluate = None if eval_callback is None else as_callback(eval_callback, "eval_callback")
+    check = ScoreCheck("eval_callback")
+    score_before = None if evaluate is None else check(
+        evaluate(model), "the model before equalization", reference=True)
     graph = read_model(model)
     folded, fold_result = fold_batch_norms(graph)
     equalized, result = equalize_graph(folded, high_bias_fold=high_bias_fold)
@@ -479,9 +491,9 @@ def equalize_model(
         names[n.name]: {k: n.info[k] for k in ("folded_batch_norm", "cle") if k in n.info}
         for n in equalized if n.name in names and n.info
     }
-    if eval_callback is not None:
-        result.float_score_before = float(eval_callback(model))
-        result.float_score_after = float(eval_callback(new_model))
+    if evaluate is not None:
+        result.float_score_before = score_before
+        result.float_score_after = check(evaluate(new_model), "the equalized model")
         if result.relu6_replaced:
             logger.warning("Float score before ReLU6 -> ReLU: %.6g, after: %.6g",
                            result.float_score_before, result.float_score_after)

@@ -63,10 +63,13 @@ def expected_activation(beta, gamma, activation: str, clip: float = 6.0) -> np.n
     raise ValueError(f"No closed form for activation {activation!r}.")
 
 
-def _kernel_error(node: Node, spec, encoding) -> np.ndarray:
+def _kernel_error(node: Node, spec, encoding, float_node: Node | None = None) -> np.ndarray:
+    """`W_q - W` (W: `float_node`'s kernel when given, e.g. before AdaRound)."""
     kernel = np.asarray(keras.ops.convert_to_numpy(node.layer.kernel), np.float64)
     quantized = quantize_dequantize(
         kernel, encoding, broadcast_shape(kernel.shape, spec.channel_axes))
+    if float_node is not None:
+        kernel = np.asarray(keras.ops.convert_to_numpy(float_node.layer.kernel), np.float64)
     return quantized - kernel
 
 
@@ -97,10 +100,12 @@ def tap_coverage(layer, input_shape) -> np.ndarray | None:
     return coverage
 
 
-def analytical_shift(node: Node, spec, encoding, expected_input, input_shape=None) -> np.ndarray:
+def analytical_shift(node: Node, spec, encoding, expected_input, input_shape=None,
+                     float_node: Node | None = None) -> np.ndarray:
     """`sum_taps(coverage * (W_q - W))^T E[x]`: the mean output shift from quantizing
-    the kernel, with "same"-padding borders counted (`tap_coverage`)."""
-    error = _kernel_error(node, spec, encoding)
+    the kernel, with "same"-padding borders counted (`tap_coverage`); W is
+    `float_node`'s kernel when given (the kernel before AdaRound)."""
+    error = _kernel_error(node, spec, encoding, float_node)
     coverage = tap_coverage(node.layer, input_shape) if input_shape is not None else None
     if coverage is not None:
         error = error * coverage.reshape(coverage.shape + (1, 1))

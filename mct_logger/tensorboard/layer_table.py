@@ -7,7 +7,7 @@ similarity); nothing is measured here. The accumulated SQNR step of a node is
 Example:
 
 ```python
-table = layer_table(graph, plan, encodings, similarity_result, "06_quantized_model")
+table = layer_table(graph, plan, encodings, similarity_result, "07_quantized_model")
 table["rows"][0]["sqnr_accumulated_db"]
 ```
 """
@@ -22,7 +22,12 @@ from mct_logger.diagnostics import metrics
 from mct_logger.quantization.memory import counted_bytes, elements_per_sample, graph_memory, model_memory
 from mct_logger.analyzer.worst_layers import annotate
 
-__all__ = ["layer_table"]
+__all__ = ["ADAROUND_COLUMNS", "layer_table"]
+
+# Row fields of runs that used AdaRound: reconstruction MSE with nearest and with
+# learned rounding, and the share of weights rounded away from nearest (None for
+# the layers it did not learn).
+ADAROUND_COLUMNS = ("adaround_loss_nearest", "adaround_loss", "adaround_flipped")
 
 
 def layer_table(graph, plan: dict, encodings: dict, similarity, graph_run: str | None) -> dict:
@@ -32,9 +37,11 @@ def layer_table(graph, plan: dict, encodings: dict, similarity, graph_run: str |
     the plan (bits, per-channel or not, why a node stays in float), the
     encodings (min/max), memory at batch 1 before (float32) and after (planned
     bits), and the similarity stage's SQNR (dB) and mean cosine over its samples;
-    "worst_layers" ranks them (`worst_layers.worst_layers`).
+    "worst_layers" ranks them (`worst_layers.worst_layers`). Runs that used
+    AdaRound have `"adaround": true` and the `ADAROUND_COLUMNS` in every row.
     """
     before, after = graph_memory(graph), graph_memory(graph, plan)
+    adaround = getattr(similarity, "adaround", None)
 
     index = {n: i for i, n in enumerate(similarity.nodes)}
     # accumulated SQNR carried through nodes without a measurement (pass-through
@@ -79,6 +86,8 @@ def layer_table(graph, plan: dict, encodings: dict, similarity, graph_run: str |
             "cosine": float(np.nanmean(similarity.cosine[:, i])) if i is not None and
             similarity.num_samples and elements_per_sample(node) > 1 else None,
         })
+        if adaround is not None:  # runs that learned their rounding (AdaRound)
+            rows[-1].update(adaround.get(node.name) or dict.fromkeys(ADAROUND_COLUMNS))
     return annotate("layer_table", {
         "source": "ptq",
         "model": graph.name,
@@ -86,5 +95,6 @@ def layer_table(graph, plan: dict, encodings: dict, similarity, graph_run: str |
         "graph_run": graph_run,
         "memory_before": model_memory(before, plan),
         "memory_after": model_memory(after, plan),
+        "adaround": adaround is not None,
         "rows": rows,
     })

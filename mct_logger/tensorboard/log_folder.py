@@ -3,7 +3,7 @@ TensorBoard under `<folder>/<run name>/`, one TensorBoard run per stage.
 
 This module owns the log folder setting, the library's text log and the run
 folders; `set_log_folder` registers the TensorBoard listener
-(`tensorboard_listener.TensorBoardListener`, made fresh for every PTQ run) with
+(`ptq_log.TensorBoardListener`, made fresh for every PTQ run) with
 `mct_logger.listeners`, and the QuantAnalyzer one
 (`analysis_log.AnalysisLogListener`, fresh for every analysis). They only
 write: every number they log comes from a stage result or an analysis table.
@@ -37,6 +37,7 @@ import sys
 import threading
 
 from mct_logger import listeners
+from mct_logger.utils.arguments import check_path
 from mct_logger.tensorboard.run_log import (
     LogGuard,
     RunLog,
@@ -101,7 +102,7 @@ def set_log_folder(path: str | os.PathLike | None, run_name: str | None = None) 
         listeners.set_run_listener_factory(TENSORBOARD, None, kind=listeners.COMPRESSION)
         listeners.set_run_listener_factory(TENSORBOARD, None, kind=listeners.ANALYSIS)
         return
-    path = os.fspath(path)
+    path = check_path("path", path)
     if run_name is not None:
         run_name = _checked_run_name(run_name, path)
     if os.path.exists(path) and not os.path.isdir(path):

@@ -31,6 +31,7 @@ import numpy as np
 from mct_logger import listeners
 
 from mct_logger.tensorboard import custom_scalars, events, run_labels
+from mct_logger.utils import address_space
 from mct_logger.tensorboard.events import EventWriter
 from mct_logger.tensorboard.run_log import LogGuard, RunLog
 from mct_logger.tensorboard.stage_summary import db, stage_summary
@@ -134,9 +135,8 @@ class TensorBoardListener:
         self.stage_index = 0
         # Writing runs in one worker thread, in stage order, while the engine
         # goes on with the next stage; close() waits for it.
-        self._worker = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="mct_logger_tensorboard"
-        )
+        # (inline instead under an address-space limit with no room for a thread)
+        self._worker = address_space.worker("mct_logger_tensorboard")
         self._pending: list[concurrent.futures.Future] = []
 
     def __call__(self, event) -> None:
@@ -151,9 +151,11 @@ class TensorBoardListener:
             return
         stage, graph, result = event.name, event.graph, event.data
         run = f"{self.stage_index:02d}_{stage}"
-        self.stage_index += 1
+        self.stage_index += 1  # a stage left out keeps its number: runs line up across configs
         if self.stages is not None and stage not in self.stages:
             return
+        if getattr(result, "off", False):
+            return  # an optional stage the config turned off: nothing to show
         if stage == "similarity_analysis":
             self.similarity_run = run
         if stage == "quantized_model":
@@ -186,9 +188,11 @@ class TensorBoardListener:
         """The extra writer for a result of this type, if any (dispatch on the type)."""
         from mct_logger.diagnostics.similarity import SimilarityResult
         from mct_logger.ptq.results import StatisticsResult
+        from mct_logger.techniques.adaround_results import AdaRoundResult
         from mct_logger.techniques.cle_results import CrossLayerEqualizationResult
 
         handlers = {
+            AdaRoundResult: self._on_adaround,
             StatisticsResult: self._on_statistics_collection,
             CrossLayerEqualizationResult: self._on_cross_layer_equalization,
             SimilarityResult: lambda run, graph, result: self._on_similarity_analysis(
@@ -314,6 +318,22 @@ class TensorBoardListener:
         for kind, table in tables.items():
             writer.add_summary(payload_summary(metadata.CLE, kind, kind, table))
 
+    def _on_adaround(self, run, graph, result):
+        """Per learned layer (step = its index in the Text table): the reconstruction
+        MSE with nearest and learned rounding as two runs of one tag (one chart), and
+        the share of weights rounded away from nearest."""
+        writers = {k: self.log.writer(f"{run}/{k}") for k in ("nearest", "adaround")}
+        writer = self.log.writer(run)
+        for step, layer in enumerate(result.layers.values()):
+            for key, value in (("nearest", layer.loss_nearest), ("adaround", layer.loss_adaround)):
+                if events.float32_finite(value):
+                    writers[key].scalar("adaround/reconstruction_mse", value, step=step,
+                                        description="Reconstruction MSE per learned layer "
+                                        "(step = layer index in the Text table)")
+            writer.scalar("adaround/rounded_away_from_nearest", layer.flipped_fraction,
+                          step=step, description="Share of the kernel's weights rounded "
+                          "away from nearest (step = layer index in the Text table)")
+
     def _on_similarity_analysis(self, run, graph, result, graph_run):
         from mct_logger.tensorboard.layer_table import layer_table
         from mct_logger.quantization.memory import elements_per_sample
@@ -403,6 +423,8 @@ def _node_attrs(node, plan, memory: dict) -> dict:
     if plan.activation is not None:
         attrs["activation_bits"] = plan.activation.bitwidth
         attrs["activation_symmetric"] = plan.activation.is_symmetric
+    for point, spec in plan.inner_activations.items():  # a composite's sublayer outputs
+        attrs[f"{point}/output_bits"] = spec.bitwidth
     if plan.note:
         attrs["quantization_note"] = plan.note
     return attrs
@@ -415,6 +437,8 @@ def _attach_encodings(attrs: dict, encodings) -> dict:
         attrs["activation_min_max"] = (
             f"[{float(encodings.activation.min):.6g}, {float(encodings.activation.max):.6g}]"
         )
+    for point, enc in encodings.inner_activations.items():
+        attrs[f"{point}/output_min_max"] = f"[{float(enc.min):.6g}, {float(enc.max):.6g}]"
     for name, enc in encodings.weights.items():
         attrs[f"{name}_min_max"] = (
             f"[{float(enc.min.min()):.6g}, {float(enc.max.max()):.6g}]"

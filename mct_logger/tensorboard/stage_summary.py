@@ -36,6 +36,7 @@ def stage_summary(stage: str, graph, result, memory: dict, plan=None) -> str:
     """
     from mct_logger.ptq import results as sr
     from mct_logger.techniques.batch_norm_folding import BatchNormFoldingResult
+    from mct_logger.techniques.adaround_results import AdaRoundResult
     from mct_logger.techniques.bias_correction import BiasCorrectionResult
     from mct_logger.techniques.cle_results import CrossLayerEqualizationResult
 
@@ -62,6 +63,8 @@ def stage_summary(stage: str, graph, result, memory: dict, plan=None) -> str:
         lines += _cle_lines(result)
     if isinstance(result, BiasCorrectionResult):
         lines += _bias_correction_lines(result)
+    if isinstance(result, AdaRoundResult):
+        lines += _adaround_lines(result)
     if isinstance(result, sr.StatisticsResult):
         batches = "batch" if result.num_batches == 1 else "batches"
         lines.append(f"- calibrated on {result.num_samples} samples in {result.num_batches} {batches}")
@@ -73,6 +76,9 @@ def stage_summary(stage: str, graph, result, memory: dict, plan=None) -> str:
             a = (f"{enc.activation.bitwidth} bit [{float(enc.activation.min):.4g}, "
                  f"{float(enc.activation.max):.4g}]") if enc.activation is not None else "-"
             lines.append(f"| `{node}` | {w} | {a} |")
+            for point, e in enc.inner_activations.items():  # a composite's sublayer outputs
+                lines.append(f"| `{node}/{point}` | - | {e.bitwidth} bit [{float(e.min):.4g}, "
+                             f"{float(e.max):.4g}] |")
     if isinstance(result, sr.QuantizedModelResult):
         lines.append(f"- model memory: {result.memory_before:,} -> {result.memory_after:,} bytes "
                      f"({result.memory_after / max(result.memory_before, 1):.1%})")
@@ -160,4 +166,33 @@ def _bias_correction_lines(result) -> list[str]:
             lines.append(f"\n... and {len(result.corrections) - SUMMARY_LIST_LIMIT} more layers")
         lines.append("")
     lines += _limited([f"- not corrected `{node}`: {why}" for node, why in result.skipped.items()])
+    return lines
+
+
+def _adaround_lines(result) -> list[str]:
+    """Per learned kernel: the reconstruction loss with nearest and learned rounding
+    and the share of weights rounded the other way."""
+    config = result.config
+    lines = [f"- learned the rounding of {len(result.layers)} kernel(s) "
+             f"({getattr(config, 'iterations', '?')} iterations each, {result.seconds:.1f} s; "
+             "AdaRound, Nagel et al. 2020)"]
+    if result.layers:
+        lines += ["", "| layer | weights | loss nearest | loss AdaRound | change | "
+                  "rounded away from nearest | activation in the loss |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
+        for node, layer in list(result.layers.items())[:SUMMARY_LIST_LIMIT]:
+            change = ((layer.loss_adaround / layer.loss_nearest - 1.0)
+                      if layer.loss_nearest > 0 else 0.0)
+            kept = " (kept nearest)" if layer.kept_nearest else ""
+            lines.append(f"| `{node}` | {layer.num_weights} | {layer.loss_nearest:.4g} | "
+                         f"{layer.loss_adaround:.4g} | {change:+.1%}{kept} | "
+                         f"{layer.flipped_fraction:.1%} | {layer.activation} |")
+        if len(result.layers) > SUMMARY_LIST_LIMIT:
+            lines.append(f"\n... and {len(result.layers) - SUMMARY_LIST_LIMIT} more layers")
+        lines += ["", "Loss: mean squared error of the layer's output (after its activation) "
+                  "against the float model, the input from the quantized layers before it, "
+                  f"over {max(l.num_samples for l in result.layers.values())} cached samples.",
+                  ""]
+    lines += _limited([f"- nearest rounding kept for `{node}`: {why}"
+                       for node, why in result.skipped.items()])
     return lines

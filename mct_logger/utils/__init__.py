@@ -1,1 +1,2 @@
-"""Small utilities shared by every concept: JSON cleaning, the frozen heap, output paths."""
+"""Small utilities shared by every concept: JSON cleaning, the frozen heap, output paths,
+argument checks, strict JSON reading."""

@@ -72,14 +72,27 @@ def eval_score(value, what: str) -> float:
     return score
 
 
-class ScoreCheck:
-    """The eval callback's scores, checked for NaN/Inf: the reference score (the
-    float model's, every other one is compared with it) must be finite; a later
-    non-finite score is kept (null in the JSON files, no TensorBoard point) with
-    one warning, for the first, naming the callback and the configuration."""
+def comparable(score) -> float:
+    """`score` for comparisons: a missing (None) or non-finite one is -inf, so it never
+    meets a target, never beats another score and is never chosen (an `inf` from a
+    broken callback must not pass every check)."""
+    return float(score) if score is not None and math.isfinite(score) else -math.inf
 
-    def __init__(self, what: str = "eval_callback"):
+
+class ScoreCheck:
+    """The eval callback's scores, checked for NaN/Inf, the one rule of every entry
+    point taking an `eval_callback` (QuantAnalyzer.analyze and .recommend,
+    search_mixed_precision, equalize_model, compress_model): the reference score
+    (the float model's, every other one is compared with it) must be finite, else
+    ValueError before any other evaluation; a later non-finite score is kept (null
+    in the JSON files, no TensorBoard point) with one warning, for the first,
+    naming the callback and the configuration, and compares as missing
+    (`comparable`). compress_model, whose every score picks a ratio, refuses any
+    non-finite score with the same message (`strict=True`)."""
+
+    def __init__(self, what: str = "eval_callback", strict: bool = False):
         self.what = what
+        self.strict = strict
         self.warned = False
 
     def __call__(self, value, configuration: str, reference: bool = False) -> float:
@@ -87,12 +100,26 @@ class ScoreCheck:
 
         Raises:
             TypeError: `value` is not one number.
-            ValueError: the `reference` score is NaN or infinite (raised before
-                any other evaluation).
+            ValueError: the `reference` score (with `strict`, any score) is NaN
+                or infinite (a reference is scored before any other evaluation).
         """
         score = eval_score(value, self.what)
         if math.isfinite(score):
             return score
+        if reference or self.strict:
+            compared = ", the score every other one is compared with" if reference else ""
+            raise ValueError(
+                f"{self.what} returned {score} for {configuration}{compared}; it must return a "
+                "finite number (e.g. accuracy, or a negated loss). Check "
+                f"{self.what}(model) on the float model first."
+            )
+        if not self.warned:
+            self.warned = True
+            logger.warning(
+                "%s returned %s for %s; the score is kept as missing (null in the results, no "
+                "TensorBoard point). Further non-finite scores are not reported again.",
+                self.what, score, configuration)
+        return score
         if reference:
             raise ValueError(
                 f"{self.what} returned {score} for {configuration}, the score every other one is "

@@ -47,21 +47,24 @@ class Throttle:
         return True
 
 
-def progress_bar(total: int, unit_name: str):
+def progress_bar(total: int, unit_name: str, stateful_metrics=None):
     """Progress of `total` `unit_name`s: `update(done)` after each.
 
     On a terminal or in a notebook, a live Keras progress bar. Elsewhere (nohup,
     CI, a pipe, a log file), where the live bar would fill the file with carriage
     returns and ANSI colour codes and Keras's quiet mode prints nothing until the
     end, plain lines (`PlainProgress`). Either way the "mct_logger" log (and so
-    `mct_logger.log` under a log folder) gets the plain lines.
+    `mct_logger.log` under a log folder) gets the plain lines. `stateful_metrics`
+    names the `update(done, values)` values the live bar shows as they are, not
+    averaged (Keras' Progbar).
     """
     live = (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()) or "ipykernel" in sys.modules
     if not live:
         return PlainProgress(total, unit_name)
     import keras
 
-    return _LoggedProgbar(keras.utils.Progbar(total, verbose=1, unit_name=unit_name),
+    return _LoggedProgbar(keras.utils.Progbar(total, verbose=1, unit_name=unit_name,
+                                              stateful_metrics=stateful_metrics),
                           PlainProgress(total, unit_name, stream=None))
 
 

@@ -8,14 +8,18 @@ import time
 
 import pytest
 
-from tests.helpers import chromium_page, screenshot, tensorboard_server, wait_for_tab
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from tests.helpers import (GATE_CODE, chromium_page, open_gate, screenshot, tab_frame,
+                           tensorboard_server, until, wait_for_tab)
 
 pytestmark = pytest.mark.e2e  # a real TensorBoard and headless Chromium
 
 # An untrained digits CNN, scored by the cosine of its outputs against the
-# original's; each evaluation slowed down so the sweep is watched while it runs.
-SWEEP_SCRIPT = textwrap.dedent("""
-    import os, sys, time
+# original's; each evaluation waits at the test's gate (tests.helpers.GATE_CODE),
+# so the sweep is held at the points the test looks at, however loaded the machine.
+SWEEP_SCRIPT = GATE_CODE + textwrap.dedent("""
+    import os, sys
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     import keras, numpy as np
     import mct_logger
@@ -25,62 +29,72 @@ SWEEP_SCRIPT = textwrap.dedent("""
     model = build_digits_cnn()
     reference = model.predict(data.x_test[:64], verbose=0)
     def cosine(m):
-        time.sleep(float(sys.argv[2]))
+        gate(sys.argv[2])
         out = m.predict(data.x_test[:64], verbose=0)
         return float(np.sum(out * reference) / (np.linalg.norm(out) * np.linalg.norm(reference)))
     mct_logger.set_log_folder(sys.argv[1], run_name="sweep")
     mct_logger.compress_model(model, cosine, 0.5, scheme="weight_svd", num_comp_ratio_candidates=8)
 """)
 
-
-def bars(frame):
-    return frame.locator(".cmp-ratio-chart.js-plotly-plot").first.evaluate(
-        "(chart) => chart._fullData.map((t) => t.x.length)")
+# (rows, scored cells, progress text or null) read in one JavaScript turn
+STATE = """(main) => [
+    main.querySelectorAll('.cmp-scores tbody tr').length,
+    main.querySelectorAll('.cmp-scores td.cmp-done, .cmp-scores td.cmp-chosen').length,
+    (main.querySelector('.qa-progress') || {}).innerText || null]"""
+# the state once it differs from `seen` ([rows, scored, text]) while the sweep runs
+CHANGED = """(seen) => { const main = document.querySelector('main'); if (!main) return false;
+    const s = (""" + STATE + """)(main);
+    return s[2] && s[2].includes('left') && (s[0] !== seen[0] || s[1] !== seen[1]) ? s : false; }"""
+# the finished tab: no progress, every row, a chosen cell, the chart and the verdict
+FINISHED = """() => { const main = document.querySelector('main'); if (!main) return false;
+    const chosen = main.querySelectorAll('.cmp-scores td.cmp-chosen').length;
+    const verdict = (main.querySelector('.cmp-verdict') || {}).innerText || '';
+    const chart = main.querySelector('.cmp-ratio-chart.js-plotly-plot');
+    if (main.querySelector('.qa-progress') || !chart || !chart._fullData || !chosen
+        || !verdict.includes('layers compressed')) return false;
+    return [main.querySelectorAll('.cmp-scores tbody tr').length, chosen,
+            chart._fullData.map((t) => t.x.length)]; }"""
 
 
 @pytest.mark.parametrize("load_fast", ["true", "false"])
 def test_a_running_sweep_fills_the_compression_tab_in_live(tmp_path, load_fast):
-    logdir = tmp_path / "logs"
+    logdir, gate = tmp_path / "logs", tmp_path / "gate"
     logdir.mkdir()
+    gate.mkdir()
+    open_gate(gate, 1)  # the uncompressed model's score: the sweep starts and is logged
     with tensorboard_server(logdir, load_fast) as url, chromium_page() as page:
-        sweep = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, str(logdir), "1.2"],
+        sweep = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, str(logdir), str(gate)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
-            watch_sweep(page, url, sweep, load_fast)
+            watch_sweep(page, url, sweep, gate, load_fast)
         finally:
             if sweep.poll() is None:
                 sweep.kill()
 
 
-def state(frame):
-    """(rows, scored cells, progress text or None), read at one instant."""
-    return tuple(frame.locator("main").evaluate("""(main) => [
-        main.querySelectorAll('.cmp-scores tbody tr').length,
-        main.querySelectorAll('.cmp-scores td.cmp-done, .cmp-scores td.cmp-chosen').length,
-        (main.querySelector('.qa-progress') || {}).innerText || null]"""))
-
-
-def watch_sweep(page, url, sweep, load_fast):
-    deadline = time.time() + 180
-    frame = wait_for_tab(page, url, "compression", "main[data-runs]", deadline, writer=sweep)
-    seen = []  # (rows, scored cells, progress text) while the sweep runs
-    while sweep.poll() is None and time.time() < deadline:
-        seen.append(state(frame))
-        if len(seen) == 6:
+def watch_sweep(page, url, sweep, gate, load_fast):
+    deadline = time.time() + 300
+    wait_for_tab(page, url, "compression", "main[data-runs]", deadline, writer=sweep)
+    tab = tab_frame(page, "compression")
+    seen = [[None, None, None]]  # states of the running sweep, one per change the tab showed
+    calls = 1
+    # one more evaluation at a time, until the tab has shown the sweep fill in while
+    # running: two counts of scored cells, and fewer rows than layers at first
+    while len({s[1] for s in seen[1:]}) < 2 or min(s[0] for s in seen[1:]) >= 3:
+        assert time.time() < deadline and sweep.poll() is None, (seen, sweep.poll())
+        calls += 1
+        open_gate(gate, calls)
+        try:
+            seen.append(until(tab, CHANGED, timeout_s=20, arg=seen[-1]))
+        except PlaywrightTimeout:  # throttled: this score was not published; go on
+            continue
+        if len(seen) == 3:
             screenshot(page, f"compression_live_{load_fast}.png")
-        time.sleep(0.5)
-    assert sweep.wait(timeout=120) == 0, sweep.stderr.read()
-    running = [s for s in seen if s[2] and "left" in s[2]]
-    assert running, seen
-    assert len({s[1] for s in running}) >= 2, seen  # cells filled in while we watched
-    assert min(s[0] for s in running) < 3, seen  # rows appeared as the sweep reached them
+    open_gate(gate, 10_000)  # the rest of the sweep
+    assert sweep.wait(timeout=300) == 0, sweep.stderr.read()
     # when it ends, the tab redraws complete without anyone pressing anything
-    frame.locator(".cmp-ratio-chart.js-plotly-plot").wait_for(timeout=30_000)
-    assert frame.locator(".qa-progress").count() == 0
-    assert frame.locator(".cmp-scores tbody tr").count() == 3
-    chosen = frame.locator(".cmp-scores td.cmp-chosen").count()
-    assert chosen >= 1 and bars(frame) == [chosen]
-    assert "layers compressed" in frame.locator(".cmp-verdict").inner_text()
+    rows, chosen, bars = until(tab, FINISHED, timeout_s=120)
+    assert rows == 3 and chosen >= 1 and bars == [chosen], (rows, chosen, bars)
     screenshot(page, f"compression_done_{load_fast}.png")
     errors = [e for e in page.errors if "favicon" not in e]
     assert not errors, errors

@@ -9,7 +9,11 @@ import time
 
 import pytest
 
-from tests.helpers import chromium_page, plugin_frame, screenshot, tensorboard_server, wait_for_tab
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import expect
+
+from tests.helpers import (GATE_CODE, chromium_page, open_gate, plugin_frame, screenshot,
+                           tab_frame, tensorboard_server, until, wait_for_tab)
 
 pytestmark = pytest.mark.e2e  # a real TensorBoard and headless Chromium
 
@@ -42,6 +46,15 @@ def select_runs(frame, names):
     frame.locator(f"main[data-runs='{joined}']").wait_for(timeout=20_000)
 
 
+# Points per drawn chart under the selector `arg`, once every chart there has some
+# (per-channel charts arrive later, from /detail); false until then.
+CHARTS_DRAWN = """(scope) => { const root = document.querySelector(scope); if (!root) return false;
+    const charts = Array.from(root.querySelectorAll('.js-plotly-plot'));
+    const points = charts.map((chart) => (chart._fullData || []).reduce((n, trace) =>
+        n + (trace.y || []).filter((v) => v !== null && v !== undefined).length, 0));
+    return charts.length && points.every((n) => n > 0) ? points : false; }"""
+
+
 def chart_points(frame, scope="body"):
     """Data points per drawn chart under `scope` (one number per chart)."""
     return frame.locator(scope).first.evaluate(
@@ -60,28 +73,26 @@ def test_quant_analyzer_tab_shows_every_analysis_with_data(server, dashboard_log
         frame = open_tab(page, url, "quant_analyzer")
         select_runs(frame, ["analyzer"])
         frame.get_by_text("Headline findings").wait_for()
-        assert frame.locator(".qa-card").count() >= 5
+        frame.locator(".qa-card").nth(4).wait_for()  # at least five cards
         for view in QA_VIEWS:
             frame.locator(f"button.qa-tab[data-view='{view}']").click()
             panel = f".qa-panel[data-view='{view}']"
             frame.locator(f"{panel} .js-plotly-plot").first.wait_for(timeout=20_000)
-            page.wait_for_timeout(300)  # per-channel charts arrive from /detail
-            points = chart_points(frame, panel)
+            points = until(tab_frame(page, "quant_analyzer"), CHARTS_DRAWN, 60, arg=panel)
             assert points and all(n > 0 for n in points), (view, points)
         screenshot(page, f"quant_analyzer_histograms_{loader}.png")
         frame.locator("button.qa-tab[data-view='layers']").click()
         rows = frame.locator(".qa-panel[data-view='layers'] tbody tr")
-        assert rows.count() == len(dashboard_logs["analysis"].layers)
+        expect(rows).to_have_count(len(dashboard_logs["analysis"].layers))
         # a "most suspicious layer" is named only when it crosses a headline card's
         # stated rule: it is the first layer of such a card
         suspect = frame.locator(".qa-suspect").inner_text()
-        firsts = frame.locator(".qa-card li:first-child button")
-        first_layers = [firsts.nth(i).inner_text() for i in range(firsts.count())]
+        first_layers = frame.locator(".qa-card li:first-child button").all_inner_texts()
         if suspect.startswith("Most suspicious layer: "):
             assert suspect.split(": ")[1].split(" ")[0] in first_layers, (suspect, first_layers)
         else:
             assert suspect.startswith("Nothing stands out"), suspect
-        assert "Thresholds" in frame.locator(".qa-panel[data-view='layers']").inner_text()
+        expect(frame.locator(".qa-panel[data-view='layers']")).to_contain_text("Thresholds")
         screenshot(page, f"quant_analyzer_layers_{loader}.png")
         assert not errors_of(page), page.errors
 
@@ -95,27 +106,26 @@ def test_a_ptq_run_has_its_layer_table_linked_to_the_graphs_tab(server, dashboar
         frame.locator("button.qa-tab[data-view='layers']").click()
         panel = frame.locator(".qa-panel[data-view='layers']")
         quantized = [n for n, p in info.plan.items() if p.quantized]
-        assert panel.locator("tbody tr").count() == len(quantized)
-        assert "memory" in frame.locator(".qa-facts").first.inner_text()
+        expect(panel.locator("tbody tr")).to_have_count(len(quantized))
+        expect(frame.locator(".qa-facts").first).to_contain_text("memory")
         frame.locator("button.qa-tab[data-view='sqnr']").click()
         frame.locator(".qa-panel[data-view='sqnr'] .js-plotly-plot").first.wait_for()
         assert all(n > 0 for n in chart_points(frame, ".qa-panel[data-view='sqnr']"))
         frame.locator("button.qa-tab[data-view='layers']").click()
         link = panel.locator("a.qa-graph-link", has_text="stem")
-        assert "run=ptq_cle%2F06_quantized_model" in link.get_attribute("href")
+        assert "run=ptq_cle%2F07_quantized_model" in link.get_attribute("href")
         link.click()
-        page.wait_for_url("**#graphs&run=ptq_cle%2F06_quantized_model", timeout=20_000)
-        page.wait_for_timeout(3000)  # the run list arrives, the menu resets, the link sets it back
+        page.wait_for_url("**#graphs&run=ptq_cle%2F07_quantized_model", timeout=20_000)
         # the graph drawn is the quantized model's (the run menu says so, and the
         # folded batch norm of the first stage's graph is gone)
         page.wait_for_function(
             """() => { const d = document.querySelector('tf-graph-dashboard');
-                       return d && d._selection && d._selection.run === 'ptq_cle/06_quantized_model'; }""",
+                       return d && d._selection && d._selection.run === 'ptq_cle/07_quantized_model'; }""",
             timeout=60_000)
-        page.locator("paper-dropdown-menu", has_text="ptq_cle/06_quantized_model").first.wait_for(
+        page.locator("paper-dropdown-menu", has_text="ptq_cle/07_quantized_model").first.wait_for(
             state="visible", timeout=30_000)
         page.locator('g.node[data-name="stem"]').first.wait_for(timeout=60_000)
-        assert page.locator('g.node[data-name^="batch_normalization"]').count() == 0
+        expect(page.locator('g.node[data-name^="batch_normalization"]')).to_have_count(0)
         screenshot(page, f"graphs_from_layer_link_{loader}.png")
         assert not errors_of(page), page.errors
 
@@ -125,14 +135,14 @@ def test_two_ptq_runs_side_by_side(server, dashboard_logs):
     with chromium_page() as page:
         frame = open_tab(page, url, "quant_analyzer")
         select_runs(frame, ["ptq_cle", "ptq_default"])
-        assert "Comparing 2 runs" in frame.locator("h1").first.inner_text()
+        expect(frame.locator("h1").first).to_contain_text("Comparing 2 runs")
         traces = frame.locator(".js-plotly-plot").first.evaluate(
             "(chart) => chart._fullData.map((t) => [t.name, t.y.filter((v) => v !== null).length])")
         names = {name.split(":")[0] for name, n in traces if n > 0}
         assert names == {"ptq_cle", "ptq_default"}, traces
         layers = len(dashboard_logs["info_cle"].plan)
-        assert frame.locator(".qa-compare-section").last.locator("tbody tr").count() == layers
-        assert "better at" in frame.locator(".qa-compare-verdict").inner_text()
+        expect(frame.locator(".qa-compare-section").last.locator("tbody tr")).to_have_count(layers)
+        expect(frame.locator(".qa-compare-verdict")).to_contain_text("better at")
         screenshot(page, f"quant_analyzer_compare_{loader}.png")
         assert not errors_of(page), page.errors
 
@@ -142,8 +152,9 @@ def test_unreadable_payloads_show_a_message_not_a_blank_tab(server):
     with chromium_page() as page:
         frame = open_tab(page, url, "quant_analyzer")
         select_runs(frame, ["broken"])
-        problems = frame.locator(".qa-problems").first.inner_text()
-        assert "could not be read" in problems and "Upgrade mct-logger" in problems
+        problems = frame.locator(".qa-problems").first
+        expect(problems).to_contain_text("could not be read")
+        expect(problems).to_contain_text("Upgrade mct-logger")
         assert not errors_of(page), page.errors
 
 
@@ -154,8 +165,10 @@ def test_cle_tab_shows_ranges_scale_factors_and_weight_quantization(server, dash
         select_runs(frame, ["ptq_cle"])
         verdict = frame.locator(".cle-verdict").inner_text()
         assert "Cross-layer equalization was applied" in verdict
-        page.wait_for_timeout(500)  # per-channel charts arrive from /detail
-        points = chart_points(frame)
+        points = until(tab_frame(page, "cle"), """() => { const charts = Array.from(
+            document.querySelectorAll('.js-plotly-plot')).map((c) => (c._fullData || []).reduce(
+            (n, t) => n + (t.y || []).filter((v) => v !== null && v !== undefined).length, 0));
+            return charts.length >= 6 && charts.every((n) => n > 0) ? charts : false; }""", 60)
         assert len(points) >= 6 and all(n > 0 for n in points), points
         text = frame.locator("main").inner_text()
         for heading in ("Layers ranked by channel-range spread", "Per-channel weight ranges",
@@ -164,13 +177,16 @@ def test_cle_tab_shows_ranges_scale_factors_and_weight_quantization(server, dash
             assert heading in text
         screenshot(page, f"cle_{loader}.png")
         select_runs(frame, ["ptq_default"])
-        assert "cross-layer equalization" in frame.locator(".cle-verdict").inner_text().lower()
-        assert "CLE off" in frame.locator(".qa-facts").first.inner_text()
+        expect(frame.locator(".cle-verdict")).to_contain_text("cross-layer equalization",
+                                                              ignore_case=True)
+        expect(frame.locator(".qa-facts").first).to_contain_text("CLE off")
         assert not errors_of(page), page.errors
 
 
-LIVE_SCRIPT = textwrap.dedent("""
-    import os, sys, time
+# Each evaluation waits at the test's gate (tests.helpers.GATE_CODE): the analysis
+# is held at the points the test looks at, however loaded the machine.
+LIVE_SCRIPT = GATE_CODE + textwrap.dedent("""
+    import os, sys
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     import keras
     import mct_logger
@@ -180,58 +196,74 @@ LIVE_SCRIPT = textwrap.dedent("""
     model = build_digits_cnn()
     mct_logger.set_log_folder(sys.argv[1], run_name="live")
     def evaluate(m):
-        time.sleep(float(sys.argv[2]))
+        gate(sys.argv[2])
         return float((m.predict(data.x_test[:64], verbose=0).argmax(-1) == data.y_test[:64]).mean())
     analyzer = mct_logger.QuantAnalyzer(
         model, lambda m: m.predict(data.x_train[:64], verbose=0), evaluate)
     analyzer.analyze(results_dir=sys.argv[3])
 """)
 
+# the progress text once it differs from `arg` (null while there is none)
+PROGRESS_CHANGED = """(seen) => { const p = document.querySelector('main .qa-progress');
+    const text = p ? p.innerText : null; return text && text !== seen ? text : false; }"""
+PER_LAYER = ".qa-panel[data-view='per-layer']"
+# points per chart under `arg` once the first chart has some (the others may be empty)
+FIRST_CHART_DRAWN = """(scope) => { const root = document.querySelector(scope); if (!root) return false;
+    const points = Array.from(root.querySelectorAll('.js-plotly-plot')).map((chart) =>
+        (chart._fullData || []).reduce((n, trace) =>
+            n + (trace.y || []).filter((v) => v !== null && v !== undefined).length, 0));
+    return points.length && points[0] > 0 ? points : false; }"""
+
+
+def _counts(text):
+    """(done, total) of a progress text such as "...: 7 of 20 evaluations, ... left"."""
+    return int(text.split(": ")[1].split(" of ")[0]), int(text.split(" of ")[1].split(" ")[0])
+
 
 @pytest.mark.parametrize("load_fast", ["true", "false"])
 def test_a_running_analysis_fills_the_tab_in_live(tmp_path, load_fast):
-    logdir = tmp_path / "logs"
+    logdir, gate = tmp_path / "logs", tmp_path / "gate"
     logdir.mkdir()
+    gate.mkdir()
+    open_gate(gate, 1)
     analysis = subprocess.Popen(
-        [sys.executable, "-c", LIVE_SCRIPT, str(logdir), "0.7", str(tmp_path / "results")],
+        [sys.executable, "-c", LIVE_SCRIPT, str(logdir), str(gate), str(tmp_path / "results")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 120
-        while not list(logdir.glob("live/quant_analyzer/events.*")) and time.time() < deadline:
-            assert analysis.poll() is None, analysis.stderr.read()
-            time.sleep(0.5)
+        deadline = time.time() + 480
         with tensorboard_server(logdir, load_fast) as url, chromium_page() as page:
             frame = wait_for_tab(page, url, "quant_analyzer", "main[data-ready='true']",
-                                 time.time() + 360)
-            progress = frame.locator(".qa-progress")
-            progress.wait_for(timeout=60_000)
-            seen = set()
-            partial = None
-            while analysis.poll() is None and time.time() < deadline + 120:
-                if progress.count():
-                    text = progress.first.inner_text()
-                    seen.add(text)
-                    enabled = frame.locator("button.qa-tab[data-view='per-layer']")
-                    done = int(text.split(": ")[1].split(" of ")[0])
-                    total = int(text.split(" of ")[1].split(" ")[0])
-                    if 3 < done < total and partial is None and enabled.count():
-                        enabled.click()
-                        chart = frame.locator(".qa-panel[data-view='per-layer'] .js-plotly-plot")
-                        if chart.count():
-                            points = chart_points(frame, ".qa-panel[data-view='per-layer']")
-                            if points and 0 < points[0] < total:
-                                partial = (text, points)
-                                screenshot(page, f"quant_analyzer_live_{load_fast}.png")
-                time.sleep(0.5)
-            assert analysis.wait(timeout=120) == 0, analysis.stderr.read()
-            assert partial is not None, seen
+                                 deadline, writer=analysis)
+            tab = tab_frame(page, "quant_analyzer")
+            seen, partial, calls = [None], None, 1
+            # one more evaluation at a time; the analysis waits at the gate, so what the
+            # tab shows stays put while it is read
+            while partial is None:
+                assert time.time() < deadline and analysis.poll() is None, (seen, analysis.poll())
+                calls += 1
+                open_gate(gate, calls)
+                try:
+                    seen.append(until(tab, PROGRESS_CHANGED, timeout_s=20, arg=seen[-1]))
+                except PlaywrightTimeout:  # throttled: not published yet; go on
+                    continue
+                done, total = _counts(seen[-1])
+                if 4 < done < total:  # a per-layer row is in: its chart is partial
+                    frame.locator("button.qa-tab[data-view='per-layer']").click()
+                    points = until(tab, FIRST_CHART_DRAWN, 60, arg=PER_LAYER)
+                    assert 0 < points[0] < total, (seen[-1], points)
+                    partial = (seen[-1], points)
+                    screenshot(page, f"quant_analyzer_live_{load_fast}.png")
             assert "left" in partial[0], partial
-            assert len(seen) >= 2, seen  # the count moved while we watched
+            assert len(seen) >= 3, seen  # the count moved while we watched
+            open_gate(gate, 10_000)
+            assert analysis.wait(timeout=300) == 0, analysis.stderr.read()
             # when it ends, the tab redraws complete without anyone pressing anything
-            frame.locator("main[data-ready='true'] .qa-progress").wait_for(state="detached", timeout=30_000)
+            frame.locator("main[data-ready='true'] .qa-progress").wait_for(state="detached",
+                                                                           timeout=120_000)
             frame.locator("button.qa-tab[data-view='per-layer']").click()
-            points = chart_points(frame, ".qa-panel[data-view='per-layer']")
-            assert points[0] == points[1] and points[0] > partial[1][0], (points, partial)
+            points = until(tab, """(scope) => { const f = (""" + CHARTS_DRAWN + """)(scope);
+                return f && f[0] === f[1] ? f : false; }""", 60, arg=PER_LAYER)
+            assert points[0] > partial[1][0], (points, partial)
             assert not errors_of(page), page.errors
     finally:
         if analysis.poll() is None:

@@ -4,7 +4,7 @@ import pytest
 
 import mct_logger
 from mct_logger.demo import build_digits_cnn, load_digits_split
-from tests.helpers import chromium_page, screenshot, tensorboard_server
+from tests.helpers import chromium_page, retry, screenshot, tensorboard_server
 
 pytestmark = pytest.mark.e2e  # a real TensorBoard and headless Chromium
 
@@ -31,14 +31,17 @@ def test_graphs_histograms_scalars_and_images_show_data(logdir, load_fast):
         page.goto(url + "#graphs")
         page.wait_for_selector("tf-graph-dashboard paper-dropdown-menu", timeout=60_000)
         page.locator("paper-dropdown-menu", has_text="digits/00_initial_graph").click()
-        page.locator("paper-item", has_text="digits/06_quantized_model").click()
-        page.wait_for_timeout(1500)  # the run's tags load before the tag menu is usable
-        page.locator("paper-dropdown-menu", has_text="Default").click()
-        page.locator("paper-item", has_text="Resources").click()
-        page.wait_for_timeout(3000)  # graph and run metadata load, then the graph renders
-        page.locator('g.node[data-name="stem"] .nodeshape').first.click(force=True, timeout=60_000)
+        page.locator("paper-item", has_text="digits/07_quantized_model").click()
+        # the run's tags load before the tag menu offers "Resources": open it until it does
+        resources = page.locator("paper-item", has_text="Resources")
+        retry(lambda: (page.locator("paper-dropdown-menu", has_text="Default").click(),
+                       resources.first.wait_for(state="visible", timeout=5_000)))
+        resources.first.click()
+        # graph and run metadata load, then the graph renders: click the node until
+        # its card shows the memory stats
         stats = page.locator("tf-node-info .node-stats").first
-        stats.wait_for(timeout=30_000)
+        retry(lambda: (page.locator('g.node[data-name="stem"] .nodeshape').first.click(
+            force=True, timeout=60_000), stats.wait_for(timeout=5_000)))
         text = stats.inner_text()
         assert "Memory" in text and ("KB" in text or " B" in text), text
         # readable quantization attributes in the same card
@@ -53,8 +56,8 @@ def test_graphs_histograms_scalars_and_images_show_data(logdir, load_fast):
         # Histograms: float (statistics run) and quantized (final run) under one tag
         page.goto(url + "#histograms")
         page.get_by_text("activations/classifier").first.wait_for(timeout=60_000)
-        page.wait_for_timeout(2000)
-        assert page.locator("tf-histogram-dashboard svg path").count() > 0
+        page.locator("tf-histogram-dashboard svg path").first.wait_for(state="attached",
+                                                                       timeout=60_000)
         screenshot(page, f"histograms_{load_fast}.png")
 
         # Scalars: per-channel min/max/mean charts
@@ -65,8 +68,7 @@ def test_graphs_histograms_scalars_and_images_show_data(logdir, load_fast):
         # Images: all 20 per-sample similarity plots plus the summary
         page.goto(url + "#images")
         page.get_by_text("cosine_similarity/sample_00").first.wait_for(timeout=60_000)
-        page.wait_for_timeout(2000)
-        loaded = page.evaluate(
+        loaded = page.wait_for_function(  # images decode after their cards are drawn
             """() => {
                 const found = [];
                 const walk = (root) => root.querySelectorAll('*').forEach((el) => {
@@ -74,9 +76,8 @@ def test_graphs_histograms_scalars_and_images_show_data(logdir, load_fast):
                     if (el.shadowRoot) walk(el.shadowRoot);
                 });
                 walk(document);
-                return found.length;
-            }"""
-        )
+                return found.length >= 2 ? found.length : false;
+            }""", timeout=60_000).json_value()
         assert loaded >= 2
         screenshot(page, f"images_{load_fast}.png")
         # the 20th sample and the summary are there too (past the first page)

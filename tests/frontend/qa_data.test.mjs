@@ -178,3 +178,21 @@ test("score axes: the eval set's 1/N resolution found, constants get a tight ran
   const spanned = scoreRange([0.99, 0.995, 1.0], 1 / 449);
   assert.ok(spanned[0] < 0.99 && spanned[1] > 1.0);
 });
+
+test("layerRows carries a PTQ run's AdaRound columns; runs without them have none", () => {
+  const layerTable = {
+    samples: 20, adaround: true,
+    rows: [
+      { layer: "conv", class: "Conv2D", quantized: true, adaround_loss_nearest: 0.02,
+        adaround_loss: 0.01, adaround_flipped: 0.12 },
+      { layer: "flat", class: "Flatten", quantized: false, adaround_loss_nearest: null,
+        adaround_loss: null, adaround_flipped: null },
+    ],
+  };
+  const rows = layerRows({ layer_table: layerTable });
+  assert.equal(rows[0].adaround_loss, 0.01);
+  assert.equal(rows[0].adaround_flipped, 0.12);
+  assert.equal(rows[1].adaround_loss, null);
+  const plain = layerRows({ layer_table: { samples: 20, rows: [{ layer: "conv", quantized: true }] } });
+  assert.equal(plain[0].adaround_loss, undefined);
+});

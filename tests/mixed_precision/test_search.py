@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 
 import mct_logger
 from mct_logger.demo import accuracy, load_digits_split, train_digits_cnn
@@ -285,8 +286,8 @@ def test_the_recommended_run_is_logged_and_compared_with_the_baseline_in_tensorb
         search = frame.locator(".qa-mp-section", has_text="Mixed-precision search")
         search.locator(".js-plotly-plot").wait_for(timeout=20_000)
         assert all(n > 0 for n in chart_points(frame, ".qa-mp-section"))
-        assert search.locator("tbody tr").first.count() and \
-            search.locator("table").first.locator("tbody tr").count() == len(result.layers)
+        expect(search.locator("table").first.locator("tbody tr")).to_have_count(len(result.layers))
+        expect(frame.locator(".qa-compare-verdict")).to_contain_text(f"{recommended} vs")
         verdict = frame.locator(".qa-compare-verdict").inner_text()
         assert f"{recommended} vs {baseline}" in verdict, verdict  # recommended last
         assert f"weight bits changed at {changed} layers" in verdict and "memory −" in verdict

@@ -55,7 +55,7 @@ def test_runs_group_stage_runs_by_log_folder(client, dashboard_logs):
     assert names == ["analyzer", "broken", "ptq_cle", "ptq_default"]
     ptq = next(r for r in qa["runs"] if r["name"] == "ptq_cle")
     assert set(ptq["kinds"]) == {"layer_table"}
-    assert ptq["kinds"]["layer_table"]["run"] == "ptq_cle/07_similarity_analysis"
+    assert ptq["kinds"]["layer_table"]["run"] == "ptq_cle/08_similarity_analysis"
     analyzer = next(r for r in qa["runs"] if r["name"] == "analyzer")
     assert {"sensitivity", "per_layer_quant_enabled", "per_layer_quant_disabled", "per_layer_sqnr",
             "min_max_ranges", "histograms", "weight_sqnr", "per_layer_mse_loss",
@@ -99,7 +99,7 @@ def test_every_ptq_run_feeds_the_layer_table(client, dashboard_logs):
         table = get(client, f"/data/plugin/quant_analyzer/tables?run={run}")["tables"]["layer_table"]
         similarity = info.stage_results["similarity_analysis"]
         assert [r["layer"] for r in table["rows"]] == list(info.plan)
-        assert table["graph_run"] == "06_quantized_model"
+        assert table["graph_run"] == "07_quantized_model"
         assert table["samples"] == similarity.num_samples
         # the headline numbers, by the same definition (a fused output counted once)
         assert (table["memory_before"], table["memory_after"]) == (info.memory_before, info.memory_after)

@@ -121,7 +121,7 @@ def test_full_disk_mid_run_returns_the_model_with_one_warning(small_disk, caplog
     _assert_readable(folder)
     with tensorboard_provider(folder, "python") as (data, ctx, eid):
         runs = {r.run_name for r in data.list_runs(ctx, experiment_id=eid)}
-    assert {"r/00_initial_graph", "r/03_statistics_collection", "r/06_quantized_model"} <= runs
+    assert {"r/00_initial_graph", "r/03_statistics_collection", "r/07_quantized_model"} <= runs
 
 
 class _BrokenPlotListener(TensorBoardListener):
@@ -241,7 +241,7 @@ def test_four_threads_racing_for_one_run_name_each_get_their_own_folder(tmp_path
     folders = sorted(d for d in os.listdir(tmp_path) if os.path.isdir(tmp_path / d))
     assert folders == ["sweep", "sweep_2", "sweep_3", "sweep_4"]
     for folder in folders:
-        assert os.path.isdir(tmp_path / folder / "06_quantized_model")
+        assert os.path.isdir(tmp_path / folder / "07_quantized_model")
 
 
 def test_two_processes_racing_for_one_run_name_each_get_their_own_folders(tmp_path):
@@ -296,7 +296,7 @@ def test_failed_set_log_folder_leaves_the_previous_setting_whole(tmp_path):
         mct_logger.set_log_folder(blocker / "logs")
     assert mct_logger.get_log_folder() == str(kept)
     mct_logger.keras_post_training_quantization(_model(), _data(), QUICK)
-    assert os.path.isdir(kept / "ok" / "06_quantized_model")
+    assert os.path.isdir(kept / "ok" / "07_quantized_model")
     assert "PTQ stage quantized_model done" in (kept / "mct_logger.log").read_text()
 
 
@@ -355,7 +355,7 @@ def test_long_model_names_are_shortened_with_a_hash(tmp_path):
         assert folder.startswith("m" * 40)
     with tensorboard_provider(tmp_path, "python") as (data, ctx, eid):
         runs = {r.run_name for r in data.list_runs(ctx, experiment_id=eid)}
-    assert {f"{f}/06_quantized_model" for f in folders} <= runs
+    assert {f"{f}/07_quantized_model" for f in folders} <= runs
 
 
 def test_text_log_removed_while_logging_is_recreated(tmp_path):
@@ -418,11 +418,11 @@ def test_huge_values_log_finite_sqnr_and_every_similarity_plot(tmp_path, caplog)
     result = info.stage_results["similarity_analysis"]
     assert np.isfinite(result.cosine).all() and np.isfinite(result.cosine_isolated).all()
     sqnr = {path: _scalars(tmp_path, f"sqnr_db/{path}") for path in ("accumulated", "isolated")}
-    assert all(list(runs) == ["r/07_similarity_analysis"] for runs in sqnr.values())
+    assert all(list(runs) == ["r/08_similarity_analysis"] for runs in sqnr.values())
     values = [v for runs in sqnr.values() for run in runs.values() for v in run]
     assert len(values) == 2 * len(result.nodes) and np.isfinite(values).all()
     assert all(v > 20 for v in values)  # 8-bit grids at 1e30 are as good as at 1
-    images = [f for f in os.listdir(tmp_path / "r" / "07_similarity_analysis")]
+    images = [f for f in os.listdir(tmp_path / "r" / "08_similarity_analysis")]
     assert images  # the per-sample plots were drawn
 
 
@@ -455,7 +455,7 @@ def test_every_layer_kept_in_float_is_logged_and_returns_the_model(tmp_path, cap
         read = data.read_tensors(ctx, experiment_id=eid, plugin_name="text", downsample=10)
     # every stage up to the quantized model is logged; with no quantized node
     # there is nothing to compare, so no similarity stage runs
-    assert "r/06_quantized_model" in read and "r/07_similarity_analysis" not in read
+    assert "r/07_quantized_model" in read and "r/08_similarity_analysis" not in read
 
 
 def test_a_failing_similarity_analysis_is_one_warning_and_the_model_is_returned(
@@ -480,7 +480,7 @@ def test_a_failing_similarity_analysis_is_one_warning_and_the_model_is_returned(
         "the similarity analysis failed: RuntimeError")
     with tensorboard_provider(tmp_path, "python") as (data, ctx, eid):
         read = data.read_tensors(ctx, experiment_id=eid, plugin_name="text", downsample=10)
-    summary = read["r/07_similarity_analysis"]["summary"][0].numpy.item().decode()
+    summary = read["r/08_similarity_analysis"]["summary"][0].numpy.item().decode()
     assert "skipped: the similarity analysis failed" in summary
 
 
@@ -499,4 +499,4 @@ def test_text_log_that_cannot_be_written_is_one_warning_and_logging_goes_on(
     assert len(failed) == 1 and str(tmp_path / "mct_logger.log") in failed[0]
     assert ("IsADirectoryError" if holder == "folder" else "not a regular file") in failed[0]
     assert "later warnings still shown" in caplog.text
-    assert os.path.isdir(tmp_path / "r" / "06_quantized_model")  # TensorBoard logging went on
+    assert os.path.isdir(tmp_path / "r" / "07_quantized_model")  # TensorBoard logging went on

@@ -51,7 +51,7 @@ def test_cle_and_bias_correction_summaries_list_what_changed(tmp_path):
     assert "ReLU6 replaced by ReLU (changes the float model): `relu6`" in text
 
     corrections = info.stage_results["bias_correction"].corrections
-    text = _summaries(tmp_path / "on")["05_bias_correction"]
+    text = _summaries(tmp_path / "on")["06_bias_correction"]
     assert f"corrected {len(corrections)} layer(s) (empirical, 32 samples" in text
     assert corrections
     for node, correction in corrections.items():
