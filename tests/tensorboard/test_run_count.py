@@ -60,8 +60,9 @@ def test_the_readme_flow_on_one_model_stays_under_40_runs(tmp_path, caplog):
                                       forward_pass_callback=lambda m: m.predict(x, verbose=0))
     finally:
         mct_logger.set_log_folder(None)
-    # one PTQ call: a run per stage (8), min/max/mean and accumulated/isolated are tags
-    assert len(ptq_runs) == 8, sorted(ptq_runs)
+    # one PTQ call: a run per stage it ran (stages turned off write none), min/max/mean
+    # and accumulated/isolated are tags
+    assert len(ptq_runs) <= 8, sorted(ptq_runs)
     runs = _tensorboard_runs(logs)
     assert len(runs) < 40, sorted(runs)
     # recommend() with nothing to change logs the baseline once, and says so
