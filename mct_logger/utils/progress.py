@@ -72,14 +72,15 @@ class PlainProgress:
     """Plain progress lines: "QuantAnalyzer evaluation 27 of 268 (10%), 1.4 min
     elapsed, about 13 min left", one each time the count has moved on by 10% of
     `total` and 30 s have passed since the last line (whichever comes later),
-    and one at the end; each to `stream` (stdout by default; None for none) and
+    and one at the end; each to `stream` (sys.stdout when written, by default;
+    None for none) and
     to the "mct_logger" log at INFO level.
     """
 
     STEP = 0.1  # of total
     SECONDS = 30.0
 
-    def __init__(self, total: int, unit_name: str, stream=sys.stdout):
+    def __init__(self, total: int, unit_name: str, stream="stdout"):
         self.total, self.unit_name = max(int(total), 1), unit_name
         self.stream = stream
         self.started = self._last_time = time.time()
@@ -108,8 +109,8 @@ class PlainProgress:
 
     def _emit(self, line: str) -> None:
         self.lines.append(line)
-        if self.stream is not None:
-            print(line, file=self.stream, flush=True)
+        if self.stream is not None:  # "stdout": the sys.stdout of the moment
+            print(line, file=sys.stdout if self.stream == "stdout" else self.stream, flush=True)
         logger.info("%s", line)
 
 
