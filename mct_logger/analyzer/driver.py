@@ -364,7 +364,7 @@ class _Analysis:
         """Keeps `table` for the report and gives it, with its "worst_layers"
         ranking, to every analysis listener (again each time it grows); the summary stamped."""
         with self._lock:
-            if kind == "summary":
+            if kind == "summary" and table.get("status") == "running":
                 liveness.stamp(table)
             self.tables[kind] = table
             if self.listeners:
