@@ -221,8 +221,8 @@ export function sensitivityVerdict(table) {
   const scale = Math.max(Math.abs(fp32), 1e-12);
   const full = table.fully_quantized;
   const total = isNumber(full)
-    ? ` Fully quantized (${labels.fully_quantized}): ${formatNumber(full, 4)}, ` +
-      `${formatNumber(fp32 - full, 3)} below FP32.`
+    ? ` Fully quantized (${labels.fully_quantized}): ${formatScoreBeside(full, fp32 - full)}, ` +
+      (fp32 === full ? "the same as FP32." : `${formatNumber(fp32 - full, 3)} below FP32.`)
     : "";
   return sideVerdict(dropW, dropA, scale, labels) + total;
 }

@@ -72,7 +72,8 @@ class PlainProgress:
     """Plain progress lines: "QuantAnalyzer evaluation 27 of 268 (10%), 1.4 min
     elapsed, about 13 min left", one each time the count has moved on by 10% of
     `total` and 30 s have passed since the last line (whichever comes later),
-    and one at the end; each to `stream` (stdout by default; None for none) and
+    and one at the end; each to `stream` (sys.stdout when written, by default;
+    None for none) and
     to the "mct_logger" log at INFO level.
     """
 

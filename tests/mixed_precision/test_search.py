@@ -266,11 +266,14 @@ def test_the_recommended_run_is_logged_and_compared_with_the_baseline_in_tensorb
                  read_payloads(provider, ctx, eid, "quant_analyzer", problems=problems)}
     assert not problems
     # a comparison run writes its graph and its layer table only, labelled by origin
+    from mct_logger.ptq.pipeline import STAGES
+
+    similarity = f"{STAGES.index('similarity_analysis'):02d}_similarity_analysis"
     assert sorted(n for n in os.listdir(tmp_path / recommended) if n[0] != ".") == \
-        ["07_quantized_model", "08_similarity_analysis"]
-    assert kinds[(f"{recommended}/08_similarity_analysis", "layer_table")]["run_info"][
+        [f"{STAGES.index('quantized_model'):02d}_quantized_model", similarity]
+    assert kinds[(f"{recommended}/{similarity}", "layer_table")]["run_info"][
         "label"].startswith("search: recommended, W")
-    assert kinds[(f"{recommended}/08_similarity_analysis", "mixed_precision_search")]["layers"] == \
+    assert kinds[(f"{recommended}/{similarity}", "mixed_precision_search")]["layers"] == \
         result.table()["layers"]
     tables = {run.split("/")[0]: t for (run, kind), t in kinds.items() if kind == "layer_table"}
     bits = {run: {r["layer"]: r["weight_bits"] for r in t["rows"] if r["weight_bits"]}

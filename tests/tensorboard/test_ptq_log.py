@@ -174,7 +174,8 @@ def test_every_channel_min_max_mean_is_kept(logged, provider):
     assert charts["channel_stats/conv"] == [r"^channel_stats/conv/(min|max|mean)$"]
     assert charts["channel_stats/relu [1000-1199]"] == [
         r"^channel_stats/relu\ \[1000\-1199\]/(min|max|mean)$"]
-    sqnr = _layout(provider, f"{run_folder}/08_similarity_analysis")
+    index = STAGES.index("similarity_analysis")
+    sqnr = _layout(provider, f"{run_folder}/{index:02d}_similarity_analysis")
     assert list(sqnr.values()) == [[r"^sqnr_db/(accumulated|isolated)$"]]
 
 
