@@ -249,9 +249,13 @@ def _conversion_message(exc, model, graph) -> str:
 @contextlib.contextmanager
 def _quiet():
     """Keeps TensorFlow's converter chatter at error level (its warning that a
-    quantized input has no statistics does not apply: the FakeQuant op carries them)."""
+    quantized input has no statistics does not apply: the FakeQuant op carries them),
+    and takes back the root handler the converter installs (`logging.basicConfig`
+    style), which would print every later log line of the process a second time."""
     tf_logger = logging.getLogger("tensorflow")
     level = tf_logger.level
+    root = logging.getLogger()
+    handlers = list(root.handlers)
     tf_logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
@@ -259,6 +263,8 @@ def _quiet():
             yield
     finally:
         tf_logger.setLevel(level)
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
 
 
 def _write_bytes(path: str, content: bytes) -> None:
