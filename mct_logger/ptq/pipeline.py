@@ -298,6 +298,9 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         analyze = False
     analyze = analyze and address_space.afford("The similarity analysis", working_set_bytes(
         graph, config.similarity_samples) + address_space.THREAD_RESERVE)
+    # the first similarity_samples samples: read once, by the similarity stage or, on
+    # first use, by export_litert (a PTQ call that needs neither reads no more data)
+    parity_samples = SamplesOnce(batches, config.similarity_samples)
     similarity = None
     if analyze and batches:
         # The similarity analysis needs only the graphs and the grids: it runs on a
@@ -307,8 +310,9 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         histograms = {n: tuple(a[0] for a in s.histogram()) for n, s in statistics.items()}
         rounding = run.results.get("adaround")
         similarity = run.start(
-            "similarity_analysis", _similarity_stage, graph, plan, params.encodings, batches,
-            config.similarity_samples, histograms, corrected, config_to_dict(config)["config"],
+            "similarity_analysis", _similarity_stage, graph, plan, params.encodings,
+            parity_samples, config.similarity_samples, histograms, corrected,
+            config_to_dict(config)["config"],
             rounding.columns() if hasattr(rounding, "columns") else None,
         )
     try:
@@ -332,17 +336,35 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         stage_results=dict(run.results),
         listener_seconds=dict(run.listener_seconds),
         quantized_graph=corrected,
-        parity_samples=first_samples(batches, config.similarity_samples) if batches else None,
+        parity_source=parity_samples if batches else None,
     )
     return result.model, info
+
+
+class SamplesOnce:
+    """The first `samples` samples of `batches` (`first_samples`), read on the first
+    call and kept: the similarity stage and `export_litert`'s parity share one read."""
+
+    def __init__(self, batches, samples: int):
+        self.batches, self.samples = batches, samples
+        self.lock = threading.Lock()
+        self.read: list | None = None
+
+    def __call__(self) -> list:
+        with self.lock:
+            if self.read is None:
+                self.read = first_samples(self.batches, self.samples)
+                self.batches = None  # the source is no longer held
+            return self.read
 
 
 def _similarity_stage(graph: Graph, plan, encodings, batches, samples, histograms, corrected,
                       config: dict | None = None, adaround=None):
     """The similarity analysis. A diagnosis only: if it fails, the failure is one
-    warning and the stage is skipped; the quantized model is still returned."""
+    warning and the stage is skipped; the quantized model is still returned.
+    `batches` is the run's `SamplesOnce` (the samples read once, shared with the export)."""
     try:
-        result = analyze_similarity(graph, plan, encodings, batches, samples, histograms,
+        result = analyze_similarity(graph, plan, encodings, batches(), samples, histograms,
                                     quantized_graph=corrected)
     except Exception as exc:  # reported here, as the one warning of this stage
         logger.warning("The similarity analysis failed (%s: %s); PTQ goes on and returns the "

@@ -154,7 +154,7 @@ class QuantizationInfo:
         stage_results: stage name -> the stage's result dataclass.
         quantized_graph: the graph the quantized model is built from: `float_graph`
             with bias-corrected biases (the same graph when bias correction is off).
-        parity_samples: the first `similarity_samples` samples, `export_litert`'s default data.
+        parity_source: a zero-argument callable giving `parity_samples` (read once).
         run_id: this run's id for listeners of later events on it (`listeners.new_run_id`).
     """
 
@@ -169,8 +169,15 @@ class QuantizationInfo:
     stage_results: dict
     listener_seconds: dict = dataclasses.field(default_factory=dict)
     quantized_graph: Graph | None = None
-    parity_samples: list | None = None
+    parity_source: Any = None
     run_id: str | None = None
+
+    @property
+    def parity_samples(self) -> list | None:
+        """The first `similarity_samples` samples of the representative data, as
+        batches (`export_litert`'s default data); read from the data on first use
+        when the similarity stage did not read them already, None without data."""
+        return None if self.parity_source is None else self.parity_source()
 
     @property
     def float_nodes(self) -> list[str]:
