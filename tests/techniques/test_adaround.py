@@ -232,7 +232,7 @@ def test_the_stage_is_shown_in_the_logs(tmp_path):
         assert len(acc.Scalars("adaround/reconstruction_mse")) == 3
     # the QuantAnalyzer tab's layer table carries the AdaRound columns
     from tests.helpers import tensorboard_provider
-    from tb_plugin import metadata, reader
+    from mct_logger.tb_plugin import metadata, reader
 
     with tensorboard_provider(tmp_path, "python") as (provider, ctx, eid):
         tables = [table for _, tag, _, table in

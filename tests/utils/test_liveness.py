@@ -67,11 +67,29 @@ def test_the_dashboard_marks_a_stale_live_table_interrupted():
 
 
 def test_sigterm_inside_the_block_is_a_keyboard_interrupt():
-    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+    # the process's own default (a library started earlier, e.g. Ray, may have set
+    # one of its own, which the block leaves alone)
+    application = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            with liveness.interrupt_on_signals():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, application)
+
+
+def test_a_handler_the_application_set_is_left_alone():
+    def mine(signum, frame):
+        raise RuntimeError("the application's own")
+
+    application = signal.signal(signal.SIGTERM, mine)
+    try:
         with liveness.interrupt_on_signals():
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+            assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, application)
 
 
 def test_the_heartbeat_beats_until_stopped():
