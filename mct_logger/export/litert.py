@@ -38,6 +38,7 @@ import time
 import numpy as np
 
 from mct_logger.data import sources as data_lib
+from mct_logger.diagnostics.similarity import first_samples
 from mct_logger.export import parity as parity_lib
 from mct_logger.export.grids import range_grid
 from mct_logger.export.model import ExportModelBuilder
@@ -100,7 +101,7 @@ def export_litert(info, path, data=None, io_dtype: str = "float32",
                                         max_samples=parity_samples or DEFAULT_PARITY_SAMPLES,
                                         name="data")
     if parity_samples is not None:
-        batches = _first(batches, parity_samples)
+        batches = first_samples(batches, parity_samples)
     builder = ExportModelBuilder(graph, info.plan, info.encodings)
     probe = builder.build(probe=True) if builder.needs_probe() else None
     if probe is not None:
@@ -162,16 +163,6 @@ def _check_path(path) -> str:
             f"export_litert(path={path!r}): the file exists and cannot be replaced; pass "
             "another path or make it writable.")
     return path
-
-
-def _first(batches, samples: int) -> list:
-    chosen, left = [], samples
-    for batch in batches:
-        chosen.append([x[:left] for x in batch])
-        left -= len(batch[0])
-        if left <= 0:
-            break
-    return chosen
 
 
 def _calibrate(probe, keys: list[str], batches) -> dict:
