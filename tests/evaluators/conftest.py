@@ -1,10 +1,12 @@
-"""A Ray runtime started once for the evaluator tests (2 CPUs, no dashboard)."""
+"""A Ray runtime for the Ray evaluator tests (2 CPUs, no dashboard), one per test module."""
 
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_runtime():
+    """Started for the Ray test module and shut down after it, long before the test
+    process exits."""
     ray = pytest.importorskip("ray")
     import ray.cloudpickle
 
