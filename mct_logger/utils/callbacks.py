@@ -120,16 +120,3 @@ class ScoreCheck:
                 "TensorBoard point). Further non-finite scores are not reported again.",
                 self.what, score, configuration)
         return score
-        if reference:
-            raise ValueError(
-                f"{self.what} returned {score} for {configuration}, the score every other one is "
-                "compared with; it must return a finite number (e.g. accuracy, or a negated "
-                f"loss). Check {self.what}(model) on the float model first."
-            )
-        if not self.warned:
-            self.warned = True
-            logger.warning(
-                "%s returned %s for %s; the score is kept as missing (null in the results, no "
-                "TensorBoard point). Further non-finite scores are not reported again.",
-                self.what, score, configuration)
-        return score
