@@ -5,7 +5,8 @@ grows, and kept for the report (`QuantAnalyzer.analyze` makes one per call).
 The order is the one an interrupt should find: the tables that need no
 evaluation first (min/max ranges, histograms, weight SQNR, activation SQNR and
 MSE), then the evaluations: the sensitivity settings and every layer alone
-quantized and alone in float, 4 + 2 N evaluations for N quantized layers, one
+quantized and alone in float, 4 + 2 N evaluations for N quantized layers (and
+sublayer groups of composite layers, each switched on its own), one
 sweep of quantizer masks on the analyzer's evaluator (`analyzer.evaluations`,
 `mct_logger.evaluators`: in process or on Ray workers). Each score is recorded
 in `results_dir/evaluations.json` as it arrives, so a run with `resume=True`
@@ -158,7 +159,10 @@ class AnalysisRun:
         if not self.layers:
             raise ValueError(f"Model {graph.name!r} has no layer to quantize under this "
                              "configuration; nothing to analyze.")
-        self.evaluations_total = 2 * len(self.layers) + 4
+        # what the per-layer analyses switch: the layers, and each sublayer group of
+        # a composite layer (`evaluations.mask_units`)
+        self.mask_units = evaluations.mask_units(graph, plan)
+        self.evaluations_total = 2 * len(self.mask_units) + 4
         self._start_summary(folding)
         self._open_listeners(graph.name)
         if self.listeners:
@@ -316,9 +320,9 @@ class AnalysisRun:
         labels, _ = analyses.sensitivity_runs(
             float_model, sim, self.config.weight_bits, self.config.activation_bits)
         self.records.check("encodings", evaluations.encodings_fingerprint(encodings))
-        masks = evaluations.MaskTables(labels, self.layers, self.graph, self.result)
+        masks = evaluations.MaskTables(labels, self.mask_units, self.result)
         self.tables.update(masks.tables)
-        jobs = evaluations.mask_jobs(labels, self.layers)
+        jobs = evaluations.mask_jobs(labels, self.mask_units)
         workspaces = []
 
         def local():

@@ -42,7 +42,9 @@ from mct_logger.utils.callbacks import as_callback, eval_score
 from mct_logger.evaluators.jobs import Job
 from mct_logger.evaluators.records import ScoreRecords, fingerprint, model_fingerprint
 from mct_logger.evaluators.shipment import model_from_bytes, model_to_bytes
+from mct_logger.graph import layer_kinds
 from mct_logger.quantization.config import config_to_dict
+from mct_logger.quantization.plan import inner_name, sublayer_groups
 from mct_logger.quantization.quantsim import set_quantizers_enabled
 
 RECORD_FORMAT = "mct_logger.QuantAnalyzer.evaluations"
@@ -54,6 +56,26 @@ SENSITIVITY_MASKS = {  # key -> (weights on, activations on)
     "activations_only": (False, True),
     "fully_quantized": (True, True),
 }
+
+
+def mask_units(graph, plan: dict) -> dict[str, str]:
+    """`{unit: layer class}`: what the per-layer analyses switch one at a time,
+    in graph order. Every quantized node, and after a composite layer (a
+    KerasHub transformer block) each of its sublayer groups, `node/point`
+    (that sublayer's kernels and output; the node's own row switches the
+    whole block)."""
+    units = {}
+    for name, p in plan.items():
+        if not p.quantized:
+            continue
+        node = graph.nodes[name]
+        units[name] = node.layer_class
+        sublayers = layer_kinds.sublayer_outputs(node.layer) if p.inner_activations else {}
+        for point in sublayer_groups(p):
+            sublayer = sublayers.get(point)
+            units[inner_name(name, point)] = (type(sublayer).__name__ if sublayer is not None
+                                              else node.layer_class)
+    return units
 
 
 def mask_jobs(labels: dict, layers) -> list[Job]:
@@ -75,8 +97,9 @@ class MaskTables:
     """The sensitivity and per-layer tables, filled as scores arrive in any order;
     rows and scores always in layer order (`order`)."""
 
-    def __init__(self, labels: dict, layers, graph, result):
-        self.layers, self.graph, self.result = list(layers), graph, result
+    def __init__(self, labels: dict, units: dict, result):
+        """`units`: `{unit: layer class}` (`mask_units`), in table order."""
+        self.layers, self.classes, self.result = list(units), dict(units), result
         self.tables = {SENSITIVITY: dict(labels=labels, fp32=None, weights_only=None,
                                          activations_only=None, fully_quantized=None,
                                          complete=False)}
@@ -98,8 +121,7 @@ class MaskTables:
             return kind, SENSITIVITY_FILE, table
         scores = getattr(self.result, kind)
         scores[name] = score
-        table["rows"].append({"layer": name, "class": self.graph.nodes[name].layer_class,
-                              "score": score})
+        table["rows"].append({"layer": name, "class": self.classes[name], "score": score})
         table["complete"] = len(scores) == len(self.layers)
         return kind, ENABLED_FILE if kind == ENABLED else DISABLED_FILE, \
             {n: scores[n] for n in self.layers if n in scores}

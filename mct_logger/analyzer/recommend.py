@@ -59,7 +59,7 @@ import numpy as np
 
 from mct_logger.utils.callbacks import ScoreCheck, comparable
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
-from mct_logger.quantization.plan import PlanReason
+from mct_logger.quantization.plan import PlanReason, sublayer_groups
 
 logger = logging.getLogger("mct_logger")
 
@@ -359,13 +359,13 @@ def _try_precision(state: _State, result) -> None:
     for layer in result.ranking("per_layer_quant_disabled"):
         if state.met():
             return
-        if layer not in plan or not plan[layer].quantized:
+        if not _quantized_unit(plan, layer):
             continue
         evidence = (f"score {disabled[layer]:.6g} with this layer left in float vs "
                     f"{quantized:.6g} fully quantized")
         bits = dict(weight_bits=HIGH_PRECISION_BITS, activation_bits=HIGH_PRECISION_BITS)
         config = _with_override(state.config, layer, **bits)
-        if plan[layer].reason is PlanReason.FUSED:
+        if layer in plan and plan[layer].reason is PlanReason.FUSED:
             # the output is quantized after the activation it is fused with
             consumer = state.trials.graph.consumers(layer)[0].name
             config = _with_override(config, consumer, activation_bits=HIGH_PRECISION_BITS)
@@ -374,6 +374,15 @@ def _try_precision(state: _State, result) -> None:
             # 16 bits did not help: the layer's quantizers, not their width, are the problem
             state.attempt("precision", layer, f"{layer}: kept in float", evidence,
                           _with_override(state.config, layer, keep_float=True))
+
+
+def _quantized_unit(plan: dict, unit: str) -> bool:
+    """Whether `unit` (a node, or a composite's sublayer group `node/point`, which an
+    override can name) has quantizers under `plan`."""
+    if unit in plan:
+        return plan[unit].quantized
+    return any(unit.startswith(node + "/") and unit[len(node) + 1:] in sublayer_groups(p)
+               for node, p in plan.items() if p.inner_activations)
 
 
 def clipping_and_rounding_error(histogram_row: dict, bitwidth: int) -> tuple[float, float]:

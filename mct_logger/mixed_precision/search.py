@@ -8,7 +8,10 @@ layer, so each (l, b) costs one extra layer call, never a model. Every weight
 layer PTQ quantizes is searched, as the similarity stage computes it
 (`similarity.call_quantized`): a Conv or Dense layer runs its own computation
 on the quantized kernels, any other (Embedding, EinsumDense, MultiHeadAttention,
-RNNs, TimeDistributed, Bidirectional) reads them through a `StatelessScope`:
+RNNs, TimeDistributed, Bidirectional) reads them through a `StatelessScope`.
+A composite layer (a KerasHub transformer block) is searched per sublayer
+group, `node/point`: only that group's kernels quantized, the block's output
+compared (`search_units`):
 
     SQNR(l, b) = 10 log10( sum y_l^2 / sum (y_l - y_l,b)^2 )        (dB, isolated)
 
@@ -73,6 +76,7 @@ from mct_logger.diagnostics import metrics
 from mct_logger.graph.ir import TensorRef, read_model
 from mct_logger.mixed_precision.bit_allocation import Frontier
 from mct_logger.mixed_precision.search_steps import SearchSteps
+from mct_logger.mixed_precision.search_units import search_units, unit_memory, unit_settings
 from mct_logger.utils.arguments import check_path
 from mct_logger.utils.callbacks import as_callback
 from mct_logger.quantization.config import QuantizationConfig, config_to_dict
@@ -222,9 +226,10 @@ def search_mixed_precision(model: keras.Model, representative_data,
     check_rebuilt_graph(model, graph, batches[0])
     graph = prepared_graph(graph, config)
     plan = plan_quantization(graph, config)
-    units = [n for n in graph if plan[n.name].weights and n.owns_weights]
-    pinned = [n.name for n in units if _pinned_weight_bits(config, n.name)]
-    units = [n for n in units if n.name not in pinned]
+    units = search_units(graph, plan)  # layers, and each sublayer group of a composite
+    pinned_units = [u for u in units if _pinned_weight_bits(config, u)]
+    pinned = [u.name for u in pinned_units]
+    units = [u for u in units if u.name not in pinned]
     if pinned:
         logger.info("Mixed-precision search: %d layer(s) keep the weight_bits of their "
                     "LayerOverride and are not searched: %s", len(pinned), pinned[:5])
@@ -234,11 +239,12 @@ def search_mixed_precision(model: keras.Model, representative_data,
             + (f" (every weight layer's weight_bits is fixed by an override: {pinned[:5]}); "
                "remove weight_bits from the overrides of the layers to search." if pinned
                else "."))
-    memory = {n.name: [_unit_memory(n, plan, b) for b in candidates] for n in units}
-    fixed = plan_weights_memory(graph, plan) - sum(_unit_memory(n, plan, None) for n in units)
+    memory = {u.name: [unit_memory(graph, plan, u, b) for b in candidates] for u in units}
+    fixed = plan_weights_memory(graph, plan) - sum(unit_memory(graph, plan, u, None)
+                                                   for u in units)
     smallest = fixed + sum(m[0] for m in memory.values())
-    pinned_savings = sum(_unit_memory(graph.nodes[p], plan, None)
-                         - _unit_memory(graph.nodes[p], plan, candidates[0]) for p in pinned)
+    pinned_savings = sum(unit_memory(graph, plan, u, None)
+                         - unit_memory(graph, plan, u, candidates[0]) for u in pinned_units)
     if budget is not None and budget < smallest and budget >= smallest - pinned_savings:
         logger.warning(
             "Mixed-precision search: weights_memory=%.0f bytes cannot be met while the layers "
@@ -253,9 +259,9 @@ def search_mixed_precision(model: keras.Model, representative_data,
             "the budget or add a lower bit width.")
 
     t0 = time.perf_counter()
-    sqnr = measure_sensitivity(graph, plan, [n.name for n in units], batches, candidates)
+    sqnr = measure_sensitivity(graph, plan, units, batches, candidates)
     t1 = time.perf_counter()
-    names = [n.name for n in units]
+    names = [u.name for u in units]
     costs = np.array([[10.0 ** (-s / 10.0) for s in sqnr[n]] for n in names])
     mems = np.array([memory[n] for n in names], dtype=np.int64)
     frontier = Frontier(costs, mems, None if budget is None else max(budget, smallest) - fixed)
@@ -271,18 +277,18 @@ def search_mixed_precision(model: keras.Model, representative_data,
                   lambda: TrialWorkspace(model, trials, evaluate), rebuild_trial_workspace,
                   lambda: trial_shipment(model, graph, batches), eval_callback)
     with evaluator.open(sweep, jobs_hint=len(candidates) + 1) as session:
-        search = SearchSteps(graph, config, session, records, evaluate, names, candidates, costs,
-                         mems, fixed, budget)
+        search = SearchSteps(graph, config, session, records, evaluate, units, candidates, costs,
+                             mems, fixed, budget)
         if drop is not None:
             choice = search.by_target(frontier, drop)
         else:
             choice = search.by_budget(frontier)
     chosen_config = search.config_of(choice)
-    rows = [{"layer": n, "class": graph.nodes[n].layer_class,
-             "parameters": int(sum(graph.nodes[n].weight_sizes()[k] for k in plan[n].weights)),
-             "bits": candidates[k], "sqnr_db": [round(float(s), 3) for s in sqnr[n]],
-             "memory": [int(m) for m in memory[n]]}
-            for n, k in zip(names, choice)]
+    rows = [{"layer": u.name, "class": u.layer_class,
+             "parameters": int(sum(graph.nodes[u.node].weight_sizes()[k] for k in u.kernels)),
+             "bits": candidates[k], "sqnr_db": [round(float(s), 3) for s in sqnr[u.name]],
+             "memory": [int(m) for m in memory[u.name]]}
+            for u, k in zip(units, choice)]
     end = time.perf_counter()
     result = MixedPrecisionResult(
         model=graph.name, bit_candidates=list(candidates), layers=rows, steps=search.steps,
@@ -301,24 +307,31 @@ def search_mixed_precision(model: keras.Model, representative_data,
     return chosen_config, result
 
 
-def measure_sensitivity(graph, plan: dict, nodes: list, batches, bit_candidates) -> dict:
-    """`{node: [isolated SQNR (dB) at each candidate width]}`, one eager pass per batch
-    over the first `SENSITIVITY_SAMPLES` samples (see the module docstring)."""
+def measure_sensitivity(graph, plan: dict, units: list, batches, bit_candidates) -> dict:
+    """`{unit name: [isolated SQNR (dB) at each candidate width]}` of each
+    `SearchUnit` (a layer's output with only the unit's kernels quantized), one
+    eager pass per batch over the first `SENSITIVITY_SAMPLES` samples (see the
+    module docstring). A unit may be given by its name."""
+    known = {u.name: u for u in search_units(graph, plan)}
+    units = [known[u] if isinstance(u, str) else u for u in units]
+    nodes = {u.node for u in units}
     kernels = {}
     for b in bit_candidates:
         plan_b = {n: dataclasses.replace(p, weights={
             k: dataclasses.replace(spec, bitwidth=b) for k, spec in p.weights.items()}
             if n in nodes else {}) for n, p in plan.items()}
         grids = weight_encodings(graph, plan_b)
-        for n in nodes:
-            values = graph.nodes[n].weights()
-            kernels.setdefault(n, []).append({
+        for u in units:
+            values = graph.nodes[u.node].weights()
+            kernels.setdefault(u.name, []).append({
                 k: ops.convert_to_tensor(fake_quantized_kernel(
-                    values[k], grid, plan[n].weights[k].channel_axes))
-                for k, grid in grids[n].items()})
-    report = set(nodes)
-    signal = dict.fromkeys(nodes, 0.0)
-    noise = {n: np.zeros(len(bit_candidates)) for n in nodes}
+                    values[k], grids[u.node][k], plan[u.node].weights[k].channel_axes))
+                for k in u.kernels})
+    report = {}
+    for u in units:
+        report.setdefault(u.node, []).append(u.name)
+    signal = {u.name: 0.0 for u in units}
+    noise = {u.name: np.zeros(len(bit_candidates)) for u in units}
     for batch in first_samples(batches, SENSITIVITY_SAMPLES):
         values = {}
         for node in graph:
@@ -331,18 +344,21 @@ def measure_sensitivity(graph, plan: dict, nodes: list, batches, bit_candidates)
                 values[TensorRef(node.name, i)] = out
             if node.name in report:
                 reference = ops.cast(outputs[0], "float64")
-                signal[node.name] += float(ops.sum(reference * reference))
-                for k, quantized in enumerate(kernels[node.name]):
-                    output = call_quantized(node, {id(node.layer): quantized}, values)[0]
-                    error = reference - ops.cast(output, "float64")
-                    noise[node.name][k] += float(ops.sum(error * error))
-    return {n: [float(metrics.sqnr_from_powers(signal[n], v)) for v in noise[n]] for n in nodes}
+                power = float(ops.sum(reference * reference))
+                for name in report[node.name]:
+                    signal[name] += power
+                    for k, quantized in enumerate(kernels[name]):
+                        output = call_quantized(node, {id(node.layer): quantized}, values)[0]
+                        error = reference - ops.cast(output, "float64")
+                        noise[name][k] += float(ops.sum(error * error))
+    return {u.name: [float(metrics.sqnr_from_powers(signal[u.name], v)) for v in noise[u.name]]
+            for u in units}
 
 
-def _pinned_weight_bits(config: QuantizationConfig, node_name: str) -> bool:
-    """Whether an override of `config` that matches the node sets its weight_bits (the
-    user pinned the width: the search leaves the node as configured)."""
-    _, matched = config.for_node(node_name)
+def _pinned_weight_bits(config: QuantizationConfig, unit) -> bool:
+    """Whether an override of `config` that matches the unit sets its weight_bits (the
+    user pinned the width: the search leaves the unit as configured)."""
+    _, matched = unit_settings(config, unit)
     return any(config.overrides[p].weight_bits is not None for p in matched)
 
 
@@ -356,14 +372,6 @@ def prepared_graph(graph, config: QuantizationConfig):
 
         graph, _ = equalize_graph(graph)
     return graph
-
-
-def _unit_memory(node, plan: dict, bits) -> int:
-    from mct_logger.quantization.memory import node_memory
-
-    specs = plan[node.name].weights
-    return node_memory(node, {k: (s.bitwidth if bits is None else bits)
-                              for k, s in specs.items()})["weights"]
 
 
 def _check_candidates(bit_candidates) -> list:

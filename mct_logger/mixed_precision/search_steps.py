@@ -14,7 +14,7 @@ as missing and compares below every number (`comparable`).
 Example:
 
 ```python
-steps = SearchSteps(graph, config, session, records, evaluate, names, [4, 8], costs,
+steps = SearchSteps(graph, config, session, records, evaluate, units, [4, 8], costs,
                     mems, fixed, budget)
 choice = steps.by_budget(frontier)        # one index into the widths per layer
 config = steps.config_of(choice)
@@ -26,13 +26,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import re
 
 from mct_logger.diagnostics import metrics
 from mct_logger.evaluators import Job, run_jobs
-from mct_logger.graph.ir import layer_name_of
 from mct_logger.quantization.config import LayerOverride, QuantizationConfig
 from mct_logger.quantization.plan import plan_quantization
+from mct_logger.mixed_precision.search_units import override_key, unit_settings
 from mct_logger.utils.callbacks import ScoreCheck, comparable
 
 __all__ = ["SearchSteps", "MIN_GAIN_DB"]
@@ -54,7 +53,8 @@ class SearchSteps:
             (specs `("float", None)` and `("trial", config)`).
         records: a `ScoreRecords` (None: nothing reused or recorded).
         evaluate: the eval callback (None: only predicted SQNR, no score).
-        names, candidates: the searched layers and the bit widths, ascending.
+        units, candidates: the searched `SearchUnit`s (layers, or a composite's
+            sublayer groups) and the bit widths, ascending.
         costs, mems: `(layers, widths)` arrays, predicted noise power and bytes.
         fixed: bytes of weights not searched; budget: bytes, or None.
 
@@ -62,9 +62,10 @@ class SearchSteps:
         ValueError: the float model's score is NaN or infinite (`ScoreCheck`).
     """
 
-    def __init__(self, graph, config, session, records, evaluate, names, candidates, costs,
+    def __init__(self, graph, config, session, records, evaluate, units, candidates, costs,
                  mems, fixed, budget):
-        self.graph, self.config, self.names, self.candidates = graph, config, names, candidates
+        self.graph, self.config, self.candidates = graph, config, candidates
+        self.units, self.names = list(units), [u.name for u in units]
         self.costs, self.mems, self.fixed, self.budget = costs, mems, fixed, budget
         self.session, self.records = session, records
         self.check = ScoreCheck("eval_callback")  # NaN/Inf: refused for float, else missing
@@ -108,18 +109,18 @@ class SearchSteps:
         common = max(collections.Counter(bits).items(), key=lambda kv: (kv[1], kv[0]))[0]
         base = dataclasses.replace(self.config, weight_bits=common)
         overrides = dict(self.config.overrides)
-        for name, b in zip(self.names, bits):
-            if base.for_node(name)[0]["weight_bits"] != b:
-                layer = layer_name_of(name)
-                key = layer if re.escape(layer) == layer else re.escape(layer)
+        for unit, b in zip(self.units, bits):
+            if unit_settings(base, unit)[0]["weight_bits"] != b:
+                key = override_key(unit)
                 # an override the user keyed by this name keeps every other field
                 overrides[key] = dataclasses.replace(overrides[key], weight_bits=b) \
                     if key in overrides else LayerOverride(weight_bits=b)
         chosen = dataclasses.replace(base, overrides=overrides)
         planned = plan_quantization(self.graph, chosen, report=False)
-        for name, b in zip(self.names, bits):
-            if any(s.bitwidth != b for s in planned[name].weights.values()):
-                raise RuntimeError(f"The chosen config does not give {name!r} {b} bits.")
+        for unit, b in zip(self.units, bits):
+            weights = planned[unit.node].weights
+            if any(weights[k].bitwidth != b for k in unit.kernels if k in weights):
+                raise RuntimeError(f"The chosen config does not give {unit.name!r} {b} bits.")
         return chosen
 
     def step(self, label: str, choice, evaluate: bool) -> dict:

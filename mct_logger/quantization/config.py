@@ -398,6 +398,21 @@ class QuantizationConfig:
                         settings[key] = value
         return settings, matched
 
+    def for_inner(self, node_name: str, point: str) -> tuple[dict, list[str]]:
+        """The effective settings of a composite layer's sublayer group (its
+        kernels and its output, `node/point`: "block_0/self_attention/query"):
+        the node's settings, then the overrides whose pattern is that full name
+        or fully matches it (a bare sublayer name such as "query" does not)."""
+        settings, matched = self.for_node(node_name)
+        inner = f"{node_name}/{point}"
+        for pattern, override in self.overrides.items():
+            if pattern == inner or re.fullmatch(pattern, inner):
+                matched.append(pattern)
+                for key, value in dataclasses.asdict(override).items():
+                    if value is not None and (key != "keep_float" or value):
+                        settings[key] = value
+        return settings, matched
+
 
 def config_to_dict(config: QuantizationConfig) -> dict:
     """The JSON-ready form `to_json` writes."""

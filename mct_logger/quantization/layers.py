@@ -375,6 +375,34 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
         for grid in self._inner.values():
             grid.enabled = value
 
+    def groups(self) -> list[str]:
+        """A composite layer's sublayer groups (points with an output quantizer
+        or a kernel below them, "self_attention_layer/query"); [] otherwise."""
+        if not self.activation_specs:
+            return []
+        points = dict.fromkeys(self.activation_specs)
+        for name in self.weight_specs:
+            points.setdefault(name.rpartition("/")[0])
+        return [p for p in points if p]
+
+    def set_group_enabled(self, point: str, weights: bool | None = None,
+                          activations: bool | None = None) -> None:
+        """Switches one sublayer group's kernel quantizers (`weights`) and its
+        output quantizer (`activations`); None leaves that kind as it is.
+
+        Raises:
+            KeyError: `point` is not one of `groups()`.
+        """
+        if point not in self.groups():
+            raise KeyError(f"{self.node_name!r} has no sublayer group {point!r}; its groups: "
+                           f"{self.groups()}")
+        if weights is not None:
+            for name, grid in self._grids.items():
+                if name.rpartition("/")[0] == point:
+                    grid.enabled = weights
+        if activations is not None and point in self._inner:
+            self._inner[point].enabled = activations
+
     def activation_enabled(self, point: str) -> bool:
         return self._inner[point].enabled
 

@@ -102,6 +102,19 @@ def inner_name(node: str, point: str) -> str:
     return f"{node}/{point}"
 
 
+def sublayer_groups(p: NodePlan) -> list[str]:
+    """A composite layer's quantized sublayer groups, in the layer's order: each
+    point with its output quantizer or kernels ("self_attention_layer/query");
+    [] for any other node. The QuantAnalyzer switches each group on its own
+    (`inner_name(node, point)`), and an override can name one."""
+    if not p.inner_activations:
+        return []
+    points = dict.fromkeys(p.inner_activations)
+    for name in p.weights:
+        points.setdefault(name.rpartition("/")[0])
+    return [point for point in points if point]
+
+
 def plan_quantization(graph: Graph, config: QuantizationConfig,
                       report: bool = True) -> dict[str, NodePlan]:
     """Decides every node's weight and activation quantizers under `config`.
@@ -129,27 +142,37 @@ def plan_quantization(graph: Graph, config: QuantizationConfig,
             plan[node.name] = p
             continue
         if kind == "weights" and node.owns_weights:
+            # a composite's sublayer groups ("self_attention/query": its kernels
+            # and its output) take the overrides that name them (`for_inner`)
+            groups = {}
+            for point in layer_kinds.sublayer_outputs(node.layer):
+                groups[point], inner_matched = config.for_inner(node.name, point)
+                used_patterns.update(inner_matched)
             for name, axes in quantizable_weights(node.layer).items():
+                own = groups.get(name.rpartition("/")[0], settings)
+                if own["keep_float"]:
+                    continue
                 kernel = weight_variable(node.layer, name)
                 channels = 1
                 for a in axes:
                     channels *= int(kernel.shape[a])
-                per_channel = settings["weight_per_channel"] and not (
+                per_channel = own["weight_per_channel"] and not (
                     config.target == "litert" and isinstance(node.layer, keras.layers.Dense))
                 p.weights[name] = WeightSpec(
                     channel_axes=tuple(axes),
                     num_channels=channels if per_channel else None,
-                    bitwidth=settings["weight_bits"],
-                    is_symmetric=settings["weight_symmetric"],
-                    observer=settings["weight_observer"],
+                    bitwidth=own["weight_bits"],
+                    is_symmetric=own["weight_symmetric"],
+                    observer=own["weight_observer"],
                 )
-            for point in layer_kinds.sublayer_outputs(node.layer):
-                p.inner_activations[point] = ActivationSpec(
-                    bitwidth=settings["activation_bits"],
-                    is_symmetric=settings["activation_symmetric"],
-                    per_channel=False,
-                    observer=settings["activation_observer"],
-                )
+            for point, own in groups.items():
+                if not own["keep_float"]:
+                    p.inner_activations[point] = ActivationSpec(
+                        bitwidth=own["activation_bits"],
+                        is_symmetric=own["activation_symmetric"],
+                        per_channel=False,
+                        observer=own["activation_observer"],
+                    )
         if kind == "unknown" and not node.has_single_float_output:
             p.reason = PlanReason.NOT_FLOAT_TENSOR
             p.note = "output is not a single floating-point tensor"
@@ -197,6 +220,8 @@ def check_overrides(graph: Graph, config: QuantizationConfig) -> None:
     used: set[str] = set()
     for node in graph:
         used.update(config.for_node(node.name)[1])
+        for point in layer_kinds.sublayer_outputs(node.layer):
+            used.update(config.for_inner(node.name, point)[1])
     _refuse_unused(graph, config, used)
 
 

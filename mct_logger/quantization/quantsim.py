@@ -202,7 +202,9 @@ def set_quantizers_enabled(
     Args:
         weights: True/False to switch weight quantizers; None leaves them.
         activations: True/False to switch activation quantizers; None leaves them.
-        nodes: node names to act on (default: all nodes).
+        nodes: node names to act on (default: all nodes). A composite layer's
+            sublayer group is named `node/point` ("block_0/self_attention/query":
+            its kernels and its output only).
 
     Example: `set_quantizers_enabled(model, activations=False)` evaluates W8A32.
 
@@ -218,17 +220,33 @@ def set_quantizers_enabled(
         raise ValueError(f"model {model.name!r} has no quantizer: pass the model "
                          "keras_post_training_quantization returned (or QuantAnalyzer's).")
     names = list(found) if nodes is None else nodes
-    missing = [n for n in names if n not in found]
+    groups = {n: _sublayer_group(found, n) for n in names if n not in found}
+    missing = [n for n, group in groups.items() if group is None]
     if missing:
         raise KeyError(f"Node {missing[0]!r} has no quantizer in model {model.name!r}; nodes "
                        f"with quantizers: {sorted(found)[:10]}{'...' if len(found) > 10 else ''}")
     for name in names:
+        if name in groups:
+            wrapper, point = groups[name]
+            wrapper.set_group_enabled(point, weights=weights, activations=activations)
+            continue
         if weights is not None and "weights" in found[name]:
             found[name]["weights"].enabled = weights
         if activations is not None and "activation" in found[name]:
             found[name]["activation"].enabled = activations
         if activations is not None and "weights" in found[name]:
             found[name]["weights"].set_activations_enabled(activations)  # composite's inner
+
+
+def _sublayer_group(found: dict, name: str):
+    """`(wrapper, point)` of the composite sublayer group `name` ("node/point"), or None."""
+    for node, parts in found.items():
+        wrapper = parts.get("weights")
+        if wrapper is not None and name.startswith(node + "/"):
+            point = name[len(node) + 1:]
+            if point in wrapper.groups():
+                return wrapper, point
+    return None
 
 
 def read_encodings(model: keras.Model) -> dict[str, NodeEncodings]:
