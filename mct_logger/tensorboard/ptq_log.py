@@ -6,7 +6,10 @@ per-node memory under the "Resources" tag and a text summary
 (`stage_summary`); results of some types add their own data, chosen by the
 result's type: calibration statistics (histograms, per-channel scalars), the
 CLE dashboard's tables, and the similarity analysis (SQNR scalars, cosine
-plots, the QuantAnalyzer tab's layer table).
+plots, the QuantAnalyzer tab's layer table). The similarity analysis compares
+the quantized model, so it joins that run (`NN_quantized_model`, its summary
+under "similarity_summary"): a stage turned off writes nothing, and one PTQ
+call writes at most 8 runs with every optional stage on.
 
 Registered per run by `mct_logger.set_log_folder` (`listeners.set_run_listener_factory`);
 the engine never names it.
@@ -49,6 +52,7 @@ RESOURCES_TAG = "Resources"
 # custom-scalars categories that overlay the min/max/mean and accumulated/isolated tags
 CHANNEL_STATS_CATEGORY = "channel_stats: min, max and mean per channel (step = channel)"
 SQNR_CATEGORY = "sqnr_db: accumulated and isolated per node (step = node index)"
+ADAROUND_CATEGORY = "adaround: reconstruction MSE per learned layer (step = layer index)"
 # Per-channel histograms are redrawn with this many bins over each channel's own
 # range: enough to see a channel's shape in the offset view, and it keeps a
 # MobileNet's ~10k channel histograms to a few MB.
@@ -156,6 +160,10 @@ class TensorBoardListener:
             return
         if getattr(result, "off", False):
             return  # an optional stage the config turned off: nothing to show
+        if stage == "similarity_analysis" and self.graph_run is not None:
+            # the comparison of the quantized model joins its run (the same graph):
+            # one PTQ call writes at most 8 runs, even with every optional stage on
+            run = self.graph_run
         if stage == "similarity_analysis":
             self.similarity_run = run
         if stage == "quantized_model":
@@ -177,8 +185,15 @@ class TensorBoardListener:
         plan = getattr(result, "plan", None)
         encodings = getattr(result, "encodings", None)
         writer = self.log.writer(run)
-        memory = self._write_graph(writer, graph, plan, encodings)
-        writer.text("summary", stage_summary(stage, graph, result, memory, plan))
+        if stage == "similarity_analysis" and run == graph_run:
+            # in the quantized model's run, which holds the graph and its summary
+            from mct_logger.quantization.memory import graph_memory
+
+            writer.text("similarity_summary",
+                        stage_summary(stage, graph, result, graph_memory(graph, plan), plan))
+        else:
+            memory = self._write_graph(writer, graph, plan, encodings)
+            writer.text("summary", stage_summary(stage, graph, result, memory, plan))
         handler = self._handler(result, graph_run)
         if handler is not None:
             handler(run, graph, result)
@@ -320,19 +335,22 @@ class TensorBoardListener:
 
     def _on_adaround(self, run, graph, result):
         """Per learned layer (step = its index in the Text table): the reconstruction
-        MSE with nearest and learned rounding as two runs of one tag (one chart), and
-        the share of weights rounded away from nearest."""
-        writers = {k: self.log.writer(f"{run}/{k}") for k in ("nearest", "adaround")}
+        MSE with nearest and learned rounding as two tags of the stage's run,
+        overlaid in one Custom Scalars chart (no run of their own), and the share
+        of weights rounded away from nearest."""
         writer = self.log.writer(run)
         for step, layer in enumerate(result.layers.values()):
             for key, value in (("nearest", layer.loss_nearest), ("adaround", layer.loss_adaround)):
                 if events.float32_finite(value):
-                    writers[key].scalar("adaround/reconstruction_mse", value, step=step,
-                                        description="Reconstruction MSE per learned layer "
-                                        "(step = layer index in the Text table)")
+                    writer.scalar(f"adaround/reconstruction_mse/{key}", value, step=step,
+                                  description=f"Reconstruction MSE per learned layer with "
+                                  f"{key} rounding (step = layer index in the Text table)")
             writer.scalar("adaround/rounded_away_from_nearest", layer.flipped_fraction,
                           step=step, description="Share of the kernel's weights rounded "
                           "away from nearest (step = layer index in the Text table)")
+        writer.add_summary(custom_scalars.layout_summary([
+            (ADAROUND_CATEGORY, [("adaround/reconstruction_mse: nearest and learned rounding",
+                                  [r"^adaround/reconstruction_mse/(nearest|adaround)$"])])]))
 
     def _on_similarity_analysis(self, run, graph, result, graph_run):
         from mct_logger.tensorboard.layer_table import layer_table

@@ -44,7 +44,7 @@ def test_a_shared_layer_call_has_one_name_everywhere(tmp_path):
         scalars = data.list_scalars(ctx, experiment_id=eid, plugin_name="scalars")
         assert {f"channel_stats/{n}/max" for n in names} <= set(scalars["net/03_statistics_collection"])
         text = data.read_tensors(ctx, experiment_id=eid, plugin_name="text", downsample=10)
-        table = text["net/08_similarity_analysis"]["nodes"][0].numpy.item().decode()
+        table = text["net/07_quantized_model"]["nodes"][0].numpy.item().decode()
         assert all(f"`{n}`" in table for n in names)
         graph = data.read_blob_sequences(ctx, experiment_id=eid, plugin_name="graphs", downsample=1)
         blob = graph["net/07_quantized_model"]["__run_graph__"][-1].values[0]

@@ -268,9 +268,8 @@ def test_the_recommended_run_is_logged_and_compared_with_the_baseline_in_tensorb
     # a comparison run writes its graph and its layer table only, labelled by origin
     from mct_logger.ptq.pipeline import STAGES
 
-    similarity = f"{STAGES.index('similarity_analysis'):02d}_similarity_analysis"
-    assert sorted(n for n in os.listdir(tmp_path / recommended) if n[0] != ".") == \
-        [f"{STAGES.index('quantized_model'):02d}_quantized_model", similarity]
+    similarity = f"{STAGES.index('quantized_model'):02d}_quantized_model"  # with its similarity
+    assert sorted(n for n in os.listdir(tmp_path / recommended) if n[0] != ".") == [similarity]
     assert kinds[(f"{recommended}/{similarity}", "layer_table")]["run_info"][
         "label"].startswith("search: recommended, W")
     assert kinds[(f"{recommended}/{similarity}", "mixed_precision_search")]["layers"] == \

@@ -55,7 +55,7 @@ def test_runs_group_stage_runs_by_log_folder(client, dashboard_logs):
     assert names == ["analyzer", "broken", "ptq_cle", "ptq_default"]
     ptq = next(r for r in qa["runs"] if r["name"] == "ptq_cle")
     assert set(ptq["kinds"]) == {"layer_table"}
-    assert ptq["kinds"]["layer_table"]["run"] == "ptq_cle/08_similarity_analysis"
+    assert ptq["kinds"]["layer_table"]["run"] == "ptq_cle/07_quantized_model"
     analyzer = next(r for r in qa["runs"] if r["name"] == "analyzer")
     assert {"sensitivity", "per_layer_quant_enabled", "per_layer_quant_disabled", "per_layer_sqnr",
             "min_max_ranges", "histograms", "weight_sqnr", "per_layer_mse_loss",

@@ -226,10 +226,9 @@ def test_the_stage_is_shown_in_the_logs(tmp_path):
     assert "learned the rounding of 3 kernel(s)" in text and "| `wide` |" in text
     flipped = stage.Scalars("adaround/rounded_away_from_nearest")
     assert [s.step for s in flipped] == [0, 1, 2]
-    for sub in ("nearest", "adaround"):
-        acc = EventAccumulator(str(tmp_path / "ada" / "05_adaround" / sub))
-        acc.Reload()
-        assert len(acc.Scalars("adaround/reconstruction_mse")) == 3
+    for rounding in ("nearest", "adaround"):  # tags of the stage's run, not runs
+        assert len(stage.Scalars(f"adaround/reconstruction_mse/{rounding}")) == 3
+    assert not [p for p in (tmp_path / "ada" / "05_adaround").iterdir() if p.is_dir()]
     # the QuantAnalyzer tab's layer table carries the AdaRound columns
     from tests.helpers import tensorboard_provider
     from mct_logger.tb_plugin import metadata, reader

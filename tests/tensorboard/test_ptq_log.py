@@ -76,8 +76,10 @@ def test_one_run_per_stage_sorted_in_stage_order(logged, provider):
     runs = {r.run_name for r in data.list_runs(ctx, experiment_id=eid)}
     # a stage the config turned off (AdaRound, bias correction) writes no run;
     # the others keep their stage numbers
+    # (the similarity analysis is part of the quantized model's run)
     stage_runs = [f"{run_folder}/{i:02d}_{s}" for i, s in enumerate(STAGES)
-                  if not getattr(info.stage_results[s], "off", False)]
+                  if not getattr(info.stage_results[s], "off", False)
+                  and s != "similarity_analysis"]
     assert len(stage_runs) < len(STAGES)
     assert set(stage_runs) <= runs
     assert sorted(stage_runs) == stage_runs
@@ -121,7 +123,7 @@ def test_histograms_float_and_quantized_under_the_same_tag(logged, provider):
     data, ctx, eid = provider
     series = data.list_tensors(ctx, experiment_id=eid, plugin_name="histograms")
     stats_tags = set(series[f"{run_folder}/03_statistics_collection"])
-    final_tags = set(series[f"{run_folder}/08_similarity_analysis"])
+    final_tags = set(series[f"{run_folder}/07_quantized_model"])  # with its similarity
     for node in ("x", "conv", "relu", "head"):
         assert f"activations/{node}" in stats_tags and f"activations/{node}" in final_tags
     read = data.read_tensors(ctx, experiment_id=eid, plugin_name="histograms", downsample=1000,
@@ -174,8 +176,8 @@ def test_every_channel_min_max_mean_is_kept(logged, provider):
     assert charts["channel_stats/conv"] == [r"^channel_stats/conv/(min|max|mean)$"]
     assert charts["channel_stats/relu [1000-1199]"] == [
         r"^channel_stats/relu\ \[1000\-1199\]/(min|max|mean)$"]
-    index = STAGES.index("similarity_analysis")
-    sqnr = _layout(provider, f"{run_folder}/{index:02d}_similarity_analysis")
+    index = STAGES.index("quantized_model")  # the similarity analysis is part of its run
+    sqnr = _layout(provider, f"{run_folder}/{index:02d}_quantized_model")
     assert list(sqnr.values()) == [[r"^sqnr_db/(accumulated|isolated)$"]]
 
 
@@ -194,7 +196,7 @@ def _layout(provider, run):
 def test_all_twenty_similarity_images_and_sqnr_scalars(logged, provider):
     _, run_folder, info = logged
     data, ctx, eid = provider
-    run = f"{run_folder}/08_similarity_analysis"
+    run = f"{run_folder}/07_quantized_model"
     images = data.list_blob_sequences(ctx, experiment_id=eid, plugin_name="images")[run]
     assert sorted(images) == sorted(
         [f"cosine_similarity/sample_{i:02d}" for i in range(20)] + ["cosine_similarity/summary"]
@@ -220,6 +222,9 @@ def test_text_summary_per_stage(logged, provider):
     for i, stage in enumerate(STAGES):
         if getattr(info.stage_results[stage], "off", False):
             assert f"{run_folder}/{i:02d}_{stage}" not in text  # turned off: no run
+        elif stage == "similarity_analysis":  # part of the quantized model's run
+            assert f"{run_folder}/{i:02d}_{stage}" not in text
+            assert "similarity_summary" in text[f"{run_folder}/{i - 1:02d}_quantized_model"]
         else:
             assert "summary" in text[f"{run_folder}/{i:02d}_{stage}"]
 
@@ -332,12 +337,15 @@ def test_a_later_result_alone_is_written_like_in_the_full_run(logged, provider, 
         return {n.name: {k: v.s for k, v in n.attr.items() if k != "_output_shapes"}
                 for n in graph_def.node}
 
-    full = f"{run_folder}/{index:02d}_{stage}"
+    merged = stage == "similarity_analysis"  # written into the quantized model's run
+    full = (f"{run_folder}/{STAGES.index('quantized_model'):02d}_quantized_model" if merged
+            else f"{run_folder}/{index:02d}_{stage}")
     with tensorboard_provider(tmp_path, "python") as alone:
         run = f"alone/00_{stage}"
-        assert nodes(_graph(alone, run)) == nodes(_graph(provider, full))
         assert "activation_min_max" in nodes(_graph(alone, run))["conv"]
-        assert _resources(alone, run) == _resources(provider, full)
+        if not merged:
+            assert nodes(_graph(alone, run)) == nodes(_graph(provider, full))
+            assert _resources(alone, run) == _resources(provider, full)
         tables = {(r.split("/", 1)[0], i["kind"]): t for source in (alone, provider)
                   for r, _, i, t in reader.read_payloads(*source, "quant_analyzer")
                   if r in (run, full)}

@@ -60,9 +60,10 @@ def test_the_readme_flow_on_one_model_stays_under_40_runs(tmp_path, caplog):
                                       forward_pass_callback=lambda m: m.predict(x, verbose=0))
     finally:
         mct_logger.set_log_folder(None)
-    # one PTQ call: a run per stage it runs (7: AdaRound and bias correction are off and
-    # write none), min/max/mean and accumulated/isolated are tags; at most 8 either way
-    assert len(ptq_runs) == 7, sorted(ptq_runs)
+    # one PTQ call: a run per stage it runs (6: AdaRound and bias correction are off and
+    # write none; the similarity analysis is part of the quantized model's run),
+    # min/max/mean and accumulated/isolated are tags
+    assert len(ptq_runs) == 6, sorted(ptq_runs)
     runs = _tensorboard_runs(logs)
     assert len(runs) < 40, sorted(runs)
     # recommend() with nothing to change logs the baseline once, and says so
@@ -71,3 +72,21 @@ def test_the_readme_flow_on_one_model_stays_under_40_runs(tmp_path, caplog):
     assert any("the baseline already meets the target" in r.getMessage() for r in caplog.records)
     # the search's runs are told apart from the recommendation's
     assert {"tiny_search_baseline", "tiny_search_recommended"} <= set(os.listdir(logs))
+
+
+def test_a_ptq_call_with_every_optional_stage_on_writes_at_most_8_runs(tmp_path):
+    model = _model()
+    x = np.random.default_rng(0).standard_normal((64, 8, 8, 3)).astype("float32")
+    config = mct_logger.QuantizationConfig(
+        cross_layer_equalization=True, bias_correction="empirical",
+        adaround=mct_logger.AdaRoundConfig(iterations=20, batch_size=16))
+    mct_logger.set_log_folder(tmp_path, run_name="all")
+    try:
+        mct_logger.keras_post_training_quantization(model, x, config)
+    finally:
+        mct_logger.set_log_folder(None)
+    runs = sorted(_tensorboard_runs(tmp_path))
+    assert runs == ["all/00_initial_graph", "all/01_batch_norm_folding",
+                    "all/02_cross_layer_equalization", "all/03_statistics_collection",
+                    "all/04_quantization_parameters", "all/05_adaround",
+                    "all/06_bias_correction", "all/07_quantized_model"], "\n".join(runs)

@@ -418,11 +418,11 @@ def test_huge_values_log_finite_sqnr_and_every_similarity_plot(tmp_path, caplog)
     result = info.stage_results["similarity_analysis"]
     assert np.isfinite(result.cosine).all() and np.isfinite(result.cosine_isolated).all()
     sqnr = {path: _scalars(tmp_path, f"sqnr_db/{path}") for path in ("accumulated", "isolated")}
-    assert all(list(runs) == ["r/08_similarity_analysis"] for runs in sqnr.values())
+    assert all(list(runs) == ["r/07_quantized_model"] for runs in sqnr.values())
     values = [v for runs in sqnr.values() for run in runs.values() for v in run]
     assert len(values) == 2 * len(result.nodes) and np.isfinite(values).all()
     assert all(v > 20 for v in values)  # 8-bit grids at 1e30 are as good as at 1
-    images = [f for f in os.listdir(tmp_path / "r" / "08_similarity_analysis")]
+    images = [f for f in os.listdir(tmp_path / "r" / "07_quantized_model")]
     assert images  # the per-sample plots were drawn
 
 
@@ -455,7 +455,9 @@ def test_every_layer_kept_in_float_is_logged_and_returns_the_model(tmp_path, cap
         read = data.read_tensors(ctx, experiment_id=eid, plugin_name="text", downsample=10)
     # every stage up to the quantized model is logged; with no quantized node
     # there is nothing to compare, so no similarity stage runs
-    assert "r/07_quantized_model" in read and "r/08_similarity_analysis" not in read
+    assert "r/07_quantized_model" in read and "similarity_summary" not in read[
+        "r/07_quantized_model"]
+    assert sorted(os.listdir(tmp_path / "r"))[-1] == "07_quantized_model"
 
 
 def test_a_failing_similarity_analysis_is_one_warning_and_the_model_is_returned(
@@ -480,7 +482,7 @@ def test_a_failing_similarity_analysis_is_one_warning_and_the_model_is_returned(
         "the similarity analysis failed: RuntimeError")
     with tensorboard_provider(tmp_path, "python") as (data, ctx, eid):
         read = data.read_tensors(ctx, experiment_id=eid, plugin_name="text", downsample=10)
-    summary = read["r/08_similarity_analysis"]["summary"][0].numpy.item().decode()
+    summary = read["r/07_quantized_model"]["similarity_summary"][0].numpy.item().decode()
     assert "skipped: the similarity analysis failed" in summary
 
 
