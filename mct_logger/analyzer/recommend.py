@@ -273,7 +273,8 @@ class _Scorer:
             sweep = Sweep("recommend", lambda: TrialWorkspace(None, trials, analyzer.eval_callback),
                           rebuild_trial_workspace,
                           lambda: trial_shipment(None, trials.graph, None,
-                                                 analyzer.forward_pass_callback),
+                                                 analyzer.forward_pass_callback,
+                                                 trials.calibration_factory),
                           analyzer.raw_eval_callback)
             self.sessions[id(trials)] = (trials, self.stack.enter_context(
                 analyzer.evaluator.open(sweep, jobs_hint=1)))

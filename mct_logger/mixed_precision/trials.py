@@ -117,6 +117,11 @@ class QuantizationTrials:
         return calibration.observers
 
     @property
+    def calibration_factory(self) -> Callable:
+        """`(graph, plan) -> CalibrationModel` these trials calibrate with."""
+        return self._calibration_model
+
+    @property
     def calibration_models(self) -> list:
         """The calibration models fed so far (one per activation observer kind)."""
         return [model for model, _ in self._calibrations.values()]
@@ -208,16 +213,19 @@ class TrialWorkspace:
         return eval_score(self.callback(model), "eval_callback")
 
 
-def trial_shipment(model, graph: Graph, batches, calibrate: Callable | None = None) -> dict:
+def trial_shipment(model, graph: Graph, batches, calibrate: Callable | None = None,
+                   calibration_model: Callable | None = None) -> dict:
     """What a worker needs to rebuild the trials: the user's model (None when
     only trials are scored) and the prepared float graph as `.keras` bytes, and
     the calibration batches, or the callback that calibrates (it travels by
-    Ray's serialization, as the eval callback)."""
+    Ray's serialization, as the eval callback), with the calibration model's
+    factory when it is not the plain one (a recording one keeps the samples
+    AdaRound learns from when no batches are shipped)."""
     from mct_logger.evaluators.shipment import model_to_bytes
 
     return {"model": None if model is None else model_to_bytes(model),
             "graph": model_to_bytes(graph.to_keras()), "nodes": list(graph.nodes),
-            "batches": batches, "calibrate": calibrate}
+            "batches": batches, "calibrate": calibrate, "calibration_model": calibration_model}
 
 
 def rebuild_trial_workspace(content: dict, eval_callback) -> TrialWorkspace:
@@ -231,7 +239,8 @@ def rebuild_trial_workspace(content: dict, eval_callback) -> TrialWorkspace:
         raise RuntimeError("The graph read on the Ray worker has other nodes than on the "
                            f"driver ({list(graph.nodes)[:5]}... vs {content['nodes'][:5]}...).")
     batches, calibrate = content["batches"], content.get("calibrate")
+    factory = content.get("calibration_model") or CalibrationModel
     trials = QuantizationTrials(graph, calibrate or (lambda m: m.collect_all(batches)), None,
-                                batches)
+                                batches, calibration_model=factory)
     model = None if content["model"] is None else model_from_bytes(content["model"])
     return TrialWorkspace(model, trials, as_callback(eval_callback, "eval_callback"))

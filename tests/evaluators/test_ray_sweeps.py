@@ -141,3 +141,28 @@ def test_recommend_on_ray_verifies_the_same_fixes_as_locally(ray_runtime, local_
     assert remote.changes == local.changes and remote.final == local.final
     assert remote.baseline == local.baseline and config == local_config
 
+
+
+def test_recommend_with_adaround_on_ray_learns_from_the_recorded_samples(ray_runtime, tmp_path):
+    """AdaRound learns from the samples the forward_pass_callback ran: a worker, sent
+    no batches, records them as the driver does, and verifies the same change."""
+    from mct_logger.demo import train_digits_cnn
+
+    # trained, 2-bit weights: the weights-only score is below the activations-only one
+    model = train_digits_cnn(sweep_models.data(), epochs=3)
+    adaround = mct_logger.AdaRoundConfig(iterations=30, batch_size=16)
+    recommendations = []
+    for evaluator, folder in ((None, "local"), (evaluators.Ray(num_workers=1), "ray")):
+        analyzer = QuantAnalyzer(model, sweep_models.calibrate, sweep_models.score,
+                                 evaluator=evaluator)
+        analyzer.analyze({"default_param_bw": 2}, results_dir=str(tmp_path / folder))
+        # the float score is the target: no config reaches it, so every fix is tried
+        recommendations.append(analyzer.recommend(max_accuracy_drop=0.0, adaround=adaround))
+    (local_config, local), (config, remote) = recommendations
+    tried = [c for c in local.changes if c["kind"] == "adaround"]
+    assert tried, local.changes
+    remote_tried = [c for c in remote.changes if c["kind"] == "adaround"]
+    # (the learned rounding comes from an optimizer: equal up to float summation order)
+    assert [c["score_after"] for c in remote_tried] == pytest.approx(
+        [c["score_after"] for c in tried], rel=1e-3)
+    assert [c["accepted"] for c in remote_tried] == [c["accepted"] for c in tried]
