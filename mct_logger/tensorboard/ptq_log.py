@@ -260,6 +260,9 @@ class TensorBoardListener:
             attrs = _node_attrs(node, plan.get(node.name) if plan else None, memory[node.name])
             if encodings is not None:
                 _attach_encodings(attrs, encodings.get(node.name))
+            if plan and node.name in plan:
+                attrs["quantization"] = _quantization_sentence(
+                    plan[node.name], encodings.get(node.name) if encodings else None)
             inputs = [
                 events.graph_node_name(r.node) + (f":{r.index}" if r.index else "")
                 for r in node.inputs
@@ -446,6 +449,36 @@ def _node_attrs(node, plan, memory: dict) -> dict:
     if plan.note:
         attrs["quantization_note"] = plan.note
     return attrs
+
+
+def _quantization_sentence(plan, encodings) -> str:
+    """The node's quantizers as one sentence ("kernel: 8-bit symmetric per-channel
+    (16 channels) in [-0.31, 0.42]; output: 8-bit asymmetric in [0, 6]"): TensorBoard's
+    node card prints every attribute as its raw AttrValue JSON (`{"s": "..."}`), so
+    the readable form is one string attribute that reads as text inside it."""
+    def grid(bits, symmetric, low=None, high=None, channels=None):
+        words = f"{bits}-bit {'symmetric' if symmetric else 'asymmetric'}"
+        if channels:
+            words += f" per-channel ({channels} channels)"
+        if low is not None:
+            words += f" in [{low:.4g}, {high:.4g}]"
+        return words
+
+    parts = []
+    for name, spec in plan.weights.items():
+        e = (encodings.weights.get(name) if encodings is not None else None)
+        parts.append(f"{name}: " + grid(spec.bitwidth, spec.is_symmetric,
+                                        *((float(e.min.min()), float(e.max.max())) if e else ()),
+                                        channels=spec.num_channels))
+    if plan.activation is not None:
+        e = encodings.activation if encodings is not None else None
+        parts.append("output: " + grid(plan.activation.bitwidth, plan.activation.is_symmetric,
+                                       *((float(e.min), float(e.max)) if e is not None else ())))
+    for point, spec in plan.inner_activations.items():
+        e = encodings.inner_activations.get(point) if encodings is not None else None
+        parts.append(f"{point} output: " + grid(spec.bitwidth, spec.is_symmetric,
+                                                *((float(e.min), float(e.max)) if e else ())))
+    return "; ".join(parts) if parts else f"float ({plan.note or 'not quantized'})"
 
 
 def _attach_encodings(attrs: dict, encodings) -> dict:

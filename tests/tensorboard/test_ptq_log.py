@@ -1,6 +1,7 @@
 """set_log_folder: what lands in TensorBoard, read back with TensorBoard's own loaders."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -102,6 +103,10 @@ def test_graph_nodes_are_named_like_the_ir_with_readable_attributes(logged, prov
     assert attrs["activation_min_max"].startswith("[") and "weights 26" in attrs["memory_bytes"]
     assert [d.size for d in conv.attr["_output_shapes"].list.shape[0].dim] == [-1, 2, 2, 2]
     assert "fused" in {k: v.s.decode() for k, v in nodes["wide"].attr.items()}["quantization_note"]
+    # one attribute reads as a sentence inside the card's raw AttrValue JSON
+    assert re.fullmatch(r"kernel: 8-bit symmetric per-channel \(2 channels\) in \[\S+, \S+\]; "
+                        r"output: 8-bit asymmetric in \[\S+, \S+\]", attrs["quantization"])
+    assert nodes["flat"].attr["quantization"].s.decode().startswith("float (")
 
 
 def test_memory_per_node_matches_the_hand_computed_example(logged, provider):
