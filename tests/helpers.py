@@ -325,3 +325,20 @@ def conv_dense_model(input_shape=(4, 4, 1), filters=2, outputs=3, hidden=None, *
         if relu_layer:
             h = keras.layers.ReLU(name="relu")(h)
     return keras.Model(inputs, keras.layers.Dense(outputs, name=head_name)(h), name=name)
+
+
+def padded_token_batches(vocab: int, length: int, count: int, segments: bool = True,
+                         seed: int = 0) -> dict:
+    """A KerasHub backbone's inputs: `count` token rows of `length`, each padded
+    with 0 after a random length of at least 3, with its `padding_mask` (and
+    zero `segment_ids` when `segments`)."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(1, vocab, (count, length)).astype("int32")
+    mask = np.ones((count, length), "int32")
+    for row, kept in enumerate(rng.integers(3, length + 1, count)):
+        tokens[row, kept:] = 0
+        mask[row, kept:] = 0
+    x = {"token_ids": tokens, "padding_mask": mask}
+    if segments:
+        x["segment_ids"] = np.zeros((count, length), "int32")
+    return x

@@ -39,7 +39,8 @@ import keras
 __all__ = [
     "ARITHMETIC", "AVERAGE_POOLING", "COMPOSITE", "CONV", "DEPTHWISE", "EQUALIZABLE",
     "IDENTITY", "LINEAR", "MAX_POOLING", "PADDING", "PASSTHROUGH", "RNN_CELLS", "SEPARABLE",
-    "TRANSPOSE", "activation_name", "composite_weight_axes", "einsum_channel_axes", "sublayer_outputs", "fused_activation_kind",
+    "TRANSPOSE", "activation_name", "composite_weight_axes", "einsum_channel_axes", "sublayer_groups", "sublayer_outputs",
+    "fused_activation_kind",
     "homogeneous_kind", "initializer_attributes", "is_channelwise", "is_relu_family", "kind",
     "linear_weight_axes", "weight_axes",
 ]
@@ -200,6 +201,19 @@ def sublayer_outputs(layer) -> dict:
     for name, (_, sublayer) in _composite_kernels(layer).items():
         points.setdefault(name.rpartition("/")[0], sublayer)
     return {p: s for p, s in points.items() if p}
+
+
+def sublayer_groups(output_points, kernel_names) -> list[str]:
+    """A composite layer's sublayer groups, in order: the points with an output
+    quantizer, then those with only kernels below them ("attention/query" for
+    "attention/query/kernel"); [] when no point has an output quantizer (not a
+    composite: MultiHeadAttention's "query/kernel" is no group)."""
+    if not output_points:
+        return []
+    points = dict.fromkeys(output_points)
+    for name in kernel_names:
+        points.setdefault(name.rpartition("/")[0])
+    return [p for p in points if p]
 
 
 def variable_name(variable) -> str:

@@ -378,12 +378,7 @@ class QuantizedWeightsLayer(keras.layers.Wrapper):
     def groups(self) -> list[str]:
         """A composite layer's sublayer groups (points with an output quantizer
         or a kernel below them, "self_attention_layer/query"); [] otherwise."""
-        if not self.activation_specs:
-            return []
-        points = dict.fromkeys(self.activation_specs)
-        for name in self.weight_specs:
-            points.setdefault(name.rpartition("/")[0])
-        return [p for p in points if p]
+        return layer_kinds.sublayer_groups(self.activation_specs, self.weight_specs)
 
     def set_group_enabled(self, point: str, weights: bool | None = None,
                           activations: bool | None = None) -> None:

@@ -107,12 +107,7 @@ def sublayer_groups(p: NodePlan) -> list[str]:
     point with its output quantizer or kernels ("self_attention_layer/query");
     [] for any other node. The QuantAnalyzer switches each group on its own
     (`inner_name(node, point)`), and an override can name one."""
-    if not p.inner_activations:
-        return []
-    points = dict.fromkeys(p.inner_activations)
-    for name in p.weights:
-        points.setdefault(name.rpartition("/")[0])
-    return [point for point in points if point]
+    return layer_kinds.sublayer_groups(p.inner_activations, p.weights)
 
 
 def plan_quantization(graph: Graph, config: QuantizationConfig,

@@ -11,6 +11,7 @@ import pytest
 
 import mct_logger
 from mct_logger.quantization.encodings_file import load_encodings
+from tests.helpers import padded_token_batches
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -31,16 +32,7 @@ def _cosine(a, b) -> float:
 
 
 def _padded_inputs(segments: bool, seed=0) -> dict:
-    rng = np.random.default_rng(seed)
-    tokens = rng.integers(1, VOCAB, (N, SEQ)).astype("int32")
-    mask = np.ones((N, SEQ), "int32")
-    for row, length in enumerate(rng.integers(3, SEQ + 1, N)):
-        tokens[row, length:] = 0
-        mask[row, length:] = 0
-    x = {"token_ids": tokens, "padding_mask": mask}
-    if segments:
-        x["segment_ids"] = np.zeros((N, SEQ), "int32")
-    return x
+    return padded_token_batches(VOCAB, SEQ, N, segments, seed)
 
 
 def _bert():

@@ -10,6 +10,7 @@ import pytest
 
 import mct_logger
 from mct_logger.quantization.quantsim import quantizers, set_quantizers_enabled
+from tests.helpers import padded_token_batches
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -27,13 +28,7 @@ def _bert():
 
 
 def _inputs(seed=0) -> dict:
-    rng = np.random.default_rng(seed)
-    tokens = rng.integers(1, VOCAB, (N, SEQ)).astype("int32")
-    mask = np.ones((N, SEQ), "int32")
-    for row, length in enumerate(rng.integers(3, SEQ + 1, N)):
-        tokens[row, length:] = 0
-        mask[row, length:] = 0
-    return {"token_ids": tokens, "padding_mask": mask, "segment_ids": np.zeros_like(tokens)}
+    return padded_token_batches(VOCAB, SEQ, N, segments=True, seed=seed)
 
 
 @pytest.fixture(scope="module")
