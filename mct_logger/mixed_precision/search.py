@@ -315,6 +315,7 @@ def measure_sensitivity(graph, plan: dict, units: list, batches, bit_candidates)
     known = {u.name: u for u in search_units(graph, plan)}
     units = [known[u] if isinstance(u, str) else u for u in units]
     nodes = {u.node for u in units}
+    weights = {n: graph.nodes[n].weights() for n in nodes}  # read once, not per width
     kernels = {}
     for b in bit_candidates:
         plan_b = {n: dataclasses.replace(p, weights={
@@ -322,10 +323,9 @@ def measure_sensitivity(graph, plan: dict, units: list, batches, bit_candidates)
             if n in nodes else {}) for n, p in plan.items()}
         grids = weight_encodings(graph, plan_b)
         for u in units:
-            values = graph.nodes[u.node].weights()
             kernels.setdefault(u.name, []).append({
                 k: ops.convert_to_tensor(fake_quantized_kernel(
-                    values[k], grids[u.node][k], plan[u.node].weights[k].channel_axes))
+                    weights[u.node][k], grids[u.node][k], plan[u.node].weights[k].channel_axes))
                 for k in u.kernels})
     report = {}
     for u in units:
