@@ -129,6 +129,7 @@ def main() -> None:
     from ray.cluster_utils import Cluster
 
     from mct_logger import evaluators
+    from mct_logger.evaluators.ray_workers import LOCAL_SYSTEM_CONFIG
 
     folder = tempfile.mkdtemp(prefix="distributed_sweeps_")
     local, local_seconds = analyze(os.path.join(folder, "local"))
@@ -138,7 +139,8 @@ def main() -> None:
 
     started = time.perf_counter()
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": args.cpus_per_node, "include_dashboard": False})
+        "num_cpus": args.cpus_per_node, "include_dashboard": False,
+        "_system_config": LOCAL_SYSTEM_CONFIG})  # workers at normal priority
     cluster.add_node(num_cpus=args.cpus_per_node)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
