@@ -105,11 +105,22 @@ def tensorboard_server(logdir, load_fast: str = "true"):
             process.kill()
 
 
+# The longest a browser test waits for one condition (Playwright's defaults: 5 s for
+# `expect`, 30 s for actions).
+BROWSER_WAIT_MS = 90_000
+
+
 @contextlib.contextmanager
 def chromium_page(viewport=(1400, 900)):
-    """A Playwright page in Debian's headless Chromium; collects console errors in `page.errors`."""
-    from playwright.sync_api import sync_playwright
+    """A Playwright page in Debian's headless Chromium; collects console errors in `page.errors`.
 
+    Waits are conditions with long limits (`BROWSER_WAIT_MS`): on a fast machine
+    they return as soon as the page is ready, and on a shared, loaded CI machine
+    (two CPU hogs beside the suite) a table can take longer than Playwright's
+    default 5 s for `expect` to appear after a click."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=BROWSER_WAIT_MS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True,
@@ -118,6 +129,8 @@ def chromium_page(viewport=(1400, 900)):
         )
         try:
             page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+            page.set_default_timeout(BROWSER_WAIT_MS)
+            page.set_default_navigation_timeout(2 * BROWSER_WAIT_MS)
             page.errors = []
             page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: page.errors.append(str(e)))

@@ -11,6 +11,7 @@ import pytest
 
 from mct_logger.analyzer import report
 from mct_logger.analyzer.driver import QuantAnalyzer
+from tests.helpers import BROWSER_WAIT_MS
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -72,6 +73,7 @@ class Page:
     def __init__(self, browser, offline=True):
         self.context = browser.new_context(viewport={"width": 1280, "height": 900})
         self.page = self.context.new_page()
+        self.page.set_default_timeout(BROWSER_WAIT_MS)  # long limits: CI's machine is shared
         self.errors, self.requests = [], []
         self.page.on("console", lambda m: m.type in ("error", "warning") and self.errors.append(m.text))
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
@@ -80,7 +82,7 @@ class Page:
 
     def open_report(self, path):
         self.page.goto(pathlib.Path(path).as_uri())
-        self.page.wait_for_selector("#quant-analyzer[data-ready='true']", timeout=30000)
+        self.page.wait_for_selector("#quant-analyzer[data-ready='true']")
         return self.page
 
     def close(self):
@@ -256,7 +258,7 @@ def test_modules_work_unbundled_over_http_under_a_strict_csp(analysis, browser):
         session.context.route("http://tb.test/**", handle)
         page = session.page
         page.goto("http://tb.test/index.html")
-        page.wait_for_selector("body[data-ready='true']", timeout=30000)
+        page.wait_for_selector("body[data-ready='true']", timeout=BROWSER_WAIT_MS)
         page.click("button.qa-tab[data-view='sqnr']")
         assert drawn_traces(page, "sqnr")["charts"] == 2
         assert {"common/dashboard.css", "common/dom.js", "common/plot.js", "common/plotly_loader.js",

@@ -8,7 +8,7 @@ import pytest
 import mct_logger
 from mct_logger.quantization.config import AdaRoundConfig, QuantizationConfig
 from tests.e2e.test_dashboards import errors_of, open_tab, select_runs
-from tests.helpers import chromium_page, conv_dense_model, tensorboard_server
+from tests.helpers import BROWSER_WAIT_MS, chromium_page, conv_dense_model, tensorboard_server
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,7 @@ def test_the_layer_table_shows_adaround_and_two_runs_compare(adaround_logs):
         select_runs(frame, ["ptq_learned"])
         frame.locator("button.qa-tab[data-view='layers']").click()
         panel = frame.locator(".qa-panel[data-view='layers']")
-        panel.locator("tbody tr").first.wait_for(timeout=20_000)
+        panel.locator("tbody tr").first.wait_for(timeout=BROWSER_WAIT_MS)
         headers = panel.locator("thead th").all_inner_texts()
         column = next(i for i, t in enumerate(headers) if "rounded away from nearest" in t)
         assert any("AdaRound: loss learned" in t for t in headers), headers

@@ -12,8 +12,8 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
-from tests.helpers import (GATE_CODE, chromium_page, open_gate, plugin_frame, screenshot,
-                           tab_frame, tensorboard_server, until, wait_for_tab)
+from tests.helpers import (BROWSER_WAIT_MS, GATE_CODE, chromium_page, open_gate, plugin_frame,
+                           screenshot, tab_frame, tensorboard_server, until, wait_for_tab)
 
 pytestmark = pytest.mark.e2e  # a real TensorBoard and headless Chromium
 
@@ -30,7 +30,7 @@ def open_tab(page, url, name):
     page.goto(f"{url}#{name}")
     frame = plugin_frame(page, name)
     # data-runs is set once a run is drawn (the Rust loader may still be reading the folder)
-    frame.locator("main[data-runs]").wait_for(timeout=60_000)
+    frame.locator("main[data-runs]").wait_for(timeout=BROWSER_WAIT_MS)
     return frame
 
 
@@ -43,7 +43,7 @@ def select_runs(frame, names):
         elif value not in names and box.is_checked() and box.get_attribute("type") == "checkbox":
             box.uncheck()
     joined = ",".join(names)
-    frame.locator(f"main[data-runs='{joined}']").wait_for(timeout=20_000)
+    frame.locator(f"main[data-runs='{joined}']").wait_for(timeout=BROWSER_WAIT_MS)
 
 
 # Points per drawn chart under the selector `arg`, once every chart there has some
@@ -77,7 +77,7 @@ def test_quant_analyzer_tab_shows_every_analysis_with_data(server, dashboard_log
         for view in QA_VIEWS:
             frame.locator(f"button.qa-tab[data-view='{view}']").click()
             panel = f".qa-panel[data-view='{view}']"
-            frame.locator(f"{panel} .js-plotly-plot").first.wait_for(timeout=20_000)
+            frame.locator(f"{panel} .js-plotly-plot").first.wait_for(timeout=BROWSER_WAIT_MS)
             points = until(tab_frame(page, "quant_analyzer"), CHARTS_DRAWN, 60, arg=panel)
             assert points and all(n > 0 for n in points), (view, points)
         screenshot(page, f"quant_analyzer_histograms_{loader}.png")
@@ -115,16 +115,16 @@ def test_a_ptq_run_has_its_layer_table_linked_to_the_graphs_tab(server, dashboar
         link = panel.locator("a.qa-graph-link", has_text="stem")
         assert "run=ptq_cle%2F07_quantized_model" in link.get_attribute("href")
         link.click()
-        page.wait_for_url("**#graphs&run=ptq_cle%2F07_quantized_model", timeout=20_000)
+        page.wait_for_url("**#graphs&run=ptq_cle%2F07_quantized_model", timeout=BROWSER_WAIT_MS)
         # the graph drawn is the quantized model's (the run menu says so, and the
         # folded batch norm of the first stage's graph is gone)
         page.wait_for_function(
             """() => { const d = document.querySelector('tf-graph-dashboard');
                        return d && d._selection && d._selection.run === 'ptq_cle/07_quantized_model'; }""",
-            timeout=60_000)
+            timeout=BROWSER_WAIT_MS)
         page.locator("paper-dropdown-menu", has_text="ptq_cle/07_quantized_model").first.wait_for(
-            state="visible", timeout=30_000)
-        page.locator('g.node[data-name="stem"]').first.wait_for(timeout=60_000)
+            state="visible", timeout=BROWSER_WAIT_MS)
+        page.locator('g.node[data-name="stem"]').first.wait_for(timeout=BROWSER_WAIT_MS)
         expect(page.locator('g.node[data-name^="batch_normalization"]')).to_have_count(0)
         screenshot(page, f"graphs_from_layer_link_{loader}.png")
         assert not errors_of(page), page.errors

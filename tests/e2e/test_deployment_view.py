@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mct_logger
-from tests.helpers import chromium_page, plugin_frame, screenshot, tensorboard_server
+from tests.helpers import BROWSER_WAIT_MS, chromium_page, plugin_frame, screenshot, tensorboard_server
 
 pytestmark = pytest.mark.e2e  # a real TensorBoard and headless Chromium
 
@@ -51,14 +51,14 @@ def test_deployment_view_renders_with_zero_console_errors(server, exported):
     with chromium_page() as page:
         page.goto(f"{url}#quant_analyzer")
         frame = plugin_frame(page, "quant_analyzer")
-        frame.locator("main[data-runs]").wait_for(timeout=60_000)
+        frame.locator("main[data-runs]").wait_for(timeout=BROWSER_WAIT_MS)
         # the PTQ run links to its export
         link = frame.locator(".qa-deploy-link")
-        link.wait_for(timeout=20_000)
+        link.wait_for(timeout=BROWSER_WAIT_MS)
         assert "LiteRT int8 export" in link.inner_text()
         link.locator("button").click()
         panel = frame.locator(".qa-panel[data-view='deployment']")
-        panel.locator(".js-plotly-plot").first.wait_for(timeout=20_000)
+        panel.locator(".js-plotly-plot").first.wait_for(timeout=BROWSER_WAIT_MS)
         text = panel.inner_text()
         assert "simulated → LiteRT: cosine" in text
         assert "int8 ops" in text and "float" in text

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.helpers import chromium_page, tensorboard_server, wait_for_tab
+from tests.helpers import BROWSER_WAIT_MS, chromium_page, tensorboard_server, wait_for_tab
 
 pytestmark = pytest.mark.e2e  # a real TensorBoard and headless Chromium
 
@@ -98,12 +98,12 @@ def test_killed_runs_show_as_interrupted_in_both_loaders(tmp_path):
             end = time.time() + 120
             frame = wait_for_tab(page, url, "quant_analyzer", "main[data-runs]", end)
             status = frame.locator(".qa-note", has_text="interrupted")
-            status.first.wait_for(timeout=30_000)
+            status.first.wait_for(timeout=BROWSER_WAIT_MS)
             text = status.first.inner_text()
             assert "interrupted at" in text and "no progress since" in text, text
             assert frame.locator(".qa-progress").count() == 0  # no "about N min left"
             frame = wait_for_tab(page, url, "compression", "main[data-runs]", end)
-            frame.get_by_text("interrupted at").first.wait_for(timeout=30_000)
+            frame.get_by_text("interrupted at").first.wait_for(timeout=BROWSER_WAIT_MS)
             assert frame.locator(".qa-progress").count() == 0
             errors = [e for e in page.errors if "favicon" not in e]
             assert not errors, errors

@@ -4,7 +4,7 @@ import pytest
 
 import mct_logger
 from mct_logger.demo import build_digits_cnn, load_digits_split
-from tests.helpers import chromium_page, screenshot, tensorboard_server
+from tests.helpers import BROWSER_WAIT_MS, chromium_page, screenshot, tensorboard_server
 
 pytestmark = pytest.mark.e2e  # a real TensorBoard and headless Chromium
 
@@ -32,28 +32,28 @@ def test_graphs_histograms_scalars_and_images_show_data(logdir, load_fast):
         # TensorBoard's loaders in tests/tensorboard/test_ptq_log.py; clicking the node
         # here showed them only intermittently after the issue 25-30 merges.)
         page.goto(url + "#graphs")
-        page.wait_for_selector("tf-graph-dashboard paper-dropdown-menu", timeout=60_000)
+        page.wait_for_selector("tf-graph-dashboard paper-dropdown-menu", timeout=BROWSER_WAIT_MS)
         page.locator("paper-dropdown-menu", has_text="digits/00_initial_graph").click()
         page.locator("paper-item", has_text="digits/07_quantized_model").click()
         page.locator('g.node[data-name="stem"] .nodeshape').first.wait_for(
-            state="attached", timeout=60_000)
+            state="attached", timeout=BROWSER_WAIT_MS)
         screenshot(page, f"graphs_{load_fast}.png")
 
         # Histograms: float (statistics run) and quantized (final run) under one tag
         page.goto(url + "#histograms")
-        page.get_by_text("activations/classifier").first.wait_for(timeout=60_000)
+        page.get_by_text("activations/classifier").first.wait_for(timeout=BROWSER_WAIT_MS)
         page.locator("tf-histogram-dashboard svg path").first.wait_for(state="attached",
-                                                                       timeout=60_000)
+                                                                       timeout=BROWSER_WAIT_MS)
         screenshot(page, f"histograms_{load_fast}.png")
 
         # Scalars: per-channel min/max/mean charts
         page.goto(url + "#scalars")
-        page.get_by_text("channel_stats/classifier").first.wait_for(timeout=60_000)
+        page.get_by_text("channel_stats/classifier").first.wait_for(timeout=BROWSER_WAIT_MS)
         screenshot(page, f"scalars_{load_fast}.png")
 
         # Images: all 20 per-sample similarity plots plus the summary
         page.goto(url + "#images")
-        page.get_by_text("cosine_similarity/sample_00").first.wait_for(timeout=60_000)
+        page.get_by_text("cosine_similarity/sample_00").first.wait_for(timeout=BROWSER_WAIT_MS)
         loaded = page.wait_for_function(  # images decode after their cards are drawn
             """() => {
                 const found = [];
@@ -63,12 +63,12 @@ def test_graphs_histograms_scalars_and_images_show_data(logdir, load_fast):
                 });
                 walk(document);
                 return found.length >= 2 ? found.length : false;
-            }""", timeout=60_000).json_value()
+            }""", timeout=BROWSER_WAIT_MS).json_value()
         assert loaded >= 2
         screenshot(page, f"images_{load_fast}.png")
         # the 20th sample and the summary are there too (past the first page)
         for tag in ("cosine_similarity/sample_19", "cosine_similarity/summary"):
             page.goto(url + "#images&tagFilter=" + tag.replace("/", "%2F"))
             page.reload()
-            page.get_by_text(tag, exact=True).first.wait_for(timeout=30_000)
+            page.get_by_text(tag, exact=True).first.wait_for(timeout=BROWSER_WAIT_MS)
         assert not [e for e in page.errors if "favicon" not in e], page.errors
