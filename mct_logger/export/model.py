@@ -39,6 +39,7 @@ from mct_logger.graph.ir import Graph, layer_name_of
 from mct_logger.quantization import litert_target
 from mct_logger.quantization.layers import linear_forward, weight_variable
 from mct_logger.quantization.plan import PlanReason
+from mct_logger.quantization.quantsim import unique_name
 
 # Activations the converter fuses into CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / ADD.
 LITERT_FUSED = litert_target.FUSED_ACTIVATIONS
@@ -185,12 +186,7 @@ class ExportModelBuilder:
         used = getattr(self, "_used", None)
         if used is None:
             used = self._used = {layer_name_of(n) for n in self.graph.nodes}
-        candidate, k = name, 1
-        while candidate in used:
-            k += 1
-            candidate = f"{name}_{k}"
-        used.add(candidate)
-        return candidate
+        return unique_name(name, used)
 
     def _make_layer(self, node, clone):
         self.layer_names.setdefault(node.name, set()).add(clone.name)

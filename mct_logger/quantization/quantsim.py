@@ -114,7 +114,7 @@ class QuantizerFactory:
             activation_specs={k: {"bitwidth": s.bitwidth, "is_symmetric": s.is_symmetric}
                               for k, s in inner.items()},
             activation_encodings=self._grids(node.name).inner_activations,
-            name=_unique(f"{clone.name}_wq", self._used),
+            name=unique_name(f"{clone.name}_wq", self._used),
         )
         self._wrappers[id(clone)] = wrapper
         return wrapper
@@ -129,7 +129,7 @@ class QuantizerFactory:
             bitwidth=spec.bitwidth,
             is_symmetric=spec.is_symmetric,
             encoding=self._grids(node.name).activation,
-            name=_unique(re.sub(r"[/:]", "_", node.name) + "_aq", self._used),
+            name=unique_name(re.sub(r"[/:]", "_", node.name) + "_aq", self._used),
         )
 
     def _grids(self, node_name: str) -> NodeEncodings:
@@ -157,7 +157,9 @@ def build_quantized_model(
                           wrap_outputs=wrap_outputs, clones=clones, extra_outputs=extra_outputs)
 
 
-def _unique(name: str, used: set) -> str:
+def unique_name(name: str, used: set) -> str:
+    """`name`, or `name_2`, `name_3`... the first not in `used` (which it joins):
+    a layer name no other layer of the model has."""
     candidate, k = name, 1
     while candidate in used:
         k += 1
