@@ -110,8 +110,9 @@ class AnalysisRun:
         os.makedirs(os.path.join(self.results_dir, MIN_MAX_FOLDER), exist_ok=True)
         failure: BaseException | None = None
         try:
-            # a heartbeat (a killed run reads as interrupted); SIGTERM/SIGINT interrupt
-            with liveness.running(self._beat):
+            # a heartbeat (a killed run reads as interrupted); SIGTERM/SIGINT interrupt;
+            # the evaluator's workers start now, while the driver calibrates
+            with liveness.running(self._beat), self.analyzer.evaluator.workers():
                 self._run()
             self.result.status = "complete"
         except KeyboardInterrupt as exc:

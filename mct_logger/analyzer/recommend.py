@@ -171,6 +171,7 @@ def recommend(analyzer, analysis, max_accuracy_drop: float, representative_data=
 
     fp32 = result.sensitivity["fp32"]
     with contextlib.ExitStack() as sessions:  # the analyzer's evaluator, one session per graph
+        sessions.enter_context(analyzer.evaluator.workers())  # started once, for every graph
         state = _State(make_trials(graph), config, fp32 - max_accuracy_drop,
                        _Scorer(analyzer, sessions))
         baseline = state.measure(config, what="the analyzed config")

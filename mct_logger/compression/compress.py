@@ -30,6 +30,7 @@ stats.cost_ratio, stats.score_before, stats.score_after
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import numbers
 import time
@@ -206,70 +207,75 @@ def compress_model(model, eval_callback, target_comp_ratio: float, scheme: str =
     store = EvalScores.open(eval_scores_file, {
         "model": model.name, "fingerprint": model_fingerprint(model), "scheme": scheme, "cost_metric": cost_metric,
         "candidates": candidates})
-    score_before = _evaluate(evaluate, model, "the uncompressed model")
-    store.meta["score_before"] = score_before
-    batches = None
-    if scheme == "channel_pruning":
-        forward = as_callback(forward_pass_callback, "forward_pass_callback")
-        batches = sample_pruning_data(graph, layers, forward)
     planned = [(n, r) for n in eligible for r in candidates if params[n][r] is not None]
     missing = [(n, r) for n, r in planned if not store.has(n, r)]
-    plan = SweepPlan(
-        model=model.name, scheme=scheme, cost_metric=cost_metric,
-        target_comp_ratio=float(target_comp_ratio), candidates=candidates,
-        layers=[{"layer": n, "class": graph.nodes[n].layer_class, "macs": costs[n].macs,
-                 "params": costs[n].params,
-                 "settings": [params[n][r] for r in candidates]} for n in eligible],
-        ineligible=reasons, score_before=score_before, cost_before=before,
-        scores={n: {ratio_key(r): store.get(n, r) for r in candidates if store.has(n, r)}
-                for n in eligible},
-        evaluations_total=len(planned), evaluations_reused=len(planned) - len(missing))
-    run = _Listeners(listeners, model.name, len(missing))
-    error = None
-    # SIGTERM and SIGINT end the sweep as "interrupted" (listeners told) before exiting
-    signals = liveness.interrupt_on_signals()
-    signals.__enter__()
-    try:
-        run.emit("start", plan)
-        _sweep(model, graph, scheme, layers, params, missing, evaluate, eval_callback, evaluator,
-               lambda name, ratio, score: sweep_lib.emit_score(run, plan, store, name, ratio,
-                                                               score, started))
-        scores = {n: {r: store.get(n, r) for r in candidates} for n in eligible}
-        selection = select_ratios(scores, cost_ratio, target_comp_ratio)
-        chosen = {n: r for n, r in selection.ratios.items() if r is not None}
-        _log_selection(selection, target_comp_ratio, cost_metric, num_comp_ratio_candidates)
+    with contextlib.ExitStack() as workers:
+        if missing:  # the evaluator's workers start while this process scores and samples
+            workers.enter_context(evaluator.workers())
+        score_before = _evaluate(evaluate, model, "the uncompressed model")
+        store.meta["score_before"] = score_before
+        batches = None
         if scheme == "channel_pruning":
-            compressed_graph = prune(graph, layers, {n: params[n][r] for n, r in chosen.items()},
-                                      batches)
-        else:
-            compressed_graph = graph
-            for name in [n for n in graph.nodes if n in chosen]:
-                compressed_graph = layers[name].apply(compressed_graph, params[name][chosen[name]])
-        compressed = compressed_graph.to_keras(name=f"{model.name}_compressed")
-        score_after = _evaluate(evaluate, compressed, "the compressed model")
-        after_costs = layer_costs(compressed_graph)
-        stats = CompressionStats(
+            forward = as_callback(forward_pass_callback, "forward_pass_callback")
+            batches = sample_pruning_data(graph, layers, forward)
+        plan = SweepPlan(
             model=model.name, scheme=scheme, cost_metric=cost_metric,
             target_comp_ratio=float(target_comp_ratio), candidates=candidates,
-            layers=layer_rows(graph, eligible, costs, after_costs, chosen, params,
-                              compressed_graph),
-            eval_scores={n: {ratio_key(r): s for r, s in scores[n].items() if s is not None}
-                         for n in eligible},
-            threshold=selection.threshold, cost_before=before, cost_after=model_cost(after_costs),
-            score_before=score_before, score_after=score_after,
-            evaluations=run.done, evaluations_reused=plan.evaluations_reused,
-            seconds=time.time() - started, ineligible=reasons,
-            next_cost_ratio=selection.next_cost_ratio)
-        run.emit("done", stats)
-        return compressed, stats
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
+            layers=[{"layer": n, "class": graph.nodes[n].layer_class, "macs": costs[n].macs,
+                     "params": costs[n].params,
+                     "settings": [params[n][r] for r in candidates]} for n in eligible],
+            ineligible=reasons, score_before=score_before, cost_before=before,
+            scores={n: {ratio_key(r): store.get(n, r) for r in candidates if store.has(n, r)}
+                    for n in eligible},
+            evaluations_total=len(planned), evaluations_reused=len(planned) - len(missing))
+        run = _Listeners(listeners, model.name, len(missing))
+        error = None
+        # SIGTERM and SIGINT end the sweep as "interrupted" (listeners told) before exiting
+        signals = liveness.interrupt_on_signals()
+        signals.__enter__()
         try:
-            run.close(error)
+            run.emit("start", plan)
+            _sweep(model, graph, scheme, layers, params, missing, evaluate, eval_callback,
+                   evaluator, lambda name, ratio, score: sweep_lib.emit_score(
+                       run, plan, store, name, ratio, score, started))
+            scores = {n: {r: store.get(n, r) for r in candidates} for n in eligible}
+            selection = select_ratios(scores, cost_ratio, target_comp_ratio)
+            chosen = {n: r for n, r in selection.ratios.items() if r is not None}
+            _log_selection(selection, target_comp_ratio, cost_metric, num_comp_ratio_candidates)
+            if scheme == "channel_pruning":
+                compressed_graph = prune(
+                    graph, layers, {n: params[n][r] for n, r in chosen.items()}, batches)
+            else:
+                compressed_graph = graph
+                for name in [n for n in graph.nodes if n in chosen]:
+                    compressed_graph = layers[name].apply(compressed_graph,
+                                                          params[name][chosen[name]])
+            compressed = compressed_graph.to_keras(name=f"{model.name}_compressed")
+            score_after = _evaluate(evaluate, compressed, "the compressed model")
+            after_costs = layer_costs(compressed_graph)
+            stats = CompressionStats(
+                model=model.name, scheme=scheme, cost_metric=cost_metric,
+                target_comp_ratio=float(target_comp_ratio), candidates=candidates,
+                layers=layer_rows(graph, eligible, costs, after_costs, chosen, params,
+                                  compressed_graph),
+                eval_scores={n: {ratio_key(r): s for r, s in scores[n].items() if s is not None}
+                             for n in eligible},
+                threshold=selection.threshold, cost_before=before,
+                cost_after=model_cost(after_costs),
+                score_before=score_before, score_after=score_after,
+                evaluations=run.done, evaluations_reused=plan.evaluations_reused,
+                seconds=time.time() - started, ineligible=reasons,
+                next_cost_ratio=selection.next_cost_ratio)
+            run.emit("done", stats)
+            return compressed, stats
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            signals.__exit__(None, None, None)
+            try:
+                run.close(error)
+            finally:
+                signals.__exit__(None, None, None)
 
 
 def _sweep(model, graph, scheme, layers, params, missing, evaluate, eval_callback, evaluator,

@@ -42,7 +42,7 @@ def check_evaluator(evaluator, what: str = "evaluator"):
     """`evaluator`, or `Local()` for None; TypeError for anything else."""
     if evaluator is None:
         return Local()
-    if not callable(getattr(evaluator, "open", None)):
+    if not all(callable(getattr(evaluator, m, None)) for m in ("open", "workers")):
         raise TypeError(f"{what} must be mct_logger.evaluators.Local() or "
                         f"mct_logger.evaluators.Ray(...); got {type(evaluator).__name__}.")
     return evaluator

@@ -14,6 +14,8 @@ with Local().open(sweep) as session:
 
 from __future__ import annotations
 
+import contextlib
+
 from mct_logger.evaluators.jobs import call_job
 
 
@@ -22,6 +24,10 @@ class Local:
 
     def open(self, sweep, jobs_hint: int | None = None) -> "_LocalSession":
         return _LocalSession(sweep)
+
+    def workers(self):
+        """Nothing to start ahead: the evaluations run in this process."""
+        return contextlib.nullcontext(self)
 
     def __repr__(self) -> str:
         return "Local()"

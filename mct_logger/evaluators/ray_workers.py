@@ -9,6 +9,13 @@ plan), with the user's `eval_callback` (Ray's serialization, cloudpickle:
 functions from `__main__` travel by value). It then evaluates job after job on
 that workspace, never rebuilding it.
 
+Workers start early and are kept for a whole call: `analyze`, `recommend`,
+`search_mixed_precision` and `compress_model` open `evaluator.workers()` before
+their own work (calibration, SQNR passes), so the actors start and import
+TensorFlow meanwhile; each sweep of the call then loads its workspace onto
+those actors (`load`) instead of starting new ones. The actors stop when the
+call returns, so an idle evaluator never holds the cluster's CPUs or GPUs.
+
 The driver keeps every worker busy with one job, takes results as they finish
 (`ray.wait`), hands each to the sweep (which records it at once and updates the
 live tables), and gives the worker its next job. Results are keyed by job, so
@@ -36,6 +43,7 @@ analyzer.analyze(config, results_dir="qa", resume=True)
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import numbers
 import os
@@ -113,6 +121,9 @@ class Ray:
         self.runtime_env = dict(runtime_env or {})
         self.started_runtime = False
         self.startup_seconds: float | None = None  # ray.init, when this evaluator called it
+        self.workers_started = 0  # actors this evaluator started, in all (replacements too)
+        self._pool: _Pool | None = None  # the actors kept up by `workers()`
+        self._actor_class = None
         # the last sweep: workers, seconds to its first result (workers starting,
         # importing TensorFlow, rebuilding the simulation, one evaluation), evaluations,
         # workers replaced after dying
@@ -159,6 +170,82 @@ class Ray:
     def open(self, sweep, jobs_hint: int | None = None) -> "_RaySession":
         return _RaySession(self, sweep, jobs_hint)
 
+    @contextlib.contextmanager
+    def workers(self):
+        """Starts the workers now and keeps them for every sweep opened inside.
+
+        The actors start (and import TensorFlow) while the caller goes on with
+        its own work; each sweep opened inside loads its workspace onto them
+        rather than starting new ones. On leaving, the actors are killed, so
+        their CPUs and GPUs go back to the cluster. Nested uses share the
+        outer one's workers.
+
+        Example:
+
+        ```python
+        evaluator = evaluators.Ray(num_workers=4)
+        with evaluator.workers():   # one start-up for both calls
+            compress_model(model, evaluate, 0.5, evaluator=evaluator)
+            compress_model(model, evaluate, 0.7, evaluator=evaluator)
+        ```
+
+        Raises:
+            ImportError: Ray is not installed.
+        """
+        if self._pool is not None:
+            yield self
+            return
+        ray = self.connect()
+        pool = self._pool = _Pool(self, ray)
+        try:
+            pool.warm(self.workers_for(ray, None))
+            yield self
+        finally:
+            self._pool = None
+            pool.close()
+
+    def _new_actor(self, ray):
+        """One actor, starting now: it imports TensorFlow; a sweep's `load` follows."""
+        env = dict(self.runtime_env)
+        env_vars = {"KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"),
+                    "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+                    **env.get("env_vars", {})}
+        if not self.num_gpus_per_worker:
+            env_vars.setdefault("CUDA_VISIBLE_DEVICES", "")  # see ray-project accelerators docs
+        env["env_vars"] = env_vars
+        self.workers_started += 1
+        if self._actor_class is None:
+            self._actor_class = ray.remote(_Worker)
+        return self._actor_class.options(
+            num_cpus=self.num_cpus_per_worker, num_gpus=self.num_gpus_per_worker,
+            scheduling_strategy="SPREAD", runtime_env=env, max_restarts=0,
+        ).remote(max(1, int(self.num_cpus_per_worker or 1)))
+
+
+class _Pool:
+    """The actors `Ray.workers()` keeps up: idle ones wait for the next sweep."""
+
+    def __init__(self, evaluator: Ray, ray):
+        self.evaluator, self.ray = evaluator, ray
+        self.idle: list = []
+        self.size = 0  # the workers it started with: a sweep's default count
+
+    def warm(self, count: int) -> None:
+        self.size = count
+        self.idle.extend(self.evaluator._new_actor(self.ray) for _ in range(count))
+
+    def take(self, count: int) -> list:
+        """`count` actors: idle ones first, then new ones."""
+        taken, self.idle = self.idle[:count], self.idle[count:]
+        return taken + [self.evaluator._new_actor(self.ray) for _ in range(count - len(taken))]
+
+    def give_back(self, actors: list) -> None:
+        self.idle.extend(actors)
+
+    def close(self) -> None:
+        _kill(self.ray, self.idle)
+        self.idle = []
+
 
 class _RaySession:
     """The actors of one sweep; `evaluate` may be called several times (phases)."""
@@ -175,17 +262,19 @@ class _RaySession:
         return self
 
     def __exit__(self, *exc):
-        self.close()
+        self.close(failed=exc[0] is not None)
         return False
 
-    def close(self) -> None:
+    def close(self, failed: bool = True) -> None:
+        """Kills the actors, or, after a sweep that finished inside
+        `Ray.workers()`, gives them back for the next sweep."""
         if self.ray is None:
             return
-        for actor in self.actors:
-            try:
-                self.ray.kill(actor, no_restart=True)
-            except Exception:  # already dead
-                pass
+        pool = self.evaluator._pool
+        if pool is not None and not failed:
+            pool.give_back(self.actors)
+        else:
+            _kill(self.ray, self.actors)
         self.actors = []
         self.refs = []
 
@@ -200,29 +289,34 @@ class _RaySession:
         except Exception as exc:
             raise _unserializable(ray, self.sweep.eval_callback, exc) from exc
         self.refs = [shipment, callback]
-        count = self.evaluator.workers_for(ray, self.jobs_hint)
-        self.actors = [self._new_actor() for _ in range(count)]
-        self.evaluator.last_sweep = {"sweep": self.sweep.name, "workers": count,
-                                     "first_result_seconds": None, "evaluations": 0,
-                                     "workers_replaced": 0}
+        pool = self.evaluator._pool
+        if pool is not None and self.evaluator.num_workers is None:
+            # the free resources no longer count the pool's own actors
+            count = max(1, min(pool.size, self.jobs_hint or pool.size))
+        else:
+            count = self.evaluator.workers_for(ray, self.jobs_hint)
+        started_before = self.evaluator.workers_started
+        if pool is not None:
+            self.actors = pool.take(count)
+        else:
+            self.actors = [self.evaluator._new_actor(ray) for _ in range(count)]
+        for actor in self.actors:
+            self._load(actor)
+        self.evaluator.last_sweep = {
+            "sweep": self.sweep.name, "workers": count,
+            "workers_reused": count - (self.evaluator.workers_started - started_before),
+            "first_result_seconds": None, "evaluations": 0, "workers_replaced": 0}
         logger.info("%s: %d Ray worker(s) rebuilding the simulation", self.sweep.name, count)
 
+    def _load(self, actor) -> None:
+        """Queues the sweep's workspace onto `actor`, before any of its jobs (an
+        actor runs its calls in order)."""
+        actor.load.remote(self.sweep.factory, self.refs[0], self.refs[1])
+
     def _new_actor(self):
-        ray, ev = self.ray, self.evaluator
-        env = dict(ev.runtime_env)
-        env_vars = {"KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"),
-                    "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-                    **env.get("env_vars", {})}
-        if not ev.num_gpus_per_worker:
-            env_vars.setdefault("CUDA_VISIBLE_DEVICES", "")  # see ray-project accelerators docs
-        env["env_vars"] = env_vars
-        if getattr(self, "actor_class", None) is None:
-            self.actor_class = ray.remote(_Worker)
-        return self.actor_class.options(
-            num_cpus=ev.num_cpus_per_worker, num_gpus=ev.num_gpus_per_worker,
-            scheduling_strategy="SPREAD", runtime_env=env, max_restarts=0,
-        ).remote(self.sweep.factory, self.refs[0], self.refs[1],
-                 max(1, int(ev.num_cpus_per_worker or 1)))
+        actor = self.evaluator._new_actor(self.ray)
+        self._load(actor)
+        return actor
 
     # ------------------------------------------------------------- jobs
 
@@ -291,10 +385,12 @@ class _RaySession:
 
 
 class _Worker:
-    """One Ray actor: the sweep's workspace, rebuilt once, and its evaluations."""
+    """One Ray actor: TensorFlow imported at start, then per sweep a workspace
+    rebuilt once (`load`) and its evaluations."""
 
-    def __init__(self, factory, shipment, eval_callback, threads: int):
+    def __init__(self, threads: int):
         self.error = None
+        self.workspace = None
         self.pid = os.getpid()
         try:
             import tensorflow as tf
@@ -305,6 +401,14 @@ class _Worker:
                 tf.config.experimental.set_memory_growth(gpu, True)
         except Exception:  # already initialized, or no TensorFlow: keep its defaults
             pass
+        try:  # what every workspace needs, imported while the driver calibrates
+            import keras  # noqa: F401
+        except Exception:  # raised again, where it matters, by `load`
+            pass
+
+    def load(self, factory, shipment, eval_callback) -> None:
+        """The sweep's workspace, from the driver's shipment (the last one is dropped)."""
+        self.workspace, self.error = None, None
         try:
             self.workspace = factory(shipment, eval_callback)
         except Exception as exc:  # raised again with the first job: a task error, not a death
@@ -315,6 +419,14 @@ class _Worker:
         if self.error is not None:
             raise self.error
         return call_job(self.workspace, job)
+
+
+def _kill(ray, actors) -> None:
+    for actor in actors:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # already dead
+            pass
 
 
 def _raised_on_worker(err) -> BaseException:

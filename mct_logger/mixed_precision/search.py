@@ -61,6 +61,7 @@ result.layers[0]     # {"layer", "bits", "sqnr_db": [per candidate], "memory": [
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import math
@@ -258,31 +259,33 @@ def search_mixed_precision(model: keras.Model, representative_data,
             f"reach ({smallest} bytes: every searched layer at {candidates[0]} bits); raise "
             "the budget or add a lower bit width.")
 
-    t0 = time.perf_counter()
-    sqnr = measure_sensitivity(graph, plan, units, batches, candidates)
-    t1 = time.perf_counter()
-    names = [u.name for u in units]
-    costs = np.array([[10.0 ** (-s / 10.0) for s in sqnr[n]] for n in names])
-    mems = np.array([memory[n] for n in names], dtype=np.int64)
-    frontier = Frontier(costs, mems, None if budget is None else max(budget, smallest) - fixed)
-    t2 = time.perf_counter()
+    # with an accuracy target, the evaluator's workers start while the sensitivity is measured
+    with evaluator.workers() if evaluate is not None else contextlib.nullcontext():
+        t0 = time.perf_counter()
+        sqnr = measure_sensitivity(graph, plan, units, batches, candidates)
+        t1 = time.perf_counter()
+        names = [u.name for u in units]
+        costs = np.array([[10.0 ** (-s / 10.0) for s in sqnr[n]] for n in names])
+        mems = np.array([memory[n] for n in names], dtype=np.int64)
+        frontier = Frontier(costs, mems, None if budget is None else max(budget, smallest) - fixed)
+        t2 = time.perf_counter()
 
-    records = ScoreRecords.open(scores_file, {
-        "model": graph.name, "fingerprint": model_fingerprint(model),
-        "data": fingerprint(*[np.asarray(x) for b in batches for x in b]),
-        "config": config_to_dict(config)["config"], "bit_candidates": list(candidates),
-        "layers": names}, what="scores_file") if evaluate is not None else None
-    trials = QuantizationTrials(graph, lambda m: m.collect_all(batches), None, batches)
-    sweep = Sweep("search_mixed_precision",
-                  lambda: TrialWorkspace(model, trials, evaluate), rebuild_trial_workspace,
-                  lambda: trial_shipment(model, graph, batches), eval_callback)
-    with evaluator.open(sweep, jobs_hint=len(candidates) + 1) as session:
-        search = SearchSteps(graph, config, session, records, evaluate, units, candidates, costs,
-                             mems, fixed, budget)
-        if drop is not None:
-            choice = search.by_target(frontier, drop)
-        else:
-            choice = search.by_budget(frontier)
+        records = ScoreRecords.open(scores_file, {
+            "model": graph.name, "fingerprint": model_fingerprint(model),
+            "data": fingerprint(*[np.asarray(x) for b in batches for x in b]),
+            "config": config_to_dict(config)["config"], "bit_candidates": list(candidates),
+            "layers": names}, what="scores_file") if evaluate is not None else None
+        trials = QuantizationTrials(graph, lambda m: m.collect_all(batches), None, batches)
+        sweep = Sweep("search_mixed_precision",
+                      lambda: TrialWorkspace(model, trials, evaluate), rebuild_trial_workspace,
+                      lambda: trial_shipment(model, graph, batches), eval_callback)
+        with evaluator.open(sweep, jobs_hint=len(candidates) + 1) as session:
+            search = SearchSteps(graph, config, session, records, evaluate, units, candidates,
+                                 costs, mems, fixed, budget)
+            if drop is not None:
+                choice = search.by_target(frontier, drop)
+            else:
+                choice = search.by_budget(frontier)
     chosen_config = search.config_of(choice)
     rows = [{"layer": u.name, "class": u.layer_class,
              "parameters": int(sum(graph.nodes[u.node].weight_sizes()[k] for k in u.kernels)),

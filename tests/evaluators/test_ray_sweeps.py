@@ -166,3 +166,45 @@ def test_recommend_with_adaround_on_ray_learns_from_the_recorded_samples(ray_run
     assert [c["score_after"] for c in remote_tried] == pytest.approx(
         [c["score_after"] for c in tried], rel=1e-3)
     assert [c["accepted"] for c in remote_tried] == [c["accepted"] for c in tried]
+
+
+def _wait_for_free_cpus(ray, count, seconds=30):
+    import time
+
+    deadline = time.time() + seconds
+    while ray.available_resources().get("CPU", 0) < count and time.time() < deadline:
+        time.sleep(0.5)
+    return ray.available_resources().get("CPU", 0)
+
+
+def test_the_analyzers_workers_start_while_it_calibrates_and_stop_when_it_returns(
+        ray_runtime, local_analysis, tmp_path):
+    evaluator = evaluators.Ray(num_workers=2)
+    started_at_calibration = []
+
+    def calibrate(m):
+        started_at_calibration.append(evaluator.workers_started)
+        sweep_models.calibrate(m)
+
+    analyzer = QuantAnalyzer(sweep_models.model(), calibrate, sweep_models.score,
+                             evaluator=evaluator)
+    analyzer.analyze({"default_param_bw": 4}, results_dir=str(tmp_path))
+    assert started_at_calibration[0] == 2  # already starting while the driver calibrates
+    assert evaluator.workers_started == 2 and evaluator.last_sweep["workers_reused"] == 2
+    assert _tables(tmp_path) == _tables(local_analysis[1])
+    assert _wait_for_free_cpus(ray_runtime, 2) == 2  # the workers stopped with the call
+
+
+def test_sweeps_inside_workers_reuse_its_workers_and_match_local(ray_runtime):
+    model = sweep_models.model()
+    kwargs = dict(target_comp_ratio=0.7, scheme="weight_svd", num_comp_ratio_candidates=4)
+    _, local = mct_logger.compress_model(model, sweep_models.score, **kwargs)
+    evaluator = evaluators.Ray(num_workers=2)
+    with evaluator.workers():
+        for _ in range(2):
+            _, remote = mct_logger.compress_model(model, sweep_models.score,
+                                                  evaluator=evaluator, **kwargs)
+            assert remote.eval_scores == local.eval_scores
+            assert evaluator.last_sweep["workers_reused"] == 2
+    assert evaluator.workers_started == 2  # one start-up for both calls
+    assert _wait_for_free_cpus(ray_runtime, 2) == 2
