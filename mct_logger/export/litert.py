@@ -261,15 +261,7 @@ def _quiet():
 def _write_bytes(path: str, content: bytes) -> None:
     """Writes `content` to `path` through `path.tmp` and a rename (never half a file)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = f"{path}.tmp"
-    try:
-        with open(temporary, "wb") as f:
-            f.write(content)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
+    write_atomically(path, lambda f: f.write(content), binary=True)
 
 
 def _write_node_data(path: str, result: LiteRTExport) -> str | None:

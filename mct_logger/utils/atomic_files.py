@@ -13,8 +13,9 @@ import contextlib
 import os
 
 
-def write_atomically(path: str, write) -> None:
-    """Calls `write(f)` on `path + ".tmp"` (text, UTF-8) and then moves it to `path`:
+def write_atomically(path: str, write, binary: bool = False) -> None:
+    """Calls `write(f)` on `path + ".tmp"` (text, UTF-8; bytes when `binary`) and
+    then moves it to `path`:
     an interrupt or a failure never leaves half a file, and the `.tmp` file is
     removed when it did not become `path`. A symbolic link at the `.tmp` path is
     never followed.
@@ -29,7 +30,8 @@ def write_atomically(path: str, write) -> None:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
                              | getattr(os, "O_NOFOLLOW", 0), 0o666)
         created = True
-        with open(descriptor, "w", encoding="utf-8") as f:
+        with (open(descriptor, "wb") if binary else
+              open(descriptor, "w", encoding="utf-8")) as f:
             write(f)
         os.replace(temporary, path)
     except BaseException as exc:
