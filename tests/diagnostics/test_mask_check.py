@@ -74,6 +74,8 @@ def test_padded_batch_pads_inputs_that_feed_a_mask():
     assert padded_batch(read_model(plain), [np.ones((4, SEQ), "float32")]) is None
 
 
+# Keras warns too, as expected here, that the patched quantizer destroys the mask
+@pytest.mark.filterwarnings("ignore:.*does not support masking:UserWarning")
 def test_a_lost_mask_is_a_rebuild_mismatch_naming_the_node(monkeypatch):
     # the quantizer layers before this fix: an activation quantizer drops the mask
     monkeypatch.setattr(ActivationQuantizer, "supports_masking",
