@@ -134,9 +134,30 @@ def chromium_page(viewport=(1400, 900)):
             page.errors = []
             page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: page.errors.append(str(e)))
-            yield page
+            try:
+                yield page
+            except BaseException as exc:  # what the page showed when the test failed
+                _note_page_state(exc, page)
+                raise
         finally:
             browser.close()
+
+
+def _note_page_state(exc: BaseException, page) -> None:
+    """Adds to `exc` the page's console errors and each frame's text (a browser
+    test's failure then says what the page showed), and saves a screenshot."""
+    lines = [f"console errors: {getattr(page, 'errors', [])}"]
+    for frame in page.frames:
+        try:
+            text = frame.evaluate("() => document.body ? document.body.innerText : ''")
+        except Exception as error:  # a detached or hung frame
+            text = f"<unreadable: {type(error).__name__}>"
+        lines.append(f"frame {frame.url}: {' '.join(str(text).split())[:1500]!r}")
+    try:
+        lines.append(f"screenshot: {screenshot(page, 'failed_' + str(int(time.time())) + '.png')}")
+    except Exception:
+        pass
+    exc.add_note("\n".join(lines))
 
 
 def plugin_frame(page, name):
