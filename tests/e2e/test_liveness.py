@@ -63,9 +63,12 @@ def _wait_until_running(process, path, deadline):
     time.sleep(1.5)  # a live payload goes out at most every second
 
 
-def _stop(process, signum):
+def _stop(process, signum) -> str:
+    """Sends `signum`, reaps the process (its pid is gone, as after any real kill);
+    returns how it ended and its stderr's tail, for the assertions' messages."""
     process.send_signal(signum)
-    process.wait(timeout=60)  # reaped: its pid is gone, as after any real kill
+    process.wait(timeout=60)
+    return f"exit status {process.returncode}; stderr: {process.stderr.read()[-3000:]}"
 
 
 def _summary(results):
@@ -117,18 +120,18 @@ def test_sigterm_marks_the_analysis_and_the_sweep_interrupted(tmp_path):
     deadline = time.time() + 300
     analysis = _start("analysis", logdir, tmp_path / "qa")
     _wait_until_running(analysis, tmp_path / "qa" / "per_layer_quant_enabled.json", deadline)
-    _stop(analysis, signal.SIGTERM)
+    analysis_end = _stop(analysis, signal.SIGTERM)
     sweep = _start("sweep", logdir, tmp_path / "sweep")
     _wait_until_running(sweep, tmp_path / "sweep" / "scores.json", deadline)
-    _stop(sweep, signal.SIGTERM)
+    sweep_end = _stop(sweep, signal.SIGTERM)
 
     summary = _summary(tmp_path / "qa")
-    assert summary["status"] == "interrupted", summary
+    assert summary["status"] == "interrupted", (summary, analysis_end)
     assert "SIGTERM" in summary["error"] and 0 < summary["evaluations_done"] < \
         summary["evaluations_total"]
     with tensorboard_provider(logdir, "python") as (provider, ctx, eid):
         tables = {info["kind"]: table for plugin in ("quant_analyzer", "compression")
                   for _, _, info, table in read_payloads(provider, ctx, eid, plugin)}
-    assert tables["summary"]["status"] == "interrupted"
-    assert tables["eval_scores"]["status"] == "interrupted"
+    assert tables["summary"]["status"] == "interrupted", analysis_end
+    assert tables["eval_scores"]["status"] == "interrupted", sweep_end
     assert "SIGTERM" in tables["eval_scores"]["error"]
