@@ -36,6 +36,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from mct_logger.utils import liveness
+
 
 @dataclasses.dataclass(frozen=True)
 class Job:
@@ -69,9 +71,11 @@ def note_of(job: Job) -> str:
 
 
 def call_job(workspace, job: Job) -> float:
-    """`workspace.evaluate(job.spec)`; an exception gets `note_of(job)`."""
+    """`workspace.evaluate(job.spec)`; an exception gets `note_of(job)`. A SIGTERM
+    or SIGINT during it stops the sweep when it returns (`liveness.deferred_interrupt`)."""
     try:
-        return workspace.evaluate(job.spec)
+        with liveness.deferred_interrupt():
+            return workspace.evaluate(job.spec)
     except Exception as exc:
         if note_of(job) not in getattr(exc, "__notes__", ()):
             exc.add_note(note_of(job))

@@ -16,7 +16,12 @@ heartbeat (Unix time), refreshed at least every `HEARTBEAT_SECONDS` by a
 
 SIGTERM and SIGINT become a `KeyboardInterrupt` inside `interrupt_on_signals`,
 so a run stopped by `kill` or Ctrl-C goes through its "interrupted" path and
-marks itself so before the process exits.
+marks itself so before the process exits. Inside `deferred_interrupt()` (an
+evaluation: the user's callback running TensorFlow) the first signal waits for
+the block to end: an exception raised at an arbitrary point of TensorFlow's
+Python code (a finalizer half run, an iterator torn down under its prefetch
+threads) crashed a process natively ("free(): invalid next size") before it
+could mark itself. A second signal stops at once.
 
 Example:
 
@@ -35,8 +40,8 @@ import socket
 import threading
 import time
 
-__all__ = ["HEARTBEAT_SECONDS", "STALE_SECONDS", "Heartbeat", "check", "interrupt_on_signals",
-           "process_alive", "running", "stamp"]
+__all__ = ["HEARTBEAT_SECONDS", "STALE_SECONDS", "Heartbeat", "check", "deferred_interrupt",
+           "interrupt_on_signals", "process_alive", "running", "stamp"]
 
 # How often a running run refreshes its heartbeat, and how long without one
 # makes a reader call it interrupted.
@@ -127,8 +132,48 @@ class Heartbeat:
             self._thread.join(timeout=self._interval + 5)
 
 
+# main thread only (signal handlers run there): how deep it is in deferred_interrupt
+# blocks, and the signal that came in meanwhile
+_deferring = 0
+_pending: str | None = None
+
+
 def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+    global _pending
+    name = signal.Signals(signum).name
+    if _deferring and _pending is None:
+        _pending = name  # raised when the evaluation returns
+        return
+    _pending = None
+    raise KeyboardInterrupt(f"stopped by {name}")
+
+
+def _forget_pending() -> None:
+    global _pending
+    _pending = None
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """A stop signal that arrives inside the block (in the main thread, under
+    `interrupt_on_signals`) is raised as KeyboardInterrupt when the block ends,
+    unless the block is already raising; a second one is raised at once. Wrap
+    work that must not be torn mid-way, such as one evaluation."""
+    global _deferring, _pending
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _deferring += 1
+    try:
+        yield
+    except BaseException:
+        _pending = None  # the block stops anyway
+        raise
+    finally:
+        _deferring -= 1
+    if _pending is not None and not _deferring:
+        name, _pending = _pending, None
+        raise KeyboardInterrupt(f"stopped by {name}")
 
 
 @contextlib.contextmanager
@@ -151,6 +196,7 @@ def interrupt_on_signals():
     try:
         yield
     finally:
+        _forget_pending()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
