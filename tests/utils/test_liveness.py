@@ -102,39 +102,40 @@ def test_the_heartbeat_beats_until_stopped():
     assert count >= 3 and len(beats) == count
 
 
-def test_a_signal_during_an_evaluation_stops_the_run_when_the_evaluation_returns():
+@pytest.fixture
+def default_sigterm():
+    """SIGTERM at the system's default for the test (as in a fresh process)."""
     application = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    finished = []
-    try:
-        with pytest.raises(KeyboardInterrupt, match="stopped by SIGTERM"):
-            with liveness.interrupt_on_signals():
-                with liveness.deferred_interrupt():
-                    os.kill(os.getpid(), signal.SIGTERM)
-                    time.sleep(0.2)  # the handler has run: nothing raised here
-                    finished.append("evaluation")
-                finished.append("never")
-        assert finished == ["evaluation"]
-    finally:
-        signal.signal(signal.SIGTERM, application)
+    yield
+    signal.signal(signal.SIGTERM, application)
 
 
-def test_a_second_signal_during_an_evaluation_stops_at_once():
-    application = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+def test_a_signal_during_an_evaluation_stops_the_run_when_the_evaluation_returns(
+        default_sigterm):
     finished = []
-    try:
-        with pytest.raises(KeyboardInterrupt, match="stopped by SIGTERM"):
-            with liveness.interrupt_on_signals():
-                with liveness.deferred_interrupt():
-                    os.kill(os.getpid(), signal.SIGTERM)
-                    time.sleep(0.2)
-                    os.kill(os.getpid(), signal.SIGTERM)
-                    time.sleep(5)
-                    finished.append("evaluation")
-        assert finished == []
-        # nothing is left pending for a later run in this process
+    with pytest.raises(KeyboardInterrupt, match="stopped by SIGTERM"):
         with liveness.interrupt_on_signals():
             with liveness.deferred_interrupt():
-                finished.append("next run")
-        assert finished == ["next run"]
-    finally:
-        signal.signal(signal.SIGTERM, application)
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)  # the handler has run: nothing raised here
+                finished.append("evaluation")
+            finished.append("never")
+    assert finished == ["evaluation"]
+
+
+def test_a_second_signal_during_an_evaluation_stops_at_once(default_sigterm):
+    finished = []
+    with pytest.raises(KeyboardInterrupt, match="stopped by SIGTERM"):
+        with liveness.interrupt_on_signals():
+            with liveness.deferred_interrupt():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+                finished.append("evaluation")
+    assert finished == []
+    # nothing is left pending for a later run in this process
+    with liveness.interrupt_on_signals():
+        with liveness.deferred_interrupt():
+            finished.append("next run")
+    assert finished == ["next run"]
