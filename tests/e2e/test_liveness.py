@@ -54,13 +54,23 @@ def _start(kind, logdir, results):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_until_running(process, path, deadline):
-    """Waits for `path` (written after a few evaluations) while `process` runs."""
-    while not os.path.exists(path):
+def _wait_until_running(process, path, logdir, plugin, kind, deadline):
+    """Waits, while `process` runs, for `path` (written after a few evaluations) and
+    then for its live `kind` table in `plugin`'s payloads to reach the event files,
+    showing evaluations done: what a kill leaves for the dashboard to read."""
+    from mct_logger.tb_plugin.reader import read_payloads
+    from tests.helpers import tensorboard_provider
+
+    def running():
+        with tensorboard_provider(logdir, "python") as (provider, ctx, eid):
+            return any(info["kind"] == kind and table.get("status") == "running"
+                       and table.get("evaluations_done", 0) > 0
+                       for _, _, info, table in read_payloads(provider, ctx, eid, plugin))
+
+    while not (os.path.exists(path) and running()):
         assert process.poll() is None, process.stderr.read()
-        assert time.time() < deadline, f"{path} never appeared"
-        time.sleep(0.2)
-    time.sleep(1.5)  # a live payload goes out at most every second
+        assert time.time() < deadline, f"{path} or a live {kind} table never appeared"
+        time.sleep(0.2)  # polling the condition, not a pause
 
 
 def _stop(process, signum) -> str:
@@ -82,10 +92,12 @@ def test_killed_runs_show_as_interrupted_in_both_loaders(tmp_path):
     logdir = tmp_path / "logs"
     deadline = time.time() + 300
     analysis = _start("analysis", logdir, tmp_path / "qa")
-    _wait_until_running(analysis, tmp_path / "qa" / "per_layer_quant_enabled.json", deadline)
+    _wait_until_running(analysis, tmp_path / "qa" / "per_layer_quant_enabled.json", logdir,
+                        "quant_analyzer", "summary", deadline)
     _stop(analysis, signal.SIGKILL)
     sweep = _start("sweep", logdir, tmp_path / "sweep")
-    _wait_until_running(sweep, tmp_path / "sweep" / "scores.json", deadline)
+    _wait_until_running(sweep, tmp_path / "sweep" / "scores.json", logdir, "compression",
+                        "eval_scores", deadline)
     _stop(sweep, signal.SIGKILL)
 
     # summary.json still says "running" (nothing ran after SIGKILL), but it names
@@ -119,10 +131,12 @@ def test_sigterm_marks_the_analysis_and_the_sweep_interrupted(tmp_path):
     logdir = tmp_path / "logs"
     deadline = time.time() + 300
     analysis = _start("analysis", logdir, tmp_path / "qa")
-    _wait_until_running(analysis, tmp_path / "qa" / "per_layer_quant_enabled.json", deadline)
+    _wait_until_running(analysis, tmp_path / "qa" / "per_layer_quant_enabled.json", logdir,
+                        "quant_analyzer", "summary", deadline)
     analysis_end = _stop(analysis, signal.SIGTERM)
     sweep = _start("sweep", logdir, tmp_path / "sweep")
-    _wait_until_running(sweep, tmp_path / "sweep" / "scores.json", deadline)
+    _wait_until_running(sweep, tmp_path / "sweep" / "scores.json", logdir, "compression",
+                        "eval_scores", deadline)
     sweep_end = _stop(sweep, signal.SIGTERM)
 
     summary = _summary(tmp_path / "qa")
