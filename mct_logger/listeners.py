@@ -231,9 +231,14 @@ def set_run_listener_factory(key: str, factory: Callable[[RunInfo], Any] | None,
 
     Raises:
         ValueError: `kind` is not one of them.
+        TypeError: `factory` is neither callable nor None.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
+    if factory is not None and not callable(factory):
+        raise TypeError(f"set_run_listener_factory's factory must be a callable "
+                        f"factory(run_info) -> listener or None (to remove {key!r}), got "
+                        f"{type(factory).__name__}.")
     with _lock:
         if factory is None:
             _factories.pop((kind, key), None)

@@ -36,6 +36,49 @@ class Encoding:
     bitwidth: int
     is_symmetric: bool
 
+    def __post_init__(self):
+        """Refuses a grid no quantizer can run, when it is made rather than when a
+        layer applies it (the same rules as an encodings file's entry).
+
+        Raises:
+            ValueError: bitwidth not an integer from 2 to 16; is_symmetric not a
+                bool; scale or offset not finite numbers, of different shapes or
+                more than 1-D; a scale <= 0; an offset not an integer in
+                [-(2**bitwidth - 1), 0].
+        """
+        fix = ("Build one with Encoding.from_range(min, max, bitwidth, symmetric), or "
+               "pass scale > 0 and offset = -zero_point as numbers or 1-D arrays.")
+        try:
+            check_bitwidth(self.bitwidth)
+        except ValueError as exc:
+            raise ValueError(f"Encoding: {exc}") from None
+        if not isinstance(self.is_symmetric, (bool, np.bool_)):
+            raise ValueError(f"Encoding.is_symmetric must be True or False, got "
+                             f"{self.is_symmetric!r}.")
+        arrays = {}
+        for field in ("scale", "offset"):
+            value = getattr(self, field)
+            try:
+                array = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError):
+                array = None
+            if (array is None or isinstance(value, (bool, str, bytes)) or array.ndim > 1
+                    or not np.all(np.isfinite(array))):
+                raise ValueError(f"Encoding.{field} must be a finite number or a 1-D array "
+                                 f"of finite numbers (one per channel), got {value!r}. {fix}")
+            arrays[field] = array
+        scale, offset, levels = arrays["scale"], arrays["offset"], 2**int(self.bitwidth) - 1
+        if scale.shape != offset.shape:
+            raise ValueError(f"Encoding.scale has shape {scale.shape} but Encoding.offset has "
+                             f"{offset.shape}; give one of each per channel. {fix}")
+        if np.any(scale <= 0):
+            raise ValueError(f"Encoding.scale must be positive, got {np.min(scale)!r}. {fix}")
+        if np.any(offset != np.round(offset)) or np.any((offset < -levels) | (offset > 0)):
+            raise ValueError(
+                f"Encoding.offset must hold integers in [{-levels}, 0], the range of a "
+                f"{self.bitwidth}-bit grid (AIMET's offset is minus the zero point), got "
+                f"{self.offset!r}. {fix}")
+
     @property
     def levels(self) -> int:
         """The largest integer on the grid, 2**bitwidth - 1."""
