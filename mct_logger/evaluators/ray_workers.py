@@ -113,6 +113,9 @@ class Ray:
         if isinstance(max_retries, bool) or not isinstance(max_retries, numbers.Integral) \
                 or max_retries < 0:
             raise ValueError(f"max_retries must be an integer >= 0; got {max_retries!r}.")
+        if runtime_env is not None and not isinstance(runtime_env, dict):
+            raise ValueError(f"runtime_env must be a dict of Ray's runtime-environment fields "
+                             f"(e.g. {{'env_vars': {{...}}}}) or None; got {runtime_env!r}.")
         self.address = address
         self.num_workers = None if num_workers is None else int(num_workers)
         self.num_cpus_per_worker = num_cpus_per_worker

@@ -77,7 +77,8 @@ def export_litert(info, path, data=None, io_dtype: str = "float32",
         `NN_litert_export` beside its PTQ run (`mct_logger.tensorboard.export_log`).
 
     Raises (before anything is written):
-        ValueError: `io_dtype` is not one of IO_DTYPES, or there is no data.
+        ValueError: `io_dtype` is not one of IO_DTYPES, `parity_samples` is not an
+            integer >= 1, or there is no data.
         IsADirectoryError / NotADirectoryError / PermissionError: `path` cannot be written.
         RepresentativeDataError: `data` does not fit the model.
         LiteRTConversionError: the converter rejects the model (the message names
@@ -86,6 +87,10 @@ def export_litert(info, path, data=None, io_dtype: str = "float32",
     start = time.perf_counter()
     if io_dtype not in IO_DTYPES:
         raise ValueError(f"export_litert(io_dtype={io_dtype!r}): use one of {IO_DTYPES}.")
+    if parity_samples is not None and (isinstance(parity_samples, bool) or not isinstance(
+            parity_samples, (int, np.integer)) or parity_samples < 1):
+        raise ValueError(f"export_litert(parity_samples={parity_samples!r}): give a whole "
+                         f"number of samples >= 1, or None for the default.")
     path = _check_path(path)
     graph = info.quantized_graph or info.float_graph
     specs = data_lib.input_specs(graph)

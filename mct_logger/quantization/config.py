@@ -107,6 +107,10 @@ class AdaRoundConfig:
                        for b in beta)):
             raise ValueError(f"{owner}.beta_range must be (start, end), two positive numbers "
                              f"such as the paper's (20, 2), got {beta!r}.")
+        if beta[0] < beta[1]:
+            raise ValueError(f"{owner}.beta_range={tuple(beta)!r} would sharpen the rounding "
+                             f"regulariser backwards: beta anneals from start down to end, so "
+                             f"give the larger first, e.g. {tuple(beta)[::-1]!r}.")
         object.__setattr__(self, "beta_range", (float(beta[0]), float(beta[1])))
 
 

@@ -178,6 +178,41 @@ ROWS = {
         quantized()[0], weights=False, nodes=3)),
     "export int": ("path", lambda t: lambda: quantized()[1].export_encodings(3)),
     "export list": ("path", lambda t: lambda: quantized()[1].export_encodings(["e.json"])),
+    # export_litert
+    "litert path int": ("path", lambda t: lambda: quantized()[1].export_litert(3)),
+    "litert path list": ("path", lambda t: lambda: quantized()[1].export_litert([str(t)])),
+    "litert io_dtype": ("io_dtype", lambda t: lambda: quantized()[1].export_litert(
+        str(t / "m.tflite"), io_dtype="int16")),
+    "litert parity_samples 0": ("parity_samples", lambda t: lambda: quantized()[1].export_litert(
+        str(t / "m.tflite"), parity_samples=0)),
+    "litert parity_samples str": ("parity_samples", lambda t: lambda: quantized()[
+        1].export_litert(str(t / "m.tflite"), parity_samples="all")),
+    # Encoding (set on a quantizer by hand): refused when made, not when applied
+    **{f"encoding {f}={v!r}": (f, lambda t, f=f, v=v: lambda: mct_logger.Encoding(
+        **{**dict(scale=np.float64(0.1), offset=np.float64(-128.0), bitwidth=8,
+                  is_symmetric=True), f: v})) for f, v in [
+        ("scale", 0.0), ("scale", -1.0), ("scale", np.array([0.1, np.nan])), ("scale", "0.1"),
+        ("scale", np.ones((2, 2))), ("offset", 5.0), ("offset", -300.0), ("offset", -1.5),
+        ("offset", np.array([-128.0, -128.0])), ("bitwidth", 0), ("bitwidth", 8.0),
+        ("is_symmetric", 1)]},
+    # AdaRoundConfig
+    **{f"adaround {f}={v!r}": (f, lambda t, f=f, v=v: lambda: mct_logger.AdaRoundConfig(
+        **{f: v})) for f, v in [
+        ("iterations", -1), ("iterations", "100"), ("batch_size", 0), ("learning_rate", 0.0),
+        ("reg_weight", -1.0), ("beta_range", (2, 20)), ("warm_start", 1.0),
+        ("num_samples", 0), ("cache_mib", -1), ("seed", "0")]},
+    # evaluators
+    **{f"ray {f}={v!r}": (f, lambda t, f=f, v=v: lambda: __import__(
+        "mct_logger.evaluators", fromlist=["Ray"]).Ray(**{f: v})) for f, v in [
+        ("num_workers", 0), ("num_workers", "2"), ("num_cpus_per_worker", -1),
+        ("num_gpus_per_worker", "1"), ("max_retries", -1), ("address", 3),
+        ("runtime_env", "env")]},
+    # listeners
+    "stage listener": ("listener", lambda t: lambda: mct_logger.add_stage_listener(3)),
+    "run listener factory": ("factory", lambda t: lambda: mct_logger.set_run_listener_factory(
+        "mine", 3)),
+    "run listener kind": ("kind", lambda t: lambda: mct_logger.set_run_listener_factory(
+        "mine", print, kind="training")),
 }
 
 
