@@ -104,16 +104,20 @@ class _Run:
             raise
         return self._report(name, graph, result, time.perf_counter() - start)
 
-    def start(self, name: str, fn, *args) -> "_StageThread":
+    def start(self, name: str, fn, *args, alongside: bool = True) -> "_StageThread":
         """Starts stage `name` on a thread; `finish` reports it, in the order the
-        listeners expect, once the stages in between have run."""
+        listeners expect, once the stages in between have run. With `alongside`
+        False it is not started: `finish` runs it inline (after those stages)."""
         thread = _StageThread(name, fn, args)
-        if not address_space.start_thread(thread):
+        if alongside and not address_space.start_thread(thread):
             thread.run()  # no room for a thread under the address-space limit: inline
         return thread
 
     def finish(self, thread: "_StageThread"):
-        """Waits for a started stage and reports it (raises what it raised)."""
+        """Waits for a started stage (or runs one not started) and reports it
+        (raises what it raised)."""
+        if not thread.started:
+            thread.run()
         thread.join()
         if thread.error is not None:
             thread.error.add_note(f"(mct_logger PTQ stage {thread.stage!r} failed)")
@@ -138,8 +142,19 @@ class _StageThread(threading.Thread):
         self.stage, self.fn, self.args = name, fn, args
         self.output = self.error = None
         self.seconds = 0.0
+        self.ran = False
+
+    @property
+    def started(self) -> bool:
+        """Whether it ran or runs (on its thread, or inline)."""
+        return self.ran or self.is_alive() or self.ident is not None
+
+    def join(self, timeout=None):
+        if self.ident is not None:  # started as a thread (inline runs have nothing to join)
+            super().join(timeout)
 
     def run(self):
+        self.ran = True
         start = time.perf_counter()
         try:
             self.output = self.fn(*self.args)
@@ -296,8 +311,11 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         logger.info("Similarity analysis skipped: no node of %r is quantized under this "
                     "configuration, so float and quantized outputs are the same.", graph.name)
         analyze = False
-    analyze = analyze and address_space.afford("The similarity analysis", working_set_bytes(
-        graph, config.similarity_samples) + address_space.THREAD_RESERVE)
+    similarity_bytes = working_set_bytes(graph, config.similarity_samples)
+    # (its eager TensorFlow kernels crash natively when an allocation fails: its
+    # working set must fit in address space not reserved yet, see address_space)
+    analyze = analyze and address_space.afford("The similarity analysis", similarity_bytes,
+                                               unreserved=True)
     # the first similarity_samples samples: read once, by the similarity stage or, on
     # first use, by export_litert (a PTQ call that needs neither reads no more data)
     parity_samples = SamplesOnce(batches, config.similarity_samples)
@@ -309,11 +327,15 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
         statistics = getattr(run.results.get("statistics_collection"), "statistics", None) or {}
         histograms = {n: tuple(a[0] for a in s.histogram()) for n, s in statistics.items()}
         rounding = run.results.get("adaround")
+        # Under an address-space limit with no fresh room for both, it runs after
+        # the build instead, on the memory the build gave back: a lower peak.
         similarity = run.start(
             "similarity_analysis", _similarity_stage, graph, plan, params.encodings,
             parity_samples, config.similarity_samples, histograms, corrected,
             config_to_dict(config)["config"],
             rounding.columns() if hasattr(rounding, "columns") else None,
+            alongside=address_space.affordable_alongside(
+                similarity_bytes + address_space.THREAD_RESERVE),
         )
     try:
         _, result = run.stage(
@@ -322,6 +344,9 @@ def _quantize(run: _Run, graph: Graph, batches, config: QuantizationConfig, load
     finally:
         if similarity is not None:
             similarity.join()  # no analysis outlives a failed run
+    if similarity is not None and not similarity.started and not address_space.afford(
+            "The similarity analysis", similarity_bytes, unreserved=True):
+        similarity = None
     if similarity is not None:
         graph, _ = run.finish(similarity)
     info = QuantizationInfo(

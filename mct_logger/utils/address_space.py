@@ -19,8 +19,11 @@ Optional work then degrades before the budget runs out, cheapest loss first:
 
     headroom = RLIMIT_AS - VmSize + reserved but free (arena tails, free chunks)
     headroom < THREAD_RESERVE     -> no extra thread: the stage runs inline
-    headroom < the view's working set (+ THREAD_RESERVE)
-                                  -> the view is skipped, one warning
+    RLIMIT_AS - VmSize < a view's working set + THREAD_RESERVE
+                                  -> the view runs after the work it would
+                                     overlap, not beside it (a lower peak)
+    headroom (for eager TensorFlow views: also RLIMIT_AS - VmSize) < the view's
+    working set                   -> the view is skipped, one warning
 
 Without a limit (RLIM_INFINITY), or off Linux/glibc, nothing changes.
 
@@ -127,16 +130,38 @@ def affordable(nbytes: int) -> bool:
     return room is None or room >= nbytes
 
 
+def affordable_alongside(nbytes: int) -> bool:
+    """Whether `nbytes` fit in address space not reserved yet (RLIMIT_AS - VmSize),
+    without counting reserved-but-free memory: work running alongside other work
+    (a thread beside the model build) cannot count on free chunks the other may
+    take first, nor on fragments too small for its large buffers (always True
+    without a limit)."""
+    cap, used = limit(), in_use()
+    return cap is None or used is None or cap - used >= nbytes
+
+
 def headroom_text() -> str:
     room, cap = headroom(), limit()
     return f"{room / MIB:.0f} MiB of the {cap / MIB:.0f} MiB address-space limit (ulimit -v) left"
 
 
-def afford(what: str, nbytes: int) -> bool:
-    """Whether optional work `what` fits (`affordable`); if not, one warning saying it
-    is skipped, naming the headroom, so the run keeps its model."""
-    if affordable(nbytes):
+def afford(what: str, nbytes: int, unreserved: bool = False) -> bool:
+    """Whether optional work `what` fits (`affordable`; with `unreserved`, also in
+    address space not reserved yet, `affordable_alongside`: for work whose large
+    buffers need fresh mappings, e.g. TensorFlow's eager kernels, which crash
+    natively rather than raise when one fails); if not, one warning saying it is
+    skipped, naming the headroom, so the run keeps its model."""
+    if affordable(nbytes) and (not unreserved or affordable_alongside(nbytes)):
         return True
+    if affordable(nbytes):  # the room is there, but only in reserved, fragmented memory
+        cap, used = limit(), in_use()
+        logger.warning("%s is skipped: only %.0f MiB of the %.0f MiB address-space limit "
+                       "(ulimit -v) are not reserved yet, it needs about %.0f MiB in fresh "
+                       "mappings (its large buffers cannot use the %.0f MiB free inside "
+                       "memory already reserved); PTQ goes on and returns the quantized "
+                       "model. Raise the limit to get it.", what, (cap - used) / MIB,
+                       cap / MIB, nbytes / MIB, reserved_spare() / MIB)
+        return False
     logger.warning("%s is skipped: only %s, it needs about %.0f MiB; PTQ goes on and returns "
                    "the quantized model. Raise the limit to get it.", what, headroom_text(),
                    nbytes / MIB)
