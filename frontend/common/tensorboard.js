@@ -128,27 +128,50 @@ export function graphsHref(tbRun) {
 // Opens TensorBoard's Graphs tab, in TensorBoard's own window, on `tbRun`.
 // The dashboard takes its run from the URL hash, but its run menu resets to
 // the first run when the run list arrives (TensorBoard 2.21), so once the list
-// is there the menu is set to `tbRun`, and kept there for a second.
-export function openGraphsOn(tbRun, seconds = 30) {
+// is there the menu is set to `tbRun`. That starts a second graph load beside
+// the first run's, and TensorBoard's loader draws whichever finishes last: on a
+// busy machine the first run's graph can land after `tbRun`'s and stay drawn
+// under a menu that says `tbRun`. So the drawn run (the loader's last finished
+// load) is checked too, `tbRun`'s load is asked for again while another run's
+// graph is drawn, and the watch ends once menu and graph have agreed for
+// `settleMs` (long enough for a load started with `tbRun`'s to finish).
+export function openGraphsOn(tbRun, seconds = 60, settleMs = 5000) {
   const top = window.top;
   top.location.hash = `#graphs&run=${encodeURIComponent(tbRun)}`;
   const deadline = Date.now() + seconds * 1000;
-  let settledSince = null;
+  let settledSince = null; // menu and drawn graph on tbRun since then
+  let otherSince = null; // menu on tbRun, another run's graph drawn since then
   const tick = () => {
     const dashboard = top.document.querySelector("tf-graph-dashboard");
-    const controls = dashboard && (dashboard.shadowRoot || dashboard).querySelector("tf-graph-controls");
+    const root = dashboard && (dashboard.shadowRoot || dashboard);
+    const controls = root && root.querySelector("tf-graph-controls");
+    const loader = root && root.querySelector("tf-graph-dashboard-loader");
     const datasets = controls && controls.datasets;
     if (datasets && datasets.length) {
       const index = datasets.findIndex((dataset) => dataset.name === tbRun);
       if (index < 0) {
         return; // no graph logged for that run: the dashboard shows its first
       }
+      const drawn = loader && loader._graphRunTag ? loader._graphRunTag.run : null;
+      const now = Date.now();
       if (controls._selectedRunIndex !== index) {
         controls.set("_selectedRunIndex", index);
+        settledSince = otherSince = null;
+      } else if (drawn !== null && drawn !== tbRun) {
+        // another run's load finished last: once tbRun's own load has had 2 s to
+        // land, ask for it again (a load asked for now finishes after the other)
         settledSince = null;
+        otherSince = otherSince === null ? now : otherSince;
+        if (now - otherSince > 2000 && loader.selection && loader.selection.run === tbRun) {
+          loader.selection = { ...loader.selection };
+          otherSince = now;
+        }
+      } else if (drawn === null) {
+        settledSince = otherSince = null;
       } else if (settledSince === null) {
-        settledSince = Date.now();
-      } else if (Date.now() - settledSince > 1000) {
+        settledSince = now;
+        otherSince = null;
+      } else if (now - settledSince > settleMs) {
         return;
       }
     }

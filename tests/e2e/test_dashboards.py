@@ -130,6 +130,40 @@ def test_a_ptq_run_has_its_layer_table_linked_to_the_graphs_tab(server, dashboar
         assert not errors_of(page), page.errors
 
 
+# The run whose graph TensorBoard's Graphs loader drew last (its last finished load).
+DRAWN_RUN = """() => { const d = document.querySelector('tf-graph-dashboard');
+    const l = d && (d.shadowRoot || d).querySelector('tf-graph-dashboard-loader');
+    return l && l._graphRunTag ? l._graphRunTag.run : null; }"""
+
+
+def test_the_graph_link_redraws_its_run_when_another_runs_graph_lands_last(server, dashboard_logs):
+    """TensorBoard's Graphs tab starts loading its first run's graph when its run
+    list arrives, beside the linked run's, and draws whichever load finishes last:
+    on a busy machine the first run's graph was left drawn under a menu naming the
+    linked run. Here every other run's graph is held until the linked one is drawn,
+    so it lands last for sure; the link must then draw its own run again."""
+    url, loader = server
+    target = "ptq_cle/07_quantized_model"
+    held = []
+    with chromium_page() as page:
+        page.route(lambda u: "/data/plugin/graphs/graph?" in u
+                   and "run=ptq_cle%2F07_quantized_model" not in u, lambda route: held.append(route))
+        frame = open_tab(page, url, "quant_analyzer")
+        select_runs(frame, ["ptq_cle"])
+        frame.locator("button.qa-tab[data-view='layers']").click()
+        frame.locator(".qa-panel[data-view='layers'] a.qa-graph-link", has_text="stem").click()
+        page.wait_for_function(f"() => ({DRAWN_RUN})() === {target!r}", timeout=BROWSER_WAIT_MS)
+        assert held, "TensorBoard loaded no other run's graph beside the linked one"
+        for route in held:
+            route.continue_()
+        page.wait_for_function(f"() => ({DRAWN_RUN})() !== {target!r}", timeout=BROWSER_WAIT_MS)
+        page.wait_for_function(f"() => ({DRAWN_RUN})() === {target!r}", timeout=BROWSER_WAIT_MS)
+        page.locator('g.node[data-name="stem"]').first.wait_for(timeout=BROWSER_WAIT_MS)
+        expect(page.locator('g.node[data-name^="batch_normalization"]')).to_have_count(0)
+        screenshot(page, f"graphs_after_a_late_load_{loader}.png")
+        assert not errors_of(page), page.errors
+
+
 def test_two_ptq_runs_side_by_side(server, dashboard_logs):
     url, loader = server
     with chromium_page() as page:
