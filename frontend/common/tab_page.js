@@ -158,12 +158,16 @@ export async function renderSingleRunTab(id, options) {
       root.dataset.ready = "true";
       return;
     }
+    const selected = state.selected;
     let body;
     try {
-      body = await source.tables(state.selected);
+      body = await source.tables(selected);
     } catch (error) {
       showError(board, error);
       return;
+    }
+    if (selected !== state.selected) {
+      return; // the selection changed while fetching: its own draw shows it
     }
     problems.replaceChildren(problemsBox(body.problems));
     state.live = Boolean(options.live && options.live(body));

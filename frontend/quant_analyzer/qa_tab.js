@@ -49,12 +49,16 @@ export async function render() {
       return;
     }
     const entries = [];
+    const selected = state.selected;
     let fetched;
     try {
-      fetched = await Promise.all(state.selected.map((name) => source.tables(name)));
+      fetched = await Promise.all(selected.map((name) => source.tables(name)));
     } catch (error) {
       showError(board, error);
       return;
+    }
+    if (selected.join(",") !== state.selected.join(",")) {
+      return; // the selection changed while fetching: its own draw shows it
     }
     for (const body of fetched) {
       entries.push({ name: body.run, body, tables: normalizeTables(body.tables) });
@@ -91,7 +95,7 @@ export async function render() {
     window.scrollTo(0, scroll);
     state.shown = JSON.stringify(entries.map((e) => e.body.fingerprint));
     root.dataset.ready = "true";
-    root.dataset.runs = state.selected.join(",");
+    root.dataset.runs = selected.join(",");
   }
 
   await refresh();
