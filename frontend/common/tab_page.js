@@ -19,18 +19,47 @@ export function mountTab(id) {
   document.body.append(root);
   const ready = loadPlotly("static/plotly.min.js");
   ready.catch((error) => showError(board, error));
+  // Numbers the fetches made for drawing: only the newest may draw. A slower
+  // fetch for an earlier run selection, finishing after the current one, would
+  // otherwise draw stale runs over the view the picker names.
+  let newest = 0;
   return {
     root, picker, problems, board,
     source: new PluginSource("."),
     // The chart library, or null when it failed to load (the board says why).
     plotly: () => ready.catch(() => null),
+    // Fetches what a draw shows: `await tab.fetchForDraw(() => source.tables(run))`.
+    // Resolves to null when the fetch failed (the board says why) or when a later
+    // fetchForDraw began meanwhile (the later one draws; this one is stale).
+    async fetchForDraw(load) {
+      const ticket = ++newest;
+      try {
+        const value = await load();
+        return ticket === newest ? value : null;
+      } catch (error) {
+        if (ticket === newest) {
+          showError(board, error);
+        }
+        return null;
+      }
+    },
+    // Shows a note on the board instead of a dashboard (no run to draw); a fetch
+    // still under way for an earlier selection no longer draws over it.
+    note(text) {
+      newest += 1;
+      board.replaceChildren(h("p", { class: "qa-note qa-note-info" }, text));
+      delete root.dataset.runs;
+      root.dataset.ready = "true";
+    },
     // Draws a dashboard on a fresh element in the board (in the page, since plotly
-    // sizes a chart from its element): `await drawer(element, Plotly)`. Returns
-    // false when the chart library or the drawing failed (the board says why) or
-    // when another draw replaced this one meanwhile.
+    // sizes a chart from its element): `await drawer(element, Plotly)`, right
+    // after the fetchForDraw it shows. Returns false when the chart library or the
+    // drawing failed (the board says why), or when a later fetch or draw
+    // replaced this one meanwhile.
     async draw(drawer) {
+      const ticket = newest;
       const Plotly = await this.plotly();
-      if (!Plotly) {
+      if (!Plotly || ticket !== newest) {
         return false;
       }
       const target = h("div", {});
@@ -154,20 +183,12 @@ export async function renderSingleRunTab(id, options) {
 
   async function draw() {
     if (!state.selected) {
-      board.replaceChildren(h("p", { class: "qa-note qa-note-info" }, options.empty));
-      root.dataset.ready = "true";
+      tab.note(options.empty);
       return;
     }
-    const selected = state.selected;
-    let body;
-    try {
-      body = await source.tables(selected);
-    } catch (error) {
-      showError(board, error);
-      return;
-    }
-    if (selected !== state.selected) {
-      return; // the selection changed while fetching: its own draw shows it
+    const body = await tab.fetchForDraw(() => source.tables(state.selected));
+    if (!body) {
+      return; // failed (the board says why), or a newer selection is being drawn
     }
     problems.replaceChildren(problemsBox(body.problems));
     state.live = Boolean(options.live && options.live(body));

@@ -4,8 +4,7 @@
 // side by side. Redraws on TensorBoard's reloads and, while an analysis is
 // running, every few seconds.
 
-import { h } from "../common/dom.js";
-import { mountTab, newestRun, problemsBox, runDescription, runPicker, showError } from "../common/tab_page.js";
+import { mountTab, newestRun, problemsBox, runDescription, runPicker } from "../common/tab_page.js";
 import { graphsHref, openGraphsOn, watch } from "../common/tensorboard.js";
 import { renderComparison } from "./qa_compare.js";
 import { renderQuantAnalyzer } from "./qa_dashboard.js";
@@ -42,23 +41,15 @@ export async function render() {
 
   async function draw() {
     if (!state.selected.length) {
-      board.replaceChildren(h("p", { class: "qa-note qa-note-info" },
-        state.runs.length ? "Select a run above." :
-          "No QuantAnalyzer data yet: log a PTQ run or a QuantAnalyzer run with mct_logger.set_log_folder()."));
-      root.dataset.ready = "true";
+      tab.note(state.runs.length ? "Select a run above." :
+        "No QuantAnalyzer data yet: log a PTQ run or a QuantAnalyzer run with mct_logger.set_log_folder().");
       return;
     }
     const entries = [];
     const selected = state.selected;
-    let fetched;
-    try {
-      fetched = await Promise.all(selected.map((name) => source.tables(name)));
-    } catch (error) {
-      showError(board, error);
-      return;
-    }
-    if (selected.join(",") !== state.selected.join(",")) {
-      return; // the selection changed while fetching: its own draw shows it
+    const fetched = await tab.fetchForDraw(() => Promise.all(selected.map((name) => source.tables(name))));
+    if (!fetched) {
+      return; // failed (the board says why), or a newer selection is being drawn
     }
     for (const body of fetched) {
       entries.push({ name: body.run, body, tables: normalizeTables(body.tables) });

@@ -164,6 +164,71 @@ def test_the_graph_link_redraws_its_run_when_another_runs_graph_lands_last(serve
         assert not errors_of(page), page.errors
 
 
+# Installed in the tab's frame before a held /tables response is let go: records
+# every "Comparing" heading drawn from then on, and sets __heldConsumed one task
+# after the page parsed a response for run `arg`, once the microtasks that
+# parse resumed (the tab's fetch, its check and any draw) have all run.
+WATCH_A_HELD_FETCH = """(run) => {
+    window.__comparisons = [];
+    new MutationObserver(() => {
+        for (const h1 of document.querySelectorAll('h1')) {
+            if (h1.textContent.includes('Comparing')) window.__comparisons.push(h1.textContent);
+        }
+    }).observe(document.body, { subtree: true, childList: true, characterData: true });
+    const json = Response.prototype.json;
+    Response.prototype.json = function () {
+        const parsed = json.call(this);
+        if (this.url.includes(`run=${run}`)) {
+            parsed.finally(() => setTimeout(() => { window.__heldConsumed = true; }, 0));
+        }
+        return parsed;
+    };
+}"""
+
+
+@pytest.mark.parametrize("then", [["analyzer"], []], ids=["one_run", "no_run"])
+def test_a_slow_fetch_for_an_earlier_selection_never_draws_over_the_newer_one(server, then):
+    """Checking a second run and unchecking it again fetches both runs' tables,
+    then one run's: on a busy machine the two-run fetch finished last and drew a
+    comparison over the one-run view, under a picker naming one run. Here the
+    second run's tables are held until the newer selection (one run, or none:
+    a note) is shown, then let go: the newer selection must stay."""
+    url, _ = server
+    held = []
+    with chromium_page() as page:
+        frame = open_tab(page, url, "quant_analyzer")
+        select_runs(frame, ["analyzer"])
+        frame.get_by_text("Headline findings").wait_for()
+        frame.locator(".qa-board > .qa-root").evaluate("(root) => { root.dataset.before = '1'; }")
+        page.route(lambda u: "/tables?run=broken" in u, lambda route: held.append(route))
+        broken = frame.locator(".qa-run-picker input[value='broken']")
+        with page.expect_request(lambda r: "/tables?run=broken" in r.url):
+            broken.check()
+        if then:
+            with page.expect_request_finished(lambda r: "/tables?run=analyzer" in r.url):
+                broken.uncheck()
+            shown = frame.locator(".qa-board > .qa-root:not([data-before])").get_by_text("Headline findings")
+        else:
+            broken.uncheck()
+            frame.locator(".qa-run-picker input[value='analyzer']").uncheck()
+            shown = frame.locator(".qa-board").get_by_text("Select a run above.")
+        shown.wait_for()
+        tab = tab_frame(page, "quant_analyzer")
+        tab.evaluate(WATCH_A_HELD_FETCH, "broken")
+        assert held, "the two-run selection fetched no tables for 'broken'"
+        for route in held:
+            route.continue_()
+        until(tab, "() => window.__heldConsumed === true", BROWSER_WAIT_MS / 1000)
+        assert tab.evaluate("() => window.__comparisons") == []
+        expect(shown).to_be_visible()
+        if then:
+            expect(frame.locator("main")).to_have_attribute("data-runs", ",".join(then))
+        else:
+            expect(frame.locator(".qa-root")).to_have_count(0)
+            expect(frame.locator("main[data-runs]")).to_have_count(0)
+        assert not errors_of(page), page.errors
+
+
 def test_two_ptq_runs_side_by_side(server, dashboard_logs):
     url, loader = server
     with chromium_page() as page:
